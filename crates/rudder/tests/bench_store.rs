@@ -1,0 +1,93 @@
+//! `rudder bench store` runs end to end on both backends (tiny sizes) and prints the JSON keys
+//! docs/benchmarks.md records. Numbers are not checked: tests never judge timing.
+
+use std::process::Command;
+
+use store::testing::EtcdServer;
+
+const KEYS: [&str; 7] = [
+    "seq_writes_per_s",
+    "concurrent_writes_per_s",
+    "point_reads_per_s",
+    "range_10k_ms",
+    "watch_p50_ms",
+    "watch_p99_ms",
+    "db_bytes_after_compaction",
+];
+
+fn bench(extra: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_rudder"))
+        .args([
+            "bench",
+            "store",
+            "--json",
+            "--seq-writes",
+            "20",
+            "--concurrent-writes",
+            "200",
+        ])
+        .args([
+            "--reads",
+            "200",
+            "--range-keys",
+            "100",
+            "--watch-events",
+            "20",
+        ])
+        .args([
+            "--updates",
+            "400",
+            "--update-keys",
+            "20",
+            "--compact-every",
+            "100",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().expect("some output");
+    let v: serde_json::Value = serde_json::from_str(last).expect("the last line is JSON");
+    for key in KEYS {
+        assert!(
+            v[key].as_f64().is_some_and(|n| n >= 0.0),
+            "{key} missing in {v}"
+        );
+    }
+    assert_eq!(v["range_keys"], 100);
+    v
+}
+
+#[test]
+fn bench_store_reports_every_key_on_sqlite() {
+    let v = bench(&[]);
+    assert!(v["db_bytes_after_compaction"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_store_reports_every_key_on_etcd() {
+    let etcd = EtcdServer::start().await;
+    let endpoint = format!("etcd://{}", etcd.endpoint());
+    tokio::task::spawn_blocking(move || bench(&["--datastore-endpoint", &endpoint]))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn a_bad_endpoint_is_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rudder"))
+        .args(["bench", "store", "--datastore-endpoint", "mysql://db"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid datastore endpoint \"mysql://db\""),
+        "{err}"
+    );
+}
