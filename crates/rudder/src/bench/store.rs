@@ -270,8 +270,7 @@ async fn update_run(
             let mut next = every;
             while next < total {
                 if done.load(std::sync::atomic::Ordering::Relaxed) >= next {
-                    let rev = store.current_revision().await?;
-                    store.compact(rev).await?;
+                    compact_to_current(&store).await?;
                     next += every;
                 } else {
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -310,6 +309,11 @@ async fn update_run(
         h.await??;
     }
     compactor.await??;
+    compact_to_current(store).await
+}
+
+/// Compacts up to the current revision; already compacted there (no write since) is fine.
+async fn compact_to_current(store: &Arc<dyn Store>) -> Result<()> {
     let rev = store.current_revision().await?;
     match store.compact(rev).await {
         Ok(()) | Err(store::Error::Compacted { .. }) => Ok(()),
