@@ -33,6 +33,10 @@ ensure_deps() {
       exit 1
     fi
   fi
+  if ! command -v kubectl >/dev/null 2>&1; then
+    echo "error: no kubectl on PATH: the end-to-end tests drive the real kubectl (1.27-1.33)" >&2
+    exit 1
+  fi
   if ! command -v cargo >/dev/null 2>&1; then
     echo "error: no Rust toolchain: install rustup (https://rustup.rs) and a stable toolchain" >&2
     exit 1

@@ -5,5 +5,6 @@ cd "$(dirname "$0")/.."
 . scripts/deps.sh
 ensure_deps
 cargo build --release -p rudder
-# The API server is not built yet; until it is, what runs is the store, through its benchmark.
-exec ./target/release/rudder bench store "$@"
+# Embedded defaults: data in /var/lib/rudder (as root), the API on https://127.0.0.1:6443, the
+# admin kubeconfig in /var/lib/rudder/kubeconfig.yaml. Extra arguments go to `rudder server`.
+exec ./target/release/rudder server "$@"

@@ -16,6 +16,8 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Run the control plane: the API server on its store (embedded SQLite by default).
+    Server(ServerArgs),
     /// Measure a component's performance and print a table (or JSON).
     Bench(Bench),
 }
@@ -85,4 +87,74 @@ pub(crate) struct StoreBench {
     /// compactor would every few minutes under that load).
     #[arg(long, default_value_t = 50_000)]
     pub(crate) compact_every: usize,
+}
+
+/// Options of `rudder server` (k3s' flag names).
+#[derive(Debug, Args)]
+pub(crate) struct ServerArgs {
+    /// Where certificates, the admin kubeconfig and the embedded database live
+    /// [default: /var/lib/rudder as root, else ~/.local/share/rudder].
+    #[arg(long)]
+    pub(crate) data_dir: Option<std::path::PathBuf>,
+
+    /// The HTTPS port of the API server.
+    #[arg(long, default_value_t = 6443)]
+    pub(crate) https_listen_port: u16,
+
+    /// The address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub(crate) bind_address: std::net::IpAddr,
+
+    /// The store: empty for embedded SQLite, etcd://host:port[,host:port] or
+    /// http://host:port for etcd.
+    #[arg(long, default_value = "")]
+    pub(crate) datastore_endpoint: String,
+
+    /// An extra host name or IP address for the serving certificate (repeatable).
+    #[arg(long = "tls-san")]
+    pub(crate) tls_san: Vec<String>,
+
+    /// Also write the admin kubeconfig here.
+    #[arg(long)]
+    pub(crate) write_kubeconfig: Option<std::path::PathBuf>,
+
+    /// A static token file: `token,user,uid,"group1,group2"` per line.
+    #[arg(long)]
+    pub(crate) token_auth_file: Option<std::path::PathBuf>,
+
+    /// How long the store keeps history for watches before compacting it (e.g. 300s, 5m).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub(crate) etcd_compaction_interval: std::time::Duration,
+}
+
+/// Parses `90s`, `5m`, `1h` or a plain number of seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 90s, 5m, 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("invalid duration {s:?}: expected e.g. 90s, 5m, 1h")),
+    };
+    if secs == 0 {
+        return Err("the interval must be positive".into());
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("5m").unwrap().as_secs(), 300);
+        assert_eq!(parse_duration("2").unwrap().as_secs(), 2);
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("0").is_err());
+    }
 }

@@ -5,6 +5,7 @@
 
 mod bench;
 mod cli;
+mod server;
 
 use clap::Parser;
 
@@ -30,6 +31,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match args.command {
+            cli::Command::Server(opts) => server::run(opts).await,
             cli::Command::Bench(bench) => match bench.target {
                 cli::BenchTarget::Store(opts) => bench::store::run(opts).await,
             },

@@ -1,0 +1,664 @@
+//! The HTTP layer: authentication, routing by [`crate::request`], body decoding and limits,
+//! content negotiation (JSON, Table, PartialObjectMetadata) and watch streaming.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::patch::PatchType;
+use api::selector::{FieldSelector, LabelSelector};
+use api::table::{Include, table};
+use api::{Resource, Status};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+
+use crate::authn::{Identity, Tokens, authorize};
+use crate::discovery;
+use crate::registry::{DeleteOptions, ListOptions, Registry, WatchRequest, with_type};
+use crate::request::{Query, RequestInfo, Target, parse};
+
+/// The largest request body accepted (upstream's default, 3 MiB).
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// Shared state of the API handlers.
+pub struct App {
+    /// The registry.
+    pub registry: Registry,
+    /// Bearer tokens.
+    pub tokens: Tokens,
+    /// `host:port` clients reach the server at, for `/api`.
+    pub address: String,
+}
+
+/// What the TLS layer learned about the connection.
+#[derive(Clone, Debug, Default)]
+pub struct Connection {
+    /// The identity from a verified client certificate.
+    pub identity: Option<Identity>,
+}
+
+/// A JSON response.
+pub fn json_response(code: StatusCode, value: &Value) -> Response {
+    json_with_type(code, value, "application/json")
+}
+
+fn json_with_type(code: StatusCode, value: &Value, content_type: &str) -> Response {
+    let mut resp = (code, serde_json::to_vec(value).expect("JSON values encode")).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type).expect("valid header"),
+    );
+    resp
+}
+
+/// A failed request's `Status`.
+pub fn status_response(s: &Status) -> Response {
+    let code = StatusCode::from_u16(s.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(code, &s.to_json())
+}
+
+/// How the client wants objects back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Object,
+    Table,
+    Metadata,
+}
+
+fn negotiate(headers: &HeaderMap) -> Shape {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    for part in accept.split(',') {
+        let params: Vec<&str> = part.split(';').map(str::trim).collect();
+        if params.contains(&"g=meta.k8s.io") {
+            if params.contains(&"as=Table") {
+                return Shape::Table;
+            }
+            if params.contains(&"as=PartialObjectMetadata")
+                || params.contains(&"as=PartialObjectMetadataList")
+            {
+                return Shape::Metadata;
+            }
+        }
+        if params
+            .first()
+            .is_some_and(|t| *t == "application/json" || *t == "*/*" || t.is_empty())
+            && params.len() == 1
+        {
+            return Shape::Object;
+        }
+    }
+    Shape::Object
+}
+
+fn partial(obj: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
+}
+
+/// Renders one object in the negotiated shape.
+fn render_one(r: &Resource, obj: Value, shape: Shape, query: &Query) -> Result<Value, Status> {
+    Ok(match shape {
+        Shape::Object => with_type(r, obj),
+        Shape::Metadata => partial(&obj),
+        Shape::Table => {
+            let rv = obj["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            table(
+                r,
+                &[obj],
+                include(query)?,
+                &rv,
+                None,
+                jiff::Timestamp::now(),
+            )
+        }
+    })
+}
+
+fn include(query: &Query) -> Result<Include, Status> {
+    match query.get("includeObject") {
+        None | Some("Metadata") => Ok(Include::Metadata),
+        Some("Object") => Ok(Include::Object),
+        Some("None") => Ok(Include::None),
+        Some(other) => Err(Status::bad_request(format!(
+            "unrecognized includeObject value: {other:?}"
+        ))),
+    }
+}
+
+/// Reads a request body, refusing more than [`MAX_BODY_BYTES`].
+async fn read_body(body: Body) -> Result<Bytes, Status> {
+    let limited = http_body_util::Limited::new(body, MAX_BODY_BYTES);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(Status::too_large(format!(
+                "Request entity too large: limit is {MAX_BODY_BYTES}"
+            )))
+        }
+        Err(e) => Err(Status::bad_request(format!(
+            "reading the request body: {e}"
+        ))),
+    }
+}
+
+/// Upstream's short summary of a body that failed to decode.
+fn body_summary(body: &[u8]) -> String {
+    if body.is_empty() {
+        return "<empty>".into();
+    }
+    let head = &body[..body.len().min(30)];
+    let more = if body.len() > 30 { " ..." } else { "" };
+    if body.first() == Some(&b'{') {
+        format!("{}{more}", String::from_utf8_lossy(head))
+    } else {
+        format!(
+            "{}{more}",
+            head.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        )
+    }
+}
+
+/// Decodes a JSON or YAML request body into an object.
+fn decode_body(headers: &HeaderMap, body: &[u8], kind: &str) -> Result<Value, Status> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let media = ct.split(';').next().unwrap_or("").trim();
+    let unrecognized = |detail: String| {
+        Status::bad_request(format!(
+            "the object provided is unrecognized (must be of type {kind}): {detail} ({})",
+            body_summary(body)
+        ))
+    };
+    match media {
+        "application/json"
+        | ""
+        | "*/*"
+        | "application/json-patch+json"
+        | "application/merge-patch+json"
+        | "application/strategic-merge-patch+json" => serde_json::from_slice(body)
+            .map_err(|e| unrecognized(format!("couldn't get version/kind; json parse error: {e}"))),
+        "application/yaml" | "application/apply-patch+yaml" => {
+            let text = std::str::from_utf8(body)
+                .map_err(|e| unrecognized(format!("error converting YAML to JSON: {e}")))?;
+            serde_saphyr::from_str::<Value>(text)
+                .map_err(|e| unrecognized(format!("error converting YAML to JSON: {e}")))
+        }
+        "application/vnd.kubernetes.protobuf" => Err(Status::unsupported_media_type(ct)),
+        other => Err(Status::unsupported_media_type(other)),
+    }
+}
+
+fn authenticate(app: &App, conn: &Connection, headers: &HeaderMap) -> Option<Identity> {
+    if let Some(who) = &conn.identity {
+        return Some(who.clone());
+    }
+    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    app.tokens.authenticate(auth)
+}
+
+/// Every `/api` and `/apis` request.
+pub async fn api(State(app): State<Arc<App>>, req: Request) -> Response {
+    let conn = req
+        .extensions()
+        .get::<Connection>()
+        .cloned()
+        .unwrap_or_default();
+    let Some(who) = authenticate(&app, &conn, req.headers()) else {
+        return status_response(&Status::unauthorized());
+    };
+    let query = Query::parse(req.uri().query());
+    let target = match parse(req.uri().path(), req.method().as_str(), query.flag("watch")) {
+        Ok(t) => t,
+        Err(s) => return status_response(&s),
+    };
+    if !authorize(&who) {
+        let s = match &target {
+            Target::Resource(info) => Status::forbidden(
+                info.resource,
+                info.name.as_deref().unwrap_or(""),
+                &who.user,
+                info.verb,
+                info.namespace.as_deref(),
+            ),
+            _ => Status::new(
+                403,
+                "Forbidden",
+                format!(
+                    "forbidden: User \"{}\" cannot get path \"{}\"",
+                    who.user,
+                    req.uri().path()
+                ),
+            ),
+        };
+        return status_response(&s);
+    }
+    let aggregated = discovery::wants_aggregated(
+        req.headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+    );
+    match target {
+        Target::CoreVersions if aggregated => json_with_type(
+            StatusCode::OK,
+            &discovery::aggregated(true),
+            discovery::AGGREGATED_CONTENT_TYPE,
+        ),
+        Target::CoreVersions => {
+            json_response(StatusCode::OK, &discovery::core_versions(&app.address))
+        }
+        Target::Groups if aggregated => json_with_type(
+            StatusCode::OK,
+            &discovery::aggregated(false),
+            discovery::AGGREGATED_CONTENT_TYPE,
+        ),
+        Target::Groups => json_response(StatusCode::OK, &discovery::group_list()),
+        Target::Group(g) => match discovery::group(&g) {
+            Some(v) => json_response(StatusCode::OK, &v),
+            None => status_response(&Status::path_not_found()),
+        },
+        Target::ResourceList(g, v) => match discovery::resource_list(&g, &v) {
+            Some(v) => json_response(StatusCode::OK, &v),
+            None => status_response(&Status::path_not_found()),
+        },
+        Target::Resource(info) => match resource(&app, info, query, req).await {
+            Ok(resp) => resp,
+            Err(s) => status_response(&s),
+        },
+    }
+}
+
+fn list_options(r: &Resource, query: &Query) -> Result<ListOptions, Status> {
+    let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))
+        .map_err(Status::bad_request)?;
+    let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""))
+        .map_err(Status::bad_request)?;
+    if let Some(f) = fields.fields().find(|f| !r.selectable(f)) {
+        return Err(Status::bad_request(format!(
+            "field label not supported: {f}"
+        )));
+    }
+    let limit = match query.get("limit") {
+        Some(l) => l
+            .parse::<i64>()
+            .map_err(|_| Status::bad_request(format!("invalid limit {l:?}")))?
+            .max(0) as usize,
+        None => 0,
+    };
+    let rv = parse_rv(query.get("resourceVersion"))?;
+    let exact = match (query.get("resourceVersionMatch"), rv) {
+        (Some("Exact"), Some(rv)) if rv > 0 => Some(rv),
+        (Some("Exact"), _) => {
+            return Err(Status::bad_request(
+                "resourceVersionMatch: Exact requires a resourceVersion",
+            ));
+        }
+        (None, Some(rv)) if rv > 0 && limit > 0 => Some(rv),
+        (Some("NotOlderThan") | None, _) => None,
+        (Some(other), _) => {
+            return Err(Status::bad_request(format!(
+                "resourceVersionMatch: Unsupported value: {other:?}"
+            )));
+        }
+    };
+    Ok(ListOptions {
+        labels,
+        fields,
+        limit,
+        continue_token: query
+            .get("continue")
+            .filter(|c| !c.is_empty())
+            .map(str::to_string),
+        exact_revision: exact,
+    })
+}
+
+fn parse_rv(rv: Option<&str>) -> Result<Option<i64>, Status> {
+    match rv {
+        None | Some("") => Ok(None),
+        Some(v) => v.parse::<i64>().map(Some).map_err(|_| {
+            Status::bad_request(format!(
+                "resourceVersion: Invalid value: {v:?}: must be a valid resource version"
+            ))
+        }),
+    }
+}
+
+fn delete_options(query: &Query, body: &[u8]) -> Result<DeleteOptions, Status> {
+    let doc: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| Status::bad_request(format!("invalid DeleteOptions: {e}")))?
+    };
+    let grace = doc["gracePeriodSeconds"]
+        .as_i64()
+        .or_else(|| query.get("gracePeriodSeconds").and_then(|g| g.parse().ok()));
+    let mut propagation = doc["propagationPolicy"]
+        .as_str()
+        .or(query.get("propagationPolicy"))
+        .map(str::to_string);
+    if propagation.is_none()
+        && (doc["orphanDependents"] == json!(true) || query.flag("orphanDependents"))
+    {
+        propagation = Some("Orphan".into());
+    }
+    if let Some(p) = &propagation
+        && !matches!(p.as_str(), "Orphan" | "Background" | "Foreground")
+    {
+        return Err(Status::bad_request(format!(
+            "propagationPolicy: Unsupported value: {p:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+        )));
+    }
+    Ok(DeleteOptions {
+        grace_period: grace,
+        propagation,
+        uid: doc["preconditions"]["uid"].as_str().map(str::to_string),
+        resource_version: doc["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string),
+    })
+}
+
+async fn resource(
+    app: &App,
+    info: RequestInfo,
+    query: Query,
+    req: Request,
+) -> Result<Response, Status> {
+    let r = info.resource;
+    let ns = info.namespace.as_deref();
+    let name = info.name.clone().unwrap_or_default();
+    let shape = negotiate(req.headers());
+    let dry_run = query.dry_run();
+    let headers = req.headers().clone();
+    let reg = &app.registry;
+    let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
+    match (info.verb, info.subresource.as_deref()) {
+        ("get", None) => ok(render_one(r, reg.get(r, ns, &name).await?, shape, &query)?),
+        ("get", Some("status")) => ok(with_type(r, reg.get(r, ns, &name).await?)),
+        ("get", Some("scale")) => ok(Registry::scale_of(&reg.get(r, ns, &name).await?)),
+        ("list", None) => {
+            let opts = list_options(r, &query)?;
+            let list = reg.list(r, ns, &opts).await?;
+            let rv = list.revision.to_string();
+            let body = match shape {
+                Shape::Table => table(
+                    r,
+                    &list.items,
+                    include(&query)?,
+                    &rv,
+                    list.continue_token.as_deref(),
+                    jiff::Timestamp::now(),
+                ),
+                Shape::Metadata => {
+                    let items: Vec<Value> = list.items.iter().map(partial).collect();
+                    let mut meta = json!({"resourceVersion": rv});
+                    if let Some(c) = &list.continue_token {
+                        meta["continue"] = json!(c);
+                    }
+                    json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items})
+                }
+                Shape::Object => {
+                    let mut meta = json!({"resourceVersion": rv});
+                    if let Some(c) = &list.continue_token {
+                        meta["continue"] = json!(c);
+                    }
+                    json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": meta, "items": list.items})
+                }
+            };
+            ok(body)
+        }
+        ("watch", None) => {
+            watch(
+                app,
+                r,
+                info.namespace.clone(),
+                info.name.clone(),
+                &query,
+                shape,
+            )
+            .await
+        }
+        ("create", None) => {
+            let body = read_body(req.into_body()).await?;
+            let obj = decode_body(&headers, &body, r.kind)?;
+            let created = reg.create(r, ns, obj, dry_run).await?;
+            Ok(json_response(StatusCode::CREATED, &with_type(r, created)))
+        }
+        ("create", Some("binding")) => {
+            let body = read_body(req.into_body()).await?;
+            let binding = decode_body(&headers, &body, "Binding")?;
+            reg.bind(r, ns, &name, &binding).await?;
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ))
+        }
+        ("update", sub @ (None | Some("status"))) => {
+            let body = read_body(req.into_body()).await?;
+            let obj = decode_body(&headers, &body, r.kind)?;
+            ok(with_type(
+                r,
+                reg.update(r, ns, &name, obj, sub, dry_run).await?,
+            ))
+        }
+        ("update", Some("scale")) => {
+            let body = read_body(req.into_body()).await?;
+            let scale = decode_body(&headers, &body, "Scale")?;
+            ok(reg
+                .set_scale(r, ns, &name, |_| Ok(scale.clone()), dry_run)
+                .await?)
+        }
+        ("patch", sub) => {
+            let ct = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let kind = PatchType::from_content_type(ct)
+                .ok_or_else(|| Status::unsupported_media_type(ct))?;
+            let body = read_body(req.into_body()).await?;
+            let patch: Value = serde_json::from_slice(&body)
+                .map_err(|e| Status::bad_request(format!("error decoding patch: {e}")))?;
+            match sub {
+                None | Some("status") => ok(with_type(
+                    r,
+                    reg.patch(r, ns, &name, (kind, &patch), sub, dry_run)
+                        .await?,
+                )),
+                Some("scale") => {
+                    let apply = |scale: &Value| match kind {
+                        PatchType::Json => {
+                            api::patch::json_patch(scale, &patch).map_err(Status::bad_request)
+                        }
+                        PatchType::Merge => Ok(api::patch::merge_patch(scale, &patch)),
+                        PatchType::Strategic => {
+                            api::patch::strategic_merge(scale, &patch).map_err(Status::bad_request)
+                        }
+                        PatchType::Apply => Err(Status::unsupported_media_type(ct)),
+                    };
+                    ok(reg.set_scale(r, ns, &name, apply, dry_run).await?)
+                }
+                Some(_) => Err(Status::method_not_supported(r, "patch")),
+            }
+        }
+        ("delete", None) => {
+            let body = read_body(req.into_body()).await?;
+            let opts = delete_options(&query, &body)?;
+            ok(with_type(
+                r,
+                reg.delete(r, ns, &name, &opts, dry_run).await?,
+            ))
+        }
+        ("deletecollection", None) => {
+            let body = read_body(req.into_body()).await?;
+            let opts = delete_options(&query, &body)?;
+            let list = reg.list(r, ns, &list_options(r, &query)?).await?;
+            let mut deleted = Vec::new();
+            for item in list.items {
+                let (item_ns, item_name) = (
+                    item["metadata"]["namespace"].as_str().map(str::to_string),
+                    item["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                );
+                match reg
+                    .delete(r, item_ns.as_deref(), &item_name, &opts, dry_run)
+                    .await
+                {
+                    Ok(obj) => deleted.push(obj),
+                    Err(s) if s.code == 404 => {}
+                    Err(s) => return Err(s),
+                }
+            }
+            ok(
+                json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": {"resourceVersion": list.revision.to_string()}, "items": deleted}),
+            )
+        }
+        (verb, Some(sub)) if ["log", "exec", "attach", "portforward"].contains(&sub) => {
+            Err(Status::new(
+                503,
+                "ServiceUnavailable",
+                format!(
+                    "{verb} of pods/{sub} needs a node agent, which this server does not run yet"
+                ),
+            ))
+        }
+        (verb, _) => Err(Status::method_not_supported(r, verb)),
+    }
+}
+
+async fn watch(
+    app: &App,
+    r: &'static Resource,
+    ns: Option<String>,
+    name: Option<String>,
+    query: &Query,
+    shape: Shape,
+) -> Result<Response, Status> {
+    let mut opts = list_options(r, query)?;
+    if let Some(name) = name {
+        opts.fields.0.push(("metadata.name".into(), true, name));
+    }
+    let req = WatchRequest {
+        labels: opts.labels,
+        fields: opts.fields,
+        revision: parse_rv(query.get("resourceVersion"))?,
+        bookmarks: query.flag("allowWatchBookmarks"),
+        initial_events: query.flag("sendInitialEvents"),
+    };
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(1800));
+    let events = app.registry.watch(r, ns.as_deref(), req).await?;
+    let include = include(query)?;
+    let mut first = true;
+    let lines = events
+        .map(move |(kind, obj)| {
+            let object = if shape == Shape::Table && kind != "ERROR" && kind != "BOOKMARK" {
+                let rv = obj["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                let mut t = table(r, &[obj], include, &rv, None, jiff::Timestamp::now());
+                if !first {
+                    t["columnDefinitions"] = Value::Null;
+                }
+                first = false;
+                t
+            } else {
+                obj
+            };
+            let mut line =
+                serde_json::to_vec(&json!({"type": kind, "object": object})).expect("encodes");
+            line.push(b'\n');
+            Ok::<_, std::convert::Infallible>(Bytes::from(line))
+        })
+        .take_until(tokio::time::sleep(timeout));
+    let mut resp = Response::new(Body::from_stream(lines));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
+
+/// `/openapi/v3` and `/openapi/v3/<group-version>`.
+pub async fn openapi(State(app): State<Arc<App>>, req: Request) -> Response {
+    let conn = req
+        .extensions()
+        .get::<Connection>()
+        .cloned()
+        .unwrap_or_default();
+    if authenticate(&app, &conn, req.headers()).is_none() {
+        return status_response(&Status::unauthorized());
+    }
+    let path = req.uri().path().trim_end_matches('/');
+    if path == "/openapi/v3" {
+        return json_response(StatusCode::OK, &discovery::openapi_index());
+    }
+    match path
+        .strip_prefix("/openapi/v3/")
+        .and_then(discovery::openapi_document)
+    {
+        Some(doc) => json_response(StatusCode::OK, &doc),
+        None => status_response(&Status::path_not_found()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_negotiation() {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"));
+        assert_eq!(negotiate(&h), Shape::Table);
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static(
+                "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json",
+            ),
+        );
+        assert_eq!(negotiate(&h), Shape::Metadata);
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json, */*"),
+        );
+        assert_eq!(negotiate(&h), Shape::Object);
+    }
+
+    #[test]
+    fn malformed_bodies_are_described_like_upstream() {
+        let h = HeaderMap::new();
+        let e = decode_body(&h, b"{\"kind\": ", "Pod").unwrap_err();
+        assert_eq!(e.code, 400);
+        assert!(e.message.starts_with("the object provided is unrecognized (must be of type Pod): couldn't get version/kind; json parse error: "), "{}", e.message);
+        assert!(e.message.ends_with("({\"kind\": )"), "{}", e.message);
+        let mut y = HeaderMap::new();
+        y.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/yaml"),
+        );
+        let v = decode_body(&y, b"kind: Pod\nmetadata:\n  name: p\n", "Pod").unwrap();
+        assert_eq!(v["metadata"]["name"], "p");
+        assert!(decode_body(&y, b"a: [b\n", "Pod").is_err());
+        assert_eq!(body_summary(b""), "<empty>");
+    }
+}

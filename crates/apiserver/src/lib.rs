@@ -1,0 +1,25 @@
+//! Rudder's Kubernetes API server: what kube-apiserver is to upstream.
+//!
+//! It owns the HTTPS endpoint (TLS with client certificates and bearer tokens), discovery,
+//! the REST semantics of every built-in resource over the revisioned store (create, get,
+//! list with selectors and pagination, watch, update, the three patch types, graceful delete
+//! with finalizers, the status, scale and binding subresources, dry-run), and server-side
+//! tables. It depends on `api` (what the API means) and `store` (where objects live); it must
+//! not run controllers or touch the host. Other components reach it only through the API.
+//!
+//! Where to start reading: [`server::start`] (start-up and the TLS listener), then
+//! [`handlers::api`] (one request's path), then [`registry::Registry`] (the generic REST store,
+//! upstream's `registry/generic`) with its per-resource [`strategy`].
+
+pub mod authn;
+pub mod bootstrap;
+pub mod discovery;
+pub mod handlers;
+pub mod object;
+pub mod pki;
+pub mod registry;
+pub mod request;
+pub mod server;
+pub mod strategy;
+
+pub use server::{Config, Server, start};

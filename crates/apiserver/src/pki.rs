@@ -1,0 +1,252 @@
+//! The cluster's certificates: a CA, the API server's serving certificate and the admin's
+//! client certificate, created on first start under `<data-dir>/tls/` and reused after; and
+//! the admin kubeconfig that points kubectl at them.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+/// What can go wrong with the certificates.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing a file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Generating or parsing a certificate or key.
+    #[error("certificate {what}: {source}")]
+    Certificate {
+        /// Which certificate.
+        what: &'static str,
+        /// The failure.
+        #[source]
+        source: rcgen::Error,
+    },
+}
+
+/// PEM-encoded certificates and keys of the cluster.
+#[derive(Clone)]
+pub struct Pki {
+    /// The CA certificate.
+    pub ca_cert: String,
+    /// The serving certificate, valid for every name in `sans`.
+    pub server_cert: String,
+    /// The serving key.
+    pub server_key: String,
+    /// The admin client certificate (CN `system:admin`, O `system:masters`).
+    pub admin_cert: String,
+    /// The admin client key.
+    pub admin_key: String,
+}
+
+fn read(path: &Path) -> Result<Option<String>, Error> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Io {
+            path: path.into(),
+            source,
+        }),
+    }
+}
+
+fn write(path: &Path, contents: &str, secret: bool) -> Result<(), Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| Error::Io {
+        path: path.into(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true)
+        .create(true)
+        .truncate(true)
+        .mode(if secret { 0o600 } else { 0o644 });
+    std::io::Write::write_all(&mut opts.open(&tmp).map_err(io)?, contents.as_bytes())
+        .map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+fn cert_err(what: &'static str) -> impl FnOnce(rcgen::Error) -> Error {
+    move |source| Error::Certificate { what, source }
+}
+
+fn subject(cn: &str, org: Option<&str>) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    if let Some(o) = org {
+        dn.push(DnType::OrganizationName, o);
+    }
+    dn
+}
+
+fn san(name: &str) -> SanType {
+    match name.parse::<std::net::IpAddr>() {
+        Ok(ip) => SanType::IpAddress(ip),
+        Err(_) => SanType::DnsName(
+            name.try_into()
+                .unwrap_or_else(|_| "invalid".try_into().expect("valid name")),
+        ),
+    }
+}
+
+/// Loads the PKI from `dir`, creating what is missing. The CA and the admin certificate are
+/// kept across restarts; the serving certificate is issued afresh on each start, so that a
+/// new `--tls-san` takes effect.
+pub fn ensure(dir: &Path, sans: &[String]) -> Result<Pki, Error> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.into(),
+        source,
+    })?;
+    let (ca_cert_path, ca_key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
+    let (ca_cert, ca_key) = match (read(&ca_cert_path)?, read(&ca_key_path)?) {
+        (Some(cert), Some(key)) => (cert, KeyPair::from_pem(&key).map_err(cert_err("CA key"))?),
+        _ => {
+            let key = KeyPair::generate().map_err(cert_err("CA key"))?;
+            let mut params = CertificateParams::default();
+            params.distinguished_name = subject("rudder-ca", None);
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            let cert = params.self_signed(&key).map_err(cert_err("CA"))?;
+            write(&ca_key_path, &key.serialize_pem(), true)?;
+            write(&ca_cert_path, &cert.pem(), false)?;
+            (cert.pem(), key)
+        }
+    };
+    let issuer = Issuer::from_ca_cert_pem(&ca_cert, &ca_key).map_err(cert_err("CA"))?;
+
+    let server_key = KeyPair::generate().map_err(cert_err("serving key"))?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = subject("kube-apiserver", None);
+    params.subject_alt_names = sans.iter().map(|s| san(s)).collect();
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_cert = params
+        .signed_by(&server_key, &issuer)
+        .map_err(cert_err("serving"))?
+        .pem();
+    write(&dir.join("server.crt"), &server_cert, false)?;
+    write(&dir.join("server.key"), &server_key.serialize_pem(), true)?;
+
+    let (admin_cert_path, admin_key_path) = (dir.join("admin.crt"), dir.join("admin.key"));
+    let (admin_cert, admin_key) = match (read(&admin_cert_path)?, read(&admin_key_path)?) {
+        (Some(cert), Some(key)) => (cert, key),
+        _ => {
+            let (cert, key) = client_cert(&issuer, "system:admin", &["system:masters"])?;
+            write(&admin_key_path, &key, true)?;
+            write(&admin_cert_path, &cert, false)?;
+            (cert, key)
+        }
+    };
+    Ok(Pki {
+        ca_cert,
+        server_cert,
+        server_key: server_key.serialize_pem(),
+        admin_cert,
+        admin_key,
+    })
+}
+
+/// Issues a client certificate for `user` in `groups`; returns (certificate, key) as PEM.
+pub fn client_cert(
+    issuer: &Issuer<'_, &KeyPair>,
+    user: &str,
+    groups: &[&str],
+) -> Result<(String, String), Error> {
+    let key = KeyPair::generate().map_err(cert_err("client key"))?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, user);
+    for g in groups {
+        dn.push(DnType::OrganizationName, *g);
+    }
+    params.distinguished_name = dn;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, issuer).map_err(cert_err("client"))?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// The admin kubeconfig for a server at `url` (e.g. `https://127.0.0.1:6443`).
+pub fn kubeconfig(pki: &Pki, url: &str) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: rudder
+  cluster:
+    server: {url}
+    certificate-authority-data: {}
+users:
+- name: rudder-admin
+  user:
+    client-certificate-data: {}
+    client-key-data: {}
+contexts:
+- name: rudder
+  context:
+    cluster: rudder
+    user: rudder-admin
+current-context: rudder
+preferences: {{}}
+",
+        b64(&pki.ca_cert),
+        b64(&pki.admin_cert),
+        b64(&pki.admin_key)
+    )
+}
+
+/// Writes `contents` to `path` readable only by its owner, creating parent directories.
+pub fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| Error::Io {
+            path: parent.into(),
+            source,
+        })?;
+    }
+    write(path, contents, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_once_then_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let first = ensure(dir.path(), &sans).unwrap();
+        let second = ensure(dir.path(), &sans).unwrap();
+        assert_eq!(first.ca_cert, second.ca_cert);
+        assert_eq!(first.admin_cert, second.admin_cert);
+        assert!(first.server_cert.starts_with("-----BEGIN CERTIFICATE-----"));
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.path().join("ca.key"))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        let kc = kubeconfig(&first, "https://127.0.0.1:6443");
+        assert!(kc.contains("server: https://127.0.0.1:6443"));
+    }
+}

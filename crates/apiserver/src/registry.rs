@@ -1,0 +1,951 @@
+//! The generic REST store (upstream's `registry/generic`): every verb for every resource,
+//! written once over the revisioned store, with per-resource behaviour from [`crate::strategy`].
+//!
+//! Objects are stored as JSON under upstream's keys. `metadata.resourceVersion` is never
+//! stored: it is the key's `mod_revision`, set on the way out, and compared on the way in.
+//! This is the one place where store errors become `Status`es.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::patch::{PatchType, json_patch, merge_patch, strategic_merge};
+use api::selector::{FieldSelector, LabelSelector};
+use api::{Resource, Status};
+use base64::Engine;
+use futures::{Stream, StreamExt};
+use serde_json::{Value, json};
+use store::{KeyValue, RangeOptions, Revision, Store, WatchEvent, WatchOptions};
+
+use crate::object::{finalizers, meta_mut, meta_str, name_suffix, now, spec_part};
+use crate::strategy;
+
+/// How often an idle watch with bookmarks gets one.
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The generic registry over one store.
+#[derive(Clone)]
+pub struct Registry {
+    store: Arc<dyn Store>,
+}
+
+/// What a list asks for.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    /// `labelSelector`.
+    pub labels: LabelSelector,
+    /// `fieldSelector`.
+    pub fields: FieldSelector,
+    /// `limit` (0: all).
+    pub limit: usize,
+    /// `continue`.
+    pub continue_token: Option<String>,
+    /// `resourceVersion` with exact-match semantics, when asked for.
+    pub exact_revision: Option<Revision>,
+}
+
+/// A page of a list.
+#[derive(Debug, Clone)]
+pub struct ListResult {
+    /// The matching objects, each with its resourceVersion.
+    pub items: Vec<Value>,
+    /// The revision the list was read at.
+    pub revision: Revision,
+    /// The token for the next page.
+    pub continue_token: Option<String>,
+}
+
+/// What a watch asks for.
+#[derive(Debug, Clone, Default)]
+pub struct WatchRequest {
+    /// `labelSelector`.
+    pub labels: LabelSelector,
+    /// `fieldSelector`.
+    pub fields: FieldSelector,
+    /// `resourceVersion`: None or 0 start with the current state as ADDED events.
+    pub revision: Option<Revision>,
+    /// `allowWatchBookmarks`.
+    pub bookmarks: bool,
+    /// `sendInitialEvents` (ends the initial state with a marked bookmark).
+    pub initial_events: bool,
+}
+
+/// One watch event: its type and object, ready to encode.
+pub type Event = (&'static str, Value);
+
+/// Options of a delete (`DeleteOptions` and its query parameters).
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    /// `gracePeriodSeconds`.
+    pub grace_period: Option<i64>,
+    /// `propagationPolicy`.
+    pub propagation: Option<String>,
+    /// `preconditions.uid`.
+    pub uid: Option<String>,
+    /// `preconditions.resourceVersion`.
+    pub resource_version: Option<String>,
+}
+
+fn store_error(r: &Resource, name: &str, e: store::Error) -> Status {
+    match e {
+        store::Error::NotFound { .. } => Status::not_found(r, name),
+        store::Error::AlreadyExists { .. } => Status::already_exists(r, name),
+        store::Error::Conflict { .. } => Status::conflict(r, name),
+        store::Error::Compacted {
+            requested,
+            compact_revision,
+        } => Status::expired(requested, compact_revision),
+        store::Error::ValueTooLarge { size, limit, .. } => Status::too_large(format!(
+            "{} \"{name}\" is too large to store: {size} bytes, over the limit of {limit} bytes",
+            r.qualified()
+        )),
+        store::Error::FutureRevision { requested, current } => Status::timeout(format!(
+            "Too large resource version: {requested}, current resource version: {current}"
+        )),
+        store::Error::Unavailable { .. } | store::Error::Locked { .. } => {
+            Status::unavailable(e.to_string())
+        }
+        other => Status::internal(other),
+    }
+}
+
+/// Decodes a stored object and sets its resourceVersion.
+fn decode(kv: &KeyValue) -> Result<Value, Status> {
+    decode_at(&kv.value, kv.mod_revision)
+}
+
+fn decode_at(bytes: &[u8], revision: Revision) -> Result<Value, Status> {
+    let mut obj: Value = serde_json::from_slice(bytes)
+        .map_err(|e| Status::internal(format!("stored object is not valid JSON: {e}")))?;
+    meta_mut(&mut obj).insert("resourceVersion".into(), json!(revision.to_string()));
+    Ok(obj)
+}
+
+fn encode(obj: &Value) -> Vec<u8> {
+    let mut stored = obj.clone();
+    meta_mut(&mut stored).remove("resourceVersion");
+    serde_json::to_vec(&stored).expect("JSON values always encode")
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    rv: Revision,
+    start: String,
+}
+
+fn encode_continue(rv: Revision, after_key: &str) -> String {
+    let token = serde_json::to_vec(&ContinueToken {
+        rv,
+        start: after_key.to_string(),
+    })
+    .expect("encodes");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)
+}
+
+fn decode_continue(token: &str, prefix: &str) -> Result<ContinueToken, Status> {
+    let bad = |why: &str| Status::bad_request(format!("continue key is not valid: {why}"));
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad("incorrect encoded start resourceVersion (version meta.k8s.io/v1)"))?;
+    let t: ContinueToken = serde_json::from_slice(&bytes).map_err(|_| bad("malformed token"))?;
+    if !t.start.starts_with(prefix) {
+        return Err(bad("the token is for another list"));
+    }
+    Ok(t)
+}
+
+impl Registry {
+    /// A registry over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Registry {
+        Registry { store }
+    }
+
+    /// The store underneath, for health checks.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// GET one object.
+    pub async fn get(&self, r: &Resource, ns: Option<&str>, name: &str) -> Result<Value, Status> {
+        let kv = self
+            .store
+            .get(&r.key(ns, name))
+            .await
+            .map_err(|e| store_error(r, name, e))?;
+        decode(&kv.ok_or_else(|| Status::not_found(r, name))?)
+    }
+
+    /// LIST, filtered by selectors, in pages.
+    pub async fn list(
+        &self,
+        r: &Resource,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<ListResult, Status> {
+        let prefix = r.prefix(ns);
+        let (mut after, mut revision) = (None, opts.exact_revision.unwrap_or(0));
+        if let Some(token) = &opts.continue_token {
+            let t = decode_continue(token, &prefix)?;
+            after = Some(t.start);
+            revision = t.rv;
+        }
+        let mut items = Vec::new();
+        loop {
+            let want = if opts.limit == 0 {
+                0
+            } else {
+                (opts.limit - items.len()).max(1)
+            };
+            let page = self
+                .store
+                .range(&prefix, RangeOptions { limit: want, after: after.clone(), revision })
+                .await
+                .map_err(|e| match e {
+                    store::Error::Compacted { .. } if opts.continue_token.is_some() => Status::new(
+                        410,
+                        "Expired",
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                    ),
+                    store::Error::Compacted { .. } => Status::new(410, "Expired", "The resourceVersion for the provided list is too old."),
+                    other => store_error(r, "", other),
+                })?;
+            revision = page.revision;
+            for kv in &page.kvs {
+                let obj = decode(kv)?;
+                if opts.labels.matches(obj["metadata"].get("labels")) && opts.fields.matches(&obj) {
+                    items.push(obj);
+                }
+            }
+            after = page.kvs.last().map(|kv| kv.key.clone()).or(after);
+            let full = opts.limit > 0 && items.len() >= opts.limit;
+            if !page.more || full {
+                let continue_token = (page.more && opts.limit > 0)
+                    .then(|| encode_continue(revision, after.as_deref().unwrap_or(&prefix)));
+                return Ok(ListResult {
+                    items,
+                    revision,
+                    continue_token,
+                });
+            }
+        }
+    }
+
+    async fn namespace_accepts(
+        &self,
+        r: &Resource,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<(), Status> {
+        let Some(ns) = ns.filter(|_| r.namespaced) else {
+            return Ok(());
+        };
+        let namespaces =
+            api::resources::find("", "v1", "namespaces").expect("namespaces are served");
+        let obj = self.get(namespaces, None, ns).await?;
+        if obj["status"]["phase"] == "Terminating" {
+            return Err(Status::new(
+                403,
+                "Forbidden",
+                format!(
+                    "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                    r.qualified()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// CREATE: fills in system fields and defaults, validates, stores.
+    pub async fn create(
+        &self,
+        r: &Resource,
+        ns: Option<&str>,
+        mut obj: Value,
+        dry_run: bool,
+    ) -> Result<Value, Status> {
+        check_type(r, &mut obj)?;
+        set_namespace(r, ns, &mut obj)?;
+        let meta = meta_mut(&mut obj);
+        let unnamed = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty();
+        if let Some(prefix) = meta
+            .get("generateName")
+            .and_then(Value::as_str)
+            .filter(|g| unnamed && !g.is_empty())
+        {
+            let name = format!("{prefix}{}", name_suffix());
+            meta.insert("name".into(), json!(name));
+        }
+        for system in [
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+        ] {
+            meta.remove(system);
+        }
+        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        meta.insert("creationTimestamp".into(), json!(now()));
+        if obj.get("spec").is_some() {
+            meta_mut(&mut obj).insert("generation".into(), json!(1));
+        }
+        strategy::defaults(r, &mut obj);
+        let name = meta_str(&obj, "name").to_string();
+        let errs = strategy::validate(r, &obj);
+        if !errs.is_empty() {
+            return Err(Status::invalid(r, &name, &errs));
+        }
+        self.namespace_accepts(r, ns, &name).await?;
+        if dry_run {
+            if self
+                .store
+                .get(&r.key(ns, &name))
+                .await
+                .map_err(|e| store_error(r, &name, e))?
+                .is_some()
+            {
+                return Err(Status::already_exists(r, &name));
+            }
+            return Ok(obj);
+        }
+        let kv = self
+            .store
+            .create(&r.key(ns, &name), encode(&obj))
+            .await
+            .map_err(|e| store_error(r, &name, e))?;
+        decode(&kv)
+    }
+
+    /// UPDATE (PUT) of the object or of its `status` subresource.
+    pub async fn update(
+        &self,
+        r: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        mut obj: Value,
+        sub: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Value, Status> {
+        check_type(r, &mut obj)?;
+        set_namespace(r, ns, &mut obj)?;
+        let body_name = meta_str(&obj, "name");
+        if body_name.is_empty() {
+            meta_mut(&mut obj).insert("name".into(), json!(name));
+        } else if body_name != name {
+            return Err(Status::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let expected = meta_str(&obj, "resourceVersion").to_string();
+        self.guaranteed_update(
+            r,
+            ns,
+            name,
+            dry_run,
+            |current| {
+                if !expected.is_empty() && expected != meta_str(current, "resourceVersion") {
+                    return Err(Status::conflict(r, name));
+                }
+                Ok(obj.clone())
+            },
+            sub,
+        )
+        .await
+    }
+
+    /// PATCH of the object or of its `status` subresource.
+    pub async fn patch(
+        &self,
+        r: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        (kind, patch): (PatchType, &Value),
+        sub: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Value, Status> {
+        let precondition = patch
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        self.guaranteed_update(
+            r,
+            ns,
+            name,
+            dry_run,
+            |current| {
+                if let Some(rv) = &precondition
+                    && rv != meta_str(current, "resourceVersion")
+                {
+                    return Err(Status::conflict(r, name));
+                }
+                match kind {
+                    PatchType::Json => {
+                        json_patch(current, patch).map_err(|e| Status::new(422, "Invalid", e))
+                    }
+                    PatchType::Merge => Ok(merge_patch(current, patch)),
+                    PatchType::Strategic => {
+                        strategic_merge(current, patch).map_err(Status::bad_request)
+                    }
+                    PatchType::Apply => Err(Status::new(
+                        415,
+                        "UnsupportedMediaType",
+                        "server-side apply is not supported yet",
+                    )),
+                }
+            },
+            sub,
+        )
+        .await
+    }
+
+    /// Read, transform, write with compare-and-swap, retrying when someone else wrote in
+    /// between (upstream's `GuaranteedUpdate`).
+    async fn guaranteed_update(
+        &self,
+        r: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        dry_run: bool,
+        transform: impl Fn(&Value) -> Result<Value, Status>,
+        sub: Option<&str>,
+    ) -> Result<Value, Status> {
+        let key = r.key(ns, name);
+        loop {
+            let kv = self
+                .store
+                .get(&key)
+                .await
+                .map_err(|e| store_error(r, name, e))?;
+            let kv = kv.ok_or_else(|| Status::not_found(r, name))?;
+            let current = decode(&kv)?;
+            let mut new = transform(&current)?;
+            new = self.prepare_update(r, &current, new, sub)?;
+            if dry_run || new == current {
+                return Ok(new);
+            }
+            let gone =
+                new["metadata"].get("deletionTimestamp").is_some() && finalizers(&new).is_empty();
+            let result = if gone {
+                self.store
+                    .delete(&key, Some(kv.mod_revision))
+                    .await
+                    .map(|d| d.revision)
+            } else {
+                self.store
+                    .update(&key, encode(&new), kv.mod_revision)
+                    .await
+                    .map(|kv| kv.mod_revision)
+            };
+            match result {
+                Ok(rev) => {
+                    meta_mut(&mut new).insert("resourceVersion".into(), json!(rev.to_string()));
+                    return Ok(new);
+                }
+                Err(store::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(store_error(r, name, e)),
+            }
+        }
+    }
+
+    /// Carries system fields over, keeps status or spec apart per subresource, bumps
+    /// `generation`, and validates.
+    fn prepare_update(
+        &self,
+        r: &Resource,
+        current: &Value,
+        mut new: Value,
+        sub: Option<&str>,
+    ) -> Result<Value, Status> {
+        let name = meta_str(current, "name").to_string();
+        if sub == Some("status") {
+            let status = new.get("status").cloned();
+            new = current.clone();
+            match status {
+                Some(s) => new["status"] = s,
+                None => {
+                    new.as_object_mut().map(|m| m.remove("status"));
+                }
+            }
+        } else if r.subresources.contains(&"status") {
+            match current.get("status") {
+                Some(s) => new["status"] = s.clone(),
+                None => {
+                    new.as_object_mut().map(|m| m.remove("status"));
+                }
+            }
+        }
+        check_type(r, &mut new)?;
+        let cm = current["metadata"].clone();
+        let meta = meta_mut(&mut new);
+        for system in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "namespace",
+            "name",
+        ] {
+            match cm.get(system) {
+                Some(v) => meta.insert(system.into(), v.clone()),
+                None => meta.remove(system),
+            };
+        }
+        meta.insert("resourceVersion".into(), cm["resourceVersion"].clone());
+        if cm.get("deletionTimestamp").is_some() {
+            // A terminating object may lose finalizers, not gain them.
+            let had = finalizers(current);
+            if finalizers(&new).iter().any(|f| !had.contains(f)) {
+                return Err(Status::invalid(
+                    r,
+                    &name,
+                    &[api::validation::FieldError::forbidden(
+                        "metadata.finalizers",
+                        "no new finalizers can be added if the object is being deleted",
+                    )],
+                ));
+            }
+        }
+        if spec_part(current) != spec_part(&new) && current["metadata"].get("generation").is_some()
+        {
+            let g = current["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+            meta_mut(&mut new).insert("generation".into(), json!(g));
+        }
+        let mut errs = strategy::validate(r, &new);
+        if sub != Some("binding") {
+            // Binding sets the one field updates may not: spec.nodeName.
+            errs.extend(strategy::validate_update(r, current, &new));
+        }
+        if !errs.is_empty() {
+            return Err(Status::invalid(r, &name, &errs));
+        }
+        Ok(new)
+    }
+
+    /// The `scale` subresource of a workload, as an `autoscaling/v1` Scale.
+    pub fn scale_of(obj: &Value) -> Value {
+        let selector = obj["spec"]["selector"].clone();
+        let selector = if selector.get("matchLabels").is_some()
+            || selector.get("matchExpressions").is_some()
+        {
+            api::selector::LabelSelector::from_object(&selector)
+                .map(|s| {
+                    s.0.iter()
+                        .map(|req| match req.op {
+                            api::selector::Op::Equals => format!("{}={}", req.key, req.values[0]),
+                            api::selector::Op::In => {
+                                format!("{} in ({})", req.key, req.values.join(","))
+                            }
+                            api::selector::Op::NotIn => {
+                                format!("{} notin ({})", req.key, req.values.join(","))
+                            }
+                            api::selector::Op::Exists => req.key.clone(),
+                            api::selector::Op::DoesNotExist => format!("!{}", req.key),
+                            api::selector::Op::NotEquals => {
+                                format!("{}!={}", req.key, req.values[0])
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default()
+        } else {
+            selector
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default()
+        };
+        json!({
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                "name": obj["metadata"]["name"],
+                "namespace": obj["metadata"]["namespace"],
+                "uid": obj["metadata"]["uid"],
+                "resourceVersion": obj["metadata"]["resourceVersion"],
+                "creationTimestamp": obj["metadata"]["creationTimestamp"],
+            },
+            "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(0)},
+            "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
+        })
+    }
+
+    /// Sets `spec.replicas` through the `scale` subresource (PUT or PATCH of a Scale).
+    pub async fn set_scale(
+        &self,
+        r: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        scale_change: impl Fn(&Value) -> Result<Value, Status>,
+        dry_run: bool,
+    ) -> Result<Value, Status> {
+        let updated = self
+            .guaranteed_update(
+                r,
+                ns,
+                name,
+                dry_run,
+                |current| {
+                    let scale = scale_change(&Self::scale_of(current))?;
+                    let replicas = scale["spec"]["replicas"].as_i64().unwrap_or(0);
+                    if replicas < 0 {
+                        return Err(Status::invalid(
+                            r,
+                            name,
+                            &[api::validation::FieldError::invalid(
+                                "spec.replicas",
+                                &json!(replicas),
+                                "must be greater than or equal to 0",
+                            )],
+                        ));
+                    }
+                    let mut new = current.clone();
+                    new["spec"]["replicas"] = json!(replicas);
+                    Ok(new)
+                },
+                None,
+            )
+            .await?;
+        Ok(Self::scale_of(&updated))
+    }
+
+    /// The `binding` subresource: assigns a pod to a node, once.
+    pub async fn bind(
+        &self,
+        r: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        binding: &Value,
+    ) -> Result<(), Status> {
+        let node = binding["target"]["name"].as_str().unwrap_or("").to_string();
+        if node.is_empty() {
+            return Err(Status::invalid(
+                r,
+                name,
+                &[api::validation::FieldError::required("target.name", "")],
+            ));
+        }
+        self.guaranteed_update(
+            r,
+            ns,
+            name,
+            false,
+            |current| {
+                if current["metadata"].get("deletionTimestamp").is_some() {
+                    return Err(Status::conflict_because(
+                        r,
+                        name,
+                        "pod is being deleted, cannot be assigned to a host",
+                    ));
+                }
+                match current["spec"]["nodeName"].as_str() {
+                    Some(existing) if !existing.is_empty() => Err(Status::conflict_because(
+                        r,
+                        name,
+                        &format!("pod {name} is already assigned to node \"{existing}\""),
+                    )),
+                    _ => {
+                        let mut new = current.clone();
+                        new["spec"]["nodeName"] = json!(node);
+                        Ok(new)
+                    }
+                }
+            },
+            Some("binding"),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// DELETE: immediate, or marked with `deletionTimestamp` while finalizers or a graceful
+    /// pod termination hold it.
+    pub async fn delete(
+        &self,
+        r: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+        dry_run: bool,
+    ) -> Result<Value, Status> {
+        let key = r.key(ns, name);
+        loop {
+            let kv = self
+                .store
+                .get(&key)
+                .await
+                .map_err(|e| store_error(r, name, e))?;
+            let kv = kv.ok_or_else(|| Status::not_found(r, name))?;
+            let current = decode(&kv)?;
+            if let Some(uid) = &opts.uid
+                && uid != meta_str(&current, "uid")
+            {
+                return Err(Status::conflict_because(
+                    r,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        meta_str(&current, "uid")
+                    ),
+                ));
+            }
+            if let Some(rv) = &opts.resource_version
+                && rv != meta_str(&current, "resourceVersion")
+            {
+                return Err(Status::conflict_because(
+                    r,
+                    name,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        meta_str(&current, "resourceVersion")
+                    ),
+                ));
+            }
+            let mut marked = current.clone();
+            let mut fins = finalizers(&current);
+            match opts.propagation.as_deref() {
+                Some("Orphan") if !fins.contains(&"orphan".to_string()) => {
+                    fins.push("orphan".into())
+                }
+                Some("Foreground") if !fins.contains(&"foregroundDeletion".to_string()) => {
+                    fins.push("foregroundDeletion".into())
+                }
+                _ => {}
+            }
+            let is_pod = r.group.is_empty() && r.plural == "pods";
+            let grace = if is_pod
+                && current["spec"]["nodeName"]
+                    .as_str()
+                    .is_some_and(|n| !n.is_empty())
+            {
+                opts.grace_period
+                    .or(current["spec"]["terminationGracePeriodSeconds"].as_i64())
+                    .unwrap_or(30)
+            } else {
+                0
+            };
+            let is_namespace = r.group.is_empty() && r.plural == "namespaces";
+            let hold = !fins.is_empty() || grace > 0 || is_namespace;
+            if !hold {
+                if dry_run {
+                    return Ok(current);
+                }
+                return match self.store.delete(&key, Some(kv.mod_revision)).await {
+                    Ok(_) => Ok(current),
+                    Err(store::Error::Conflict { .. }) => continue,
+                    Err(e) => Err(store_error(r, name, e)),
+                };
+            }
+            if current["metadata"].get("deletionTimestamp").is_some() {
+                // Already terminating: a shorter grace period could be applied; nothing else.
+                return Ok(current);
+            }
+            let m = meta_mut(&mut marked);
+            m.insert("deletionTimestamp".into(), json!(now()));
+            m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            m.insert("finalizers".into(), json!(fins));
+            if fins.is_empty() {
+                m.remove("finalizers");
+            }
+            if is_namespace {
+                marked["status"] = json!({"phase": "Terminating"});
+            }
+            if dry_run {
+                return Ok(marked);
+            }
+            match self
+                .store
+                .update(&key, encode(&marked), kv.mod_revision)
+                .await
+            {
+                Ok(kv) => return decode(&kv),
+                Err(store::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(store_error(r, name, e)),
+            }
+        }
+    }
+
+    /// WATCH: optionally the current state as ADDED events, then changes, filtered by the
+    /// selectors (an object leaving the selection is DELETED, one entering it ADDED).
+    pub async fn watch(
+        &self,
+        r: &'static Resource,
+        ns: Option<&str>,
+        req: WatchRequest,
+    ) -> Result<impl Stream<Item = Event> + Send + use<>, Status> {
+        let prefix = r.prefix(ns);
+        let mut initial = Vec::new();
+        let from = match req.revision {
+            Some(rv) if rv > 0 && !req.initial_events => rv + 1,
+            _ => {
+                let list = self
+                    .list(
+                        r,
+                        ns,
+                        &ListOptions {
+                            labels: req.labels.clone(),
+                            fields: req.fields.clone(),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                initial = list
+                    .items
+                    .into_iter()
+                    .map(|o| ("ADDED", with_type(r, o)))
+                    .collect();
+                if req.initial_events {
+                    initial.push((
+                        "BOOKMARK",
+                        json!({
+                            "kind": r.kind,
+                            "apiVersion": r.api_version(),
+                            "metadata": {
+                                "resourceVersion": list.revision.to_string(),
+                                "annotations": {"k8s.io/initial-events-end": "true"},
+                            },
+                        }),
+                    ));
+                }
+                list.revision + 1
+            }
+        };
+        let opts = WatchOptions {
+            progress_interval: req.bookmarks.then_some(BOOKMARK_INTERVAL),
+        };
+        let events = self
+            .store
+            .watch(&prefix, from, opts)
+            .await
+            .map_err(|e| store_error(r, "", e))?;
+        let (labels, fields, bookmarks) = (req.labels, req.fields, req.bookmarks);
+        let matches =
+            move |o: &Value| labels.matches(o["metadata"].get("labels")) && fields.matches(o);
+        let live = events.filter_map(move |ev| {
+            let out = translate(r, ev, &matches, bookmarks, from);
+            async move { out }
+        });
+        Ok(futures::stream::iter(initial).chain(live))
+    }
+}
+
+/// Turns one store event into a watch event, or nothing when the selectors hide it.
+fn translate(
+    r: &Resource,
+    ev: store::Result<WatchEvent>,
+    matches: &impl Fn(&Value) -> bool,
+    bookmarks: bool,
+    from: Revision,
+) -> Option<Event> {
+    let decoded = |bytes: &[u8], rev| decode_at(bytes, rev).ok().map(|o| with_type(r, o));
+    match ev {
+        Ok(WatchEvent::Put { kv, prev }) => {
+            let obj = decoded(&kv.value, kv.mod_revision)?;
+            let now = matches(&obj);
+            let before = prev
+                .and_then(|p| decoded(&p.value, p.mod_revision))
+                .map(|p| matches(&p));
+            match (before, now) {
+                (None, true) => Some(("ADDED", obj)),
+                (Some(true), true) => Some(("MODIFIED", obj)),
+                (Some(false), true) => Some(("ADDED", obj)),
+                (Some(true), false) => Some(("DELETED", obj)),
+                _ => None,
+            }
+        }
+        Ok(WatchEvent::Delete { revision, prev, .. }) => {
+            let obj = decoded(&prev?.value, revision)?;
+            matches(&obj).then_some(("DELETED", obj))
+        }
+        Ok(WatchEvent::Progress { revision }) => bookmarks.then(|| {
+            (
+                "BOOKMARK",
+                json!({
+                    "kind": r.kind,
+                    "apiVersion": r.api_version(),
+                    "metadata": {"resourceVersion": revision.to_string()},
+                }),
+            )
+        }),
+        Err(store::Error::Compacted {
+            compact_revision, ..
+        }) => Some((
+            "ERROR",
+            Status::expired(from - 1, compact_revision).to_json(),
+        )),
+        Err(e) => Some(("ERROR", Status::internal(e).to_json())),
+    }
+}
+
+/// Sets `kind` and `apiVersion`, which every object on the wire carries.
+pub fn with_type(r: &Resource, mut obj: Value) -> Value {
+    if let Some(m) = obj.as_object_mut() {
+        m.insert("kind".into(), json!(r.kind));
+        m.insert("apiVersion".into(), json!(r.api_version()));
+    }
+    obj
+}
+
+/// Checks (or fills in) `kind` and `apiVersion` of a request body.
+fn check_type(r: &Resource, obj: &mut Value) -> Result<(), Status> {
+    let Some(m) = obj.as_object_mut() else {
+        return Err(Status::bad_request(format!(
+            "the object provided is unrecognized (must be of type {})",
+            r.kind
+        )));
+    };
+    let api_version = r.api_version();
+    match m.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => {}
+        Some(v) if v == api_version => {}
+        Some(v) => {
+            return Err(Status::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({api_version})"
+            )));
+        }
+    }
+    match m.get("kind").and_then(Value::as_str) {
+        None | Some("") => {}
+        Some(k) if k == r.kind => {}
+        Some(k) => {
+            return Err(Status::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                r.kind
+            )));
+        }
+    }
+    m.insert("kind".into(), json!(r.kind));
+    m.insert("apiVersion".into(), json!(api_version));
+    Ok(())
+}
+
+/// Checks the body's namespace against the URL's, filling it in when absent.
+fn set_namespace(r: &Resource, ns: Option<&str>, obj: &mut Value) -> Result<(), Status> {
+    let body_ns = meta_str(obj, "namespace").to_string();
+    match (r.namespaced, ns) {
+        (true, Some(url_ns)) => {
+            if body_ns.is_empty() {
+                meta_mut(obj).insert("namespace".into(), json!(url_ns));
+            } else if body_ns != url_ns {
+                return Err(Status::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+        }
+        (true, None) => {
+            return Err(Status::bad_request(
+                "a namespace is required to create or update this resource",
+            ));
+        }
+        (false, _) => {
+            meta_mut(obj).remove("namespace");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,248 @@
+//! Reading a request: which resource, namespace, name, subresource and verb a URL and method
+//! address (upstream's `RequestInfo`), and the list/watch query options.
+
+use std::collections::HashMap;
+
+use api::Resource;
+use api::Status;
+use api::resources::find;
+
+/// What an API request addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// The resource.
+    pub resource: &'static Resource,
+    /// The namespace in the URL.
+    pub namespace: Option<String>,
+    /// The object name, for requests on one object.
+    pub name: Option<String>,
+    /// The subresource (`status`, `scale`, ...).
+    pub subresource: Option<String>,
+    /// Upstream's verb: get, list, watch, create, update, patch, delete, deletecollection.
+    pub verb: &'static str,
+}
+
+/// Where a URL points in the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `/api`.
+    CoreVersions,
+    /// `/apis`.
+    Groups,
+    /// `/apis/<group>`.
+    Group(String),
+    /// `/api/v1` or `/apis/<group>/<version>`.
+    ResourceList(String, String),
+    /// A resource request.
+    Resource(RequestInfo),
+}
+
+/// Subresources of namespaces, told apart from resources inside a namespace.
+const NAMESPACE_SUBRESOURCES: &[&str] = &["status", "finalize"];
+
+/// Parses an API path and method. `watch` is the `watch` query parameter.
+pub fn parse(path: &str, method: &str, watch: bool) -> Result<Target, Status> {
+    let parts: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .collect();
+    let (group, version, rest) = match parts.as_slice() {
+        ["api"] => return Ok(Target::CoreVersions),
+        ["apis"] => return Ok(Target::Groups),
+        ["apis", g] => return Ok(Target::Group(g.to_string())),
+        ["api", v] => return Ok(Target::ResourceList(String::new(), v.to_string())),
+        ["apis", g, v] => return Ok(Target::ResourceList(g.to_string(), v.to_string())),
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Err(Status::path_not_found()),
+    };
+    let mut rest = rest.to_vec();
+    let mut watch = watch;
+    if rest.first() == Some(&"watch") {
+        watch = true;
+        rest.remove(0);
+    }
+    let mut namespace = None;
+    if rest.first() == Some(&"namespaces") && rest.len() > 1 {
+        namespace = Some(rest[1].to_string());
+        if rest.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&rest[2]) {
+            rest.drain(..2);
+        }
+    }
+    let (plural, name, subresource) = match rest.as_slice() {
+        [r] => (*r, None, None),
+        [r, n] => (*r, Some(n.to_string()), None),
+        [r, n, s] => (*r, Some(n.to_string()), Some(s.to_string())),
+        _ => return Err(Status::path_not_found()),
+    };
+    let resource = find(group, version, plural).ok_or_else(Status::path_not_found)?;
+    if plural == "namespaces" {
+        // `/api/v1/namespaces/x` names the namespace itself.
+        namespace = None;
+    }
+    if let Some(sub) = &subresource
+        && !resource.subresources.contains(&sub.as_str())
+    {
+        return Err(Status::path_not_found());
+    }
+    if namespace.is_some() && !resource.namespaced {
+        return Err(Status::path_not_found());
+    }
+    let verb = match (method, name.is_some()) {
+        ("GET" | "HEAD", true) if watch => "watch",
+        ("GET" | "HEAD", true) => "get",
+        ("GET" | "HEAD", false) if watch => "watch",
+        ("GET" | "HEAD", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", true) => "update",
+        ("PATCH", true) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => {
+            return Err(Status::new(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            ));
+        }
+    };
+    // A watch on one name is a watch of the collection narrowed to it.
+    let name = if verb == "watch" { None } else { name };
+    Ok(Target::Resource(RequestInfo {
+        resource,
+        namespace,
+        name,
+        subresource,
+        verb,
+    }))
+}
+
+/// The query parameters of a request.
+#[derive(Debug, Clone, Default)]
+pub struct Query(pub HashMap<String, String>);
+
+impl Query {
+    /// Parses a query string.
+    pub fn parse(q: Option<&str>) -> Query {
+        let mut map = HashMap::new();
+        for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            map.insert(decode(k), decode(v));
+        }
+        Query(map)
+    }
+
+    /// A parameter's value.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// A boolean parameter (`true`, `1`).
+    pub fn flag(&self, key: &str) -> bool {
+        matches!(self.get(key), Some("true" | "1"))
+    }
+
+    /// Whether `dryRun=All` was asked for.
+    pub fn dry_run(&self) -> bool {
+        self.get("dryRun") == Some("All")
+    }
+}
+
+/// Percent-decoding of a query component (`+` is a space).
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(path: &str, method: &str) -> RequestInfo {
+        match parse(path, method, false).unwrap() {
+            Target::Resource(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn paths_parse_like_upstream() {
+        let r = info("/api/v1/namespaces/default/pods/web", "GET");
+        assert_eq!(
+            (
+                r.resource.plural,
+                r.namespace.as_deref(),
+                r.name.as_deref(),
+                r.verb
+            ),
+            ("pods", Some("default"), Some("web"), "get")
+        );
+        let r = info("/api/v1/namespaces/default/pods", "GET");
+        assert_eq!(r.verb, "list");
+        let r = info("/api/v1/namespaces/kube-system", "GET");
+        assert_eq!(
+            (r.resource.plural, r.name.as_deref(), r.namespace),
+            ("namespaces", Some("kube-system"), None)
+        );
+        let r = info("/api/v1/namespaces/x/status", "PUT");
+        assert_eq!(
+            (r.resource.plural, r.subresource.as_deref(), r.verb),
+            ("namespaces", Some("status"), "update")
+        );
+        let r = info("/apis/apps/v1/namespaces/d/deployments/web/scale", "PATCH");
+        assert_eq!(
+            (r.resource.plural, r.subresource.as_deref(), r.verb),
+            ("deployments", Some("scale"), "patch")
+        );
+        let r = info("/api/v1/pods", "GET");
+        assert_eq!((r.namespace, r.verb), (None, "list"));
+        let r = info("/api/v1/watch/namespaces/d/pods", "GET");
+        assert_eq!(r.verb, "watch");
+        assert_eq!(info("/api/v1/nodes/n1", "DELETE").verb, "delete");
+        assert_eq!(
+            info("/api/v1/namespaces/d/configmaps", "DELETE").verb,
+            "deletecollection"
+        );
+        assert!(parse("/api/v1/namespaces/d/nodes", "GET", false).is_err());
+        assert!(parse("/api/v1/widgets", "GET", false).is_err());
+        assert!(parse("/api/v1/namespaces/d/pods/p/nonsense", "GET", false).is_err());
+        assert_eq!(parse("/apis", "GET", false).unwrap(), Target::Groups);
+        assert_eq!(
+            parse("/apis/apps/v1", "GET", false).unwrap(),
+            Target::ResourceList("apps".into(), "v1".into())
+        );
+    }
+
+    #[test]
+    fn queries_decode() {
+        let q = Query::parse(Some(
+            "labelSelector=app%3Dweb%2Ctier+in+(a)&watch=true&limit=5",
+        ));
+        assert_eq!(q.get("labelSelector"), Some("app=web,tier in (a)"));
+        assert!(q.flag("watch"));
+        assert_eq!(q.get("limit"), Some("5"));
+        assert_eq!(Query::parse(Some("a=%zz%")).get("a"), Some("%zz%"));
+    }
+}

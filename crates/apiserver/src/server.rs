@@ -1,0 +1,337 @@
+//! Starting the server: certificates, the store, the default objects, the router, and the TLS
+//! listener that tells the handlers who is calling.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use crate::authn::{self, Tokens};
+use crate::handlers::{self, App, Connection, json_response};
+use crate::registry::Registry;
+use crate::{bootstrap, pki};
+
+/// The Kubernetes version Rudder's API reports.
+pub const KUBERNETES_VERSION: &str = "v1.33.0";
+
+/// How `rudder server` starts the API server (k3s' flag names where they exist).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the certificates, the kubeconfig and the embedded database live.
+    pub data_dir: PathBuf,
+    /// The address to listen on.
+    pub bind_address: IpAddr,
+    /// The HTTPS port (0 picks a free one).
+    pub port: u16,
+    /// `--datastore-endpoint`: empty for the embedded SQLite store.
+    pub datastore_endpoint: String,
+    /// Extra names and addresses for the serving certificate.
+    pub tls_sans: Vec<String>,
+    /// Where else to write the admin kubeconfig.
+    pub write_kubeconfig: Option<PathBuf>,
+    /// A static token file (`token,user,uid,"groups"` lines).
+    pub token_auth_file: Option<PathBuf>,
+    /// How much history the store keeps for watches.
+    pub compaction_window: Duration,
+}
+
+/// What can stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// The certificates could not be made or read.
+    #[error(transparent)]
+    Pki(#[from] pki::Error),
+    /// Something else, described.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A running API server.
+pub struct Server {
+    /// The address it listens on.
+    pub address: SocketAddr,
+    /// The admin kubeconfig path.
+    pub kubeconfig: PathBuf,
+    app: Arc<App>,
+    listener: tokio::task::JoinHandle<()>,
+    compactor: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Serves until the listener fails; then closes the store.
+    pub async fn wait(self) {
+        let _ = (&mut { self.listener }).await;
+    }
+
+    /// Stops accepting connections and closes the store, flushing pending writes.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        self.listener.abort();
+        self.compactor.abort();
+        self.app.registry.store().close().await?;
+        Ok(())
+    }
+}
+
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+/// Starts the API server: PKI, store, default objects, then the HTTPS listener.
+pub async fn start(config: Config) -> Result<Server, Error> {
+    let mut sans: Vec<String> = [
+        "localhost",
+        "127.0.0.1",
+        "::1",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+        bootstrap::KUBERNETES_SERVICE_IP,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    sans.extend(host_name());
+    if !config.bind_address.is_unspecified() {
+        sans.push(config.bind_address.to_string());
+    }
+    sans.extend(config.tls_sans.iter().cloned());
+    sans.dedup();
+    let pki = pki::ensure(&config.data_dir.join("tls"), &sans)?;
+
+    let tokens = match &config.token_auth_file {
+        Some(path) => Tokens::load(path).map_err(Error::Other)?,
+        None => Tokens::default(),
+    };
+
+    let endpoint = store::Endpoint::parse(&config.datastore_endpoint, &config.data_dir)?;
+    let store = store::open(&endpoint, Duration::from_secs(60)).await?;
+    tracing::info!(store = %store.describe(), "store ready");
+    let compactor = store::compactor::spawn(store.clone(), config.compaction_window);
+    let registry = Registry::new(store);
+    bootstrap::ensure_defaults(&registry, config.port)
+        .await
+        .map_err(|s| Error::Other(format!("creating default objects: {s}")))?;
+
+    let listener = TcpListener::bind((config.bind_address, config.port))
+        .await
+        .map_err(|e| {
+            Error::Other(format!(
+                "listening on {}:{}: {e}",
+                config.bind_address, config.port
+            ))
+        })?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| Error::Other(e.to_string()))?;
+    let url = format!("https://127.0.0.1:{}", address.port());
+    let kubeconfig = config.data_dir.join("kubeconfig.yaml");
+    let kc = pki::kubeconfig(&pki, &url);
+    pki::write_private(&kubeconfig, &kc)?;
+    if let Some(extra) = &config.write_kubeconfig {
+        pki::write_private(extra, &kc)?;
+    }
+
+    let app = Arc::new(App {
+        registry,
+        tokens,
+        address: format!(
+            "{}:{}",
+            if config.bind_address.is_unspecified() {
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                config.bind_address
+            },
+            address.port()
+        ),
+    });
+    let tls = tls_config(&pki)?;
+    let router = router(app.clone());
+    let listener = tokio::spawn(serve(
+        listener,
+        tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
+        router,
+    ));
+    tracing::info!(%address, kubeconfig = %kubeconfig.display(), "API server listening");
+    Ok(Server {
+        address,
+        kubeconfig,
+        app,
+        listener,
+        compactor,
+    })
+}
+
+fn tls_config(pki: &pki::Pki) -> Result<rustls::ServerConfig, Error> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| Error::Other(format!("TLS {what}: {e}"));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = CertificateDer::from_pem_slice(pki.ca_cert.as_bytes()).map_err(|e| bad("CA", &e))?;
+    roots.add(ca).map_err(|e| bad("CA", &e))?;
+    // Client certificates are optional (tokens work too), but one that is presented must chain
+    // to the cluster CA or the handshake fails.
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| bad("client verifier", &e))?;
+    let chain = CertificateDer::pem_slice_iter(pki.server_cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("serving certificate", &e))?;
+    let key = PrivateKeyDer::from_pem_slice(pki.server_key.as_bytes())
+        .map_err(|e| bad("serving key", &e))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("versions", &e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| bad("serving certificate", &e))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// The routes: public health and version endpoints, OpenAPI, and everything under /api(s).
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/version", get(version))
+        .route("/healthz", get(health))
+        .route("/livez", get(health))
+        .route("/readyz", get(health))
+        .route("/openapi/v3", get(handlers::openapi))
+        .route("/openapi/v3/{*rest}", get(handlers::openapi))
+        .route("/api", axum::routing::any(handlers::api))
+        .route("/api/{*rest}", axum::routing::any(handlers::api))
+        .route("/apis", axum::routing::any(handlers::api))
+        .route("/apis/{*rest}", axum::routing::any(handlers::api))
+        .fallback(not_found)
+        .with_state(app)
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "404 page not found\n").into_response()
+}
+
+async fn version() -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "major": "1",
+            "minor": "33",
+            "gitVersion": format!("{KUBERNETES_VERSION}+rudder.{}", env!("CARGO_PKG_VERSION")),
+            "gitCommit": "",
+            "gitTreeState": "clean",
+            "buildDate": "",
+            "goVersion": "",
+            "compiler": "rustc",
+            "platform": format!("{}/{}", std::env::consts::OS, match std::env::consts::ARCH { "x86_64" => "amd64", "aarch64" => "arm64", a => a }),
+        }),
+    )
+}
+
+/// `/livez`, `/readyz`, `/healthz`: `ok` once the store answers; `?verbose` lists the checks.
+async fn health(State(app): State<Arc<App>>, req: Request) -> Response {
+    let store_ok = app.registry.store().current_revision().await.is_ok();
+    let verbose = req.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "verbose" || p.starts_with("verbose="))
+    });
+    let checks = [("ping", true), ("etcd", store_ok)];
+    let all_ok = checks.iter().all(|(_, ok)| *ok);
+    let code = if all_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    let body = if verbose {
+        let mut s: String = checks
+            .iter()
+            .map(|(name, ok)| {
+                if *ok {
+                    format!("[+]{name} ok\n")
+                } else {
+                    format!("[-]{name} failed: reason withheld\n")
+                }
+            })
+            .collect();
+        s.push_str(&format!(
+            "{} check {}\n",
+            req.uri().path().trim_start_matches('/'),
+            if all_ok { "passed" } else { "failed" }
+        ));
+        s
+    } else if all_ok {
+        "ok".to_string()
+    } else {
+        format!(
+            "[-]etcd failed: reason withheld\n{} check failed\n",
+            req.uri().path().trim_start_matches('/')
+        )
+    };
+    (code, body).into_response()
+}
+
+/// Accepts TLS connections and serves each with HTTP/1.1 or HTTP/2, tagging every request
+/// with the identity of the client certificate, if any.
+async fn serve(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, router: Router) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (acceptor, router) = (acceptor.clone(), router.clone());
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let identity = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|c| authn::from_certificate(c));
+            let conn = Connection { identity };
+            let service = router.map_request(move |mut req: Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(conn.clone());
+                req
+            });
+            let service = hyper_util::service::TowerToHyperService::new(service);
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}

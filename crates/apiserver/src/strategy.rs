@@ -1,0 +1,388 @@
+//! Per-resource behaviour on top of the generic registry (upstream's `Strategy`): defaults
+//! filled in on create, validation, and how names are checked. Resources without an entry here
+//! get the generic behaviour: metadata checks only.
+
+use api::Resource;
+use api::selector::LabelSelector;
+use api::validation::{FieldError, NameRule, object_meta};
+use serde_json::{Value, json};
+
+/// How this resource's names are checked.
+pub fn name_rule(r: &Resource) -> NameRule {
+    match (r.group, r.plural) {
+        ("", "namespaces") => NameRule::Label,
+        ("", "services") => NameRule::Dns1035,
+        _ => NameRule::Subdomain,
+    }
+}
+
+fn set_default(obj: &mut Value, key: &str, value: Value) {
+    if let Some(m) = obj.as_object_mut() {
+        m.entry(key).or_insert(value);
+    }
+}
+
+/// Pod spec defaults, as upstream's defaulting sets them.
+fn default_pod_spec(spec: &mut Value) {
+    set_default(spec, "restartPolicy", json!("Always"));
+    set_default(spec, "terminationGracePeriodSeconds", json!(30));
+    set_default(spec, "dnsPolicy", json!("ClusterFirst"));
+    set_default(spec, "securityContext", json!({}));
+    set_default(spec, "schedulerName", json!("default-scheduler"));
+    for list in ["initContainers", "containers"] {
+        for c in spec
+            .get_mut(list)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
+            set_default(c, "terminationMessagePolicy", json!("File"));
+            set_default(c, "resources", json!({}));
+            let image = c.get("image").and_then(Value::as_str).unwrap_or("");
+            let tag = image.rsplit('/').next().unwrap_or("");
+            let latest = !tag.contains(':') && !image.contains('@') || tag.ends_with(":latest");
+            set_default(
+                c,
+                "imagePullPolicy",
+                json!(if latest { "Always" } else { "IfNotPresent" }),
+            );
+            for p in c
+                .get_mut("ports")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                set_default(p, "protocol", json!("TCP"));
+            }
+        }
+    }
+}
+
+/// upstream's QoS class from container requests and limits.
+fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> = spec["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    let has = |c: &Value, k: &str| c["resources"][k].as_object().is_some_and(|m| !m.is_empty());
+    if containers
+        .iter()
+        .all(|c| !has(c, "requests") && !has(c, "limits"))
+    {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        let limits = &c["resources"]["limits"];
+        let requests = &c["resources"]["requests"];
+        ["cpu", "memory"]
+            .iter()
+            .all(|k| !limits[k].is_null() && (requests[k].is_null() || requests[k] == limits[k]))
+    });
+    if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// Fills in defaults on create.
+pub fn defaults(r: &Resource, obj: &mut Value) {
+    match (r.group, r.plural) {
+        ("", "namespaces") => {
+            set_default(obj, "spec", json!({"finalizers": ["kubernetes"]}));
+            obj["status"] = json!({"phase": "Active"});
+        }
+        ("", "pods") => {
+            set_default(obj, "spec", json!({}));
+            default_pod_spec(&mut obj["spec"]);
+            let qos = qos_class(&obj["spec"]);
+            set_default(obj, "status", json!({}));
+            set_default(&mut obj["status"], "phase", json!("Pending"));
+            set_default(&mut obj["status"], "qosClass", json!(qos));
+        }
+        ("", "secrets") => set_default(obj, "type", json!("Opaque")),
+        ("", "services") => {
+            set_default(obj, "spec", json!({}));
+            let spec = &mut obj["spec"];
+            set_default(spec, "type", json!("ClusterIP"));
+            set_default(spec, "sessionAffinity", json!("None"));
+            for p in spec
+                .get_mut("ports")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                set_default(p, "protocol", json!("TCP"));
+                let port = p.get("port").cloned().unwrap_or(Value::Null);
+                set_default(p, "targetPort", port);
+            }
+            set_default(obj, "status", json!({"loadBalancer": {}}));
+        }
+        ("apps", "deployments") => {
+            set_default(obj, "spec", json!({}));
+            let spec = &mut obj["spec"];
+            set_default(spec, "replicas", json!(1));
+            set_default(spec, "revisionHistoryLimit", json!(10));
+            set_default(spec, "progressDeadlineSeconds", json!(600));
+            set_default(
+                spec,
+                "strategy",
+                json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
+            );
+            if let Some(t) = spec.get_mut("template").and_then(|t| t.get_mut("spec")) {
+                default_pod_spec(t);
+            }
+        }
+        ("apps", "replicasets" | "statefulsets" | "daemonsets")
+        | ("", "replicationcontrollers" | "podtemplates")
+        | ("batch", "jobs") => {
+            let path = if obj.pointer("/spec/template/spec").is_some() {
+                "/spec/template/spec"
+            } else {
+                "/template/spec"
+            };
+            if let Some(t) = obj.pointer_mut(path) {
+                default_pod_spec(t);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn pod_spec_errors(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    let containers = spec.get("containers").and_then(Value::as_array);
+    match containers {
+        None => errs.push(FieldError::required(format!("{path}.containers"), "")),
+        Some(cs) if cs.is_empty() => {
+            errs.push(FieldError::required(format!("{path}.containers"), ""))
+        }
+        Some(cs) => {
+            let mut seen = Vec::new();
+            for (i, c) in cs.iter().enumerate() {
+                let field = format!("{path}.containers[{i}]");
+                match c.get("name").and_then(Value::as_str) {
+                    None | Some("") => errs.push(FieldError::required(format!("{field}.name"), "")),
+                    Some(name) => {
+                        for e in api::validation::dns1123_label(name) {
+                            errs.push(FieldError::invalid(
+                                format!("{field}.name"),
+                                &json!(name),
+                                e,
+                            ));
+                        }
+                        if seen.contains(&name) {
+                            errs.push(FieldError::duplicate(format!("{field}.name"), &json!(name)));
+                        }
+                        seen.push(name);
+                    }
+                }
+                if c.get("image")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .trim()
+                    .is_empty()
+                {
+                    errs.push(FieldError::required(format!("{field}.image"), ""));
+                }
+                for (j, p) in c["ports"].as_array().into_iter().flatten().enumerate() {
+                    let port = p.get("containerPort").and_then(Value::as_i64).unwrap_or(0);
+                    if !(1..=65535).contains(&port) {
+                        errs.push(FieldError::invalid(
+                            format!("{field}.ports[{j}].containerPort"),
+                            &json!(port),
+                            "must be between 1 and 65535, inclusive",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Checks a workload's selector against its pod template's labels.
+fn selector_errors(kind_path: &Value, errs: &mut Vec<FieldError>) {
+    let spec = &kind_path["spec"];
+    let Some(selector) = spec.get("selector") else {
+        errs.push(FieldError::required("spec.selector", ""));
+        return;
+    };
+    let labels = &spec["template"]["metadata"]["labels"];
+    match LabelSelector::from_object(selector) {
+        Ok(sel) if sel.is_empty() => errs.push(FieldError::invalid(
+            "spec.selector",
+            selector,
+            "empty selector is invalid for deployment",
+        )),
+        Ok(sel) if !sel.matches(Some(labels)) => errs.push(FieldError::invalid(
+            "spec.template.metadata.labels",
+            labels,
+            "`selector` does not match template `labels`",
+        )),
+        Ok(_) => {}
+        Err(e) => errs.push(FieldError::invalid("spec.selector", selector, e)),
+    }
+}
+
+/// Validates an object about to be stored.
+pub fn validate(r: &Resource, obj: &Value) -> Vec<FieldError> {
+    let mut errs = object_meta(&obj["metadata"], r.namespaced, name_rule(r));
+    match (r.group, r.plural) {
+        ("", "pods") => pod_spec_errors(&obj["spec"], "spec", &mut errs),
+        ("apps", "deployments" | "replicasets" | "statefulsets" | "daemonsets") => {
+            selector_errors(obj, &mut errs);
+            if let Some(replicas) = obj["spec"]
+                .get("replicas")
+                .and_then(Value::as_i64)
+                .filter(|n| *n < 0)
+            {
+                errs.push(FieldError::invalid(
+                    "spec.replicas",
+                    &json!(replicas),
+                    "must be greater than or equal to 0",
+                ));
+            }
+            pod_spec_errors(
+                &obj["spec"]["template"]["spec"],
+                "spec.template.spec",
+                &mut errs,
+            );
+        }
+        ("", "services") => {
+            for (i, p) in obj["spec"]["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+                if !(1..=65535).contains(&port) {
+                    errs.push(FieldError::invalid(
+                        format!("spec.ports[{i}].port"),
+                        &json!(port),
+                        "must be between 1 and 65535, inclusive",
+                    ));
+                }
+            }
+            let ty = obj["spec"]["type"].as_str().unwrap_or("ClusterIP");
+            const TYPES: &[&str] = &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
+            if !TYPES.contains(&ty) {
+                errs.push(FieldError::not_supported("spec.type", &json!(ty), TYPES));
+            }
+        }
+        _ => {}
+    }
+    errs
+}
+
+/// Checks what may not change on update.
+pub fn validate_update(r: &Resource, old: &Value, new: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let immutable = |o: &Value, n: &Value, path: &str, errs: &mut Vec<FieldError>| {
+        let (a, b) = (o.pointer(path), n.pointer(path));
+        if a != b {
+            let field = path.trim_start_matches('/').replace('/', ".");
+            errs.push(FieldError::invalid(
+                field,
+                b.unwrap_or(&Value::Null),
+                "field is immutable",
+            ));
+        }
+    };
+    if old["immutable"] == json!(true) && matches!(r.plural, "configmaps" | "secrets") {
+        for field in ["/data", "/binaryData", "/stringData"] {
+            if old.pointer(field) != new.pointer(field) {
+                errs.push(FieldError::forbidden(
+                    field.trim_start_matches('/'),
+                    "field is immutable when `immutable` is set",
+                ));
+            }
+        }
+    }
+    match (r.group, r.plural) {
+        ("apps", "deployments" | "replicasets" | "statefulsets" | "daemonsets")
+        | ("batch", "jobs") => immutable(old, new, "/spec/selector", &mut errs),
+        ("", "services")
+            if old["spec"]["clusterIP"]
+                .as_str()
+                .is_some_and(|ip| !ip.is_empty()) =>
+        {
+            immutable(old, new, "/spec/clusterIP", &mut errs)
+        }
+        ("", "pods") => {
+            // Only images, tolerations (additions) and activeDeadlineSeconds may change.
+            let mut a = old["spec"].clone();
+            let mut b = new["spec"].clone();
+            for s in [&mut a, &mut b] {
+                for list in ["containers", "initContainers"] {
+                    for c in s
+                        .get_mut(list)
+                        .and_then(Value::as_array_mut)
+                        .into_iter()
+                        .flatten()
+                    {
+                        c.as_object_mut().map(|m| m.remove("image"));
+                    }
+                }
+                if let Some(m) = s.as_object_mut() {
+                    m.remove("tolerations");
+                    m.remove("activeDeadlineSeconds");
+                }
+            }
+            if a != b {
+                errs.push(FieldError::forbidden(
+                    "spec",
+                    "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+                ));
+            }
+        }
+        _ => {}
+    }
+    errs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::resources::find;
+
+    #[test]
+    fn deployment_selector_must_match_labels() {
+        let d = find("apps", "v1", "deployments").unwrap();
+        let obj = json!({"metadata": {"name": "web", "namespace": "default"}, "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}});
+        let errs = validate(d, &obj);
+        let status = api::Status::invalid(d, "web", &errs);
+        assert_eq!(
+            status.message,
+            "The Deployment \"web\" is invalid: spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"x\"}: `selector` does not match template `labels`"
+        );
+    }
+
+    #[test]
+    fn pods_get_upstream_defaults_and_checks() {
+        let p = find("", "v1", "pods").unwrap();
+        let mut pod = json!({"metadata": {"name": "p", "namespace": "d"}, "spec": {"containers": [{"name": "c", "image": "nginx:1.25"}, {"name": "d", "image": "busybox"}]}});
+        defaults(p, &mut pod);
+        assert_eq!(pod["spec"]["restartPolicy"], "Always");
+        assert_eq!(
+            pod["spec"]["containers"][0]["imagePullPolicy"],
+            "IfNotPresent"
+        );
+        assert_eq!(pod["spec"]["containers"][1]["imagePullPolicy"], "Always");
+        assert_eq!(pod["status"]["qosClass"], "BestEffort");
+        assert!(validate(p, &pod).is_empty());
+        let bad = json!({"metadata": {"name": "p", "namespace": "d"}, "spec": {"containers": [{"name": "c"}]}});
+        assert_eq!(
+            validate(p, &bad)[0].to_string(),
+            "spec.containers[0].image: Required value"
+        );
+        let mut changed = pod.clone();
+        changed["spec"]["containers"][0]["image"] = json!("nginx:2");
+        assert!(validate_update(p, &pod, &changed).is_empty());
+        changed["spec"]["restartPolicy"] = json!("Never");
+        assert_eq!(validate_update(p, &pod, &changed).len(), 1);
+    }
+}

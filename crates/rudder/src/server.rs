@@ -1,0 +1,54 @@
+//! `rudder server`: starts the control plane and serves until SIGINT or SIGTERM.
+
+use anyhow::{Context, Result};
+
+use crate::cli::ServerArgs;
+
+/// The default data directory: `/var/lib/rudder` for root, else `~/.local/share/rudder`.
+fn default_data_dir() -> std::path::PathBuf {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    match std::env::var_os("HOME") {
+        Some(home) if !root => std::path::Path::new(&home).join(".local/share/rudder"),
+        _ => "/var/lib/rudder".into(),
+    }
+}
+
+pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
+    let data_dir = opts.data_dir.unwrap_or_else(default_data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let config = apiserver::Config {
+        data_dir: data_dir.clone(),
+        bind_address: opts.bind_address,
+        port: opts.https_listen_port,
+        datastore_endpoint: opts.datastore_endpoint,
+        tls_sans: opts.tls_san,
+        write_kubeconfig: opts.write_kubeconfig,
+        token_auth_file: opts.token_auth_file,
+        compaction_window: opts.etcd_compaction_interval,
+    };
+    let server = apiserver::start(config)
+        .await
+        .context("starting the API server")?;
+    eprintln!(
+        "Rudder is serving the Kubernetes API at https://127.0.0.1:{}\n  export KUBECONFIG={}\n  kubectl get namespaces",
+        server.address.port(),
+        server.kubeconfig.display()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    server.shutdown().await.context("closing the store")?;
+    Ok(())
+}

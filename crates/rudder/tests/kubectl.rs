@@ -1,0 +1,615 @@
+//! The API server driven by the real kubectl (the dispatcher picks kubectl 1.33 for our 1.33
+//! server): what users type, and what kubectl prints back.
+
+mod support;
+
+use base64::Engine;
+use support::{Cluster, eventually};
+
+const DEPLOYMENT: &str = "
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.25
+        ports:
+        - containerPort: 80
+";
+
+#[test]
+fn a_new_cluster_has_its_namespaces_and_the_kubernetes_service() {
+    let c = Cluster::start(&[]);
+    let ns = c.kubectl(&["get", "namespaces"]);
+    let lines: Vec<&str> = ns.out().lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "STATUS", "AGE"]
+    );
+    for name in ["default", "kube-node-lease", "kube-public", "kube-system"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(name) && l.contains("Active")),
+            "{name} in {lines:?}"
+        );
+    }
+    let svc = c.kubectl(&[
+        "get",
+        "svc",
+        "kubernetes",
+        "-o",
+        "jsonpath={.spec.clusterIP} {.spec.ports[0].port}",
+    ]);
+    assert_eq!(svc.out(), "10.43.0.1 443");
+    let version = c.kubectl(&["version"]);
+    assert!(
+        version.out().contains("Server Version: v1.33.0+rudder"),
+        "{}",
+        version.stdout
+    );
+    let resources = c.kubectl(&["api-resources"]);
+    for line in [
+        "deployments                       deploy       apps/v1",
+        "pods                              po           v1",
+    ] {
+        assert!(
+            resources.out().contains(line),
+            "{line:?} in\n{}",
+            resources.stdout
+        );
+    }
+}
+
+#[test]
+fn apply_is_created_then_unchanged_then_configured() {
+    let c = Cluster::start(&[]);
+    assert_eq!(c.apply(DEPLOYMENT).out(), "deployment.apps/web created\n");
+    assert_eq!(c.apply(DEPLOYMENT).out(), "deployment.apps/web unchanged\n");
+    assert_eq!(
+        c.apply(&DEPLOYMENT.replace("replicas: 2", "replicas: 3"))
+            .out(),
+        "deployment.apps/web configured\n"
+    );
+    let got = c.kubectl(&[
+        "get",
+        "deploy",
+        "web",
+        "-o",
+        "jsonpath={.spec.replicas} {.metadata.generation} {.spec.strategy.type}",
+    ]);
+    assert_eq!(got.out(), "3 2 RollingUpdate");
+    let wide = c.kubectl(&["get", "deployments", "-o", "wide"]);
+    let header: Vec<&str> = wide
+        .out()
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "AGE",
+            "CONTAINERS",
+            "IMAGES",
+            "SELECTOR"
+        ]
+    );
+    assert!(
+        wide.stdout.lines().nth(1).unwrap().contains("0/3"),
+        "{}",
+        wide.stdout
+    );
+    assert_eq!(
+        c.kubectl(&["get", "deploy", "-o", "name"]).out(),
+        "deployment.apps/web\n"
+    );
+}
+
+#[test]
+fn scale_label_annotate_set_image_and_the_three_patch_types() {
+    let c = Cluster::start(&[]);
+    c.apply(DEPLOYMENT).out();
+    let jp = |path: &str| {
+        c.kubectl(&["get", "deploy", "web", "-o", &format!("jsonpath={path}")])
+            .out()
+            .to_string()
+    };
+    assert_eq!(
+        c.kubectl(&["scale", "deploy", "web", "--replicas=5"]).out(),
+        "deployment.apps/web scaled\n"
+    );
+    assert_eq!(jp("{.spec.replicas}"), "5");
+    assert_eq!(
+        c.kubectl(&["label", "deploy", "web", "tier=front"]).out(),
+        "deployment.apps/web labeled\n"
+    );
+    assert_eq!(
+        c.kubectl(&["annotate", "deploy", "web", "note=hi"]).out(),
+        "deployment.apps/web annotated\n"
+    );
+    assert_eq!(
+        jp("{.metadata.labels.tier} {.metadata.annotations.note}"),
+        "front hi"
+    );
+    assert_eq!(
+        c.kubectl(&["set", "image", "deploy/web", "nginx=nginx:1.26"])
+            .out(),
+        "deployment.apps/web image updated\n"
+    );
+    assert_eq!(
+        jp(
+            "{.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].ports[0].containerPort}"
+        ),
+        "nginx:1.26 80"
+    );
+    c.kubectl(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/replicas","value":1}]"#,
+    ])
+    .out();
+    c.kubectl(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"paused":true}}"#,
+    ])
+    .out();
+    c.kubectl(&[
+        "patch",
+        "deploy",
+        "web",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"containers":[{"name":"sidecar","image":"busybox"}]}}}}"#,
+    ])
+    .out();
+    assert_eq!(
+        jp("{.spec.replicas} {.spec.paused} {.spec.template.spec.containers[*].name}"),
+        "1 true nginx sidecar"
+    );
+    let bad = c.kubectl(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op":"test","path":"/spec/replicas","value":9}]"#,
+    ]);
+    assert!(bad.err().contains("value did not match"), "{}", bad.stderr);
+}
+
+#[test]
+fn create_get_describe_delete_and_not_found() {
+    let c = Cluster::start(&[]);
+    let cm =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: '1', b: '2'}\n";
+    assert_eq!(
+        c.kubectl_in(&["create", "-f", "-"], Some(cm)).out(),
+        "configmap/settings created\n"
+    );
+    let again = c.kubectl_in(&["create", "-f", "-"], Some(cm));
+    assert!(again.err().contains("Error from server (AlreadyExists): error when creating \"STDIN\": configmaps \"settings\" already exists"), "{}", again.stderr);
+    let got = c.kubectl(&["get", "cm", "settings"]);
+    let row: Vec<&str> = got
+        .out()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(&row[..2], ["settings", "2"]);
+    let described = c.kubectl(&["describe", "configmap", "settings"]);
+    assert!(
+        described.out().contains("Name:         settings"),
+        "{}",
+        described.stdout
+    );
+    let yaml = c.kubectl(&["get", "cm", "settings", "-o", "yaml"]);
+    assert!(
+        yaml.out().contains("uid: ") && yaml.stdout.contains("resourceVersion: "),
+        "{}",
+        yaml.stdout
+    );
+    assert_eq!(
+        c.kubectl(&["delete", "cm", "settings"]).out(),
+        "configmap \"settings\" deleted\n"
+    );
+    let gone = c.kubectl(&["get", "cm", "settings"]);
+    assert_eq!(
+        gone.err().trim(),
+        "Error from server (NotFound): configmaps \"settings\" not found"
+    );
+    let pod = c.kubectl(&[
+        "run",
+        "hello",
+        "--image=busybox",
+        "--restart=Never",
+        "--",
+        "echo",
+        "hi",
+    ]);
+    assert_eq!(pod.out(), "pod/hello created\n");
+    let pods = c.kubectl(&["get", "pods"]);
+    let header: Vec<&str> = pods
+        .out()
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    assert!(
+        pods.stdout.contains("0/1") && pods.stdout.contains("Pending"),
+        "{}",
+        pods.stdout
+    );
+}
+
+#[test]
+fn invalid_objects_get_upstream_field_errors() {
+    let c = Cluster::start(&[]);
+    let bad = c.kubectl_in(
+        &["apply", "-f", "-"],
+        Some(&DEPLOYMENT.replace(
+            "template:\n    metadata:\n      labels: {app: web}",
+            "template:\n    metadata:\n      labels: {app: x}",
+        )),
+    );
+    assert!(
+        bad.err().contains("The Deployment \"web\" is invalid: spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"x\"}: `selector` does not match template `labels`"),
+        "{}",
+        bad.stderr
+    );
+    let ns = c.kubectl_in(
+        &["create", "-f", "-"],
+        Some("apiVersion: v1\nkind: Namespace\nmetadata: {name: Bad_Name}\n"),
+    );
+    assert!(ns.err().contains("The Namespace \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 label must consist of"), "{}", ns.stderr);
+    let pod = c.kubectl_in(
+        &["create", "-f", "-"],
+        Some("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: c\n"),
+    );
+    assert!(
+        pod.err()
+            .contains("spec.containers[0].image: Required value"),
+        "{}",
+        pod.stderr
+    );
+    let cm = c.kubectl_in(
+        &["create", "-n", "nowhere", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"),
+    );
+    assert!(
+        cm.err().contains("namespaces \"nowhere\" not found"),
+        "{}",
+        cm.stderr
+    );
+    // Nothing was stored.
+    assert_eq!(
+        c.kubectl(&["get", "deploy,pods"]).stderr.trim(),
+        "No resources found in default namespace."
+    );
+}
+
+#[test]
+fn malformed_and_oversized_bodies_get_a_status_and_the_server_keeps_serving() {
+    let c = Cluster::start(&[]);
+    let dir = c.dir.path();
+    std::fs::write(dir.join("bad.json"), "{\"apiVersion\": \"v1\", \"kind\": ").unwrap();
+    let bad = c.kubectl(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps",
+        "-f",
+        dir.join("bad.json").to_str().unwrap(),
+    ]);
+    assert!(bad.err().contains("the object provided is unrecognized (must be of type ConfigMap): couldn't get version/kind; json parse error"), "{}", bad.stderr);
+    std::fs::write(
+        dir.join("big.json"),
+        format!("{{\"data\": {{\"a\": \"{}\"}}}}", "x".repeat(4 << 20)),
+    )
+    .unwrap();
+    let big = c.kubectl(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps",
+        "-f",
+        dir.join("big.json").to_str().unwrap(),
+    ]);
+    assert!(
+        big.err()
+            .contains("Request entity too large: limit is 3145728"),
+        "{}",
+        big.stderr
+    );
+    std::fs::write(
+        dir.join("wrong.json"),
+        r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"x"}}"#,
+    )
+    .unwrap();
+    let wrong = c.kubectl(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps",
+        "-f",
+        dir.join("wrong.json").to_str().unwrap(),
+    ]);
+    assert!(
+        wrong
+            .err()
+            .contains("the kind in the data (Secret) does not match the expected kind (ConfigMap)"),
+        "{}",
+        wrong.stderr
+    );
+    std::fs::write(dir.join("ns.json"), r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x","namespace":"kube-system"}}"#).unwrap();
+    let ns = c.kubectl(&[
+        "create",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps",
+        "-f",
+        dir.join("ns.json").to_str().unwrap(),
+    ]);
+    assert!(
+        ns.err().contains(
+            "the namespace of the provided object does not match the namespace sent on the request"
+        ),
+        "{}",
+        ns.stderr
+    );
+    assert!(c.kubectl(&["get", "--raw", "/readyz"]).out() == "ok");
+}
+
+#[test]
+fn stale_updates_conflict_with_the_upstream_message() {
+    let c = Cluster::start(&[]);
+    c.kubectl_in(
+        &["create", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\ndata: {v: '1'}\n"),
+    )
+    .out();
+    let stale = c
+        .kubectl(&["get", "cm", "cfg", "-o", "yaml"])
+        .out()
+        .to_string();
+    c.kubectl(&["patch", "cm", "cfg", "-p", r#"{"data":{"v":"2"}}"#])
+        .out();
+    let conflict = c.kubectl_in(
+        &["replace", "-f", "-"],
+        Some(&stale.replace("v: \"1\"", "v: \"3\"")),
+    );
+    assert!(
+        conflict.err().contains("Operation cannot be fulfilled on configmaps \"cfg\": the object has been modified; please apply your changes to the latest version and try again"),
+        "{}",
+        conflict.stderr
+    );
+}
+
+#[test]
+fn selectors_pagination_and_dry_run() {
+    let c = Cluster::start(&[]);
+    for i in 0..7 {
+        let cm = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c{i}, labels: {{group: g{}}}}}\n",
+            i % 2
+        );
+        c.kubectl_in(&["create", "-f", "-"], Some(&cm)).out();
+    }
+    let paged = c.kubectl(&["get", "cm", "--chunk-size=2", "-o", "name", "-v=6"]);
+    let names: Vec<&str> = paged.out().lines().collect();
+    assert_eq!(names.len(), 7, "{names:?}");
+    assert!(
+        paged.stderr.matches("continue=").count() >= 3,
+        "{}",
+        paged.stderr
+    );
+    let odd = c.kubectl(&["get", "cm", "-l", "group=g1", "-o", "name"]);
+    assert_eq!(
+        odd.out().lines().collect::<Vec<_>>(),
+        ["configmap/c1", "configmap/c3", "configmap/c5"]
+    );
+    let set = c.kubectl(&["get", "cm", "-l", "group in (g0),group!=g1", "-o", "name"]);
+    assert_eq!(set.out().lines().count(), 4);
+    let field = c.kubectl(&[
+        "get",
+        "cm",
+        "--field-selector",
+        "metadata.name=c2",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(field.out(), "configmap/c2\n");
+    let unsupported = c.kubectl(&["get", "cm", "--field-selector", "spec.nope=x"]);
+    assert!(
+        unsupported
+            .err()
+            .contains("field label not supported: spec.nope"),
+        "{}",
+        unsupported.stderr
+    );
+    let dry = c.kubectl_in(&["apply", "--dry-run=server", "-f", "-"], Some(DEPLOYMENT));
+    assert_eq!(dry.out(), "deployment.apps/web created (server dry run)\n");
+    assert!(!c.kubectl(&["get", "deploy", "web"]).ok);
+}
+
+#[test]
+fn get_watch_prints_changes_as_they_happen() {
+    let c = Cluster::start(&[]);
+    c.kubectl_in(
+        &["create", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: first}\n"),
+    )
+    .out();
+    let out = c.dir.path().join("watch.out");
+    let mut watch = c.kubectl_background(&["get", "cm", "-w", "--output-watch-events"], &out);
+    eventually("the initial list", || {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .contains("first")
+    });
+    c.kubectl_in(
+        &["create", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: second}\n"),
+    )
+    .out();
+    c.kubectl(&["label", "cm", "first", "x=y"]).out();
+    c.kubectl(&["delete", "cm", "second"]).out();
+    eventually("three watch events", || {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        let events: Vec<(String, String)> = text
+            .lines()
+            .filter_map(|l| {
+                let mut words = l.split_whitespace();
+                Some((words.next()?.to_string(), words.next()?.to_string()))
+            })
+            .collect();
+        let seen = |e: &str, n: &str| events.iter().any(|(a, b)| a == e && b == n);
+        seen("ADDED", "second") && seen("MODIFIED", "first") && seen("DELETED", "second")
+    });
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
+
+#[test]
+fn data_survives_a_restart() {
+    let mut c = Cluster::start(&[]);
+    c.apply(DEPLOYMENT).out();
+    let uid = c
+        .kubectl(&["get", "deploy", "web", "-o", "jsonpath={.metadata.uid}"])
+        .out()
+        .to_string();
+    c.restart();
+    assert_eq!(
+        c.kubectl(&["get", "deploy", "web", "-o", "jsonpath={.metadata.uid}"])
+            .out(),
+        uid
+    );
+    assert_eq!(c.apply(DEPLOYMENT).out(), "deployment.apps/web unchanged\n");
+}
+
+#[test]
+fn anonymous_and_foreign_clients_are_refused() {
+    let c = Cluster::start(&[]);
+    let config = std::fs::read_to_string(c.kubeconfig()).unwrap();
+    let ca_only: String = config
+        .lines()
+        .filter(|l| !l.contains("client-certificate-data") && !l.contains("client-key-data"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let anon = c.dir.path().join("anon.yaml");
+    std::fs::write(&anon, ca_only.replace("  user:\n", "  user: {}\n")).unwrap();
+    let denied = c.kubectl_with(&anon, &["get", "pods", "--token=not-a-known-token"], None);
+    // kubectl reports a 401 during discovery as upstream clusters make it do.
+    assert!(denied.err().trim().ends_with("error: You must be logged in to the server (the server has asked for the client to provide credentials)"), "{}", denied.stderr);
+    // A client certificate from another CA fails the TLS handshake (kubectl reports the
+    // closed connection as EOF).
+    let other = tempfile::tempdir().unwrap();
+    let foreign = apiserver::pki::ensure(other.path(), &["localhost".to_string()]).unwrap();
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let mixed = config
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("client-certificate-data") {
+                format!(
+                    "    client-certificate-data: {}\n",
+                    b64(&foreign.admin_cert)
+                )
+            } else if l.trim_start().starts_with("client-key-data") {
+                format!("    client-key-data: {}\n", b64(&foreign.admin_key))
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect::<String>();
+    let mixed_path = c.dir.path().join("foreign.yaml");
+    std::fs::write(&mixed_path, mixed).unwrap();
+    let refused = c.kubectl_with(&mixed_path, &["get", "pods"], None);
+    assert!(
+        refused.err().contains("EOF") || refused.stderr.contains("tls"),
+        "{}",
+        refused.stderr
+    );
+    assert!(c.kubectl(&["get", "pods"]).ok, "the server keeps serving");
+}
+
+#[test]
+fn bearer_tokens_authenticate_and_only_masters_are_authorized() {
+    let tokens = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        tokens.path(),
+        "admintoken,alice,1,\"system:masters\"\nusertoken,bob,2,\"dev\"\n",
+    )
+    .unwrap();
+    let c = Cluster::start(&["--token-auth-file", tokens.path().to_str().unwrap()]);
+    let config = std::fs::read_to_string(c.kubeconfig()).unwrap();
+    let token_config = |token: &str| {
+        let text: String = config
+            .lines()
+            .filter(|l| !l.contains("client-certificate-data") && !l.contains("client-key-data"))
+            .map(|l| {
+                if l == "  user:" {
+                    format!("  user:\n    token: {token}\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        let path = c.dir.path().join(format!("{token}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    assert!(
+        c.kubectl_with(&token_config("admintoken"), &["get", "ns", "default"], None)
+            .ok
+    );
+    let bob = c.kubectl_with(
+        &token_config("usertoken"),
+        &["get", "pods", "-n", "default"],
+        None,
+    );
+    assert!(
+        bob.err().contains("pods is forbidden: User \"bob\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""),
+        "{}",
+        bob.stderr
+    );
+}
+
+#[test]
+fn the_same_flow_runs_on_etcd() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let etcd = rt.block_on(store::testing::EtcdServer::start());
+    let endpoint = format!("etcd://{}", etcd.endpoint());
+    let mut c = Cluster::start(&["--datastore-endpoint", &endpoint]);
+    assert_eq!(c.apply(DEPLOYMENT).out(), "deployment.apps/web created\n");
+    assert_eq!(c.apply(DEPLOYMENT).out(), "deployment.apps/web unchanged\n");
+    c.kubectl(&["scale", "deploy", "web", "--replicas=4"]).out();
+    c.restart();
+    assert_eq!(
+        c.kubectl(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"])
+            .out(),
+        "4"
+    );
+    assert!(c.kubectl(&["get", "ns"]).out().contains("kube-system"));
+    drop(c);
+    drop(etcd);
+}

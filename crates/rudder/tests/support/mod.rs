@@ -1,0 +1,204 @@
+//! End-to-end harness: the real `rudder server` binary on a free port with a temporary data
+//! directory, driven by the real kubectl.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `rudder server`, killed when dropped.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+    extra: Vec<String>,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The result of one kubectl run.
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Stdout, panicking with stderr if kubectl failed.
+    pub fn out(&self) -> &str {
+        assert!(self.ok, "kubectl failed: {}", self.stderr);
+        &self.stdout
+    }
+
+    /// Stderr, panicking if kubectl succeeded.
+    pub fn err(&self) -> &str {
+        assert!(
+            !self.ok,
+            "kubectl should have failed, printed: {}",
+            self.stdout
+        );
+        &self.stderr
+    }
+}
+
+impl Cluster {
+    /// Starts a server with the given extra flags and waits until it is ready.
+    pub fn start(extra: &[&str]) -> Cluster {
+        let mut c = Cluster {
+            dir: tempfile::tempdir().unwrap(),
+            port: free_port(),
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        c.spawn();
+        c
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_rudder"))
+            .arg("server")
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .arg("--https-listen-port")
+            .arg(self.port.to_string())
+            .arg("--bind-address")
+            .arg("127.0.0.1")
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.kubeconfig().exists() && self.kubectl(&["get", "--raw", "/readyz"]).ok {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                let mut err = String::new();
+                std::io::Read::read_to_string(
+                    self.child.as_mut().unwrap().stderr.as_mut().unwrap(),
+                    &mut err,
+                )
+                .unwrap();
+                panic!("rudder server exited with {status}: {err}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rudder server did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server with SIGTERM and starts it again on the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// SIGTERM, then wait.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig.yaml")
+    }
+
+    /// Runs kubectl against this cluster.
+    pub fn kubectl(&self, args: &[&str]) -> Run {
+        self.kubectl_in(args, None)
+    }
+
+    /// Runs kubectl with `stdin` as its standard input.
+    pub fn kubectl_in(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        self.kubectl_with(&self.kubeconfig(), args, stdin)
+    }
+
+    /// Runs kubectl with another kubeconfig.
+    pub fn kubectl_with(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("kube-cache"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl is installed");
+        let mut input = child.stdin.take().unwrap();
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).unwrap();
+        }
+        drop(input);
+        Run::from(child.wait_with_output().unwrap())
+    }
+
+    /// `kubectl apply -f -` with `manifest`.
+    pub fn apply(&self, manifest: &str) -> Run {
+        self.kubectl_in(&["apply", "-f", "-"], Some(manifest))
+    }
+
+    /// Starts a long-running kubectl (e.g. `get -w`) with output to a file.
+    pub fn kubectl_background(&self, args: &[&str], out: &Path) -> Child {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("kube-cache"))
+            .args(args)
+            .stdout(std::fs::File::create(out).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls `cond` every 50 ms until it holds (panics after 30 s: a hang, not a timing check).
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
