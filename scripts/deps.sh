@@ -8,6 +8,7 @@ declare -A NEEDED=(
   [cc]=build-essential
   [protoc]=protobuf-compiler   # etcd-client's build compiles etcd's protobuf files
   [etcd]=etcd-server           # the etcd backend's tests run a real etcd
+  [python3]=python3            # the Python client's end-to-end test
 )
 
 missing_packages() {
@@ -33,6 +34,14 @@ ensure_deps() {
       exit 1
     fi
   fi
+  if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+      apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    else
+      echo "error: python3 cannot make virtual environments (as root: apt-get install python3-venv)" >&2
+      exit 1
+    fi
+  fi
   if ! command -v kubectl >/dev/null 2>&1; then
     echo "error: no kubectl on PATH: the end-to-end tests drive the real kubectl (1.27-1.33)" >&2
     exit 1
@@ -41,4 +50,15 @@ ensure_deps() {
     echo "error: no Rust toolchain: install rustup (https://rustup.rs) and a stable toolchain" >&2
     exit 1
   fi
+}
+
+# A virtual environment with the official Python client, for the client tests.
+ensure_python_client() {
+  local venv=target/py-client
+  if ! "$venv/bin/python" -c 'import kubernetes' >/dev/null 2>&1; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check 'kubernetes==33.1.0'
+  fi
+  RUDDER_TEST_PYTHON="$PWD/$venv/bin/python"
+  export RUDDER_TEST_PYTHON
 }

@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 ensure_deps
+ensure_python_client
 
 step() { printf '\n== %s\n' "$*"; }
 
@@ -12,6 +13,9 @@ cargo fmt --all -- --check
 
 step "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "fuzzing (short runs)"
+./scripts/fuzz.sh 15
 
 step "tests"
 log=$(mktemp)

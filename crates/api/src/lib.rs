@@ -2,7 +2,7 @@
 //!
 //! This crate owns what the API means, independent of how it is served or stored: the table of
 //! built-in resources ([`resources`]), upstream's `Status` errors and their texts ([`status`]),
-//! label and field selectors ([`selector`]), name and label validation ([`validation`]), the
+//! label and field selectors ([`selector`]), what a request URL addresses ([`request`]), name and label validation ([`validation`]), the
 //! three patch types ([`patch`]), and server-side table printing ([`table`]). It must not do I/O,
 //! know about HTTP or storage, or depend on another Rudder crate, so everything here is tested
 //! with plain unit tests. Objects are `serde_json::Value`s in their JSON wire form.
@@ -10,6 +10,7 @@
 //! Start reading at [`resources`], then [`status`].
 
 pub mod patch;
+pub mod request;
 pub mod resources;
 pub mod selector;
 pub mod status;

@@ -211,6 +211,17 @@ impl Status {
         )
     }
 
+    /// 415 for a PATCH whose Content-Type names no patch type.
+    pub fn unsupported_patch_type(content_type: &str) -> Status {
+        Status::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type:?})"
+            ),
+        )
+    }
+
     /// 500.
     pub fn internal(message: impl std::fmt::Display) -> Status {
         Status::new(

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::authn::{Identity, Tokens, authorize};
 use crate::discovery;
 use crate::registry::{DeleteOptions, ListOptions, Registry, WatchRequest, with_type};
-use crate::request::{Query, RequestInfo, Target, parse};
+use api::request::{Query, RequestInfo, Target, parse};
 
 /// The largest request body accepted (upstream's default, 3 MiB).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;

@@ -18,7 +18,6 @@ pub mod handlers;
 pub mod object;
 pub mod pki;
 pub mod registry;
-pub mod request;
 pub mod server;
 pub mod strategy;
 

@@ -30,6 +30,9 @@ pub(crate) struct Bench {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BenchTarget {
+    /// The API server: create throughput and latency, LIST, watch fan-out, memory. Starts its
+    /// own `rudder server` on a temporary data directory.
+    Api(ApiBench),
     /// The revisioned key-value store: writes, reads, ranges, watch latency, file growth.
     Store(StoreBench),
 }
@@ -87,6 +90,34 @@ pub(crate) struct StoreBench {
     /// compactor would every few minutes under that load).
     #[arg(long, default_value_t = 50_000)]
     pub(crate) compact_every: usize,
+}
+
+/// Options of `rudder bench api`.
+#[derive(Debug, Args)]
+pub(crate) struct ApiBench {
+    /// Print one JSON object on the last line instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// Pods created (and listed).
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) pods: usize,
+
+    /// ConfigMaps created besides the pods, for the loaded memory figure.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) configmaps: usize,
+
+    /// Concurrent clients creating objects (one HTTP/2 connection each).
+    #[arg(long, default_value_t = 32)]
+    pub(crate) clients: usize,
+
+    /// Concurrent watchers of one object.
+    #[arg(long, default_value_t = 1_000)]
+    pub(crate) watchers: usize,
+
+    /// Updates of the watched object.
+    #[arg(long, default_value_t = 1_000)]
+    pub(crate) updates: usize,
 }
 
 /// Options of `rudder server` (k3s' flag names).

@@ -34,6 +34,7 @@ fn main() -> std::process::ExitCode {
             cli::Command::Server(opts) => server::run(opts).await,
             cli::Command::Bench(bench) => match bench.target {
                 cli::BenchTarget::Store(opts) => bench::store::run(opts).await,
+                cli::BenchTarget::Api(opts) => bench::api::run(opts).await,
             },
         }
     });

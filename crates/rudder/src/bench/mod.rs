@@ -1,6 +1,8 @@
 //! `rudder bench ...`: self-contained benchmarks that print a table, or one JSON object on the
 //! last line with `--json`. Their latest numbers are kept in docs/benchmarks.md.
 
+pub(crate) mod api;
+mod client;
 pub(crate) mod store;
 
 use std::time::Duration;

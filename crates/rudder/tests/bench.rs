@@ -1,5 +1,5 @@
-//! `rudder bench store` runs end to end on both backends (tiny sizes) and prints the JSON keys
-//! docs/benchmarks.md records. Numbers are not checked: tests never judge timing.
+//! The benchmarks run end to end (tiny sizes) and print the JSON keys docs/benchmarks.md
+//! records. Numbers are not checked: tests never judge timing.
 
 use std::process::Command;
 
@@ -90,4 +90,44 @@ fn a_bad_endpoint_is_a_clear_error() {
         err.contains("invalid datastore endpoint \"mysql://db\""),
         "{err}"
     );
+}
+
+#[test]
+fn bench_api_reports_every_key() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rudder"))
+        .args([
+            "bench",
+            "api",
+            "--json",
+            "--pods",
+            "50",
+            "--configmaps",
+            "20",
+            "--clients",
+            "4",
+        ])
+        .args(["--watchers", "10", "--updates", "5"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    for key in [
+        "create_per_s",
+        "store_write_per_s",
+        "create_p99_ms",
+        "list_10k_ms",
+        "watch_p99_ms",
+        "rss_idle_mb",
+        "rss_loaded_mb",
+    ] {
+        assert!(
+            v[key].as_f64().is_some_and(|n| n > 0.0),
+            "{key} missing in {v}"
+        );
+    }
 }

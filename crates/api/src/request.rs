@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
-use api::Resource;
-use api::Status;
-use api::resources::find;
+use crate::Resource;
+use crate::Status;
+use crate::resources::find;
 
 /// What an API request addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,9 +138,13 @@ impl Query {
         self.0.get(key).map(String::as_str)
     }
 
-    /// A boolean parameter (`true`, `1`).
+    /// A boolean parameter, parsed as Go's `strconv.ParseBool` does (`1`, `t`, `true`,
+    /// `True`, `TRUE`; the Python client sends `True`).
     pub fn flag(&self, key: &str) -> bool {
-        matches!(self.get(key), Some("true" | "1"))
+        matches!(
+            self.get(key),
+            Some("1" | "t" | "T" | "true" | "True" | "TRUE")
+        )
     }
 
     /// Whether `dryRun=All` was asked for.
@@ -242,6 +246,8 @@ mod tests {
         ));
         assert_eq!(q.get("labelSelector"), Some("app=web,tier in (a)"));
         assert!(q.flag("watch"));
+        assert!(Query::parse(Some("watch=True")).flag("watch"));
+        assert!(!Query::parse(Some("watch=false")).flag("watch"));
         assert_eq!(q.get("limit"), Some("5"));
         assert_eq!(Query::parse(Some("a=%zz%")).get("a"), Some("%zz%"));
     }
