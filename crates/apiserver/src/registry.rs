@@ -16,6 +16,7 @@ use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
 use store::{KeyValue, RangeOptions, Revision, Store, WatchEvent, WatchOptions};
 
+use crate::allocator;
 use crate::object::{finalizers, meta_mut, meta_str, name_suffix, now, spec_part};
 use crate::strategy;
 
@@ -106,6 +107,10 @@ fn store_error(r: &Resource, name: &str, e: store::Error) -> Status {
         }
         other => Status::internal(other),
     }
+}
+
+fn is_service(r: &Resource) -> bool {
+    r.group.is_empty() && r.plural == "services"
 }
 
 /// Decodes a stored object and sets its resourceVersion.
@@ -310,12 +315,30 @@ impl Registry {
             }
             return Ok(obj);
         }
-        let kv = self
-            .store
-            .create(&r.key(ns, &name), encode(&obj))
-            .await
-            .map_err(|e| store_error(r, &name, e))?;
-        decode(&kv)
+        let key = r.key(ns, &name);
+        let mut reserved = Vec::new();
+        if is_service(r) {
+            // Allocate only for a Service that does not exist yet.
+            if self
+                .store
+                .get(&key)
+                .await
+                .map_err(|e| store_error(r, &name, e))?
+                .is_some()
+            {
+                return Err(Status::already_exists(r, &name));
+            }
+            reserved = allocator::allocate(&*self.store, r, &mut obj, &key).await?;
+        }
+        match self.store.create(&key, encode(&obj)).await {
+            Ok(kv) => decode(&kv),
+            Err(e) => {
+                for k in &reserved {
+                    let _ = self.store.delete(k, None).await;
+                }
+                Err(store_error(r, &name, e))
+            }
+        }
     }
 
     /// UPDATE (PUT) of the object or of its `status` subresource.
@@ -425,6 +448,11 @@ impl Registry {
             if dry_run || new == current {
                 return Ok(new);
             }
+            let reserved = if is_service(r) {
+                allocator::allocate_on_update(&*self.store, r, &current, &mut new, &key).await?
+            } else {
+                Vec::new()
+            };
             let gone =
                 new["metadata"].get("deletionTimestamp").is_some() && finalizers(&new).is_empty();
             let result = if gone {
@@ -438,8 +466,20 @@ impl Registry {
                     .await
                     .map(|kv| kv.mod_revision)
             };
+            if result.is_err() {
+                for k in &reserved {
+                    let _ = self.store.delete(k, None).await;
+                }
+            }
             match result {
                 Ok(rev) => {
+                    if is_service(r) {
+                        if gone {
+                            allocator::release(&*self.store, &current).await;
+                        } else {
+                            allocator::release_dropped(&*self.store, &current, &new).await;
+                        }
+                    }
                     meta_mut(&mut new).insert("resourceVersion".into(), json!(rev.to_string()));
                     return Ok(new);
                 }
@@ -737,7 +777,12 @@ impl Registry {
                     return Ok(current);
                 }
                 return match self.store.delete(&key, Some(kv.mod_revision)).await {
-                    Ok(_) => Ok(current),
+                    Ok(_) => {
+                        if is_service(r) {
+                            allocator::release(&*self.store, &current).await;
+                        }
+                        Ok(current)
+                    }
                     Err(store::Error::Conflict { .. }) => continue,
                     Err(e) => Err(store_error(r, name, e)),
                 };

@@ -1,0 +1,342 @@
+//! ClusterIP and NodePort allocation for Services (upstream's service IP and port
+//! allocators). Each address or port in use is a key in the store, created with
+//! create-if-absent, so two API servers on one etcd never hand out the same one. The key's
+//! value names the Service holding it.
+
+use std::net::Ipv4Addr;
+
+use api::Resource;
+use api::Status;
+use api::validation::FieldError;
+use serde_json::{Value, json};
+use store::Store;
+
+/// The service CIDR: 10.43.0.0/16 (k3s' default).
+pub const SERVICE_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 43, 0, 0), 16);
+/// The NodePort range.
+pub const NODE_PORTS: (u16, u16) = (30000, 32767);
+
+const IP_PREFIX: &str = "/registry/ranges/serviceips/";
+const PORT_PREFIX: &str = "/registry/ranges/servicenodeports/";
+
+fn in_cidr(ip: Ipv4Addr) -> bool {
+    let (base, bits) = SERVICE_CIDR;
+    let mask = u32::MAX << (32 - bits);
+    u32::from(ip) & mask == u32::from(base) & mask
+}
+
+fn random_u32() -> u32 {
+    let b = uuid::Uuid::new_v4().into_bytes();
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn random_ip() -> Ipv4Addr {
+    let (base, bits) = SERVICE_CIDR;
+    let size = 1u32 << (32 - bits);
+    // Skip the network address and the broadcast address.
+    Ipv4Addr::from(u32::from(base) + 1 + random_u32() % (size - 2))
+}
+
+fn random_port() -> u16 {
+    let (lo, hi) = NODE_PORTS;
+    lo + (random_u32() % u32::from(hi - lo + 1)) as u16
+}
+
+/// Reserves `key` for `owner`; `Ok(false)` if someone holds it.
+async fn reserve(store: &dyn Store, key: &str, owner: &str) -> Result<bool, Status> {
+    match store.create(key, owner.as_bytes().to_vec()).await {
+        Ok(_) => Ok(true),
+        Err(store::Error::AlreadyExists { .. }) => Ok(false),
+        Err(e) => Err(Status::internal(format!("allocating {key}: {e}"))),
+    }
+}
+
+/// Gives back every address and port `svc` holds.
+pub async fn release(store: &dyn Store, svc: &Value) {
+    for key in held(svc) {
+        if let Err(e) = store.delete(&key, None).await {
+            if !matches!(e, store::Error::NotFound { .. }) {
+                tracing::warn!(%key, error = %e, "could not release a service allocation");
+            }
+        }
+    }
+}
+
+fn held(svc: &Value) -> Vec<String> {
+    let mut keys = Vec::new();
+    if let Some(ip) = svc["spec"]["clusterIP"]
+        .as_str()
+        .and_then(|s| s.parse::<Ipv4Addr>().ok())
+    {
+        keys.push(format!("{IP_PREFIX}{ip}"));
+    }
+    keys.extend(
+        node_ports(svc)
+            .into_iter()
+            .map(|p| format!("{PORT_PREFIX}{p}")),
+    );
+    keys
+}
+
+fn node_ports(svc: &Value) -> Vec<i64> {
+    svc["spec"]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("nodePort").and_then(Value::as_i64))
+        .collect()
+}
+
+fn wants_node_ports(svc: &Value) -> bool {
+    matches!(
+        svc["spec"]["type"].as_str(),
+        Some("NodePort" | "LoadBalancer")
+    )
+}
+
+/// Allocates what a new Service needs: its ClusterIP (unless headless or ExternalName) and
+/// NodePorts. On error, nothing stays reserved. Returns the keys reserved.
+pub async fn allocate(
+    store: &dyn Store,
+    r: &Resource,
+    svc: &mut Value,
+    owner: &str,
+) -> Result<Vec<String>, Status> {
+    let mut taken = Vec::new();
+    let result = allocate_into(store, r, svc, owner, &mut taken).await;
+    if result.is_err() {
+        for key in &taken {
+            let _ = store.delete(key, None).await;
+        }
+    }
+    result.map(|()| taken)
+}
+
+async fn allocate_into(
+    store: &dyn Store,
+    r: &Resource,
+    svc: &mut Value,
+    owner: &str,
+    taken: &mut Vec<String>,
+) -> Result<(), Status> {
+    let name = svc["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let invalid = |field: &str, value: Value, why: String| {
+        Status::invalid(r, &name, &[FieldError::invalid(field, &value, why)])
+    };
+    let ty = svc["spec"]["type"]
+        .as_str()
+        .unwrap_or("ClusterIP")
+        .to_string();
+    if ty != "ExternalName" {
+        let requested = svc["spec"]["clusterIP"].as_str().unwrap_or("").to_string();
+        let ip = match requested.as_str() {
+            "None" => None,
+            "" => {
+                let mut found = None;
+                for _ in 0..256 {
+                    let ip = random_ip();
+                    let key = format!("{IP_PREFIX}{ip}");
+                    if reserve(store, &key, owner).await? {
+                        taken.push(key);
+                        found = Some(ip);
+                        break;
+                    }
+                }
+                Some(found.ok_or_else(|| {
+                    Status::internal("failed to allocate a service IP: range is full")
+                })?)
+            }
+            text => {
+                let field = "spec.clusterIPs[0]";
+                let ip: Ipv4Addr = text.parse().map_err(|_| {
+                    invalid(field, json!(text), "must be a valid IP address".into())
+                })?;
+                if !in_cidr(ip) {
+                    let (base, bits) = SERVICE_CIDR;
+                    return Err(invalid(
+                        field,
+                        json!(text),
+                        format!(
+                            "failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {base}/{bits}"
+                        ),
+                    ));
+                }
+                let key = format!("{IP_PREFIX}{ip}");
+                if !reserve(store, &key, owner).await? {
+                    return Err(invalid(
+                        field,
+                        json!(text),
+                        format!("failed to allocate IP {ip}: provided IP is already allocated"),
+                    ));
+                }
+                taken.push(key);
+                Some(ip)
+            }
+        };
+        match ip {
+            Some(ip) => {
+                svc["spec"]["clusterIP"] = json!(ip.to_string());
+                svc["spec"]["clusterIPs"] = json!([ip.to_string()]);
+            }
+            None => {
+                svc["spec"]["clusterIPs"] = json!(["None"]);
+            }
+        }
+        svc["spec"]["ipFamilies"] = json!(["IPv4"]);
+        svc["spec"]["ipFamilyPolicy"] = json!("SingleStack");
+        svc["spec"]["internalTrafficPolicy"] = json!("Cluster");
+    }
+    if wants_node_ports(svc) {
+        svc["spec"]["externalTrafficPolicy"] = json!("Cluster");
+        allocate_node_ports(store, r, svc, owner, &name, taken, &[]).await?;
+    }
+    Ok(())
+}
+
+async fn allocate_node_ports(
+    store: &dyn Store,
+    r: &Resource,
+    svc: &mut Value,
+    owner: &str,
+    name: &str,
+    taken: &mut Vec<String>,
+    already: &[i64],
+) -> Result<(), Status> {
+    let ports = svc["spec"]["ports"]
+        .as_array_mut()
+        .map(std::mem::take)
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(ports.len());
+    let mut result = Ok(());
+    for (i, mut p) in ports.into_iter().enumerate() {
+        if result.is_ok() {
+            result = node_port(store, r, &mut p, i, owner, name, taken, already).await;
+        }
+        out.push(p);
+    }
+    svc["spec"]["ports"] = Value::Array(out);
+    result
+}
+
+#[allow(clippy::too_many_arguments)] // one port's allocation needs the whole context
+async fn node_port(
+    store: &dyn Store,
+    r: &Resource,
+    p: &mut Value,
+    i: usize,
+    owner: &str,
+    name: &str,
+    taken: &mut Vec<String>,
+    already: &[i64],
+) -> Result<(), Status> {
+    let field = format!("spec.ports[{i}].nodePort");
+    match p.get("nodePort").and_then(Value::as_i64) {
+        Some(port) if already.contains(&port) => Ok(()),
+        Some(port) => {
+            let (lo, hi) = NODE_PORTS;
+            if !(i64::from(lo)..=i64::from(hi)).contains(&port) {
+                return Err(Status::invalid(
+                    r,
+                    name,
+                    &[FieldError::invalid(
+                        field,
+                        &json!(port),
+                        format!(
+                            "provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
+                        ),
+                    )],
+                ));
+            }
+            let key = format!("{PORT_PREFIX}{port}");
+            if !reserve(store, &key, owner).await? {
+                return Err(Status::invalid(
+                    r,
+                    name,
+                    &[FieldError::invalid(
+                        field,
+                        &json!(port),
+                        "provided port is already allocated",
+                    )],
+                ));
+            }
+            taken.push(key);
+            Ok(())
+        }
+        None => {
+            for _ in 0..256 {
+                let port = random_port();
+                let key = format!("{PORT_PREFIX}{port}");
+                if reserve(store, &key, owner).await? {
+                    taken.push(key);
+                    p["nodePort"] = json!(port);
+                    return Ok(());
+                }
+            }
+            Err(Status::internal(
+                "failed to allocate a node port: range is full",
+            ))
+        }
+    }
+}
+
+/// On update: NodePorts for a Service that now needs them (new ports, or a type change).
+/// Returns the keys reserved, for release if the update fails.
+pub async fn allocate_on_update(
+    store: &dyn Store,
+    r: &Resource,
+    old: &Value,
+    new: &mut Value,
+    owner: &str,
+) -> Result<Vec<String>, Status> {
+    let mut taken = Vec::new();
+    if !wants_node_ports(new) {
+        if let Some(ports) = new["spec"]["ports"].as_array_mut() {
+            for p in ports {
+                p.as_object_mut().map(|m| m.remove("nodePort"));
+            }
+        }
+        return Ok(taken);
+    }
+    let name = new["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let already = if wants_node_ports(old) {
+        node_ports(old)
+    } else {
+        Vec::new()
+    };
+    match allocate_node_ports(store, r, new, owner, &name, &mut taken, &already).await {
+        Ok(()) => Ok(taken),
+        Err(e) => {
+            for key in &taken {
+                let _ = store.delete(key, None).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// After an update: gives back the NodePorts `old` held that `new` no longer does.
+pub async fn release_dropped(store: &dyn Store, old: &Value, new: &Value) {
+    let kept = if wants_node_ports(new) {
+        node_ports(new)
+    } else {
+        Vec::new()
+    };
+    for port in node_ports(old).into_iter().filter(|p| !kept.contains(p)) {
+        let _ = store.delete(&format!("{PORT_PREFIX}{port}"), None).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_picks_stay_in_range() {
+        for _ in 0..1000 {
+            let ip = random_ip();
+            assert!(in_cidr(ip) && ip != SERVICE_CIDR.0 && ip != Ipv4Addr::new(10, 43, 255, 255));
+            assert!((NODE_PORTS.0..=NODE_PORTS.1).contains(&random_port()));
+        }
+        assert!(!in_cidr(Ipv4Addr::new(10, 44, 0, 1)));
+    }
+}
