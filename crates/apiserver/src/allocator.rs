@@ -54,10 +54,10 @@ async fn reserve(store: &dyn Store, key: &str, owner: &str) -> Result<bool, Stat
 /// Gives back every address and port `svc` holds.
 pub async fn release(store: &dyn Store, svc: &Value) {
     for key in held(svc) {
-        if let Err(e) = store.delete(&key, None).await {
-            if !matches!(e, store::Error::NotFound { .. }) {
-                tracing::warn!(%key, error = %e, "could not release a service allocation");
-            }
+        if let Err(e) = store.delete(&key, None).await
+            && !matches!(e, store::Error::NotFound { .. })
+        {
+            tracing::warn!(%key, error = %e, "could not release a service allocation");
         }
     }
 }

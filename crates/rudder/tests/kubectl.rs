@@ -618,13 +618,35 @@ fn the_same_flow_runs_on_etcd() {
 fn services_get_cluster_ips_and_node_ports_once() {
     let c = Cluster::start(&[]);
     c.apply(DEPLOYMENT).out();
-    assert_eq!(c.kubectl(&["expose", "deployment", "web", "--port", "80", "--type", "NodePort"]).out(), "service/web exposed\n");
-    let got = c.kubectl(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP} {.spec.ports[0].nodePort}"]);
+    assert_eq!(
+        c.kubectl(&[
+            "expose",
+            "deployment",
+            "web",
+            "--port",
+            "80",
+            "--type",
+            "NodePort"
+        ])
+        .out(),
+        "service/web exposed\n"
+    );
+    let got = c.kubectl(&[
+        "get",
+        "svc",
+        "web",
+        "-o",
+        "jsonpath={.spec.clusterIP} {.spec.ports[0].nodePort}",
+    ]);
     let (ip, port) = got.out().split_once(' ').unwrap();
     assert!(ip.starts_with("10.43.") && ip != "10.43.0.1", "{ip}");
     let port: u16 = port.parse().unwrap();
     assert!((30000..=32767).contains(&port), "{port}");
-    let fixed = |name: &str| format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  clusterIP: 10.43.0.10\n  ports: [{{port: 53}}]\n");
+    let fixed = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  clusterIP: 10.43.0.10\n  ports: [{{port: 53}}]\n"
+        )
+    };
     c.apply(&fixed("first")).out();
     let clash = c.apply(&fixed("second"));
     assert!(
@@ -635,7 +657,23 @@ fn services_get_cluster_ips_and_node_ports_once() {
     c.kubectl(&["delete", "svc", "first"]).out();
     assert_eq!(c.apply(&fixed("second")).out(), "service/second created\n");
     let outside = c.apply(&fixed("third").replace("10.43.0.10", "192.0.2.1"));
-    assert!(outside.err().contains("is not in the valid range. The range of valid IPs is 10.43.0.0/16"), "{}", outside.stderr);
-    let immutable = c.kubectl(&["patch", "svc", "second", "-p", r#"{"spec":{"clusterIP":"10.43.0.11"}}"#]);
-    assert!(immutable.err().contains("field is immutable"), "{}", immutable.stderr);
+    assert!(
+        outside
+            .err()
+            .contains("is not in the valid range. The range of valid IPs is 10.43.0.0/16"),
+        "{}",
+        outside.stderr
+    );
+    let immutable = c.kubectl(&[
+        "patch",
+        "svc",
+        "second",
+        "-p",
+        r#"{"spec":{"clusterIP":"10.43.0.11"}}"#,
+    ]);
+    assert!(
+        immutable.err().contains("field is immutable"),
+        "{}",
+        immutable.stderr
+    );
 }
