@@ -393,6 +393,35 @@ async fn resource(
         ("get", None) => ok(render_one(r, reg.get(r, ns, &name).await?, shape, &query)?),
         ("get", Some("status")) => ok(with_type(r, reg.get(r, ns, &name).await?)),
         ("get", Some("scale")) => ok(Registry::scale_of(&reg.get(r, ns, &name).await?)),
+        ("list", None)
+            if shape == Shape::Object
+                && !query.0.contains_key("labelSelector")
+                && !query.0.contains_key("fieldSelector") =>
+        {
+            let list = reg.list_raw(r, ns, &list_options(r, &query)?).await?;
+            let mut meta = json!({"resourceVersion": list.revision.to_string()});
+            if let Some(c) = &list.continue_token {
+                meta["continue"] = json!(c);
+            }
+            let head =
+                json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": meta});
+            let mut body = serde_json::to_vec(&head).expect("encodes");
+            body.pop();
+            body.extend_from_slice(b",\"items\":[");
+            for (i, item) in list.items.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(item);
+            }
+            body.extend_from_slice(b"]}");
+            let mut resp = (StatusCode::OK, body).into_response();
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Ok(resp)
+        }
         ("list", None) => {
             let opts = list_options(r, &query)?;
             let list = reg.list(r, ns, &opts).await?;

@@ -46,9 +46,9 @@ pub struct ListOptions {
 
 /// A page of a list.
 #[derive(Debug, Clone)]
-pub struct ListResult {
+pub struct ListResult<T = Value> {
     /// The matching objects, each with its resourceVersion.
-    pub items: Vec<Value>,
+    pub items: Vec<T>,
     /// The revision the list was read at.
     pub revision: Revision,
     /// The token for the next page.
@@ -125,10 +125,48 @@ fn decode_at(bytes: &[u8], revision: Revision) -> Result<Value, Status> {
     Ok(obj)
 }
 
+/// The stored form: `metadata` first and without `resourceVersion`, so that
+/// [`raw_with_revision`] can add it without parsing the object.
 fn encode(obj: &Value) -> Vec<u8> {
-    let mut stored = obj.clone();
-    meta_mut(&mut stored).remove("resourceVersion");
-    serde_json::to_vec(&stored).expect("JSON values always encode")
+    let mut meta = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    if let Some(m) = meta.as_object_mut() {
+        m.remove("resourceVersion");
+    }
+    let mut out = b"{\"metadata\":".to_vec();
+    serde_json::to_writer(&mut out, &meta).expect("JSON values always encode");
+    for (k, v) in obj
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| *k != "metadata")
+    {
+        out.push(b',');
+        serde_json::to_writer(&mut out, k).expect("strings encode");
+        out.push(b':');
+        serde_json::to_writer(&mut out, v).expect("JSON values always encode");
+    }
+    out.push(b'}');
+    out
+}
+
+/// A stored object's JSON with its resourceVersion, spliced in without parsing.
+fn raw_with_revision(kv: &KeyValue) -> Result<Vec<u8>, Status> {
+    const HEAD: &[u8] = b"{\"metadata\":{";
+    let rv = format!("\"resourceVersion\":\"{}\"", kv.mod_revision);
+    match kv.value.strip_prefix(HEAD) {
+        Some(rest) => {
+            let mut out = Vec::with_capacity(kv.value.len() + rv.len() + 1);
+            out.extend_from_slice(HEAD);
+            out.extend_from_slice(rv.as_bytes());
+            if rest.first() != Some(&b'}') {
+                out.push(b',');
+            }
+            out.extend_from_slice(rest);
+            Ok(out)
+        }
+        // Written in another layout: take the long way.
+        None => Ok(serde_json::to_vec(&decode(kv)?).expect("JSON values always encode")),
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -186,6 +224,37 @@ impl Registry {
         ns: Option<&str>,
         opts: &ListOptions,
     ) -> Result<ListResult, Status> {
+        self.scan(r, ns, opts, |kv| {
+            let obj = decode(kv)?;
+            let keep =
+                opts.labels.matches(obj["metadata"].get("labels")) && opts.fields.matches(&obj);
+            Ok(keep.then_some(obj))
+        })
+        .await
+    }
+
+    /// LIST without selectors, each item as its JSON bytes: no decoding and re-encoding of
+    /// every object, the common case of clients that list everything.
+    pub async fn list_raw(
+        &self,
+        r: &Resource,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> Result<ListResult<Vec<u8>>, Status> {
+        debug_assert!(opts.labels.is_empty() && opts.fields.0.is_empty());
+        self.scan(r, ns, opts, |kv| raw_with_revision(kv).map(Some))
+            .await
+    }
+
+    /// Reads `r`'s keys page by page at one revision, keeping what `keep` returns, until the
+    /// limit is filled or the keys run out.
+    async fn scan<T>(
+        &self,
+        r: &Resource,
+        ns: Option<&str>,
+        opts: &ListOptions,
+        keep: impl Fn(&KeyValue) -> Result<Option<T>, Status>,
+    ) -> Result<ListResult<T>, Status> {
         let prefix = r.prefix(ns);
         let (mut after, mut revision) = (None, opts.exact_revision.unwrap_or(0));
         if let Some(token) = &opts.continue_token {
@@ -215,9 +284,8 @@ impl Registry {
                 })?;
             revision = page.revision;
             for kv in &page.kvs {
-                let obj = decode(kv)?;
-                if opts.labels.matches(obj["metadata"].get("labels")) && opts.fields.matches(&obj) {
-                    items.push(obj);
+                if let Some(item) = keep(kv)? {
+                    items.push(item);
                 }
             }
             after = page.kvs.last().map(|kv| kv.key.clone()).or(after);
@@ -331,7 +399,11 @@ impl Registry {
             reserved = allocator::allocate(&*self.store, r, &mut obj, &key).await?;
         }
         match self.store.create(&key, encode(&obj)).await {
-            Ok(kv) => decode(&kv),
+            Ok(kv) => {
+                meta_mut(&mut obj)
+                    .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+                Ok(obj)
+            }
             Err(e) => {
                 for k in &reserved {
                     let _ = self.store.delete(k, None).await;
@@ -809,7 +881,11 @@ impl Registry {
                 .update(&key, encode(&marked), kv.mod_revision)
                 .await
             {
-                Ok(kv) => return decode(&kv),
+                Ok(kv) => {
+                    meta_mut(&mut marked)
+                        .insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
+                    return Ok(marked);
+                }
                 Err(store::Error::Conflict { .. }) => continue,
                 Err(e) => return Err(store_error(r, name, e)),
             }
@@ -993,4 +1069,38 @@ fn set_namespace(r: &Resource, ns: Option<&str>, obj: &mut Value) -> Result<(), 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_objects_take_their_revision_without_parsing() {
+        let obj = json!({"kind": "ConfigMap", "metadata": {"name": "a", "resourceVersion": "9"}, "data": {"metadata": {"x": "y"}}});
+        let kv = KeyValue {
+            key: "k".into(),
+            value: encode(&obj),
+            create_revision: 5,
+            mod_revision: 7,
+            version: 1,
+        };
+        assert!(kv.value.starts_with(b"{\"metadata\":{\"name\""));
+        let raw: Value = serde_json::from_slice(&raw_with_revision(&kv).unwrap()).unwrap();
+        assert_eq!(raw, decode(&kv).unwrap());
+        assert_eq!(raw["metadata"]["resourceVersion"], "7");
+        assert_eq!(raw["data"]["metadata"]["x"], "y");
+        let empty = KeyValue {
+            value: encode(&json!({"kind": "X"})),
+            ..kv.clone()
+        };
+        let raw: Value = serde_json::from_slice(&raw_with_revision(&empty).unwrap()).unwrap();
+        assert_eq!(raw["metadata"], json!({"resourceVersion": "7"}));
+        let legacy = KeyValue {
+            value: br#"{"kind":"X","metadata":{"name":"n"}}"#.to_vec(),
+            ..kv
+        };
+        let raw: Value = serde_json::from_slice(&raw_with_revision(&legacy).unwrap()).unwrap();
+        assert_eq!(raw["metadata"]["resourceVersion"], "7");
+    }
 }
