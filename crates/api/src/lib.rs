@@ -10,6 +10,7 @@
 //! Start reading at [`resources`], then [`status`].
 
 pub mod patch;
+pub mod protobuf;
 pub mod request;
 pub mod resources;
 pub mod selector;

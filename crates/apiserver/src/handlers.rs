@@ -198,7 +198,12 @@ fn decode_body(headers: &HeaderMap, body: &[u8], kind: &str) -> Result<Value, St
             serde_saphyr::from_str::<Value>(text)
                 .map_err(|e| unrecognized(format!("error converting YAML to JSON: {e}")))
         }
-        "application/vnd.kubernetes.protobuf" => Err(Status::unsupported_media_type(ct)),
+        "application/vnd.kubernetes.protobuf" => api::protobuf::decode(body).map_err(|e| match e {
+            api::protobuf::Error::Unsupported { .. } => {
+                Status::new(415, "UnsupportedMediaType", e.to_string())
+            }
+            api::protobuf::Error::Malformed(_) => unrecognized(e.to_string()),
+        }),
         other => Err(Status::unsupported_media_type(other)),
     }
 }

@@ -677,3 +677,107 @@ fn services_get_cluster_ips_and_node_ports_once() {
         immutable.stderr
     );
 }
+
+#[test]
+fn kubectl_create_subcommands_send_protobuf_and_it_decodes() {
+    let c = Cluster::start(&[]);
+    let created = |args: &[&str], expect: &str| {
+        assert_eq!(c.kubectl(args).out(), format!("{expect} created\n"))
+    };
+    created(
+        &[
+            "create",
+            "configmap",
+            "cm1",
+            "--from-literal=a=b",
+            "--from-literal=c=d",
+        ],
+        "configmap/cm1",
+    );
+    created(
+        &[
+            "create",
+            "secret",
+            "generic",
+            "s1",
+            "--from-literal=password=hunter2",
+        ],
+        "secret/s1",
+    );
+    created(&["create", "namespace", "team-a"], "namespace/team-a");
+    created(
+        &["create", "serviceaccount", "robot"],
+        "serviceaccount/robot",
+    );
+    created(
+        &["create", "service", "clusterip", "web", "--tcp=80:8080"],
+        "service/web",
+    );
+    created(
+        &[
+            "create",
+            "role",
+            "reader",
+            "--verb=get,list",
+            "--resource=pods",
+        ],
+        "role.rbac.authorization.k8s.io/reader",
+    );
+    created(
+        &["create", "rolebinding", "rb", "--role=reader", "--user=bob"],
+        "rolebinding.rbac.authorization.k8s.io/rb",
+    );
+    created(
+        &["create", "priorityclass", "low", "--value=0"],
+        "priorityclass.scheduling.k8s.io/low",
+    );
+    created(
+        &["create", "quota", "q", "--hard=pods=10,cpu=2"],
+        "resourcequota/q",
+    );
+    assert_eq!(
+        c.kubectl(&["get", "cm", "cm1", "-o", "jsonpath={.data.a}{.data.c}"])
+            .out(),
+        "bd"
+    );
+    assert_eq!(
+        c.kubectl(&["get", "secret", "s1", "-o", "jsonpath={.data.password}"])
+            .out(),
+        "aHVudGVyMg=="
+    );
+    assert_eq!(
+        c.kubectl(&[
+            "get",
+            "svc",
+            "web",
+            "-o",
+            "jsonpath={.spec.ports[0].port}:{.spec.ports[0].targetPort}"
+        ])
+        .out(),
+        "80:8080"
+    );
+    assert_eq!(
+        c.kubectl(&[
+            "get",
+            "rolebinding",
+            "rb",
+            "-o",
+            "jsonpath={.roleRef.name} {.subjects[0].name}"
+        ])
+        .out(),
+        "reader bob"
+    );
+    assert_eq!(
+        c.kubectl(&["get", "pc", "low", "-o", "jsonpath={.value}"])
+            .out(),
+        "0"
+    );
+    let dep = c.kubectl(&["create", "deployment", "d", "--image=nginx"]);
+    assert!(
+        dep.err().contains(
+            "protobuf bodies of apps/v1 Deployment are not supported yet; send JSON or YAML instead"
+        ),
+        "{}",
+        dep.stderr
+    );
+}
