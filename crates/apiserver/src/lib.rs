@@ -14,6 +14,7 @@
 pub mod allocator;
 pub mod authn;
 pub mod bootstrap;
+pub mod cacher;
 pub mod discovery;
 pub mod handlers;
 pub mod object;

@@ -12,11 +12,12 @@ use api::patch::{PatchType, json_patch, merge_patch, strategic_merge};
 use api::selector::{FieldSelector, LabelSelector};
 use api::{Resource, Status};
 use base64::Engine;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use serde_json::{Value, json};
 use store::{KeyValue, RangeOptions, Revision, Store, WatchEvent, WatchOptions};
 
 use crate::allocator;
+use crate::cacher::{Cacher, Item};
 use crate::object::{finalizers, meta_mut, meta_str, name_suffix, now, spec_part};
 use crate::strategy;
 
@@ -27,6 +28,7 @@ const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Registry {
     store: Arc<dyn Store>,
+    cacher: Cacher,
 }
 
 /// What a list asks for.
@@ -199,7 +201,10 @@ fn decode_continue(token: &str, prefix: &str) -> Result<ContinueToken, Status> {
 impl Registry {
     /// A registry over `store`.
     pub fn new(store: Arc<dyn Store>) -> Registry {
-        Registry { store }
+        Registry {
+            store,
+            cacher: Cacher::default(),
+        }
     }
 
     /// The store underneath, for health checks.
@@ -899,8 +904,22 @@ impl Registry {
         r: &'static Resource,
         ns: Option<&str>,
         req: WatchRequest,
-    ) -> Result<impl Stream<Item = Event> + Send + use<>, Status> {
+    ) -> Result<futures::stream::BoxStream<'static, Event>, Status> {
         let prefix = r.prefix(ns);
+        // From revision 0 or a recent revision, the watch cache serves it; a watch for the
+        // current state (no revision) or with initial events reads the store.
+        let cached_from = match req.revision {
+            Some(rv) if rv >= 0 && !req.initial_events => Some(rv),
+            _ => None,
+        };
+        if let Some(from) = cached_from
+            && let Some(sub) = self
+                .cacher
+                .subscribe(&self.store, &r.prefix(None), from)
+                .await
+        {
+            return Ok(cached_watch(r, prefix, req, sub));
+        }
         let mut initial = Vec::new();
         let from = match req.revision {
             Some(rv) if rv > 0 && !req.initial_events => rv + 1,
@@ -952,8 +971,82 @@ impl Registry {
             let out = translate(r, ev, &matches, bookmarks, from);
             async move { out }
         });
-        Ok(futures::stream::iter(initial).chain(live))
+        Ok(futures::stream::iter(initial).chain(live).boxed())
     }
+}
+
+/// A client watch fed by the watch cache: the snapshot or the replay, then the live feed,
+/// filtered by namespace (key prefix) and selectors. A lagging client's watch ends.
+fn cached_watch(
+    r: &'static Resource,
+    prefix: String,
+    req: WatchRequest,
+    sub: crate::cacher::Subscription,
+) -> futures::stream::BoxStream<'static, Event> {
+    let (labels, fields, bookmarks) = (req.labels, req.fields, req.bookmarks);
+    let matches = move |o: &Value| labels.matches(o["metadata"].get("labels")) && fields.matches(o);
+    let start = sub.revision;
+    let initial: Vec<Event> = match sub.snapshot {
+        Some(objects) => objects
+            .iter()
+            .filter(|o| {
+                let key = r.key(
+                    o["metadata"]["namespace"].as_str(),
+                    o["metadata"]["name"].as_str().unwrap_or(""),
+                );
+                key.starts_with(&prefix) && matches(o)
+            })
+            .map(|o| ("ADDED", with_type(r, (**o).clone())))
+            .collect(),
+        None => sub
+            .replay
+            .iter()
+            .filter_map(|c| change_event(r, &prefix, c, &matches))
+            .collect(),
+    };
+    let live = tokio_stream::wrappers::BroadcastStream::new(sub.live)
+        .take_while(|item| std::future::ready(item.is_ok()))
+        .filter_map(move |item| {
+            let out = match item {
+                Ok(Item::Change(c)) if c.revision > start => change_event(r, &prefix, &c, &matches),
+                Ok(Item::Progress(rev)) if bookmarks => Some((
+                    "BOOKMARK",
+                    json!({
+                        "kind": r.kind,
+                        "apiVersion": r.api_version(),
+                        "metadata": {"resourceVersion": rev.to_string()},
+                    }),
+                )),
+                _ => None,
+            };
+            std::future::ready(out)
+        });
+    futures::stream::iter(initial).chain(live).boxed()
+}
+
+/// The event a cached change is for one watcher, or nothing when its namespace or selectors
+/// hide it (an object leaving the selection is DELETED, one entering it ADDED).
+fn change_event(
+    r: &Resource,
+    prefix: &str,
+    c: &crate::cacher::Change,
+    matches: &impl Fn(&Value) -> bool,
+) -> Option<Event> {
+    if !c.key.starts_with(prefix) {
+        return None;
+    }
+    let before = c.prev.as_ref().map(|p| matches(p));
+    let kind = if c.deleted {
+        (before == Some(true)).then_some("DELETED")?
+    } else {
+        match (before, matches(&c.object)) {
+            (None | Some(false), true) => "ADDED",
+            (Some(true), true) => "MODIFIED",
+            (Some(true), false) => "DELETED",
+            _ => return None,
+        }
+    };
+    Some((kind, with_type(r, (*c.object).clone())))
 }
 
 /// Turns one store event into a watch event, or nothing when the selectors hide it.
