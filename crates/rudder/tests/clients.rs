@@ -1,5 +1,6 @@
 //! Client libraries other than kubectl against the real server: the official Python client
-//! (`kubernetes` from PyPI, installed by scripts/test.sh) for pagination and watch resume.
+//! (`kubernetes` from PyPI, installed by scripts/test.sh): pagination, watch resume, and
+//! concurrent conflicting updates.
 
 mod support;
 
@@ -13,15 +14,11 @@ fn python() -> String {
     std::env::var("RUDDER_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-#[test]
-fn python_client_paginates_and_resumes_watches() {
-    let c = Cluster::start(&[]);
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/python/client_test.py"
-    );
+/// Runs one script of tests/python against `c`; returns its stdout.
+fn run_python(c: &Cluster, script: &str) -> String {
+    let path = format!("{}/../../tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = Command::new(python())
-        .arg(script)
+        .arg(path)
         .arg(c.kubeconfig())
         .output()
         .expect("python3 runs");
@@ -32,8 +29,20 @@ fn python_client_paginates_and_resumes_watches() {
     );
     assert!(
         out.status.success(),
-        "python client test failed:\n{}\n{stderr}",
+        "{script} failed:\n{}\n{stderr}",
         String::from_utf8_lossy(&out.stdout)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("python client: ok"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn python_client_paginates_and_resumes_watches() {
+    let c = Cluster::start(&[]);
+    assert!(run_python(&c, "client_test.py").contains("python client: ok"));
+}
+
+#[test]
+fn a_thousand_concurrent_conflicting_updates_have_exactly_one_winner() {
+    let c = Cluster::start(&[]);
+    assert!(run_python(&c, "conflicts_test.py").contains("conflicts: ok"));
 }

@@ -781,3 +781,97 @@ fn kubectl_create_subcommands_send_protobuf_and_it_decodes() {
         dep.stderr
     );
 }
+
+#[test]
+fn a_watch_from_a_compacted_revision_gets_410_gone() {
+    // Compact every second, so the first revision soon leaves history.
+    let c = Cluster::start(&["--etcd-compaction-interval", "1s"]);
+    c.kubectl_in(
+        &["create", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"),
+    )
+    .out();
+    c.kubectl(&["label", "cm", "a", "x=1"]).out();
+    let raw = "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=2&timeoutSeconds=1";
+    eventually("the first revisions to be compacted", || {
+        c.kubectl(&[
+            "label",
+            "cm",
+            "a",
+            "--overwrite",
+            &format!("x={}", rand_suffix()),
+        ])
+        .out();
+        c.kubectl(&["get", "--raw", raw])
+            .stdout
+            .contains(r#""type":"ERROR""#)
+    });
+    let out = c.kubectl(&["get", "--raw", raw]);
+    assert!(
+        out.stdout.contains(r#""code":410"#) && out.stdout.contains(r#""reason":"Expired""#),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("too old resource version: 2"),
+        "{}",
+        out.stdout
+    );
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+#[test]
+fn wait_and_edit() {
+    let c = Cluster::start(&[]);
+    c.kubectl_in(
+        &["create", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: e}\ndata: {v: before}\n"),
+    )
+    .out();
+    let editor = c.dir.path().join("editor.sh");
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nsed -i 's/v: before/v: after/' \"$1\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let edited = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(c.kubeconfig())
+        .args(["edit", "cm", "e"])
+        .env("KUBE_EDITOR", &editor)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&edited.stdout),
+        "configmap/e edited\n",
+        "{}",
+        String::from_utf8_lossy(&edited.stderr)
+    );
+    assert_eq!(
+        c.kubectl(&["get", "cm", "e", "-o", "jsonpath={.data.v}"])
+            .out(),
+        "after"
+    );
+    let waited = c.kubectl(&[
+        "wait",
+        "cm/e",
+        "--for=jsonpath={.data.v}=after",
+        "--timeout=20s",
+    ]);
+    assert_eq!(waited.out(), "configmap/e condition met\n");
+    let deleter = c.kubectl_background(&["delete", "cm", "e"], &c.dir.path().join("delete.out"));
+    let gone = c.kubectl(&["wait", "cm/e", "--for=delete", "--timeout=20s"]);
+    assert!(
+        gone.ok || gone.stderr.contains("not found"),
+        "{}",
+        gone.stderr
+    );
+    let _ = { deleter }.wait();
+}
