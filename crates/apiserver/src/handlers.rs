@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use crate::authn::{Identity, Tokens, authorize};
 use crate::discovery;
+use crate::fieldcheck;
 use crate::registry::{DeleteOptions, ListOptions, Registry, WatchRequest, with_type};
 use api::request::{Query, RequestInfo, Target, parse};
 
@@ -288,6 +289,35 @@ pub async fn api(State(app): State<Arc<App>>, req: Request) -> Response {
     }
 }
 
+/// Runs field validation on a create or update body (JSON bodies are also checked for
+/// duplicate keys); returns the warnings to send.
+fn field_check(
+    r: &Resource,
+    query: &Query,
+    headers: &HeaderMap,
+    obj: &mut Value,
+    body: &[u8],
+) -> Result<Vec<String>, Status> {
+    let directive = fieldcheck::Directive::parse(query.get("fieldValidation"))?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let json = ct.starts_with("application/json");
+    fieldcheck::check(r, directive, obj, json.then_some(body))
+}
+
+/// Adds one `Warning` header per message, as upstream does (`299 - "<message>"`).
+fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let text = format!("299 - {}", serde_json::to_string(w).unwrap_or_default());
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
+}
+
 fn list_options(r: &Resource, query: &Query) -> Result<ListOptions, Status> {
     let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))
         .map_err(Status::bad_request)?;
@@ -471,9 +501,13 @@ async fn resource(
         }
         ("create", None) => {
             let body = read_body(req.into_body()).await?;
-            let obj = decode_body(&headers, &body, r.kind)?;
+            let mut obj = decode_body(&headers, &body, r.kind)?;
+            let warnings = field_check(r, &query, &headers, &mut obj, &body)?;
             let created = reg.create(r, ns, obj, dry_run).await?;
-            Ok(json_response(StatusCode::CREATED, &with_type(r, created)))
+            Ok(with_warnings(
+                json_response(StatusCode::CREATED, &with_type(r, created)),
+                &warnings,
+            ))
         }
         ("create", Some("binding")) => {
             let body = read_body(req.into_body()).await?;
@@ -486,10 +520,12 @@ async fn resource(
         }
         ("update", sub @ (None | Some("status"))) => {
             let body = read_body(req.into_body()).await?;
-            let obj = decode_body(&headers, &body, r.kind)?;
-            ok(with_type(
-                r,
-                reg.update(r, ns, &name, obj, sub, dry_run).await?,
+            let mut obj = decode_body(&headers, &body, r.kind)?;
+            let warnings = field_check(r, &query, &headers, &mut obj, &body)?;
+            let updated = reg.update(r, ns, &name, obj, sub, dry_run).await?;
+            Ok(with_warnings(
+                json_response(StatusCode::OK, &with_type(r, updated)),
+                &warnings,
             ))
         }
         ("update", Some("scale")) => {
@@ -510,11 +546,38 @@ async fn resource(
             let patch: Value = serde_json::from_slice(&body)
                 .map_err(|e| Status::bad_request(format!("error decoding patch: {e}")))?;
             match sub {
-                None | Some("status") => ok(with_type(
-                    r,
-                    reg.patch(r, ns, &name, (kind, &patch), sub, dry_run)
-                        .await?,
-                )),
+                None | Some("status") => {
+                    // Field validation looks at the object the patch would produce.
+                    let directive = fieldcheck::Directive::parse(query.get("fieldValidation"))?;
+                    let mut warnings = Vec::new();
+                    if directive != fieldcheck::Directive::Ignore && kind != PatchType::Json {
+                        let current = reg.get(r, ns, &name).await?;
+                        let mut patched = match kind {
+                            PatchType::Merge => api::patch::merge_patch(&current, &patch),
+                            _ => api::patch::strategic_merge(&current, &patch)
+                                .map_err(Status::bad_request)?,
+                        };
+                        warnings =
+                            fieldcheck::check(r, directive, &mut patched, None).map_err(|s| {
+                                Status::invalid(
+                                    r,
+                                    &name,
+                                    &[api::validation::FieldError::invalid(
+                                        "patch",
+                                        &json!(patch.to_string()),
+                                        s.message,
+                                    )],
+                                )
+                            })?;
+                    }
+                    let patched = reg
+                        .patch(r, ns, &name, (kind, &patch), sub, dry_run)
+                        .await?;
+                    Ok(with_warnings(
+                        json_response(StatusCode::OK, &with_type(r, patched)),
+                        &warnings,
+                    ))
+                }
                 Some("scale") => {
                     let apply = |scale: &Value| match kind {
                         PatchType::Json => {

@@ -875,3 +875,42 @@ fn wait_and_edit() {
     );
     let _ = { deleter }.wait();
 }
+
+#[test]
+fn unknown_fields_are_refused_under_strict_and_dropped_with_a_warning_otherwise() {
+    let c = Cluster::start(&[]);
+    let typo = DEPLOYMENT
+        .replace("replicas: 2", "replicas: 2\n  replica: 3")
+        .replace(
+            "image: nginx:1.25",
+            "image: nginx:1.25\n        imagePolicy: x",
+        );
+    let strict = c.apply(&typo);
+    assert!(
+        strict.err().contains("Deployment in version \"v1\" cannot be handled as a Deployment: strict decoding error: unknown field \"spec.replica\", unknown field \"spec.template.spec.containers[0].imagePolicy\""),
+        "{}",
+        strict.stderr
+    );
+    let warn = c.kubectl_in(&["apply", "--validate=warn", "-f", "-"], Some(&typo));
+    assert_eq!(warn.out(), "deployment.apps/web created\n");
+    assert!(
+        warn.stderr
+            .contains("Warning: unknown field \"spec.replica\""),
+        "{}",
+        warn.stderr
+    );
+    // Dropped from the object (the last-applied annotation still quotes the manifest).
+    let spec = c
+        .kubectl(&["get", "deploy", "web", "-o", "jsonpath={.spec}"])
+        .out()
+        .to_string();
+    assert!(
+        !spec.contains("\"replica\"")
+            && !spec.contains("imagePolicy")
+            && spec.contains("\"replicas\":2"),
+        "{spec}"
+    );
+    // A quantity written as a bare number is valid, as upstream accepts it.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: q}\nspec:\n  containers:\n  - name: c\n    image: busybox\n    resources:\n      limits: {cpu: 1, memory: 64Mi}\n";
+    assert_eq!(c.apply(pod).out(), "pod/q created\n");
+}

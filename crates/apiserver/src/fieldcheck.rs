@@ -1,0 +1,361 @@
+//! Field validation (`fieldValidation=Strict|Warn|Ignore`): unknown and duplicate fields in a
+//! request body.
+//!
+//! Unknown fields are found by decoding the object into its typed form (k8s-openapi's structs
+//! for the 1.33 API, which drop what they do not know) and comparing what survived with what
+//! was sent. Duplicate fields are found while reading the JSON, before a map keeps only the
+//! last value. A body that does not decode into the typed form at all (for example a quantity
+//! written as a bare number, which upstream accepts) is not second-guessed here.
+
+use std::fmt;
+
+use api::{Resource, Status};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+/// What to do with unknown or duplicate fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Directive {
+    /// Accept them silently.
+    Ignore,
+    /// Accept them, with a `Warning` header each (the default).
+    Warn,
+    /// Refuse the request.
+    Strict,
+}
+
+impl Directive {
+    /// The `fieldValidation` query parameter.
+    pub fn parse(value: Option<&str>) -> Result<Directive, Status> {
+        match value {
+            None | Some("") | Some("Warn") => Ok(Directive::Warn),
+            Some("Strict") => Ok(Directive::Strict),
+            Some("Ignore") => Ok(Directive::Ignore),
+            Some(other) => Err(Status::bad_request(format!(
+                "fieldValidation: Unsupported value: {other:?}: supported values: \"Ignore\", \"Warn\", \"Strict\""
+            ))),
+        }
+    }
+}
+
+macro_rules! typed {
+    ($r:expr, $obj:expr; $($group:literal $kind:literal => $ty:ty),* $(,)?) => {
+        match ($r.group, $r.kind) {
+            $(($group, $kind) => roundtrip::<$ty>($obj),)*
+            _ => None,
+        }
+    };
+}
+
+/// One step of a field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// An object key.
+    Key(String),
+    /// A list index.
+    Index(usize),
+}
+
+/// A path as upstream prints it: `spec.template.spec.containers[0].imagePolicy`.
+pub fn path_string(path: &[Step]) -> String {
+    let mut s = String::new();
+    for step in path {
+        match step {
+            Step::Key(k) if s.is_empty() => s.push_str(k),
+            Step::Key(k) => {
+                s.push('.');
+                s.push_str(k);
+            }
+            Step::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+/// The fields of `obj` that the resource's type does not have; `None` when the type is not
+/// known here or the object does not decode into it.
+pub fn unknown_fields(r: &Resource, obj: &Value) -> Option<Vec<Vec<Step>>> {
+    use k8s_openapi::api::{
+        admissionregistration::v1 as adm, apps::v1 as apps, autoscaling::v2 as hpa,
+        batch::v1 as batch, certificates::v1 as cert, coordination::v1 as coord, core::v1 as core,
+        discovery::v1 as disc, networking::v1 as net, node::v1 as node, policy::v1 as policy,
+        rbac::v1 as rbac, scheduling::v1 as sched, storage::v1 as storage,
+    };
+    typed!(r, obj;
+        "" "Namespace" => core::Namespace, "" "Pod" => core::Pod, "" "Service" => core::Service,
+        "" "Endpoints" => core::Endpoints, "" "ConfigMap" => core::ConfigMap, "" "Secret" => core::Secret,
+        "" "ServiceAccount" => core::ServiceAccount, "" "Node" => core::Node, "" "Event" => core::Event,
+        "" "LimitRange" => core::LimitRange, "" "ResourceQuota" => core::ResourceQuota,
+        "" "PersistentVolume" => core::PersistentVolume, "" "PersistentVolumeClaim" => core::PersistentVolumeClaim,
+        "" "ReplicationController" => core::ReplicationController, "" "PodTemplate" => core::PodTemplate,
+        "apps" "Deployment" => apps::Deployment, "apps" "ReplicaSet" => apps::ReplicaSet,
+        "apps" "StatefulSet" => apps::StatefulSet, "apps" "DaemonSet" => apps::DaemonSet,
+        "apps" "ControllerRevision" => apps::ControllerRevision,
+        "batch" "Job" => batch::Job, "batch" "CronJob" => batch::CronJob,
+        "autoscaling" "HorizontalPodAutoscaler" => hpa::HorizontalPodAutoscaler,
+        "policy" "PodDisruptionBudget" => policy::PodDisruptionBudget,
+        "networking.k8s.io" "Ingress" => net::Ingress, "networking.k8s.io" "IngressClass" => net::IngressClass,
+        "networking.k8s.io" "NetworkPolicy" => net::NetworkPolicy,
+        "storage.k8s.io" "StorageClass" => storage::StorageClass, "storage.k8s.io" "CSIDriver" => storage::CSIDriver,
+        "storage.k8s.io" "CSINode" => storage::CSINode, "storage.k8s.io" "VolumeAttachment" => storage::VolumeAttachment,
+        "rbac.authorization.k8s.io" "Role" => rbac::Role, "rbac.authorization.k8s.io" "RoleBinding" => rbac::RoleBinding,
+        "rbac.authorization.k8s.io" "ClusterRole" => rbac::ClusterRole,
+        "rbac.authorization.k8s.io" "ClusterRoleBinding" => rbac::ClusterRoleBinding,
+        "coordination.k8s.io" "Lease" => coord::Lease, "scheduling.k8s.io" "PriorityClass" => sched::PriorityClass,
+        "discovery.k8s.io" "EndpointSlice" => disc::EndpointSlice,
+        "certificates.k8s.io" "CertificateSigningRequest" => cert::CertificateSigningRequest,
+        "node.k8s.io" "RuntimeClass" => node::RuntimeClass,
+        "admissionregistration.k8s.io" "MutatingWebhookConfiguration" => adm::MutatingWebhookConfiguration,
+        "admissionregistration.k8s.io" "ValidatingWebhookConfiguration" => adm::ValidatingWebhookConfiguration,
+    )
+}
+
+fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(
+    obj: &Value,
+) -> Option<Vec<Vec<Step>>> {
+    let typed: T = serde_json::from_value(obj.clone()).ok()?;
+    let back = serde_json::to_value(&typed).ok()?;
+    let mut out = Vec::new();
+    missing(obj, &back, &mut Vec::new(), &mut out);
+    Some(out)
+}
+
+/// Records the paths of `sent` that `kept` lacks.
+fn missing(sent: &Value, kept: &Value, path: &mut Vec<Step>, out: &mut Vec<Vec<Step>>) {
+    match (sent, kept) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a.iter().filter(|(_, v)| !v.is_null()) {
+                path.push(Step::Key(k.clone()));
+                match b.get(k) {
+                    None => out.push(path.clone()),
+                    Some(w) => missing(v, w, path, out),
+                }
+                path.pop();
+            }
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            for (i, (v, w)) in a.iter().zip(b).enumerate() {
+                path.push(Step::Index(i));
+                missing(v, w, path, out);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Removes the fields at `paths`, as upstream's decoding drops what the type lacks.
+fn prune(obj: &mut Value, paths: &[Vec<Step>]) {
+    for path in paths {
+        let Some((last, parents)) = path.split_last() else {
+            continue;
+        };
+        let parent = parents.iter().try_fold(&mut *obj, |v, step| match step {
+            Step::Key(k) => v.get_mut(k.as_str()),
+            Step::Index(i) => v.get_mut(*i),
+        });
+        if let (Some(Value::Object(m)), Step::Key(k)) = (parent, last) {
+            m.remove(k);
+        }
+    }
+}
+
+/// The paths of keys that appear twice in one JSON object of `body`.
+pub fn duplicate_fields(body: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let _ = Dups {
+        path: String::new(),
+        out: &mut out,
+    }
+    .deserialize(&mut de);
+    out
+}
+
+struct Dups<'a> {
+    path: String,
+    out: &'a mut Vec<String>,
+}
+
+impl<'de> DeserializeSeed<'de> for Dups<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Dups<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let here = if self.path.is_empty() {
+                key.clone()
+            } else {
+                format!("{}.{key}", self.path)
+            };
+            if !seen.insert(key) {
+                self.out.push(here.clone());
+            }
+            map.next_value_seed(Dups {
+                path: here,
+                out: self.out,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0;
+        while seq
+            .next_element_seed(Dups {
+                path: format!("{}[{i}]", self.path),
+                out: self.out,
+            })?
+            .is_some()
+        {
+            i += 1;
+        }
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// Applies the directive to a decoded body: `Ok(warnings)` to send as `Warning` headers (the
+/// unknown fields are then dropped from `obj`, as upstream drops them), or the 400 that Strict
+/// answers.
+pub fn check(
+    r: &Resource,
+    directive: Directive,
+    obj: &mut Value,
+    raw_json: Option<&[u8]>,
+) -> Result<Vec<String>, Status> {
+    let unknown = unknown_fields(r, obj).unwrap_or_default();
+    if directive == Directive::Ignore {
+        prune(obj, &unknown);
+        return Ok(Vec::new());
+    }
+    let mut problems: Vec<String> = unknown
+        .iter()
+        .map(|p| format!("unknown field {:?}", path_string(p)))
+        .collect();
+    if let Some(raw) = raw_json {
+        problems.extend(
+            duplicate_fields(raw)
+                .into_iter()
+                .map(|f| format!("duplicate field {f:?}")),
+        );
+    }
+    if directive == Directive::Strict && !problems.is_empty() {
+        return Err(Status::bad_request(format!(
+            "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}",
+            problems.join(", "),
+            kind = r.kind,
+            version = r.version,
+        )));
+    }
+    prune(obj, &unknown);
+    Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use api::resources::find;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_fields_are_found_by_path_and_dropped() {
+        let d = find("apps", "v1", "deployments").unwrap();
+        let obj = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "labelz": {}},
+            "spec": {"replicas": 1, "replica": 2, "selector": {"matchLabels": {"a": "b"}},
+                     "template": {"spec": {"containers": [{"name": "c", "image": "i", "imagePolicy": "x"}]}}}});
+        let paths: Vec<String> = unknown_fields(d, &obj)
+            .unwrap()
+            .iter()
+            .map(|p| path_string(p))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "metadata.labelz",
+                "spec.replica",
+                "spec.template.spec.containers[0].imagePolicy"
+            ]
+        );
+        let mut warned = obj.clone();
+        assert_eq!(
+            check(d, Directive::Warn, &mut warned, None).unwrap().len(),
+            3
+        );
+        assert!(warned["spec"].get("replica").is_none() && warned["spec"]["replicas"] == 1);
+        assert!(
+            warned["spec"]["template"]["spec"]["containers"][0]
+                .get("imagePolicy")
+                .is_none()
+        );
+        let good = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"any": "key"}});
+        assert!(
+            unknown_fields(find("", "v1", "configmaps").unwrap(), &good)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn duplicates_and_directives() {
+        assert_eq!(
+            duplicate_fields(
+                br#"{"a": 1, "b": {"c": 1, "c": 2}, "l": [{"x": 1, "x": 1}], "a": 2}"#
+            ),
+            ["b.c", "l[0].x", "a"]
+        );
+        assert!(duplicate_fields(br#"{"a": 1}"#).is_empty());
+        let cm = find("", "v1", "configmaps").unwrap();
+        let obj = json!({"metadata": {"name": "c"}, "dta": {}});
+        let raw = br#"{"metadata": {"name": "c"}, "dta": {}, "dta": {}}"#;
+        let err = check(cm, Directive::Strict, &mut obj.clone(), Some(raw)).unwrap_err();
+        assert_eq!(
+            err.message,
+            "ConfigMap in version \"v1\" cannot be handled as a ConfigMap: strict decoding error: unknown field \"dta\", duplicate field \"dta\""
+        );
+        assert_eq!(
+            check(cm, Directive::Warn, &mut obj.clone(), None).unwrap(),
+            ["unknown field \"dta\""]
+        );
+        let mut ignored = obj.clone();
+        assert!(
+            check(cm, Directive::Ignore, &mut ignored, None)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            ignored.get("dta").is_none(),
+            "ignored fields are dropped too"
+        );
+        assert!(Directive::parse(Some("Loud")).is_err());
+    }
+}
