@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::authn::{Identity, Tokens, authorize};
 use crate::discovery;
 use crate::fieldcheck;
-use crate::registry::{DeleteOptions, ListOptions, Registry, WatchRequest, with_type};
+use crate::registry::{DeleteOptions, ListOptions, Registry, WatchRequest, apply_patch, with_type};
 use api::request::{Query, RequestInfo, Target, parse};
 
 /// The largest request body accepted (upstream's default, 3 MiB).
@@ -550,13 +550,9 @@ async fn resource(
                     // Field validation looks at the object the patch would produce.
                     let directive = fieldcheck::Directive::parse(query.get("fieldValidation"))?;
                     let mut warnings = Vec::new();
-                    if directive != fieldcheck::Directive::Ignore && kind != PatchType::Json {
+                    if directive != fieldcheck::Directive::Ignore {
                         let current = reg.get(r, ns, &name).await?;
-                        let mut patched = match kind {
-                            PatchType::Merge => api::patch::merge_patch(&current, &patch),
-                            _ => api::patch::strategic_merge(&current, &patch)
-                                .map_err(Status::bad_request)?,
-                        };
+                        let mut patched = apply_patch(kind, &current, &patch)?;
                         warnings =
                             fieldcheck::check(r, directive, &mut patched, None).map_err(|s| {
                                 Status::invalid(
@@ -579,16 +575,7 @@ async fn resource(
                     ))
                 }
                 Some("scale") => {
-                    let apply = |scale: &Value| match kind {
-                        PatchType::Json => {
-                            api::patch::json_patch(scale, &patch).map_err(Status::bad_request)
-                        }
-                        PatchType::Merge => Ok(api::patch::merge_patch(scale, &patch)),
-                        PatchType::Strategic => {
-                            api::patch::strategic_merge(scale, &patch).map_err(Status::bad_request)
-                        }
-                        PatchType::Apply => Err(Status::unsupported_media_type(ct)),
-                    };
+                    let apply = |scale: &Value| apply_patch(kind, scale, &patch);
                     ok(reg.set_scale(r, ns, &name, apply, dry_run).await?)
                 }
                 Some(_) => Err(Status::method_not_supported(r, "patch")),

@@ -480,20 +480,7 @@ impl Registry {
                 {
                     return Err(Status::conflict(r, name));
                 }
-                match kind {
-                    PatchType::Json => {
-                        json_patch(current, patch).map_err(|e| Status::new(422, "Invalid", e))
-                    }
-                    PatchType::Merge => Ok(merge_patch(current, patch)),
-                    PatchType::Strategic => {
-                        strategic_merge(current, patch).map_err(Status::bad_request)
-                    }
-                    PatchType::Apply => Err(Status::new(
-                        415,
-                        "UnsupportedMediaType",
-                        "server-side apply is not supported yet",
-                    )),
-                }
+                apply_patch(kind, current, patch)
             },
             sub,
         )
@@ -1047,6 +1034,20 @@ fn change_event(
         }
     };
     Some((kind, with_type(r, (*c.object).clone())))
+}
+
+/// Applies a patch of any type: the one place patch failures become `Status`es.
+pub fn apply_patch(kind: PatchType, doc: &Value, patch: &Value) -> Result<Value, Status> {
+    match kind {
+        PatchType::Json => json_patch(doc, patch).map_err(|e| Status::new(422, "Invalid", e)),
+        PatchType::Merge => Ok(merge_patch(doc, patch)),
+        PatchType::Strategic => strategic_merge(doc, patch).map_err(Status::bad_request),
+        PatchType::Apply => Err(Status::new(
+            415,
+            "UnsupportedMediaType",
+            "server-side apply is not supported yet",
+        )),
+    }
 }
 
 /// Turns one store event into a watch event, or nothing when the selectors hide it.
