@@ -1,6 +1,6 @@
 //! Client libraries other than kubectl against the real server: the official Python client
 //! (`kubernetes` from PyPI, installed by scripts/test.sh): pagination, watch resume, and
-//! concurrent conflicting updates.
+//! concurrent conflicting updates; and kube-rs (the client Rudder's own components use).
 
 mod support;
 
@@ -45,4 +45,101 @@ fn python_client_paginates_and_resumes_watches() {
 fn a_thousand_concurrent_conflicting_updates_have_exactly_one_winner() {
     let c = Cluster::start(&[]);
     assert!(run_python(&c, "conflicts_test.py").contains("conflicts: ok"));
+}
+
+#[test]
+fn kube_rs_lists_in_pages_and_resumes_watches() {
+    use futures::{StreamExt, TryStreamExt};
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+    use kube::runtime::WatchStreamExt;
+
+    let c = Cluster::start(&[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let kubeconfig = kube::config::Kubeconfig::read_from(c.kubeconfig()).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+        let cm = |name: &str| {
+            serde_json::from_value::<ConfigMap>(serde_json::json!({"metadata": {"name": name}}))
+                .unwrap()
+        };
+        let names: Vec<String> = (0..25).map(|i| format!("kube-{i:02}")).collect();
+        for n in &names {
+            cms.create(&PostParams::default(), &cm(n)).await.unwrap();
+        }
+
+        // Pages of 10 at one snapshot.
+        let (mut seen, mut token) = (Vec::new(), None::<String>);
+        loop {
+            let mut lp = ListParams::default().limit(10);
+            if let Some(t) = &token {
+                lp = lp.continue_token(t);
+            }
+            let page = cms.list(&lp).await.unwrap();
+            seen.extend(page.items.iter().map(|o| o.metadata.name.clone().unwrap()));
+            token = page.metadata.continue_.filter(|t| !t.is_empty());
+            if token.is_none() {
+                break;
+            }
+        }
+        assert_eq!(seen, names);
+
+        // Watch from the list's resourceVersion, then resume from the second event's.
+        let rv = cms
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .metadata
+            .resource_version
+            .unwrap();
+        for n in ["w-1", "w-2", "w-3"] {
+            cms.create(&PostParams::default(), &cm(n)).await.unwrap();
+        }
+        let events: Vec<WatchEvent<ConfigMap>> = cms
+            .watch(&WatchParams::default().timeout(10), &rv)
+            .await
+            .unwrap()
+            .take(3)
+            .try_collect()
+            .await
+            .unwrap();
+        let added: Vec<(String, String)> = events
+            .iter()
+            .map(|e| match e {
+                WatchEvent::Added(o) => (
+                    o.metadata.name.clone().unwrap(),
+                    o.metadata.resource_version.clone().unwrap(),
+                ),
+                other => panic!("expected ADDED, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            added.iter().map(|a| a.0.as_str()).collect::<Vec<_>>(),
+            ["w-1", "w-2", "w-3"]
+        );
+        let resumed: Vec<WatchEvent<ConfigMap>> = cms
+            .watch(&WatchParams::default().timeout(10), &added[1].1)
+            .await
+            .unwrap()
+            .take(1)
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(
+            matches!(&resumed[0], WatchEvent::Added(o) if o.metadata.name.as_deref() == Some("w-3"))
+        );
+
+        // kube-runtime's watcher (list, then watch) sees the whole set.
+        let objects: Vec<ConfigMap> = kube::runtime::watcher(cms.clone(), Default::default())
+            .applied_objects()
+            .take(28)
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(objects.len(), 28);
+    });
 }
