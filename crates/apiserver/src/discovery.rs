@@ -5,6 +5,8 @@ use api::Resource;
 use api::resources::{RESOURCES, VERBS, groups};
 use serde_json::{Value, json};
 
+use crate::typed::{self, ApiType, Typed};
+
 /// The Content-Type of an aggregated discovery document.
 pub const AGGREGATED_CONTENT_TYPE: &str =
     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
@@ -203,18 +205,49 @@ pub fn openapi_index() -> Value {
     json!({"paths": paths})
 }
 
-/// `/openapi/v3/<key>`: one group/version's operations. For now it describes the paths and
-/// their PATCH operations with the `fieldValidation` parameter, which is what kubectl checks
-/// to send validation to the server; object schemas are not published yet, so `kubectl
-/// explain` has nothing to show and `apply` computes patches from its compiled-in types.
-pub fn openapi_document(key: &str) -> Option<Value> {
+/// `/openapi/v3/<key>`: one group/version's paths and object schemas.
+///
+/// Each resource's item path has get/put/patch/delete operations carrying
+/// `x-kubernetes-group-version-kind` and the `fieldValidation` parameter, which is what
+/// kubectl checks before it leaves validation to the server. The schemas (k8s-openapi's,
+/// under upstream's names such as `io.k8s.api.core.v1.Pod`) are what `kubectl explain`
+/// reads. The PATCH operations do not advertise strategic merge patch bodies, so kubectl
+/// computes those patches from its compiled-in types, not from these schemas. Documents are
+/// built once and kept.
+pub fn openapi_document(key: &str) -> Option<std::sync::Arc<Value>> {
+    static DOCS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Value>>>,
+    > = std::sync::OnceLock::new();
+    let docs = DOCS.get_or_init(Default::default);
+    if let Some(doc) = docs.lock().expect("poisoned").get(key) {
+        return Some(doc.clone());
+    }
+    let doc = std::sync::Arc::new(build_openapi_document(key)?);
+    docs.lock()
+        .expect("poisoned")
+        .insert(key.to_string(), doc.clone());
+    Some(doc)
+}
+
+/// Adds a resource's schema (and those it refers to) to a generator; answers its name.
+struct AddSchema<'a>(&'a mut schemars::SchemaGenerator);
+
+impl Typed for AddSchema<'_> {
+    type Out = String;
+    fn visit<T: ApiType>(self) -> String {
+        self.0.subschema_for::<T>();
+        T::schema_name().into_owned()
+    }
+}
+
+fn build_openapi_document(key: &str) -> Option<Value> {
     let mut paths = serde_json::Map::new();
-    let mut found = false;
+    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+    let mut kinds = Vec::new();
     for r in RESOURCES
         .iter()
         .filter(|r| openapi_key(r.group, r.version) == key)
     {
-        found = true;
         let base = if r.group.is_empty() {
             format!("/api/{}", r.version)
         } else {
@@ -240,24 +273,26 @@ pub fn openapi_document(key: &str) -> Option<Value> {
                 "x-kubernetes-group-version-kind": gvk,
             })
         };
-        paths.insert(
-            item,
-            json!({
-                "get": op("get"),
-                "put": op("put"),
-                "patch": op("patch"),
-                "delete": op("delete"),
-            }),
-        );
+        paths.insert(item, json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}));
+        if let Some(name) = typed::visit(r, AddSchema(&mut generator)) {
+            kinds.push((name, gvk));
+        }
     }
-    found.then(|| {
-        json!({
-            "openapi": "3.0.0",
-            "info": {"title": "Kubernetes", "version": "v1.33.0"},
-            "paths": paths,
-            "components": {"schemas": {}},
-        })
-    })
+    if paths.is_empty() {
+        return None;
+    }
+    let mut schemas = generator.take_definitions(true);
+    for (name, gvk) in kinds {
+        if let Some(Value::Object(schema)) = schemas.get_mut(&name) {
+            schema.insert("x-kubernetes-group-version-kind".into(), json!([gvk]));
+        }
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.33.0"},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }))
 }
 
 #[cfg(test)]
@@ -320,5 +355,15 @@ mod tests {
             "Deployment"
         );
         assert!(openapi_document("apis/nope/v1").is_none());
+        let schema = &doc["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"];
+        assert_eq!(
+            schema["x-kubernetes-group-version-kind"][0]["kind"],
+            "Deployment"
+        );
+        let spec = schema["properties"]["spec"].to_string();
+        assert!(
+            spec.contains("#/components/schemas/io.k8s.api.apps.v1.DeploymentSpec"),
+            "{spec}"
+        );
     }
 }

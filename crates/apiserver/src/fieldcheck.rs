@@ -13,6 +13,8 @@ use api::{Resource, Status};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
+use crate::typed::{self, ApiType, Typed};
+
 /// What to do with unknown or duplicate fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Directive {
@@ -36,15 +38,6 @@ impl Directive {
             ))),
         }
     }
-}
-
-macro_rules! typed {
-    ($r:expr, $obj:expr; $($group:literal $kind:literal => $ty:ty),* $(,)?) => {
-        match ($r.group, $r.kind) {
-            $(($group, $kind) => roundtrip::<$ty>($obj),)*
-            _ => None,
-        }
-    };
 }
 
 /// One step of a field path.
@@ -75,39 +68,14 @@ pub fn path_string(path: &[Step]) -> String {
 /// The fields of `obj` that the resource's type does not have; `None` when the type is not
 /// known here or the object does not decode into it.
 pub fn unknown_fields(r: &Resource, obj: &Value) -> Option<Vec<Vec<Step>>> {
-    use k8s_openapi::api::{
-        admissionregistration::v1 as adm, apps::v1 as apps, autoscaling::v2 as hpa,
-        batch::v1 as batch, certificates::v1 as cert, coordination::v1 as coord, core::v1 as core,
-        discovery::v1 as disc, networking::v1 as net, node::v1 as node, policy::v1 as policy,
-        rbac::v1 as rbac, scheduling::v1 as sched, storage::v1 as storage,
-    };
-    typed!(r, obj;
-        "" "Namespace" => core::Namespace, "" "Pod" => core::Pod, "" "Service" => core::Service,
-        "" "Endpoints" => core::Endpoints, "" "ConfigMap" => core::ConfigMap, "" "Secret" => core::Secret,
-        "" "ServiceAccount" => core::ServiceAccount, "" "Node" => core::Node, "" "Event" => core::Event,
-        "" "LimitRange" => core::LimitRange, "" "ResourceQuota" => core::ResourceQuota,
-        "" "PersistentVolume" => core::PersistentVolume, "" "PersistentVolumeClaim" => core::PersistentVolumeClaim,
-        "" "ReplicationController" => core::ReplicationController, "" "PodTemplate" => core::PodTemplate,
-        "apps" "Deployment" => apps::Deployment, "apps" "ReplicaSet" => apps::ReplicaSet,
-        "apps" "StatefulSet" => apps::StatefulSet, "apps" "DaemonSet" => apps::DaemonSet,
-        "apps" "ControllerRevision" => apps::ControllerRevision,
-        "batch" "Job" => batch::Job, "batch" "CronJob" => batch::CronJob,
-        "autoscaling" "HorizontalPodAutoscaler" => hpa::HorizontalPodAutoscaler,
-        "policy" "PodDisruptionBudget" => policy::PodDisruptionBudget,
-        "networking.k8s.io" "Ingress" => net::Ingress, "networking.k8s.io" "IngressClass" => net::IngressClass,
-        "networking.k8s.io" "NetworkPolicy" => net::NetworkPolicy,
-        "storage.k8s.io" "StorageClass" => storage::StorageClass, "storage.k8s.io" "CSIDriver" => storage::CSIDriver,
-        "storage.k8s.io" "CSINode" => storage::CSINode, "storage.k8s.io" "VolumeAttachment" => storage::VolumeAttachment,
-        "rbac.authorization.k8s.io" "Role" => rbac::Role, "rbac.authorization.k8s.io" "RoleBinding" => rbac::RoleBinding,
-        "rbac.authorization.k8s.io" "ClusterRole" => rbac::ClusterRole,
-        "rbac.authorization.k8s.io" "ClusterRoleBinding" => rbac::ClusterRoleBinding,
-        "coordination.k8s.io" "Lease" => coord::Lease, "scheduling.k8s.io" "PriorityClass" => sched::PriorityClass,
-        "discovery.k8s.io" "EndpointSlice" => disc::EndpointSlice,
-        "certificates.k8s.io" "CertificateSigningRequest" => cert::CertificateSigningRequest,
-        "node.k8s.io" "RuntimeClass" => node::RuntimeClass,
-        "admissionregistration.k8s.io" "MutatingWebhookConfiguration" => adm::MutatingWebhookConfiguration,
-        "admissionregistration.k8s.io" "ValidatingWebhookConfiguration" => adm::ValidatingWebhookConfiguration,
-    )
+    struct Roundtrip<'a>(&'a Value);
+    impl Typed for Roundtrip<'_> {
+        type Out = Option<Vec<Vec<Step>>>;
+        fn visit<T: ApiType>(self) -> Self::Out {
+            roundtrip::<T>(self.0)
+        }
+    }
+    typed::visit(r, Roundtrip(obj)).flatten()
 }
 
 fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(

@@ -700,7 +700,7 @@ pub async fn openapi(State(app): State<Arc<App>>, req: Request) -> Response {
         .strip_prefix("/openapi/v3/")
         .and_then(discovery::openapi_document)
     {
-        Some(doc) => json_response(StatusCode::OK, &doc),
+        Some(doc) => json_response(StatusCode::OK, doc.as_ref()),
         None => status_response(&Status::path_not_found()),
     }
 }

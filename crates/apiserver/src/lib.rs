@@ -23,5 +23,6 @@ pub mod pki;
 pub mod registry;
 pub mod server;
 pub mod strategy;
+pub mod typed;
 
 pub use server::{Config, Server, start};

@@ -914,3 +914,31 @@ fn unknown_fields_are_refused_under_strict_and_dropped_with_a_warning_otherwise(
     let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: q}\nspec:\n  containers:\n  - name: c\n    image: busybox\n    resources:\n      limits: {cpu: 1, memory: 64Mi}\n";
     assert_eq!(c.apply(pod).out(), "pod/q created\n");
 }
+
+#[test]
+fn explain_reads_the_openapi_schemas() {
+    let c = Cluster::start(&[]);
+    let field = c.kubectl(&["explain", "deployment.spec.replicas"]);
+    assert!(
+        field.out().contains("FIELD: replicas <integer>"),
+        "{}",
+        field.stdout
+    );
+    assert!(
+        field.stdout.contains("Number of desired pods."),
+        "{}",
+        field.stdout
+    );
+    let kind = c.kubectl(&["explain", "pods"]);
+    assert!(
+        kind.out().contains("KIND:       Pod") && kind.stdout.contains("FIELDS:"),
+        "{}",
+        kind.stdout
+    );
+    let nested = c.kubectl(&["explain", "svc.spec.ports"]);
+    assert!(
+        nested.out().contains("FIELD: ports <[]ServicePort>"),
+        "{}",
+        nested.stdout
+    );
+}
