@@ -11,6 +11,7 @@
 
 pub mod patch;
 pub mod protobuf;
+pub mod quantity;
 pub mod request;
 pub mod resources;
 pub mod selector;

@@ -186,6 +186,7 @@ fn pod_spec_errors(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
                 {
                     errs.push(FieldError::required(format!("{field}.image"), ""));
                 }
+                resource_errors(&c["resources"], &format!("{field}.resources"), errs);
                 for (j, p) in c["ports"].as_array().into_iter().flatten().enumerate() {
                     let port = p.get("containerPort").and_then(Value::as_i64).unwrap_or(0);
                     if !(1..=65535).contains(&port) {
@@ -197,6 +198,49 @@ fn pod_spec_errors(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Checks a container's requests and limits: quantity syntax, not negative, requests within
+/// limits.
+fn resource_errors(resources: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    let mut parsed = std::collections::HashMap::new();
+    for kind in ["limits", "requests"] {
+        for (name, v) in resources[kind].as_object().into_iter().flatten() {
+            let field = format!("{path}.{kind}[{name}]");
+            let shown = match v {
+                Value::String(s) => json!(s),
+                other => json!(other.to_string()),
+            };
+            match api::quantity::from_json(v) {
+                Err(e) => errs.push(FieldError::invalid(field, &shown, e)),
+                Ok(q) if q.is_negative() => errs.push(FieldError::invalid(
+                    field,
+                    &shown,
+                    "must be greater than or equal to 0",
+                )),
+                Ok(q) => {
+                    parsed.insert((kind, name.as_str()), (q, shown));
+                }
+            }
+        }
+    }
+    for ((kind, name), (request, shown)) in &parsed {
+        if *kind != "requests" {
+            continue;
+        }
+        if let Some((limit, limit_shown)) = parsed.get(&("limits", *name))
+            && request > limit
+        {
+            errs.push(FieldError::invalid(
+                format!("{path}.requests"),
+                shown,
+                format!(
+                    "must be less than or equal to {name} limit of {}",
+                    limit_shown.as_str().unwrap_or_default()
+                ),
+            ));
         }
     }
 }
@@ -374,6 +418,14 @@ mod tests {
         assert_eq!(pod["spec"]["containers"][1]["imagePullPolicy"], "Always");
         assert_eq!(pod["status"]["qosClass"], "BestEffort");
         assert!(validate(p, &pod).is_empty());
+        let quantities = json!({"metadata": {"name": "p", "namespace": "d"}, "spec": {"containers": [{"name": "c", "image": "i",
+            "resources": {"limits": {"cpu": "1", "memory": "64Mx"}, "requests": {"cpu": "2"}}}]}});
+        let text: Vec<String> = validate(p, &quantities)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(text.contains(&"spec.containers[0].resources.limits[memory]: Invalid value: \"64Mx\": quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'".to_string()), "{text:?}");
+        assert!(text.contains(&"spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1".to_string()), "{text:?}");
         let bad = json!({"metadata": {"name": "p", "namespace": "d"}, "spec": {"containers": [{"name": "c"}]}});
         assert_eq!(
             validate(p, &bad)[0].to_string(),
