@@ -81,7 +81,7 @@ pub fn unknown_fields(r: &Resource, obj: &Value) -> Option<Vec<Vec<Step>>> {
 fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(
     obj: &Value,
 ) -> Option<Vec<Vec<Step>>> {
-    let typed: T = serde_json::from_value(obj.clone()).ok()?;
+    let typed = T::deserialize(obj).ok()?;
     let back = serde_json::to_value(&typed).ok()?;
     let mut out = Vec::new();
     missing(obj, &back, &mut Vec::new(), &mut out);
@@ -128,87 +128,98 @@ fn prune(obj: &mut Value, paths: &[Vec<Step>]) {
     }
 }
 
+/// Parses a JSON body in one pass, recording the paths of keys that appear twice in one
+/// object (the last value wins, as in a plain parse).
+pub fn parse_json(body: &[u8]) -> Result<(Value, Vec<String>), serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let (mut stack, mut dups) = (Vec::new(), Vec::new());
+    let value = Build {
+        stack: &mut stack,
+        dups: &mut dups,
+    }
+    .deserialize(&mut de)?;
+    de.end()?;
+    Ok((value, dups))
+}
+
 /// The paths of keys that appear twice in one JSON object of `body`.
 pub fn duplicate_fields(body: &[u8]) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let _ = Dups {
-        path: String::new(),
-        out: &mut out,
-    }
-    .deserialize(&mut de);
-    out
+    parse_json(body).map(|(_, dups)| dups).unwrap_or_default()
 }
 
-struct Dups<'a> {
-    path: String,
-    out: &'a mut Vec<String>,
+/// Builds a `Value`, keeping the path it is at only as a stack of steps, so a path string is
+/// made only for a duplicate.
+struct Build<'a> {
+    stack: &'a mut Vec<Step>,
+    dups: &'a mut Vec<String>,
 }
 
-impl<'de> DeserializeSeed<'de> for Dups<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+impl<'de> DeserializeSeed<'de> for Build<'_> {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Dups<'_> {
-    type Value = ();
+impl<'de> Visitor<'de> for Build<'_> {
+    type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut seen = std::collections::HashSet::new();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            let here = if self.path.is_empty() {
-                key.clone()
-            } else {
-                format!("{}.{key}", self.path)
-            };
-            if !seen.insert(key) {
-                self.out.push(here.clone());
-            }
-            map.next_value_seed(Dups {
-                path: here,
-                out: self.out,
+            self.stack.push(Step::Key(key.clone()));
+            let value = map.next_value_seed(Build {
+                stack: &mut *self.stack,
+                dups: &mut *self.dups,
             })?;
+            if out.insert(key, value).is_some() {
+                self.dups.push(path_string(self.stack));
+            }
+            self.stack.pop();
         }
-        Ok(())
+        Ok(Value::Object(out))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let mut i = 0;
-        while seq
-            .next_element_seed(Dups {
-                path: format!("{}[{i}]", self.path),
-                out: self.out,
-            })?
-            .is_some()
-        {
-            i += 1;
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        loop {
+            self.stack.push(Step::Index(out.len()));
+            let item = seq.next_element_seed(Build {
+                stack: &mut *self.stack,
+                dups: &mut *self.dups,
+            })?;
+            self.stack.pop();
+            match item {
+                Some(v) => out.push(v),
+                None => return Ok(Value::Array(out)),
+            }
         }
-        Ok(())
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
     }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
     }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
     }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
     }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
     }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
     }
 }
 
@@ -219,7 +230,7 @@ pub fn check(
     r: &Resource,
     directive: Directive,
     obj: &mut Value,
-    raw_json: Option<&[u8]>,
+    duplicates: &[String],
 ) -> Result<Vec<String>, Status> {
     let unknown = unknown_fields(r, obj).unwrap_or_default();
     if directive == Directive::Ignore {
@@ -230,13 +241,7 @@ pub fn check(
         .iter()
         .map(|p| format!("unknown field {:?}", path_string(p)))
         .collect();
-    if let Some(raw) = raw_json {
-        problems.extend(
-            duplicate_fields(raw)
-                .into_iter()
-                .map(|f| format!("duplicate field {f:?}")),
-        );
-    }
+    problems.extend(duplicates.iter().map(|f| format!("duplicate field {f:?}")));
     if directive == Directive::Strict && !problems.is_empty() {
         return Err(Status::bad_request(format!(
             "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}",
@@ -276,7 +281,7 @@ mod tests {
         );
         let mut warned = obj.clone();
         assert_eq!(
-            check(d, Directive::Warn, &mut warned, None).unwrap().len(),
+            check(d, Directive::Warn, &mut warned, &[]).unwrap().len(),
             3
         );
         assert!(warned["spec"].get("replica").is_none() && warned["spec"]["replicas"] == 1);
@@ -305,18 +310,24 @@ mod tests {
         let cm = find("", "v1", "configmaps").unwrap();
         let obj = json!({"metadata": {"name": "c"}, "dta": {}});
         let raw = br#"{"metadata": {"name": "c"}, "dta": {}, "dta": {}}"#;
-        let err = check(cm, Directive::Strict, &mut obj.clone(), Some(raw)).unwrap_err();
+        let err = check(
+            cm,
+            Directive::Strict,
+            &mut obj.clone(),
+            &duplicate_fields(raw),
+        )
+        .unwrap_err();
         assert_eq!(
             err.message,
             "ConfigMap in version \"v1\" cannot be handled as a ConfigMap: strict decoding error: unknown field \"dta\", duplicate field \"dta\""
         );
         assert_eq!(
-            check(cm, Directive::Warn, &mut obj.clone(), None).unwrap(),
+            check(cm, Directive::Warn, &mut obj.clone(), &[]).unwrap(),
             ["unknown field \"dta\""]
         );
         let mut ignored = obj.clone();
         assert!(
-            check(cm, Directive::Ignore, &mut ignored, None)
+            check(cm, Directive::Ignore, &mut ignored, &[])
                 .unwrap()
                 .is_empty()
         );

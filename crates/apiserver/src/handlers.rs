@@ -294,17 +294,33 @@ pub async fn api(State(app): State<Arc<App>>, req: Request) -> Response {
 fn field_check(
     r: &Resource,
     query: &Query,
-    headers: &HeaderMap,
     obj: &mut Value,
-    body: &[u8],
+    duplicates: &[String],
 ) -> Result<Vec<String>, Status> {
     let directive = fieldcheck::Directive::parse(query.get("fieldValidation"))?;
+    fieldcheck::check(r, directive, obj, duplicates)
+}
+
+/// Decodes a create or update body; JSON bodies are read in one pass that also notes
+/// duplicate keys, for field validation.
+fn decode_object(
+    headers: &HeaderMap,
+    body: &[u8],
+    kind: &str,
+) -> Result<(Value, Vec<String>), Status> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
-    let json = ct.starts_with("application/json");
-    fieldcheck::check(r, directive, obj, json.then_some(body))
+    if ct.starts_with("application/json") {
+        return fieldcheck::parse_json(body).map_err(|e| {
+            Status::bad_request(format!(
+                "the object provided is unrecognized (must be of type {kind}): couldn't get version/kind; json parse error: {e} ({})",
+                body_summary(body)
+            ))
+        });
+    }
+    Ok((decode_body(headers, body, kind)?, Vec::new()))
 }
 
 /// Adds one `Warning` header per message, as upstream does (`299 - "<message>"`).
@@ -501,8 +517,8 @@ async fn resource(
         }
         ("create", None) => {
             let body = read_body(req.into_body()).await?;
-            let mut obj = decode_body(&headers, &body, r.kind)?;
-            let warnings = field_check(r, &query, &headers, &mut obj, &body)?;
+            let (mut obj, duplicates) = decode_object(&headers, &body, r.kind)?;
+            let warnings = field_check(r, &query, &mut obj, &duplicates)?;
             let created = reg.create(r, ns, obj, dry_run).await?;
             Ok(with_warnings(
                 json_response(StatusCode::CREATED, &with_type(r, created)),
@@ -520,8 +536,8 @@ async fn resource(
         }
         ("update", sub @ (None | Some("status"))) => {
             let body = read_body(req.into_body()).await?;
-            let mut obj = decode_body(&headers, &body, r.kind)?;
-            let warnings = field_check(r, &query, &headers, &mut obj, &body)?;
+            let (mut obj, duplicates) = decode_object(&headers, &body, r.kind)?;
+            let warnings = field_check(r, &query, &mut obj, &duplicates)?;
             let updated = reg.update(r, ns, &name, obj, sub, dry_run).await?;
             Ok(with_warnings(
                 json_response(StatusCode::OK, &with_type(r, updated)),
@@ -554,7 +570,7 @@ async fn resource(
                         let current = reg.get(r, ns, &name).await?;
                         let mut patched = apply_patch(kind, &current, &patch)?;
                         warnings =
-                            fieldcheck::check(r, directive, &mut patched, None).map_err(|s| {
+                            fieldcheck::check(r, directive, &mut patched, &[]).map_err(|s| {
                                 Status::invalid(
                                     r,
                                     &name,
