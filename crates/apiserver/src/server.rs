@@ -224,7 +224,24 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/apis", axum::routing::any(handlers::api))
         .route("/apis/{*rest}", axum::routing::any(handlers::api))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(catch_panic))
         .with_state(app)
+}
+
+/// A panic while handling one request answers that request with a 500 `Status`; the server
+/// and every other request go on.
+async fn catch_panic(req: Request, next: axum::middleware::Next) -> Response {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(next.run(req))
+        .catch_unwind()
+        .await
+    {
+        Ok(resp) => resp,
+        Err(_) => {
+            tracing::error!("a request handler panicked");
+            handlers::status_response(&api::Status::internal("the request handler panicked"))
+        }
+    }
 }
 
 async fn not_found() -> Response {
@@ -333,5 +350,41 @@ async fn serve(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, route
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_and_the_router_keeps_serving() {
+        async fn boom() -> Response {
+            panic!("bug")
+        }
+        let app = Router::new()
+            .route("/boom", get(boom))
+            .route("/ok", get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn(catch_panic));
+        let req = |path: &str| {
+            Request::builder()
+                .uri(path)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let resp = app.clone().oneshot(req("/boom")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert!(
+            String::from_utf8_lossy(&body)
+                .contains("Internal error occurred: the request handler panicked")
+        );
+        assert_eq!(
+            app.oneshot(req("/ok")).await.unwrap().status(),
+            StatusCode::OK
+        );
     }
 }
