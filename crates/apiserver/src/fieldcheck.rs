@@ -1,9 +1,9 @@
 //! Field validation (`fieldValidation=Strict|Warn|Ignore`): unknown and duplicate fields in a
 //! request body.
 //!
-//! Unknown fields are found by decoding the object into its typed form (k8s-openapi's structs
-//! for the 1.33 API, which drop what they do not know) and comparing what survived with what
-//! was sent. Duplicate fields are found while reading the JSON, before a map keeps only the
+//! Unknown fields are found while decoding the object into its typed form (k8s-openapi's
+//! structs for the 1.33 API): every field the type's deserializer skips is one
+//! (`serde_ignored` reports them with their paths). Duplicate fields are found while reading the JSON, before a map keeps only the
 //! last value. A body that does not decode into the typed form at all (for example a quantity
 //! written as a bare number, which upstream accepts) is not second-guessed here.
 
@@ -78,37 +78,30 @@ pub fn unknown_fields(r: &Resource, obj: &Value) -> Option<Vec<Vec<Step>>> {
     typed::visit(r, Roundtrip(obj)).flatten()
 }
 
-fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(
-    obj: &Value,
-) -> Option<Vec<Vec<Step>>> {
-    let typed = T::deserialize(obj).ok()?;
-    let back = serde_json::to_value(&typed).ok()?;
+/// Decodes `obj` as `T`, noting every field `T`'s deserializer skips.
+fn roundtrip<T: ApiType>(obj: &Value) -> Option<Vec<Vec<Step>>> {
     let mut out = Vec::new();
-    missing(obj, &back, &mut Vec::new(), &mut out);
+    let _: T = serde_ignored::deserialize(obj, |path| out.push(steps(&path))).ok()?;
     Some(out)
 }
 
-/// Records the paths of `sent` that `kept` lacks.
-fn missing(sent: &Value, kept: &Value, path: &mut Vec<Step>, out: &mut Vec<Vec<Step>>) {
-    match (sent, kept) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in a.iter().filter(|(_, v)| !v.is_null()) {
-                path.push(Step::Key(k.clone()));
-                match b.get(k) {
-                    None => out.push(path.clone()),
-                    Some(w) => missing(v, w, path, out),
-                }
-                path.pop();
-            }
+fn steps(path: &serde_ignored::Path<'_>) -> Vec<Step> {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => Vec::new(),
+        Path::Seq { parent, index } => {
+            let mut v = steps(parent);
+            v.push(Step::Index(*index));
+            v
         }
-        (Value::Array(a), Value::Array(b)) => {
-            for (i, (v, w)) in a.iter().zip(b).enumerate() {
-                path.push(Step::Index(i));
-                missing(v, w, path, out);
-                path.pop();
-            }
+        Path::Map { parent, key } => {
+            let mut v = steps(parent);
+            v.push(Step::Key(key.clone()));
+            v
         }
-        _ => {}
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => steps(parent),
     }
 }
 
