@@ -1,7 +1,7 @@
 //! The conformance suite against a real etcd (Debian's etcd-server) started per test, plus
 //! etcd-specific failure behaviour.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use store::etcd::EtcdStore;
 use store::testing::EtcdBackend;
@@ -17,7 +17,6 @@ async fn unreachable_etcd_names_the_endpoint_after_retrying() {
         .unwrap()
         .port();
     let endpoint = format!("127.0.0.1:{port}");
-    let started = Instant::now();
     let err = EtcdStore::connect(std::slice::from_ref(&endpoint), Duration::from_secs(2))
         .await
         .err()
@@ -25,10 +24,6 @@ async fn unreachable_etcd_names_the_endpoint_after_retrying() {
     let text = err.to_string();
     assert!(text.contains(&endpoint), "{text}");
     assert!(text.contains("unavailable"), "{text}");
-    // It retried rather than failing at the first refusal.
-    assert!(
-        started.elapsed() >= Duration::from_millis(700),
-        "{:?}",
-        started.elapsed()
-    );
+    // It retried until its wait ran out rather than failing at the first refusal.
+    assert!(text.contains("gave up after 2s"), "{text}");
 }
