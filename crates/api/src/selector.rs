@@ -213,6 +213,40 @@ impl LabelSelector {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Converts a selector as objects carry it: a `metav1.LabelSelector` (`matchLabels`,
+    /// `matchExpressions`), or a plain map of labels (Services, ReplicationControllers,
+    /// node selectors).
+    pub fn from_any(sel: &Value) -> Result<LabelSelector, String> {
+        if sel.get("matchLabels").is_some() || sel.get("matchExpressions").is_some() {
+            LabelSelector::from_object(sel)
+        } else {
+            LabelSelector::from_object(&serde_json::json!({ "matchLabels": sel }))
+        }
+    }
+}
+
+/// The query form, requirements sorted by key as upstream prints them: `app=web,tier in (a,b)`.
+impl std::fmt::Display for LabelSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut reqs: Vec<&Requirement> = self.0.iter().collect();
+        reqs.sort_by(|a, b| a.key.cmp(&b.key));
+        for (i, r) in reqs.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            let values = r.values.join(",");
+            match r.op {
+                Op::Equals => write!(f, "{}={values}", r.key)?,
+                Op::NotEquals => write!(f, "{}!={values}", r.key)?,
+                Op::In => write!(f, "{} in ({values})", r.key)?,
+                Op::NotIn => write!(f, "{} notin ({values})", r.key)?,
+                Op::Exists => write!(f, "{}", r.key)?,
+                Op::DoesNotExist => write!(f, "!{}", r.key)?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A field selector: `field=value` and `field!=value` terms, all of which must hold.
@@ -312,6 +346,11 @@ mod tests {
         let s = LabelSelector::from_object(&sel).unwrap();
         assert!(s.matches(Some(&json!({"app": "web", "tier": "front"}))));
         assert!(!s.matches(Some(&json!({"app": "web"}))));
+        assert_eq!(s.to_string(), "app=web,tier in (front)");
+        let plain = LabelSelector::from_any(&json!({"tier": "a", "app": "b"})).unwrap();
+        assert_eq!(plain.to_string(), "app=b,tier=a");
+        let parsed = LabelSelector::parse("!x,a notin (b,c),k").unwrap();
+        assert_eq!(parsed.to_string(), "a notin (b,c),k,!x");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
 use crate::resources::Resource;
+use crate::selector::LabelSelector;
 
 /// One column of a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,37 +193,11 @@ fn since(v: &Value, path: &str, now: Timestamp) -> Value {
     }
 }
 
+/// A selector (object or plain map) in its query form, or "" when absent or malformed.
 fn selector_string(sel: Option<&Value>) -> String {
-    let Some(sel) = sel else { return String::new() };
-    let labels = sel.get("matchLabels").unwrap_or(sel);
-    let mut parts: Vec<String> = labels
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-        .collect();
-    for e in sel
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let values: Vec<&str> = e["values"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        let (key, op) = (str_at(e, "key"), str_at(e, "operator"));
-        parts.push(match op {
-            "In" => format!("{key} in ({})", values.join(",")),
-            "NotIn" => format!("{key} notin ({})", values.join(",")),
-            "Exists" => key.to_string(),
-            _ => format!("!{key}"),
-        });
-    }
-    parts.sort();
-    parts.join(",")
+    sel.and_then(|s| LabelSelector::from_any(s).ok())
+        .map(|s| s.to_string())
+        .unwrap_or_default()
 }
 
 fn containers_and_images(pod_spec: &Value) -> (Value, Value) {

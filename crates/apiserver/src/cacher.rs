@@ -70,8 +70,8 @@ struct ResourceCache {
 /// What a client watch gets from the cache: the changes to replay (or the state to start from),
 /// then the live feed.
 pub struct Subscription {
-    /// For a watch from revision 0: the current objects, at `revision`.
-    pub snapshot: Option<Vec<Arc<Value>>>,
+    /// For a watch from revision 0: the current objects by key, at `revision`.
+    pub snapshot: Option<Vec<(String, Arc<Value>)>>,
     /// For a watch from a revision: the changes after it.
     pub replay: Vec<Arc<Change>>,
     /// The revision the snapshot or the replay reaches.
@@ -108,7 +108,13 @@ impl Cacher {
         let live = cache.feed.subscribe();
         if from == 0 {
             return Some(Subscription {
-                snapshot: Some(state.objects.values().cloned().collect()),
+                snapshot: Some(
+                    state
+                        .objects
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                ),
                 replay: Vec::new(),
                 revision: state.revision,
                 live,
@@ -280,7 +286,14 @@ mod tests {
         let a = s.create("/r/a", obj("a")).await.unwrap();
         let cacher = Cacher::default();
         let first = cacher.subscribe(&s, "/r/", 0).await.unwrap();
-        assert_eq!(first.snapshot.as_ref().unwrap().len(), 2);
+        let keys: Vec<&str> = first
+            .snapshot
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(keys, ["/r/a", "/r/old"]);
         assert_eq!(first.revision, a.mod_revision);
 
         let b = s.create("/r/b", obj("b")).await.unwrap();

@@ -172,6 +172,14 @@ fn body_summary(body: &[u8]) -> String {
     }
 }
 
+/// Upstream's 400 for a body that does not decode, with a summary of its start.
+fn unrecognized(kind: &str, body: &[u8], detail: &str) -> Status {
+    Status::bad_request(format!(
+        "the object provided is unrecognized (must be of type {kind}): {detail} ({})",
+        body_summary(body)
+    ))
+}
+
 /// Decodes a JSON or YAML request body into an object.
 fn decode_body(headers: &HeaderMap, body: &[u8], kind: &str) -> Result<Value, Status> {
     let ct = headers
@@ -179,12 +187,7 @@ fn decode_body(headers: &HeaderMap, body: &[u8], kind: &str) -> Result<Value, St
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
     let media = ct.split(';').next().unwrap_or("").trim();
-    let unrecognized = |detail: String| {
-        Status::bad_request(format!(
-            "the object provided is unrecognized (must be of type {kind}): {detail} ({})",
-            body_summary(body)
-        ))
-    };
+    let unrecognized = |detail: String| unrecognized(kind, body, &detail);
     match media {
         "application/json"
         | ""
@@ -314,10 +317,11 @@ fn decode_object(
         .unwrap_or("application/json");
     if ct.starts_with("application/json") {
         return fieldcheck::parse_json(body).map_err(|e| {
-            Status::bad_request(format!(
-                "the object provided is unrecognized (must be of type {kind}): couldn't get version/kind; json parse error: {e} ({})",
-                body_summary(body)
-            ))
+            unrecognized(
+                kind,
+                body,
+                &format!("couldn't get version/kind; json parse error: {e}"),
+            )
         });
     }
     Ok((decode_body(headers, body, kind)?, Vec::new()))

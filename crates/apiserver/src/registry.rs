@@ -630,42 +630,9 @@ impl Registry {
 
     /// The `scale` subresource of a workload, as an `autoscaling/v1` Scale.
     pub fn scale_of(obj: &Value) -> Value {
-        let selector = obj["spec"]["selector"].clone();
-        let selector = if selector.get("matchLabels").is_some()
-            || selector.get("matchExpressions").is_some()
-        {
-            api::selector::LabelSelector::from_object(&selector)
-                .map(|s| {
-                    s.0.iter()
-                        .map(|req| match req.op {
-                            api::selector::Op::Equals => format!("{}={}", req.key, req.values[0]),
-                            api::selector::Op::In => {
-                                format!("{} in ({})", req.key, req.values.join(","))
-                            }
-                            api::selector::Op::NotIn => {
-                                format!("{} notin ({})", req.key, req.values.join(","))
-                            }
-                            api::selector::Op::Exists => req.key.clone(),
-                            api::selector::Op::DoesNotExist => format!("!{}", req.key),
-                            api::selector::Op::NotEquals => {
-                                format!("{}!={}", req.key, req.values[0])
-                            }
-                        })
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default()
-        } else {
-            selector
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default()
-        };
+        let selector = api::selector::LabelSelector::from_any(&obj["spec"]["selector"])
+            .map(|s| s.to_string())
+            .unwrap_or_default();
         json!({
             "kind": "Scale",
             "apiVersion": "autoscaling/v1",
@@ -976,14 +943,8 @@ fn cached_watch(
     let initial: Vec<Event> = match sub.snapshot {
         Some(objects) => objects
             .iter()
-            .filter(|o| {
-                let key = r.key(
-                    o["metadata"]["namespace"].as_str(),
-                    o["metadata"]["name"].as_str().unwrap_or(""),
-                );
-                key.starts_with(&prefix) && matches(o)
-            })
-            .map(|o| ("ADDED", with_type(r, (**o).clone())))
+            .filter(|(key, o)| key.starts_with(&prefix) && matches(o))
+            .map(|(_, o)| ("ADDED", with_type(r, (**o).clone())))
             .collect(),
         None => sub
             .replay
