@@ -772,13 +772,79 @@ fn kubectl_create_subcommands_send_protobuf_and_it_decodes() {
             .out(),
         "0"
     );
-    let dep = c.kubectl(&["create", "deployment", "d", "--image=nginx"]);
-    assert!(
-        dep.err().contains(
-            "protobuf bodies of apps/v1 Deployment are not supported yet; send JSON or YAML instead"
-        ),
-        "{}",
-        dep.stderr
+    created(
+        &[
+            "create",
+            "deployment",
+            "d",
+            "--image=nginx",
+            "--replicas=0",
+            "--port=80",
+        ],
+        "deployment.apps/d",
+    );
+    assert_eq!(
+        c.kubectl(&[
+            "get",
+            "deploy",
+            "d",
+            "-o",
+            "jsonpath={.spec.replicas} {.spec.selector.matchLabels.app} \
+             {.spec.template.spec.containers[0].image} \
+             {.spec.template.spec.containers[0].ports[0].containerPort}"
+        ])
+        .out(),
+        "0 d nginx 80"
+    );
+    created(
+        &["create", "job", "j", "--image=busybox", "--", "true"],
+        "job.batch/j",
+    );
+    assert_eq!(
+        c.kubectl(&[
+            "get",
+            "job",
+            "j",
+            "-o",
+            "jsonpath={.spec.template.spec.restartPolicy} {.spec.template.spec.containers[0].command}"
+        ])
+        .out(),
+        "Never [\"true\"]"
+    );
+    created(
+        &[
+            "create",
+            "cronjob",
+            "cj",
+            "--image=busybox",
+            "--schedule=*/5 * * * *",
+        ],
+        "cronjob.batch/cj",
+    );
+    created(
+        &[
+            "create",
+            "pdb",
+            "budget",
+            "--selector=app=d",
+            "--min-available=0",
+        ],
+        "poddisruptionbudget.policy/budget",
+    );
+    assert_eq!(
+        c.kubectl(&[
+            "get",
+            "pdb",
+            "budget",
+            "-o",
+            "jsonpath={.spec.minAvailable}"
+        ])
+        .out(),
+        "0"
+    );
+    created(
+        &["create", "ingress", "ing", "--rule=example.com/*=web:80"],
+        "ingress.networking.k8s.io/ing",
     );
 }
 
