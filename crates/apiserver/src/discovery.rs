@@ -34,6 +34,13 @@ fn subresource_info(r: &Resource, sub: &str) -> Option<(Value, &'static [&'stati
             json!({"group": "", "version": "", "kind": "Binding"}),
             &["create"],
         )),
+        // kubectl drain evicts only when discovery lists this with the policy group.
+        "eviction" => Some((
+            json!({"group": "policy", "version": "v1", "kind": "Eviction"}),
+            &["create"],
+        )),
+        "finalize" => Some((same, &["update"])),
+        "approval" | "ephemeralcontainers" => Some((same, &["get", "patch", "update"])),
         _ => None,
     }
 }

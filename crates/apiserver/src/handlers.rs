@@ -60,7 +60,16 @@ fn json_with_type(code: StatusCode, value: &Value, content_type: &str) -> Respon
 /// A failed request's `Status`.
 pub fn status_response(s: &Status) -> Response {
     let code = StatusCode::from_u16(s.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    json_response(code, &s.to_json())
+    let mut resp = json_response(code, &s.to_json());
+    let retry = s
+        .details
+        .as_ref()
+        .and_then(|d| d["retryAfterSeconds"].as_u64());
+    if let Some(secs) = retry.filter(|s| *s > 0) {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
 }
 
 /// How the client wants objects back.
@@ -285,7 +294,7 @@ pub async fn api(State(app): State<Arc<App>>, req: Request) -> Response {
             Some(v) => json_response(StatusCode::OK, &v),
             None => status_response(&Status::path_not_found()),
         },
-        Target::Resource(info) => match resource(&app, info, query, req).await {
+        Target::Resource(info) => match resource(&app, info, query, req, &who).await {
             Ok(resp) => resp,
             Err(s) => status_response(&s),
         },
@@ -394,13 +403,29 @@ fn parse_rv(rv: Option<&str>) -> Result<Option<i64>, Status> {
     }
 }
 
-fn delete_options(query: &Query, body: &[u8]) -> Result<DeleteOptions, Status> {
+fn delete_options(
+    query: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<DeleteOptions, Status> {
+    let protobuf = headers.get(header::CONTENT_TYPE).is_some_and(|ct| {
+        ct.as_bytes()
+            .starts_with(b"application/vnd.kubernetes.protobuf")
+    });
     let doc: Value = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
+    } else if protobuf {
+        api::protobuf::decode(body)
+            .map_err(|e| Status::bad_request(format!("invalid DeleteOptions: {e}")))?
     } else {
         serde_json::from_slice(body)
             .map_err(|e| Status::bad_request(format!("invalid DeleteOptions: {e}")))?
     };
+    delete_options_of(query, &doc)
+}
+
+/// DeleteOptions from a decoded body (or an Eviction's `deleteOptions`) and the query.
+fn delete_options_of(query: &Query, doc: &Value) -> Result<DeleteOptions, Status> {
     let grace = doc["gracePeriodSeconds"]
         .as_i64()
         .or_else(|| query.get("gracePeriodSeconds").and_then(|g| g.parse().ok()));
@@ -435,6 +460,7 @@ async fn resource(
     info: RequestInfo,
     query: Query,
     req: Request,
+    who: &Identity,
 ) -> Result<Response, Status> {
     let r = info.resource;
     let ns = info.namespace.as_deref();
@@ -446,7 +472,9 @@ async fn resource(
     let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
     match (info.verb, info.subresource.as_deref()) {
         ("get", None) => ok(render_one(r, reg.get(r, ns, &name).await?, shape, &query)?),
-        ("get", Some("status")) => ok(with_type(r, reg.get(r, ns, &name).await?)),
+        ("get", Some("status" | "approval" | "ephemeralcontainers")) => {
+            ok(with_type(r, reg.get(r, ns, &name).await?))
+        }
         ("get", Some("scale")) => ok(Registry::scale_of(&reg.get(r, ns, &name).await?)),
         ("list", None)
             if shape == Shape::Object
@@ -523,6 +551,15 @@ async fn resource(
             let body = read_body(req.into_body()).await?;
             let (mut obj, duplicates) = decode_object(&headers, &body, r.kind)?;
             let warnings = field_check(r, &query, &mut obj, &duplicates)?;
+            if r.kind == "CertificateSigningRequest" && obj["spec"].is_object() {
+                // The requestor is whoever sent it, whatever the body says.
+                obj["spec"]["username"] = json!(who.user);
+                obj["spec"]["groups"] = json!(who.groups);
+                if let Some(spec) = obj["spec"].as_object_mut() {
+                    spec.remove("uid");
+                    spec.remove("extra");
+                }
+            }
             let created = reg.create(r, ns, obj, dry_run).await?;
             Ok(with_warnings(
                 json_response(StatusCode::CREATED, &with_type(r, created)),
@@ -538,7 +575,10 @@ async fn resource(
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
             ))
         }
-        ("update", sub @ (None | Some("status"))) => {
+        (
+            "update",
+            sub @ (None | Some("status" | "finalize" | "approval" | "ephemeralcontainers")),
+        ) => {
             let body = read_body(req.into_body()).await?;
             let (mut obj, duplicates) = decode_object(&headers, &body, r.kind)?;
             let warnings = field_check(r, &query, &mut obj, &duplicates)?;
@@ -546,6 +586,43 @@ async fn resource(
             Ok(with_warnings(
                 json_response(StatusCode::OK, &with_type(r, updated)),
                 &warnings,
+            ))
+        }
+        ("create", Some("eviction")) => {
+            let body = read_body(req.into_body()).await?;
+            let eviction = decode_body(&headers, &body, "Eviction")?;
+            crate::eviction::check_body(&name, &eviction)?;
+            let doc = &eviction["deleteOptions"];
+            // The body's dryRun, when empty, is the query's; otherwise the two must agree.
+            let in_query: Vec<&str> = query.get("dryRun").into_iter().collect();
+            let mut in_body: Vec<&str> = doc["dryRun"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            if in_body.is_empty() {
+                in_body = in_query.clone();
+            }
+            if in_body != in_query {
+                return Err(Status::new(
+                    500,
+                    "",
+                    format!(
+                        "Non-matching dry-run options in request and content: [{}] and [{}]",
+                        in_query.join(" "),
+                        in_body.join(" ")
+                    ),
+                ));
+            }
+            let ev = crate::eviction::Eviction {
+                options: delete_options_of(&Query::default(), doc)?,
+                dry_run,
+            };
+            crate::eviction::evict(reg, ns.unwrap_or("default"), &name, ev).await?;
+            Ok(json_response(
+                StatusCode::CREATED,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
             ))
         }
         ("update", Some("scale")) => {
@@ -566,7 +643,7 @@ async fn resource(
             let patch: Value = serde_json::from_slice(&body)
                 .map_err(|e| Status::bad_request(format!("error decoding patch: {e}")))?;
             match sub {
-                None | Some("status") => {
+                None | Some("status" | "approval" | "ephemeralcontainers") => {
                     // Field validation looks at the object the patch would produce.
                     let directive = fieldcheck::Directive::parse(query.get("fieldValidation"))?;
                     let mut warnings = Vec::new();
@@ -603,7 +680,7 @@ async fn resource(
         }
         ("delete", None) => {
             let body = read_body(req.into_body()).await?;
-            let opts = delete_options(&query, &body)?;
+            let opts = delete_options(&query, &headers, &body)?;
             ok(with_type(
                 r,
                 reg.delete(r, ns, &name, &opts, dry_run).await?,
@@ -611,7 +688,7 @@ async fn resource(
         }
         ("deletecollection", None) => {
             let body = read_body(req.into_body()).await?;
-            let opts = delete_options(&query, &body)?;
+            let opts = delete_options(&query, &headers, &body)?;
             let list = reg.list(r, ns, &list_options(r, &query)?).await?;
             let mut deleted = Vec::new();
             for item in list.items {

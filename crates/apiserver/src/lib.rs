@@ -16,6 +16,7 @@ pub mod authn;
 pub mod bootstrap;
 pub mod cacher;
 pub mod discovery;
+pub mod eviction;
 pub mod fieldcheck;
 pub mod handlers;
 pub mod object;

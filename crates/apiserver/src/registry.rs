@@ -517,8 +517,9 @@ impl Registry {
             } else {
                 Vec::new()
             };
-            let gone =
-                new["metadata"].get("deletionTimestamp").is_some() && finalizers(&new).is_empty();
+            let gone = new["metadata"].get("deletionTimestamp").is_some()
+                && finalizers(&new).is_empty()
+                && !holds_namespace(r, &new);
             let result = if gone {
                 self.store
                     .delete(&key, Some(kv.mod_revision))
@@ -563,15 +564,11 @@ impl Registry {
         sub: Option<&str>,
     ) -> Result<Value, Status> {
         let name = meta_str(current, "name").to_string();
-        if sub == Some("status") {
-            let status = new.get("status").cloned();
+        if let Some(path) = sub.and_then(scoped_field) {
+            // A field-scoped subresource changes its one field and nothing else.
+            let value = new.pointer(path).cloned();
             new = current.clone();
-            match status {
-                Some(s) => new["status"] = s,
-                None => {
-                    new.as_object_mut().map(|m| m.remove("status"));
-                }
-            }
+            set_pointer(&mut new, path, value);
         } else if r.subresources.contains(&"status") {
             match current.get("status") {
                 Some(s) => new["status"] = s.clone(),
@@ -579,6 +576,29 @@ impl Registry {
                     new.as_object_mut().map(|m| m.remove("status"));
                 }
             }
+        }
+        match (r.group, r.plural, sub) {
+            // Fields only their own subresource writes.
+            ("", "pods", None) => set_pointer(
+                &mut new,
+                "/spec/ephemeralContainers",
+                current.pointer("/spec/ephemeralContainers").cloned(),
+            ),
+            ("", "namespaces", None) => set_pointer(
+                &mut new,
+                "/spec/finalizers",
+                current.pointer("/spec/finalizers").cloned(),
+            ),
+            ("certificates.k8s.io", "certificatesigningrequests", None) => {
+                set_pointer(&mut new, "/spec", current.get("spec").cloned())
+            }
+            ("", "pods", Some("ephemeralcontainers")) => {
+                strategy::default_containers(&mut new["spec"], &["ephemeralContainers"])
+            }
+            ("certificates.k8s.io", "certificatesigningrequests", Some(_)) => {
+                strategy::csr::stamp_conditions(current, &mut new, &now())
+            }
+            _ => {}
         }
         check_type(r, &mut new)?;
         let cm = current["metadata"].clone();
@@ -620,7 +640,7 @@ impl Registry {
         let mut errs = strategy::validate(r, &new);
         if sub != Some("binding") {
             // Binding sets the one field updates may not: spec.nodeName.
-            errs.extend(strategy::validate_update(r, current, &new));
+            errs.extend(strategy::validate_update(r, current, &new, sub));
         }
         if !errs.is_empty() {
             return Err(Status::invalid(r, &name, &errs));
@@ -802,7 +822,7 @@ impl Registry {
                 0
             };
             let is_namespace = r.group.is_empty() && r.plural == "namespaces";
-            let hold = !fins.is_empty() || grace > 0 || is_namespace;
+            let hold = !fins.is_empty() || grace > 0 || holds_namespace(r, &current);
             if !hold {
                 if dry_run {
                     return Ok(current);
@@ -995,6 +1015,53 @@ fn change_event(
         }
     };
     Some((kind, with_type(r, (*c.object).clone())))
+}
+
+/// Whether a namespace's own finalizers (`spec.finalizers`, which the namespace controller
+/// removes once the namespace is empty) still keep it.
+fn holds_namespace(r: &Resource, obj: &Value) -> bool {
+    r.group.is_empty()
+        && r.plural == "namespaces"
+        && obj["spec"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+}
+
+/// The one field a field-scoped subresource writes, as a JSON pointer.
+fn scoped_field(sub: &str) -> Option<&'static str> {
+    Some(match sub {
+        "status" => "/status",
+        "finalize" => "/spec/finalizers",
+        "approval" => "/status/conditions",
+        "ephemeralcontainers" => "/spec/ephemeralContainers",
+        _ => return None,
+    })
+}
+
+/// Sets (or, with `None`, removes) the field at a JSON pointer of plain object keys,
+/// creating the objects on the way.
+fn set_pointer(doc: &mut Value, path: &str, value: Option<Value>) {
+    let mut keys: Vec<&str> = path.split('/').skip(1).collect();
+    let leaf = keys.pop().expect("a pointer names a field");
+    let mut at = doc;
+    for k in keys {
+        if !at.get(k).is_some_and(Value::is_object) {
+            if value.is_none() {
+                return;
+            }
+            at[k] = json!({});
+        }
+        at = &mut at[k];
+    }
+    match (value, at.as_object_mut()) {
+        (Some(v), Some(m)) => {
+            m.insert(leaf.into(), v);
+        }
+        (None, Some(m)) => {
+            m.remove(leaf);
+        }
+        _ => {}
+    }
 }
 
 /// Applies a patch of any type: the one place patch failures become `Status`es.

@@ -440,7 +440,11 @@ pub fn decode(body: &[u8]) -> Result<Value, Error> {
             _ => {}
         }
     }
-    let schema = tables::root(&api_version, &kind).ok_or_else(|| Error::Unsupported {
+    // DeleteOptions (a DELETE's body) is the same message in every group.
+    let root = (kind == "DeleteOptions")
+        .then_some(&DELETE_OPTIONS)
+        .or_else(|| tables::root(&api_version, &kind));
+    let schema = root.ok_or_else(|| Error::Unsupported {
         api_version: api_version.clone(),
         kind: kind.clone(),
     })?;

@@ -2,6 +2,9 @@
 //! filled in on create, validation, and how names are checked. Resources without an entry here
 //! get the generic behaviour: metadata checks only.
 
+pub mod csr;
+mod ephemeral;
+
 use api::Resource;
 use api::selector::LabelSelector;
 use api::validation::{FieldError, NameRule, object_meta};
@@ -29,9 +32,17 @@ fn default_pod_spec(spec: &mut Value) {
     set_default(spec, "dnsPolicy", json!("ClusterFirst"));
     set_default(spec, "securityContext", json!({}));
     set_default(spec, "schedulerName", json!("default-scheduler"));
-    for list in ["initContainers", "containers"] {
+    default_containers(
+        spec,
+        &["initContainers", "containers", "ephemeralContainers"],
+    );
+}
+
+/// Container defaults for the lists `lists` of a pod spec.
+pub fn default_containers(spec: &mut Value, lists: &[&str]) {
+    for list in lists {
         for c in spec
-            .get_mut(list)
+            .get_mut(*list)
             .and_then(Value::as_array_mut)
             .into_iter()
             .flatten()
@@ -91,7 +102,14 @@ fn qos_class(spec: &Value) -> &'static str {
 pub fn defaults(r: &Resource, obj: &mut Value) {
     match (r.group, r.plural) {
         ("", "namespaces") => {
-            set_default(obj, "spec", json!({"finalizers": ["kubernetes"]}));
+            // Every namespace gets the namespace controller's finalizer.
+            set_default(obj, "spec", json!({}));
+            set_default(&mut obj["spec"], "finalizers", json!([]));
+            if let Some(f) = obj["spec"]["finalizers"].as_array_mut()
+                && !f.contains(&json!("kubernetes"))
+            {
+                f.push(json!("kubernetes"));
+            }
             obj["status"] = json!({"phase": "Active"});
         }
         ("", "pods") => {
@@ -315,13 +333,21 @@ pub fn validate(r: &Resource, obj: &Value) -> Vec<FieldError> {
                 errs.push(FieldError::not_supported("spec.type", &json!(ty), TYPES));
             }
         }
+        ("certificates.k8s.io", "certificatesigningrequests") => errs.extend(csr::validate(obj)),
         _ => {}
     }
     errs
 }
 
 /// Checks what may not change on update.
-pub fn validate_update(r: &Resource, old: &Value, new: &Value) -> Vec<FieldError> {
+///
+/// `sub` is the subresource the update came through, if any.
+pub fn validate_update(
+    r: &Resource,
+    old: &Value,
+    new: &Value,
+    sub: Option<&str>,
+) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let immutable = |o: &Value, n: &Value, path: &str, errs: &mut Vec<FieldError>| {
         let (a, b) = (o.pointer(path), n.pointer(path));
@@ -355,7 +381,9 @@ pub fn validate_update(r: &Resource, old: &Value, new: &Value) -> Vec<FieldError
             immutable(old, new, "/spec/clusterIP", &mut errs)
         }
         ("", "pods") => {
-            // Only images, tolerations (additions) and activeDeadlineSeconds may change.
+            // Only images, tolerations (additions) and activeDeadlineSeconds may change;
+            // ephemeral containers have rules of their own.
+            errs.extend(ephemeral::validate_update(old, new));
             let mut a = old["spec"].clone();
             let mut b = new["spec"].clone();
             for s in [&mut a, &mut b] {
@@ -372,6 +400,7 @@ pub fn validate_update(r: &Resource, old: &Value, new: &Value) -> Vec<FieldError
                 if let Some(m) = s.as_object_mut() {
                     m.remove("tolerations");
                     m.remove("activeDeadlineSeconds");
+                    m.remove("ephemeralContainers");
                 }
             }
             if a != b {
@@ -381,7 +410,32 @@ pub fn validate_update(r: &Resource, old: &Value, new: &Value) -> Vec<FieldError
                 ));
             }
         }
+        ("", "namespaces") => errs.extend(namespace_finalizers(new)),
+        ("certificates.k8s.io", "certificatesigningrequests") => {
+            errs.extend(csr::validate_update(old, new, sub == Some("approval")))
+        }
         _ => {}
+    }
+    errs
+}
+
+/// A namespace's `spec.finalizers`: standard names, or qualified ones with a domain.
+fn namespace_finalizers(ns: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let finalizers = ns["spec"]["finalizers"].as_array().cloned();
+    for (i, f) in finalizers.into_iter().flatten().enumerate() {
+        let field = format!("spec.finalizers[{i}]");
+        let name = f.as_str().unwrap_or("");
+        for msg in api::validation::qualified_name(name) {
+            errs.push(FieldError::invalid(&field, &f, msg));
+        }
+        if !name.contains('/') && !["kubernetes", "orphan", "foregroundDeletion"].contains(&name) {
+            errs.push(FieldError::invalid(
+                &field,
+                &f,
+                "name is neither a standard finalizer name nor is it fully qualified",
+            ));
+        }
     }
     errs
 }
@@ -433,8 +487,8 @@ mod tests {
         );
         let mut changed = pod.clone();
         changed["spec"]["containers"][0]["image"] = json!("nginx:2");
-        assert!(validate_update(p, &pod, &changed).is_empty());
+        assert!(validate_update(p, &pod, &changed, None).is_empty());
         changed["spec"]["restartPolicy"] = json!("Never");
-        assert_eq!(validate_update(p, &pod, &changed).len(), 1);
+        assert_eq!(validate_update(p, &pod, &changed, None).len(), 1);
     }
 }
