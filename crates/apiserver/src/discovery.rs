@@ -236,6 +236,75 @@ pub fn openapi_document(key: &str) -> Option<std::sync::Arc<Value>> {
     Some(doc)
 }
 
+/// Where a field sits in the schema: the struct that has it and its Go type.
+#[derive(Debug, PartialEq)]
+pub struct SchemaField {
+    /// The struct's name, as Go calls it (`DeploymentSpec`).
+    pub parent: String,
+    /// The field's Go type (`int32`, `[]v1.Container`, `map[string]string`).
+    pub go_type: String,
+}
+
+/// Follows `path` through the resource's OpenAPI schema to its last field.
+pub fn schema_field(r: &Resource, path: &[crate::fieldcheck::Step]) -> Option<SchemaField> {
+    use crate::fieldcheck::Step;
+    let doc = openapi_document(&openapi_key(r.group, r.version))?;
+    let schemas = &doc["components"]["schemas"];
+    let name_of = |node: &Value| -> Option<String> {
+        let reference = node["$ref"]
+            .as_str()
+            .or_else(|| node["allOf"][0]["$ref"].as_str())?;
+        Some(reference.rsplit('/').next()?.to_string())
+    };
+    let mut parent = typed::visit(r, SchemaName)?;
+    let mut node = &schemas[&parent];
+    for step in path {
+        if let Some(name) = name_of(node) {
+            node = &schemas[&name];
+            parent = name;
+        }
+        node = match step {
+            Step::Key(k) if node["properties"].get(k).is_some() => &node["properties"][k],
+            Step::Key(_) => node.get("additionalProperties")?,
+            Step::Index(_) => node.get("items")?,
+        };
+    }
+    fn go_type(node: &Value, name_of: &dyn Fn(&Value) -> Option<String>) -> String {
+        if let Some(name) = name_of(node) {
+            let mut parts = name.rsplit('.');
+            let ty = parts.next().unwrap_or_default();
+            return format!("{}.{ty}", parts.next().unwrap_or_default());
+        }
+        match (node["type"].as_str(), node["format"].as_str()) {
+            (Some("integer"), Some(f)) => f.to_string(),
+            (Some("integer"), None) => "int64".into(),
+            (Some("number"), _) => "float64".into(),
+            (Some("boolean"), _) => "bool".into(),
+            (Some("array"), _) => format!("[]{}", go_type(&node["items"], name_of)),
+            (Some("object"), _) if node.get("additionalProperties").is_some() => format!(
+                "map[string]{}",
+                go_type(&node["additionalProperties"], name_of)
+            ),
+            _ => "string".into(),
+        }
+    }
+    let parent = parent.rsplit('.').next().unwrap_or_default().to_string();
+    Some(SchemaField {
+        parent,
+        go_type: go_type(node, &name_of),
+    })
+}
+
+/// A resource's schema name (`io.k8s.api.apps.v1.Deployment`).
+struct SchemaName;
+
+impl Typed for SchemaName {
+    type Out = String;
+    fn visit<T: ApiType>(self) -> String {
+        T::schema_name().into_owned()
+    }
+}
+
 /// Adds a resource's schema (and those it refers to) to a generator; answers its name.
 struct AddSchema<'a>(&'a mut schemars::SchemaGenerator);
 

@@ -316,10 +316,15 @@ mod tests {
         pod(&reg, "web", json!({"app": "web"}), "Running").await;
         pdb(&reg, "a", None).await;
         pdb(&reg, "b", None).await;
-        evict(&reg, "default", "new", eviction(false)).await.unwrap();
+        evict(&reg, "default", "new", eviction(false))
+            .await
+            .unwrap();
         let pods = resource("", "v1", "pods");
         assert_eq!(
-            reg.get(pods, Some("default"), "new").await.unwrap_err().code,
+            reg.get(pods, Some("default"), "new")
+                .await
+                .unwrap_err()
+                .code,
             404
         );
         let e = evict(&reg, "default", "web", eviction(false))

@@ -4,8 +4,10 @@
 //! Unknown fields are found while decoding the object into its typed form (k8s-openapi's
 //! structs for the 1.33 API): every field the type's deserializer skips is one
 //! (`serde_ignored` reports them with their paths). Duplicate fields are found while reading the JSON, before a map keeps only the
-//! last value. A body that does not decode into the typed form at all (for example a quantity
-//! written as a bare number, which upstream accepts) is not second-guessed here.
+//! last value.
+//!
+//! The same decode finds values of the wrong JSON type (`replicas: "three"`), refused with
+//! upstream's message, which names the Go struct and type from the OpenAPI schema.
 
 use std::fmt;
 
@@ -65,24 +67,103 @@ pub fn path_string(path: &[Step]) -> String {
     s
 }
 
-/// The fields of `obj` that the resource's type does not have; `None` when the type is not
-/// known here or the object does not decode into it.
-pub fn unknown_fields(r: &Resource, obj: &Value) -> Option<Vec<Vec<Step>>> {
-    struct Roundtrip<'a>(&'a Value);
-    impl Typed for Roundtrip<'_> {
-        type Out = Option<Vec<Vec<Step>>>;
-        fn visit<T: ApiType>(self) -> Self::Out {
-            roundtrip::<T>(self.0)
-        }
-    }
-    typed::visit(r, Roundtrip(obj)).flatten()
+/// What decoding an object into its typed form found.
+#[derive(Debug, PartialEq)]
+pub enum Decoded {
+    /// It decodes; these fields are unknown to the type.
+    Unknown(Vec<Vec<Step>>),
+    /// A value of the wrong JSON type, as upstream's message words it.
+    TypeError(String),
+    /// The type is not known here, or the object fails in a way left to validation (a
+    /// missing required field, a malformed time, ...).
+    Undecided,
 }
 
-/// Decodes `obj` as `T`, noting every field `T`'s deserializer skips.
-fn roundtrip<T: ApiType>(obj: &Value) -> Option<Vec<Vec<Step>>> {
-    let mut out = Vec::new();
-    let _: T = serde_ignored::deserialize(obj, |path| out.push(steps(&path))).ok()?;
-    Some(out)
+/// Decodes `obj` as the resource's type. A `null` leaves a field unset, as in upstream's
+/// decoding, where a plain typed decode would refuse it: such fields are removed.
+pub fn decode(r: &Resource, obj: &mut Value) -> Decoded {
+    struct Roundtrip<'a>(&'a mut Value, &'a Resource);
+    impl Typed for Roundtrip<'_> {
+        type Out = Decoded;
+        fn visit<T: ApiType>(self) -> Decoded {
+            roundtrip::<T>(self.1, self.0)
+        }
+    }
+    typed::visit(r, Roundtrip(obj, r)).unwrap_or(Decoded::Undecided)
+}
+
+fn roundtrip<T: ApiType>(r: &Resource, obj: &mut Value) -> Decoded {
+    // Each pass fixes at most one value, so a bounded number of passes is plenty.
+    for _ in 0..64 {
+        let mut unknown = Vec::new();
+        let mut note = |path: serde_ignored::Path<'_>| unknown.push(steps(&path));
+        let de = serde_ignored::Deserializer::new(&*obj, &mut note);
+        let err = match serde_path_to_error::deserialize::<_, T>(de) {
+            Ok(_) => return Decoded::Unknown(unknown),
+            Err(e) => e,
+        };
+        let path: Vec<Step> = err
+            .path()
+            .iter()
+            .filter_map(|seg| match seg {
+                serde_path_to_error::Segment::Map { key } => Some(Step::Key(key.clone())),
+                serde_path_to_error::Segment::Seq { index } => Some(Step::Index(*index)),
+                _ => None,
+            })
+            .collect();
+        let message = err.inner().to_string();
+        let Some(at) = value_at(obj, &path) else {
+            return Decoded::Undecided;
+        };
+        if at.is_null() {
+            remove_at(obj, &path);
+        } else if message.starts_with("invalid type:")
+            || message.starts_with("invalid value: integer")
+        {
+            let found = match at {
+                Value::String(_) => "string".to_string(),
+                Value::Number(n) => format!("number {n}"),
+                Value::Bool(_) => "bool".to_string(),
+                Value::Array(_) => "array".to_string(),
+                _ => "object".to_string(),
+            };
+            let keys: Vec<&str> = path
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Key(k) => Some(k.as_str()),
+                    Step::Index(_) => None,
+                })
+                .collect();
+            let target = match crate::discovery::schema_field(r, &path) {
+                Some(f) => format!(
+                    "Go struct field {}.{} of type {}",
+                    f.parent,
+                    keys.join("."),
+                    f.go_type
+                ),
+                None => "Go value".to_string(),
+            };
+            return Decoded::TypeError(format!(
+                "{kind} in version {version:?} cannot be handled as a {kind}: json: cannot unmarshal {found} into {target}",
+                kind = r.kind,
+                version = r.version,
+            ));
+        } else {
+            return Decoded::Undecided;
+        }
+    }
+    Decoded::Undecided
+}
+
+fn value_at<'a>(obj: &'a mut Value, path: &[Step]) -> Option<&'a mut Value> {
+    path.iter().try_fold(obj, |v, step| match step {
+        Step::Key(k) => v.get_mut(k.as_str()),
+        Step::Index(i) => v.get_mut(*i),
+    })
+}
+
+fn remove_at(obj: &mut Value, path: &[Step]) {
+    prune(obj, std::slice::from_ref(&path.to_vec()));
 }
 
 fn steps(path: &serde_ignored::Path<'_>) -> Vec<Step> {
@@ -225,7 +306,11 @@ pub fn check(
     obj: &mut Value,
     duplicates: &[String],
 ) -> Result<Vec<String>, Status> {
-    let unknown = unknown_fields(r, obj).unwrap_or_default();
+    let unknown = match decode(r, obj) {
+        Decoded::Unknown(paths) => paths,
+        Decoded::TypeError(message) => return Err(Status::bad_request(message)),
+        Decoded::Undecided => Vec::new(),
+    };
     if directive == Directive::Ignore {
         prune(obj, &unknown);
         return Ok(Vec::new());
@@ -252,6 +337,40 @@ mod tests {
     use super::*;
     use api::resources::find;
     use serde_json::json;
+
+    fn unknown_fields(r: &Resource, obj: &Value) -> Option<Vec<Vec<Step>>> {
+        match decode(r, &mut obj.clone()) {
+            Decoded::Unknown(paths) => Some(paths),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn wrong_json_types_get_upstreams_message_and_nulls_pass() {
+        let d = find("apps", "v1", "deployments").unwrap();
+        let mut obj = json!({"metadata": {"name": "web"}, "spec": {"replicas": "three",
+            "selector": {"matchLabels": {"a": "b"}}, "template": {"spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        assert_eq!(
+            decode(d, &mut obj),
+            Decoded::TypeError("Deployment in version \"v1\" cannot be handled as a Deployment: json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32".into())
+        );
+        obj["spec"]["replicas"] = json!(3.5);
+        let Decoded::TypeError(m) = decode(d, &mut obj) else {
+            panic!()
+        };
+        assert!(m.ends_with("cannot unmarshal number 3.5 into Go struct field DeploymentSpec.spec.replicas of type int32"), "{m}");
+        obj["spec"]["replicas"] = json!(2);
+        obj["spec"]["template"]["spec"]["containers"][0]["ports"] = json!({"containerPort": 80});
+        let Decoded::TypeError(m) = decode(d, &mut obj) else {
+            panic!()
+        };
+        assert!(m.ends_with("cannot unmarshal object into Go struct field Container.spec.template.spec.containers.ports of type []v1.ContainerPort"), "{m}");
+        obj["spec"]["template"]["spec"]["containers"][0]["ports"] = json!(null);
+        obj["spec"]["template"]["spec"]["containers"][0]["resources"] =
+            json!({"limits": {"cpu": 1, "memory": "1Gi"}});
+        obj["spec"]["template"]["spec"]["containers"][0]["name"] = json!(null);
+        assert_eq!(decode(d, &mut obj), Decoded::Unknown(vec![]));
+    }
 
     #[test]
     fn unknown_fields_are_found_by_path_and_dropped() {

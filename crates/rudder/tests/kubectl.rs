@@ -296,6 +296,17 @@ fn invalid_objects_get_upstream_field_errors() {
         "{}",
         pod.stderr
     );
+    let typed = c.kubectl_in(
+        &["apply", "-f", "-"],
+        Some(&DEPLOYMENT.replace("replicas: 2", "replicas: three")),
+    );
+    assert!(
+        typed.err().contains(
+            "Deployment in version \"v1\" cannot be handled as a Deployment: json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32"
+        ),
+        "{}",
+        typed.stderr
+    );
     let cm = c.kubectl_in(
         &["create", "-n", "nowhere", "-f", "-"],
         Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n"),

@@ -3,6 +3,7 @@
 //! get the generic behaviour: metadata checks only.
 
 pub mod csr;
+mod defaults;
 mod ephemeral;
 
 use api::Resource;
@@ -100,6 +101,7 @@ fn qos_class(spec: &Value) -> &'static str {
 
 /// Fills in defaults on create.
 pub fn defaults(r: &Resource, obj: &mut Value) {
+    defaults::apply(r, obj);
     match (r.group, r.plural) {
         ("", "namespaces") => {
             // Every namespace gets the namespace controller's finalizer.
@@ -150,6 +152,11 @@ pub fn defaults(r: &Resource, obj: &mut Value) {
                 json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
             );
             if let Some(t) = spec.get_mut("template").and_then(|t| t.get_mut("spec")) {
+                default_pod_spec(t);
+            }
+        }
+        ("batch", "cronjobs") => {
+            if let Some(t) = obj.pointer_mut("/spec/jobTemplate/spec/template/spec") {
                 default_pod_spec(t);
             }
         }
