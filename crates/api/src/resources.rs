@@ -145,6 +145,7 @@ resources! {
     "batch" "v1" "Job" "jobs" "job" true [] ALL STATUS, "jobs" ["status.successful"];
     "batch" "v1" "CronJob" "cronjobs" "cronjob" true ["cj"] ALL STATUS, "cronjobs" [];
     "autoscaling" "v2" "HorizontalPodAutoscaler" "horizontalpodautoscalers" "horizontalpodautoscaler" true ["hpa"] ALL STATUS, "horizontalpodautoscalers" [];
+    "autoscaling" "v1" "HorizontalPodAutoscaler" "horizontalpodautoscalers" "horizontalpodautoscaler" true ["hpa"] ALL STATUS, "horizontalpodautoscalers" [];
     "policy" "v1" "PodDisruptionBudget" "poddisruptionbudgets" "poddisruptionbudget" true ["pdb"] NONE STATUS, "poddisruptionbudgets" [];
     "networking.k8s.io" "v1" "Ingress" "ingresses" "ingress" true ["ing"] NONE STATUS, "ingress" [];
     "networking.k8s.io" "v1" "IngressClass" "ingressclasses" "ingressclass" false [] NONE &[], "ingressclasses" [];
@@ -160,6 +161,8 @@ resources! {
     "coordination.k8s.io" "v1" "Lease" "leases" "lease" true [] NONE &[], "leases" [];
     "scheduling.k8s.io" "v1" "PriorityClass" "priorityclasses" "priorityclass" false ["pc"] NONE &[], "priorityclasses" [];
     "discovery.k8s.io" "v1" "EndpointSlice" "endpointslices" "endpointslice" true [] NONE &[], "endpointslices" [];
+    "events.k8s.io" "v1" "Event" "events" "event" true ["ev"] NONE &[], "events"
+        ["regarding.kind", "regarding.namespace", "regarding.name", "regarding.uid", "regarding.apiVersion", "regarding.resourceVersion", "regarding.fieldPath", "reason", "reportingController", "source", "type"];
     "certificates.k8s.io" "v1" "CertificateSigningRequest" "certificatesigningrequests" "certificatesigningrequest" false ["csr"] NONE &["status", "approval"], "certificatesigningrequests" ["spec.signerName"];
     "node.k8s.io" "v1" "RuntimeClass" "runtimeclasses" "runtimeclass" false [] NONE &[], "runtimeclasses" [];
     "admissionregistration.k8s.io" "v1" "MutatingWebhookConfiguration" "mutatingwebhookconfigurations" "mutatingwebhookconfiguration" false [] NONE &[], "mutatingwebhookconfigurations" [];

@@ -113,9 +113,43 @@ fn partial(obj: &Value) -> Value {
 }
 
 /// Renders one object in the negotiated shape.
-fn render_one(r: &Resource, obj: Value, shape: Shape, query: &Query) -> Result<Value, Status> {
+/// The resource a request names, and the one whose storage serves it: the same one, except
+/// for versions served by conversion (`api::convert`).
+#[derive(Clone, Copy)]
+struct Served {
+    asked: &'static Resource,
+    stored: &'static Resource,
+}
+
+impl Served {
+    fn of(asked: &'static Resource) -> Served {
+        let stored = api::convert::storage_of(asked).unwrap_or(asked);
+        Served { asked, stored }
+    }
+
+    fn converted(&self) -> bool {
+        self.asked != self.stored
+    }
+
+    /// A stored object as the request's version shows it.
+    fn show(&self, obj: Value) -> Value {
+        with_type(self.asked, api::convert::from_storage(self.asked, obj))
+    }
+
+    /// A request body in the storage version, once it is checked to be of the asked version.
+    fn store(&self, mut obj: Value) -> Result<Value, Status> {
+        if !self.converted() {
+            return Ok(obj);
+        }
+        crate::registry::check_type(self.asked, &mut obj)?;
+        Ok(api::convert::to_storage(self.asked, obj))
+    }
+}
+
+fn render_one(sv: Served, obj: Value, shape: Shape, query: &Query) -> Result<Value, Status> {
+    let r = sv.stored;
     Ok(match shape {
-        Shape::Object => with_type(r, obj),
+        Shape::Object => sv.show(obj),
         Shape::Metadata => partial(&obj),
         Shape::Table => {
             let rv = obj["metadata"]["resourceVersion"]
@@ -347,15 +381,21 @@ fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
     resp
 }
 
-fn list_options(r: &Resource, query: &Query) -> Result<ListOptions, Status> {
+fn list_options(sv: Served, query: &Query) -> Result<ListOptions, Status> {
     let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))
         .map_err(Status::bad_request)?;
-    let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""))
+    let mut fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""))
         .map_err(Status::bad_request)?;
-    if let Some(f) = fields.fields().find(|f| !r.selectable(f)) {
+    if let Some(f) = fields.fields().find(|f| !sv.asked.selectable(f)) {
         return Err(Status::bad_request(format!(
             "field label not supported: {f}"
         )));
+    }
+    // Filtering happens on stored objects, under the storage version's field names.
+    for (field, _, _) in &mut fields.0 {
+        if let Some(stored) = api::convert::field_label(sv.asked, field) {
+            *field = stored;
+        }
     }
     let limit = match query.get("limit") {
         Some(l) => l
@@ -462,7 +502,8 @@ async fn resource(
     req: Request,
     who: &Identity,
 ) -> Result<Response, Status> {
-    let r = info.resource;
+    let sv = Served::of(info.resource);
+    let r = sv.stored;
     let ns = info.namespace.as_deref();
     let name = info.name.clone().unwrap_or_default();
     let shape = negotiate(req.headers());
@@ -471,17 +512,18 @@ async fn resource(
     let reg = &app.registry;
     let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
     match (info.verb, info.subresource.as_deref()) {
-        ("get", None) => ok(render_one(r, reg.get(r, ns, &name).await?, shape, &query)?),
+        ("get", None) => ok(render_one(sv, reg.get(r, ns, &name).await?, shape, &query)?),
         ("get", Some("status" | "approval" | "ephemeralcontainers")) => {
-            ok(with_type(r, reg.get(r, ns, &name).await?))
+            ok(sv.show(reg.get(r, ns, &name).await?))
         }
         ("get", Some("scale")) => ok(Registry::scale_of(&reg.get(r, ns, &name).await?)),
         ("list", None)
             if shape == Shape::Object
+                && !sv.converted()
                 && !query.0.contains_key("labelSelector")
                 && !query.0.contains_key("fieldSelector") =>
         {
-            let list = reg.list_raw(r, ns, &list_options(r, &query)?).await?;
+            let list = reg.list_raw(r, ns, &list_options(sv, &query)?).await?;
             let mut meta = json!({"resourceVersion": list.revision.to_string()});
             if let Some(c) = &list.continue_token {
                 meta["continue"] = json!(c);
@@ -506,7 +548,7 @@ async fn resource(
             Ok(resp)
         }
         ("list", None) => {
-            let opts = list_options(r, &query)?;
+            let opts = list_options(sv, &query)?;
             let list = reg.list(r, ns, &opts).await?;
             let rv = list.revision.to_string();
             let body = match shape {
@@ -531,7 +573,12 @@ async fn resource(
                     if let Some(c) = &list.continue_token {
                         meta["continue"] = json!(c);
                     }
-                    json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": meta, "items": list.items})
+                    let items: Vec<Value> = if sv.converted() {
+                        list.items.into_iter().map(|i| sv.show(i)).collect()
+                    } else {
+                        list.items
+                    };
+                    json!({"kind": sv.asked.list_kind(), "apiVersion": sv.asked.api_version(), "metadata": meta, "items": items})
                 }
             };
             ok(body)
@@ -539,7 +586,7 @@ async fn resource(
         ("watch", None) => {
             watch(
                 app,
-                r,
+                sv,
                 info.namespace.clone(),
                 info.name.clone(),
                 &query,
@@ -550,7 +597,8 @@ async fn resource(
         ("create", None) => {
             let body = read_body(req.into_body()).await?;
             let (mut obj, duplicates) = decode_object(&headers, &body, r.kind)?;
-            let warnings = field_check(r, &query, &mut obj, &duplicates)?;
+            let warnings = field_check(sv.asked, &query, &mut obj, &duplicates)?;
+            let mut obj = sv.store(obj)?;
             if r.kind == "CertificateSigningRequest" && obj["spec"].is_object() {
                 // The requestor is whoever sent it, whatever the body says.
                 obj["spec"]["username"] = json!(who.user);
@@ -562,7 +610,7 @@ async fn resource(
             }
             let created = reg.create(r, ns, obj, dry_run).await?;
             Ok(with_warnings(
-                json_response(StatusCode::CREATED, &with_type(r, created)),
+                json_response(StatusCode::CREATED, &sv.show(created)),
                 &warnings,
             ))
         }
@@ -581,10 +629,11 @@ async fn resource(
         ) => {
             let body = read_body(req.into_body()).await?;
             let (mut obj, duplicates) = decode_object(&headers, &body, r.kind)?;
-            let warnings = field_check(r, &query, &mut obj, &duplicates)?;
+            let warnings = field_check(sv.asked, &query, &mut obj, &duplicates)?;
+            let obj = sv.store(obj)?;
             let updated = reg.update(r, ns, &name, obj, sub, dry_run).await?;
             Ok(with_warnings(
-                json_response(StatusCode::OK, &with_type(r, updated)),
+                json_response(StatusCode::OK, &sv.show(updated)),
                 &warnings,
             ))
         }
@@ -649,9 +698,10 @@ async fn resource(
                     let mut warnings = Vec::new();
                     if directive != fieldcheck::Directive::Ignore {
                         let current = reg.get(r, ns, &name).await?;
+                        let current = api::convert::from_storage(sv.asked, current);
                         let mut patched = apply_patch(kind, &current, &patch)?;
-                        warnings =
-                            fieldcheck::check(r, directive, &mut patched, &[]).map_err(|s| {
+                        warnings = fieldcheck::check(sv.asked, directive, &mut patched, &[])
+                            .map_err(|s| {
                                 Status::invalid(
                                     r,
                                     &name,
@@ -664,10 +714,10 @@ async fn resource(
                             })?;
                     }
                     let patched = reg
-                        .patch(r, ns, &name, (kind, &patch), sub, dry_run)
+                        .patch(sv.asked, ns, &name, (kind, &patch), sub, dry_run)
                         .await?;
                     Ok(with_warnings(
-                        json_response(StatusCode::OK, &with_type(r, patched)),
+                        json_response(StatusCode::OK, &sv.show(patched)),
                         &warnings,
                     ))
                 }
@@ -681,15 +731,12 @@ async fn resource(
         ("delete", None) => {
             let body = read_body(req.into_body()).await?;
             let opts = delete_options(&query, &headers, &body)?;
-            ok(with_type(
-                r,
-                reg.delete(r, ns, &name, &opts, dry_run).await?,
-            ))
+            ok(sv.show(reg.delete(r, ns, &name, &opts, dry_run).await?))
         }
         ("deletecollection", None) => {
             let body = read_body(req.into_body()).await?;
             let opts = delete_options(&query, &headers, &body)?;
-            let list = reg.list(r, ns, &list_options(r, &query)?).await?;
+            let list = reg.list(r, ns, &list_options(sv, &query)?).await?;
             let mut deleted = Vec::new();
             for item in list.items {
                 let (item_ns, item_name) = (
@@ -700,13 +747,13 @@ async fn resource(
                     .delete(r, item_ns.as_deref(), &item_name, &opts, dry_run)
                     .await
                 {
-                    Ok(obj) => deleted.push(obj),
+                    Ok(obj) => deleted.push(sv.show(obj)),
                     Err(s) if s.code == 404 => {}
                     Err(s) => return Err(s),
                 }
             }
             ok(
-                json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": {"resourceVersion": list.revision.to_string()}, "items": deleted}),
+                json!({"kind": sv.asked.list_kind(), "apiVersion": sv.asked.api_version(), "metadata": {"resourceVersion": list.revision.to_string()}, "items": deleted}),
             )
         }
         (verb, Some(sub)) if ["log", "exec", "attach", "portforward"].contains(&sub) => {
@@ -724,13 +771,13 @@ async fn resource(
 
 async fn watch(
     app: &App,
-    r: &'static Resource,
+    sv: Served,
     ns: Option<String>,
     name: Option<String>,
     query: &Query,
     shape: Shape,
 ) -> Result<Response, Status> {
-    let mut opts = list_options(r, query)?;
+    let mut opts = list_options(sv, query)?;
     if let Some(name) = name {
         opts.fields.0.push(("metadata.name".into(), true, name));
     }
@@ -746,6 +793,7 @@ async fn watch(
         .and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(1800));
+    let r = sv.stored;
     let events = app.registry.watch(r, ns.as_deref(), req).await?;
     let include = include(query)?;
     let mut first = true;
@@ -762,8 +810,10 @@ async fn watch(
                 }
                 first = false;
                 t
-            } else {
+            } else if kind == "ERROR" || kind == "BOOKMARK" || !sv.converted() {
                 obj
+            } else {
+                sv.show(obj)
             };
             let mut line =
                 serde_json::to_vec(&json!({"type": kind, "object": object})).expect("encodes");

@@ -455,10 +455,12 @@ impl Registry {
         .await
     }
 
-    /// PATCH of the object or of its `status` subresource.
+    /// PATCH of the object or of a field-scoped subresource. `asked` is the resource the
+    /// request names: the patch applies to the object as that version shows it, which for
+    /// versions served by conversion differs from the stored form.
     pub async fn patch(
         &self,
-        r: &Resource,
+        asked: &Resource,
         ns: Option<&str>,
         name: &str,
         (kind, patch): (PatchType, &Value),
@@ -469,6 +471,7 @@ impl Registry {
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
             .map(str::to_string);
+        let r = api::convert::storage_of(asked).unwrap_or(asked);
         self.guaranteed_update(
             r,
             ns,
@@ -480,7 +483,12 @@ impl Registry {
                 {
                     return Err(Status::conflict(r, name));
                 }
-                apply_patch(kind, current, patch)
+                if r == asked {
+                    return apply_patch(kind, current, patch);
+                }
+                let shown = api::convert::from_storage(asked, current.clone());
+                let patched = apply_patch(kind, &shown, patch)?;
+                Ok(api::convert::to_storage(asked, patched))
             },
             sub,
         )
@@ -1136,7 +1144,7 @@ pub fn with_type(r: &Resource, mut obj: Value) -> Value {
 }
 
 /// Checks (or fills in) `kind` and `apiVersion` of a request body.
-fn check_type(r: &Resource, obj: &mut Value) -> Result<(), Status> {
+pub fn check_type(r: &Resource, obj: &mut Value) -> Result<(), Status> {
     let Some(m) = obj.as_object_mut() else {
         return Err(Status::bad_request(format!(
             "the object provided is unrecognized (must be of type {})",

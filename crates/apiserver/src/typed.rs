@@ -27,11 +27,15 @@ macro_rules! types {
 /// Runs `v` with the type of `r`; `None` for a resource without a typed form here.
 pub fn visit<V: Typed>(r: &Resource, v: V) -> Option<V::Out> {
     use k8s_openapi::api::{
-        admissionregistration::v1 as adm, apps::v1 as apps, autoscaling::v2 as hpa,
-        batch::v1 as batch, certificates::v1 as cert, coordination::v1 as coord, core::v1 as core,
-        discovery::v1 as disc, networking::v1 as net, node::v1 as node, policy::v1 as policy,
-        rbac::v1 as rbac, scheduling::v1 as sched, storage::v1 as storage,
+        admissionregistration::v1 as adm, apps::v1 as apps, autoscaling::v1 as hpa1,
+        autoscaling::v2 as hpa, batch::v1 as batch, certificates::v1 as cert,
+        coordination::v1 as coord, core::v1 as core, discovery::v1 as disc, events::v1 as events,
+        networking::v1 as net, node::v1 as node, policy::v1 as policy, rbac::v1 as rbac,
+        scheduling::v1 as sched, storage::v1 as storage,
     };
+    if (r.group, r.version) == ("autoscaling", "v1") {
+        return Some(v.visit::<hpa1::HorizontalPodAutoscaler>());
+    }
     types!(r, v;
         "" "Namespace" => core::Namespace, "" "Pod" => core::Pod, "" "Service" => core::Service,
         "" "Endpoints" => core::Endpoints, "" "ConfigMap" => core::ConfigMap, "" "Secret" => core::Secret,
@@ -58,6 +62,7 @@ pub fn visit<V: Typed>(r: &Resource, v: V) -> Option<V::Out> {
         "node.k8s.io" "RuntimeClass" => node::RuntimeClass,
         "admissionregistration.k8s.io" "MutatingWebhookConfiguration" => adm::MutatingWebhookConfiguration,
         "admissionregistration.k8s.io" "ValidatingWebhookConfiguration" => adm::ValidatingWebhookConfiguration,
+        "events.k8s.io" "Event" => events::Event,
     )
 }
 
