@@ -316,14 +316,30 @@ impl Typed for AddSchema<'_> {
     }
 }
 
+/// `/openapi/v2`: every served type in one Swagger 2.0 document (JSON), for older clients
+/// and tools that still read it. Built once and kept.
+pub fn openapi_v2() -> std::sync::Arc<Value> {
+    static DOC: std::sync::OnceLock<std::sync::Arc<Value>> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| {
+        std::sync::Arc::new(build_document(true, |_| true).expect("resources are served"))
+    })
+    .clone()
+}
+
 fn build_openapi_document(key: &str) -> Option<Value> {
+    build_document(false, |r| openapi_key(r.group, r.version) == key)
+}
+
+/// The paths and schemas of the resources `keep` selects, as OpenAPI v3 or (`v2`) Swagger 2.0.
+fn build_document(v2: bool, keep: impl Fn(&Resource) -> bool) -> Option<Value> {
     let mut paths = serde_json::Map::new();
-    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+    let mut settings = schemars::generate::SchemaSettings::openapi3();
+    if v2 {
+        settings.definitions_path = "/definitions".into();
+    }
+    let mut generator = settings.into_generator();
     let mut kinds = Vec::new();
-    for r in RESOURCES
-        .iter()
-        .filter(|r| openapi_key(r.group, r.version) == key)
-    {
+    for r in RESOURCES.iter().filter(|r| keep(r)) {
         let base = if r.group.is_empty() {
             format!("/api/{}", r.version)
         } else {
@@ -335,14 +351,21 @@ fn build_openapi_document(key: &str) -> Option<Value> {
             format!("{base}/{}/{{name}}", r.plural)
         };
         let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
-        let params = json!([
-            {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
-            {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
-            {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
-        ]);
+        let params: Vec<Value> = ["dryRun", "fieldManager", "fieldValidation"]
+            .iter()
+            .map(|name| {
+                let ty = json!({"type": "string", "uniqueItems": true});
+                if v2 {
+                    json!({"name": name, "in": "query", "type": "string", "uniqueItems": true})
+                } else {
+                    json!({"name": name, "in": "query", "schema": ty})
+                }
+            })
+            .collect();
+        let tag = openapi_key(r.group, r.version).replace('/', "_");
         let op = |action: &str| {
             json!({
-                "tags": [key.replace('/', "_")],
+                "tags": [tag],
                 "operationId": format!("{action}{}", r.kind),
                 "parameters": params,
                 "x-kubernetes-action": action,
@@ -363,12 +386,12 @@ fn build_openapi_document(key: &str) -> Option<Value> {
             schema.insert("x-kubernetes-group-version-kind".into(), json!([gvk]));
         }
     }
-    Some(json!({
-        "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": "v1.33.0"},
-        "paths": paths,
-        "components": {"schemas": schemas},
-    }))
+    let info = json!({"title": "Kubernetes", "version": "v1.33.0"});
+    Some(if v2 {
+        json!({"swagger": "2.0", "info": info, "paths": paths, "definitions": schemas})
+    } else {
+        json!({"openapi": "3.0.0", "info": info, "paths": paths, "components": {"schemas": schemas}})
+    })
 }
 
 #[cfg(test)]

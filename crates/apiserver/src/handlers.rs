@@ -829,7 +829,7 @@ async fn watch(
     Ok(resp)
 }
 
-/// `/openapi/v3` and `/openapi/v3/<group-version>`.
+/// `/openapi/v2`, `/openapi/v3` and `/openapi/v3/<group-version>`.
 pub async fn openapi(State(app): State<Arc<App>>, req: Request) -> Response {
     let conn = req
         .extensions()
@@ -840,6 +840,22 @@ pub async fn openapi(State(app): State<Arc<App>>, req: Request) -> Response {
         return status_response(&Status::unauthorized());
     }
     let path = req.uri().path().trim_end_matches('/');
+    if path == "/openapi/v2" {
+        // client-go asks for the protobuf (gnostic) form first; Rudder serves JSON only.
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("*/*");
+        if !accept.contains("json") && !accept.contains("*/*") {
+            return status_response(&Status::new(
+                406,
+                "NotAcceptable",
+                "only application/json is served for /openapi/v2",
+            ));
+        }
+        return json_response(StatusCode::OK, discovery::openapi_v2().as_ref());
+    }
     if path == "/openapi/v3" {
         return json_response(StatusCode::OK, &discovery::openapi_index());
     }

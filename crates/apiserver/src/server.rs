@@ -217,6 +217,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(health))
         .route("/livez", get(health))
         .route("/readyz", get(health))
+        .route("/openapi/v2", get(handlers::openapi))
         .route("/openapi/v3", get(handlers::openapi))
         .route("/openapi/v3/{*rest}", get(handlers::openapi))
         .route("/api", axum::routing::any(handlers::api))

@@ -1018,4 +1018,17 @@ fn explain_reads_the_openapi_schemas() {
         "{}",
         nested.stdout
     );
+    // The Swagger 2.0 document, for clients that still read it (as JSON).
+    let v2: serde_json::Value =
+        serde_json::from_str(c.kubectl(&["get", "--raw", "/openapi/v2"]).out()).unwrap();
+    assert_eq!(v2["swagger"], "2.0");
+    assert_eq!(
+        v2["definitions"]["io.k8s.api.apps.v1.Deployment"]["properties"]["spec"]["allOf"][0]["$ref"],
+        "#/definitions/io.k8s.api.apps.v1.DeploymentSpec"
+    );
+    assert_eq!(
+        v2["paths"]["/api/v1/namespaces/{namespace}/pods/{name}"]["get"]["x-kubernetes-group-version-kind"]
+            ["kind"],
+        "Pod"
+    );
 }
