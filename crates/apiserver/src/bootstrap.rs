@@ -1,5 +1,6 @@
-//! The objects every cluster starts with: the four system namespaces and the `kubernetes`
-//! Service in `default`. Created on every start if missing, never overwritten.
+//! The objects every cluster starts with: the four system namespaces, the `kubernetes`
+//! Service in `default`, and the two system PriorityClasses. Created on every start if
+//! missing, never overwritten.
 
 use api::resources::find;
 use serde_json::json;
@@ -34,7 +35,25 @@ pub async fn ensure_defaults(registry: &Registry, port: u16) -> Result<(), api::
             "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
         },
     });
-    ignore_existing(registry.create(services, Some("default"), svc, false).await)
+    ignore_existing(registry.create(services, Some("default"), svc, false).await)?;
+    let classes = find("scheduling.k8s.io", "v1", "priorityclasses").expect("served");
+    for (name, value, description) in [
+        (
+            "system-node-critical",
+            2_000_001_000,
+            "Used for system critical pods that must not be moved from their current node.",
+        ),
+        (
+            "system-cluster-critical",
+            2_000_000_000,
+            "Used for system critical pods that must run in the cluster, but can be moved to another node if necessary.",
+        ),
+    ] {
+        let pc = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": name}, "value": value, "description": description});
+        ignore_existing(registry.create(classes, None, pc, false).await)?;
+    }
+    Ok(())
 }
 
 fn ignore_existing(r: Result<serde_json::Value, api::Status>) -> Result<(), api::Status> {

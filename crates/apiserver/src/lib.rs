@@ -11,6 +11,7 @@
 //! [`handlers::api`] (one request's path), then [`registry::Registry`] (the generic REST store,
 //! upstream's `registry/generic`) with its per-resource [`strategy`].
 
+pub mod admission;
 pub mod allocator;
 pub mod authn;
 pub mod bootstrap;

@@ -370,6 +370,9 @@ impl Registry {
             meta_mut(&mut obj).insert("generation".into(), json!(1));
         }
         strategy::defaults(r, &mut obj);
+        if (r.group, r.plural) == ("", "pods") {
+            crate::admission::pod_priority(self, &mut obj).await?;
+        }
         let name = meta_str(&obj, "name").to_string();
         let errs = strategy::validate(r, &obj);
         if !errs.is_empty() {

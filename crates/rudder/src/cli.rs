@@ -18,8 +18,88 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run the control plane: the API server on its store (embedded SQLite by default).
     Server(ServerArgs),
+    /// Run the scheduler alone, against the API server of a kubeconfig.
+    Scheduler(SchedulerArgs),
+    /// Run simulated nodes (like KWOK): Node objects, leases and pods that turn Running, with
+    /// no containers, for testing the control plane at scale.
+    Simulate(SimulateArgs),
     /// Measure a component's performance and print a table (or JSON).
     Bench(Bench),
+}
+
+/// Options of `rudder scheduler`.
+#[derive(Debug, Args)]
+pub(crate) struct SchedulerArgs {
+    /// The kubeconfig to reach the API server with.
+    #[arg(long)]
+    pub(crate) kubeconfig: std::path::PathBuf,
+}
+
+/// Options of `rudder simulate`.
+#[derive(Debug, Args)]
+pub(crate) struct SimulateArgs {
+    /// The kubeconfig to reach the API server with.
+    #[arg(long)]
+    pub(crate) kubeconfig: std::path::PathBuf,
+
+    /// How many nodes to simulate.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) nodes: usize,
+
+    /// Node names are this prefix and an index from 0.
+    #[arg(long, default_value = "sim-")]
+    pub(crate) name_prefix: String,
+
+    /// CPU capacity of each node.
+    #[arg(long, default_value = "4")]
+    pub(crate) cpu: String,
+
+    /// Memory capacity of each node.
+    #[arg(long, default_value = "16Gi")]
+    pub(crate) memory: String,
+
+    /// Pod capacity of each node.
+    #[arg(long, default_value_t = 110)]
+    pub(crate) pods: u32,
+
+    /// An extended resource on each node, NAME=QUANTITY (repeatable), e.g. example.com/gpu=2.
+    #[arg(long = "extended-resource", value_parser = key_value)]
+    pub(crate) extended: Vec<(String, String)>,
+
+    /// Spread the nodes round-robin over this many zones (topology.kubernetes.io/zone).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) zones: usize,
+
+    /// A label on every node, KEY=VALUE (repeatable).
+    #[arg(long = "label", value_parser = key_value)]
+    pub(crate) labels: Vec<(String, String)>,
+
+    /// A taint on every node, KEY[=VALUE]:EFFECT (repeatable).
+    #[arg(long = "taint", value_parser = taint)]
+    pub(crate) taints: Vec<(String, String, String)>,
+
+    /// Seconds between renewals of each node's Lease.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) lease_seconds: u64,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
+}
+
+fn taint(s: &str) -> Result<(String, String, String), String> {
+    let (kv, effect) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not KEY[=VALUE]:EFFECT"))?;
+    if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
+        return Err(format!(
+            "taint effect {effect:?} is not NoSchedule, PreferNoSchedule or NoExecute"
+        ));
+    }
+    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+    Ok((k.to_string(), v.to_string(), effect.to_string()))
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +236,10 @@ pub(crate) struct ServerArgs {
     /// How long the store keeps history for watches before compacting it (e.g. 300s, 5m).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub(crate) etcd_compaction_interval: std::time::Duration,
+
+    /// Do not run the scheduler in this process (run `rudder scheduler` elsewhere).
+    #[arg(long)]
+    pub(crate) disable_scheduler: bool,
 }
 
 /// Parses `90s`, `5m`, `1h` or a plain number of seconds.

@@ -5,6 +5,7 @@
 
 mod bench;
 mod cli;
+mod client;
 mod server;
 
 use clap::Parser;
@@ -32,6 +33,26 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match args.command {
             cli::Command::Server(opts) => server::run(opts).await,
+            cli::Command::Scheduler(opts) => {
+                let client = client::from_kubeconfig(&opts.kubeconfig).await?;
+                scheduler::run(client, shutdown()).await
+            }
+            cli::Command::Simulate(opts) => {
+                let client = client::from_kubeconfig(&opts.kubeconfig).await?;
+                let sim = simulator::Options {
+                    nodes: opts.nodes,
+                    name_prefix: opts.name_prefix,
+                    cpu: opts.cpu,
+                    memory: opts.memory,
+                    pods: opts.pods,
+                    extended: opts.extended,
+                    zones: opts.zones,
+                    labels: opts.labels,
+                    taints: opts.taints,
+                    lease_interval: std::time::Duration::from_secs(opts.lease_seconds),
+                };
+                simulator::run(client, sim, shutdown()).await
+            }
             cli::Command::Bench(bench) => match bench.target {
                 cli::BenchTarget::Store(opts) => bench::store::run(opts).await,
                 cli::BenchTarget::Api(opts) => bench::api::run(opts).await,
@@ -44,5 +65,15 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }

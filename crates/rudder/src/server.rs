@@ -42,6 +42,21 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
         server.address.port(),
         server.kubeconfig.display()
     );
+    // The control-plane components are API clients of this server, as upstream's are.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut components = Vec::new();
+    if !opts.disable_scheduler {
+        let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;
+        let mut stopped = stopped.clone();
+        components.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.changed().await;
+            };
+            if let Err(e) = scheduler::run(client, shutdown).await {
+                tracing::error!("the scheduler stopped: {e:#}");
+            }
+        }));
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
@@ -49,6 +64,10 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
+    let _ = stop.send(true);
+    for c in components {
+        let _ = c.await;
+    }
     server.shutdown().await.context("closing the store")?;
     Ok(())
 }

@@ -15,6 +15,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("apiserver", &["api", "store"]),
     ("controllers", &["api"]),
     ("scheduler", &["api"]),
+    ("simulator", &["api"]),
     ("proxy", &["api"]),
     ("dns", &["api"]),
     ("agent", &["api", "oci", "net", "sys"]),

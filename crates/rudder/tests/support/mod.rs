@@ -202,3 +202,49 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A running `rudder simulate`, killed when dropped; its log is printed if the test failed.
+pub struct Simulator {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Simulator {
+    pub fn start(c: &Cluster, args: &[&str]) -> Simulator {
+        let log = c.dir.path().join("simulate.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_rudder"))
+            .arg("simulate")
+            .arg("--kubeconfig")
+            .arg(c.kubeconfig())
+            .args(args)
+            .env("RUST_LOG", "info,rudder_simulator=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Simulator { child, log }
+    }
+
+    /// Panics (with the log) if the simulator exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!(
+                "rudder simulate exited with {status}:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "rudder simulate's log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! The scheduler inside `rudder server`, driven through kubectl: pods land on nodes that fit
+//! them (resources, selectors, taints), pods that fit nowhere say why in upstream's words,
+//! and a node joining later takes them.
+
+mod support;
+
+use support::{Cluster, eventually};
+
+/// A node object with `cpu` CPUs, zone `zone`, and the given taints (a YAML list).
+fn node(c: &Cluster, name: &str, cpu: &str, zone: &str, taints: &str) {
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels: \
+         {{kubernetes.io/hostname: {name}, topology.kubernetes.io/zone: {zone}}}\n\
+         spec: {{taints: {taints}}}\n"
+    ))
+    .out();
+    c.kubectl(&[
+        "patch",
+        "node",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &format!(
+            r#"{{"status":{{"allocatable":{{"cpu":"{cpu}","memory":"4Gi","pods":"110"}},"capacity":{{"cpu":"{cpu}","memory":"4Gi","pods":"110"}},"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
+        ),
+    ])
+    .out();
+}
+
+fn pod(c: &Cluster, name: &str, cpu: &str, extra: &str) {
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n{extra}  containers:\n  \
+         - name: app\n    image: nginx\n    resources: {{requests: {{cpu: '{cpu}'}}}}\n"
+    ))
+    .out();
+}
+
+fn node_of(c: &Cluster, pod: &str) -> String {
+    c.kubectl(&["get", "pod", pod, "-o", "jsonpath={.spec.nodeName}"])
+        .out()
+        .to_string()
+}
+
+#[test]
+fn pods_go_where_they_fit_and_say_why_when_nothing_fits() {
+    let c = Cluster::start(&[]);
+    node(&c, "a1", "2", "a", "[]");
+    node(&c, "b1", "2", "b", "[]");
+    node(
+        &c,
+        "cp",
+        "8",
+        "a",
+        "[{key: node-role.kubernetes.io/control-plane, effect: NoSchedule}]",
+    );
+
+    pod(&c, "web", "1", "");
+    pod(
+        &c,
+        "zoned",
+        "500m",
+        "  nodeSelector: {topology.kubernetes.io/zone: b}\n",
+    );
+    pod(
+        &c,
+        "admin",
+        "100m",
+        "  nodeSelector: {kubernetes.io/hostname: cp}\n  tolerations: \
+         [{key: node-role.kubernetes.io/control-plane, operator: Exists}]\n",
+    );
+    pod(&c, "other", "100m", "  schedulerName: someone-else\n");
+    eventually("the pods to be bound", || {
+        ["web", "zoned", "admin"]
+            .iter()
+            .all(|p| !node_of(&c, p).is_empty())
+    });
+    assert!(["a1", "b1"].contains(&node_of(&c, "web").as_str()));
+    assert_eq!(node_of(&c, "zoned"), "b1");
+    assert_eq!(node_of(&c, "admin"), "cp");
+    assert_eq!(node_of(&c, "other"), "", "another scheduler's pod stays");
+
+    // Too big for the free nodes, and the big one is tainted.
+    pod(&c, "huge", "3", "");
+    let why = "0/3 nodes are available: 1 node(s) had untolerated taint \
+               {node-role.kubernetes.io/control-plane: }, 2 Insufficient cpu. preemption: 0/3 \
+               nodes are available: 1 Preemption is not helpful for scheduling, 2 No preemption \
+               victims found for incoming pod.";
+    eventually("the pod to be reported unschedulable", || {
+        c.kubectl(&[
+            "get",
+            "pod",
+            "huge",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}",
+        ])
+        .out()
+            == why
+    });
+    assert_eq!(
+        c.kubectl(&[
+            "get",
+            "pod",
+            "huge",
+            "-o",
+            "jsonpath={.status.conditions[0].status} {.status.conditions[0].reason}"
+        ])
+        .out(),
+        "False Unschedulable"
+    );
+    let events = c
+        .kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=huge,reason=FailedScheduling",
+            "-o",
+            "jsonpath={.items[0].message}",
+        ])
+        .out()
+        .to_string();
+    assert_eq!(events, why);
+    let described = c.kubectl(&["describe", "pod", "huge"]).out().to_string();
+    assert!(
+        described.contains("FailedScheduling") && described.contains("default-scheduler"),
+        "{described}"
+    );
+    let scheduled = c
+        .kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=zoned,reason=Scheduled",
+            "-o",
+            "jsonpath={.items[0].message}",
+        ])
+        .out()
+        .to_string();
+    assert_eq!(scheduled, "Successfully assigned default/zoned to b1");
+
+    // A node with room joins: the pod is tried again and lands there.
+    node(&c, "big", "4", "b", "[]");
+    eventually("the pending pod to land on the new node", || {
+        node_of(&c, "huge") == "big"
+    });
+}
+
+#[test]
+fn cordoned_nodes_take_no_new_pods_and_freed_room_is_reused() {
+    let c = Cluster::start(&[]);
+    node(&c, "n1", "1", "a", "[]");
+    node(&c, "n2", "1", "a", "[]");
+    c.kubectl(&["cordon", "n1"]).out();
+    pod(&c, "first", "800m", "");
+    eventually("the first pod to be bound", || {
+        !node_of(&c, "first").is_empty()
+    });
+    assert_eq!(node_of(&c, "first"), "n2");
+    pod(&c, "second", "800m", "");
+    eventually("the second pod to be reported unschedulable", || {
+        c.kubectl(&[
+            "get",
+            "pod",
+            "second",
+            "-o",
+            "jsonpath={.status.conditions[0].message}",
+        ])
+        .out()
+        .contains("1 node(s) were unschedulable")
+    });
+    // Freeing room (the first pod goes) lets the second one in.
+    c.kubectl(&["delete", "pod", "first", "--grace-period=0", "--force"])
+        .out();
+    eventually("the second pod to take the freed room", || {
+        node_of(&c, "second") == "n2"
+    });
+}
+
+#[test]
+fn topology_spread_levels_zones_and_anti_affinity_keeps_replicas_apart() {
+    let c = Cluster::start(&[]);
+    for (name, zone) in [("z1a", "z1"), ("z1b", "z1"), ("z2a", "z2"), ("z3a", "z3")] {
+        node(&c, name, "8", zone, "[]");
+    }
+    let spread = "  topologySpreadConstraints:\n  - maxSkew: 1\n    topologyKey: \
+                  topology.kubernetes.io/zone\n    whenUnsatisfiable: DoNotSchedule\n    \
+                  labelSelector: {matchLabels: {app: web}}\n";
+    for i in 0..6 {
+        c.apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: web-{i}, labels: {{app: web}}}}\n\
+             spec:\n{spread}  containers: [{{name: app, image: nginx}}]\n"
+        ))
+        .out();
+    }
+    eventually("the spread pods to be bound", || {
+        (0..6).all(|i| !node_of(&c, &format!("web-{i}")).is_empty())
+    });
+    let mut per_zone = std::collections::BTreeMap::new();
+    for i in 0..6 {
+        let zone = match node_of(&c, &format!("web-{i}")).as_str() {
+            "z1a" | "z1b" => "z1",
+            "z2a" => "z2",
+            _ => "z3",
+        };
+        *per_zone.entry(zone).or_insert(0) += 1;
+    }
+    assert_eq!(
+        per_zone.values().copied().collect::<Vec<_>>(),
+        [2, 2, 2],
+        "{per_zone:?}"
+    );
+
+    let apart = "  affinity:\n    podAntiAffinity:\n      \
+                 requiredDuringSchedulingIgnoredDuringExecution:\n      - labelSelector: \
+                 {matchLabels: {app: db}}\n        topologyKey: kubernetes.io/hostname\n";
+    for i in 0..5 {
+        c.apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: db-{i}, labels: {{app: db}}}}\n\
+             spec:\n{apart}  containers: [{{name: db, image: postgres}}]\n"
+        ))
+        .out();
+    }
+    eventually(
+        "four replicas on four nodes, the fifth unschedulable",
+        || {
+            let placed: Vec<String> = (0..5)
+                .map(|i| node_of(&c, &format!("db-{i}")))
+                .filter(|n| !n.is_empty())
+                .collect();
+            let mut distinct = placed.clone();
+            distinct.sort();
+            distinct.dedup();
+            placed.len() == 4 && distinct.len() == 4
+        },
+    );
+    let waiting = (0..5)
+        .map(|i| format!("db-{i}"))
+        .find(|p| node_of(&c, p).is_empty())
+        .unwrap();
+    eventually("the fifth replica to say why", || {
+        c.kubectl(&[
+            "get",
+            "pod",
+            &waiting,
+            "-o",
+            "jsonpath={.status.conditions[0].message}",
+        ])
+        .out()
+            == "0/4 nodes are available: 4 node(s) didn't match pod anti-affinity rules. \
+                preemption: 0/4 nodes are available: 4 No preemption victims found for incoming pod."
+    });
+}
+
+#[test]
+fn a_high_priority_pod_preempts_a_low_priority_one_on_a_simulated_node() {
+    let c = Cluster::start(&[]);
+    let _sim =
+        support::Simulator::start(&c, &["--nodes", "1", "--cpu", "2", "--lease-seconds", "2"]);
+    c.apply(
+        "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: low}\nvalue: 10\n\
+         ---\napiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: high}\n\
+         value: 1000\n---\napiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\n\
+         metadata: {name: polite}\nvalue: 2000\npreemptionPolicy: Never\n",
+    )
+    .out();
+    pod(&c, "batch", "1500m", "  priorityClassName: low\n");
+    eventually("the low-priority pod to run", || {
+        c.kubectl(&["get", "pod", "batch", "-o", "jsonpath={.status.phase}"])
+            .out()
+            == "Running"
+    });
+    assert_eq!(
+        c.kubectl(&["get", "pod", "batch", "-o", "jsonpath={.spec.priority}"])
+            .out(),
+        "10"
+    );
+    // A pod that may not preempt waits, and says so.
+    pod(&c, "waiter", "1", "  priorityClassName: polite\n");
+    eventually("the polite pod to say why it waits", || {
+        c.kubectl(&[
+            "get",
+            "pod",
+            "waiter",
+            "-o",
+            "jsonpath={.status.conditions[0].message}",
+        ])
+        .out()
+        .ends_with("preemption: not eligible due to preemptionPolicy=Never.")
+    });
+    c.kubectl(&["delete", "pod", "waiter"]).out();
+
+    pod(&c, "urgent", "1", "  priorityClassName: high\n");
+    eventually("the urgent pod to take the node", || {
+        node_of(&c, "urgent") == "sim-0"
+    });
+    let gone = c.kubectl(&["get", "pod", "batch"]);
+    assert!(gone.stderr.contains("not found"), "{}", gone.stdout);
+    let preempted = c
+        .kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=batch,reason=Preempted",
+            "-o",
+            "jsonpath={.items[0].message}",
+        ])
+        .out()
+        .to_string();
+    assert!(
+        preempted.starts_with("Preempted by pod ") && preempted.ends_with(" on node sim-0"),
+        "{preempted}"
+    );
+    let unknown = c.kubectl_in(
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec:\n  priorityClassName: nope\n  containers: [{name: c, image: nginx}]\n"),
+    );
+    assert!(
+        unknown
+            .err()
+            .contains("pods \"x\" is forbidden: no PriorityClass with name nope was found"),
+        "{}",
+        unknown.stderr
+    );
+}

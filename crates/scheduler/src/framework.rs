@@ -1,0 +1,279 @@
+//! The scheduling framework's vocabulary: what a plugin sees of a node ([`NodeInfo`]), what it
+//! answers ([`Verdict`]), and the two extension points Rudder runs, Filter and Score
+//! ([`Plugin`]).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+
+/// Resource amounts: CPU in millicores, memory and everything else in units.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// CPU, millicores.
+    pub milli_cpu: i64,
+    /// Memory, bytes.
+    pub memory: i64,
+    /// Pods.
+    pub pods: i64,
+    /// Extended resources (and ephemeral-storage), by name.
+    pub scalar: BTreeMap<String, i64>,
+}
+
+impl Resources {
+    /// Adds `other` to these.
+    pub fn add(&mut self, other: &Resources) {
+        self.milli_cpu += other.milli_cpu;
+        self.memory += other.memory;
+        self.pods += other.pods;
+        for (k, v) in &other.scalar {
+            *self.scalar.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    /// Takes `other` from these.
+    pub fn sub(&mut self, other: &Resources) {
+        self.milli_cpu -= other.milli_cpu;
+        self.memory -= other.memory;
+        self.pods -= other.pods;
+        for (k, v) in &other.scalar {
+            *self.scalar.entry(k.clone()).or_default() -= v;
+        }
+    }
+
+    /// Reads a resource list (`requests`, `allocatable`).
+    pub fn from_list(
+        list: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+    ) -> Resources {
+        let mut r = Resources::default();
+        for (name, q) in list.into_iter().flatten() {
+            let Ok(parsed) = api::quantity::Quantity::parse(&q.0) else {
+                continue;
+            };
+            match name.as_str() {
+                "cpu" => r.milli_cpu = parsed.milli() as i64,
+                "memory" => r.memory = parsed.units() as i64,
+                "pods" => r.pods = parsed.units() as i64,
+                other => {
+                    r.scalar.insert(other.to_string(), parsed.units() as i64);
+                }
+            }
+        }
+        r
+    }
+}
+
+/// What a pod asks for: the larger of its containers' summed requests and each init
+/// container's, plus its overhead, and one pod.
+pub fn pod_requests(pod: &Pod) -> Resources {
+    let Some(spec) = &pod.spec else {
+        return Resources::default();
+    };
+    let mut sum = Resources::default();
+    for c in &spec.containers {
+        sum.add(&Resources::from_list(
+            c.resources.as_ref().and_then(|r| r.requests.as_ref()),
+        ));
+    }
+    for c in spec.init_containers.iter().flatten() {
+        let init = Resources::from_list(c.resources.as_ref().and_then(|r| r.requests.as_ref()));
+        sum.milli_cpu = sum.milli_cpu.max(init.milli_cpu);
+        sum.memory = sum.memory.max(init.memory);
+        for (k, v) in init.scalar {
+            let e = sum.scalar.entry(k).or_default();
+            *e = (*e).max(v);
+        }
+    }
+    sum.add(&Resources::from_list(spec.overhead.as_ref()));
+    sum.pods = 1;
+    sum
+}
+
+/// What the scheduler keeps of a pod placed on a node, for the plugins that look at
+/// neighbours (topology spread, inter-pod affinity).
+#[derive(Debug, Clone)]
+pub struct PodSummary {
+    /// `namespace/name`.
+    pub key: String,
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its required anti-affinity terms, which keep matching pods out of its domains.
+    pub anti_affinity: Vec<k8s_openapi::api::core::v1::PodAffinityTerm>,
+    /// `spec.priority`.
+    pub priority: i32,
+    /// What it requests.
+    pub requests: Resources,
+    /// The host ports it takes.
+    pub ports: Vec<(String, String, i32)>,
+    /// `metadata.uid`.
+    pub uid: String,
+    /// Whether it is being deleted.
+    pub terminating: bool,
+}
+
+impl PodSummary {
+    /// The summary of `pod`.
+    pub fn of(pod: &Pod) -> PodSummary {
+        let anti_affinity = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.affinity.as_ref())
+            .and_then(|a| a.pod_anti_affinity.as_ref())
+            .and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .clone()
+            })
+            .unwrap_or_default();
+        PodSummary {
+            key: format!(
+                "{}/{}",
+                pod.metadata.namespace.as_deref().unwrap_or(""),
+                pod.metadata.name.as_deref().unwrap_or("")
+            ),
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            anti_affinity,
+            priority: pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0),
+            requests: pod_requests(pod),
+            ports: crate::plugins::host_ports(pod),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            terminating: pod.metadata.deletion_timestamp.is_some(),
+        }
+    }
+}
+
+/// A node as the scheduler sees it: the object, what it offers, what its pods (bound or
+/// assumed) take, the host ports in use, and the pods themselves.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    /// The Node object.
+    pub node: Node,
+    /// `status.allocatable` (or capacity).
+    pub allocatable: Resources,
+    /// The sum of its pods' requests.
+    pub requested: Resources,
+    /// Host ports in use: (protocol, host IP, port).
+    pub ports: Vec<(String, String, i32)>,
+    /// The pods on it.
+    pub pods: Vec<PodSummary>,
+}
+
+impl NodeInfo {
+    /// Counts a pod on this node.
+    pub fn add_pod(&mut self, pod: PodSummary) {
+        self.requested.add(&pod.requests);
+        self.ports.extend(pod.ports.iter().cloned());
+        self.pods.push(pod);
+    }
+
+    /// Stops counting a pod on this node.
+    pub fn remove_pod(&mut self, key: &str) {
+        let Some(i) = self.pods.iter().position(|p| p.key == key) else {
+            return;
+        };
+        let pod = self.pods.remove(i);
+        self.requested.sub(&pod.requests);
+        for port in &pod.ports {
+            if let Some(i) = self.ports.iter().position(|x| x == port) {
+                self.ports.remove(i);
+            }
+        }
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        self.node.metadata.name.as_deref().unwrap_or("")
+    }
+
+    /// The value of one of the node's labels.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.node
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(key))
+            .map(String::as_str)
+    }
+}
+
+/// A plugin's answer at Filter: the node fits, or why not (upstream's reason texts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The pod may go there.
+    Fits,
+    /// It may not; the reasons as `FailedScheduling` counts them.
+    Unschedulable(Vec<String>),
+}
+
+/// What a plugin worked out about one pod from all the nodes before filtering them one by
+/// one (upstream's PreFilter/PreScore state), for it alone to read back.
+pub type Prepared = Option<Box<dyn std::any::Any + Send>>;
+
+/// A scheduling plugin, with upstream's name. Prepare looks at every node once per pod;
+/// Filter answers whether a pod may go on a node; Score ranks the nodes that may take it.
+pub trait Plugin: Send + Sync {
+    /// Upstream's plugin name (`NodeResourcesFit`, ...).
+    fn name(&self) -> &'static str;
+
+    /// PreFilter and PreScore in one: state computed once per pod from all nodes.
+    fn prepare(&self, _pod: &Pod, _nodes: &[&NodeInfo]) -> Prepared {
+        None
+    }
+
+    /// Filter; plugins without a filter let every node through.
+    fn filter(&self, _pod: &Pod, _node: &NodeInfo, _prepared: &Prepared) -> Verdict {
+        Verdict::Fits
+    }
+
+    /// Score, or `None` for plugins that do not score.
+    fn score(&self, _pod: &Pod, _node: &NodeInfo, _prepared: &Prepared) -> Option<i64> {
+        None
+    }
+
+    /// The weight of this plugin's score (upstream's default profile's).
+    fn weight(&self) -> i64 {
+        1
+    }
+
+    /// Whether removing lower-priority pods from a node this plugin refused can make it
+    /// fit (upstream's Unschedulable, as against UnschedulableAndUnresolvable).
+    fn preemption_helps(&self) -> bool {
+        false
+    }
+
+    /// How raw scores become 0-100 across the feasible nodes.
+    fn normalize(&self) -> Normalize {
+        Normalize::None
+    }
+}
+
+/// Score normalization (upstream's `DefaultNormalizeScore`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Normalize {
+    /// Scores are already 0-100.
+    None,
+    /// The highest raw score becomes 100, the others in proportion (0 if all are 0).
+    Max,
+    /// Fewer is better: the highest raw score becomes 0, zero becomes 100.
+    Reverse,
+    /// Scores may be negative: the lowest becomes 0, the highest 100.
+    MinMax,
+}
+
+/// Normalizes `scores` in place.
+pub fn normalize(how: Normalize, scores: &mut [i64]) {
+    let max = scores.iter().copied().max().unwrap_or(0);
+    let min = scores.iter().copied().min().unwrap_or(0);
+    for s in scores.iter_mut() {
+        *s = match how {
+            Normalize::None => *s,
+            Normalize::Max if max > 0 => *s * 100 / max,
+            Normalize::Max => 0,
+            Normalize::Reverse if max > 0 => 100 - *s * 100 / max,
+            Normalize::Reverse => 100,
+            Normalize::MinMax if max > min => (*s - min) * 100 / (max - min),
+            Normalize::MinMax => 0,
+        };
+    }
+}

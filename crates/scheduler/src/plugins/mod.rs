@@ -1,0 +1,101 @@
+//! The plugins of the default profile, one module each, under upstream's names.
+
+pub mod balanced_allocation;
+pub mod inter_pod_affinity;
+pub mod node_affinity;
+pub mod node_ports;
+pub mod node_resources_fit;
+pub mod node_unschedulable;
+pub mod pod_topology_spread;
+pub mod taint_toleration;
+
+use k8s_openapi::api::core::v1::{Taint, Toleration};
+
+pub use node_ports::host_ports;
+
+use crate::framework::Plugin;
+
+/// The default profile's plugins, in upstream's order.
+pub fn default_profile() -> Vec<Box<dyn Plugin>> {
+    vec![
+        Box::new(node_unschedulable::NodeUnschedulable),
+        Box::new(node_resources_fit::NodeResourcesFit),
+        Box::new(node_ports::NodePorts),
+        Box::new(node_affinity::NodeAffinity),
+        Box::new(taint_toleration::TaintToleration),
+        Box::new(pod_topology_spread::PodTopologySpread),
+        Box::new(inter_pod_affinity::InterPodAffinity),
+        Box::new(balanced_allocation::NodeResourcesBalancedAllocation),
+    ]
+}
+
+/// Whether one of `tolerations` tolerates `taint` (upstream's `ToleratesTaint`).
+pub fn tolerated(tolerations: &[Toleration], taint: &Taint) -> bool {
+    tolerations.iter().any(|t| {
+        let effect_ok = t
+            .effect
+            .as_deref()
+            .is_none_or(|e| e.is_empty() || e == taint.effect);
+        let key = t.key.as_deref().unwrap_or("");
+        match t.operator.as_deref().unwrap_or("Equal") {
+            "Exists" => effect_ok && (key.is_empty() || key == taint.key),
+            _ => {
+                effect_ok
+                    && key == taint.key
+                    && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Small builders for plugin tests.
+
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use serde_json::{Value, json};
+
+    use crate::framework::{NodeInfo, PodSummary, Resources};
+
+    pub(crate) fn pod(spec: Value) -> Pod {
+        serde_json::from_value(
+            json!({"metadata": {"name": "p", "namespace": "default"}, "spec": spec}),
+        )
+        .unwrap()
+    }
+
+    /// A placed pod `default/<name>` with `app=<app>`.
+    pub(crate) fn placed(name: &str, app: &str) -> PodSummary {
+        let mut p = pod(json!({"containers": []}));
+        p.metadata.name = Some(name.into());
+        p.metadata.labels = Some([("app".to_string(), app.to_string())].into());
+        PodSummary::of(&p)
+    }
+
+    pub(crate) fn node(name: &str, extra: Value) -> NodeInfo {
+        let mut obj = json!({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+            "status": {"allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"}}});
+        merge(&mut obj, extra);
+        let node: Node = serde_json::from_value(obj).unwrap();
+        let allocatable =
+            Resources::from_list(node.status.as_ref().and_then(|s| s.allocatable.as_ref()));
+        NodeInfo {
+            node,
+            allocatable,
+            requested: Resources::default(),
+            ports: Vec::new(),
+            pods: Vec::new(),
+        }
+    }
+
+    fn merge(a: &mut Value, b: Value) {
+        match (a, b) {
+            (Value::Object(a), Value::Object(b)) => {
+                for (k, v) in b {
+                    merge(a.entry(k).or_insert(Value::Null), v);
+                }
+            }
+            (a, b) => *a = b,
+        }
+    }
+}

@@ -1,0 +1,534 @@
+//! The scheduling loop: watches keep the [`Cache`] and the [`Queue`] current; one pod at a
+//! time is filtered and scored against every node, assumed onto the best, and bound through
+//! `pods/binding` while the next one is considered. A pod that fits nowhere gets the
+//! `PodScheduled=False` condition and a `FailedScheduling` event in upstream's words.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::cache::{Cache, key};
+use crate::framework::{NodeInfo, Plugin, Prepared, Verdict, normalize};
+use crate::queue::Queue;
+
+/// The profile pods name in `spec.schedulerName`.
+pub const SCHEDULER_NAME: &str = "default-scheduler";
+
+struct State {
+    cache: Cache,
+    queue: Queue,
+    /// The last failure message reported per pod, so a repeated one is not reported again.
+    reported: HashMap<String, String>,
+    /// Picks among equally good nodes in turn.
+    ties: usize,
+}
+
+/// A decision for one pod.
+enum Decision {
+    Node(String),
+    Unschedulable(String),
+    /// No node fits, but this one will once the victims are gone.
+    Preempt {
+        message: String,
+        candidate: crate::preemption::Candidate,
+    },
+}
+
+/// One scheduler: its plugins, its view of the cluster, its queue.
+pub struct Scheduler {
+    client: kube::Client,
+    plugins: Vec<Box<dyn Plugin>>,
+    state: Mutex<State>,
+    wake: Notify,
+}
+
+/// Whether this scheduler should place `pod`.
+fn pending(pod: &Pod) -> bool {
+    let spec = pod.spec.as_ref();
+    spec.and_then(|s| s.node_name.as_deref())
+        .unwrap_or("")
+        .is_empty()
+        && spec
+            .and_then(|s| s.scheduler_name.as_deref())
+            .is_none_or(|n| n == SCHEDULER_NAME)
+        && pod.metadata.deletion_timestamp.is_none()
+        && !finished(pod)
+}
+
+fn finished(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// Upstream's `FitError` text: `0/3 nodes are available: 1 node(s) had untolerated taint
+/// {...}, 2 Insufficient cpu.`, reasons counted over nodes and sorted.
+fn fit_error(nodes: usize, reasons: &BTreeMap<String, usize>) -> String {
+    if nodes == 0 {
+        return "no nodes available to schedule pods".into();
+    }
+    let mut parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    parts.sort();
+    format!("0/{nodes} nodes are available: {}.", parts.join(", "))
+}
+
+impl Scheduler {
+    /// A scheduler with `plugins` (the default profile: [`crate::plugins::default_profile`]).
+    pub fn new(client: kube::Client, plugins: Vec<Box<dyn Plugin>>) -> Scheduler {
+        Scheduler {
+            client,
+            plugins,
+            state: Mutex::new(State {
+                cache: Cache::default(),
+                queue: Queue::default(),
+                reported: HashMap::new(),
+                ties: 0,
+            }),
+            wake: Notify::new(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs the watches and the loop until an error ends a watch for good.
+    pub async fn serve(self: Arc<Self>) -> anyhow::Result<()> {
+        let nodes = tokio::spawn(self.clone().watch_nodes());
+        let pods = tokio::spawn(self.clone().watch_pods());
+        let scheduling = tokio::spawn(self.clone().schedule_loop());
+        tokio::select! {
+            r = nodes => r?,
+            r = pods => r?,
+            r = scheduling => r?,
+        }
+    }
+
+    async fn watch_nodes(self: Arc<Self>) -> anyhow::Result<()> {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let mut seen: Option<Vec<String>> = None;
+        let mut events = watcher::watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        while let Some(event) = events.next().await {
+            let event = match event {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!("node watch: {e}");
+                    continue;
+                }
+            };
+            let mut st = self.state();
+            match event {
+                Event::Init => seen = Some(Vec::new()),
+                Event::InitApply(node) | Event::Apply(node) => {
+                    if let Some(s) = seen.as_mut() {
+                        s.push(node.metadata.name.clone().unwrap_or_default());
+                    }
+                    st.cache.upsert_node(node);
+                }
+                Event::Delete(node) => st
+                    .cache
+                    .remove_node(node.metadata.name.as_deref().unwrap_or("")),
+                Event::InitDone => {
+                    let keep = seen.take().unwrap_or_default();
+                    let gone: Vec<String> = st
+                        .cache
+                        .nodes()
+                        .map(|n| n.name().to_string())
+                        .filter(|n| !keep.contains(n))
+                        .collect();
+                    for n in gone {
+                        st.cache.remove_node(&n);
+                    }
+                }
+            }
+            st.queue.cluster_changed();
+            drop(st);
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn watch_pods(self: Arc<Self>) -> anyhow::Result<()> {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let mut seen: Option<Vec<String>> = None;
+        let mut known: Vec<String> = Vec::new();
+        let mut events = watcher::watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        while let Some(event) = events.next().await {
+            let event = match event {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!("pod watch: {e}");
+                    continue;
+                }
+            };
+            let mut st = self.state();
+            match event {
+                Event::Init => seen = Some(Vec::new()),
+                Event::InitApply(pod) | Event::Apply(pod) => {
+                    let k = key(&pod);
+                    if let Some(s) = seen.as_mut() {
+                        s.push(k.clone());
+                    }
+                    if !known.contains(&k) {
+                        known.push(k.clone());
+                    }
+                    Self::pod_changed(&mut st, pod);
+                }
+                Event::Delete(pod) => {
+                    let k = key(&pod);
+                    known.retain(|x| *x != k);
+                    Self::pod_gone(&mut st, &k);
+                }
+                Event::InitDone => {
+                    let keep = seen.take().unwrap_or_default();
+                    for k in known.iter().filter(|k| !keep.contains(k)) {
+                        Self::pod_gone(&mut st, k);
+                    }
+                    known = keep;
+                }
+            }
+            drop(st);
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    fn pod_changed(st: &mut State, pod: Pod) {
+        let k = key(&pod);
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        if finished(&pod) {
+            Self::pod_gone(st, &k);
+        } else if !node.is_empty() {
+            st.queue.remove(&k);
+            st.reported.remove(&k);
+            st.cache.place(&pod, &node);
+        } else if pending(&pod) && !st.cache.placed(&k) {
+            st.queue.add(pod);
+        } else if !pending(&pod) {
+            st.queue.remove(&k);
+        }
+    }
+
+    fn pod_gone(st: &mut State, k: &str) {
+        st.queue.remove(k);
+        st.reported.remove(k);
+        if st.cache.placed(k) {
+            st.cache.remove_pod(k);
+            // Room was made: unschedulable pods may fit now.
+            st.queue.cluster_changed();
+        }
+    }
+
+    async fn schedule_loop(self: Arc<Self>) -> anyhow::Result<()> {
+        loop {
+            let next = {
+                let mut st = self.state();
+                let now = Instant::now();
+                match st.queue.pop(now) {
+                    Some(pod) => Ok(pod),
+                    None => Err(st.queue.next_due()),
+                }
+            };
+            match next {
+                Ok(pod) => self.schedule_one(pod).await,
+                Err(due) => {
+                    let wait = due
+                        .map(|d| d.saturating_duration_since(Instant::now()))
+                        .unwrap_or(Duration::from_secs(5))
+                        .max(Duration::from_millis(10));
+                    let _ = tokio::time::timeout(wait, self.wake.notified()).await;
+                }
+            }
+        }
+    }
+
+    /// Filter, score, pick (under the lock, without waiting on anything); the pod is assumed
+    /// on the chosen node before the lock is released.
+    fn decide(&self, pod: &Pod) -> Decision {
+        let mut st = self.state();
+        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        let mut refused: BTreeMap<String, usize> = BTreeMap::new();
+        let mut feasible = Vec::new();
+        let all: Vec<&NodeInfo> = st.cache.nodes().collect();
+        let prepared: Vec<Prepared> = self.plugins.iter().map(|p| p.prepare(pod, &all)).collect();
+        for node in st.cache.nodes() {
+            let verdict = self
+                .plugins
+                .iter()
+                .zip(&prepared)
+                .enumerate()
+                .map(|(i, (p, state))| (i, p.filter(pod, node, state)))
+                .find(|(_, v)| *v != Verdict::Fits);
+            match verdict {
+                Some((i, Verdict::Unschedulable(rs))) => {
+                    refused.insert(node.name().to_string(), i);
+                    for r in rs {
+                        *reasons.entry(r).or_default() += 1;
+                    }
+                }
+                _ => feasible.push(node),
+            }
+        }
+        if feasible.is_empty() {
+            let message = fit_error(st.cache.node_count(), &reasons);
+            if all.is_empty() {
+                return Decision::Unschedulable(message);
+            }
+            let spec = pod.spec.as_ref();
+            if spec.and_then(|s| s.preemption_policy.as_deref()) == Some("Never") {
+                return Decision::Unschedulable(format!(
+                    "{message} preemption: not eligible due to preemptionPolicy=Never."
+                ));
+            }
+            // A pod whose earlier preemption is still under way waits for it.
+            let priority = spec.and_then(|s| s.priority).unwrap_or(0);
+            let nominated = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.nominated_node_name.as_deref())
+                .and_then(|n| st.cache.node(n));
+            if nominated.is_some_and(|n| {
+                n.pods
+                    .iter()
+                    .any(|p| p.terminating && p.priority < priority)
+            }) {
+                return Decision::Unschedulable(message);
+            }
+            return match crate::preemption::find(pod, &self.plugins, &prepared, &all, &refused) {
+                Ok(candidate) => Decision::Preempt { message, candidate },
+                Err(why) => Decision::Unschedulable(format!("{message} {why}")),
+            };
+        }
+        let mut totals = vec![0i64; feasible.len()];
+        for (plugin, state) in self.plugins.iter().zip(&prepared) {
+            let mut scores: Vec<i64> = Vec::with_capacity(feasible.len());
+            for node in &feasible {
+                match plugin.score(pod, node, state) {
+                    Some(s) => scores.push(s),
+                    None => break,
+                }
+            }
+            if scores.len() != feasible.len() {
+                continue;
+            }
+            normalize(plugin.normalize(), &mut scores);
+            for (t, s) in totals.iter_mut().zip(scores) {
+                *t += s * plugin.weight();
+            }
+        }
+        let best = totals.iter().copied().max().unwrap_or(0);
+        let ties: Vec<usize> = (0..feasible.len()).filter(|i| totals[*i] == best).collect();
+        let chosen = feasible[ties[st.ties % ties.len()]].name().to_string();
+        st.ties = st.ties.wrapping_add(1);
+        st.cache.place(pod, &chosen);
+        Decision::Node(chosen)
+    }
+
+    async fn schedule_one(&self, pod: Pod) {
+        let k = key(&pod);
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        match self.decide(&pod) {
+            Decision::Node(node) => match self.bind(&ns, &name, &node).await {
+                Ok(()) => {
+                    self.state().queue.remove(&k);
+                    tracing::debug!("bound {k} to {node}");
+                    self.event(
+                        &pod,
+                        "Normal",
+                        "Scheduled",
+                        &format!("Successfully assigned {k} to {node}"),
+                    )
+                    .await;
+                }
+                Err(e) => {
+                    tracing::info!("binding {k} to {node} failed: {e}");
+                    let mut st = self.state();
+                    st.cache.remove_pod(&k);
+                    st.queue.failed(&k, false, Instant::now());
+                }
+            },
+            Decision::Preempt { message, candidate } => {
+                self.state().queue.failed(&k, true, Instant::now());
+                tracing::info!(
+                    "{k} preempts {} pod(s) on {}",
+                    candidate.victims.len(),
+                    candidate.node
+                );
+                self.mark_unschedulable(&pod, &message).await;
+                self.nominate(&pod, &candidate.node).await;
+                for victim in &candidate.victims {
+                    self.evict(&pod, victim, &candidate.node).await;
+                }
+            }
+            Decision::Unschedulable(message) => {
+                let repeated = {
+                    let mut st = self.state();
+                    st.queue.failed(&k, true, Instant::now());
+                    st.reported.insert(k.clone(), message.clone()).as_ref() == Some(&message)
+                };
+                if !repeated {
+                    tracing::info!("{k} is unschedulable: {message}");
+                    self.mark_unschedulable(&pod, &message).await;
+                    self.event(&pod, "Warning", "FailedScheduling", &message)
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn bind(&self, ns: &str, name: &str, node: &str) -> Result<(), kube::Error> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let binding = json!({
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": name, "namespace": ns},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        });
+        api.create_subresource::<Value, Value>("binding", name, &PostParams::default(), &binding)
+            .await
+            .map(|_| ())
+    }
+
+    async fn mark_unschedulable(&self, pod: &Pod, message: &str) {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("");
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let patch = json!({"status": {"conditions": [{
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": message,
+            "lastProbeTime": null,
+            "lastTransitionTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        }]}});
+        let name = pod.metadata.name.as_deref().unwrap_or("");
+        if let Err(e) = api
+            .patch_status(name, &PatchParams::default(), &Patch::Strategic(patch))
+            .await
+        {
+            tracing::debug!("recording {ns}/{name} as unschedulable: {e}");
+        }
+    }
+
+    async fn nominate(&self, pod: &Pod, node: &str) {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("");
+        let name = pod.metadata.name.as_deref().unwrap_or("");
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let patch = json!({"status": {"nominatedNodeName": node}});
+        if let Err(e) = api
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            tracing::debug!("nominating {node} for {ns}/{name}: {e}");
+        }
+    }
+
+    /// Deletes a victim gracefully, with a `Preempted` event on it.
+    async fn evict(&self, preemptor: &Pod, victim: &crate::framework::PodSummary, node: &str) {
+        let (ns, name) = victim.key.split_once('/').unwrap_or(("", &victim.key));
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let params = kube::api::DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: Some(victim.uid.clone()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(name, &params).await {
+            Ok(_) => {
+                let mut shown = Pod::default();
+                shown.metadata.namespace = Some(ns.to_string());
+                shown.metadata.name = Some(name.to_string());
+                shown.metadata.uid = Some(victim.uid.clone());
+                let by = preemptor.metadata.uid.as_deref().unwrap_or("");
+                self.event(
+                    &shown,
+                    "Normal",
+                    "Preempted",
+                    &format!("Preempted by pod {by} on node {node}"),
+                )
+                .await;
+            }
+            Err(e) => tracing::info!("preempting {ns}/{name}: {e}"),
+        }
+    }
+
+    /// An events.k8s.io/v1 Event about `pod`, as upstream's scheduler records them.
+    async fn event(&self, pod: &Pod, ty: &str, reason: &str, note: &str) {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let name = pod.metadata.name.as_deref().unwrap_or("");
+        let now = jiff::Timestamp::now();
+        let event = json!({
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": {"name": format!("{name}.{:x}", now.as_nanosecond()), "namespace": ns},
+            "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+            "reportingController": SCHEDULER_NAME,
+            "reportingInstance": format!("{SCHEDULER_NAME}-rudder"),
+            "action": if ty == "Normal" { "Binding" } else { "Scheduling" },
+            "reason": reason,
+            "type": ty,
+            "note": note,
+            "regarding": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "namespace": ns,
+                "name": name,
+                "uid": pod.metadata.uid,
+                "resourceVersion": pod.metadata.resource_version,
+            },
+        });
+        let api: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), ns);
+        let event = match serde_json::from_value(event) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!("building an event: {e}");
+                return;
+            }
+        };
+        if let Err(e) = api.create(&PostParams::default(), &event).await {
+            tracing::debug!("recording event {reason} for {ns}/{name}: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_errors_read_as_upstream() {
+        let mut reasons = BTreeMap::new();
+        reasons.insert("Insufficient cpu".to_string(), 2);
+        reasons.insert(
+            "node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }".to_string(),
+            1,
+        );
+        assert_eq!(
+            fit_error(3, &reasons),
+            "0/3 nodes are available: 1 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }, 2 Insufficient cpu."
+        );
+        assert_eq!(
+            fit_error(0, &reasons),
+            "no nodes available to schedule pods"
+        );
+    }
+}

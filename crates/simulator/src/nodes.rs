@@ -1,0 +1,788 @@
+//! The simulated nodes' own objects: the Node (registered, or taken over when it already
+//! exists), its status (capacity, conditions, addresses, system info), and the Lease in
+//! `kube-node-lease` that says the node is alive.
+//!
+//! As upstream's kubelet does, each node renews its Lease every lease interval and refreshes its
+//! Ready condition's heartbeat much less often ([`STATUS_PERIOD`]). Renewals are spread evenly
+//! over the interval, with at most [`CONCURRENCY`] requests in flight, so that thousands of
+//! nodes make a steady trickle of writes rather than a burst.
+//!
+//! Addresses are made up and distinct: node `i` is `10.200.<i / 250>.<i % 250 + 1>`, and its
+//! pods get addresses from its own /24 ([`pod_block`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
+    NodeSystemInfo, Taint,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::retry::{is_conflict, is_not_found, retry};
+use crate::{Options, SIMULATED_LABEL, Sim, Stats, hex_digest};
+
+/// The namespace of node leases.
+pub(crate) const LEASE_NAMESPACE: &str = "kube-node-lease";
+/// Upstream's node lease duration (the kubelet's `nodeLeaseDurationSeconds`); longer when the
+/// renewal interval asks for it, so that a lease never expires between two renewals.
+const LEASE_DURATION_SECONDS: i32 = 40;
+/// How often a node's Ready heartbeat (`lastHeartbeatTime`) is refreshed. Upstream reports
+/// node status every 5 minutes when nothing changes; one minute keeps `kubectl describe node`
+/// fresh at a small cost (one write per node per minute).
+pub(crate) const STATUS_PERIOD: Duration = Duration::from_secs(60);
+/// Requests in flight at once, for registration and for renewals.
+pub(crate) const CONCURRENCY: usize = 32;
+/// Every node's ephemeral storage.
+const EPHEMERAL_STORAGE: &str = "100Gi";
+/// What the node reports as its kubelet's version (the VERSION column).
+pub(crate) const KUBELET_VERSION: &str = "v1.33.0-rudder-sim";
+/// What the node reports as its container runtime; also the scheme of container IDs.
+pub(crate) const RUNTIME_VERSION: &str = "rudder-sim://0.1";
+
+/// Node `index`'s name.
+pub(crate) fn node_name(opts: &Options, index: usize) -> String {
+    format!("{}{index}", opts.name_prefix)
+}
+
+/// Node `index`'s InternalIP.
+pub(crate) fn node_ip(index: usize) -> Ipv4Addr {
+    // `index < MAX_NODES` (checked with the options) keeps the third octet in range.
+    Ipv4Addr::new(10, 200, (index / 250) as u8, (index % 250 + 1) as u8)
+}
+
+/// The first address of node `index`'s /24 of pod IPs, inside 10.64.0.0/10.
+pub(crate) fn pod_block(index: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 64 + (index / 256) as u8, (index % 256) as u8, 0)
+}
+
+/// Node `index`'s labels: the kubelet's well-known ones, the zone, the simulated marker and the
+/// options' extra labels (which win).
+pub(crate) fn node_labels(opts: &Options, index: usize) -> BTreeMap<String, String> {
+    let name = node_name(opts, index);
+    let mut labels = BTreeMap::from([
+        ("kubernetes.io/hostname".to_string(), name),
+        ("kubernetes.io/os".into(), "linux".into()),
+        ("kubernetes.io/arch".into(), "amd64".into()),
+        ("beta.kubernetes.io/os".into(), "linux".into()),
+        ("beta.kubernetes.io/arch".into(), "amd64".into()),
+        (SIMULATED_LABEL.into(), "true".into()),
+    ]);
+    if opts.zones > 0 {
+        labels.insert(
+            "topology.kubernetes.io/zone".into(),
+            format!("zone-{}", index % opts.zones),
+        );
+    }
+    for (k, v) in &opts.labels {
+        labels.insert(k.clone(), v.clone());
+    }
+    labels
+}
+
+/// The Node object as registered: metadata and spec (status goes through its subresource).
+pub(crate) fn node_object(opts: &Options, index: usize) -> Node {
+    let taints: Vec<Taint> = opts
+        .taints
+        .iter()
+        .map(|(key, value, effect)| Taint {
+            key: key.clone(),
+            value: (!value.is_empty()).then(|| value.clone()),
+            effect: effect.clone(),
+            time_added: None,
+        })
+        .collect();
+    Node {
+        metadata: ObjectMeta {
+            name: Some(node_name(opts, index)),
+            labels: Some(node_labels(opts, index)),
+            annotations: Some(BTreeMap::from([(
+                "volumes.kubernetes.io/controller-managed-attach-detach".to_string(),
+                "true".to_string(),
+            )])),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            taints: (!taints.is_empty()).then_some(taints),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// An existing Node `current` taken over for `desired`: our labels and annotations set (others
+/// kept), our taints set, other taints kept (e.g. the control plane's `not-ready` ones, which
+/// go once the node is Ready again), and the rest of the spec (cordon, pod CIDR) untouched.
+pub(crate) fn take_over(mut current: Node, desired: &Node) -> Node {
+    let meta = &mut current.metadata;
+    for (field, ours) in [
+        (&mut meta.labels, &desired.metadata.labels),
+        (&mut meta.annotations, &desired.metadata.annotations),
+    ] {
+        if let Some(ours) = ours {
+            field
+                .get_or_insert_with(Default::default)
+                .extend(ours.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
+    let ours: Vec<Taint> = desired
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
+    let spec = current.spec.get_or_insert_with(Default::default);
+    let mut taints = ours.clone();
+    for t in spec.taints.take().unwrap_or_default() {
+        if !ours.iter().any(|o| o.key == t.key && o.effect == t.effect) {
+            taints.push(t);
+        }
+    }
+    spec.taints = (!taints.is_empty()).then_some(taints);
+    current
+}
+
+/// The node's conditions: Ready, no pressure of any kind; `since` is when they last changed.
+pub(crate) fn conditions(since: Timestamp, now: Timestamp) -> Vec<NodeCondition> {
+    [
+        (
+            "MemoryPressure",
+            "False",
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available",
+        ),
+        (
+            "DiskPressure",
+            "False",
+            "KubeletHasNoDiskPressure",
+            "kubelet has no disk pressure",
+        ),
+        (
+            "PIDPressure",
+            "False",
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available",
+        ),
+        (
+            "Ready",
+            "True",
+            "KubeletReady",
+            "kubelet is posting ready status",
+        ),
+    ]
+    .into_iter()
+    .map(|(type_, status, reason, message)| NodeCondition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_heartbeat_time: Some(Time(now)),
+        last_transition_time: Some(Time(since)),
+    })
+    .collect()
+}
+
+/// Node `index`'s whole status at registration (`now`).
+pub(crate) fn node_status(opts: &Options, index: usize, now: Timestamp) -> NodeStatus {
+    let name = node_name(opts, index);
+    let mut resources: BTreeMap<String, Quantity> = [
+        ("cpu", opts.cpu.clone()),
+        ("memory", opts.memory.clone()),
+        ("pods", opts.pods.to_string()),
+        ("ephemeral-storage", EPHEMERAL_STORAGE.to_string()),
+        ("hugepages-1Gi", "0".to_string()),
+        ("hugepages-2Mi", "0".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), Quantity(v)))
+    .collect();
+    for (k, v) in &opts.extended {
+        resources.insert(k.clone(), Quantity(v.clone()));
+    }
+    let uuid = |seed: &str| {
+        let h = hex_digest(&format!("{seed}/{name}"), 32);
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        )
+    };
+    NodeStatus {
+        capacity: Some(resources.clone()),
+        allocatable: Some(resources),
+        conditions: Some(conditions(now, now)),
+        addresses: Some(vec![
+            NodeAddress {
+                type_: "InternalIP".into(),
+                address: node_ip(index).to_string(),
+            },
+            NodeAddress {
+                type_: "Hostname".into(),
+                address: name.clone(),
+            },
+        ]),
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint { port: 10250 }),
+        }),
+        node_info: Some(NodeSystemInfo {
+            architecture: "amd64".into(),
+            boot_id: uuid(&format!("boot {now}")),
+            container_runtime_version: RUNTIME_VERSION.into(),
+            kernel_version: "6.1.0-rudder-sim".into(),
+            kube_proxy_version: String::new(),
+            kubelet_version: KUBELET_VERSION.into(),
+            machine_id: hex_digest(&format!("machine/{name}"), 32),
+            operating_system: "linux".into(),
+            os_image: "Rudder simulated node".into(),
+            swap: None,
+            system_uuid: uuid("system"),
+        }),
+        ..Default::default()
+    }
+}
+
+/// How long a node's Lease is valid: upstream's 40 s, or four renewal intervals if longer.
+pub(crate) fn lease_duration(interval: Duration) -> i32 {
+    let four = interval.as_secs().saturating_mul(4);
+    LEASE_DURATION_SECONDS.max(i32::try_from(four).unwrap_or(i32::MAX))
+}
+
+/// Node `name`'s Lease, held by itself, renewed `now`, owned by the Node (uid `node_uid`) so
+/// that it goes when the Node does.
+pub(crate) fn lease_object(
+    name: &str,
+    node_uid: &str,
+    interval: Duration,
+    now: Timestamp,
+) -> Lease {
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(LEASE_NAMESPACE.into()),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "v1".into(),
+                kind: "Node".into(),
+                name: name.into(),
+                uid: node_uid.into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(name.into()),
+            lease_duration_seconds: Some(lease_duration(interval)),
+            renew_time: Some(MicroTime(now)),
+            ..Default::default()
+        }),
+    }
+}
+
+/// One registered node.
+#[derive(Debug)]
+pub(crate) struct SimNode {
+    pub(crate) index: usize,
+    pub(crate) name: String,
+    pub(crate) ip: Ipv4Addr,
+    /// The Node's uid, for its Lease's owner reference.
+    uid: String,
+    /// When this run made the node Ready.
+    ready_since: Timestamp,
+    /// The Node was deleted by someone else: as a kubelet whose Node is gone, stop reporting.
+    gone: AtomicBool,
+}
+
+/// The registered nodes, by index and by name.
+#[derive(Debug)]
+pub(crate) struct NodeTable {
+    nodes: Vec<SimNode>,
+    by_name: HashMap<String, usize>,
+}
+
+impl NodeTable {
+    fn new(nodes: Vec<SimNode>) -> NodeTable {
+        let by_name = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
+        NodeTable { nodes, by_name }
+    }
+
+    /// The simulated node called `name`, if it is one of ours.
+    pub(crate) fn get(&self, name: &str) -> Option<&SimNode> {
+        self.by_name.get(name).map(|&i| &self.nodes[i])
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.nodes.len()
+    }
+}
+
+/// Registers every node ([`CONCURRENCY`] at a time); fails on the first node that cannot be.
+pub(crate) async fn register_all(sim: &Sim) -> anyhow::Result<NodeTable> {
+    let nodes: Vec<SimNode> = futures::stream::iter(0..sim.opts.nodes)
+        .map(|i| register(sim, i))
+        .buffered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    Ok(NodeTable::new(nodes))
+}
+
+/// Creates (or takes over) node `index`, writes its status and its Lease.
+async fn register(sim: &Sim, index: usize) -> anyhow::Result<SimNode> {
+    use anyhow::Context;
+    let api: Api<Node> = Api::all(sim.client.clone());
+    let desired = node_object(&sim.opts, index);
+    let name = node_name(&sim.opts, index);
+    let pp = PostParams::default();
+    let node = loop {
+        match retry("creating a node", None, || api.create(&pp, &desired)).await {
+            Ok(node) => break node,
+            Err(e) if is_conflict(&e) => {}
+            Err(e) => return Err(e).with_context(|| format!("creating node {name}")),
+        }
+        // It exists: take it over, as a restarted kubelet does.
+        let current = match retry("getting a node", None, || api.get(&name)).await {
+            Ok(n) => n,
+            Err(e) if is_not_found(&e) => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading node {name}")),
+        };
+        let updated = take_over(current, &desired);
+        match retry("updating a node", None, || {
+            api.replace(&name, &pp, &updated)
+        })
+        .await
+        {
+            Ok(node) => break node,
+            Err(e) if is_conflict(&e) || is_not_found(&e) => {}
+            Err(e) => return Err(e).with_context(|| format!("taking over node {name}")),
+        }
+    };
+    let now = Timestamp::now();
+    let status = json!({"status": node_status(&sim.opts, index, now)});
+    retry("writing a node's status", None, || async {
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+    })
+    .await
+    .with_context(|| format!("writing node {name}'s status"))?;
+    let uid = node.metadata.uid.unwrap_or_default();
+    write_lease(sim, &name, &uid)
+        .await
+        .with_context(|| format!("writing node {name}'s lease"))?;
+    tracing::debug!(node = %name, "registered");
+    Ok(SimNode {
+        index,
+        name,
+        ip: node_ip(index),
+        uid,
+        ready_since: now,
+        gone: AtomicBool::new(false),
+    })
+}
+
+/// Creates node `name`'s Lease, or takes it over (holder, duration, owner) and renews it.
+async fn write_lease(sim: &Sim, name: &str, node_uid: &str) -> Result<(), kube::Error> {
+    let api: Api<Lease> = Api::namespaced(sim.client.clone(), LEASE_NAMESPACE);
+    let interval = sim.opts.lease_interval;
+    let created = retry("creating a lease", None, || async {
+        let lease = lease_object(name, node_uid, interval, Timestamp::now());
+        api.create(&PostParams::default(), &lease).await
+    })
+    .await;
+    match created {
+        Err(e) if is_conflict(&e) => {
+            retry("taking over a lease", None, || async {
+                let lease = lease_object(name, node_uid, interval, Timestamp::now());
+                api.patch(name, &PatchParams::default(), &Patch::Merge(&lease))
+                    .await
+            })
+            .await?;
+            Ok(())
+        }
+        r => r.map(|_| ()),
+    }
+}
+
+/// Renews every node's Lease each lease interval, spread evenly over it, and refreshes each
+/// node's heartbeat every [`STATUS_PERIOD`]. Runs until cancelled.
+pub(crate) async fn keep_alive(sim: Arc<Sim>, nodes: Arc<NodeTable>) {
+    let n = nodes.len();
+    if n == 0 {
+        return std::future::pending().await;
+    }
+    let interval = sim.opts.lease_interval;
+    let (ticks, period) = schedule(n, interval);
+    let rounds_per_status = rounds_per_status(interval);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let permits = Arc::new(Semaphore::new(CONCURRENCY));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut tasks = JoinSet::new();
+    let (mut round, mut tick) = (0u64, 0usize);
+    loop {
+        ticker.tick().await;
+        while tasks.try_join_next().is_some() {}
+        let heartbeat = (round + 1) % rounds_per_status == 0;
+        for i in tick * n / ticks..(tick + 1) * n / ticks {
+            if nodes.nodes[i].gone.load(Ordering::Relaxed) {
+                continue;
+            }
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let (sim, nodes, failed) = (sim.clone(), nodes.clone(), failed.clone());
+            tasks.spawn(async move {
+                if !renew(&sim, &nodes.nodes[i], heartbeat).await {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                drop(permit);
+            });
+        }
+        tick += 1;
+        if tick == ticks {
+            tick = 0;
+            round += 1;
+            let failures = failed.swap(0, Ordering::Relaxed);
+            if failures > 0 {
+                tracing::warn!(failures, "some lease renewals or heartbeats failed");
+            }
+        }
+    }
+}
+
+/// How many ticks a round of renewals takes (at most one per node, at least 10 ms apart), and
+/// the time between two ticks.
+pub(crate) fn schedule(nodes: usize, interval: Duration) -> (usize, Duration) {
+    let max_ticks = usize::try_from(interval.as_millis() / 10)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    let ticks = nodes.clamp(1, max_ticks);
+    (ticks, interval / u32::try_from(ticks).unwrap_or(u32::MAX))
+}
+
+/// How many lease rounds pass between two heartbeats.
+pub(crate) fn rounds_per_status(interval: Duration) -> u64 {
+    let interval = interval.as_millis().max(1);
+    u64::try_from(STATUS_PERIOD.as_millis().div_ceil(interval))
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// Renews `node`'s Lease (re-creating it if it went) and, with `heartbeat`, its Ready
+/// heartbeat. Gives up within one interval: the next round tries again. False on failure.
+async fn renew(sim: &Sim, node: &SimNode, heartbeat: bool) -> bool {
+    let interval = sim.opts.lease_interval;
+    let leases: Api<Lease> = Api::namespaced(sim.client.clone(), LEASE_NAMESPACE);
+    let renewed = retry("renewing a lease", Some(interval), || async {
+        let patch = json!({"spec": {"renewTime": MicroTime(Timestamp::now())}});
+        leases
+            .patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+    })
+    .await;
+    let mut ok = match renewed {
+        Ok(_) => {
+            Stats::add(&sim.stats.lease_renewals);
+            true
+        }
+        Err(e) if is_not_found(&e) => recreate_lease(sim, node).await,
+        Err(e) => {
+            tracing::debug!(node = %node.name, error = %e, "renewing the lease failed");
+            false
+        }
+    };
+    if heartbeat && !node.gone.load(Ordering::Relaxed) {
+        let nodes: Api<Node> = Api::all(sim.client.clone());
+        let r = retry("refreshing a node's heartbeat", Some(interval), || async {
+            let patch =
+                json!({"status": {"conditions": conditions(node.ready_since, Timestamp::now())}});
+            nodes
+                .patch_status(&node.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+        })
+        .await;
+        match r {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => mark_gone(node),
+            Err(e) => {
+                tracing::debug!(node = %node.name, error = %e, "the heartbeat failed");
+                ok = false;
+            }
+        }
+    }
+    if !ok {
+        Stats::add(&sim.stats.errors);
+    }
+    ok
+}
+
+/// The Lease went: if the Node is still there, write the Lease again; if not, the node is gone.
+async fn recreate_lease(sim: &Sim, node: &SimNode) -> bool {
+    let nodes: Api<Node> = Api::all(sim.client.clone());
+    match retry("getting a node", Some(sim.opts.lease_interval), || {
+        nodes.get(&node.name)
+    })
+    .await
+    {
+        Ok(current) if current.metadata.uid.as_deref() == Some(node.uid.as_str()) => {
+            match write_lease(sim, &node.name, &node.uid).await {
+                Ok(()) => {
+                    tracing::info!(node = %node.name, "lease re-created");
+                    true
+                }
+                Err(e) => {
+                    tracing::debug!(node = %node.name, error = %e, "re-creating the lease failed");
+                    false
+                }
+            }
+        }
+        // Deleted, or deleted and created again by someone else: not ours any more.
+        Ok(_) => {
+            mark_gone(node);
+            true
+        }
+        Err(e) if is_not_found(&e) => {
+            mark_gone(node);
+            true
+        }
+        Err(e) => {
+            tracing::debug!(node = %node.name, error = %e, "reading the node failed");
+            false
+        }
+    }
+}
+
+fn mark_gone(node: &SimNode) {
+    if !node.gone.swap(true, Ordering::Relaxed) {
+        tracing::info!(
+            node = %node.name,
+            "the node was deleted; it is no longer renewed (restart the simulator to register it again)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::opts;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_node_object_has_the_kubelet_labels_zone_and_taints() {
+        let node = node_object(&opts(), 3);
+        let value = serde_json::to_value(&node).unwrap();
+        assert_eq!(value["metadata"]["name"], "sim-3");
+        let labels = &value["metadata"]["labels"];
+        assert_eq!(labels["kubernetes.io/hostname"], "sim-3");
+        assert_eq!(labels["kubernetes.io/os"], "linux");
+        assert_eq!(labels["kubernetes.io/arch"], "amd64");
+        assert_eq!(labels["topology.kubernetes.io/zone"], "zone-1");
+        assert_eq!(labels[SIMULATED_LABEL], "true");
+        assert_eq!(labels["team"], "a");
+        assert_eq!(
+            value["spec"]["taints"],
+            json!([{"key": "dedicated", "value": "sim", "effect": "NoSchedule"}])
+        );
+        assert!(value.get("status").is_none());
+
+        let mut o = opts();
+        o.zones = 0;
+        o.taints.clear();
+        let value = serde_json::to_value(node_object(&o, 0)).unwrap();
+        assert!(value["metadata"]["labels"]["topology.kubernetes.io/zone"].is_null());
+        assert!(value["spec"]["taints"].is_null());
+    }
+
+    #[test]
+    fn the_status_has_capacity_conditions_addresses_and_info() {
+        let now = at("2025-01-02T03:04:05Z");
+        let status = serde_json::to_value(node_status(&opts(), 2, now)).unwrap();
+        for field in ["capacity", "allocatable"] {
+            let r = &status[field];
+            assert_eq!(r["cpu"], "4");
+            assert_eq!(r["memory"], "16Gi");
+            assert_eq!(r["pods"], "110");
+            assert_eq!(r["ephemeral-storage"], "100Gi");
+            assert_eq!(r["example.com/gpu"], "2");
+        }
+        let conditions = status["conditions"].as_array().unwrap();
+        let types: Vec<&str> = conditions
+            .iter()
+            .map(|c| c["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            types,
+            ["MemoryPressure", "DiskPressure", "PIDPressure", "Ready"]
+        );
+        let ready = &conditions[3];
+        assert_eq!(ready["status"], "True");
+        assert_eq!(ready["reason"], "KubeletReady");
+        assert_eq!(ready["message"], "kubelet is posting ready status");
+        assert_eq!(ready["lastHeartbeatTime"], "2025-01-02T03:04:05Z");
+        assert_eq!(ready["lastTransitionTime"], "2025-01-02T03:04:05Z");
+        assert_eq!(conditions[0]["status"], "False");
+        assert_eq!(conditions[0]["reason"], "KubeletHasSufficientMemory");
+        assert_eq!(
+            status["addresses"],
+            json!([
+                {"type": "InternalIP", "address": "10.200.0.3"},
+                {"type": "Hostname", "address": "sim-2"},
+            ])
+        );
+        let info = &status["nodeInfo"];
+        assert_eq!(info["kubeletVersion"], KUBELET_VERSION);
+        assert_eq!(info["containerRuntimeVersion"], RUNTIME_VERSION);
+        assert_eq!(info["operatingSystem"], "linux");
+        assert_eq!(info["architecture"], "amd64");
+        for field in [
+            "machineID",
+            "systemUUID",
+            "bootID",
+            "osImage",
+            "kernelVersion",
+        ] {
+            assert!(!info[field].as_str().unwrap().is_empty(), "{field}");
+        }
+        assert_ne!(
+            node_status(&opts(), 1, now).node_info.unwrap().system_uuid,
+            info["systemUUID"]
+        );
+        assert_eq!(status["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
+    }
+
+    #[test]
+    fn heartbeats_keep_the_transition_time() {
+        let since = at("2025-01-01T00:00:00Z");
+        let now = at("2025-01-01T00:05:00Z");
+        for c in conditions(since, now) {
+            assert_eq!(c.last_transition_time, Some(Time(since)));
+            assert_eq!(c.last_heartbeat_time, Some(Time(now)));
+        }
+    }
+
+    #[test]
+    fn addresses_are_distinct_per_node() {
+        let mut nodes = std::collections::HashSet::new();
+        let mut blocks = std::collections::HashSet::new();
+        for i in 0..crate::MAX_NODES {
+            let ip = node_ip(i);
+            assert_ne!(ip.octets()[3], 0);
+            assert!(nodes.insert(ip), "node {i}: {ip}");
+            let block = pod_block(i);
+            assert_eq!(block.octets()[3], 0);
+            assert!(blocks.insert(block), "node {i}: {block}");
+            assert!(block.octets()[1] < 128, "inside 10.64.0.0/10");
+        }
+        assert_eq!(node_ip(0), Ipv4Addr::new(10, 200, 0, 1));
+        assert_eq!(pod_block(1), Ipv4Addr::new(10, 64, 1, 0));
+    }
+
+    #[test]
+    fn taking_over_keeps_what_others_set() {
+        let desired = node_object(&opts(), 0);
+        let mut current = Node {
+            metadata: ObjectMeta {
+                name: Some("sim-0".into()),
+                resource_version: Some("7".into()),
+                labels: Some(BTreeMap::from([
+                    ("team".to_string(), "old".to_string()),
+                    ("keep".to_string(), "me".to_string()),
+                ])),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                unschedulable: Some(true),
+                taints: Some(vec![
+                    Taint {
+                        key: "dedicated".into(),
+                        value: Some("old".into()),
+                        effect: "NoSchedule".into(),
+                        time_added: None,
+                    },
+                    Taint {
+                        key: "node.kubernetes.io/not-ready".into(),
+                        value: None,
+                        effect: "NoExecute".into(),
+                        time_added: None,
+                    },
+                ]),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        current = take_over(current, &desired);
+        let labels = current.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels["team"], "a");
+        assert_eq!(labels["keep"], "me");
+        assert_eq!(labels[SIMULATED_LABEL], "true");
+        assert_eq!(current.metadata.resource_version.as_deref(), Some("7"));
+        let spec = current.spec.unwrap();
+        assert_eq!(spec.unschedulable, Some(true));
+        let taints: Vec<(String, Option<String>)> = spec
+            .taints
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.key, t.value))
+            .collect();
+        assert_eq!(
+            taints,
+            [
+                ("dedicated".to_string(), Some("sim".to_string())),
+                ("node.kubernetes.io/not-ready".to_string(), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_lease_is_held_by_and_owned_by_the_node() {
+        let now = at("2025-01-02T03:04:05.123456Z");
+        let lease = serde_json::to_value(lease_object("sim-0", "u1", Duration::from_secs(10), now))
+            .unwrap();
+        assert_eq!(lease["metadata"]["namespace"], LEASE_NAMESPACE);
+        assert_eq!(lease["metadata"]["ownerReferences"][0]["kind"], "Node");
+        assert_eq!(lease["metadata"]["ownerReferences"][0]["uid"], "u1");
+        assert_eq!(lease["spec"]["holderIdentity"], "sim-0");
+        assert_eq!(lease["spec"]["leaseDurationSeconds"], 40);
+        assert_eq!(lease["spec"]["renewTime"], "2025-01-02T03:04:05.123456Z");
+        assert_eq!(lease_duration(Duration::from_secs(60)), 240);
+    }
+
+    #[test]
+    fn renewals_are_spread_over_the_interval() {
+        // Few nodes: one tick per node.
+        assert_eq!(
+            schedule(3, Duration::from_secs(1)),
+            (
+                3,
+                Duration::from_millis(333) + Duration::from_nanos(333_333)
+            )
+        );
+        // Many nodes: ticks 10 ms apart, several nodes per tick.
+        assert_eq!(
+            schedule(5000, Duration::from_secs(10)),
+            (1000, Duration::from_millis(10))
+        );
+        assert_eq!(schedule(0, Duration::from_secs(1)).0, 1);
+        assert_eq!(rounds_per_status(Duration::from_secs(10)), 6);
+        assert_eq!(rounds_per_status(Duration::from_secs(1)), 60);
+        assert_eq!(rounds_per_status(Duration::from_secs(300)), 1);
+    }
+}
