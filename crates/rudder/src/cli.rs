@@ -115,6 +115,25 @@ pub(crate) enum BenchTarget {
     Api(ApiBench),
     /// The revisioned key-value store: writes, reads, ranges, watch latency, file growth.
     Store(StoreBench),
+    /// The scheduler: pods/s from creation to binding on simulated nodes, attempt latency.
+    /// Starts its own `rudder server` on a temporary data directory.
+    Scheduler(SchedulerBench),
+}
+
+/// Options of `rudder bench scheduler`.
+#[derive(Debug, Args)]
+pub(crate) struct SchedulerBench {
+    /// Print one JSON object on the last line instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// Simulated nodes.
+    #[arg(long, default_value_t = 5_000)]
+    pub(crate) nodes: usize,
+
+    /// Pods per workload (plain, then spread with anti-affinity).
+    #[arg(long, default_value_t = 30_000)]
+    pub(crate) pods: usize,
 }
 
 /// Options of `rudder bench store`.

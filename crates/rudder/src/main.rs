@@ -56,6 +56,7 @@ fn main() -> std::process::ExitCode {
             cli::Command::Bench(bench) => match bench.target {
                 cli::BenchTarget::Store(opts) => bench::store::run(opts).await,
                 cli::BenchTarget::Api(opts) => bench::api::run(opts).await,
+                cli::BenchTarget::Scheduler(opts) => bench::scheduler::run(opts).await,
             },
         }
     });

@@ -131,3 +131,33 @@ fn bench_api_reports_every_key() {
         );
     }
 }
+
+#[test]
+fn bench_scheduler_reports_every_key() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rudder"))
+        .args([
+            "bench",
+            "scheduler",
+            "--json",
+            "--nodes",
+            "20",
+            "--pods",
+            "60",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    for key in ["plain_pods_per_s", "spread_pods_per_s", "attempt_p99_ms"] {
+        assert!(
+            v[key].as_f64().is_some_and(|n| n > 0.0),
+            "{key} missing in {v}"
+        );
+    }
+    assert_eq!(v["nodes"], 20);
+}

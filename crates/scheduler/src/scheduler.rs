@@ -29,6 +29,8 @@ struct State {
     reported: HashMap<String, String>,
     /// Picks among equally good nodes in turn.
     ties: usize,
+    /// Where the next pod's search starts, so searches cut short cover every node in turn.
+    next_start: usize,
 }
 
 /// A decision for one pod.
@@ -48,6 +50,27 @@ pub struct Scheduler {
     plugins: Vec<Box<dyn Plugin>>,
     state: Mutex<State>,
     wake: Notify,
+    /// Bindings in flight at once.
+    binds: Arc<tokio::sync::Semaphore>,
+    /// How long each scheduling attempt (filter, score, assume) took, in milliseconds.
+    latencies: Mutex<Vec<f64>>,
+}
+
+/// Bindings in flight at once: the binding cycle runs beside the scheduling of the next pods.
+const MAX_BINDS: usize = 64;
+
+/// Attempt durations kept (the newest).
+const MAX_SAMPLES: usize = 100_000;
+
+/// How many feasible nodes are enough to stop looking (upstream's
+/// `percentageOfNodesToScore`, adaptive: 50% of small clusters, down to 5% of big ones, at
+/// least 100 nodes).
+fn feasible_to_find(nodes: usize) -> usize {
+    if nodes < 100 {
+        return nodes;
+    }
+    let percent = (50 - nodes as i64 / 125).max(5) as usize;
+    (nodes * percent / 100).max(100)
 }
 
 /// Whether this scheduler should place `pod`.
@@ -92,7 +115,10 @@ impl Scheduler {
                 queue: Queue::default(),
                 reported: HashMap::new(),
                 ties: 0,
+                next_start: 0,
             }),
+            binds: Arc::new(tokio::sync::Semaphore::new(MAX_BINDS)),
+            latencies: Mutex::new(Vec::new()),
             wake: Notify::new(),
         }
     }
@@ -102,14 +128,15 @@ impl Scheduler {
     }
 
     /// Runs the watches and the loop until an error ends a watch for good.
+    /// Dropping the future stops them all.
     pub async fn serve(self: Arc<Self>) -> anyhow::Result<()> {
-        let nodes = tokio::spawn(self.clone().watch_nodes());
-        let pods = tokio::spawn(self.clone().watch_pods());
-        let scheduling = tokio::spawn(self.clone().schedule_loop());
-        tokio::select! {
-            r = nodes => r?,
-            r = pods => r?,
-            r = scheduling => r?,
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(self.clone().watch_nodes());
+        tasks.spawn(self.clone().watch_pods());
+        tasks.spawn(self.clone().schedule_loop());
+        match tasks.join_next().await {
+            Some(r) => r?,
+            None => Ok(()),
         }
     }
 
@@ -247,7 +274,7 @@ impl Scheduler {
                 }
             };
             match next {
-                Ok(pod) => self.schedule_one(pod).await,
+                Ok(pod) => self.clone().schedule_one(pod).await,
                 Err(due) => {
                     let wait = due
                         .map(|d| d.saturating_duration_since(Instant::now()))
@@ -268,7 +295,17 @@ impl Scheduler {
         let mut feasible = Vec::new();
         let all: Vec<&NodeInfo> = st.cache.nodes().collect();
         let prepared: Vec<Prepared> = self.plugins.iter().map(|p| p.prepare(pod, &all)).collect();
-        for node in st.cache.nodes() {
+        let (start, enough) = (
+            st.next_start % all.len().max(1),
+            feasible_to_find(all.len()),
+        );
+        let mut looked = 0;
+        for i in 0..all.len() {
+            if feasible.len() >= enough {
+                break;
+            }
+            looked += 1;
+            let node = all[(start + i) % all.len()];
             let verdict = self
                 .plugins
                 .iter()
@@ -286,6 +323,7 @@ impl Scheduler {
                 _ => feasible.push(node),
             }
         }
+        let next_start = start + looked;
         if feasible.is_empty() {
             let message = fit_error(st.cache.node_count(), &reasons);
             if all.is_empty() {
@@ -337,34 +375,33 @@ impl Scheduler {
         let ties: Vec<usize> = (0..feasible.len()).filter(|i| totals[*i] == best).collect();
         let chosen = feasible[ties[st.ties % ties.len()]].name().to_string();
         st.ties = st.ties.wrapping_add(1);
+        st.next_start = next_start;
         st.cache.place(pod, &chosen);
+        // Bound or back in the queue once the binding settles, not before.
+        st.queue.remove(&key(pod));
         Decision::Node(chosen)
     }
 
-    async fn schedule_one(&self, pod: Pod) {
+    async fn schedule_one(self: Arc<Self>, pod: Pod) {
         let k = key(&pod);
-        let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        match self.decide(&pod) {
-            Decision::Node(node) => match self.bind(&ns, &name, &node).await {
-                Ok(()) => {
-                    self.state().queue.remove(&k);
-                    tracing::debug!("bound {k} to {node}");
-                    self.event(
-                        &pod,
-                        "Normal",
-                        "Scheduled",
-                        &format!("Successfully assigned {k} to {node}"),
-                    )
-                    .await;
-                }
-                Err(e) => {
-                    tracing::info!("binding {k} to {node} failed: {e}");
-                    let mut st = self.state();
-                    st.cache.remove_pod(&k);
-                    st.queue.failed(&k, false, Instant::now());
-                }
-            },
+        let started = Instant::now();
+        let decision = self.decide(&pod);
+        {
+            let mut samples = self.latencies.lock().unwrap_or_else(|e| e.into_inner());
+            if samples.len() >= MAX_SAMPLES {
+                samples.drain(..MAX_SAMPLES / 2);
+            }
+            samples.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        match decision {
+            Decision::Node(node) => {
+                let permit = self.binds.clone().acquire_owned().await;
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    me.binding_cycle(pod, node).await;
+                });
+            }
             Decision::Preempt { message, candidate } => {
                 self.state().queue.failed(&k, true, Instant::now());
                 tracing::info!(
@@ -392,6 +429,45 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// Binds an assumed pod; a failed binding puts it back in the queue.
+    async fn binding_cycle(&self, pod: Pod, node: String) {
+        let k = key(&pod);
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        match self.bind(&ns, &name, &node).await {
+            Ok(()) => {
+                tracing::debug!("bound {k} to {node}");
+                self.event(
+                    &pod,
+                    "Normal",
+                    "Scheduled",
+                    &format!("Successfully assigned {k} to {node}"),
+                )
+                .await;
+            }
+            Err(e) => {
+                tracing::info!("binding {k} to {node} failed: {e}");
+                let mut st = self.state();
+                st.cache.remove_pod(&k);
+                st.queue.add(pod);
+                st.queue.failed(&k, false, Instant::now());
+            }
+        }
+    }
+
+    /// Waits until no binding is in flight.
+    pub async fn bindings_settled(&self) {
+        let _ = self.binds.acquire_many(MAX_BINDS as u32).await;
+    }
+
+    /// The durations of the latest scheduling attempts (up to 100,000), in milliseconds.
+    pub fn attempt_latencies(&self) -> Vec<f64> {
+        self.latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     async fn bind(&self, ns: &str, name: &str, node: &str) -> Result<(), kube::Error> {

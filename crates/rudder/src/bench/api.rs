@@ -47,10 +47,17 @@ fn rss_mb(pid: u32) -> Result<f64> {
 }
 
 /// The server under test, killed on drop.
-struct ServerProcess {
+pub(super) struct ServerProcess {
     child: std::process::Child,
-    _dir: tempfile::TempDir,
-    credentials: Credentials,
+    dir: tempfile::TempDir,
+    pub(super) credentials: Credentials,
+}
+
+impl ServerProcess {
+    /// The admin kubeconfig.
+    pub(super) fn kubeconfig(&self) -> std::path::PathBuf {
+        self.dir.path().join("kubeconfig.yaml")
+    }
 }
 
 impl Drop for ServerProcess {
@@ -60,7 +67,9 @@ impl Drop for ServerProcess {
     }
 }
 
-async fn start_server() -> Result<ServerProcess> {
+/// Starts `rudder server` (with `extra` flags) on a temporary data directory; returns once it
+/// is ready.
+pub(super) async fn start_server(extra: &[&str]) -> Result<ServerProcess> {
     let dir = tempfile::tempdir()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -77,6 +86,7 @@ async fn start_server() -> Result<ServerProcess> {
         .arg(port.to_string())
         .arg("--data-dir")
         .arg(dir.path())
+        .args(extra)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -93,7 +103,7 @@ async fn start_server() -> Result<ServerProcess> {
         {
             return Ok(ServerProcess {
                 child,
-                _dir: dir,
+                dir,
                 credentials,
             });
         }
@@ -110,7 +120,7 @@ pub(crate) async fn run(opts: ApiBench) -> Result<()> {
             eprintln!("running: {phase}");
         }
     };
-    let server = start_server().await?;
+    let server = start_server(&["--disable-scheduler"]).await?;
     let pid = server.child.id();
     let mut report = Report::new("API server benchmark (rudder server on embedded SQLite)");
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -266,7 +276,7 @@ async fn raw_store_writes(opts: &ApiBench) -> Result<f64> {
 }
 
 /// POSTs `count` objects to `path` from every client concurrently; wall time and latencies.
-async fn create_all(
+pub(super) async fn create_all(
     clients: &[Client],
     path: &str,
     count: usize,

@@ -3,6 +3,7 @@
 
 pub(crate) mod api;
 mod client;
+pub(crate) mod scheduler;
 pub(crate) mod store;
 
 use std::time::Duration;
