@@ -33,6 +33,28 @@ pub(crate) struct SchedulerArgs {
     /// The kubeconfig to reach the API server with.
     #[arg(long)]
     pub(crate) kubeconfig: std::path::PathBuf,
+
+    /// A KubeSchedulerConfiguration file (kubescheduler.config.k8s.io/v1): profiles, plugins
+    /// enabled, disabled and weighted, plugin arguments.
+    #[arg(long)]
+    pub(crate) config: Option<std::path::PathBuf>,
+
+    /// Schedule only while holding the Lease kube-system/kube-scheduler, so that one of
+    /// several scheduler processes is active (`--leader-elect=false` to turn it off).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub(crate) leader_elect: bool,
+
+    /// How long the Lease holds without renewal.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub(crate) leader_elect_lease_duration: std::time::Duration,
+
+    /// How long the active scheduler keeps trying to renew before it stops.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) leader_elect_renew_deadline: std::time::Duration,
+
+    /// How often candidates try to take the Lease and the holder renews it.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub(crate) leader_elect_retry_period: std::time::Duration,
 }
 
 /// Options of `rudder simulate`.
@@ -266,17 +288,22 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 90s, 5m, 1h"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => return Err(format!("invalid duration {s:?}: expected e.g. 90s, 5m, 1h")),
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 90s, 5m, 1h"))?;
+    let millis = match unit {
+        "ms" => n,
+        "" | "s" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        _ => {
+            return Err(format!(
+                "invalid duration {s:?}: expected e.g. 500ms, 90s, 5m, 1h"
+            ));
+        }
     };
-    if secs == 0 {
+    if millis == 0 {
         return Err("the interval must be positive".into());
     }
-    Ok(std::time::Duration::from_secs(secs))
+    Ok(std::time::Duration::from_millis(millis))
 }
 
 #[cfg(test)]

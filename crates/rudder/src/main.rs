@@ -35,7 +35,20 @@ fn main() -> std::process::ExitCode {
             cli::Command::Server(opts) => server::run(opts).await,
             cli::Command::Scheduler(opts) => {
                 let client = client::from_kubeconfig(&opts.kubeconfig).await?;
-                scheduler::run(client, shutdown()).await
+                let election = opts.leader_elect.then(|| scheduler::leader::Election {
+                    lease_duration: opts.leader_elect_lease_duration,
+                    renew_deadline: opts.leader_elect_renew_deadline,
+                    retry_period: opts.leader_elect_retry_period,
+                    ..scheduler::leader::Election::new("kube-scheduler")
+                });
+                let config = match &opts.config {
+                    Some(path) => Some(
+                        std::fs::read_to_string(path)
+                            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?,
+                    ),
+                    None => None,
+                };
+                scheduler::run(client, config.as_deref(), election, shutdown()).await
             }
             cli::Command::Simulate(opts) => {
                 let client = client::from_kubeconfig(&opts.kubeconfig).await?;

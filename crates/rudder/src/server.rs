@@ -52,7 +52,8 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
             let shutdown = async move {
                 let _ = stopped.changed().await;
             };
-            if let Err(e) = scheduler::run(client, shutdown).await {
+            let election = scheduler::leader::Election::new("kube-scheduler");
+            if let Err(e) = scheduler::run(client, None, Some(election), shutdown).await {
                 tracing::error!("the scheduler stopped: {e:#}");
             }
         }));

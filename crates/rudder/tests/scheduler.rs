@@ -322,3 +322,142 @@ fn a_high_priority_pod_preempts_a_low_priority_one_on_a_simulated_node() {
         unknown.stderr
     );
 }
+
+/// A `rudder scheduler` process, killed when dropped.
+struct SchedulerProcess(std::process::Child);
+
+impl SchedulerProcess {
+    fn start(c: &Cluster, extra: &[&str]) -> SchedulerProcess {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_rudder"))
+            .arg("scheduler")
+            .arg("--kubeconfig")
+            .arg(c.kubeconfig())
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        SchedulerProcess(child)
+    }
+}
+
+impl Drop for SchedulerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_standby_scheduler_takes_over_when_the_active_one_is_killed() {
+    let c = Cluster::start(&["--disable-scheduler"]);
+    node(&c, "n1", "4", "a", "[]");
+    // Short leader-election timings, so the hand-over takes seconds.
+    let timings = [
+        "--leader-elect-lease-duration",
+        "3s",
+        "--leader-elect-renew-deadline",
+        "2s",
+        "--leader-elect-retry-period",
+        "500ms",
+    ];
+    let mut schedulers = vec![
+        SchedulerProcess::start(&c, &timings),
+        SchedulerProcess::start(&c, &timings),
+    ];
+    let holder = || {
+        c.kubectl(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-system",
+            "kube-scheduler",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+        .stdout
+        .clone()
+    };
+    eventually("one scheduler to hold the lease", || !holder().is_empty());
+    let first = holder();
+    pod(&c, "before", "100m", "");
+    eventually("the active scheduler to bind a pod", || {
+        node_of(&c, "before") == "n1"
+    });
+
+    // The holder's identity ends with its pid: kill that process, not the standby.
+    let pid: u32 = first.rsplit('_').next().unwrap().parse().unwrap();
+    let active = schedulers.iter().position(|s| s.0.id() == pid).unwrap();
+    schedulers.remove(active);
+    eventually("the standby to take the lease", || {
+        let now = holder();
+        !now.is_empty() && now != first
+    });
+    assert_eq!(
+        c.kubectl(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-system",
+            "kube-scheduler",
+            "-o",
+            "jsonpath={.spec.leaseTransitions}",
+        ])
+        .out(),
+        "1"
+    );
+    pod(&c, "after", "100m", "");
+    eventually("the new leader to bind a pod", || {
+        node_of(&c, "after") == "n1"
+    });
+}
+
+#[test]
+fn a_second_profile_packs_pods_and_unknown_schedulers_pods_stay_untouched() {
+    let c = Cluster::start(&["--disable-scheduler"]);
+    node(&c, "n1", "4", "a", "[]");
+    node(&c, "n2", "4", "a", "[]");
+    let config = c.dir.path().join("scheduler.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n\
+         profiles:\n- schedulerName: default-scheduler\n- schedulerName: packer\n  \
+         plugins:\n    score:\n      disabled: [{name: NodeResourcesBalancedAllocation}]\n  \
+         pluginConfig:\n  - name: NodeResourcesFit\n    \
+         args: {scoringStrategy: {type: MostAllocated}}\n",
+    )
+    .unwrap();
+    let _scheduler = SchedulerProcess::start(&c, &["--config", config.to_str().unwrap()]);
+    for i in 0..2 {
+        pod(&c, &format!("spread-{i}"), "1", "");
+        eventually("the default profile to bind", || {
+            !node_of(&c, &format!("spread-{i}")).is_empty()
+        });
+    }
+    assert_ne!(node_of(&c, "spread-0"), node_of(&c, "spread-1"));
+    for i in 0..2 {
+        pod(
+            &c,
+            &format!("packed-{i}"),
+            "500m",
+            "  schedulerName: packer\n",
+        );
+        eventually("the packer profile to bind", || {
+            !node_of(&c, &format!("packed-{i}")).is_empty()
+        });
+    }
+    assert_eq!(node_of(&c, "packed-0"), node_of(&c, "packed-1"));
+    pod(&c, "stranger", "100m", "  schedulerName: someone-else\n");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(
+        c.kubectl(&[
+            "get",
+            "pod",
+            "stranger",
+            "-o",
+            "jsonpath={.spec.nodeName}{.status.conditions}"
+        ])
+        .out(),
+        ""
+    );
+}

@@ -10,10 +10,13 @@
 //! Shaped like upstream's framework: a [`queue`] (active, back-off, unschedulable), a
 //! [`cache`] of nodes with what their pods take (assumed pods included while they bind), and
 //! [`plugins`] at the Filter and Score extension points ([`framework`]), and [`preemption`]
-//! when nothing fits. Start reading at [`scheduler`], the loop.
+//! when nothing fits; [`leader`] elects one active scheduler among several processes. Start
+//! reading at [`scheduler`], the loop.
 
 pub mod cache;
+pub mod config;
 pub mod framework;
+pub mod leader;
 pub mod plugins;
 pub mod preemption;
 pub mod queue;
@@ -22,17 +25,43 @@ pub mod scheduler;
 use std::sync::Arc;
 
 /// Runs the default profile against the API `client` reaches, until `shutdown` completes.
+/// With `election`, only while this process holds the election's Lease: a process that
+/// loses it stops scheduling and becomes a candidate again.
+///
+/// `config` is a KubeSchedulerConfiguration document, if any.
 pub async fn run(
     client: kube::Client,
+    config: Option<&str>,
+    election: Option<leader::Election>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let s = Arc::new(scheduler::Scheduler::new(
-        client,
-        plugins::default_profile(),
-    ));
-    tracing::info!("scheduler {} started", scheduler::SCHEDULER_NAME);
+    // Refuse a bad configuration before taking part in any election.
+    if let Some(text) = config {
+        config::profiles(text)?;
+    }
+    let work = async {
+        loop {
+            if let Some(e) = &election {
+                leader::acquire(&client, e).await;
+            }
+            let profiles = match config {
+                Some(text) => config::profiles(text)?,
+                None => vec![config::Profile::default_profile()],
+            };
+            let names: Vec<String> = profiles.iter().map(|p| p.scheduler_name.clone()).collect();
+            let s = Arc::new(scheduler::Scheduler::new(client.clone(), profiles));
+            tracing::info!("scheduler started, profiles: {}", names.join(", "));
+            match &election {
+                Some(e) => tokio::select! {
+                    r = s.serve() => return r,
+                    () = leader::keep(&client, e) => {}
+                },
+                None => return s.serve().await,
+            }
+        }
+    };
     tokio::select! {
-        r = s.serve() => r,
+        r = work => r,
         () = shutdown => Ok(()),
     }
 }

@@ -16,7 +16,7 @@ pub struct Candidate {
     pub victims: Vec<PodSummary>,
 }
 
-fn fits(plugins: &[Box<dyn Plugin>], prepared: &[Prepared], pod: &Pod, node: &NodeInfo) -> bool {
+fn fits(plugins: &[&dyn Plugin], prepared: &[Prepared], pod: &Pod, node: &NodeInfo) -> bool {
     plugins
         .iter()
         .zip(prepared)
@@ -27,7 +27,7 @@ fn fits(plugins: &[Box<dyn Plugin>], prepared: &[Prepared], pod: &Pod, node: &No
 /// that refused it. Fails with upstream's preemption message.
 pub fn find(
     pod: &Pod,
-    plugins: &[Box<dyn Plugin>],
+    plugins: &[&dyn Plugin],
     prepared: &[Prepared],
     nodes: &[&NodeInfo],
     refused: &BTreeMap<String, usize>,
@@ -116,7 +116,8 @@ mod tests {
 
     #[test]
     fn the_fewest_least_important_pods_make_room() {
-        let plugins = default_profile();
+        let owned = default_profile();
+        let plugins: Vec<&dyn Plugin> = owned.iter().map(|p| p.as_ref()).collect();
         let mut a = node("a", json!({}));
         a.add_pod(running("low", "1", 0));
         a.add_pod(running("lower", "500m", -5));

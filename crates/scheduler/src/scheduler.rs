@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::cache::{Cache, key};
+use crate::config::Profile;
 use crate::framework::{NodeInfo, Plugin, Prepared, Verdict, normalize};
 use crate::queue::Queue;
 
@@ -31,6 +32,8 @@ struct State {
     ties: usize,
     /// Where the next pod's search starts, so searches cut short cover every node in turn.
     next_start: usize,
+    /// The scheduler names this scheduler serves (one per profile).
+    names: Vec<String>,
 }
 
 /// A decision for one pod.
@@ -47,7 +50,7 @@ enum Decision {
 /// One scheduler: its plugins, its view of the cluster, its queue.
 pub struct Scheduler {
     client: kube::Client,
-    plugins: Vec<Box<dyn Plugin>>,
+    profiles: Vec<Profile>,
     state: Mutex<State>,
     wake: Notify,
     /// Bindings in flight at once.
@@ -73,15 +76,16 @@ fn feasible_to_find(nodes: usize) -> usize {
     (nodes * percent / 100).max(100)
 }
 
-/// Whether this scheduler should place `pod`.
-fn pending(pod: &Pod) -> bool {
+/// Whether a scheduler serving `names` should place `pod`.
+fn pending(pod: &Pod, names: &[String]) -> bool {
     let spec = pod.spec.as_ref();
+    let name = spec
+        .and_then(|s| s.scheduler_name.as_deref())
+        .unwrap_or(SCHEDULER_NAME);
     spec.and_then(|s| s.node_name.as_deref())
         .unwrap_or("")
         .is_empty()
-        && spec
-            .and_then(|s| s.scheduler_name.as_deref())
-            .is_none_or(|n| n == SCHEDULER_NAME)
+        && names.iter().any(|n| n == name)
         && pod.metadata.deletion_timestamp.is_none()
         && !finished(pod)
 }
@@ -105,17 +109,19 @@ fn fit_error(nodes: usize, reasons: &BTreeMap<String, usize>) -> String {
 }
 
 impl Scheduler {
-    /// A scheduler with `plugins` (the default profile: [`crate::plugins::default_profile`]).
-    pub fn new(client: kube::Client, plugins: Vec<Box<dyn Plugin>>) -> Scheduler {
+    /// A scheduler with `profiles` ([`Profile::default_profile`] unless configured).
+    pub fn new(client: kube::Client, profiles: Vec<Profile>) -> Scheduler {
+        let names = profiles.iter().map(|p| p.scheduler_name.clone()).collect();
         Scheduler {
             client,
-            plugins,
+            profiles,
             state: Mutex::new(State {
                 cache: Cache::default(),
                 queue: Queue::default(),
                 reported: HashMap::new(),
                 ties: 0,
                 next_start: 0,
+                names,
             }),
             binds: Arc::new(tokio::sync::Semaphore::new(MAX_BINDS)),
             latencies: Mutex::new(Vec::new()),
@@ -246,9 +252,9 @@ impl Scheduler {
             st.queue.remove(&k);
             st.reported.remove(&k);
             st.cache.place(&pod, &node);
-        } else if pending(&pod) && !st.cache.placed(&k) {
+        } else if pending(&pod, &st.names) && !st.cache.placed(&k) {
             st.queue.add(pod);
-        } else if !pending(&pod) {
+        } else if !pending(&pod, &st.names) {
             st.queue.remove(&k);
         }
     }
@@ -289,12 +295,21 @@ impl Scheduler {
     /// Filter, score, pick (under the lock, without waiting on anything); the pod is assumed
     /// on the chosen node before the lock is released.
     fn decide(&self, pod: &Pod) -> Decision {
+        let wanted = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduler_name.as_deref())
+            .unwrap_or(SCHEDULER_NAME);
+        let Some(profile) = self.profiles.iter().find(|p| p.scheduler_name == wanted) else {
+            return Decision::Unschedulable(format!("no profile for scheduler {wanted:?}"));
+        };
+        let plugins: Vec<&dyn Plugin> = profile.plugins.iter().map(|(p, _)| p.as_ref()).collect();
         let mut st = self.state();
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         let mut refused: BTreeMap<String, usize> = BTreeMap::new();
         let mut feasible = Vec::new();
         let all: Vec<&NodeInfo> = st.cache.nodes().collect();
-        let prepared: Vec<Prepared> = self.plugins.iter().map(|p| p.prepare(pod, &all)).collect();
+        let prepared: Vec<Prepared> = plugins.iter().map(|p| p.prepare(pod, &all)).collect();
         let (start, enough) = (
             st.next_start % all.len().max(1),
             feasible_to_find(all.len()),
@@ -306,8 +321,7 @@ impl Scheduler {
             }
             looked += 1;
             let node = all[(start + i) % all.len()];
-            let verdict = self
-                .plugins
+            let verdict = plugins
                 .iter()
                 .zip(&prepared)
                 .enumerate()
@@ -349,13 +363,13 @@ impl Scheduler {
             }) {
                 return Decision::Unschedulable(message);
             }
-            return match crate::preemption::find(pod, &self.plugins, &prepared, &all, &refused) {
+            return match crate::preemption::find(pod, &plugins, &prepared, &all, &refused) {
                 Ok(candidate) => Decision::Preempt { message, candidate },
                 Err(why) => Decision::Unschedulable(format!("{message} {why}")),
             };
         }
         let mut totals = vec![0i64; feasible.len()];
-        for (plugin, state) in self.plugins.iter().zip(&prepared) {
+        for ((plugin, weight), state) in profile.plugins.iter().zip(&prepared) {
             let mut scores: Vec<i64> = Vec::with_capacity(feasible.len());
             for node in &feasible {
                 match plugin.score(pod, node, state) {
@@ -368,7 +382,7 @@ impl Scheduler {
             }
             normalize(plugin.normalize(), &mut scores);
             for (t, s) in totals.iter_mut().zip(scores) {
-                *t += s * plugin.weight();
+                *t += s * weight;
             }
         }
         let best = totals.iter().copied().max().unwrap_or(0);

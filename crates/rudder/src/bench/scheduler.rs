@@ -148,7 +148,7 @@ pub(crate) async fn run(opts: SchedulerBench) -> Result<()> {
 
     let scheduler = Arc::new(scheduler::scheduler::Scheduler::new(
         client.clone(),
-        scheduler::plugins::default_profile(),
+        vec![scheduler::config::Profile::default_profile()],
     ));
     let serving = tokio::spawn(scheduler.clone().serve());
     let mut clients = Vec::new();

@@ -19,7 +19,7 @@ use crate::framework::Plugin;
 pub fn default_profile() -> Vec<Box<dyn Plugin>> {
     vec![
         Box::new(node_unschedulable::NodeUnschedulable),
-        Box::new(node_resources_fit::NodeResourcesFit),
+        Box::new(node_resources_fit::NodeResourcesFit::default()),
         Box::new(node_ports::NodePorts),
         Box::new(node_affinity::NodeAffinity),
         Box::new(taint_toleration::TaintToleration),
