@@ -281,6 +281,11 @@ pub(crate) struct ServerArgs {
     /// Do not run the scheduler in this process (run `rudder scheduler` elsewhere).
     #[arg(long)]
     pub(crate) disable_scheduler: bool,
+
+    /// Do not run a node agent for this host. This version has no node agent yet, so none
+    /// runs either way; the flag is accepted for k3s-style scripts.
+    #[arg(long)]
+    pub(crate) disable_agent: bool,
 }
 
 /// Parses `90s`, `5m`, `1h` or a plain number of seconds.

@@ -42,6 +42,11 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
         server.address.port(),
         server.kubeconfig.display()
     );
+    if !opts.disable_agent {
+        tracing::info!(
+            "no node agent in this version: pods are scheduled but run only on simulated nodes (rudder simulate)"
+        );
+    }
     // The control-plane components are API clients of this server, as upstream's are.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut components = Vec::new();
