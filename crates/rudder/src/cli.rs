@@ -103,6 +103,16 @@ pub(crate) struct SimulateArgs {
     /// Seconds between renewals of each node's Lease.
     #[arg(long, default_value_t = 10)]
     pub(crate) lease_seconds: u64,
+
+    /// How long the containers of a Job's pods run before they exit with code 0 (e.g. 1s,
+    /// 500ms).
+    #[arg(long, default_value = "1s", value_parser = simulator::parse_duration)]
+    pub(crate) job_pod_duration: std::time::Duration,
+
+    /// How long the containers of every other pod run before they exit with code 0 [default:
+    /// until deleted].
+    #[arg(long, value_parser = simulator::parse_duration)]
+    pub(crate) pod_duration: Option<std::time::Duration>,
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {

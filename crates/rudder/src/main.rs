@@ -64,7 +64,11 @@ fn main() -> std::process::ExitCode {
                     taints: opts.taints,
                     lease_interval: std::time::Duration::from_secs(opts.lease_seconds),
                 };
-                simulator::run(client, sim, shutdown()).await
+                let behaviour = simulator::Behaviour {
+                    job_pod_duration: opts.job_pod_duration,
+                    pod_duration: opts.pod_duration,
+                };
+                simulator::run_with(client, sim, behaviour, shutdown()).await
             }
             cli::Command::Bench(bench) => match bench.target {
                 cli::BenchTarget::Store(opts) => bench::store::run(opts).await,

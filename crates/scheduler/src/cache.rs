@@ -45,6 +45,7 @@ impl Cache {
             requested: Resources::default(),
             ports: Vec::new(),
             pods: Vec::new(),
+            label_index: Default::default(),
         };
         for (_, p) in self.pods.values().filter(|(n, _)| *n == name) {
             info.add_pod(p.clone());

@@ -110,6 +110,8 @@ pub struct PodSummary {
     pub uid: String,
     /// Whether it is being deleted.
     pub terminating: bool,
+    /// The labels as JSON, for label selectors.
+    pub labels_json: serde_json::Value,
 }
 
 impl PodSummary {
@@ -139,6 +141,8 @@ impl PodSummary {
             ports: crate::plugins::host_ports(pod),
             uid: pod.metadata.uid.clone().unwrap_or_default(),
             terminating: pod.metadata.deletion_timestamp.is_some(),
+            labels_json: serde_json::to_value(pod.metadata.labels.clone().unwrap_or_default())
+                .unwrap_or_default(),
         }
     }
 }
@@ -157,11 +161,19 @@ pub struct NodeInfo {
     pub ports: Vec<(String, String, i32)>,
     /// The pods on it.
     pub pods: Vec<PodSummary>,
+    /// How many of its pods carry each (namespace, label key, label value).
+    pub label_index: std::collections::HashMap<(String, String, String), i64>,
 }
 
 impl NodeInfo {
     /// Counts a pod on this node.
     pub fn add_pod(&mut self, pod: PodSummary) {
+        for (k, v) in &pod.labels {
+            *self
+                .label_index
+                .entry((pod.namespace.clone(), k.clone(), v.clone()))
+                .or_default() += 1;
+        }
         self.requested.add(&pod.requests);
         self.ports.extend(pod.ports.iter().cloned());
         self.pods.push(pod);
@@ -173,6 +185,15 @@ impl NodeInfo {
             return;
         };
         let pod = self.pods.remove(i);
+        for (k, v) in &pod.labels {
+            let entry = (pod.namespace.clone(), k.clone(), v.clone());
+            if let Some(n) = self.label_index.get_mut(&entry) {
+                *n -= 1;
+                if *n <= 0 {
+                    self.label_index.remove(&entry);
+                }
+            }
+        }
         self.requested.sub(&pod.requests);
         for port in &pod.ports {
             if let Some(i) = self.ports.iter().position(|x| x == port) {
@@ -194,6 +215,64 @@ impl NodeInfo {
             .as_ref()
             .and_then(|l| l.get(key))
             .map(String::as_str)
+    }
+}
+
+/// A label selector over the pods placed on nodes, in some namespaces. A selector that is one
+/// `key: value` (the usual case) is answered from each node's label index; others look at
+/// every pod.
+pub struct PodMatcher {
+    namespaces: Vec<String>,
+    selector: api::selector::LabelSelector,
+    single: Option<(String, String)>,
+}
+
+impl PodMatcher {
+    /// From a `metav1.LabelSelector` (JSON); `None` if it does not parse.
+    pub fn new(selector: &serde_json::Value, namespaces: Vec<String>) -> Option<PodMatcher> {
+        let parsed = api::selector::LabelSelector::from_object(selector).ok()?;
+        let labels = selector["matchLabels"].as_object();
+        let exprs = selector["matchExpressions"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty());
+        let single = match labels {
+            Some(m) if m.len() == 1 && !exprs => m
+                .iter()
+                .next()
+                .and_then(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))),
+            _ => None,
+        };
+        Some(PodMatcher {
+            namespaces,
+            selector: parsed,
+            single,
+        })
+    }
+
+    /// Whether a pod in `namespace` with these labels (JSON) is selected.
+    pub fn matches(&self, namespace: &str, labels: &serde_json::Value) -> bool {
+        self.namespaces.iter().any(|n| n == namespace) && self.selector.matches(Some(labels))
+    }
+
+    /// How many pods on `node` are selected.
+    pub fn count(&self, node: &NodeInfo) -> i64 {
+        match &self.single {
+            Some((k, v)) => self
+                .namespaces
+                .iter()
+                .map(|ns| {
+                    node.label_index
+                        .get(&(ns.clone(), k.clone(), v.clone()))
+                        .copied()
+                        .unwrap_or(0)
+                })
+                .sum(),
+            None => node
+                .pods
+                .iter()
+                .filter(|p| self.matches(&p.namespace, &p.labels_json))
+                .count() as i64,
+        }
     }
 }
 

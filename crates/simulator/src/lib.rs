@@ -4,13 +4,55 @@
 //! Owns: the fake nodes' objects, their leases and the status of the pods bound to them.
 //! Must not: touch the host (no containers, no network); it is only an API client.
 //!
-//! Start reading at [`run`]: it checks the [`Options`], registers the nodes
-//! (`nodes::register_all`), then runs two loops until shutdown: `nodes::keep_alive` renews each
-//! node's Lease (and now and then its Ready heartbeat), and `pods::run` watches the pods bound
-//! to the nodes and answers as a kubelet would (Running with an IP; graceful deletion
-//! finished). The objects themselves are built by pure functions (`nodes::node_object`,
-//! `nodes::node_status`, `pods::running_status`, the pod IP allocator `pods::Ipam`), tested
-//! next to them; `retry` is the one back-off policy for transient API errors.
+//! Start reading at [`run_with`]: it checks the [`Options`], registers the nodes
+//! (`nodes::register_all`), then runs three loops until shutdown: `nodes::keep_alive` renews
+//! each node's Lease (and now and then its Ready heartbeat), `nodes::watch` follows the Node
+//! objects (the [`DEAD_ANNOTATION`], a Ready condition someone else changed), and `pods::run`
+//! watches the pods bound to the nodes and answers as a kubelet would (Running with an IP;
+//! containers that exit after their time and restart or not by the pod's restart policy;
+//! graceful deletion finished). The objects themselves are built by pure functions
+//! (`nodes::node_object`, `nodes::node_status`, `pods::life`, `pods::pod_status`,
+//! `pods::next_change`, the pod IP allocator `pods::Ipam`), tested next to them; `retry` is the
+//! one back-off policy for transient API errors.
+//!
+//! # How long pods run
+//!
+//! A pod bound to a simulated node turns Running. What happens next is its *life*:
+//!
+//! - a pod owned by a `batch/v1` Job (an `ownerReferences` entry) has its containers exit with
+//!   code 0 after [`Behaviour::job_pod_duration`] (1 s by default), so Jobs and CronJobs
+//!   complete;
+//! - any other pod runs until it is deleted, unless [`Behaviour::pod_duration`] is set;
+//! - per pod, the annotations [`DURATION_ANNOTATION`] (`simulate.rudder.dev/duration: 5s`, a
+//!   Go duration such as `0s`, `500ms`, `1m30s`; see [`parse_duration`]) and
+//!   [`EXIT_CODE_ANNOTATION`] (`simulate.rudder.dev/exit-code: "1"`, 0 to 255) override both;
+//!   an exit code alone on a pod that would otherwise run forever makes it exit after the job
+//!   pod duration. Unreadable values are ignored with a warning.
+//!
+//! The duration counts from each container's start. Then, as upstream's kubelet does by the
+//! pod's `restartPolicy`: with `Never`, or `OnFailure` and code 0, the container stays
+//! terminated (reason `Completed`, or `Error` for a non-zero code) and once every container
+//! has, the pod is `Succeeded` (all codes 0) or `Failed`, its Ready and ContainersReady
+//! conditions False with reason `PodCompleted` or `PodFailed`. With `Always`, or `OnFailure`
+//! and a non-zero code, the container is restarted instead: `restartCount` + 1, the exit in
+//! `lastState.terminated`, state `waiting` (`CrashLoopBackOff`) for a back-off of 1 s doubling
+//! up to 30 s, then running again. Init containers complete at once and sidecars run until the
+//! pod ends; the duration and exit code apply to the regular containers.
+//!
+//! # Dead nodes
+//!
+//! A Node annotated [`DEAD_ANNOTATION`] (`kubectl annotate node sim-0
+//! simulate.rudder.dev/dead=true`) is left as a stopped kubelet leaves it: its Lease is no
+//! longer renewed, its status no longer updated and its pods no longer touched (they neither
+//! start, nor finish, nor finish their graceful deletion), so a node-lifecycle controller sees
+//! it go NotReady. Removing the annotation brings it back at once: lease renewed, Ready
+//! heartbeat posted, its pods handled again.
+//!
+//! # Several processes
+//!
+//! Each process handles only its own nodes (and the pods bound to them), so several can share
+//! the work, each with its own `name_prefix`. Node and pod addresses are derived from the node's
+//! index, so processes with different prefixes hand out the same ones.
 
 mod nodes;
 mod pods;
@@ -27,6 +69,85 @@ pub const SIMULATED_LABEL: &str = "rudder.dev/simulated";
 
 /// The most nodes one simulator runs: each gets a /24 of pod IPs from 10.64.0.0/10.
 pub const MAX_NODES: usize = 16384;
+
+/// A pod annotation: how long the pod's containers run before they exit (a Go duration such
+/// as `5s` or `0s`), instead of the [`Behaviour`]'s default for the pod.
+pub const DURATION_ANNOTATION: &str = "simulate.rudder.dev/duration";
+
+/// A pod annotation: the code the pod's containers exit with (0 to 255; 0 by default). A
+/// non-zero code makes the pod `Failed`, or its containers restart, by its restart policy.
+pub const EXIT_CODE_ANNOTATION: &str = "simulate.rudder.dev/exit-code";
+
+/// A Node annotation: `"true"` makes the simulator treat the node as dead (no lease renewals,
+/// no status updates, its pods left alone) until it is removed or set to something else.
+pub const DEAD_ANNOTATION: &str = "simulate.rudder.dev/dead";
+
+/// How the pods bound to simulated nodes behave, beyond what their annotations say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Behaviour {
+    /// How long the containers of a pod owned by a `batch/v1` Job run before they exit with
+    /// code 0 (1 s by default).
+    pub job_pod_duration: Duration,
+    /// How long the containers of every other pod run before they exit with code 0; `None`
+    /// (the default) runs them until the pod is deleted.
+    pub pod_duration: Option<Duration>,
+}
+
+impl Default for Behaviour {
+    fn default() -> Behaviour {
+        Behaviour {
+            job_pod_duration: Duration::from_secs(1),
+            pod_duration: None,
+        }
+    }
+}
+
+/// Parses a duration as Go writes them (what the [`DURATION_ANNOTATION`] and the command line
+/// take): `0`, or a sequence of decimal numbers each with a unit (`ns`, `us`, `µs`, `ms`, `s`,
+/// `m`, `h`), e.g. `1s`, `1.5s`, `500ms`, `1h30m`. No sign: a duration is never negative.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration such as 0s, 500ms, 5s, 2m or 1h30m");
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if text.is_empty() {
+        return Err(bad());
+    }
+    let mut rest = text;
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let (number, tail) = rest.split_at(number_len);
+        if !number.bytes().any(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let value: f64 = number.parse().map_err(|_| bad())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let nanos_per_unit = match unit {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        let nanos = (value * nanos_per_unit).round();
+        if !nanos.is_finite() || nanos >= u64::MAX as f64 {
+            return Err(bad());
+        }
+        total = total
+            .checked_add(Duration::from_nanos(nanos as u64))
+            .ok_or_else(bad)?;
+        rest = next;
+    }
+    Ok(total)
+}
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -121,8 +242,12 @@ fn value_ok(what: &str, key: &str, value: &str) -> anyhow::Result<()> {
 /// Counters for the stop summary (and debugging).
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
-    /// Pods this run turned Running (or brought back in sync with their spec).
+    /// Pods this run turned Running.
     pub(crate) pods_started: AtomicU64,
+    /// Pods this run made Succeeded or Failed.
+    pub(crate) pods_completed: AtomicU64,
+    /// Containers this run restarted after they exited.
+    pub(crate) container_restarts: AtomicU64,
     /// Terminating pods this run finished deleting.
     pub(crate) pods_finished: AtomicU64,
     /// Lease renewals that succeeded.
@@ -141,29 +266,45 @@ impl Stats {
 pub(crate) struct Sim {
     pub(crate) client: kube::Client,
     pub(crate) opts: Options,
+    pub(crate) behaviour: Behaviour,
     pub(crate) stats: Stats,
 }
 
-/// Runs the simulated nodes until `shutdown` completes.
+/// Runs the simulated nodes until `shutdown` completes, with the default [`Behaviour`]
+/// (see [`run_with`]).
+pub async fn run(
+    client: kube::Client,
+    opts: Options,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    run_with(client, opts, Behaviour::default(), shutdown).await
+}
+
+/// Runs the simulated nodes, their pods behaving as `behaviour` says, until `shutdown`
+/// completes.
 ///
 /// Registration must succeed (transient errors are retried); afterwards failures are logged
 /// and retried, never fatal. On shutdown the nodes are left in place, as a stopped kubelet
 /// leaves its Node: their leases expire and the control plane sees them go NotReady.
-pub async fn run(
+pub async fn run_with(
     client: kube::Client,
     opts: Options,
+    behaviour: Behaviour,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     opts.check()?;
     let sim = Arc::new(Sim {
         client,
         opts,
+        behaviour,
         stats: Stats::default(),
     });
     tracing::info!(
         nodes = sim.opts.nodes,
         prefix = %sim.opts.name_prefix,
         lease_interval = ?sim.opts.lease_interval,
+        job_pod_duration = ?sim.behaviour.job_pod_duration,
+        pod_duration = ?sim.behaviour.pod_duration,
         "simulator starting"
     );
     let work = {
@@ -171,12 +312,16 @@ pub async fn run(
         async move {
             let nodes = Arc::new(nodes::register_all(&sim).await?);
             tracing::info!(nodes = nodes.len(), "simulated nodes registered and Ready");
-            // Both loops run until shutdown drops this future; they only end early on a bug.
+            let (revived_tx, revived_rx) = tokio::sync::mpsc::unbounded_channel();
+            // The loops run until shutdown drops this future; they only end early on a bug.
             tokio::select! {
                 () = nodes::keep_alive(sim.clone(), nodes.clone()) => {
                     bail!("the lease loop stopped")
                 }
-                r = pods::run(sim.clone(), nodes.clone()) => r,
+                () = nodes::watch(sim.clone(), nodes.clone(), revived_tx) => {
+                    bail!("the node watch stopped")
+                }
+                r = pods::run(sim.clone(), nodes.clone(), revived_rx) => r,
             }
         }
     };
@@ -188,6 +333,8 @@ pub async fn run(
     tracing::info!(
         nodes = sim.opts.nodes,
         pods_started = s.pods_started.load(Ordering::Relaxed),
+        pods_completed = s.pods_completed.load(Ordering::Relaxed),
+        container_restarts = s.container_restarts.load(Ordering::Relaxed),
         pods_finished = s.pods_finished.load(Ordering::Relaxed),
         lease_renewals = s.lease_renewals.load(Ordering::Relaxed),
         errors = s.errors.load(Ordering::Relaxed),
@@ -262,6 +409,50 @@ mod tests {
             let err = o.check().unwrap_err().to_string();
             assert!(err.contains(want), "{err:?} should mention {want:?}");
         }
+    }
+
+    #[test]
+    fn durations_are_read_as_go_writes_them() {
+        let ok = [
+            ("0", Duration::ZERO),
+            ("0s", Duration::ZERO),
+            ("1s", Duration::from_secs(1)),
+            ("1.5s", Duration::from_millis(1500)),
+            (".5s", Duration::from_millis(500)),
+            ("500ms", Duration::from_millis(500)),
+            ("2m", Duration::from_secs(120)),
+            ("1h30m", Duration::from_secs(5400)),
+            ("1m0.25s", Duration::from_millis(60_250)),
+            ("10us", Duration::from_micros(10)),
+            ("10µs", Duration::from_micros(10)),
+            ("7ns", Duration::from_nanos(7)),
+        ];
+        for (text, want) in ok {
+            assert_eq!(parse_duration(text), Ok(want), "{text}");
+        }
+        for text in [
+            "",
+            "5",
+            "s",
+            "-1s",
+            "+1s",
+            "1d",
+            "1 s",
+            "1.2.3s",
+            ".s",
+            "1s5",
+            "99999999999h",
+        ] {
+            let err = parse_duration(text).unwrap_err();
+            assert!(err.contains("not a duration"), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_default_behaviour_completes_job_pods_in_a_second() {
+        let b = Behaviour::default();
+        assert_eq!(b.job_pod_duration, Duration::from_secs(1));
+        assert_eq!(b.pod_duration, None);
     }
 
     #[test]

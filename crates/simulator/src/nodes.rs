@@ -7,13 +7,18 @@
 //! over the interval, with at most [`CONCURRENCY`] requests in flight, so that thousands of
 //! nodes make a steady trickle of writes rather than a burst.
 //!
+//! A Node annotated [`DEAD_ANNOTATION`] `"true"` is dead: no renewals, no heartbeats ([`watch`]
+//! follows the annotation). When it revives, or when someone else (a node-lifecycle
+//! controller) turns a live node's Ready condition to anything but True, the node posts its
+//! heartbeat at once, as upstream's kubelet posts a status that differs from its own.
+//!
 //! Addresses are made up and distinct: node `i` is `10.200.<i / 250>.<i % 250 + 1>`, and its
 //! pods get addresses from its own /24 ([`pod_block`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
@@ -27,12 +32,15 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use serde_json::json;
 use tokio::sync::Semaphore;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 
 use crate::retry::{is_conflict, is_not_found, retry};
-use crate::{Options, SIMULATED_LABEL, Sim, Stats, hex_digest};
+use crate::{DEAD_ANNOTATION, Options, SIMULATED_LABEL, Sim, Stats, hex_digest};
 
 /// The namespace of node leases.
 pub(crate) const LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -291,6 +299,25 @@ pub(crate) fn lease_object(
     }
 }
 
+/// Whether `node` is annotated [`DEAD_ANNOTATION`]: `"true"`.
+pub(crate) fn marked_dead(node: &Node) -> bool {
+    node.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(DEAD_ANNOTATION))
+        .is_some_and(|v| v == "true")
+}
+
+/// Whether `node`'s Ready condition is True (as this simulator writes it).
+pub(crate) fn ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
 /// One registered node.
 #[derive(Debug)]
 pub(crate) struct SimNode {
@@ -299,10 +326,27 @@ pub(crate) struct SimNode {
     pub(crate) ip: Ipv4Addr,
     /// The Node's uid, for its Lease's owner reference.
     uid: String,
-    /// When this run made the node Ready.
-    ready_since: Timestamp,
+    /// Since when the node has been Ready (its conditions' transition time).
+    ready_since: Mutex<Timestamp>,
     /// The Node was deleted by someone else: as a kubelet whose Node is gone, stop reporting.
     gone: AtomicBool,
+    /// The Node is annotated dead: no renewals, no heartbeats, its pods left alone.
+    dead: AtomicBool,
+}
+
+impl SimNode {
+    /// Whether the node is marked dead (see [`marked_dead`]).
+    pub(crate) fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Relaxed)
+    }
+
+    fn ready_since(&self) -> Timestamp {
+        *self.ready_since.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_ready_since(&self, since: Timestamp) {
+        *self.ready_since.lock().unwrap_or_else(|e| e.into_inner()) = since;
+    }
 }
 
 /// The registered nodes, by index and by name.
@@ -380,17 +424,22 @@ async fn register(sim: &Sim, index: usize) -> anyhow::Result<SimNode> {
     })
     .await
     .with_context(|| format!("writing node {name}'s status"))?;
+    let dead = marked_dead(&node);
     let uid = node.metadata.uid.unwrap_or_default();
     write_lease(sim, &name, &uid)
         .await
         .with_context(|| format!("writing node {name}'s lease"))?;
     tracing::debug!(node = %name, "registered");
+    if dead {
+        tracing::info!(node = %name, "the node is marked dead: no more lease renewals, heartbeats or pod updates");
+    }
     Ok(SimNode {
         index,
         name,
         ip: node_ip(index),
+        dead: AtomicBool::new(dead),
         uid,
-        ready_since: now,
+        ready_since: Mutex::new(now),
         gone: AtomicBool::new(false),
     })
 }
@@ -439,7 +488,8 @@ pub(crate) async fn keep_alive(sim: Arc<Sim>, nodes: Arc<NodeTable>) {
         while tasks.try_join_next().is_some() {}
         let heartbeat = (round + 1) % rounds_per_status == 0;
         for i in tick * n / ticks..(tick + 1) * n / ticks {
-            if nodes.nodes[i].gone.load(Ordering::Relaxed) {
+            let node = &nodes.nodes[i];
+            if node.gone.load(Ordering::Relaxed) || node.is_dead() {
                 continue;
             }
             let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -509,8 +559,8 @@ async fn renew(sim: &Sim, node: &SimNode, heartbeat: bool) -> bool {
     if heartbeat && !node.gone.load(Ordering::Relaxed) {
         let nodes: Api<Node> = Api::all(sim.client.clone());
         let r = retry("refreshing a node's heartbeat", Some(interval), || async {
-            let patch =
-                json!({"status": {"conditions": conditions(node.ready_since, Timestamp::now())}});
+            let since = node.ready_since();
+            let patch = json!({"status": {"conditions": conditions(since, Timestamp::now())}});
             nodes
                 .patch_status(&node.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
@@ -565,6 +615,76 @@ async fn recreate_lease(sim: &Sim, node: &SimNode) -> bool {
             false
         }
     }
+}
+
+/// Follows the Node objects: the [`DEAD_ANNOTATION`] on ours (a node that revives gets its
+/// lease renewed and its heartbeat posted at once, and its name sent on `revived` for its pods
+/// to be handled again), a Ready condition someone else turned (a heartbeat at once, if the node
+/// is alive), and deletions. Runs until cancelled.
+pub(crate) async fn watch(sim: Arc<Sim>, nodes: Arc<NodeTable>, revived: UnboundedSender<String>) {
+    let api: Api<Node> = Api::all(sim.client.clone());
+    // All nodes: with a label selector, a node whose label someone removed would look deleted.
+    let mut events =
+        std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
+    let mut tasks = JoinSet::new();
+    while let Some(event) = events.next().await {
+        while tasks.try_join_next().is_some() {}
+        let node = match event {
+            Err(e) => {
+                tracing::warn!(error = %e, "watching nodes failed; retrying");
+                continue;
+            }
+            Ok(Event::Apply(node) | Event::InitApply(node)) => node,
+            Ok(Event::Delete(node)) => {
+                if let Some(ours) = ours(&nodes, &node) {
+                    mark_gone(ours);
+                }
+                continue;
+            }
+            Ok(Event::Init | Event::InitDone) => continue,
+        };
+        let Some(ours) = ours(&nodes, &node) else {
+            continue;
+        };
+        if ours.gone.load(Ordering::Relaxed) {
+            continue;
+        }
+        let dead = marked_dead(&node);
+        let was_dead = ours.dead.swap(dead, Ordering::Relaxed);
+        if dead {
+            if !was_dead {
+                tracing::info!(node = %ours.name, "the node is marked dead: no more lease renewals, heartbeats or pod updates");
+            }
+            continue;
+        }
+        let is_ready = ready(&node);
+        if !was_dead && is_ready {
+            continue;
+        }
+        if was_dead {
+            tracing::info!(node = %ours.name, "the node is alive again");
+        } else {
+            tracing::info!(node = %ours.name, "the node's Ready condition was changed; posting its status");
+        }
+        if !is_ready {
+            ours.set_ready_since(Timestamp::now());
+        }
+        let (sim, nodes, revived) = (sim.clone(), nodes.clone(), revived.clone());
+        let index = nodes.by_name[&ours.name];
+        tasks.spawn(async move {
+            let node = &nodes.nodes[index];
+            renew(&sim, node, true).await;
+            if was_dead {
+                let _ = revived.send(node.name.clone());
+            }
+        });
+    }
+}
+
+/// Our node that `node` is (same name, same uid), if any.
+fn ours<'a>(nodes: &'a NodeTable, node: &Node) -> Option<&'a SimNode> {
+    let ours = nodes.get(node.metadata.name.as_deref()?)?;
+    (node.metadata.uid.as_deref() == Some(ours.uid.as_str())).then_some(ours)
 }
 
 fn mark_gone(node: &SimNode) {
@@ -749,6 +869,38 @@ mod tests {
                 ("node.kubernetes.io/not-ready".to_string(), None),
             ]
         );
+    }
+
+    #[test]
+    fn only_a_true_annotation_marks_a_node_dead() {
+        let mut node = node_object(&opts(), 0);
+        assert!(!marked_dead(&node));
+        for (value, dead) in [
+            ("true", true),
+            ("false", false),
+            ("yes", false),
+            ("", false),
+        ] {
+            node.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(DEAD_ANNOTATION.into(), value.into());
+            assert_eq!(marked_dead(&node), dead, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn a_ready_node_is_one_whose_ready_condition_is_true() {
+        let now = at("2025-01-01T00:00:00Z");
+        let mut node = node_object(&opts(), 0);
+        assert!(!ready(&node), "no status yet");
+        node.status = Some(node_status(&opts(), 0, now));
+        assert!(ready(&node));
+        let conditions = node.status.as_mut().unwrap().conditions.as_mut().unwrap();
+        conditions
+            .iter_mut()
+            .for_each(|c| c.status = "Unknown".into());
+        assert!(!ready(&node), "as a node-lifecycle controller leaves it");
     }
 
     #[test]

@@ -3,40 +3,54 @@
 //! - a pod not yet Running is made Running through its `status` subresource: a pod IP from its
 //!   node's /24 (or the node's IP with `hostNetwork`), the five kubelet conditions True, a
 //!   running status for each container (init containers completed, sidecars running);
+//! - its regular containers then live by the pod's [`Life`] ([`life`]: the annotations, the
+//!   [`Behaviour`] for Job pods and others): each exits when its time is up, then stays
+//!   terminated or is restarted after a back-off by the pod's restart policy; once all have
+//!   exited for good the pod is Succeeded or Failed (see the crate's documentation);
 //! - a Running pod whose containers no longer match its spec (an image changed, an ephemeral
 //!   container added) gets its container statuses brought in line, as a restart would;
 //! - a pod marked for graceful deletion is finished: deleted with grace period 0 and a uid
 //!   precondition;
-//! - pods that Succeeded or Failed are left alone; nothing ever completes by itself.
+//! - pods that Succeeded or Failed are left alone, and so are all the pods of a node marked
+//!   dead, until it revives.
 //!
-//! One watch (`spec.nodeName!=`) feeds one loop that decides ([`running_status`], [`Ipam`],
-//! both pure) and hands each API call to a task; at most [`CONCURRENCY`] are in flight. Status
-//! writes carry the resourceVersion they were computed from: if the pod changed meanwhile, the
-//! write fails with a conflict and the watch's next event is handled instead.
+//! One watch (`spec.nodeName!=`) feeds one loop that decides ([`pod_status`], [`next_change`],
+//! [`Ipam`], all pure), keeps [`Timers`] for the pods whose containers change at a known time,
+//! and hands each API call to a task; at most [`CONCURRENCY`] are in flight. Status writes
+//! carry the resourceVersion they were computed from: if the pod changed meanwhile, the write
+//! fails with a conflict and the watch's next event is handled instead. Each write moves the
+//! pod one step (started; a container exited, backed off or restarted; completed), and the
+//! watch event it causes brings the next.
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{
-    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus,
-    HostIP, Pod, PodCondition, PodIP, PodStatus,
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use serde_json::json;
 use tokio::sync::Semaphore;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinSet;
 
 use crate::nodes::{NodeTable, SimNode, pod_block};
 use crate::retry::{is_conflict, is_not_found, retry};
-use crate::{Sim, Stats, hex_digest};
+use crate::{
+    Behaviour, DURATION_ANNOTATION, EXIT_CODE_ANNOTATION, Sim, Stats, hex_digest, parse_duration,
+};
 
 /// API calls about pods in flight at once.
 pub(crate) const CONCURRENCY: usize = 64;
@@ -49,6 +63,15 @@ const CONDITIONS: [&str; 5] = [
     "ContainersReady",
     "PodScheduled",
 ];
+
+/// The waiting reason of a container between an exit and its restart.
+const CRASH_LOOP: &str = "CrashLoopBackOff";
+/// The reason of a Succeeded pod's conditions.
+const POD_COMPLETED: &str = "PodCompleted";
+/// The first restart back-off (upstream: 10 s).
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+/// The longest restart back-off (upstream: 5 minutes).
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// The lowest and highest host numbers handed out in a node's /24 (.1 is the node's bridge in
 /// upstream's usual CNI set-ups; .255 the broadcast address).
@@ -196,7 +219,7 @@ fn host_network(pod: &Pod) -> bool {
         .unwrap_or(false)
 }
 
-/// Whether a pod's status already says what [`running_status`] would: Running, with an IP and
+/// Whether a pod's status already has what [`pod_status`] starts: Running, with an IP and
 /// one status per container of the spec, for that container's image.
 pub(crate) fn in_sync(pod: &Pod) -> bool {
     let (Some(spec), Some(status)) = (&pod.spec, &pod.status) else {
@@ -248,168 +271,452 @@ fn image_id(image: &str) -> String {
     format!("{repo}@sha256:{}", hex_digest(image, 64))
 }
 
-/// How a container runs: running and ready, completed (an init container that is not a
-/// sidecar), or running and never ready (an ephemeral container).
-enum Run {
-    Running,
-    Completed,
-    /// An ephemeral container: running, never ready.
-    Ephemeral,
+/// Whether a container that exited is started again, by the pod's `restartPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Restart {
+    Always,
+    OnFailure,
+    Never,
 }
 
-/// The status of `container`, given its previous status: kept as it was if it already ran
-/// this image, otherwise started `now` (counting a restart if it ran before).
-fn container_status(
-    uid: &str,
-    container: &Container,
-    previous: Option<&ContainerStatus>,
-    run: Run,
-    now: Timestamp,
-) -> ContainerStatus {
-    let image = container.image.clone().unwrap_or_default();
-    let (restarts, since, last_state) = match previous {
-        Some(p) if p.image == image => (p.restart_count, None, p.last_state.clone()),
-        Some(p) => (
-            p.restart_count + 1,
-            Some(now),
-            Some(ContainerState {
-                terminated: Some(ContainerStateTerminated {
-                    exit_code: 0,
-                    reason: Some("Completed".into()),
-                    container_id: p.container_id.clone(),
-                    started_at: p
-                        .state
-                        .as_ref()
-                        .and_then(|s| s.running.as_ref())
-                        .and_then(|r| r.started_at.clone()),
-                    finished_at: Some(Time(now)),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-        ),
-        None => (0, None, None),
+impl Restart {
+    /// The pod's policy (`Always` when unset, as the API server defaults it).
+    fn of(pod: &Pod) -> Restart {
+        match pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) {
+            Some("Never") => Restart::Never,
+            Some("OnFailure") => Restart::OnFailure,
+            _ => Restart::Always,
+        }
+    }
+
+    /// Whether a container that exited with `code` is restarted.
+    fn after(self, code: i32) -> bool {
+        match self {
+            Restart::Always => true,
+            Restart::OnFailure => code != 0,
+            Restart::Never => false,
+        }
+    }
+}
+
+/// How a pod's regular containers live: how long each run lasts, how it ends, what follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Life {
+    /// How long a container runs before it exits; `None`: until the pod is deleted.
+    pub(crate) runs_for: Option<Duration>,
+    /// The code it exits with.
+    pub(crate) exit_code: i32,
+    /// Whether it is then restarted.
+    pub(crate) restart: Restart,
+}
+
+/// Whether a `batch/v1` Job owns `pod`.
+pub(crate) fn owned_by_job(pod: &Pod) -> bool {
+    pod.metadata
+        .owner_references
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .any(|o| o.kind == "Job" && o.api_version == "batch/v1")
+}
+
+/// The life of `pod`'s containers: its annotations first, then the `behaviour` for Job pods
+/// or for the others (see the crate's documentation); and what was wrong with the
+/// annotations (those values are ignored).
+pub(crate) fn life(pod: &Pod, behaviour: &Behaviour) -> (Life, Vec<String>) {
+    let mut problems = Vec::new();
+    let annotation = |key: &str| {
+        pod.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .map(|v| v.trim())
     };
-    let previous_start = previous
-        .filter(|p| p.image == image)
-        .and_then(|p| p.state.as_ref())
-        .and_then(|s| {
-            s.running
+    let duration = match annotation(DURATION_ANNOTATION).map(parse_duration) {
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            problems.push(format!("{DURATION_ANNOTATION}: {e}"));
+            None
+        }
+        None => None,
+    };
+    let exit_code = match annotation(EXIT_CODE_ANNOTATION) {
+        Some(v) => match v.parse::<i32>() {
+            Ok(code) if (0..=255).contains(&code) => Some(code),
+            _ => {
+                problems.push(format!(
+                    "{EXIT_CODE_ANNOTATION}: {v:?} is not an exit code from 0 to 255"
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    let default = if owned_by_job(pod) {
+        Some(behaviour.job_pod_duration)
+    } else {
+        behaviour.pod_duration
+    };
+    let life = Life {
+        runs_for: duration
+            .or(default)
+            .or(exit_code.map(|_| behaviour.job_pod_duration)),
+        exit_code: exit_code.unwrap_or(0),
+        restart: Restart::of(pod),
+    };
+    (life, problems)
+}
+
+/// The back-off before a container's restart number `restarts` (1 for the first): upstream's
+/// doubling, shortened to 1 s at first and 30 s at most.
+pub(crate) fn backoff(restarts: i32) -> Duration {
+    let doublings = u32::try_from(restarts.saturating_sub(1))
+        .unwrap_or(0)
+        .min(16);
+    (BACKOFF_FIRST * 2u32.pow(doublings)).min(BACKOFF_MAX)
+}
+
+/// `t` + `d`, or `None` past the end of time.
+fn plus(t: Timestamp, d: Duration) -> Option<Timestamp> {
+    t.checked_add(d).ok()
+}
+
+fn started_at(state: &ContainerState) -> Option<Timestamp> {
+    let running = state.running.as_ref().and_then(|r| r.started_at.as_ref());
+    let terminated = state
+        .terminated
+        .as_ref()
+        .and_then(|t| t.started_at.as_ref());
+    running.or(terminated).map(|t| t.0)
+}
+
+/// Whether a container is waiting out a restart back-off.
+fn backing_off(state: &ContainerState) -> bool {
+    state
+        .waiting
+        .as_ref()
+        .is_some_and(|w| w.reason.as_deref() == Some(CRASH_LOOP))
+}
+
+/// When regular container `status` next changes by itself under `life`: a running container
+/// exits `runs_for` after its start, one in back-off restarts when the back-off is over, an
+/// exited one to be restarted goes into back-off at once. `None`: never.
+fn due_at(status: &ContainerStatus, life: &Life) -> Option<Timestamp> {
+    let Some(state) = &status.state else {
+        return Some(Timestamp::UNIX_EPOCH);
+    };
+    if state.running.is_some() {
+        return plus(started_at(state)?, life.runs_for?);
+    }
+    if let Some(t) = &state.terminated {
+        return life.restart.after(t.exit_code).then(|| {
+            t.finished_at
                 .as_ref()
-                .and_then(|r| r.started_at.clone())
-                .or_else(|| s.terminated.as_ref().and_then(|t| t.started_at.clone()))
+                .map_or(Timestamp::UNIX_EPOCH, |f| f.0)
         });
-    let started_at = since.map(Time).or(previous_start).unwrap_or(Time(now));
-    let id = container_id(uid, &container.name, restarts);
-    let (state, ready, started) = match run {
-        Run::Running => (
-            ContainerState {
-                running: Some(ContainerStateRunning {
-                    started_at: Some(started_at),
-                }),
-                ..Default::default()
-            },
-            true,
-            true,
-        ),
-        Run::Ephemeral => (
-            ContainerState {
-                running: Some(ContainerStateRunning {
-                    started_at: Some(started_at),
-                }),
-                ..Default::default()
-            },
-            false,
-            true,
-        ),
-        Run::Completed => (
-            ContainerState {
-                terminated: Some(ContainerStateTerminated {
-                    exit_code: 0,
-                    reason: Some("Completed".into()),
-                    container_id: Some(id.clone()),
-                    started_at: Some(started_at.clone()),
-                    finished_at: Some(started_at),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            true,
-            false,
-        ),
+    }
+    if backing_off(state) {
+        let finished = status
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .and_then(|t| t.finished_at.as_ref());
+        return match finished {
+            Some(f) => plus(f.0, backoff(status.restart_count)),
+            None => Some(Timestamp::UNIX_EPOCH),
+        };
+    }
+    // Waiting for another reason (not ours): start it.
+    Some(Timestamp::UNIX_EPOCH)
+}
+
+/// When `pod`'s status next changes by itself under `life` (see [`due_at`]); `None` for a pod
+/// that is not running or whose containers all run for good.
+pub(crate) fn next_change(pod: &Pod, life: &Life) -> Option<Timestamp> {
+    if phase(pod) != "Running" {
+        return None;
+    }
+    let statuses = pod.status.as_ref()?.container_statuses.as_deref()?;
+    let spec = pod.spec.as_ref()?;
+    spec.containers
+        .iter()
+        .filter_map(|c| statuses.iter().find(|s| s.name == c.name))
+        .filter_map(|s| due_at(s, life))
+        .min()
+}
+
+/// A running state since `started`: the state, whether ready, whether started.
+fn running(started: Timestamp, ready: bool) -> (ContainerState, bool, bool) {
+    let state = ContainerState {
+        running: Some(ContainerStateRunning {
+            started_at: Some(Time(started)),
+        }),
+        ..Default::default()
     };
-    ContainerStatus {
-        name: container.name.clone(),
-        image_id: image_id(&image),
-        image,
-        container_id: Some(id),
-        ready,
-        started: Some(started),
-        restart_count: restarts,
-        state: Some(state),
-        last_state,
+    (state, ready, true)
+}
+
+/// A terminated state: `Completed` for code 0, `Error` for others.
+fn terminated(
+    exit_code: i32,
+    container_id: Option<String>,
+    started: Option<Timestamp>,
+    finished: Timestamp,
+) -> ContainerState {
+    ContainerState {
+        terminated: Some(ContainerStateTerminated {
+            exit_code,
+            reason: Some(if exit_code == 0 { "Completed" } else { "Error" }.into()),
+            container_id,
+            started_at: started.map(Time),
+            finished_at: Some(Time(finished)),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
 
-/// The status a kubelet reports for `pod` once it runs on a node at `host_ip` with address
-/// `pod_ip`: phase Running, the five conditions True (transition times kept for those that
-/// already were), a status per container; the start time and containers that already ran
-/// their image keep theirs. Fields not written here (qosClass, other conditions) are kept.
-pub(crate) fn running_status(
-    pod: &Pod,
-    host_ip: Ipv4Addr,
-    pod_ip: Ipv4Addr,
+/// What kind of container a status is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A container of `spec.containers`: it lives by the pod's [`Life`].
+    Regular,
+    /// An init container that is not a sidecar: completed at once.
+    Init,
+    /// An init container with `restartPolicy: Always`: runs until the pod ends.
+    Sidecar,
+    /// An ephemeral container: runs, never ready, until the pod ends.
+    Ephemeral,
+}
+
+/// The status of `container` at `now`, one step on from its `previous` one: a new container
+/// (or a changed image) starts; a regular container whose time is due ([`due_at`]) exits, is
+/// restarted or leaves its back-off; otherwise the status stays as it was. `who` names the
+/// pod in back-off messages (`name_namespace(uid)`, as upstream's kubelet writes it).
+fn container_status(
+    uid: &str,
+    who: &str,
+    container: &Container,
+    previous: Option<&ContainerStatus>,
+    kind: Kind,
+    life: &Life,
     now: Timestamp,
-) -> PodStatus {
-    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-    let old = pod.status.clone().unwrap_or_default();
-    let start = old.start_time.as_ref().map(|t| t.0).unwrap_or(now);
-    let spec = pod.spec.clone().unwrap_or_default();
-    let old_conditions = old.conditions.unwrap_or_default();
+) -> ContainerStatus {
+    let image = container.image.clone().unwrap_or_default();
+    let name = container.name.clone();
+    let fresh = |restarts: i32, last_state: Option<ContainerState>, since: Timestamp| {
+        let id = container_id(uid, &name, restarts);
+        let (state, ready, started) = match kind {
+            Kind::Regular | Kind::Sidecar => running(since, true),
+            Kind::Ephemeral => running(since, false),
+            Kind::Init => (
+                terminated(0, Some(id.clone()), Some(since), since),
+                true,
+                false,
+            ),
+        };
+        ContainerStatus {
+            name: name.clone(),
+            image_id: image_id(&image),
+            image: image.clone(),
+            container_id: Some(id),
+            ready,
+            started: Some(started),
+            restart_count: restarts,
+            state: Some(state),
+            last_state,
+            ..Default::default()
+        }
+    };
+    let Some(p) = previous else {
+        return fresh(0, None, now);
+    };
+    let state = p.state.clone().unwrap_or_default();
+    if p.image != image {
+        // A new image: the old container is stopped and a new one started.
+        return if state.terminated.is_some() {
+            fresh(p.restart_count + 1, Some(state), now)
+        } else if state.running.is_some() {
+            let stopped = terminated(0, p.container_id.clone(), started_at(&state), now);
+            fresh(p.restart_count + 1, Some(stopped), now)
+        } else {
+            // Waiting: the restart it waited for (already counted) happens now.
+            fresh(p.restart_count, p.last_state.clone(), now)
+        };
+    }
+    if kind != Kind::Regular {
+        // Kept as it ran (or started now if it had no start).
+        return fresh(
+            p.restart_count,
+            p.last_state.clone(),
+            started_at(&state).unwrap_or(now),
+        );
+    }
+    let due = due_at(p, life).filter(|&at| at <= now);
+    let mut next = p.clone();
+    match due {
+        None => {
+            // Nothing due: as it was, readiness as its state says.
+            let alive = state.running.is_some();
+            next.ready = alive;
+            next.started = Some(alive);
+        }
+        Some(end) if state.running.is_some() => {
+            // Its time is up: it exits.
+            let exited = terminated(
+                life.exit_code,
+                p.container_id.clone(),
+                started_at(&state),
+                end,
+            );
+            next.ready = false;
+            next.started = Some(false);
+            if life.restart.after(life.exit_code) {
+                next = back_off(next, exited, who);
+            } else {
+                next.state = Some(exited);
+            }
+        }
+        Some(_) if state.terminated.is_some() => {
+            // Exited and to be restarted: into back-off.
+            next = back_off(next, state, who);
+        }
+        Some(_) => {
+            // Back-off over (or waiting for a reason not ours): started again.
+            return fresh(p.restart_count, p.last_state.clone(), now);
+        }
+    }
+    next
+}
+
+/// `status` after its container exited as `exited`, to be restarted after a back-off: the
+/// restart counted, the exit in `lastState`, waiting in `CrashLoopBackOff`.
+fn back_off(mut status: ContainerStatus, exited: ContainerState, who: &str) -> ContainerStatus {
+    status.restart_count += 1;
+    let delay = backoff(status.restart_count).as_secs();
+    status.state = Some(ContainerState {
+        waiting: Some(ContainerStateWaiting {
+            reason: Some(CRASH_LOOP.into()),
+            message: Some(format!(
+                "back-off {delay}s restarting failed container={} pod={who}",
+                status.name
+            )),
+        }),
+        ..Default::default()
+    });
+    status.last_state = Some(exited);
+    status.ready = false;
+    status.started = Some(false);
+    status
+}
+
+/// A running sidecar or ephemeral container stopped with its pod at `end`.
+fn stop(mut status: ContainerStatus, end: Timestamp) -> ContainerStatus {
+    let state = status.state.clone().unwrap_or_default();
+    if state.running.is_some() {
+        let start = started_at(&state);
+        status.state = Some(terminated(0, status.container_id.clone(), start, end));
+        status.ready = false;
+        status.started = Some(false);
+    }
+    status
+}
+
+/// The five kubelet conditions for a pod in `phase` whose containers `unready` are not ready,
+/// then the `old` ones of other types; each keeps its transition time while its status stays.
+fn pod_conditions(
+    old: Vec<PodCondition>,
+    phase: &str,
+    unready: &[String],
+    now: Timestamp,
+) -> Vec<PodCondition> {
+    let terminal = matches!(phase, "Succeeded" | "Failed");
     let mut conditions: Vec<PodCondition> = CONDITIONS
         .iter()
         .map(|&type_| {
-            let since = old_conditions
+            let (status, reason, message) = match (type_, phase) {
+                ("PodReadyToStartContainers", _) if terminal => ("False", None, None),
+                ("Initialized", "Succeeded") => ("True", Some(POD_COMPLETED), None),
+                ("Ready" | "ContainersReady", "Succeeded") => ("False", Some(POD_COMPLETED), None),
+                ("Ready" | "ContainersReady", "Failed") => ("False", Some("PodFailed"), None),
+                ("Ready" | "ContainersReady", _) if !unready.is_empty() => (
+                    "False",
+                    Some("ContainersNotReady"),
+                    Some(format!(
+                        "containers with unready status: [{}]",
+                        unready.join(" ")
+                    )),
+                ),
+                _ => ("True", None, None),
+            };
+            let since = old
                 .iter()
-                .find(|c| c.type_ == type_ && c.status == "True")
+                .find(|c| c.type_ == type_ && c.status == status)
                 .and_then(|c| c.last_transition_time.clone())
                 .unwrap_or(Time(now));
             PodCondition {
                 type_: type_.into(),
-                status: "True".into(),
+                status: status.into(),
+                reason: reason.map(Into::into),
+                message,
                 last_transition_time: Some(since),
                 ..Default::default()
             }
         })
         .collect();
     conditions.extend(
-        old_conditions
-            .into_iter()
+        old.into_iter()
             .filter(|c| !CONDITIONS.contains(&c.type_.as_str())),
     );
+    conditions
+}
+
+/// The status a kubelet reports for `pod` on a node at `host_ip`, with address `pod_ip`, at
+/// `now`: every container one step on ([`container_status`]); phase Running, or once every
+/// regular container has exited for good Succeeded (all with code 0) or Failed, with the
+/// sidecars and ephemeral containers stopped; the conditions to match. The start time and
+/// unchanged containers keep theirs. Fields not written here (qosClass, other conditions) are
+/// kept.
+pub(crate) fn pod_status(
+    pod: &Pod,
+    host_ip: Ipv4Addr,
+    pod_ip: Ipv4Addr,
+    life: &Life,
+    now: Timestamp,
+) -> PodStatus {
+    let meta = &pod.metadata;
+    let uid = meta.uid.as_deref().unwrap_or_default();
+    let who = format!(
+        "{}_{}({uid})",
+        meta.name.as_deref().unwrap_or_default(),
+        meta.namespace.as_deref().unwrap_or_default()
+    );
+    let old = pod.status.clone().unwrap_or_default();
+    let start = old.start_time.as_ref().map(|t| t.0).unwrap_or(now);
+    let spec = pod.spec.clone().unwrap_or_default();
     let statuses = |containers: &[Container],
                     old: &Option<Vec<ContainerStatus>>,
-                    run: &dyn Fn(&Container) -> Run| {
+                    kind: &dyn Fn(&Container) -> Kind| {
         let old = old.as_deref().unwrap_or_default();
-        let list: Vec<ContainerStatus> = containers
+        containers
             .iter()
             .map(|c| {
                 let previous = old.iter().find(|s| s.name == c.name);
-                container_status(uid, c, previous, run(c), now)
+                container_status(uid, &who, c, previous, kind(c), life, now)
             })
-            .collect();
-        (!list.is_empty()).then_some(list)
+            .collect::<Vec<_>>()
     };
-    let containers = statuses(&spec.containers, &old.container_statuses, &|_| Run::Running);
-    let init = statuses(
+    let containers = statuses(&spec.containers, &old.container_statuses, &|_| {
+        Kind::Regular
+    });
+    let mut init = statuses(
         spec.init_containers.as_deref().unwrap_or_default(),
         &old.init_container_statuses,
         &|c| {
             if c.restart_policy.as_deref() == Some("Always") {
-                Run::Running
+                Kind::Sidecar
             } else {
-                Run::Completed
+                Kind::Init
             }
         },
     );
@@ -423,11 +730,46 @@ pub(crate) fn running_status(
             ..Default::default()
         })
         .collect();
-    let ephemeral = statuses(&ephemeral, &old.ephemeral_container_statuses, &|_| {
-        Run::Ephemeral
+    let mut ephemeral = statuses(&ephemeral, &old.ephemeral_container_statuses, &|_| {
+        Kind::Ephemeral
     });
+    let exits: Option<Vec<&ContainerStateTerminated>> = containers
+        .iter()
+        .map(|s| s.state.as_ref().and_then(|s| s.terminated.as_ref()))
+        .collect();
+    let phase = match exits {
+        Some(exits) if !exits.is_empty() => {
+            let end = exits
+                .iter()
+                .filter_map(|t| t.finished_at.as_ref().map(|f| f.0))
+                .max()
+                .unwrap_or(now);
+            init = init.into_iter().map(|s| stop(s, end)).collect();
+            ephemeral = ephemeral.into_iter().map(|s| stop(s, end)).collect();
+            if exits.iter().all(|t| t.exit_code == 0) {
+                "Succeeded"
+            } else {
+                "Failed"
+            }
+        }
+        _ => "Running",
+    };
+    let sidecars = spec.init_containers.as_deref().unwrap_or_default();
+    let unready: Vec<String> = init
+        .iter()
+        .filter(|s| {
+            sidecars
+                .iter()
+                .any(|c| c.name == s.name && c.restart_policy.as_deref() == Some("Always"))
+        })
+        .chain(&containers)
+        .filter(|s| !s.ready)
+        .map(|s| s.name.clone())
+        .collect();
+    let conditions = pod_conditions(old.conditions.unwrap_or_default(), phase, &unready, now);
+    let some = |list: Vec<ContainerStatus>| (!list.is_empty()).then_some(list);
     PodStatus {
-        phase: Some("Running".into()),
+        phase: Some(phase.into()),
         conditions: Some(conditions),
         host_ip: Some(host_ip.to_string()),
         host_ips: Some(vec![HostIP {
@@ -438,11 +780,21 @@ pub(crate) fn running_status(
             ip: pod_ip.to_string(),
         }]),
         start_time: Some(Time(start)),
-        container_statuses: containers,
-        init_container_statuses: init,
-        ephemeral_container_statuses: ephemeral,
+        container_statuses: some(containers),
+        init_container_statuses: some(init),
+        ephemeral_container_statuses: some(ephemeral),
         ..Default::default()
     }
+}
+
+/// The sum of the regular containers' restart counts.
+fn restarts(status: Option<&PodStatus>) -> i64 {
+    status
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .map(|s| i64::from(s.restart_count))
+        .sum()
 }
 
 /// `namespace/name` of a pod, for logs.
@@ -454,17 +806,99 @@ fn key(pod: &Pod) -> String {
     )
 }
 
+/// Pods to look at again at a given time (a container's exit, the end of a back-off), each
+/// with the last version of it seen.
+#[derive(Debug, Default)]
+pub(crate) struct Timers {
+    queue: BinaryHeap<Reverse<(Timestamp, String)>>,
+    /// Pod uid → (when, the pod): the one live entry per pod; queue entries that do not
+    /// match it are stale and skipped.
+    pods: HashMap<String, (Timestamp, Pod)>,
+}
+
+impl Timers {
+    /// Looks at `pod` again at `at` (instead of any earlier setting).
+    pub(crate) fn set(&mut self, at: Timestamp, pod: Pod) {
+        let Some(uid) = pod.metadata.uid.clone() else {
+            return;
+        };
+        if self.pods.get(&uid).is_none_or(|(t, _)| *t != at) {
+            self.queue.push(Reverse((at, uid.clone())));
+        }
+        self.pods.insert(uid, (at, pod));
+        if self.queue.len() > 2 * self.pods.len() + 1024 {
+            let pods = &self.pods;
+            self.queue
+                .retain(|Reverse((at, uid))| pods.get(uid).is_some_and(|(t, _)| t == at));
+        }
+    }
+
+    /// Forgets pod `uid`.
+    pub(crate) fn cancel(&mut self, uid: &str) {
+        self.pods.remove(uid);
+    }
+
+    /// Forgets every pod not in `live`.
+    pub(crate) fn retain(&mut self, live: &HashSet<&str>) {
+        self.pods.retain(|uid, _| live.contains(uid.as_str()));
+    }
+
+    /// The earliest time set.
+    pub(crate) fn next(&mut self) -> Option<Timestamp> {
+        while let Some(Reverse((at, uid))) = self.queue.peek() {
+            if self.pods.get(uid).is_some_and(|(t, _)| t == at) {
+                return Some(*at);
+            }
+            self.queue.pop();
+        }
+        None
+    }
+
+    /// The pods whose time has come by `now`, forgotten.
+    pub(crate) fn take_due(&mut self, now: Timestamp) -> Vec<Pod> {
+        let mut due = Vec::new();
+        while let Some(at) = self.next()
+            && at <= now
+        {
+            if let Some(Reverse((_, uid))) = self.queue.pop()
+                && let Some((_, pod)) = self.pods.remove(&uid)
+            {
+                due.push(pod);
+            }
+        }
+        due
+    }
+}
+
+/// Sleeps until `at` by the wall clock; forever for `None`.
+async fn sleep_until(at: Option<Timestamp>) {
+    match at {
+        None => std::future::pending().await,
+        Some(at) => {
+            let wait = at.duration_since(Timestamp::now());
+            tokio::time::sleep(Duration::try_from(wait).unwrap_or(Duration::ZERO)).await;
+        }
+    }
+}
+
 /// The pod loop's state.
 struct Kubelet {
     sim: Arc<Sim>,
     nodes: Arc<NodeTable>,
     ipam: Ipam,
+    timers: Timers,
     tasks: JoinSet<()>,
     permits: Arc<Semaphore>,
 }
 
-/// Watches the pods bound to any node and handles those on ours. Runs until cancelled.
-pub(crate) async fn run(sim: Arc<Sim>, nodes: Arc<NodeTable>) -> anyhow::Result<()> {
+/// Watches the pods bound to any node and handles those on ours, looks at them again when a
+/// container's time is up, and handles a node's pods again when it comes back from the dead
+/// (its name from `revived`). Runs until cancelled.
+pub(crate) async fn run(
+    sim: Arc<Sim>,
+    nodes: Arc<NodeTable>,
+    mut revived: UnboundedReceiver<String>,
+) -> anyhow::Result<()> {
     let api: Api<Pod> = Api::all(sim.client.clone());
     let config = watcher::Config::default().fields("spec.nodeName!=");
     let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
@@ -472,26 +906,38 @@ pub(crate) async fn run(sim: Arc<Sim>, nodes: Arc<NodeTable>) -> anyhow::Result<
         sim,
         nodes,
         ipam: Ipam::default(),
+        timers: Timers::default(),
         tasks: JoinSet::new(),
         permits: Arc::new(Semaphore::new(CONCURRENCY)),
     };
     let mut listed: Vec<Pod> = Vec::new();
-    while let Some(event) = events.next().await {
+    loop {
         while kubelet.tasks.try_join_next().is_some() {}
-        match event {
-            Err(e) => tracing::warn!(error = %e, "watching pods failed; retrying"),
-            Ok(Event::Init) => listed.clear(),
-            Ok(Event::InitApply(pod)) => listed.push(pod),
-            Ok(Event::InitDone) => kubelet.resync(std::mem::take(&mut listed)).await,
-            Ok(Event::Apply(pod)) => {
-                kubelet.observe(&pod);
-                kubelet.handle(pod).await;
-            }
-            Ok(Event::Delete(pod)) => {
-                if let Some(uid) = &pod.metadata.uid {
-                    kubelet.ipam.release(uid);
+        let wake = kubelet.timers.next();
+        tokio::select! {
+            event = events.next() => match event {
+                None => break,
+                Some(Err(e)) => tracing::warn!(error = %e, "watching pods failed; retrying"),
+                Some(Ok(Event::Init)) => listed.clear(),
+                Some(Ok(Event::InitApply(pod))) => listed.push(pod),
+                Some(Ok(Event::InitDone)) => kubelet.resync(std::mem::take(&mut listed)).await,
+                Some(Ok(Event::Apply(pod))) => {
+                    kubelet.observe(&pod);
+                    kubelet.handle(pod).await;
+                }
+                Some(Ok(Event::Delete(pod))) => {
+                    if let Some(uid) = &pod.metadata.uid {
+                        kubelet.ipam.release(uid);
+                        kubelet.timers.cancel(uid);
+                    }
+                }
+            },
+            () = sleep_until(wake) => {
+                for pod in kubelet.timers.take_due(Timestamp::now()) {
+                    kubelet.handle(pod).await;
                 }
             }
+            Some(node) = revived.recv() => kubelet.revive(&node).await,
         }
     }
     anyhow::bail!("the pod watch ended")
@@ -512,12 +958,33 @@ impl Kubelet {
             .filter_map(|p| p.metadata.uid.as_deref())
             .collect();
         self.ipam.retain(&live);
+        self.timers.retain(&live);
         for pod in &pods {
             self.observe(pod);
         }
         tracing::debug!(pods = pods.len(), "pods bound to nodes listed");
         for pod in pods {
             self.handle(pod).await;
+        }
+    }
+
+    /// Node `name` is alive again: handle its pods, left alone while it was dead.
+    async fn revive(&mut self, name: &str) {
+        let api: Api<Pod> = Api::all(self.sim.client.clone());
+        let params = ListParams::default().fields(&format!("spec.nodeName={name}"));
+        let limit = Some(self.sim.opts.lease_interval.max(Duration::from_secs(10)));
+        match retry("listing a node's pods", limit, || api.list(&params)).await {
+            Ok(list) => {
+                tracing::debug!(node = %name, pods = list.items.len(), "handling the pods of a revived node");
+                for pod in list.items {
+                    self.observe(&pod);
+                    self.handle(pod).await;
+                }
+            }
+            Err(e) => {
+                Stats::add(&self.sim.stats.errors);
+                tracing::warn!(node = %name, error = %e, "listing the pods of a revived node failed; they are handled at their next change");
+            }
         }
     }
 
@@ -536,12 +1003,14 @@ impl Kubelet {
         }
     }
 
-    /// Does what a kubelet would for `pod`, if it is ours.
+    /// Does what a kubelet would for `pod`, if it is ours: finish its deletion, start it, move
+    /// its containers on when their time is due, or set a timer for when it will be.
     async fn handle(&mut self, pod: Pod) {
         let Some(node) = self.node_of(&pod) else {
             return;
         };
-        let (index, host_ip, node_name) = (node.index, node.ip, node.name.clone());
+        let (index, host_ip, node_name, dead) =
+            (node.index, node.ip, node.name.clone(), node.is_dead());
         let (Some(name), Some(namespace), Some(uid)) = (
             pod.metadata.name.clone(),
             pod.metadata.namespace.clone(),
@@ -549,14 +1018,38 @@ impl Kubelet {
         ) else {
             return;
         };
+        if dead {
+            // A dead node's kubelet does nothing; the pods are handled again when it revives.
+            self.timers.cancel(&uid);
+            return;
+        }
         let api: Api<Pod> = Api::namespaced(self.sim.client.clone(), &namespace);
         let sim = self.sim.clone();
         if is_terminating(&pod) {
+            self.timers.cancel(&uid);
             self.spawn(finish(sim, api, name, uid)).await;
             return;
         }
-        if is_finished(&pod) || in_sync(&pod) {
+        if is_finished(&pod) {
+            self.timers.cancel(&uid);
             return;
+        }
+        let (life, problems) = life(&pod, &self.sim.behaviour);
+        let now = Timestamp::now();
+        let changes_at = next_change(&pod, &life);
+        if in_sync(&pod) && changes_at.is_none_or(|at| at > now) {
+            match changes_at {
+                Some(at) => self.timers.set(at, pod),
+                None => self.timers.cancel(&uid),
+            }
+            return;
+        }
+        // Something to write: the watch brings the result back, and with it the next timer.
+        self.timers.cancel(&uid);
+        if phase(&pod) != "Running" {
+            for problem in problems {
+                tracing::warn!(pod = %key(&pod), "{problem}; ignored");
+            }
         }
         let ip = if host_network(&pod) {
             host_ip
@@ -572,13 +1065,21 @@ impl Kubelet {
                 }
             }
         };
-        let status = running_status(&pod, host_ip, ip, Timestamp::now());
+        let status = pod_status(&pod, host_ip, ip, &life, now);
+        let step = if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+            Step::Completed
+        } else if phase(&pod) != "Running" {
+            Step::Started
+        } else {
+            let n = restarts(Some(&status)) - restarts(pod.status.as_ref());
+            Step::Changed(u64::try_from(n).unwrap_or(0))
+        };
         let rv = pod.metadata.resource_version.clone();
         let patch = json!({
             "metadata": {"uid": uid, "resourceVersion": rv},
             "status": status,
         });
-        self.spawn(start(sim, api, name, patch)).await;
+        self.spawn(write_status(sim, api, name, patch, step)).await;
     }
 
     /// Runs `call` as a task once one of the [`CONCURRENCY`] slots is free.
@@ -593,26 +1094,52 @@ impl Kubelet {
     }
 }
 
-/// Writes a pod's running status (`patch`, with its preconditions).
-async fn start(sim: Arc<Sim>, api: Api<Pod>, name: String, patch: serde_json::Value) {
+/// What a status write does, for the counters and the log.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// The pod starts running.
+    Started,
+    /// Containers of a running pod exit, back off or start again (so many restarts).
+    Changed(u64),
+    /// The pod Succeeded or Failed.
+    Completed,
+}
+
+/// Writes a pod's status (`patch`, with its preconditions).
+async fn write_status(
+    sim: Arc<Sim>,
+    api: Api<Pod>,
+    name: String,
+    patch: serde_json::Value,
+    step: Step,
+) {
     let r = retry("updating a pod's status", None, || async {
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
     })
     .await;
     let ns = api.namespace().unwrap_or_default();
+    let pod = format!("{ns}/{name}");
+    let phase = patch["status"]["phase"].as_str().unwrap_or_default();
     match r {
         Ok(_) => {
-            Stats::add(&sim.stats.pods_started);
-            tracing::debug!(pod = %format!("{ns}/{name}"), ip = patch["status"]["podIP"].as_str().unwrap_or_default(), "pod running");
+            let stats = &sim.stats;
+            match step {
+                Step::Started => Stats::add(&stats.pods_started),
+                Step::Completed => Stats::add(&stats.pods_completed),
+                Step::Changed(n) => {
+                    stats.container_restarts.fetch_add(n, Ordering::Relaxed);
+                }
+            }
+            tracing::debug!(%pod, phase, ?step, ip = patch["status"]["podIP"].as_str().unwrap_or_default(), "pod status written");
         }
         // Gone, or changed since: the watch brings what to do next.
         Err(e) if is_not_found(&e) || is_conflict(&e) => {
-            tracing::debug!(pod = %format!("{ns}/{name}"), error = %e, "pod status not written");
+            tracing::debug!(%pod, error = %e, "pod status not written");
         }
         Err(e) => {
             Stats::add(&sim.stats.errors);
-            tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "writing the pod's status failed");
+            tracing::warn!(%pod, error = %e, "writing the pod's status failed");
         }
     }
 }
@@ -678,6 +1205,420 @@ mod tests {
 
     const HOST: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 2);
     const IP: Ipv4Addr = Ipv4Addr::new(10, 64, 1, 2);
+
+    /// Containers that run until the pod is deleted.
+    const FOREVER: Life = Life {
+        runs_for: None,
+        exit_code: 0,
+        restart: Restart::Always,
+    };
+
+    fn running_status(pod: &Pod, host: Ipv4Addr, ip: Ipv4Addr, now: Timestamp) -> PodStatus {
+        pod_status(pod, host, ip, &FOREVER, now)
+    }
+
+    fn life_for(exit_code: i32, secs: u64, restart: Restart) -> Life {
+        Life {
+            runs_for: Some(Duration::from_secs(secs)),
+            exit_code,
+            restart,
+        }
+    }
+
+    /// `p` with `status` written (as the server would keep it).
+    fn with(mut p: Pod, status: PodStatus) -> Pod {
+        p.status = Some(status);
+        p
+    }
+
+    fn json_of(status: &PodStatus) -> serde_json::Value {
+        serde_json::to_value(status).unwrap()
+    }
+
+    fn condition<'a>(v: &'a serde_json::Value, type_: &str) -> &'a serde_json::Value {
+        v["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == type_)
+            .unwrap()
+    }
+
+    fn job_pod() -> Pod {
+        let mut p = web();
+        p.metadata.owner_references = Some(
+            serde_json::from_value(json!([{
+                "apiVersion": "batch/v1", "kind": "Job", "name": "pi", "uid": "j1", "controller": true,
+            }]))
+            .unwrap(),
+        );
+        p.spec.as_mut().unwrap().restart_policy = Some("Never".into());
+        p
+    }
+
+    fn annotate(mut p: Pod, pairs: &[(&str, &str)]) -> Pod {
+        let a = p.metadata.annotations.get_or_insert_with(Default::default);
+        for (k, v) in pairs {
+            a.insert(k.to_string(), v.to_string());
+        }
+        p
+    }
+
+    #[test]
+    fn job_pods_finish_after_the_job_duration_and_others_run_on() {
+        let b = Behaviour::default();
+        let (l, problems) = life(&job_pod(), &b);
+        assert!(problems.is_empty());
+        assert_eq!(l, life_for(0, 1, Restart::Never));
+        assert!(owned_by_job(&job_pod()) && !owned_by_job(&web()));
+
+        let (l, _) = life(&web(), &b);
+        assert_eq!(l.runs_for, None, "runs until deleted");
+        assert_eq!(l.restart, Restart::Always);
+
+        let b = Behaviour {
+            job_pod_duration: Duration::from_secs(7),
+            pod_duration: Some(Duration::from_secs(60)),
+        };
+        assert_eq!(
+            life(&job_pod(), &b).0.runs_for,
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(life(&web(), &b).0.runs_for, Some(Duration::from_secs(60)));
+
+        // Another group's Job is not a batch/v1 Job.
+        let mut p = job_pod();
+        p.metadata.owner_references.as_mut().unwrap()[0].api_version = "example.com/v1".into();
+        assert!(!owned_by_job(&p));
+    }
+
+    #[test]
+    fn annotations_override_the_behaviour() {
+        let b = Behaviour::default();
+        let p = annotate(
+            job_pod(),
+            &[(DURATION_ANNOTATION, "5s"), (EXIT_CODE_ANNOTATION, "3")],
+        );
+        assert_eq!(life(&p, &b).0, life_for(3, 5, Restart::Never));
+        let p = annotate(web(), &[(DURATION_ANNOTATION, "0s")]);
+        assert_eq!(life(&p, &b).0.runs_for, Some(Duration::ZERO));
+        // An exit code alone on a pod that would run forever: it exits after the job duration.
+        let p = annotate(web(), &[(EXIT_CODE_ANNOTATION, " 1 ")]);
+        assert_eq!(life(&p, &b).0, life_for(1, 1, Restart::Always));
+
+        // Bad values are reported and ignored.
+        let p = annotate(
+            job_pod(),
+            &[(DURATION_ANNOTATION, "soon"), (EXIT_CODE_ANNOTATION, "256")],
+        );
+        let (l, problems) = life(&p, &b);
+        assert_eq!(l, life_for(0, 1, Restart::Never));
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains(DURATION_ANNOTATION), "{problems:?}");
+        assert!(problems[1].contains("from 0 to 255"), "{problems:?}");
+        let p = annotate(web(), &[(EXIT_CODE_ANNOTATION, "-1")]);
+        assert_eq!(life(&p, &b).1.len(), 1);
+
+        let mut p = web();
+        p.spec.as_mut().unwrap().restart_policy = Some("OnFailure".into());
+        assert_eq!(life(&p, &b).0.restart, Restart::OnFailure);
+    }
+
+    #[test]
+    fn a_job_pod_succeeds_when_its_time_is_up() {
+        let life = life_for(0, 1, Restart::Never);
+        let p = job_pod();
+        let start = at("2025-01-01T00:00:05Z");
+        let p = with(p.clone(), pod_status(&p, HOST, IP, &life, start));
+        assert_eq!(phase(&p), "Running");
+        let end = at("2025-01-01T00:00:06Z");
+        assert_eq!(next_change(&p, &life), Some(end));
+
+        // Not yet: nothing changes.
+        let early = pod_status(&p, HOST, IP, &life, at("2025-01-01T00:00:05.5Z"));
+        assert_eq!(json_of(&early), json_of(p.status.as_ref().unwrap()));
+
+        // Handled late, the exit is still stamped at its due time.
+        let done = pod_status(&p, HOST, IP, &life, at("2025-01-01T00:00:09Z"));
+        let v = json_of(&done);
+        assert_eq!(v["phase"], "Succeeded");
+        for c in v["containerStatuses"].as_array().unwrap() {
+            let t = &c["state"]["terminated"];
+            assert_eq!(t["exitCode"], 0);
+            assert_eq!(t["reason"], "Completed");
+            assert_eq!(t["startedAt"], "2025-01-01T00:00:05Z");
+            assert_eq!(t["finishedAt"], "2025-01-01T00:00:06Z");
+            assert_eq!(t["containerID"], c["containerID"]);
+            assert!(c["state"].get("running").is_none());
+            assert_eq!(c["ready"], false);
+            assert_eq!(c["started"], false);
+            assert_eq!(c["restartCount"], 0);
+        }
+        for type_ in ["Ready", "ContainersReady"] {
+            let c = condition(&v, type_);
+            assert_eq!(c["status"], "False");
+            assert_eq!(c["reason"], "PodCompleted");
+            assert_eq!(c["lastTransitionTime"], "2025-01-01T00:00:09Z");
+        }
+        assert_eq!(
+            condition(&v, "PodReadyToStartContainers")["status"],
+            "False"
+        );
+        assert_eq!(condition(&v, "Initialized")["status"], "True");
+        assert_eq!(condition(&v, "Initialized")["reason"], "PodCompleted");
+        assert_eq!(
+            condition(&v, "PodScheduled")["lastTransitionTime"],
+            "2025-01-01T00:00:00Z"
+        );
+        assert_eq!(v["podIP"], "10.64.1.2", "a finished pod keeps its address");
+        assert_eq!(v["startTime"], "2025-01-01T00:00:05Z");
+        let p = with(p, done);
+        assert!(is_finished(&p));
+        assert_eq!(next_change(&p, &life), None);
+    }
+
+    #[test]
+    fn a_failing_pod_that_never_restarts_fails() {
+        let life = life_for(3, 0, Restart::Never);
+        let p = web();
+        let now = at("2025-01-01T00:00:05Z");
+        let p = with(p.clone(), pod_status(&p, HOST, IP, &life, now));
+        // Zero seconds: due at once, but first written as Running (as a kubelet would).
+        assert_eq!(phase(&p), "Running");
+        assert_eq!(next_change(&p, &life), Some(now));
+        let v = json_of(&pod_status(&p, HOST, IP, &life, now));
+        assert_eq!(v["phase"], "Failed");
+        let t = &v["containerStatuses"][0]["state"]["terminated"];
+        assert_eq!(t["exitCode"], 3);
+        assert_eq!(t["reason"], "Error");
+        for type_ in ["Ready", "ContainersReady"] {
+            assert_eq!(condition(&v, type_)["reason"], "PodFailed");
+        }
+        assert!(condition(&v, "Initialized").get("reason").is_none());
+    }
+
+    #[test]
+    fn failed_containers_back_off_and_restart() {
+        let life = life_for(1, 10, Restart::OnFailure);
+        let mut p = web();
+        p.spec.as_mut().unwrap().containers.truncate(1);
+        let p = with(
+            p.clone(),
+            pod_status(&p, HOST, IP, &life, at("2025-01-01T00:00:00Z")),
+        );
+        assert_eq!(next_change(&p, &life), Some(at("2025-01-01T00:00:10Z")));
+
+        // It exits with code 1 and waits out a 1 s back-off, the restart counted.
+        let p = with(
+            p.clone(),
+            pod_status(&p, HOST, IP, &life, at("2025-01-01T00:00:10Z")),
+        );
+        let v = json_of(p.status.as_ref().unwrap());
+        assert_eq!(v["phase"], "Running");
+        let c = &v["containerStatuses"][0];
+        assert_eq!(c["restartCount"], 1);
+        assert_eq!(c["ready"], false);
+        assert_eq!(c["started"], false);
+        assert_eq!(c["state"]["waiting"]["reason"], "CrashLoopBackOff");
+        assert_eq!(
+            c["state"]["waiting"]["message"],
+            "back-off 1s restarting failed container=nginx pod=web_default(u1)"
+        );
+        assert_eq!(c["lastState"]["terminated"]["exitCode"], 1);
+        assert_eq!(c["lastState"]["terminated"]["reason"], "Error");
+        assert_eq!(
+            c["lastState"]["terminated"]["finishedAt"],
+            "2025-01-01T00:00:10Z"
+        );
+        assert_eq!(c["containerID"], "rudder-sim://u1-nginx", "the exited one");
+        let ready = condition(&v, "Ready");
+        assert_eq!(ready["status"], "False");
+        assert_eq!(ready["reason"], "ContainersNotReady");
+        assert_eq!(ready["message"], "containers with unready status: [nginx]");
+        assert_eq!(condition(&v, "PodReadyToStartContainers")["status"], "True");
+        assert_eq!(next_change(&p, &life), Some(at("2025-01-01T00:00:11Z")));
+
+        // After the back-off: running again, a new container, ready.
+        let later = at("2025-01-01T00:00:11Z");
+        let p = with(p.clone(), pod_status(&p, HOST, IP, &life, later));
+        let v = json_of(p.status.as_ref().unwrap());
+        let c = &v["containerStatuses"][0];
+        assert_eq!(c["restartCount"], 1);
+        assert_eq!(c["state"]["running"]["startedAt"], "2025-01-01T00:00:11Z");
+        assert_eq!(c["containerID"], "rudder-sim://u1-nginx-1");
+        assert_eq!(c["ready"], true);
+        assert_eq!(c["lastState"]["terminated"]["exitCode"], 1);
+        assert_eq!(condition(&v, "Ready")["status"], "True");
+        assert_eq!(
+            condition(&v, "Ready")["lastTransitionTime"],
+            "2025-01-01T00:00:11Z"
+        );
+
+        // The second exit backs off twice as long.
+        let p = with(
+            p.clone(),
+            pod_status(&p, HOST, IP, &life, at("2025-01-01T00:00:21Z")),
+        );
+        let c = &p
+            .status
+            .as_ref()
+            .unwrap()
+            .container_statuses
+            .as_ref()
+            .unwrap()[0];
+        assert_eq!(c.restart_count, 2);
+        assert_eq!(next_change(&p, &life), Some(at("2025-01-01T00:00:23Z")));
+    }
+
+    #[test]
+    fn on_failure_a_clean_exit_completes_and_always_restarts_it() {
+        let mut p = web();
+        p.spec.as_mut().unwrap().containers.truncate(1);
+        let start = at("2025-01-01T00:00:00Z");
+        let end = at("2025-01-01T00:00:05Z");
+
+        let life = life_for(0, 5, Restart::OnFailure);
+        let running = with(p.clone(), pod_status(&p, HOST, IP, &life, start));
+        assert_eq!(
+            pod_status(&running, HOST, IP, &life, end).phase.as_deref(),
+            Some("Succeeded")
+        );
+
+        let life = life_for(0, 5, Restart::Always);
+        let running = with(p.clone(), pod_status(&p, HOST, IP, &life, start));
+        let v = json_of(&pod_status(&running, HOST, IP, &life, end));
+        assert_eq!(v["phase"], "Running");
+        let c = &v["containerStatuses"][0];
+        assert_eq!(c["state"]["waiting"]["reason"], "CrashLoopBackOff");
+        assert_eq!(c["lastState"]["terminated"]["reason"], "Completed");
+        assert_eq!(c["restartCount"], 1);
+    }
+
+    #[test]
+    fn a_pod_ends_when_its_last_container_does() {
+        // Two containers started at different times: the pod runs until both have exited.
+        let life = life_for(0, 10, Restart::Never);
+        let p = web();
+        let mut p = with(
+            p.clone(),
+            pod_status(&p, HOST, IP, &life, at("2025-01-01T00:00:00Z")),
+        );
+        p.status
+            .as_mut()
+            .unwrap()
+            .container_statuses
+            .as_mut()
+            .unwrap()[1]
+            .state
+            .as_mut()
+            .unwrap()
+            .running
+            .as_mut()
+            .unwrap()
+            .started_at = Some(Time(at("2025-01-01T00:00:04Z")));
+        assert_eq!(next_change(&p, &life), Some(at("2025-01-01T00:00:10Z")));
+        let p = with(
+            p.clone(),
+            pod_status(&p, HOST, IP, &life, at("2025-01-01T00:00:10Z")),
+        );
+        let v = json_of(p.status.as_ref().unwrap());
+        assert_eq!(v["phase"], "Running");
+        assert!(v["containerStatuses"][0]["state"]["terminated"].is_object());
+        assert!(v["containerStatuses"][1]["state"]["running"].is_object());
+        assert_eq!(
+            condition(&v, "ContainersReady")["message"],
+            "containers with unready status: [nginx]"
+        );
+        assert_eq!(next_change(&p, &life), Some(at("2025-01-01T00:00:14Z")));
+        let v = json_of(&pod_status(&p, HOST, IP, &life, at("2025-01-01T00:00:14Z")));
+        assert_eq!(v["phase"], "Succeeded");
+    }
+
+    #[test]
+    fn sidecars_and_ephemeral_containers_stop_with_the_pod() {
+        let life = life_for(0, 1, Restart::Never);
+        let mut p = job_pod();
+        let spec = p.spec.as_mut().unwrap();
+        spec.init_containers = Some(
+            serde_json::from_value(json!([
+                {"name": "setup", "image": "busybox"},
+                {"name": "proxy", "image": "envoy", "restartPolicy": "Always"},
+            ]))
+            .unwrap(),
+        );
+        spec.ephemeral_containers = Some(
+            serde_json::from_value(json!([{"name": "debugger", "image": "busybox"}])).unwrap(),
+        );
+        let p = with(
+            p.clone(),
+            pod_status(&p, HOST, IP, &life, at("2025-01-01T00:00:00Z")),
+        );
+        let v = json_of(&pod_status(&p, HOST, IP, &life, at("2025-01-01T00:00:03Z")));
+        assert_eq!(v["phase"], "Succeeded");
+        let setup = &v["initContainerStatuses"][0]["state"]["terminated"];
+        assert_eq!(setup["finishedAt"], "2025-01-01T00:00:00Z", "unchanged");
+        let proxy = &v["initContainerStatuses"][1];
+        assert_eq!(
+            proxy["state"]["terminated"]["finishedAt"],
+            "2025-01-01T00:00:01Z"
+        );
+        assert_eq!(proxy["state"]["terminated"]["reason"], "Completed");
+        assert_eq!(proxy["ready"], false);
+        let debugger = &v["ephemeralContainerStatuses"][0];
+        assert!(debugger["state"]["terminated"].is_object());
+    }
+
+    #[test]
+    fn back_offs_double_up_to_a_cap() {
+        let secs: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(backoff(0), BACKOFF_FIRST);
+        assert_eq!(backoff(i32::MAX), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn timers_hand_back_due_pods_once_with_their_last_version() {
+        let mut timers = Timers::default();
+        assert_eq!(timers.next(), None);
+        let t = |s: u64| at("2025-01-01T00:00:00Z") + Duration::from_secs(s);
+        let pod = |uid: &str, rv: &str| {
+            let mut p = web();
+            p.metadata.uid = Some(uid.into());
+            p.metadata.resource_version = Some(rv.into());
+            p
+        };
+        timers.set(t(5), pod("a", "1"));
+        timers.set(t(3), pod("b", "1"));
+        timers.set(t(9), pod("c", "1"));
+        // Moved later, and a newer version seen: the old entry is stale.
+        timers.set(t(7), pod("b", "2"));
+        timers.cancel("c");
+        assert_eq!(timers.next(), Some(t(5)));
+        assert!(timers.take_due(t(4)).is_empty());
+        let due = timers.take_due(t(8));
+        let seen: Vec<(&str, &str)> = due
+            .iter()
+            .map(|p| {
+                (
+                    p.metadata.uid.as_deref().unwrap(),
+                    p.metadata.resource_version.as_deref().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(seen, [("a", "1"), ("b", "2")]);
+        assert_eq!(timers.next(), None);
+        assert!(timers.take_due(t(100)).is_empty());
+
+        timers.set(t(1), pod("d", "1"));
+        timers.set(t(1), pod("e", "1"));
+        timers.retain(&HashSet::from(["e"]));
+        assert_eq!(timers.take_due(t(2)).len(), 1);
+        // Stale entries do not pile up.
+        for i in 0..5000 {
+            timers.set(t(i), pod("f", "1"));
+        }
+        assert!(timers.queue.len() <= 1024 + 2);
+    }
 
     #[test]
     fn a_pending_pod_becomes_running_with_ready_containers() {

@@ -4,10 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use api::selector::LabelSelector;
 use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm};
 
-use crate::framework::{NodeInfo, Normalize, Plugin, Prepared, Verdict};
+use crate::framework::{NodeInfo, Normalize, Plugin, PodMatcher, Prepared, Verdict};
 
 /// The InterPodAffinity plugin.
 pub struct InterPodAffinity;
@@ -32,18 +31,14 @@ struct State {
     preferred: Vec<Term>,
 }
 
-fn compile(term: &PodAffinityTerm, pod_ns: &str) -> Option<(LabelSelector, Vec<String>)> {
+fn compile(term: &PodAffinityTerm, pod_ns: &str) -> Option<PodMatcher> {
     let sel = serde_json::to_value(term.label_selector.as_ref()?).ok()?;
     let namespaces = term
         .namespaces
         .clone()
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| vec![pod_ns.to_string()]);
-    Some((LabelSelector::from_object(&sel).ok()?, namespaces))
-}
-
-fn labels_value(labels: &BTreeMap<String, String>) -> serde_json::Value {
-    serde_json::to_value(labels).unwrap_or_default()
+    PodMatcher::new(&sel, namespaces)
 }
 
 /// The domains of `nodes` holding pods that `term` selects.
@@ -53,20 +48,14 @@ fn domains(term: &PodAffinityTerm, pod_ns: &str, nodes: &[&NodeInfo], weight: i6
         domains: BTreeMap::new(),
         weight,
     };
-    let Some((sel, namespaces)) = compile(term, pod_ns) else {
+    let Some(matcher) = compile(term, pod_ns) else {
         return out;
     };
     for node in nodes {
         let Some(domain) = node.label(&term.topology_key) else {
             continue;
         };
-        let n = node
-            .pods
-            .iter()
-            .filter(|p| {
-                namespaces.contains(&p.namespace) && sel.matches(Some(&labels_value(&p.labels)))
-            })
-            .count() as i64;
+        let n = matcher.count(node);
         if n > 0 {
             *out.domains.entry(domain.to_string()).or_default() += n;
         }
@@ -85,7 +74,8 @@ impl Plugin for InterPodAffinity {
 
     fn prepare(&self, pod: &Pod, nodes: &[&NodeInfo]) -> Prepared {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let own = labels_value(&pod.metadata.labels.clone().unwrap_or_default());
+        let own = serde_json::to_value(pod.metadata.labels.clone().unwrap_or_default())
+            .unwrap_or_default();
         let affinity = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
         let required = |terms: Option<&Vec<PodAffinityTerm>>| terms.cloned().unwrap_or_default();
         let aff_terms = required(
@@ -139,11 +129,10 @@ impl Plugin for InterPodAffinity {
         for node in nodes {
             for p in &node.pods {
                 for term in &p.anti_affinity {
-                    let Some((sel, namespaces)) = compile(term, &p.namespace) else {
+                    let Some(matcher) = compile(term, &p.namespace) else {
                         continue;
                     };
-                    if namespaces.contains(&ns)
-                        && sel.matches(Some(&own))
+                    if matcher.matches(&ns, &own)
                         && let Some(d) = node.label(&term.topology_key)
                     {
                         forbidden.push((term.topology_key.clone(), d.to_string()));
@@ -165,11 +154,7 @@ impl Plugin for InterPodAffinity {
         let any_match = affinity.iter().map(|t| !t.domains.is_empty()).collect();
         let self_match = aff_terms
             .iter()
-            .map(|t| {
-                compile(t, &ns).is_some_and(|(sel, namespaces)| {
-                    namespaces.contains(&ns) && sel.matches(Some(&own))
-                })
-            })
+            .map(|t| compile(t, &ns).is_some_and(|m| m.matches(&ns, &own)))
             .collect();
         Some(Box::new(State {
             affinity,
@@ -254,7 +239,7 @@ mod tests {
     fn with_web(name: &str, web: bool) -> NodeInfo {
         let mut n = node(name, json!({}));
         if web {
-            n.pods.push(placed(&format!("{name}-x"), "web"));
+            n.add_pod(placed(&format!("{name}-x"), "web"));
         }
         n
     }

@@ -85,6 +85,7 @@ pub(crate) mod testing {
             requested: Resources::default(),
             ports: Vec::new(),
             pods: Vec::new(),
+            label_index: Default::default(),
         }
     }
 

@@ -5,11 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use api::selector::LabelSelector;
 use k8s_openapi::api::core::v1::{Pod, TopologySpreadConstraint};
 
 use super::node_affinity::NodeAffinity;
-use crate::framework::{NodeInfo, Normalize, Plugin, Prepared, Verdict};
+use crate::framework::{NodeInfo, Normalize, Plugin, PodMatcher, Prepared, Verdict};
 
 /// The PodTopologySpread plugin.
 pub struct PodTopologySpread;
@@ -29,7 +28,7 @@ struct Constraint {
 
 struct State(Vec<Constraint>);
 
-fn selector(c: &TopologySpreadConstraint, pod: &Pod) -> Option<LabelSelector> {
+fn selector(c: &TopologySpreadConstraint, pod: &Pod) -> Option<PodMatcher> {
     let mut sel = serde_json::to_value(c.label_selector.as_ref()?).ok()?;
     // matchLabelKeys: the pod's own values for those keys narrow the selector.
     let labels = pod.metadata.labels.clone().unwrap_or_default();
@@ -41,11 +40,8 @@ fn selector(c: &TopologySpreadConstraint, pod: &Pod) -> Option<LabelSelector> {
             sel["matchLabels"][k] = serde_json::json!(v);
         }
     }
-    LabelSelector::from_object(&sel).ok()
-}
-
-fn labels_value(labels: &BTreeMap<String, String>) -> serde_json::Value {
-    serde_json::to_value(labels).unwrap_or_default()
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    PodMatcher::new(&sel, vec![ns])
 }
 
 impl Plugin for PodTopologySpread {
@@ -67,7 +63,8 @@ impl Plugin for PodTopologySpread {
             return None;
         }
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let own = labels_value(&pod.metadata.labels.clone().unwrap_or_default());
+        let own = serde_json::to_value(pod.metadata.labels.clone().unwrap_or_default())
+            .unwrap_or_default();
         let mut out = Vec::new();
         for c in constraints {
             let Some(sel) = selector(c, pod) else {
@@ -83,12 +80,7 @@ impl Plugin for PodTopologySpread {
                 let Some(domain) = node.label(&c.topology_key) else {
                     continue;
                 };
-                let matching = node
-                    .pods
-                    .iter()
-                    .filter(|p| p.namespace == ns && sel.matches(Some(&labels_value(&p.labels))))
-                    .count() as i64;
-                *counts.entry(domain.to_string()).or_default() += matching;
+                *counts.entry(domain.to_string()).or_default() += sel.count(node);
             }
             let min_domains = i64::from(c.min_domains.unwrap_or(1));
             let min = if (counts.len() as i64) < min_domains {
@@ -101,7 +93,7 @@ impl Plugin for PodTopologySpread {
                 max_skew: i64::from(c.max_skew),
                 hard: c.when_unsatisfiable == "DoNotSchedule",
                 counts,
-                self_match: i64::from(sel.matches(Some(&own))),
+                self_match: i64::from(sel.matches(&ns, &own)),
                 min,
             });
         }
@@ -166,7 +158,7 @@ mod tests {
     fn zone_node(name: &str, zone: &str, app_pods: usize) -> NodeInfo {
         let mut n = node(name, json!({"metadata": {"labels": {"zone": zone}}}));
         for i in 0..app_pods {
-            n.pods.push(placed(&format!("{name}-{i}"), "web"));
+            n.add_pod(placed(&format!("{name}-{i}"), "web"));
         }
         n
     }
