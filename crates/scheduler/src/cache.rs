@@ -46,6 +46,7 @@ impl Cache {
             ports: Vec::new(),
             pods: Vec::new(),
             label_index: Default::default(),
+            anti_affinity_pods: 0,
         };
         for (_, p) in self.pods.values().filter(|(n, _)| *n == name) {
             info.add_pod(p.clone());

@@ -161,8 +161,15 @@ pub struct NodeInfo {
     pub ports: Vec<(String, String, i32)>,
     /// The pods on it.
     pub pods: Vec<PodSummary>,
-    /// How many of its pods carry each (namespace, label key, label value).
-    pub label_index: std::collections::HashMap<(String, String, String), i64>,
+    /// How many of its pods carry each label, by [`label_key`] (namespace, key and value).
+    pub label_index: std::collections::HashMap<String, i64>,
+    /// How many of its pods have required anti-affinity terms.
+    pub anti_affinity_pods: usize,
+}
+
+/// The key of one namespaced label in [`NodeInfo::label_index`].
+pub fn label_key(namespace: &str, key: &str, value: &str) -> String {
+    format!("{namespace}\0{key}\0{value}")
 }
 
 impl NodeInfo {
@@ -171,9 +178,10 @@ impl NodeInfo {
         for (k, v) in &pod.labels {
             *self
                 .label_index
-                .entry((pod.namespace.clone(), k.clone(), v.clone()))
+                .entry(label_key(&pod.namespace, k, v))
                 .or_default() += 1;
         }
+        self.anti_affinity_pods += usize::from(!pod.anti_affinity.is_empty());
         self.requested.add(&pod.requests);
         self.ports.extend(pod.ports.iter().cloned());
         self.pods.push(pod);
@@ -186,7 +194,7 @@ impl NodeInfo {
         };
         let pod = self.pods.remove(i);
         for (k, v) in &pod.labels {
-            let entry = (pod.namespace.clone(), k.clone(), v.clone());
+            let entry = label_key(&pod.namespace, k, v);
             if let Some(n) = self.label_index.get_mut(&entry) {
                 *n -= 1;
                 if *n <= 0 {
@@ -194,6 +202,7 @@ impl NodeInfo {
                 }
             }
         }
+        self.anti_affinity_pods -= usize::from(!pod.anti_affinity.is_empty());
         self.requested.sub(&pod.requests);
         for port in &pod.ports {
             if let Some(i) = self.ports.iter().position(|x| x == port) {
@@ -224,7 +233,8 @@ impl NodeInfo {
 pub struct PodMatcher {
     namespaces: Vec<String>,
     selector: api::selector::LabelSelector,
-    single: Option<(String, String)>,
+    /// For a one-label selector: its index keys, one per namespace.
+    single: Option<Vec<String>>,
 }
 
 impl PodMatcher {
@@ -236,10 +246,10 @@ impl PodMatcher {
             .as_array()
             .is_some_and(|e| !e.is_empty());
         let single = match labels {
-            Some(m) if m.len() == 1 && !exprs => m
-                .iter()
-                .next()
-                .and_then(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))),
+            Some(m) if m.len() == 1 && !exprs => m.iter().next().and_then(|(k, v)| {
+                let v = v.as_str()?;
+                Some(namespaces.iter().map(|ns| label_key(ns, k, v)).collect())
+            }),
             _ => None,
         };
         Some(PodMatcher {
@@ -257,15 +267,9 @@ impl PodMatcher {
     /// How many pods on `node` are selected.
     pub fn count(&self, node: &NodeInfo) -> i64 {
         match &self.single {
-            Some((k, v)) => self
-                .namespaces
+            Some(keys) => keys
                 .iter()
-                .map(|ns| {
-                    node.label_index
-                        .get(&(ns.clone(), k.clone(), v.clone()))
-                        .copied()
-                        .unwrap_or(0)
-                })
+                .map(|k| node.label_index.get(k).copied().unwrap_or(0))
                 .sum(),
             None => node
                 .pods

@@ -126,7 +126,7 @@ impl Plugin for InterPodAffinity {
         }
         // Existing pods whose required anti-affinity selects this pod forbid their domains.
         let mut forbidden = Vec::new();
-        for node in nodes {
+        for node in nodes.iter().filter(|n| n.anti_affinity_pods > 0) {
             for p in &node.pods {
                 for term in &p.anti_affinity {
                     let Some(matcher) = compile(term, &p.namespace) else {

@@ -86,6 +86,7 @@ pub(crate) mod testing {
             ports: Vec::new(),
             pods: Vec::new(),
             label_index: Default::default(),
+            anti_affinity_pods: 0,
         }
     }
 

@@ -80,7 +80,13 @@ impl Plugin for PodTopologySpread {
                 let Some(domain) = node.label(&c.topology_key) else {
                     continue;
                 };
-                *counts.entry(domain.to_string()).or_default() += sel.count(node);
+                let n = sel.count(node);
+                match counts.get_mut(domain) {
+                    Some(c) => *c += n,
+                    None => {
+                        counts.insert(domain.to_string(), n);
+                    }
+                }
             }
             let min_domains = i64::from(c.min_domains.unwrap_or(1));
             let min = if (counts.len() as i64) < min_domains {
