@@ -15,10 +15,16 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 const MAX_UNSCHEDULABLE: Duration = Duration::from_secs(300);
 
 /// Where a queued pod is.
+#[derive(Clone, Copy)]
 enum Place {
     Active,
+    /// Handed out by `pop`, until the attempt ends (`remove` or `failed`).
+    InFlight,
     Backoff(Instant),
-    Unschedulable { since: Instant, ready: Instant },
+    Unschedulable {
+        since: Instant,
+        ready: Instant,
+    },
 }
 
 struct Entry {
@@ -41,44 +47,89 @@ fn order(pod: &Pod) -> Order {
     (std::cmp::Reverse(priority), created, key(pod))
 }
 
-/// The queue.
+/// The queue. Each part is ordered, so every operation costs a logarithm of its size, however
+/// many pods wait.
 #[derive(Default)]
 pub struct Queue {
     entries: HashMap<String, Entry>,
     active: BTreeSet<Order>,
+    /// (ready at, key).
+    backoff: BTreeSet<(Instant, String)>,
+    /// (unschedulable since, key).
+    unschedulable: BTreeSet<(Instant, String)>,
 }
 
 impl Queue {
-    /// Adds a pending pod, or refreshes the one queued; an update to an unschedulable pod
-    /// gives it another try.
-    pub fn add(&mut self, pod: Pod) {
-        let k = key(&pod);
-        match self.entries.get_mut(&k) {
-            Some(e) => {
-                e.pod = pod;
-                if let Place::Unschedulable { ready, .. } = e.place {
-                    e.place = Place::Backoff(ready);
-                }
+    /// Takes `key` out of whichever part holds it; its entry stays.
+    fn detach(&mut self, key: &str) {
+        let Some(e) = self.entries.get(key) else {
+            return;
+        };
+        match e.place {
+            Place::Active => {
+                self.active.remove(&order(&e.pod));
             }
-            None => {
-                self.active.insert(order(&pod));
-                self.entries.insert(
-                    k,
-                    Entry {
-                        pod,
-                        place: Place::Active,
-                        attempts: 0,
-                    },
-                );
+            Place::InFlight => {}
+            Place::Backoff(ready) => {
+                self.backoff.remove(&(ready, key.to_string()));
+            }
+            Place::Unschedulable { since, .. } => {
+                self.unschedulable.remove(&(since, key.to_string()));
             }
         }
     }
 
-    /// Drops a pod (bound elsewhere, or deleted).
-    pub fn remove(&mut self, key: &str) {
-        if let Some(e) = self.entries.remove(key) {
-            self.active.remove(&order(&e.pod));
+    /// Puts `key` (which has an entry) into a part.
+    fn attach(&mut self, key: &str, place: Place) {
+        let Some(e) = self.entries.get_mut(key) else {
+            return;
+        };
+        e.place = place;
+        match place {
+            Place::Active => {
+                self.active.insert(order(&e.pod));
+            }
+            Place::InFlight => {}
+            Place::Backoff(ready) => {
+                self.backoff.insert((ready, key.to_string()));
+            }
+            Place::Unschedulable { since, .. } => {
+                self.unschedulable.insert((since, key.to_string()));
+            }
         }
+    }
+
+    /// Adds a pending pod, or refreshes the one queued; an update to an unschedulable pod
+    /// gives it another try.
+    pub fn add(&mut self, pod: Pod) {
+        let k = key(&pod);
+        let Some(place) = self.entries.get(&k).map(|e| e.place) else {
+            self.entries.insert(
+                k.clone(),
+                Entry {
+                    pod,
+                    place: Place::InFlight,
+                    attempts: 0,
+                },
+            );
+            self.attach(&k, Place::Active);
+            return;
+        };
+        self.detach(&k);
+        if let Some(e) = self.entries.get_mut(&k) {
+            e.pod = pod;
+        }
+        let place = match place {
+            Place::Unschedulable { ready, .. } => Place::Backoff(ready),
+            other => other,
+        };
+        self.attach(&k, place);
+    }
+
+    /// Drops a pod (bound, being bound, or deleted).
+    pub fn remove(&mut self, key: &str) {
+        self.detach(key);
+        self.entries.remove(key);
     }
 
     /// The next pod to schedule, if any is active.
@@ -87,58 +138,59 @@ impl Queue {
         let first = self.active.pop_first()?;
         let e = self.entries.get_mut(&first.2)?;
         e.attempts += 1;
-        e.place = Place::Backoff(now + backoff(e.attempts));
+        e.place = Place::InFlight;
         Some(e.pod.clone())
     }
 
     /// A pod found no node: it waits in the unschedulable pool (or, after an error, just
     /// backs off).
     pub fn failed(&mut self, key: &str, unschedulable: bool, now: Instant) {
-        if let Some(e) = self.entries.get_mut(key) {
-            let ready = now + backoff(e.attempts);
-            e.place = if unschedulable {
-                Place::Unschedulable { since: now, ready }
-            } else {
-                Place::Backoff(ready)
-            };
-        }
+        let Some(attempts) = self.entries.get(key).map(|e| e.attempts) else {
+            return;
+        };
+        self.detach(key);
+        let ready = now + backoff(attempts);
+        let place = if unschedulable {
+            Place::Unschedulable { since: now, ready }
+        } else {
+            Place::Backoff(ready)
+        };
+        self.attach(key, place);
     }
 
     /// Something changed in the cluster that may let unschedulable pods fit.
     pub fn cluster_changed(&mut self) {
-        for e in self.entries.values_mut() {
-            if let Place::Unschedulable { ready, .. } = e.place {
-                e.place = Place::Backoff(ready);
+        let waiting: Vec<String> = std::mem::take(&mut self.unschedulable)
+            .into_iter()
+            .map(|(_, k)| k)
+            .collect();
+        for k in waiting {
+            if let Some(Place::Unschedulable { ready, .. }) = self.entries.get(&k).map(|e| e.place)
+            {
+                self.attach(&k, Place::Backoff(ready));
             }
         }
     }
 
     /// Moves pods whose back-off is over (or that sat unschedulable too long) to active.
     fn flush(&mut self, now: Instant) {
-        for e in self.entries.values_mut() {
-            let due = match e.place {
-                Place::Active => false,
-                Place::Backoff(ready) => ready <= now,
-                Place::Unschedulable { since, .. } => {
-                    now.duration_since(since) >= MAX_UNSCHEDULABLE
-                }
-            };
-            if due {
-                e.place = Place::Active;
-                self.active.insert(order(&e.pod));
-            }
+        while let Some((ready, k)) = self.backoff.first().cloned()
+            && ready <= now
+        {
+            self.backoff.pop_first();
+            self.attach(&k, Place::Active);
+        }
+        while let Some((since, k)) = self.unschedulable.first().cloned()
+            && now.duration_since(since) >= MAX_UNSCHEDULABLE
+        {
+            self.unschedulable.pop_first();
+            self.attach(&k, Place::Active);
         }
     }
 
     /// When the next backed-off pod is due, if any.
     pub fn next_due(&self) -> Option<Instant> {
-        self.entries
-            .values()
-            .filter_map(|e| match e.place {
-                Place::Backoff(ready) => Some(ready),
-                _ => None,
-            })
-            .min()
+        self.backoff.first().map(|(ready, _)| *ready)
     }
 }
 

@@ -3,7 +3,7 @@
 //! `pods/binding` while the next one is considered. A pod that fits nowhere gets the
 //! `PodScheduled=False` condition and a `FailedScheduling` event in upstream's words.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,50 @@ struct State {
     next_start: usize,
     /// The scheduler names this scheduler serves (one per profile).
     names: Vec<String>,
+}
+
+/// What the scheduler watches, and what each change does to its state.
+trait Followed:
+    kube::Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + 'static
+{
+    /// For log lines.
+    const WHAT: &'static str;
+    fn key(&self) -> String;
+    fn apply(st: &mut State, obj: Self);
+    fn remove(st: &mut State, key: &str);
+}
+
+impl Followed for Node {
+    const WHAT: &'static str = "node";
+    fn key(&self) -> String {
+        self.metadata.name.clone().unwrap_or_default()
+    }
+    fn apply(st: &mut State, node: Node) {
+        st.cache.upsert_node(node);
+        st.queue.cluster_changed();
+    }
+    fn remove(st: &mut State, name: &str) {
+        st.cache.remove_node(name);
+        st.queue.cluster_changed();
+    }
+}
+
+impl Followed for Pod {
+    const WHAT: &'static str = "pod";
+    fn key(&self) -> String {
+        key(self)
+    }
+    fn apply(st: &mut State, pod: Pod) {
+        Scheduler::pod_changed(st, pod);
+    }
+    fn remove(st: &mut State, key: &str) {
+        Scheduler::pod_gone(st, key);
+    }
 }
 
 /// A decision for one pod.
@@ -137,8 +181,8 @@ impl Scheduler {
     /// Dropping the future stops them all.
     pub async fn serve(self: Arc<Self>) -> anyhow::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(self.clone().watch_nodes());
-        tasks.spawn(self.clone().watch_pods());
+        tasks.spawn(self.clone().follow::<Node>());
+        tasks.spawn(self.clone().follow::<Pod>());
         tasks.spawn(self.clone().schedule_loop());
         match tasks.join_next().await {
             Some(r) => r?,
@@ -146,9 +190,13 @@ impl Scheduler {
         }
     }
 
-    async fn watch_nodes(self: Arc<Self>) -> anyhow::Result<()> {
-        let api: Api<Node> = Api::all(self.client.clone());
-        let mut seen: Option<Vec<String>> = None;
+    /// Follows a watch of every `K`, keeping the state current: objects listed or changed
+    /// are applied, deleted ones removed, and after a re-list the ones it no longer shows are
+    /// removed too. Each event wakes the scheduling loop.
+    async fn follow<K: Followed>(self: Arc<Self>) -> anyhow::Result<()> {
+        let api: Api<K> = Api::all(self.client.clone());
+        let mut known: HashSet<String> = HashSet::new();
+        let mut relisted: Option<HashSet<String>> = None;
         let mut events = watcher::watcher(api, watcher::Config::default())
             .default_backoff()
             .boxed();
@@ -156,79 +204,30 @@ impl Scheduler {
             let event = match event {
                 Ok(e) => e,
                 Err(e) => {
-                    tracing::warn!("node watch: {e}");
+                    tracing::warn!("{} watch: {e}", K::WHAT);
                     continue;
                 }
             };
             let mut st = self.state();
             match event {
-                Event::Init => seen = Some(Vec::new()),
-                Event::InitApply(node) | Event::Apply(node) => {
-                    if let Some(s) = seen.as_mut() {
-                        s.push(node.metadata.name.clone().unwrap_or_default());
+                Event::Init => relisted = Some(HashSet::new()),
+                Event::InitApply(obj) | Event::Apply(obj) => {
+                    let k = obj.key();
+                    if let Some(seen) = relisted.as_mut() {
+                        seen.insert(k.clone());
                     }
-                    st.cache.upsert_node(node);
+                    known.insert(k);
+                    K::apply(&mut st, obj);
                 }
-                Event::Delete(node) => st
-                    .cache
-                    .remove_node(node.metadata.name.as_deref().unwrap_or("")),
-                Event::InitDone => {
-                    let keep = seen.take().unwrap_or_default();
-                    let gone: Vec<String> = st
-                        .cache
-                        .nodes()
-                        .map(|n| n.name().to_string())
-                        .filter(|n| !keep.contains(n))
-                        .collect();
-                    for n in gone {
-                        st.cache.remove_node(&n);
-                    }
-                }
-            }
-            st.queue.cluster_changed();
-            drop(st);
-            self.wake.notify_one();
-        }
-        Ok(())
-    }
-
-    async fn watch_pods(self: Arc<Self>) -> anyhow::Result<()> {
-        let api: Api<Pod> = Api::all(self.client.clone());
-        let mut seen: Option<Vec<String>> = None;
-        let mut known: Vec<String> = Vec::new();
-        let mut events = watcher::watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        while let Some(event) = events.next().await {
-            let event = match event {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::warn!("pod watch: {e}");
-                    continue;
-                }
-            };
-            let mut st = self.state();
-            match event {
-                Event::Init => seen = Some(Vec::new()),
-                Event::InitApply(pod) | Event::Apply(pod) => {
-                    let k = key(&pod);
-                    if let Some(s) = seen.as_mut() {
-                        s.push(k.clone());
-                    }
-                    if !known.contains(&k) {
-                        known.push(k.clone());
-                    }
-                    Self::pod_changed(&mut st, pod);
-                }
-                Event::Delete(pod) => {
-                    let k = key(&pod);
-                    known.retain(|x| *x != k);
-                    Self::pod_gone(&mut st, &k);
+                Event::Delete(obj) => {
+                    let k = obj.key();
+                    known.remove(&k);
+                    K::remove(&mut st, &k);
                 }
                 Event::InitDone => {
-                    let keep = seen.take().unwrap_or_default();
-                    for k in known.iter().filter(|k| !keep.contains(k)) {
-                        Self::pod_gone(&mut st, k);
+                    let keep = relisted.take().unwrap_or_default();
+                    for k in known.difference(&keep) {
+                        K::remove(&mut st, k);
                     }
                     known = keep;
                 }
@@ -465,8 +464,11 @@ impl Scheduler {
                 tracing::info!("binding {k} to {node} failed: {e}");
                 let mut st = self.state();
                 st.cache.remove_pod(&k);
-                st.queue.add(pod);
-                st.queue.failed(&k, false, Instant::now());
+                // A pod deleted meanwhile is done with; any other failure is tried again.
+                if !matches!(&e, kube::Error::Api(s) if s.code == 404) {
+                    st.queue.add(pod);
+                    st.queue.failed(&k, false, Instant::now());
+                }
             }
         }
     }
