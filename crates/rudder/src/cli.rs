@@ -39,6 +39,11 @@ pub(crate) struct SchedulerArgs {
     #[arg(long)]
     pub(crate) config: Option<std::path::PathBuf>,
 
+    /// Serve Prometheus metrics over plain HTTP at this address (`/metrics`), e.g.
+    /// 127.0.0.1:10251.
+    #[arg(long)]
+    pub(crate) metrics_bind_address: Option<std::net::SocketAddr>,
+
     /// Schedule only while holding the Lease kube-system/kube-scheduler, so that one of
     /// several scheduler processes is active (`--leader-elect=false` to turn it off).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]

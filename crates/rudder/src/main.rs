@@ -6,6 +6,7 @@
 mod bench;
 mod cli;
 mod client;
+mod metrics;
 mod server;
 
 use clap::Parser;
@@ -48,7 +49,21 @@ fn main() -> std::process::ExitCode {
                     ),
                     None => None,
                 };
-                scheduler::run(client, config.as_deref(), election, shutdown()).await
+                let metrics = std::sync::Arc::new(scheduler::metrics::Metrics::default());
+                let run = scheduler::run(
+                    client,
+                    config.as_deref(),
+                    election,
+                    metrics.clone(),
+                    shutdown(),
+                );
+                match opts.metrics_bind_address {
+                    Some(addr) => tokio::select! {
+                        r = run => r,
+                        r = metrics::serve(addr, metrics) => r,
+                    },
+                    None => run.await,
+                }
             }
             cli::Command::Simulate(opts) => {
                 let client = client::from_kubeconfig(&opts.kubeconfig).await?;

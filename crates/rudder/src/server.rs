@@ -58,7 +58,9 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
                 let _ = stopped.changed().await;
             };
             let election = scheduler::leader::Election::new("kube-scheduler");
-            if let Err(e) = scheduler::run(client, None, Some(election), shutdown).await {
+            if let Err(e) =
+                scheduler::run(client, None, Some(election), Default::default(), shutdown).await
+            {
                 tracing::error!("the scheduler stopped: {e:#}");
             }
         }));

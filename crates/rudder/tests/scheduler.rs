@@ -461,3 +461,38 @@ fn a_second_profile_packs_pods_and_unknown_schedulers_pods_stay_untouched() {
         ""
     );
 }
+
+/// `GET http://<addr>/metrics`, as plain HTTP/1.1.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn the_scheduler_exports_prometheus_metrics() {
+    let c = Cluster::start(&["--disable-scheduler"]);
+    node(&c, "n1", "1", "a", "[]");
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let _scheduler = SchedulerProcess::start(&c, &["--metrics-bind-address", &addr]);
+    pod(&c, "fits", "500m", "");
+    pod(&c, "too-big", "2", "");
+    eventually("the pod to be bound", || node_of(&c, "fits") == "n1");
+    eventually("both attempts to be counted", || {
+        let text = scrape(&addr);
+        text.contains(
+            "scheduler_schedule_attempts_total{result=\"scheduled\",profile=\"default-scheduler\"} 1",
+        ) && text.contains(
+            "scheduler_schedule_attempts_total{result=\"unschedulable\",profile=\"default-scheduler\"}",
+        ) && text.contains("scheduler_pending_pods{queue=\"unschedulable\"} 1")
+            && text.contains("scheduler_pod_scheduling_sli_duration_seconds_count 1")
+    });
+}

@@ -17,6 +17,7 @@ pub mod cache;
 pub mod config;
 pub mod framework;
 pub mod leader;
+pub mod metrics;
 pub mod plugins;
 pub mod preemption;
 pub mod queue;
@@ -28,11 +29,13 @@ use std::sync::Arc;
 /// With `election`, only while this process holds the election's Lease: a process that
 /// loses it stops scheduling and becomes a candidate again.
 ///
-/// `config` is a KubeSchedulerConfiguration document, if any.
+/// `config` is a KubeSchedulerConfiguration document, if any; `metrics` collects what
+/// [`metrics`] describes.
 pub async fn run(
     client: kube::Client,
     config: Option<&str>,
     election: Option<leader::Election>,
+    metrics: Arc<metrics::Metrics>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     // Refuse a bad configuration before taking part in any election.
@@ -49,7 +52,11 @@ pub async fn run(
                 None => vec![config::Profile::default_profile()],
             };
             let names: Vec<String> = profiles.iter().map(|p| p.scheduler_name.clone()).collect();
-            let s = Arc::new(scheduler::Scheduler::new(client.clone(), profiles));
+            let s = Arc::new(scheduler::Scheduler::new(
+                client.clone(),
+                profiles,
+                metrics.clone(),
+            ));
             tracing::info!("scheduler started, profiles: {}", names.join(", "));
             match &election {
                 Some(e) => tokio::select! {

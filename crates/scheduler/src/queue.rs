@@ -188,6 +188,15 @@ impl Queue {
         }
     }
 
+    /// Pending pods per part: (active, backoff, unschedulable).
+    pub fn lens(&self) -> (usize, usize, usize) {
+        (
+            self.active.len(),
+            self.backoff.len(),
+            self.unschedulable.len(),
+        )
+    }
+
     /// When the next backed-off pod is due, if any.
     pub fn next_due(&self) -> Option<Instant> {
         self.backoff.first().map(|(ready, _)| *ready)

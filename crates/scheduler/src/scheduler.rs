@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use crate::cache::{Cache, key};
 use crate::config::Profile;
 use crate::framework::{NodeInfo, Plugin, Prepared, Verdict, normalize};
+use crate::metrics::Metrics;
 use crate::queue::Queue;
 
 /// The profile pods name in `spec.schedulerName`.
@@ -34,6 +35,8 @@ struct State {
     next_start: usize,
     /// The scheduler names this scheduler serves (one per profile).
     names: Vec<String>,
+    /// When each pending pod was first seen, for the end-to-end latency.
+    first_seen: HashMap<String, Instant>,
 }
 
 /// What the scheduler watches, and what each change does to its state.
@@ -101,6 +104,7 @@ pub struct Scheduler {
     binds: Arc<tokio::sync::Semaphore>,
     /// How long each scheduling attempt (filter, score, assume) took, in milliseconds.
     latencies: Mutex<Vec<f64>>,
+    metrics: Arc<Metrics>,
 }
 
 /// Bindings in flight at once: the binding cycle runs beside the scheduling of the next pods.
@@ -153,8 +157,9 @@ fn fit_error(nodes: usize, reasons: &BTreeMap<String, usize>) -> String {
 }
 
 impl Scheduler {
-    /// A scheduler with `profiles` ([`Profile::default_profile`] unless configured).
-    pub fn new(client: kube::Client, profiles: Vec<Profile>) -> Scheduler {
+    /// A scheduler with `profiles` ([`Profile::default_profile`] unless configured),
+    /// recording into `metrics`.
+    pub fn new(client: kube::Client, profiles: Vec<Profile>, metrics: Arc<Metrics>) -> Scheduler {
         let names = profiles.iter().map(|p| p.scheduler_name.clone()).collect();
         Scheduler {
             client,
@@ -166,9 +171,11 @@ impl Scheduler {
                 ties: 0,
                 next_start: 0,
                 names,
+                first_seen: HashMap::new(),
             }),
             binds: Arc::new(tokio::sync::Semaphore::new(MAX_BINDS)),
             latencies: Mutex::new(Vec::new()),
+            metrics,
             wake: Notify::new(),
         }
     }
@@ -252,6 +259,7 @@ impl Scheduler {
             st.reported.remove(&k);
             st.cache.place(&pod, &node);
         } else if pending(&pod, &st.names) && !st.cache.placed(&k) {
+            st.first_seen.entry(k).or_insert_with(Instant::now);
             st.queue.add(pod);
         } else if !pending(&pod, &st.names) {
             st.queue.remove(&k);
@@ -259,6 +267,7 @@ impl Scheduler {
     }
 
     fn pod_gone(st: &mut State, k: &str) {
+        st.first_seen.remove(k);
         st.queue.remove(k);
         st.reported.remove(k);
         if st.cache.placed(k) {
@@ -272,6 +281,8 @@ impl Scheduler {
         loop {
             let next = {
                 let mut st = self.state();
+                let (active, backoff, unschedulable) = st.queue.lens();
+                self.metrics.pending(active, backoff, unschedulable);
                 let now = Instant::now();
                 match st.queue.pop(now) {
                     Some(pod) => Ok(pod),
@@ -399,13 +410,24 @@ impl Scheduler {
         let k = key(&pod);
         let started = Instant::now();
         let decision = self.decide(&pod);
+        let took = started.elapsed().as_secs_f64();
         {
             let mut samples = self.latencies.lock().unwrap_or_else(|e| e.into_inner());
             if samples.len() >= MAX_SAMPLES {
                 samples.drain(..MAX_SAMPLES / 2);
             }
-            samples.push(started.elapsed().as_secs_f64() * 1000.0);
+            samples.push(took * 1000.0);
         }
+        let profile = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduler_name.as_deref())
+            .unwrap_or(SCHEDULER_NAME);
+        let result = match decision {
+            Decision::Node(_) => "scheduled",
+            _ => "unschedulable",
+        };
+        self.metrics.attempt(result, profile, took);
         match decision {
             Decision::Node(node) => {
                 let permit = self.binds.clone().acquire_owned().await;
@@ -452,6 +474,9 @@ impl Scheduler {
         match self.bind(&ns, &name, &node).await {
             Ok(()) => {
                 tracing::debug!("bound {k} to {node}");
+                if let Some(since) = self.state().first_seen.remove(&k) {
+                    self.metrics.bound(since.elapsed().as_secs_f64());
+                }
                 self.event(
                     &pod,
                     "Normal",
@@ -462,6 +487,12 @@ impl Scheduler {
             }
             Err(e) => {
                 tracing::info!("binding {k} to {node} failed: {e}");
+                let profile = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.scheduler_name.as_deref())
+                    .unwrap_or(SCHEDULER_NAME);
+                self.metrics.attempt("error", profile, 0.0);
                 let mut st = self.state();
                 st.cache.remove_pod(&k);
                 // A pod deleted meanwhile is done with; any other failure is tried again.

@@ -149,6 +149,7 @@ pub(crate) async fn run(opts: SchedulerBench) -> Result<()> {
     let scheduler = Arc::new(scheduler::scheduler::Scheduler::new(
         client.clone(),
         vec![scheduler::config::Profile::default_profile()],
+        Default::default(),
     ));
     let serving = tokio::spawn(scheduler.clone().serve());
     let mut clients = Vec::new();
