@@ -2,12 +2,79 @@
 //! plugins of the same names). Run on create, after defaulting, before validation.
 //!
 //! - `Priority`: a pod's `priorityClassName` (or the cluster's `globalDefault` class) becomes
-//!   its `spec.priority` and `spec.preemptionPolicy`; an unknown class is refused.
+//!   its `spec.priority` and `spec.preemptionPolicy`; an unknown class is refused. The classes
+//!   are read from [`PriorityClasses`], a copy kept current by a store watch (what upstream's
+//!   admission reads from an informer), so a pod create costs no extra store read.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use api::Status;
+use futures::StreamExt;
 use serde_json::{Value, json};
+use store::{RangeOptions, Store, WatchEvent, WatchOptions};
 
-use crate::registry::{ListOptions, Registry};
+use crate::registry::Registry;
+
+const PREFIX: &str = "/registry/priorityclasses/";
+
+type Classes = Arc<RwLock<HashMap<String, Value>>>;
+
+/// The PriorityClasses by storage key, listed once and then followed by a watch; listed
+/// again if the watch ends.
+#[derive(Default)]
+pub struct PriorityClasses {
+    current: tokio::sync::Mutex<Option<(Classes, Arc<AtomicBool>)>>,
+}
+
+impl PriorityClasses {
+    async fn classes(&self, store: &Arc<dyn Store>) -> Result<Classes, Status> {
+        let mut current = self.current.lock().await;
+        if let Some((classes, alive)) = current.as_ref()
+            && alive.load(Ordering::Acquire)
+        {
+            return Ok(classes.clone());
+        }
+        let unavailable = |e: store::Error| Status::unavailable(e.to_string());
+        let listed = store
+            .range(PREFIX, RangeOptions::default())
+            .await
+            .map_err(unavailable)?;
+        let mut map = HashMap::new();
+        for kv in listed.kvs {
+            if let Ok(v) = serde_json::from_slice::<Value>(&kv.value) {
+                map.insert(kv.key, v);
+            }
+        }
+        let classes: Classes = Arc::new(RwLock::new(map));
+        let alive = Arc::new(AtomicBool::new(true));
+        let mut events = store
+            .watch(PREFIX, listed.revision + 1, WatchOptions::default())
+            .await
+            .map_err(unavailable)?;
+        let (c, a) = (classes.clone(), alive.clone());
+        tokio::spawn(async move {
+            while let Some(Ok(event)) = events.next().await {
+                let mut map = c.write().unwrap_or_else(|e| e.into_inner());
+                match event {
+                    WatchEvent::Put { kv, .. } => {
+                        if let Ok(v) = serde_json::from_slice::<Value>(&kv.value) {
+                            map.insert(kv.key, v);
+                        }
+                    }
+                    WatchEvent::Delete { key, .. } => {
+                        map.remove(&key);
+                    }
+                    WatchEvent::Progress { .. } => {}
+                }
+            }
+            a.store(false, Ordering::Release);
+        });
+        *current = Some((classes.clone(), alive));
+        Ok(classes)
+    }
+}
 
 fn forbidden(name: &str, why: String) -> Status {
     Status::new(
@@ -18,20 +85,30 @@ fn forbidden(name: &str, why: String) -> Status {
 }
 
 /// The Priority admission step for a new pod.
-pub async fn pod_priority(reg: &Registry, pod: &mut Value) -> Result<(), Status> {
-    let classes =
+pub async fn pod_priority(
+    reg: &Registry,
+    store: &Arc<dyn Store>,
+    pod: &mut Value,
+) -> Result<(), Status> {
+    let resource =
         api::resources::find("scheduling.k8s.io", "v1", "priorityclasses").expect("served");
     let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
     let class_name = pod["spec"]["priorityClassName"].as_str().unwrap_or("");
+    let known = reg.priority_classes.classes(store).await?;
+    let known = known.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let cached = known.get(&resource.key(None, class_name)).cloned();
     let class = if class_name.is_empty() {
-        let all = reg.list(classes, None, &ListOptions::default()).await?;
         // With several global defaults, upstream takes the lowest value.
-        all.items
-            .into_iter()
+        known
+            .values()
             .filter(|c| c["globalDefault"] == json!(true))
             .min_by_key(|c| c["value"].as_i64().unwrap_or(0))
+            .cloned()
+    } else if cached.is_some() {
+        cached
     } else {
-        match reg.get(classes, None, class_name).await {
+        // Not seen by the watch yet (just created?): ask the store itself.
+        match reg.get(resource, None, class_name).await {
             Ok(c) => Some(c),
             Err(s) if s.code == 404 => {
                 return Err(forbidden(
@@ -80,4 +157,64 @@ pub async fn pod_priority(reg: &Registry, pod: &mut Value) -> Result<(), Status>
         spec.insert("preemptionPolicy".into(), json!(policy));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+    use store::sqlite::{SqliteOptions, SqliteStore};
+
+    use crate::registry::Registry;
+
+    #[tokio::test]
+    async fn pods_take_their_class_or_the_global_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path().join("db"), SqliteOptions { durable: false })
+            .await
+            .unwrap();
+        let reg = Registry::new(Arc::new(s));
+        let find = |g, v, p| api::resources::find(g, v, p).unwrap();
+        let (ns, classes, pods) = (
+            find("", "v1", "namespaces"),
+            find("scheduling.k8s.io", "v1", "priorityclasses"),
+            find("", "v1", "pods"),
+        );
+        reg.create(ns, None, json!({"metadata": {"name": "d"}}), false)
+            .await
+            .unwrap();
+        for (name, value, default) in [("base", 5, true), ("gold", 100, false)] {
+            let pc = json!({"metadata": {"name": name}, "value": value, "globalDefault": default});
+            reg.create(classes, None, pc, false).await.unwrap();
+        }
+        let pod = |name: &str, class: Option<&str>| {
+            let mut p = json!({"metadata": {"name": name},
+                "spec": {"containers": [{"name": "c", "image": "nginx"}]}});
+            if let Some(c) = class {
+                p["spec"]["priorityClassName"] = json!(c);
+            }
+            p
+        };
+        let plain = reg
+            .create(pods, Some("d"), pod("a", None), false)
+            .await
+            .unwrap();
+        assert_eq!(plain["spec"]["priority"], 5);
+        assert_eq!(plain["spec"]["priorityClassName"], "base");
+        let gold = reg
+            .create(pods, Some("d"), pod("b", Some("gold")), false)
+            .await
+            .unwrap();
+        assert_eq!(gold["spec"]["priority"], 100);
+        assert_eq!(gold["spec"]["preemptionPolicy"], "PreemptLowerPriority");
+        let e = reg
+            .create(pods, Some("d"), pod("c", Some("nope")), false)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "pods \"c\" is forbidden: no PriorityClass with name nope was found"
+        );
+    }
 }

@@ -29,6 +29,8 @@ const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
 pub struct Registry {
     store: Arc<dyn Store>,
     cacher: Cacher,
+    /// The PriorityClasses, as the Priority admission step reads them.
+    pub(crate) priority_classes: Arc<crate::admission::PriorityClasses>,
 }
 
 /// What a list asks for.
@@ -204,6 +206,7 @@ impl Registry {
         Registry {
             store,
             cacher: Cacher::default(),
+            priority_classes: Default::default(),
         }
     }
 
@@ -371,7 +374,7 @@ impl Registry {
         }
         strategy::defaults(r, &mut obj);
         if (r.group, r.plural) == ("", "pods") {
-            crate::admission::pod_priority(self, &mut obj).await?;
+            crate::admission::pod_priority(self, &self.store, &mut obj).await?;
         }
         let name = meta_str(&obj, "name").to_string();
         let errs = strategy::validate(r, &obj);
