@@ -95,16 +95,20 @@ pub async fn pod_priority(
     let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
     let class_name = pod["spec"]["priorityClassName"].as_str().unwrap_or("");
     let known = reg.priority_classes.classes(store).await?;
-    let known = known.read().unwrap_or_else(|e| e.into_inner()).clone();
-    let cached = known.get(&resource.key(None, class_name)).cloned();
-    let class = if class_name.is_empty() {
-        // With several global defaults, upstream takes the lowest value.
-        known
-            .values()
-            .filter(|c| c["globalDefault"] == json!(true))
-            .min_by_key(|c| c["value"].as_i64().unwrap_or(0))
-            .cloned()
-    } else if cached.is_some() {
+    let cached = {
+        let known = known.read().unwrap_or_else(|e| e.into_inner());
+        if class_name.is_empty() {
+            // With several global defaults, upstream takes the lowest value.
+            known
+                .values()
+                .filter(|c| c["globalDefault"] == json!(true))
+                .min_by_key(|c| c["value"].as_i64().unwrap_or(0))
+                .cloned()
+        } else {
+            known.get(&resource.key(None, class_name)).cloned()
+        }
+    };
+    let class = if class_name.is_empty() || cached.is_some() {
         cached
     } else {
         // Not seen by the watch yet (just created?): ask the store itself.

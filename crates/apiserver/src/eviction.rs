@@ -147,7 +147,12 @@ pub async fn evict(reg: &Registry, ns: &str, name: &str, ev: Eviction) -> Result
         }
         updated["status"]["disruptedPods"][name] = json!(now());
         if allowed == 1 {
-            set_condition(&mut updated["status"], generation);
+            // No disruption left.
+            put_condition(
+                &mut updated["status"],
+                json!({"type": "DisruptionAllowed", "status": "False", "reason": "InsufficientPods",
+                       "message": "", "observedGeneration": generation, "lastTransitionTime": now()}),
+            );
         }
         match reg
             .update(pdbs, Some(ns), &pdb_name, updated, Some("status"), false)
@@ -166,18 +171,11 @@ pub async fn evict(reg: &Registry, ns: &str, name: &str, ev: Eviction) -> Result
     })
 }
 
-/// The `DisruptionAllowed=False` condition of a budget with no disruption left.
-fn set_condition(status: &mut Value, observed: i64) {
+/// Sets a condition in `status.conditions`, replacing one of the same type.
+fn put_condition(status: &mut Value, condition: Value) {
     let mut conditions: Vec<Value> = status["conditions"].as_array().cloned().unwrap_or_default();
-    conditions.retain(|c| c["type"] != "DisruptionAllowed");
-    conditions.push(json!({
-        "type": "DisruptionAllowed",
-        "status": "False",
-        "reason": "InsufficientPods",
-        "message": "",
-        "observedGeneration": observed,
-        "lastTransitionTime": now(),
-    }));
+    conditions.retain(|c| c["type"] != condition["type"]);
+    conditions.push(condition);
     status["conditions"] = json!(conditions);
 }
 
@@ -194,19 +192,11 @@ async fn delete(reg: &Registry, pod: &Value, ev: Eviction) -> Result<(), Status>
     if let Some(rv) = &ev.options.resource_version {
         marked["metadata"]["resourceVersion"] = json!(rv);
     }
-    let mut conditions: Vec<Value> = marked["status"]["conditions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    conditions.retain(|c| c["type"] != "DisruptionTarget");
-    conditions.push(json!({
-        "type": "DisruptionTarget",
-        "status": "True",
-        "reason": "EvictionByEvictionAPI",
-        "message": "Eviction API: evicting",
-        "lastTransitionTime": now(),
-    }));
-    marked["status"]["conditions"] = json!(conditions);
+    put_condition(
+        &mut marked["status"],
+        json!({"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",
+               "message": "Eviction API: evicting", "lastTransitionTime": now()}),
+    );
     if pod["metadata"].get("deletionTimestamp").is_none() {
         let updated = reg
             .update(pods, ns, name, marked, Some("status"), false)

@@ -128,11 +128,7 @@ impl PodSummary {
             })
             .unwrap_or_default();
         PodSummary {
-            key: format!(
-                "{}/{}",
-                pod.metadata.namespace.as_deref().unwrap_or(""),
-                pod.metadata.name.as_deref().unwrap_or("")
-            ),
+            key: crate::cache::key(pod),
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
             labels: pod.metadata.labels.clone().unwrap_or_default(),
             anti_affinity,

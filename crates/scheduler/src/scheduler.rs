@@ -124,12 +124,18 @@ fn feasible_to_find(nodes: usize) -> usize {
     (nodes * percent / 100).max(100)
 }
 
+/// The profile a pod asks for (`spec.schedulerName`, `default-scheduler` when unset).
+fn scheduler_name(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.scheduler_name.as_deref())
+        .unwrap_or(SCHEDULER_NAME)
+}
+
 /// Whether a scheduler serving `names` should place `pod`.
 fn pending(pod: &Pod, names: &[String]) -> bool {
     let spec = pod.spec.as_ref();
-    let name = spec
-        .and_then(|s| s.scheduler_name.as_deref())
-        .unwrap_or(SCHEDULER_NAME);
+    let name = scheduler_name(pod);
     spec.and_then(|s| s.node_name.as_deref())
         .unwrap_or("")
         .is_empty()
@@ -305,11 +311,7 @@ impl Scheduler {
     /// Filter, score, pick (under the lock, without waiting on anything); the pod is assumed
     /// on the chosen node before the lock is released.
     fn decide(&self, pod: &Pod) -> Decision {
-        let wanted = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.scheduler_name.as_deref())
-            .unwrap_or(SCHEDULER_NAME);
+        let wanted = scheduler_name(pod);
         let Some(profile) = self.profiles.iter().find(|p| p.scheduler_name == wanted) else {
             return Decision::Unschedulable(format!("no profile for scheduler {wanted:?}"));
         };
@@ -418,11 +420,7 @@ impl Scheduler {
             }
             samples.push(took * 1000.0);
         }
-        let profile = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.scheduler_name.as_deref())
-            .unwrap_or(SCHEDULER_NAME);
+        let profile = scheduler_name(&pod);
         let result = match decision {
             Decision::Node(_) => "scheduled",
             _ => "unschedulable",
@@ -487,11 +485,7 @@ impl Scheduler {
             }
             Err(e) => {
                 tracing::info!("binding {k} to {node} failed: {e}");
-                let profile = pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.scheduler_name.as_deref())
-                    .unwrap_or(SCHEDULER_NAME);
+                let profile = scheduler_name(&pod);
                 self.metrics.attempt("error", profile, 0.0);
                 let mut st = self.state();
                 st.cache.remove_pod(&k);
