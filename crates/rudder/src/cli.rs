@@ -73,7 +73,12 @@ pub(crate) struct SimulateArgs {
     #[arg(long, default_value_t = 1)]
     pub(crate) nodes: usize,
 
-    /// Node names are this prefix and an index from 0.
+    /// The first node's index: the nodes are FIRST_INDEX to FIRST_INDEX + NODES - 1, named
+    /// and addressed by it. Give processes sharing the work disjoint ranges.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) first_index: usize,
+
+    /// Node names are this prefix and the node's index.
     #[arg(long, default_value = "sim-")]
     pub(crate) name_prefix: String,
 

@@ -69,6 +69,7 @@ fn main() -> std::process::ExitCode {
                 let client = client::from_kubeconfig(&opts.kubeconfig).await?;
                 let sim = simulator::Options {
                     nodes: opts.nodes,
+                    first_index: opts.first_index,
                     name_prefix: opts.name_prefix,
                     cpu: opts.cpu,
                     memory: opts.memory,

@@ -1,7 +1,8 @@
 //! `rudder simulate` against a real server, checked with the real kubectl: simulated nodes
 //! register Ready with their zones, renew their leases, run the pods bound to them and finish
 //! their graceful deletion; Job pods complete, annotated pods fail or crash-loop; a node
-//! annotated dead stops renewing its lease and handling its pods until the annotation goes.
+//! annotated dead stops renewing its lease and handling its pods until the annotation goes;
+//! processes given disjoint index ranges (`--first-index`) hand out distinct addresses.
 
 mod support;
 
@@ -489,4 +490,62 @@ fn pod_duration_flags_finish_every_pod() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
+}
+
+#[test]
+fn processes_with_disjoint_index_ranges_hand_out_distinct_addresses() {
+    let c = Cluster::start(&[]);
+    let mut a = Simulator::start(&c, &["--name-prefix", "a-", "--nodes", "2"]);
+    let mut b = Simulator::start(
+        &c,
+        &["--name-prefix", "b-", "--first-index", "2", "--nodes", "2"],
+    );
+    wait_ready(&c, &mut a, &["a-0", "a-1"]);
+    wait_ready(&c, &mut b, &["b-2", "b-3"]);
+    let ips = c.kubectl(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name}={.status.addresses[?(@.type==\"InternalIP\")].address}{\"\\n\"}{end}",
+    ]);
+    let mut seen: Vec<&str> = ips.out().lines().collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "a-0=10.200.0.1",
+            "a-1=10.200.0.2",
+            "b-2=10.200.0.3",
+            "b-3=10.200.0.4"
+        ]
+    );
+    // b-2's pods get addresses from the block of index 2, not 0.
+    c.apply(&POD.replace("sim-1", "b-2")).out();
+    eventually("the pod on b-2 Running", || {
+        b.assert_running();
+        pod_columns(&c, "web").0 == "Running"
+    });
+    let ip = pod_field(&c, "web", "{.status.podIP}");
+    assert!(ip.starts_with("10.64.2."), "{ip}");
+
+    // A range past the last index is refused, naming the flags.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_rudder"))
+        .args([
+            "simulate",
+            "--first-index",
+            "16383",
+            "--nodes",
+            "2",
+            "--kubeconfig",
+        ])
+        .arg(c.kubeconfig())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success(), "{err}");
+    assert!(
+        err.contains("--first-index 16383 + --nodes 2 must be at most 16384"),
+        "{err}"
+    );
+    a.assert_running();
 }

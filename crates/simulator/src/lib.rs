@@ -51,8 +51,12 @@
 //! # Several processes
 //!
 //! Each process handles only its own nodes (and the pods bound to them), so several can share
-//! the work, each with its own `name_prefix`. Node and pod addresses are derived from the node's
-//! index, so processes with different prefixes hand out the same ones.
+//! the work. A process runs the nodes with indices [`Options::first_index`] to `first_index +
+//! nodes - 1`, named `<name_prefix><index>`; the node's InternalIP, its /24 of pod IPs and its
+//! zone are derived from that index alone. So processes given disjoint index ranges hand out
+//! disjoint addresses (and spread their nodes over the zones as one process would), whatever
+//! their prefixes; processes whose ranges overlap hand out the same addresses. Every index is
+//! below [`MAX_NODES`], which [`Options::check`] enforces for the highest one.
 
 mod nodes;
 mod pods;
@@ -67,7 +71,9 @@ use anyhow::bail;
 /// The label every simulated node carries (`rudder.dev/simulated=true`), to tell them apart.
 pub const SIMULATED_LABEL: &str = "rudder.dev/simulated";
 
-/// The most nodes one simulator runs: each gets a /24 of pod IPs from 10.64.0.0/10.
+/// The number of node indices: every simulated node's index, in every process sharing the
+/// work, is below it, since each index gets a /24 of pod IPs from 10.64.0.0/10. So it is also
+/// the most nodes one simulator runs.
 pub const MAX_NODES: usize = 16384;
 
 /// A pod annotation: how long the pod's containers run before they exit (a Go duration such
@@ -154,6 +160,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub struct Options {
     /// How many nodes.
     pub nodes: usize,
+    /// The first node's index: the nodes are `first_index .. first_index + nodes`, and their
+    /// names and addresses are derived from it (0 by default; give processes sharing the work
+    /// disjoint ranges).
+    pub first_index: usize,
     /// Node names are `<prefix><index>`.
     pub name_prefix: String,
     /// Each node's CPU capacity (a quantity).
@@ -175,13 +185,24 @@ pub struct Options {
 }
 
 impl Options {
-    /// Checks the options before anything is written: quantities, names, labels, taints.
+    /// The indices of the nodes to run, from [`Options::first_index`].
+    pub(crate) fn indices(&self) -> std::ops::Range<usize> {
+        self.first_index..self.first_index + self.nodes
+    }
+
+    /// Checks the options before anything is written: the index range, quantities, names,
+    /// labels, taints.
     pub fn check(&self) -> anyhow::Result<()> {
-        if self.nodes > MAX_NODES {
-            bail!(
-                "at most {MAX_NODES} nodes can be simulated, not {}",
-                self.nodes
-            );
+        match self.first_index.checked_add(self.nodes) {
+            Some(end) if end <= MAX_NODES => {}
+            _ => bail!(
+                "--first-index {} + --nodes {} must be at most {MAX_NODES}, not {}: node indices \
+                 go from 0 to {} (each node gets a /24 of pod IPs from 10.64.0.0/10)",
+                self.first_index,
+                self.nodes,
+                self.first_index as u128 + self.nodes as u128,
+                MAX_NODES - 1
+            ),
         }
         if self.lease_interval.is_zero() {
             bail!("the lease interval must be at least one second");
@@ -199,8 +220,8 @@ impl Options {
         for (name, _) in &self.extended {
             name_ok("extended resource", name)?;
         }
-        if self.nodes > 0 {
-            let last = nodes::node_name(self, self.nodes - 1);
+        if let Some(index) = self.indices().last() {
+            let last = nodes::node_name(self, index);
             let errs = api::validation::dns1123_subdomain(&last);
             if !errs.is_empty() {
                 bail!("node name {last:?}: {}", errs.join("; "));
@@ -301,6 +322,7 @@ pub async fn run_with(
     });
     tracing::info!(
         nodes = sim.opts.nodes,
+        first_index = sim.opts.first_index,
         prefix = %sim.opts.name_prefix,
         lease_interval = ?sim.opts.lease_interval,
         job_pod_duration = ?sim.behaviour.job_pod_duration,
@@ -368,6 +390,7 @@ mod tests {
     pub(crate) fn opts() -> Options {
         Options {
             nodes: 3,
+            first_index: 0,
             name_prefix: "sim-".into(),
             cpu: "4".into(),
             memory: "16Gi".into(),
@@ -401,6 +424,11 @@ mod tests {
                 "effect",
             ),
             (Box::new(|o| o.nodes = MAX_NODES + 1), "at most"),
+            (
+                Box::new(|o| o.first_index = MAX_NODES - 2),
+                "--first-index 16382 + --nodes 3 must be at most 16384, not 16385",
+            ),
+            (Box::new(|o| o.first_index = usize::MAX), "--first-index"),
             (Box::new(|o| o.lease_interval = Duration::ZERO), "lease"),
         ];
         for (change, want) in cases {
@@ -409,6 +437,18 @@ mod tests {
             let err = o.check().unwrap_err().to_string();
             assert!(err.contains(want), "{err:?} should mention {want:?}");
         }
+    }
+
+    #[test]
+    fn the_highest_index_may_be_the_last_one() {
+        let mut o = opts();
+        o.first_index = MAX_NODES - o.nodes;
+        o.check().unwrap();
+        assert_eq!(o.indices(), MAX_NODES - 3..MAX_NODES);
+        o.nodes = 0;
+        o.first_index = MAX_NODES;
+        o.check().unwrap();
+        assert!(o.indices().is_empty());
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! heartbeat at once, as upstream's kubelet posts a status that differs from its own.
 //!
 //! Addresses are made up and distinct: node `i` is `10.200.<i / 250>.<i % 250 + 1>`, and its
-//! pods get addresses from its own /24 ([`pod_block`]).
+//! pods get addresses from its own /24 ([`pod_block`]). `i` is the node's index, from
+//! [`Options::first_index`] on, not its position in this process's [`NodeTable`]: so processes
+//! running disjoint index ranges hand out disjoint addresses.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -60,7 +62,8 @@ pub(crate) const KUBELET_VERSION: &str = "v1.33.0-rudder-sim";
 /// What the node reports as its container runtime; also the scheme of container IDs.
 pub(crate) const RUNTIME_VERSION: &str = "rudder-sim://0.1";
 
-/// Node `index`'s name.
+/// Node `index`'s name (`index` counts from [`Options::first_index`], as in all these
+/// functions).
 pub(crate) fn node_name(opts: &Options, index: usize) -> String {
     format!("{}{index}", opts.name_prefix)
 }
@@ -321,6 +324,8 @@ pub(crate) fn ready(node: &Node) -> bool {
 /// One registered node.
 #[derive(Debug)]
 pub(crate) struct SimNode {
+    /// The node's index (from [`Options::first_index`] on), from which its name and addresses
+    /// come; not its position in the [`NodeTable`].
     pub(crate) index: usize,
     pub(crate) name: String,
     pub(crate) ip: Ipv4Addr,
@@ -349,10 +354,11 @@ impl SimNode {
     }
 }
 
-/// The registered nodes, by index and by name.
+/// The registered nodes, by position (0 to `nodes - 1`, whatever their indices) and by name.
 #[derive(Debug)]
 pub(crate) struct NodeTable {
     nodes: Vec<SimNode>,
+    /// Name → position in `nodes`.
     by_name: HashMap<String, usize>,
 }
 
@@ -378,7 +384,7 @@ impl NodeTable {
 
 /// Registers every node ([`CONCURRENCY`] at a time); fails on the first node that cannot be.
 pub(crate) async fn register_all(sim: &Sim) -> anyhow::Result<NodeTable> {
-    let nodes: Vec<SimNode> = futures::stream::iter(0..sim.opts.nodes)
+    let nodes: Vec<SimNode> = futures::stream::iter(sim.opts.indices())
         .map(|i| register(sim, i))
         .buffered(CONCURRENCY)
         .try_collect()
@@ -670,9 +676,9 @@ pub(crate) async fn watch(sim: Arc<Sim>, nodes: Arc<NodeTable>, revived: Unbound
             ours.set_ready_since(Timestamp::now());
         }
         let (sim, nodes, revived) = (sim.clone(), nodes.clone(), revived.clone());
-        let index = nodes.by_name[&ours.name];
+        let position = nodes.by_name[&ours.name];
         tasks.spawn(async move {
-            let node = &nodes.nodes[index];
+            let node = &nodes.nodes[position];
             renew(&sim, node, true).await;
             if was_dead {
                 let _ = revived.send(node.name.clone());
@@ -813,6 +819,59 @@ mod tests {
         }
         assert_eq!(node_ip(0), Ipv4Addr::new(10, 200, 0, 1));
         assert_eq!(pod_block(1), Ipv4Addr::new(10, 64, 1, 0));
+    }
+
+    #[test]
+    fn the_first_index_shifts_names_zones_and_addresses() {
+        let mut o = opts();
+        o.name_prefix = "b-".into();
+        o.first_index = 100;
+        o.check().unwrap();
+        let indices: Vec<usize> = o.indices().collect();
+        assert_eq!(indices, [100, 101, 102]);
+        let node = serde_json::to_value(node_object(&o, 101)).unwrap();
+        assert_eq!(node["metadata"]["name"], "b-101");
+        assert_eq!(
+            node["metadata"]["labels"]["kubernetes.io/hostname"],
+            "b-101"
+        );
+        assert_eq!(
+            node["metadata"]["labels"]["topology.kubernetes.io/zone"],
+            "zone-1"
+        );
+        let status =
+            serde_json::to_value(node_status(&o, 101, at("2025-01-01T00:00:00Z"))).unwrap();
+        assert_eq!(
+            status["addresses"],
+            json!([
+                {"type": "InternalIP", "address": "10.200.0.102"},
+                {"type": "Hostname", "address": "b-101"},
+            ])
+        );
+        assert_eq!(pod_block(101), Ipv4Addr::new(10, 64, 101, 0));
+
+        // Two processes with disjoint ranges: no address in common, whatever their prefixes.
+        let mut a = opts();
+        a.name_prefix = "a-".into();
+        a.nodes = 100;
+        let mut b = a.clone();
+        b.name_prefix = "b-".into();
+        b.first_index = 100;
+        let addresses = |o: &Options| -> std::collections::HashSet<(Ipv4Addr, Ipv4Addr)> {
+            o.indices().map(|i| (node_ip(i), pod_block(i))).collect()
+        };
+        let (a, b) = (addresses(&a), addresses(&b));
+        assert_eq!((a.len(), b.len()), (100, 100));
+        for (node, block) in &a {
+            assert!(b.iter().all(|(n, p)| n != node && p != block));
+        }
+    }
+
+    #[test]
+    fn the_last_index_has_addresses_in_range() {
+        let last = crate::MAX_NODES - 1;
+        assert_eq!(node_ip(last), Ipv4Addr::new(10, 200, 65, 134));
+        assert_eq!(pod_block(last), Ipv4Addr::new(10, 127, 255, 0));
     }
 
     #[test]

@@ -82,6 +82,7 @@ const LAST_HOST: u8 = 254;
 /// IPAM does, so an address is not reused at once), and who holds which.
 #[derive(Debug, Default)]
 pub(crate) struct Ipam {
+    /// Node index ([`SimNode::index`], from which the block comes) → its block.
     blocks: HashMap<usize, Block>,
     /// Pod uid → (node index, host number).
     owners: HashMap<String, (usize, u8)>,

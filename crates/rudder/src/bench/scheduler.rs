@@ -112,6 +112,7 @@ pub(crate) async fn run(opts: SchedulerBench) -> Result<()> {
     progress("registering simulated nodes");
     let sim = simulator::Options {
         nodes: opts.nodes,
+        first_index: 0,
         name_prefix: "sim-".into(),
         cpu: "32".into(),
         memory: "256Gi".into(),
