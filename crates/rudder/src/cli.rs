@@ -302,6 +302,11 @@ pub(crate) struct ServerArgs {
     #[arg(long)]
     pub(crate) disable_scheduler: bool,
 
+    /// Serve the in-process scheduler's Prometheus metrics over plain HTTP at this address
+    /// (`/metrics`), e.g. 127.0.0.1:10251, as `rudder scheduler --metrics-bind-address` does.
+    #[arg(long)]
+    pub(crate) scheduler_metrics_bind_address: Option<std::net::SocketAddr>,
+
     /// Do not run a node agent for this host. This version has no node agent yet, so none
     /// runs either way; the flag is accepted for k3s-style scripts.
     #[arg(long)]

@@ -36,11 +36,11 @@ fn main() -> std::process::ExitCode {
             cli::Command::Server(opts) => server::run(opts).await,
             cli::Command::Scheduler(opts) => {
                 let client = client::from_kubeconfig(&opts.kubeconfig).await?;
-                let election = opts.leader_elect.then(|| scheduler::leader::Election {
+                let election = opts.leader_elect.then(|| election::Election {
                     lease_duration: opts.leader_elect_lease_duration,
                     renew_deadline: opts.leader_elect_renew_deadline,
                     retry_period: opts.leader_elect_retry_period,
-                    ..scheduler::leader::Election::new("kube-scheduler")
+                    ..election::Election::new("kube-scheduler")
                 });
                 let config = match &opts.config {
                     Some(path) => Some(
@@ -58,10 +58,13 @@ fn main() -> std::process::ExitCode {
                     shutdown(),
                 );
                 match opts.metrics_bind_address {
-                    Some(addr) => tokio::select! {
-                        r = run => r,
-                        r = metrics::serve(addr, metrics) => r,
-                    },
+                    Some(addr) => {
+                        let listener = metrics::bind(addr).await?;
+                        tokio::select! {
+                            r = run => r,
+                            r = metrics::serve(listener, metrics) => r,
+                        }
+                    }
                     None => run.await,
                 }
             }

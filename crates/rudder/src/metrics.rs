@@ -1,4 +1,5 @@
-//! A plain-HTTP `/metrics` endpoint for `rudder scheduler --metrics-bind-address`.
+//! A plain-HTTP `/metrics` endpoint for `rudder scheduler --metrics-bind-address` and
+//! `rudder server --scheduler-metrics-bind-address`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,14 +9,18 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, body::Incoming};
 
-/// Serves `metrics` at `http://<addr>/metrics` until the future is dropped.
+/// Listens on `addr` for [`serve`].
+pub(crate) async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr} for metrics"))
+}
+
+/// Serves `metrics` at `http://<addr>/metrics` on `listener` until the future is dropped.
 pub(crate) async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     metrics: Arc<scheduler::metrics::Metrics>,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("listening on {addr} for metrics"))?;
     loop {
         let (stream, _) = listener.accept().await?;
         let metrics = metrics.clone();

@@ -52,15 +52,29 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
     let mut components = Vec::new();
     if !opts.disable_scheduler {
         let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;
+        let metrics = std::sync::Arc::new(scheduler::metrics::Metrics::default());
+        if let Some(addr) = opts.scheduler_metrics_bind_address {
+            // Bind before going on, so a taken address stops the start-up with its reason.
+            let listener = crate::metrics::bind(addr).await?;
+            let (metrics, mut stopped) = (metrics.clone(), stopped.clone());
+            components.push(tokio::spawn(async move {
+                tokio::select! {
+                    r = crate::metrics::serve(listener, metrics) => {
+                        if let Err(e) = r {
+                            tracing::error!("the scheduler's metrics endpoint stopped: {e:#}");
+                        }
+                    }
+                    _ = stopped.changed() => {}
+                }
+            }));
+        }
         let mut stopped = stopped.clone();
         components.push(tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.changed().await;
             };
-            let election = scheduler::leader::Election::new("kube-scheduler");
-            if let Err(e) =
-                scheduler::run(client, None, Some(election), Default::default(), shutdown).await
-            {
+            let election = election::Election::new("kube-scheduler");
+            if let Err(e) = scheduler::run(client, None, Some(election), metrics, shutdown).await {
                 tracing::error!("the scheduler stopped: {e:#}");
             }
         }));

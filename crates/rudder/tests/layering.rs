@@ -13,8 +13,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("api", &[]),
     ("store", &[]),
     ("apiserver", &["api", "store"]),
-    ("controllers", &["api"]),
-    ("scheduler", &["api"]),
+    // Shared by the API clients that run as one elected instance among several.
+    ("election", &[]),
+    ("controllers", &["api", "election"]),
+    ("scheduler", &["api", "election"]),
     ("simulator", &["api"]),
     ("proxy", &["api"]),
     ("dns", &["api"]),

@@ -496,3 +496,111 @@ fn the_scheduler_exports_prometheus_metrics() {
             && text.contains("scheduler_pod_scheduling_sli_duration_seconds_count 1")
     });
 }
+
+fn condition_message(c: &Cluster, pod: &str) -> String {
+    c.kubectl(&[
+        "get",
+        "pod",
+        pod,
+        "-o",
+        "jsonpath={.status.conditions[0].message}",
+    ])
+    .out()
+    .to_string()
+}
+
+#[test]
+fn host_ports_conflict_and_preemption_spares_pods_a_budget_protects() {
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let c = Cluster::start(&["--scheduler-metrics-bind-address", &addr]);
+    let _sim =
+        support::Simulator::start(&c, &["--nodes", "2", "--cpu", "2", "--lease-seconds", "2"]);
+    let ported = "  containers:\n  - name: app\n    image: nginx\n    ports: [{containerPort: 80, hostPort: 9000}]\n";
+    for name in ["port-a", "port-b", "port-c"] {
+        c.apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n{ported}"
+        ))
+        .out();
+    }
+    eventually("the third pod to find no free port", || {
+        condition_message(&c, "port-c").starts_with(
+            "0/2 nodes are available: 2 node(s) didn't have free ports for the requested pod ports.",
+        )
+    });
+    let (a, b) = (node_of(&c, "port-a"), node_of(&c, "port-b"));
+    assert!(!a.is_empty() && !b.is_empty() && a != b, "{a} {b}");
+    c.kubectl(&[
+        "delete",
+        "pod",
+        "port-a",
+        "port-b",
+        "port-c",
+        "--grace-period=0",
+        "--force",
+    ])
+    .out();
+
+    // Two low-priority pods fill the two nodes; a budget protects one of them.
+    c.apply(
+        "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: low}\nvalue: 10\n\
+         ---\napiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: high}\n\
+         value: 1000\n---\napiVersion: policy/v1\nkind: PodDisruptionBudget\n\
+         metadata: {name: db}\nspec:\n  minAvailable: 1\n  selector: {matchLabels: {app: db}}\n",
+    )
+    .out();
+    // The protected one on the node preemption would otherwise try first (ties go to the
+    // first node by name).
+    for (name, app, node) in [("guarded", "db", "sim-0"), ("free", "web", "sim-1")] {
+        c.apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: {app}}}}}\nspec:\n  \
+             nodeSelector: {{kubernetes.io/hostname: {node}}}\n  priorityClassName: low\n  containers:\n  - name: app\n    image: nginx\n    \
+             resources: {{requests: {{cpu: 1500m}}}}\n"
+        ))
+        .out();
+    }
+    eventually("both low-priority pods to run", || {
+        c.kubectl(&[
+            "get",
+            "pods",
+            "guarded",
+            "free",
+            "-o",
+            "jsonpath={.items[*].status.phase}",
+        ])
+        .out()
+            == "Running Running"
+    });
+    // The disruption controller's verdict: no disruption allowed.
+    c.kubectl(&[
+        "patch",
+        "pdb",
+        "db",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"disruptionsAllowed":0,"currentHealthy":1,"desiredHealthy":1,"expectedPods":1}}"#,
+    ])
+    .out();
+    pod(&c, "urgent", "1", "  priorityClassName: high\n");
+    eventually("the urgent pod to take the unprotected pod's node", || {
+        node_of(&c, "urgent") == "sim-1"
+    });
+    assert!(
+        c.kubectl(&["get", "pod", "free"])
+            .stderr
+            .contains("not found")
+    );
+    assert_eq!(
+        c.kubectl(&["get", "pod", "guarded", "-o", "jsonpath={.status.phase}"])
+            .out(),
+        "Running"
+    );
+    eventually(
+        "the in-process scheduler's metrics to count the attempts",
+        || {
+            scrape(&addr).contains(
+            "scheduler_schedule_attempts_total{result=\"scheduled\",profile=\"default-scheduler\"}",
+        )
+        },
+    );
+}

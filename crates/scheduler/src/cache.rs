@@ -23,6 +23,10 @@ pub struct Cache {
     nodes: BTreeMap<String, NodeInfo>,
     /// Every placed pod: its node and summary.
     pods: HashMap<String, (String, PodSummary)>,
+    /// Pending pods nominated to a node by preemption (`status.nominatedNodeName`), by node
+    /// and by pod key.
+    nominated: HashMap<String, Vec<PodSummary>>,
+    nominated_node: HashMap<String, String>,
 }
 
 impl Cache {
@@ -96,6 +100,42 @@ impl Cache {
         }
     }
 
+    /// Records that pending `pod` waits for room on `node` (its nominated node).
+    pub fn nominate(&mut self, pod: &Pod, node: &str) {
+        let k = key(pod);
+        self.unnominate(&k);
+        self.nominated
+            .entry(node.to_string())
+            .or_default()
+            .push(PodSummary::of(pod));
+        self.nominated_node.insert(k, node.to_string());
+    }
+
+    /// Forgets a pod's nomination: bound, deleted, or no longer nominated.
+    pub fn unnominate(&mut self, key: &str) {
+        let Some(node) = self.nominated_node.remove(key) else {
+            return;
+        };
+        if let Some(list) = self.nominated.get_mut(&node) {
+            list.retain(|p| p.key != key);
+            if list.is_empty() {
+                self.nominated.remove(&node);
+            }
+        }
+    }
+
+    /// The pods nominated to `node` that a pod of `priority` (whose key is `except`) must
+    /// leave room for: those at least as important.
+    pub fn nominated_on(&self, node: &str, priority: i32, except: &str) -> Vec<PodSummary> {
+        self.nominated
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter(|p| p.priority >= priority && p.key != except)
+            .cloned()
+            .collect()
+    }
+
     /// Whether a pod is placed (bound or assumed).
     pub fn placed(&self, key: &str) -> bool {
         self.pods.contains_key(key)
@@ -124,5 +164,15 @@ mod tests {
         c.remove_pod("d/p");
         assert_eq!(c.nodes().next().unwrap().requested.milli_cpu, 0);
         assert_eq!(c.nodes().next().unwrap().allocatable.pods, 10);
+
+        c.nominate(&pod, "n");
+        assert_eq!(c.nominated_on("n", 0, "d/other").len(), 1);
+        assert!(
+            c.nominated_on("n", 1, "d/other").is_empty(),
+            "less important"
+        );
+        assert!(c.nominated_on("n", 0, "d/p").is_empty(), "itself");
+        c.unnominate("d/p");
+        assert!(c.nominated_on("n", 0, "d/other").is_empty());
     }
 }

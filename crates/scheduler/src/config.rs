@@ -1,6 +1,7 @@
 //! `KubeSchedulerConfiguration` (`kubescheduler.config.k8s.io/v1`, `rudder scheduler
 //! --config PATH`): profiles, each a scheduler name with plugins enabled, disabled and
-//! weighted, and plugin arguments (NodeResourcesFit's scoring strategy).
+//! weighted, and plugin arguments (NodeResourcesFit's scoring strategy, PodTopologySpread's
+//! default constraints).
 //!
 //! Extension points are not told apart: a plugin disabled at any of them leaves the profile,
 //! and one enabled at any of them joins it (`*` disables every default plugin).
@@ -84,11 +85,12 @@ fn plugin(name: &str, args: Option<&serde_json::Value>) -> anyhow::Result<Box<dy
         "NodePorts" => Box::new(node_ports::NodePorts),
         "NodeAffinity" => Box::new(node_affinity::NodeAffinity),
         "TaintToleration" => Box::new(taint_toleration::TaintToleration),
-        "PodTopologySpread" => Box::new(pod_topology_spread::PodTopologySpread),
+        "PodTopologySpread" => Box::new(pod_topology_spread::PodTopologySpread::from_args(args)?),
         "InterPodAffinity" => Box::new(inter_pod_affinity::InterPodAffinity),
         "NodeResourcesBalancedAllocation" => {
             Box::new(balanced_allocation::NodeResourcesBalancedAllocation)
         }
+        "ImageLocality" => Box::new(image_locality::ImageLocality),
         other => anyhow::bail!("plugin {other:?} does not exist"),
     })
 }

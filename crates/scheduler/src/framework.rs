@@ -1,10 +1,10 @@
 //! The scheduling framework's vocabulary: what a plugin sees of a node ([`NodeInfo`]), what it
-//! answers ([`Verdict`]), and the two extension points Rudder runs, Filter and Score
-//! ([`Plugin`]).
+//! answers ([`Verdict`]), what else it may look at ([`Cluster`]), and the extension points
+//! Rudder runs, PreFilter/PreScore, Filter and Score ([`Plugin`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, PodAffinityTerm};
 
 /// Resource amounts: CPU in millicores, memory and everything else in units.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -276,6 +276,104 @@ impl PodMatcher {
     }
 }
 
+/// What the scheduler keeps of the cluster besides nodes and pods (upstream's listers), for
+/// the plugins and the preemption step that look further.
+#[derive(Debug, Default)]
+pub struct Cluster {
+    /// Each namespace's labels (JSON), for `namespaceSelector`.
+    pub namespaces: HashMap<String, serde_json::Value>,
+    /// Services' pod selectors, by namespace and name.
+    pub services: HashMap<String, BTreeMap<String, BTreeMap<String, String>>>,
+    /// The label selectors (JSON) of the controllers that own pods: ReplicationControllers
+    /// (as `matchLabels`), ReplicaSets and StatefulSets, by `Kind/namespace/name`.
+    pub controllers: HashMap<String, serde_json::Value>,
+    /// PodDisruptionBudgets, by `namespace/name`.
+    pub budgets: HashMap<String, Budget>,
+}
+
+/// What preemption needs of a PodDisruptionBudget.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    /// Its namespace.
+    pub namespace: String,
+    /// `spec.selector`; `None` when absent or empty, which selects nothing here.
+    pub selector: Option<api::selector::LabelSelector>,
+    /// `status.disruptionsAllowed`.
+    pub allowed: i32,
+    /// `status.disruptedPods`: pods already counted as disrupted.
+    pub disrupted: HashSet<String>,
+}
+
+impl Cluster {
+    /// The namespaces a pod affinity term of a pod in `pod_ns` looks in: `namespaces` and those
+    /// `namespaceSelector` selects (`{}` selects all), or the pod's own when both are unset.
+    pub fn term_namespaces(&self, term: &PodAffinityTerm, pod_ns: &str) -> Vec<String> {
+        let mut out: Vec<String> = term.namespaces.clone().unwrap_or_default();
+        match &term.namespace_selector {
+            Some(sel) => {
+                let Ok(sel) = serde_json::to_value(sel) else {
+                    return out;
+                };
+                if let Ok(sel) = api::selector::LabelSelector::from_object(&sel) {
+                    for (ns, labels) in &self.namespaces {
+                        if sel.matches(Some(labels)) && !out.contains(ns) {
+                            out.push(ns.clone());
+                        }
+                    }
+                }
+            }
+            None if out.is_empty() => out.push(pod_ns.to_string()),
+            None => {}
+        }
+        out
+    }
+
+    /// Upstream's `DefaultSelector`: the labels the Services selecting `pod` select on, with
+    /// the selector of the controller owning it (ReplicationController, ReplicaSet,
+    /// StatefulSet); `None` when that is empty.
+    pub fn default_selector(&self, pod: &Pod) -> Option<serde_json::Value> {
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("");
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let mut match_labels: BTreeMap<String, String> = BTreeMap::new();
+        for selector in self.services.get(ns).into_iter().flat_map(|s| s.values()) {
+            if !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+                match_labels.extend(selector.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+        let mut expressions = Vec::new();
+        let owner = pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true));
+        if let Some(o) = owner
+            && matches!(
+                (o.api_version.as_str(), o.kind.as_str()),
+                ("v1", "ReplicationController") | ("apps/v1", "ReplicaSet" | "StatefulSet")
+            )
+            && let Some(sel) = self.controllers.get(&format!("{}/{ns}/{}", o.kind, o.name))
+        {
+            for (k, v) in sel["matchLabels"].as_object().into_iter().flatten() {
+                if let Some(v) = v.as_str() {
+                    match_labels.insert(k.clone(), v.to_string());
+                }
+            }
+            expressions.extend(
+                sel["matchExpressions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
+        }
+        if match_labels.is_empty() && expressions.is_empty() {
+            return None;
+        }
+        Some(serde_json::json!({"matchLabels": match_labels, "matchExpressions": expressions}))
+    }
+}
+
 /// A plugin's answer at Filter: the node fits, or why not (upstream's reason texts).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -295,8 +393,9 @@ pub trait Plugin: Send + Sync {
     /// Upstream's plugin name (`NodeResourcesFit`, ...).
     fn name(&self) -> &'static str;
 
-    /// PreFilter and PreScore in one: state computed once per pod from all nodes.
-    fn prepare(&self, _pod: &Pod, _nodes: &[&NodeInfo]) -> Prepared {
+    /// PreFilter and PreScore in one: state computed once per pod from all nodes and what
+    /// else is known of the cluster.
+    fn prepare(&self, _pod: &Pod, _nodes: &[&NodeInfo], _cluster: &Cluster) -> Prepared {
         None
     }
 

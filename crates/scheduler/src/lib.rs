@@ -10,13 +10,12 @@
 //! Shaped like upstream's framework: a [`queue`] (active, back-off, unschedulable), a
 //! [`cache`] of nodes with what their pods take (assumed pods included while they bind), and
 //! [`plugins`] at the Filter and Score extension points ([`framework`]), and [`preemption`]
-//! when nothing fits; [`leader`] elects one active scheduler among several processes. Start
+//! when nothing fits; the `election` crate elects one active scheduler among several processes. Start
 //! reading at [`scheduler`], the loop.
 
 pub mod cache;
 pub mod config;
 pub mod framework;
-pub mod leader;
 pub mod metrics;
 pub mod plugins;
 pub mod preemption;
@@ -34,7 +33,7 @@ use std::sync::Arc;
 pub async fn run(
     client: kube::Client,
     config: Option<&str>,
-    election: Option<leader::Election>,
+    election: Option<election::Election>,
     metrics: Arc<metrics::Metrics>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -45,7 +44,7 @@ pub async fn run(
     let work = async {
         loop {
             if let Some(e) = &election {
-                leader::acquire(&client, e).await;
+                election::acquire(&client, e).await;
             }
             let profiles = match config {
                 Some(text) => config::profiles(text)?,
@@ -61,7 +60,7 @@ pub async fn run(
             match &election {
                 Some(e) => tokio::select! {
                     r = s.serve() => return r,
-                    () = leader::keep(&client, e) => {}
+                    () = election::keep(&client, e) => {}
                 },
                 None => return s.serve().await,
             }

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -17,7 +19,7 @@ use tokio::sync::Notify;
 
 use crate::cache::{Cache, key};
 use crate::config::Profile;
-use crate::framework::{NodeInfo, Plugin, Prepared, Verdict, normalize};
+use crate::framework::{Budget, Cluster, NodeInfo, Plugin, Prepared, Verdict, normalize};
 use crate::metrics::Metrics;
 use crate::queue::Queue;
 
@@ -37,6 +39,8 @@ struct State {
     names: Vec<String>,
     /// When each pending pod was first seen, for the end-to-end latency.
     first_seen: HashMap<String, Instant>,
+    /// Namespaces, Services, controllers and disruption budgets, for the plugins.
+    cluster: Cluster,
 }
 
 /// What the scheduler watches, and what each change does to its state.
@@ -80,6 +84,145 @@ impl Followed for Pod {
     }
     fn remove(st: &mut State, key: &str) {
         Scheduler::pod_gone(st, key);
+    }
+}
+
+/// `namespace/name` of a namespaced object.
+fn namespaced_key(meta: &kube::api::ObjectMeta) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or(""),
+        meta.name.as_deref().unwrap_or("")
+    )
+}
+
+impl Followed for Namespace {
+    const WHAT: &'static str = "namespace";
+    fn key(&self) -> String {
+        self.metadata.name.clone().unwrap_or_default()
+    }
+    fn apply(st: &mut State, ns: Namespace) {
+        let labels = serde_json::to_value(ns.metadata.labels.unwrap_or_default());
+        st.cluster.namespaces.insert(
+            ns.metadata.name.unwrap_or_default(),
+            labels.unwrap_or_default(),
+        );
+    }
+    fn remove(st: &mut State, name: &str) {
+        st.cluster.namespaces.remove(name);
+    }
+}
+
+impl Followed for Service {
+    const WHAT: &'static str = "service";
+    fn key(&self) -> String {
+        namespaced_key(&self.metadata)
+    }
+    fn apply(st: &mut State, svc: Service) {
+        let selector = svc.spec.and_then(|s| s.selector).unwrap_or_default();
+        let ns = svc.metadata.namespace.unwrap_or_default();
+        let name = svc.metadata.name.unwrap_or_default();
+        st.cluster
+            .services
+            .entry(ns)
+            .or_default()
+            .insert(name, selector);
+    }
+    fn remove(st: &mut State, key: &str) {
+        let (ns, name) = key.split_once('/').unwrap_or(("", key));
+        if let Some(in_ns) = st.cluster.services.get_mut(ns) {
+            in_ns.remove(name);
+            if in_ns.is_empty() {
+                st.cluster.services.remove(ns);
+            }
+        }
+    }
+}
+
+/// Controllers whose selectors feed PodTopologySpread's default constraints.
+trait Controller {
+    const KIND: &'static str;
+    fn selector(&self) -> Value;
+}
+
+impl Controller for ReplicaSet {
+    const KIND: &'static str = "ReplicaSet";
+    fn selector(&self) -> Value {
+        serde_json::to_value(self.spec.as_ref().map(|s| &s.selector)).unwrap_or_default()
+    }
+}
+
+impl Controller for StatefulSet {
+    const KIND: &'static str = "StatefulSet";
+    fn selector(&self) -> Value {
+        serde_json::to_value(self.spec.as_ref().map(|s| &s.selector)).unwrap_or_default()
+    }
+}
+
+impl Controller for ReplicationController {
+    const KIND: &'static str = "ReplicationController";
+    fn selector(&self) -> Value {
+        json!({"matchLabels": self.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default()})
+    }
+}
+
+impl<K> Followed for K
+where
+    K: Controller
+        + kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + 'static,
+{
+    const WHAT: &'static str = K::KIND;
+    fn key(&self) -> String {
+        format!("{}/{}", K::KIND, namespaced_key(self.meta()))
+    }
+    fn apply(st: &mut State, obj: K) {
+        let key = obj.key();
+        st.cluster.controllers.insert(key, obj.selector());
+    }
+    fn remove(st: &mut State, key: &str) {
+        st.cluster.controllers.remove(key);
+    }
+}
+
+impl Followed for PodDisruptionBudget {
+    const WHAT: &'static str = "poddisruptionbudget";
+    fn key(&self) -> String {
+        namespaced_key(&self.metadata)
+    }
+    fn apply(st: &mut State, pdb: PodDisruptionBudget) {
+        let key = pdb.key();
+        let selector = pdb
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.as_ref())
+            .filter(|s| {
+                s.match_labels.as_ref().is_some_and(|m| !m.is_empty())
+                    || s.match_expressions.as_ref().is_some_and(|e| !e.is_empty())
+            })
+            .and_then(|s| serde_json::to_value(s).ok())
+            .and_then(|s| api::selector::LabelSelector::from_object(&s).ok());
+        let status = pdb.status.unwrap_or_default();
+        st.cluster.budgets.insert(
+            key,
+            Budget {
+                namespace: pdb.metadata.namespace.unwrap_or_default(),
+                selector,
+                allowed: status.disruptions_allowed,
+                disrupted: status
+                    .disrupted_pods
+                    .unwrap_or_default()
+                    .into_keys()
+                    .collect(),
+            },
+        );
+    }
+    fn remove(st: &mut State, key: &str) {
+        st.cluster.budgets.remove(key);
     }
 }
 
@@ -178,6 +321,7 @@ impl Scheduler {
                 next_start: 0,
                 names,
                 first_seen: HashMap::new(),
+                cluster: Cluster::default(),
             }),
             binds: Arc::new(tokio::sync::Semaphore::new(MAX_BINDS)),
             latencies: Mutex::new(Vec::new()),
@@ -196,6 +340,12 @@ impl Scheduler {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(self.clone().follow::<Node>());
         tasks.spawn(self.clone().follow::<Pod>());
+        tasks.spawn(self.clone().follow::<Namespace>());
+        tasks.spawn(self.clone().follow::<Service>());
+        tasks.spawn(self.clone().follow::<ReplicaSet>());
+        tasks.spawn(self.clone().follow::<StatefulSet>());
+        tasks.spawn(self.clone().follow::<ReplicationController>());
+        tasks.spawn(self.clone().follow::<PodDisruptionBudget>());
         tasks.spawn(self.clone().schedule_loop());
         match tasks.join_next().await {
             Some(r) => r?,
@@ -258,6 +408,15 @@ impl Scheduler {
             .as_ref()
             .and_then(|s| s.node_name.clone())
             .unwrap_or_default();
+        let nominated = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.as_deref())
+            .filter(|n| !n.is_empty());
+        match nominated {
+            Some(n) if node.is_empty() && pending(&pod, &st.names) => st.cache.nominate(&pod, n),
+            _ => st.cache.unnominate(&k),
+        }
         if finished(&pod) {
             Self::pod_gone(st, &k);
         } else if !node.is_empty() {
@@ -273,6 +432,7 @@ impl Scheduler {
     }
 
     fn pod_gone(st: &mut State, k: &str) {
+        st.cache.unnominate(k);
         st.first_seen.remove(k);
         st.queue.remove(k);
         st.reported.remove(k);
@@ -321,7 +481,14 @@ impl Scheduler {
         let mut refused: BTreeMap<String, usize> = BTreeMap::new();
         let mut feasible = Vec::new();
         let all: Vec<&NodeInfo> = st.cache.nodes().collect();
-        let prepared: Vec<Prepared> = plugins.iter().map(|p| p.prepare(pod, &all)).collect();
+        let prepared: Vec<Prepared> = plugins
+            .iter()
+            .map(|p| p.prepare(pod, &all, &st.cluster))
+            .collect();
+        let (pod_key, priority) = (
+            key(pod),
+            pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0),
+        );
         let (start, enough) = (
             st.next_start % all.len().max(1),
             feasible_to_find(all.len()),
@@ -333,11 +500,25 @@ impl Scheduler {
             }
             looked += 1;
             let node = all[(start + i) % all.len()];
+            // Pods at least as important waiting for room here (nominated by preemption)
+            // count as if they were on the node.
+            let nominated = st.cache.nominated_on(node.name(), priority, &pod_key);
+            let with_nominated;
+            let seen = if nominated.is_empty() {
+                node
+            } else {
+                let mut n = node.clone();
+                for p in nominated {
+                    n.add_pod(p);
+                }
+                with_nominated = n;
+                &with_nominated
+            };
             let verdict = plugins
                 .iter()
                 .zip(&prepared)
                 .enumerate()
-                .map(|(i, (p, state))| (i, p.filter(pod, node, state)))
+                .map(|(i, (p, state))| (i, p.filter(pod, seen, state)))
                 .find(|(_, v)| *v != Verdict::Fits);
             match verdict {
                 Some((i, Verdict::Unschedulable(rs))) => {
@@ -362,7 +543,6 @@ impl Scheduler {
                 ));
             }
             // A pod whose earlier preemption is still under way waits for it.
-            let priority = spec.and_then(|s| s.priority).unwrap_or(0);
             let nominated = pod
                 .status
                 .as_ref()
@@ -375,7 +555,14 @@ impl Scheduler {
             }) {
                 return Decision::Unschedulable(message);
             }
-            return match crate::preemption::find(pod, &plugins, &prepared, &all, &refused) {
+            return match crate::preemption::find(
+                pod,
+                &plugins,
+                &prepared,
+                &all,
+                &refused,
+                &st.cluster,
+            ) {
                 Ok(candidate) => Decision::Preempt { message, candidate },
                 Err(why) => Decision::Unschedulable(format!("{message} {why}")),
             };
@@ -436,7 +623,11 @@ impl Scheduler {
                 });
             }
             Decision::Preempt { message, candidate } => {
-                self.state().queue.failed(&k, true, Instant::now());
+                {
+                    let mut st = self.state();
+                    st.queue.failed(&k, true, Instant::now());
+                    st.cache.nominate(&pod, &candidate.node);
+                }
                 tracing::info!(
                     "{k} preempts {} pod(s) on {}",
                     candidate.victims.len(),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm};
 
-use crate::framework::{NodeInfo, Normalize, Plugin, PodMatcher, Prepared, Verdict};
+use crate::framework::{Cluster, NodeInfo, Normalize, Plugin, PodMatcher, Prepared, Verdict};
 
 /// The InterPodAffinity plugin.
 pub struct InterPodAffinity;
@@ -31,24 +31,26 @@ struct State {
     preferred: Vec<Term>,
 }
 
-fn compile(term: &PodAffinityTerm, pod_ns: &str) -> Option<PodMatcher> {
+/// The term's selector over the namespaces it names or selects (`namespaceSelector`).
+fn compile(term: &PodAffinityTerm, pod_ns: &str, cluster: &Cluster) -> Option<PodMatcher> {
     let sel = serde_json::to_value(term.label_selector.as_ref()?).ok()?;
-    let namespaces = term
-        .namespaces
-        .clone()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| vec![pod_ns.to_string()]);
-    PodMatcher::new(&sel, namespaces)
+    PodMatcher::new(&sel, cluster.term_namespaces(term, pod_ns))
 }
 
 /// The domains of `nodes` holding pods that `term` selects.
-fn domains(term: &PodAffinityTerm, pod_ns: &str, nodes: &[&NodeInfo], weight: i64) -> Term {
+fn domains(
+    term: &PodAffinityTerm,
+    pod_ns: &str,
+    nodes: &[&NodeInfo],
+    cluster: &Cluster,
+    weight: i64,
+) -> Term {
     let mut out = Term {
         key: term.topology_key.clone(),
         domains: BTreeMap::new(),
         weight,
     };
-    let Some(matcher) = compile(term, pod_ns) else {
+    let Some(matcher) = compile(term, pod_ns, cluster) else {
         return out;
     };
     for node in nodes {
@@ -72,7 +74,7 @@ impl Plugin for InterPodAffinity {
         true
     }
 
-    fn prepare(&self, pod: &Pod, nodes: &[&NodeInfo]) -> Prepared {
+    fn prepare(&self, pod: &Pod, nodes: &[&NodeInfo], cluster: &Cluster) -> Prepared {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let own = serde_json::to_value(pod.metadata.labels.clone().unwrap_or_default())
             .unwrap_or_default();
@@ -120,6 +122,7 @@ impl Plugin for InterPodAffinity {
                     &w.pod_affinity_term,
                     &ns,
                     nodes,
+                    cluster,
                     sign * i64::from(w.weight),
                 ));
             }
@@ -129,7 +132,7 @@ impl Plugin for InterPodAffinity {
         for node in nodes.iter().filter(|n| n.anti_affinity_pods > 0) {
             for p in &node.pods {
                 for term in &p.anti_affinity {
-                    let Some(matcher) = compile(term, &p.namespace) else {
+                    let Some(matcher) = compile(term, &p.namespace, cluster) else {
                         continue;
                     };
                     if matcher.matches(&ns, &own)
@@ -149,12 +152,12 @@ impl Plugin for InterPodAffinity {
         }
         let affinity: Vec<Term> = aff_terms
             .iter()
-            .map(|t| domains(t, &ns, nodes, 0))
+            .map(|t| domains(t, &ns, nodes, cluster, 0))
             .collect();
         let any_match = affinity.iter().map(|t| !t.domains.is_empty()).collect();
         let self_match = aff_terms
             .iter()
-            .map(|t| compile(t, &ns).is_some_and(|m| m.matches(&ns, &own)))
+            .map(|t| compile(t, &ns, cluster).is_some_and(|m| m.matches(&ns, &own)))
             .collect();
         Some(Box::new(State {
             affinity,
@@ -162,7 +165,7 @@ impl Plugin for InterPodAffinity {
             self_match,
             anti: anti_terms
                 .iter()
-                .map(|t| domains(t, &ns, nodes, 0))
+                .map(|t| domains(t, &ns, nodes, cluster, 0))
                 .collect(),
             forbidden,
             preferred,
@@ -251,7 +254,7 @@ mod tests {
         let term = json!([{"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}]);
         let anti = pod(json!({"containers": [], "affinity": {"podAntiAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": term}}}));
-        let st = InterPodAffinity.prepare(&anti, &refs);
+        let st = InterPodAffinity.prepare(&anti, &refs, &Cluster::default());
         assert_eq!(
             InterPodAffinity.filter(&anti, &nodes[0], &st),
             Verdict::Unschedulable(vec!["node(s) didn't match pod anti-affinity rules".into()])
@@ -262,7 +265,7 @@ mod tests {
         );
         let near = pod(json!({"containers": [], "affinity": {"podAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": term}}}));
-        let st = InterPodAffinity.prepare(&near, &refs);
+        let st = InterPodAffinity.prepare(&near, &refs, &Cluster::default());
         assert_eq!(
             InterPodAffinity.filter(&near, &nodes[0], &st),
             Verdict::Fits
@@ -271,5 +274,40 @@ mod tests {
             InterPodAffinity.filter(&near, &nodes[1], &st),
             Verdict::Unschedulable(vec!["node(s) didn't match pod affinity rules".into()])
         );
+    }
+
+    #[test]
+    fn namespace_selectors_reach_other_namespaces() {
+        let mut a = node("a", json!({}));
+        let mut other = placed("a-x", "web");
+        other.namespace = "team-a".into();
+        a.add_pod(other);
+        let nodes = [a, node("b", json!({}))];
+        let refs: Vec<&NodeInfo> = nodes.iter().collect();
+        let anti = |ns_selector: serde_json::Value| {
+            pod(json!({"containers": [], "affinity": {"podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [{
+                    "labelSelector": {"matchLabels": {"app": "web"}},
+                    "namespaceSelector": ns_selector,
+                    "topologyKey": "kubernetes.io/hostname"}]}}}))
+        };
+        let mut cluster = Cluster::default();
+        cluster
+            .namespaces
+            .insert("team-a".into(), json!({"team": "a"}));
+        cluster.namespaces.insert("default".into(), json!({}));
+        for (selector, refused) in [
+            (json!({"matchLabels": {"team": "a"}}), true),
+            (json!({}), true),
+            (json!({"matchLabels": {"team": "b"}}), false),
+        ] {
+            let p = anti(selector.clone());
+            let st = InterPodAffinity.prepare(&p, &refs, &cluster);
+            assert_eq!(
+                InterPodAffinity.filter(&p, &nodes[0], &st) != Verdict::Fits,
+                refused,
+                "{selector}"
+            );
+        }
     }
 }

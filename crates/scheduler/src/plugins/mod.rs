@@ -1,6 +1,7 @@
 //! The plugins of the default profile, one module each, under upstream's names.
 
 pub mod balanced_allocation;
+pub mod image_locality;
 pub mod inter_pod_affinity;
 pub mod node_affinity;
 pub mod node_ports;
@@ -23,9 +24,10 @@ pub fn default_profile() -> Vec<Box<dyn Plugin>> {
         Box::new(node_ports::NodePorts),
         Box::new(node_affinity::NodeAffinity),
         Box::new(taint_toleration::TaintToleration),
-        Box::new(pod_topology_spread::PodTopologySpread),
+        Box::new(pod_topology_spread::PodTopologySpread::default()),
         Box::new(inter_pod_affinity::InterPodAffinity),
         Box::new(balanced_allocation::NodeResourcesBalancedAllocation),
+        Box::new(image_locality::ImageLocality),
     ]
 }
 

@@ -1,6 +1,9 @@
 //! Leader election on a `coordination.k8s.io` Lease, as upstream's components do it: several
-//! scheduler processes may run, one holds the Lease and schedules, the others wait and take
-//! over once it stops renewing.
+//! scheduler (or controller-manager) processes may run, one holds the Lease and works, the
+//! others wait and take over once it stops renewing.
+//!
+//! Owns: the Lease protocol (take, renew, give up). Must not: know what the elected process
+//! does. Start reading at [`acquire`] and [`keep`].
 //!
 //! The holder renews `renewTime` every retry period; a candidate takes the Lease when the
 //! holder has not renewed it for `leaseDurationSeconds`. Writes carry the resourceVersion
@@ -29,7 +32,7 @@ pub struct Election {
 }
 
 impl Election {
-    /// Upstream kube-scheduler's defaults (15 s, 10 s, 2 s) for the Lease `name`.
+    /// Upstream's defaults (15 s, 10 s, 2 s) for the Lease `kube-system/<name>`.
     pub fn new(name: &str) -> Election {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
