@@ -20,6 +20,9 @@ pub(crate) enum Command {
     Server(ServerArgs),
     /// Run the scheduler alone, against the API server of a kubeconfig.
     Scheduler(SchedulerArgs),
+    /// Run the controllers (deployment, replicaset, garbage collector, ...) alone, against
+    /// the API server of a kubeconfig.
+    ControllerManager(ControllerManagerArgs),
     /// Run simulated nodes (like KWOK): Node objects, leases and pods that turn Running, with
     /// no containers, for testing the control plane at scale.
     Simulate(SimulateArgs),
@@ -44,8 +47,16 @@ pub(crate) struct SchedulerArgs {
     #[arg(long)]
     pub(crate) metrics_bind_address: Option<std::net::SocketAddr>,
 
-    /// Schedule only while holding the Lease kube-system/kube-scheduler, so that one of
-    /// several scheduler processes is active (`--leader-elect=false` to turn it off).
+    #[command(flatten)]
+    pub(crate) election: LeaderElectArgs,
+}
+
+/// Leader election on a Lease in kube-system, so that one of several processes is active.
+#[derive(Debug, Args)]
+pub(crate) struct LeaderElectArgs {
+    /// Work only while holding the Lease (kube-system/kube-scheduler or
+    /// kube-system/kube-controller-manager), so that one of several processes is active
+    /// (`--leader-elect=false` to turn it off).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub(crate) leader_elect: bool,
 
@@ -53,13 +64,46 @@ pub(crate) struct SchedulerArgs {
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub(crate) leader_elect_lease_duration: std::time::Duration,
 
-    /// How long the active scheduler keeps trying to renew before it stops.
+    /// How long the active process keeps trying to renew before it stops.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) leader_elect_renew_deadline: std::time::Duration,
 
     /// How often candidates try to take the Lease and the holder renews it.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub(crate) leader_elect_retry_period: std::time::Duration,
+}
+
+impl LeaderElectArgs {
+    /// The election on Lease `kube-system/<lease>`, unless turned off.
+    pub(crate) fn election(&self, lease: &str) -> Option<election::Election> {
+        self.leader_elect.then(|| election::Election {
+            lease_duration: self.leader_elect_lease_duration,
+            renew_deadline: self.leader_elect_renew_deadline,
+            retry_period: self.leader_elect_retry_period,
+            ..election::Election::new(lease)
+        })
+    }
+}
+
+/// Options of `rudder controller-manager`.
+#[derive(Debug, Args)]
+pub(crate) struct ControllerManagerArgs {
+    /// The kubeconfig to reach the API server with.
+    #[arg(long)]
+    pub(crate) kubeconfig: std::path::PathBuf,
+
+    /// A controller not to run, by upstream's name (e.g. `deployment` or
+    /// `deployment-controller`); repeatable or comma-separated.
+    #[arg(long = "disable-controller", value_delimiter = ',')]
+    pub(crate) disable_controller: Vec<String>,
+
+    /// The cluster CA certificate (PEM) to publish as the `kube-root-ca.crt` ConfigMap in
+    /// every namespace; by default the one in the kubeconfig.
+    #[arg(long)]
+    pub(crate) root_ca_file: Option<std::path::PathBuf>,
+
+    #[command(flatten)]
+    pub(crate) election: LeaderElectArgs,
 }
 
 /// Options of `rudder simulate`.
@@ -301,6 +345,16 @@ pub(crate) struct ServerArgs {
     /// Do not run the scheduler in this process (run `rudder scheduler` elsewhere).
     #[arg(long)]
     pub(crate) disable_scheduler: bool,
+
+    /// Do not run the controller manager in this process (run `rudder controller-manager`
+    /// elsewhere).
+    #[arg(long)]
+    pub(crate) disable_controller_manager: bool,
+
+    /// A controller of the in-process controller manager not to run (e.g. `deployment`);
+    /// repeatable or comma-separated.
+    #[arg(long = "disable-controller", value_delimiter = ',')]
+    pub(crate) disable_controller: Vec<String>,
 
     /// Serve the in-process scheduler's Prometheus metrics over plain HTTP at this address
     /// (`/metrics`), e.g. 127.0.0.1:10251, as `rudder scheduler --metrics-bind-address` does.

@@ -36,12 +36,7 @@ fn main() -> std::process::ExitCode {
             cli::Command::Server(opts) => server::run(opts).await,
             cli::Command::Scheduler(opts) => {
                 let client = client::from_kubeconfig(&opts.kubeconfig).await?;
-                let election = opts.leader_elect.then(|| election::Election {
-                    lease_duration: opts.leader_elect_lease_duration,
-                    renew_deadline: opts.leader_elect_renew_deadline,
-                    retry_period: opts.leader_elect_retry_period,
-                    ..election::Election::new("kube-scheduler")
-                });
+                let election = opts.election.election("kube-scheduler");
                 let config = match &opts.config {
                     Some(path) => Some(
                         std::fs::read_to_string(path)
@@ -67,6 +62,20 @@ fn main() -> std::process::ExitCode {
                     }
                     None => run.await,
                 }
+            }
+            cli::Command::ControllerManager(opts) => {
+                let client = client::from_kubeconfig(&opts.kubeconfig).await?;
+                let root_ca = match &opts.root_ca_file {
+                    Some(path) => std::fs::read_to_string(path)
+                        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?,
+                    None => client::ca_of(&opts.kubeconfig)?,
+                };
+                let options = controllers::Options {
+                    disabled: opts.disable_controller,
+                    root_ca: Some(root_ca),
+                };
+                let election = opts.election.election("kube-controller-manager");
+                controllers::run(client, options, election, shutdown()).await
             }
             cli::Command::Simulate(opts) => {
                 let client = client::from_kubeconfig(&opts.kubeconfig).await?;

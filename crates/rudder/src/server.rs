@@ -79,6 +79,24 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
             }
         }));
     }
+    if !opts.disable_controller_manager {
+        let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;
+        let options = controllers::Options {
+            disabled: opts.disable_controller,
+            root_ca: Some(crate::client::ca_of(&server.kubeconfig)?),
+        };
+        controllers::check(&options)?;
+        let mut stopped = stopped.clone();
+        components.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.changed().await;
+            };
+            let election = election::Election::new("kube-controller-manager");
+            if let Err(e) = controllers::run(client, options, Some(election), shutdown).await {
+                tracing::error!("the controller manager stopped: {e:#}");
+            }
+        }));
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {

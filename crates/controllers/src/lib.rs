@@ -1,0 +1,156 @@
+//! The controller manager: the control loops that make the cluster's state follow its
+//! objects' specs, as upstream's kube-controller-manager runs them (`rudder
+//! controller-manager --kubeconfig PATH` alone, or inside `rudder server`).
+//!
+//! Owns: reconciling workload, namespace, service-account and endpoint objects through the
+//! Kubernetes API, as one elected instance among several (Lease
+//! `kube-system/kube-controller-manager`). Must not: touch the store or the host, or reach
+//! the API server other than through its `kube::Client`.
+//!
+//! Every controller has upstream's name (`deployment-controller`, ...; [`controllers`]) and
+//! can be turned off. They share one watch and cache per resource ([`runtime::Informers`]);
+//! each is a kube-runtime `Controller` run by [`runtime::run`], which waits for the caches,
+//! backs off per object on errors and survives a panicking reconcile. Start reading at
+//! [`run`], then one controller module (`replicaset` is the simplest workload one).
+
+pub mod events;
+pub mod expectations;
+pub mod pods;
+pub mod runtime;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+/// What the controller manager is told.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Controllers not to run, by name (with or without the `-controller` suffix).
+    pub disabled: Vec<String>,
+    /// The cluster CA certificate (PEM) that `kube-root-ca.crt` ConfigMaps publish.
+    pub root_ca: Option<String>,
+}
+
+/// A controller: its name and how to build it from the shared informers.
+type Start = fn(&runtime::Shared, &mut runtime::Informers) -> BoxFuture<'static, ()>;
+
+/// Every controller, under upstream's names, in start order.
+const REGISTRY: &[(&str, Start)] = &[];
+
+/// The names of the controllers this build runs.
+pub fn controllers() -> Vec<&'static str> {
+    REGISTRY.iter().map(|(name, _)| *name).collect()
+}
+
+/// Whether `name` is turned off by `disabled` (`deployment` and `deployment-controller`
+/// both name the deployment controller).
+fn is_disabled(name: &str, disabled: &[String]) -> bool {
+    let short = name.strip_suffix("-controller").unwrap_or(name);
+    disabled.iter().any(|d| {
+        let d = d.strip_suffix("-controller").unwrap_or(d);
+        d == short || d.replace('-', "") == short.replace('-', "")
+    })
+}
+
+/// Checks `disabled` names against [`controllers`].
+pub fn check(options: &Options) -> anyhow::Result<()> {
+    let names = controllers();
+    for d in &options.disabled {
+        if !names
+            .iter()
+            .any(|c| is_disabled(c, std::slice::from_ref(d)))
+        {
+            anyhow::bail!(
+                "unknown controller {d:?}; the controllers are: {}",
+                names.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Runs every enabled controller against the API `client` reaches until `shutdown`
+/// completes. With `election`, only while this process holds the election's Lease.
+pub async fn run(
+    client: kube::Client,
+    options: Options,
+    election: Option<election::Election>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    check(&options)?;
+    let options = Arc::new(options);
+    let work = async {
+        loop {
+            if let Some(e) = &election {
+                election::acquire(&client, e).await;
+            }
+            let running = start(client.clone(), options.clone());
+            match &election {
+                Some(e) => tokio::select! {
+                    () = running => return,
+                    () = election::keep(&client, e) => {
+                        tracing::warn!("lost the controller-manager lease; controllers stop");
+                    }
+                },
+                None => return running.await,
+            }
+        }
+    };
+    tokio::select! {
+        () = work => Ok(()),
+        () = shutdown => Ok(()),
+    }
+}
+
+/// Builds the enabled controllers over one set of informers and runs them all.
+async fn start(client: kube::Client, options: Arc<Options>) {
+    let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
+    let shared = runtime::Shared::new(client.clone(), options.clone(), synced_rx);
+    let mut informers = runtime::Informers::new(client);
+    let mut running = Vec::new();
+    let mut names = Vec::new();
+    for (name, start) in REGISTRY {
+        if is_disabled(name, &options.disabled) {
+            continue;
+        }
+        names.push(*name);
+        running.push(start(&shared, &mut informers));
+    }
+    tracing::info!("controllers started: {}", names.join(", "));
+    let (watches, ready) = informers.start();
+    let signal = async move {
+        ready.await;
+        let _ = synced_tx.send(true);
+        tracing::info!("controller caches filled");
+        futures::future::pending::<()>().await;
+    };
+    tokio::select! {
+        _ = futures::future::join_all(running) => {}
+        () = watches => {}
+        () = signal => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controllers_are_named_with_or_without_their_suffix() {
+        let off = |d: &[&str]| d.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(is_disabled("deployment-controller", &off(&["deployment"])));
+        assert!(is_disabled(
+            "deployment-controller",
+            &off(&["deployment-controller"])
+        ));
+        assert!(is_disabled(
+            "garbage-collector-controller",
+            &off(&["garbagecollector"])
+        ));
+        assert!(is_disabled(
+            "garbage-collector-controller",
+            &off(&["garbage-collector"])
+        ));
+        assert!(!is_disabled("replicaset-controller", &off(&["deployment"])));
+    }
+}

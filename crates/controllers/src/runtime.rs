@@ -1,0 +1,311 @@
+//! What every controller stands on: shared informers (one watch and one cache per resource,
+//! followed by every controller that needs it, as upstream's SharedInformerFactory) and a
+//! runner that turns a reconcile function into a kube-runtime [`Controller`] that waits for
+//! the caches, backs off per object on errors and survives a panicking reconcile.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ReflectHandle, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+/// What a reconcile may fail with; the object is tried again after a back-off.
+#[derive(Debug)]
+pub struct Error(pub anyhow::Error);
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<anyhow::Error> for Error {
+    fn from(e: anyhow::Error) -> Error {
+        Error(e)
+    }
+}
+
+impl From<kube::Error> for Error {
+    fn from(e: kube::Error) -> Error {
+        Error(e.into())
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Error {
+        Error(e.into())
+    }
+}
+
+/// A reconcile's outcome.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A resource the informers can follow.
+pub trait Watched:
+    Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static
+{
+}
+
+/// One resource's shared watch: the cache every user reads, and the writer that feeds it
+/// until [`Informers::start`] takes it.
+struct Informer<K: Watched> {
+    store: Store<K>,
+    writer: Option<reflector::store::Writer<K>>,
+}
+
+/// The shared informers of one controller-manager run. Controllers ask for caches
+/// ([`Informers::store`]) and event streams ([`Informers::subscribe`]) while they are built;
+/// [`Informers::start`] then starts one watch per resource asked for.
+pub struct Informers {
+    client: kube::Client,
+    entries: HashMap<TypeId, Box<dyn Any + Send>>,
+    starters: Vec<Starter>,
+    ready: Vec<BoxFuture<'static, ()>>,
+}
+
+/// Starts one informer's watch, taking its writer.
+type Starter = Box<dyn FnOnce(&mut Informers) -> BoxFuture<'static, ()> + Send>;
+
+/// Objects buffered per subscriber before the watch waits for slow readers.
+const BUFFER: usize = 4096;
+
+impl Informers {
+    /// No informers yet, for `client`.
+    pub fn new(client: kube::Client) -> Informers {
+        Informers {
+            client,
+            entries: HashMap::new(),
+            starters: Vec::new(),
+            ready: Vec::new(),
+        }
+    }
+
+    fn entry<K: Watched>(&mut self) -> &mut Informer<K> {
+        let id = TypeId::of::<K>();
+        if !self.entries.contains_key(&id) {
+            let (store, writer) = reflector::store_shared::<K>(BUFFER);
+            let ready = store.clone();
+            self.ready.push(
+                async move {
+                    let _ = ready.wait_until_ready().await;
+                }
+                .boxed(),
+            );
+            self.entries.insert(
+                id,
+                Box::new(Informer {
+                    store,
+                    writer: Some(writer),
+                }),
+            );
+            self.starters.push(Box::new(|me: &mut Informers| {
+                let writer = me.entry::<K>().writer.take();
+                let api: Api<K> = Api::all(me.client.clone());
+                async move {
+                    let Some(writer) = writer else {
+                        return;
+                    };
+                    let mut events = reflector::reflector(
+                        writer,
+                        watcher::watcher(api, watcher::Config::default()),
+                    )
+                    .default_backoff()
+                    .boxed();
+                    while let Some(event) = events.next().await {
+                        if let Err(e) = event {
+                            tracing::warn!("watching {}: {e}", K::plural(&()));
+                        }
+                    }
+                }
+                .boxed()
+            }));
+        }
+        self.entries
+            .get_mut(&id)
+            .and_then(|e| e.downcast_mut::<Informer<K>>())
+            .expect("one informer per type")
+    }
+
+    /// The cache of every `K`, kept by the shared watch.
+    pub fn store<K: Watched>(&mut self) -> Store<K> {
+        self.entry::<K>().store.clone()
+    }
+
+    /// A stream of every `K` as it is listed or changes, from the shared watch.
+    pub fn subscribe<K: Watched>(&mut self) -> ReflectHandle<K> {
+        self.entry::<K>()
+            .writer
+            .as_ref()
+            .and_then(|w| w.subscribe())
+            .expect("subscriptions are taken before the informers start")
+    }
+
+    /// Starts the watches: the future runs them until dropped. The second future completes
+    /// once every cache has been filled by its first listing.
+    pub fn start(mut self) -> (BoxFuture<'static, ()>, BoxFuture<'static, ()>) {
+        let starters = std::mem::take(&mut self.starters);
+        let watches: Vec<_> = starters.into_iter().map(|s| s(&mut self)).collect();
+        let ready = futures::future::join_all(std::mem::take(&mut self.ready)).map(|_| ());
+        (
+            futures::future::join_all(watches).map(|_| ()).boxed(),
+            ready.boxed(),
+        )
+    }
+}
+
+/// Everything a controller is given: the API client, what the controller manager was told,
+/// and a signal that the shared caches are filled.
+#[derive(Clone)]
+pub struct Shared {
+    /// The API client.
+    pub client: kube::Client,
+    /// The controller manager's options.
+    pub options: Arc<crate::Options>,
+    synced: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// A context for `client`; `synced` turns true once the caches are filled.
+    pub fn new(
+        client: kube::Client,
+        options: Arc<crate::Options>,
+        synced: tokio::sync::watch::Receiver<bool>,
+    ) -> Shared {
+        Shared {
+            client,
+            options,
+            synced,
+        }
+    }
+
+    /// An event recorder writing as `component` (`replicaset-controller`, ...).
+    pub fn recorder(&self, component: &str) -> crate::events::Recorder {
+        crate::events::Recorder::new(self.client.clone(), component)
+    }
+
+    /// Waits until the shared caches are filled.
+    pub async fn synced(&self) {
+        let mut rx = self.synced.clone();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+/// Per-object failure counts, for the exponential back-off (upstream's work queue: 5 ms
+/// doubling to 1000 s).
+#[derive(Default)]
+struct Failures(Mutex<HashMap<String, u32>>);
+
+impl Failures {
+    fn next_delay(&self, key: &str) -> Duration {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(key.to_string()).or_default();
+        *n = n.saturating_add(1);
+        let millis = 5u64.saturating_mul(1u64 << (*n - 1).min(20));
+        Duration::from_millis(millis.min(1_000_000))
+    }
+
+    fn forget(&self, key: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+}
+
+fn object_key<K: Resource>(obj: &K) -> String {
+    match obj.meta().namespace.as_deref() {
+        Some(ns) => format!("{ns}/{}", obj.name_any()),
+        None => obj.name_any(),
+    }
+}
+
+/// Runs `controller` with `reconcile` until dropped, logging as `name`. Each reconcile waits
+/// for the caches first; an error or a panic is logged and the object tried again after a
+/// per-object exponential back-off.
+pub fn run<K, C, F>(
+    name: &'static str,
+    controller: Controller<K>,
+    shared: &Shared,
+    ctx: Arc<C>,
+    reconcile: fn(Arc<K>, Arc<C>) -> F,
+) -> BoxFuture<'static, ()>
+where
+    K: Watched,
+    C: Send + Sync + 'static,
+    F: Future<Output = Result<Action>> + Send + 'static,
+{
+    let failures = Arc::new(Failures::default());
+    let shared = shared.clone();
+    let (f1, f2) = (failures.clone(), failures);
+    controller
+        .run(
+            move |obj: Arc<K>, ctx: Arc<C>| {
+                let shared = shared.clone();
+                let failures = f1.clone();
+                async move {
+                    shared.synced().await;
+                    let key = object_key(obj.as_ref());
+                    let outcome = AssertUnwindSafe(reconcile(obj, ctx)).catch_unwind().await;
+                    match outcome {
+                        Ok(Ok(action)) => {
+                            failures.forget(&key);
+                            Ok(action)
+                        }
+                        Ok(Err(e)) => Err(e),
+                        Err(panic) => {
+                            let what = panic
+                                .downcast_ref::<&str>()
+                                .map(|s| s.to_string())
+                                .or_else(|| panic.downcast_ref::<String>().cloned())
+                                .unwrap_or_else(|| "a panic".into());
+                            Err(Error(anyhow::anyhow!("reconcile panicked: {what}")))
+                        }
+                    }
+                }
+            },
+            move |obj: Arc<K>, err: &Error, _ctx: Arc<C>| {
+                let key = object_key(obj.as_ref());
+                let delay = f2.next_delay(&key);
+                tracing::warn!("{name}: syncing {key}: {err} (again in {delay:?})");
+                Action::requeue(delay)
+            },
+            ctx,
+        )
+        .for_each(|_| futures::future::ready(()))
+        .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_back_off_exponentially_and_reset() {
+        let f = Failures::default();
+        assert_eq!(f.next_delay("a"), Duration::from_millis(5));
+        assert_eq!(f.next_delay("a"), Duration::from_millis(10));
+        assert_eq!(f.next_delay("a"), Duration::from_millis(20));
+        assert_eq!(f.next_delay("b"), Duration::from_millis(5));
+        for _ in 0..40 {
+            f.next_delay("a");
+        }
+        assert_eq!(f.next_delay("a"), Duration::from_secs(1000));
+        f.forget("a");
+        assert_eq!(f.next_delay("a"), Duration::from_millis(5));
+    }
+}
