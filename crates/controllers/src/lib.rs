@@ -13,9 +13,11 @@
 //! backs off per object on errors and survives a panicking reconcile. Start reading at
 //! [`run`], then one controller module (`replicaset` is the simplest workload one).
 
+mod deployment;
 pub mod events;
 pub mod expectations;
 pub mod pods;
+mod replicaset;
 pub mod runtime;
 
 use std::sync::Arc;
@@ -35,7 +37,14 @@ pub struct Options {
 type Start = fn(&runtime::Shared, &mut runtime::Informers) -> BoxFuture<'static, ()>;
 
 /// Every controller, under upstream's names, in start order.
-const REGISTRY: &[(&str, Start)] = &[];
+const REGISTRY: &[(&str, Start)] = &[
+    ("deployment-controller", deployment::start),
+    ("replicaset-controller", replicaset::start_replicasets),
+    (
+        "replicationcontroller-controller",
+        replicaset::start_replication_controllers,
+    ),
+];
 
 /// The names of the controllers this build runs.
 pub fn controllers() -> Vec<&'static str> {

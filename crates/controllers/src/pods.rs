@@ -203,7 +203,12 @@ where
     let ops = json!([
         {"op": "test", "path": "/metadata/uid", "value": meta.uid},
         {"op": "test", "path": format!("/metadata/ownerReferences/{i}/uid"), "value": owner_uid},
-        {"op": "remove", "path": format!("/metadata/ownerReferences/{i}")},
+        // The last reference goes with its list, as upstream's empty lists are omitted.
+        if refs.len() == 1 {
+            json!({"op": "remove", "path": "/metadata/ownerReferences"})
+        } else {
+            json!({"op": "remove", "path": format!("/metadata/ownerReferences/{i}")})
+        },
     ]);
     let patch: json_patch::Patch = serde_json::from_value(ops).map_err(kube::Error::SerdeError)?;
     api.patch(

@@ -15,10 +15,11 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ReflectHandle, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
 
 /// What a reconcile may fail with; the object is tried again after a back-off.
 #[derive(Debug)]
@@ -64,16 +65,22 @@ impl<K> Watched for K where
 {
 }
 
-/// One resource's shared watch: the cache every user reads, and the writer that feeds it
-/// until [`Informers::start`] takes it.
+/// One resource's shared watch: the cache every user reads, the subscribers it feeds, and
+/// the writer that keeps the cache until [`Informers::start`] takes it.
 struct Informer<K: Watched> {
     store: Store<K>,
     writer: Option<reflector::store::Writer<K>>,
+    subscribers: Vec<mpsc::UnboundedSender<K>>,
 }
 
 /// The shared informers of one controller-manager run. Controllers ask for caches
-/// ([`Informers::store`]) and event streams ([`Informers::subscribe`]) while they are built;
-/// [`Informers::start`] then starts one watch per resource asked for.
+/// ([`Informers::store`]) and change streams ([`Informers::subscribe`]) while they are
+/// built; [`Informers::start`] then starts one watch per resource asked for.
+///
+/// Every subscriber sees every object as it is listed, changed **or deleted** (the deleted
+/// object itself), always after the cache has taken the change, so a reconcile triggered by
+/// it reads a cache at least that new. After a re-list, objects that vanished meanwhile are
+/// sent as deleted ones.
 pub struct Informers {
     client: kube::Client,
     entries: HashMap<TypeId, Box<dyn Any + Send>>,
@@ -81,11 +88,8 @@ pub struct Informers {
     ready: Vec<BoxFuture<'static, ()>>,
 }
 
-/// Starts one informer's watch, taking its writer.
+/// Starts one informer's watch, taking its writer and subscribers.
 type Starter = Box<dyn FnOnce(&mut Informers) -> BoxFuture<'static, ()> + Send>;
-
-/// Objects buffered per subscriber before the watch waits for slow readers.
-const BUFFER: usize = 4096;
 
 impl Informers {
     /// No informers yet, for `client`.
@@ -101,7 +105,8 @@ impl Informers {
     fn entry<K: Watched>(&mut self) -> &mut Informer<K> {
         let id = TypeId::of::<K>();
         if !self.entries.contains_key(&id) {
-            let (store, writer) = reflector::store_shared::<K>(BUFFER);
+            let writer = reflector::store::Writer::<K>::default();
+            let store = writer.as_reader();
             let ready = store.clone();
             self.ready.push(
                 async move {
@@ -114,28 +119,18 @@ impl Informers {
                 Box::new(Informer {
                     store,
                     writer: Some(writer),
+                    subscribers: Vec::new(),
                 }),
             );
             self.starters.push(Box::new(|me: &mut Informers| {
-                let writer = me.entry::<K>().writer.take();
+                let entry = me.entry::<K>();
+                let (writer, subscribers) =
+                    (entry.writer.take(), std::mem::take(&mut entry.subscribers));
                 let api: Api<K> = Api::all(me.client.clone());
-                async move {
-                    let Some(writer) = writer else {
-                        return;
-                    };
-                    let mut events = reflector::reflector(
-                        writer,
-                        watcher::watcher(api, watcher::Config::default()),
-                    )
-                    .default_backoff()
-                    .boxed();
-                    while let Some(event) = events.next().await {
-                        if let Err(e) = event {
-                            tracing::warn!("watching {}: {e}", K::plural(&()));
-                        }
-                    }
+                match writer {
+                    Some(writer) => follow(api, writer, subscribers).boxed(),
+                    None => futures::future::ready(()).boxed(),
                 }
-                .boxed()
             }));
         }
         self.entries
@@ -149,13 +144,14 @@ impl Informers {
         self.entry::<K>().store.clone()
     }
 
-    /// A stream of every `K` as it is listed or changes, from the shared watch.
-    pub fn subscribe<K: Watched>(&mut self) -> ReflectHandle<K> {
-        self.entry::<K>()
-            .writer
-            .as_ref()
-            .and_then(|w| w.subscribe())
-            .expect("subscriptions are taken before the informers start")
+    /// Every `K` as it is listed, changed or deleted, from the shared watch; made for
+    /// kube-runtime's `Controller::for_stream`, `owns_stream` and `watches_stream`.
+    pub fn subscribe<K: Watched>(
+        &mut self,
+    ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.entry::<K>().subscribers.push(tx);
+        tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(Ok)
     }
 
     /// Starts the watches: the future runs them until dropped. The second future completes
@@ -168,6 +164,54 @@ impl Informers {
             futures::future::join_all(watches).map(|_| ()).boxed(),
             ready.boxed(),
         )
+    }
+}
+
+/// Keeps `writer`'s cache from a watch of `api` and tells `subscribers` of every change.
+async fn follow<K: Watched>(
+    api: Api<K>,
+    mut writer: reflector::store::Writer<K>,
+    mut subscribers: Vec<mpsc::UnboundedSender<K>>,
+) {
+    let reader = writer.as_reader();
+    let mut events = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    // Objects of a listing in progress, told once the listing is complete.
+    let mut listed: Vec<K> = Vec::new();
+    let mut before: Vec<Arc<K>> = Vec::new();
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!("watching {}: {e}", K::plural(&()));
+                continue;
+            }
+        };
+        writer.apply_watcher_event(&event);
+        let mut tell: Vec<K> = Vec::new();
+        match event {
+            watcher::Event::Init => {
+                before = reader.state();
+                listed.clear();
+            }
+            watcher::Event::InitApply(obj) => listed.push(obj),
+            watcher::Event::InitDone => {
+                let present: std::collections::HashSet<String> =
+                    listed.iter().map(|o| object_key(o)).collect();
+                tell.extend(
+                    before
+                        .drain(..)
+                        .filter(|o| !present.contains(&object_key(o.as_ref())))
+                        .map(|o| (*o).clone()),
+                );
+                tell.append(&mut listed);
+            }
+            watcher::Event::Apply(obj) | watcher::Event::Delete(obj) => tell.push(obj),
+        }
+        for obj in tell {
+            subscribers.retain(|s| s.send(obj.clone()).is_ok());
+        }
     }
 }
 
@@ -206,6 +250,20 @@ impl Shared {
         let mut rx = self.synced.clone();
         let _ = rx.wait_for(|s| *s).await;
     }
+}
+
+/// A merge patch that turns status `old` into `new`: fields `new` leaves out (zero counts,
+/// cleared conditions) are removed with `null`, as a merge patch only sets what it names.
+pub fn status_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+    let mut patch = new.clone();
+    if let (Some(old), Some(p)) = (old.as_object(), patch.as_object_mut()) {
+        for k in old.keys() {
+            if !p.contains_key(k) {
+                p.insert(k.clone(), serde_json::Value::Null);
+            }
+        }
+    }
+    serde_json::json!({ "status": patch })
 }
 
 /// Per-object failure counts, for the exponential back-off (upstream's work queue: 5 ms
@@ -293,6 +351,16 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_patches_remove_what_the_new_status_leaves_out() {
+        let old = serde_json::json!({"replicas": 2, "readyReplicas": 1});
+        let new = serde_json::json!({"replicas": 0});
+        assert_eq!(
+            status_patch(&old, &new),
+            serde_json::json!({"status": {"replicas": 0, "readyReplicas": null}})
+        );
+    }
 
     #[test]
     fn failures_back_off_exponentially_and_reset() {

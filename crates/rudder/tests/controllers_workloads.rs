@@ -1,0 +1,387 @@
+//! The workload controllers inside `rudder server`, driven through kubectl on simulated
+//! nodes: ReplicaSets, ReplicationControllers and Deployments keep their pods, scale and
+//! roll out as upstream's do.
+
+mod support;
+
+use support::{Cluster, Simulator, eventually};
+
+fn get(c: &Cluster, args: &[&str]) -> String {
+    c.kubectl(args).stdout.trim().to_string()
+}
+
+/// Names of the pods with label app=`app` that are not being deleted.
+fn live_pods(c: &Cluster, app: &str) -> Vec<String> {
+    let out = get(
+        c,
+        &[
+            "get",
+            "pods",
+            "-l",
+            &format!("app={app}"),
+            "-o",
+            "jsonpath={range .items[?(@.metadata.deletionTimestamp)]}-{.metadata.name} {end}|{range .items[*]}{.metadata.name} {end}",
+        ],
+    );
+    let (dying, all) = out.split_once('|').unwrap_or(("", ""));
+    let dying: Vec<&str> = dying.split_whitespace().map(|n| &n[1..]).collect();
+    all.split_whitespace()
+        .filter(|n| !dying.contains(n))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn replica_sets_keep_scale_adopt_and_release_their_pods() {
+    let c = Cluster::start(&[]);
+    let _sim = Simulator::start(&c, &["--nodes", "2"]);
+    c.apply(
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: web}\nspec:\n  replicas: 3\n  \
+         selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    \
+         spec: {containers: [{name: app, image: nginx}]}\n",
+    )
+    .out();
+    eventually("three ready replicas", || {
+        get(
+            &c,
+            &["get", "rs", "web", "-o", "jsonpath={.status.readyReplicas}"],
+        ) == "3"
+    });
+    let listed = get(&c, &["get", "rs", "web", "--no-headers"]);
+    let cols: Vec<&str> = listed.split_whitespace().collect();
+    assert_eq!(&cols[..4], ["web", "3", "3", "3"], "{listed}");
+    let events = get(
+        &c,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=web,reason=SuccessfulCreate",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ],
+    );
+    assert!(events.contains("Created pod: web-"), "{events}");
+
+    // A pod deleted is replaced.
+    let pods = live_pods(&c, "web");
+    c.kubectl(&["delete", "pod", &pods[0], "--wait=false"])
+        .out();
+    eventually("a replacement", || {
+        let now = live_pods(&c, "web");
+        now.len() == 3 && !now.contains(&pods[0])
+    });
+
+    // Scaling down deletes the surplus; scaling up creates.
+    c.kubectl(&["scale", "rs", "web", "--replicas=1"]).out();
+    eventually("one replica left", || live_pods(&c, "web").len() == 1);
+    c.kubectl(&["scale", "rs", "web", "--replicas=2"]).out();
+    eventually("two replicas", || {
+        get(
+            &c,
+            &["get", "rs", "web", "-o", "jsonpath={.status.readyReplicas}"],
+        ) == "2"
+    });
+
+    // An orphan with matching labels is adopted (and the surplus deleted); a pod relabelled
+    // out of the selector is released.
+    c.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: stray, labels: {app: web}}\n\
+         spec: {containers: [{name: app, image: nginx}]}\n",
+    )
+    .out();
+    eventually("the stray pod adopted or deleted", || {
+        let owner = c.kubectl(&[
+            "get",
+            "pod",
+            "stray",
+            "-o",
+            "jsonpath={.metadata.ownerReferences[0].name}",
+        ]);
+        owner.stdout == "web" || owner.stderr.contains("not found")
+    });
+    eventually("two pods again", || live_pods(&c, "web").len() == 2);
+    let kept = live_pods(&c, "web")[0].clone();
+    c.kubectl(&["label", "pod", &kept, "app=other", "--overwrite"])
+        .out();
+    eventually("the relabelled pod released", || {
+        get(
+            &c,
+            &[
+                "get",
+                "pod",
+                &kept,
+                "-o",
+                "jsonpath={.metadata.ownerReferences}",
+            ],
+        )
+        .is_empty()
+    });
+    eventually("a replacement for the released pod", || {
+        live_pods(&c, "web").len() == 2
+    });
+}
+
+#[test]
+fn replication_controllers_keep_their_pods() {
+    let c = Cluster::start(&[]);
+    let _sim = Simulator::start(&c, &["--nodes", "1"]);
+    c.apply(
+        "apiVersion: v1\nkind: ReplicationController\nmetadata: {name: old}\nspec:\n  replicas: 2\n  \
+         template:\n    metadata: {labels: {app: old}}\n    \
+         spec: {containers: [{name: app, image: nginx}]}\n",
+    )
+    .out();
+    eventually("two ready replicas", || {
+        get(
+            &c,
+            &["get", "rc", "old", "-o", "jsonpath={.status.readyReplicas}"],
+        ) == "2"
+    });
+    let listed = get(&c, &["get", "rc", "old", "--no-headers"]);
+    let cols: Vec<&str> = listed.split_whitespace().collect();
+    assert_eq!(&cols[..4], ["old", "2", "2", "2"], "{listed}");
+}
+
+const WEB: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  \
+    replicas: 3\n  selector: {matchLabels: {app: web}}\n  strategy:\n    type: RollingUpdate\n    \
+    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}\n  template:\n    \
+    metadata: {labels: {app: web}}\n    spec: {containers: [{name: app, image: nginx:1.25}]}\n";
+
+fn image_of(c: &Cluster) -> String {
+    get(
+        c,
+        &[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ],
+    )
+}
+
+#[test]
+fn deployments_roll_out_without_dropping_below_the_desired_availability() {
+    let c = Cluster::start(&[]);
+    let _sim = Simulator::start(&c, &["--nodes", "2"]);
+    c.apply(WEB).out();
+    let status = c.kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert!(
+        status
+            .stdout
+            .contains("deployment \"web\" successfully rolled out"),
+        "{} {}",
+        status.stdout,
+        status.stderr
+    );
+    let listed = get(&c, &["get", "deploy", "web", "--no-headers"]);
+    let cols: Vec<&str> = listed.split_whitespace().collect();
+    assert_eq!(&cols[..4], ["web", "3/3", "3", "3"], "{listed}");
+    assert_eq!(
+        get(
+            &c,
+            &[
+                "get",
+                "deploy",
+                "web",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Available\")].reason}"
+            ]
+        ),
+        "MinimumReplicasAvailable"
+    );
+
+    // Watch availability through the rollout of a new image.
+    let watched = c.dir.path().join("watch.txt");
+    let mut watch = c.kubectl_background(
+        &[
+            "get",
+            "deploy",
+            "web",
+            "-w",
+            "-o",
+            "jsonpath={.status.availableReplicas}{\"\\n\"}",
+        ],
+        &watched,
+    );
+    c.kubectl(&["set", "image", "deployment/web", "app=nginx:1.26"])
+        .out();
+    let status = c.kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert!(
+        status.stdout.contains("successfully rolled out"),
+        "{} {}",
+        status.stdout,
+        status.stderr
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let seen = std::fs::read_to_string(&watched).unwrap();
+    let counts: Vec<i64> = seen
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.parse().unwrap_or(0))
+        .collect();
+    assert!(counts.len() > 1, "{seen}");
+    assert!(
+        counts.iter().all(|n| *n >= 3),
+        "availability dropped: {counts:?}"
+    );
+
+    // Two ReplicaSets, the old one scaled to zero; history and undo.
+    let sets = get(
+        &c,
+        &[
+            "get",
+            "rs",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={range .items[*]}{.spec.replicas} {end}",
+        ],
+    );
+    let mut sizes: Vec<&str> = sets.split_whitespace().collect();
+    sizes.sort();
+    assert_eq!(sizes, ["0", "3"]);
+    let history = get(&c, &["rollout", "history", "deployment/web"]);
+    assert!(
+        history.contains("\n1 ") && history.contains("\n2 "),
+        "{history}"
+    );
+    assert_eq!(
+        get(
+            &c,
+            &[
+                "get",
+                "deploy",
+                "web",
+                "-o",
+                "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}"
+            ]
+        ),
+        "2"
+    );
+    c.kubectl(&["rollout", "undo", "deployment/web"]).out();
+    eventually("the first template back", || image_of(&c) == "nginx:1.25");
+    let status = c.kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert!(
+        status.stdout.contains("successfully rolled out"),
+        "{}",
+        status.stderr
+    );
+    // The first ReplicaSet is reused as revision 3.
+    assert_eq!(
+        get(
+            &c,
+            &[
+                "get",
+                "rs",
+                "-l",
+                "app=web",
+                "-o",
+                "jsonpath={range .items[?(@.spec.replicas==3)]}{.metadata.annotations.deployment\\.kubernetes\\.io/revision}{end}"
+            ]
+        ),
+        "3"
+    );
+    let events = get(
+        &c,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=web,reason=ScalingReplicaSet",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ],
+    );
+    assert!(events.contains("Scaled up replica set web-"), "{events}");
+    assert!(events.contains("Scaled down replica set web-"), "{events}");
+
+    // Scaling, pause and resume.
+    c.kubectl(&["scale", "deployment/web", "--replicas=5"])
+        .out();
+    eventually("five available", || {
+        get(
+            &c,
+            &[
+                "get",
+                "deploy",
+                "web",
+                "-o",
+                "jsonpath={.status.availableReplicas}",
+            ],
+        ) == "5"
+    });
+    c.kubectl(&["rollout", "pause", "deployment/web"]).out();
+    c.kubectl(&["set", "image", "deployment/web", "app=nginx:1.27"])
+        .out();
+    eventually("the paused condition", || {
+        get(
+            &c,
+            &[
+                "get",
+                "deploy",
+                "web",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Progressing\")].reason}",
+            ],
+        ) == "DeploymentPaused"
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let sets = get(&c, &["get", "rs", "-l", "app=web", "--no-headers"]);
+    assert_eq!(sets.lines().count(), 2, "no rollout while paused: {sets}");
+    c.kubectl(&["rollout", "resume", "deployment/web"]).out();
+    let status = c.kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    assert!(
+        status.stdout.contains("successfully rolled out"),
+        "{}",
+        status.stderr
+    );
+    assert_eq!(
+        get(&c, &["get", "rs", "-l", "app=web", "--no-headers"])
+            .lines()
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn recreate_deployments_replace_every_pod_at_once() {
+    let c = Cluster::start(&[]);
+    let _sim = Simulator::start(&c, &["--nodes", "1"]);
+    c.apply(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: db}\nspec:\n  replicas: 2\n  \
+         selector: {matchLabels: {app: db}}\n  strategy: {type: Recreate}\n  template:\n    \
+         metadata: {labels: {app: db}}\n    spec: {containers: [{name: app, image: postgres:15}]}\n",
+    )
+    .out();
+    let status = c.kubectl(&["rollout", "status", "deployment/db", "--timeout=60s"]);
+    assert!(
+        status.stdout.contains("successfully rolled out"),
+        "{}",
+        status.stderr
+    );
+    c.kubectl(&["rollout", "restart", "deployment/db"]).out();
+    let status = c.kubectl(&["rollout", "status", "deployment/db", "--timeout=60s"]);
+    assert!(
+        status.stdout.contains("successfully rolled out"),
+        "{}",
+        status.stderr
+    );
+    let sets = get(
+        &c,
+        &[
+            "get",
+            "rs",
+            "-l",
+            "app=db",
+            "-o",
+            "jsonpath={range .items[*]}{.spec.replicas} {end}",
+        ],
+    );
+    let mut sizes: Vec<&str> = sets.split_whitespace().collect();
+    sizes.sort();
+    assert_eq!(sizes, ["0", "2"]);
+}
