@@ -5,6 +5,9 @@
 //!   its `spec.priority` and `spec.preemptionPolicy`; an unknown class is refused. The classes
 //!   are read from [`PriorityClasses`], a copy kept current by a store watch (what upstream's
 //!   admission reads from an informer), so a pod create costs no extra store read.
+//! - `DefaultTolerationSeconds`: a pod that does not tolerate the `not-ready` and
+//!   `unreachable` NoExecute taints gets tolerations of them for 300 seconds, so its node's
+//!   failure evicts it after five minutes rather than at once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -163,6 +166,41 @@ pub async fn pod_priority(
     Ok(())
 }
 
+/// How long pods tolerate their node being not ready or unreachable by default.
+const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
+/// The DefaultTolerationSeconds admission step for a new pod.
+pub fn default_toleration_seconds(pod: &mut Value) {
+    let Some(spec) = pod["spec"].as_object_mut() else {
+        return;
+    };
+    let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
+    let Some(list) = tolerations.as_array_mut() else {
+        return;
+    };
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        // Upstream's test: a toleration with this key (or none, with Exists) and the
+        // NoExecute effect (or any effect).
+        let tolerated = list.iter().any(|t| {
+            let key_ok = t["key"].as_str().unwrap_or("") == key
+                || (t["key"].as_str().unwrap_or("").is_empty() && t["operator"] == "Exists");
+            let effect = t["effect"].as_str().unwrap_or("");
+            key_ok && (effect.is_empty() || effect == "NoExecute")
+        });
+        if !tolerated {
+            list.push(json!({
+                "key": key,
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": DEFAULT_TOLERATION_SECONDS,
+            }));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -219,6 +257,29 @@ mod tests {
         assert_eq!(
             e.message,
             "pods \"c\" is forbidden: no PriorityClass with name nope was found"
+        );
+    }
+
+    #[test]
+    fn pods_tolerate_node_failure_for_five_minutes_unless_they_say_otherwise() {
+        let mut pod = json!({"spec": {"containers": [], "tolerations": [
+            {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+             "effect": "NoExecute", "tolerationSeconds": 5}]}});
+        super::default_toleration_seconds(&mut pod);
+        assert_eq!(
+            pod["spec"]["tolerations"],
+            json!([
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                 "effect": "NoExecute", "tolerationSeconds": 5},
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists",
+                 "effect": "NoExecute", "tolerationSeconds": 300},
+            ])
+        );
+        let mut everything = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
+        super::default_toleration_seconds(&mut everything);
+        assert_eq!(
+            everything["spec"]["tolerations"].as_array().unwrap().len(),
+            1
         );
     }
 }

@@ -375,6 +375,7 @@ impl Registry {
         strategy::defaults(r, &mut obj);
         if (r.group, r.plural) == ("", "pods") {
             crate::admission::pod_priority(self, &self.store, &mut obj).await?;
+            crate::admission::default_toleration_seconds(&mut obj);
         }
         let name = meta_str(&obj, "name").to_string();
         let errs = strategy::validate(r, &obj);

@@ -16,6 +16,8 @@
 mod deployment;
 pub mod events;
 pub mod expectations;
+mod node_ipam;
+mod node_lifecycle;
 pub mod pods;
 mod replicaset;
 pub mod runtime;
@@ -25,12 +27,31 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 /// What the controller manager is told.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Controllers not to run, by name (with or without the `-controller` suffix).
     pub disabled: Vec<String>,
     /// The cluster CA certificate (PEM) that `kube-root-ca.crt` ConfigMaps publish.
     pub root_ca: Option<String>,
+    /// How long a node may go without a heartbeat before it is marked unknown
+    /// (`--node-monitor-grace-period`, 50 s).
+    pub node_monitor_grace_period: std::time::Duration,
+    /// The pod network nodes get their `podCIDR` from (`--cluster-cidr`, 10.42.0.0/16).
+    pub cluster_cidr: String,
+    /// The prefix length of each node's `podCIDR` (`--node-cidr-mask-size`, 24).
+    pub node_cidr_mask_size: u8,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            disabled: Vec::new(),
+            root_ca: None,
+            node_monitor_grace_period: std::time::Duration::from_secs(50),
+            cluster_cidr: "10.42.0.0/16".into(),
+            node_cidr_mask_size: 24,
+        }
+    }
 }
 
 /// A controller: its name and how to build it from the shared informers.
@@ -40,6 +61,9 @@ type Start = fn(&runtime::Shared, &mut runtime::Informers) -> BoxFuture<'static,
 const REGISTRY: &[(&str, Start)] = &[
     ("deployment-controller", deployment::start),
     ("replicaset-controller", replicaset::start_replicasets),
+    ("node-ipam-controller", node_ipam::start),
+    ("node-lifecycle-controller", node_lifecycle::start),
+    ("taint-eviction-controller", node_lifecycle::start_eviction),
     (
         "replicationcontroller-controller",
         replicaset::start_replication_controllers,
@@ -63,6 +87,7 @@ fn is_disabled(name: &str, disabled: &[String]) -> bool {
 
 /// Checks `disabled` names against [`controllers`].
 pub fn check(options: &Options) -> anyhow::Result<()> {
+    node_ipam::check(options)?;
     let names = controllers();
     for d in &options.disabled {
         if !names

@@ -252,6 +252,35 @@ impl Shared {
     }
 }
 
+/// Runs `tick` every `period` once the caches are filled, as `name`: controllers that look
+/// at the whole cluster on a clock (node health, pod garbage) rather than per object. An
+/// error or a panic in one tick is logged; the next tick comes all the same.
+pub fn periodic<C, F>(
+    name: &'static str,
+    shared: &Shared,
+    period: Duration,
+    ctx: Arc<C>,
+    tick: fn(Arc<C>) -> F,
+) -> BoxFuture<'static, ()>
+where
+    C: Send + Sync + 'static,
+    F: Future<Output = Result<()>> + Send + 'static,
+{
+    let shared = shared.clone();
+    async move {
+        shared.synced().await;
+        loop {
+            match AssertUnwindSafe(tick(ctx.clone())).catch_unwind().await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("{name}: {e}"),
+                Err(_) => tracing::error!("{name}: a tick panicked"),
+            }
+            tokio::time::sleep(period).await;
+        }
+    }
+    .boxed()
+}
+
 /// A merge patch that turns status `old` into `new`: fields `new` leaves out (zero counts,
 /// cleared conditions) are removed with `null`, as a merge patch only sets what it names.
 pub fn status_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {

@@ -85,6 +85,41 @@ impl LeaderElectArgs {
     }
 }
 
+/// What the controllers are told, in `rudder server` and `rudder controller-manager`.
+#[derive(Debug, Args)]
+pub(crate) struct ControllerArgs {
+    /// A controller not to run, by upstream's name (e.g. `deployment` or
+    /// `deployment-controller`); repeatable or comma-separated.
+    #[arg(long = "disable-controller", value_delimiter = ',')]
+    pub(crate) disable_controller: Vec<String>,
+
+    /// How long a node may go without a heartbeat (Lease or status) before it is marked
+    /// Unknown and tainted unreachable.
+    #[arg(long, default_value = "50s", value_parser = parse_duration)]
+    pub(crate) node_monitor_grace_period: std::time::Duration,
+
+    /// The pod network: each node gets a podCIDR from it.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub(crate) cluster_cidr: String,
+
+    /// The prefix length of each node's podCIDR.
+    #[arg(long, default_value_t = 24)]
+    pub(crate) node_cidr_mask_size: u8,
+}
+
+impl ControllerArgs {
+    /// The controller manager's options, with the CA that `kube-root-ca.crt` publishes.
+    pub(crate) fn options(&self, root_ca: String) -> controllers::Options {
+        controllers::Options {
+            disabled: self.disable_controller.clone(),
+            root_ca: Some(root_ca),
+            node_monitor_grace_period: self.node_monitor_grace_period,
+            cluster_cidr: self.cluster_cidr.clone(),
+            node_cidr_mask_size: self.node_cidr_mask_size,
+        }
+    }
+}
+
 /// Options of `rudder controller-manager`.
 #[derive(Debug, Args)]
 pub(crate) struct ControllerManagerArgs {
@@ -92,10 +127,8 @@ pub(crate) struct ControllerManagerArgs {
     #[arg(long)]
     pub(crate) kubeconfig: std::path::PathBuf,
 
-    /// A controller not to run, by upstream's name (e.g. `deployment` or
-    /// `deployment-controller`); repeatable or comma-separated.
-    #[arg(long = "disable-controller", value_delimiter = ',')]
-    pub(crate) disable_controller: Vec<String>,
+    #[command(flatten)]
+    pub(crate) controllers: ControllerArgs,
 
     /// The cluster CA certificate (PEM) to publish as the `kube-root-ca.crt` ConfigMap in
     /// every namespace; by default the one in the kubeconfig.
@@ -351,10 +384,8 @@ pub(crate) struct ServerArgs {
     #[arg(long)]
     pub(crate) disable_controller_manager: bool,
 
-    /// A controller of the in-process controller manager not to run (e.g. `deployment`);
-    /// repeatable or comma-separated.
-    #[arg(long = "disable-controller", value_delimiter = ',')]
-    pub(crate) disable_controller: Vec<String>,
+    #[command(flatten)]
+    pub(crate) controllers: ControllerArgs,
 
     /// Serve the in-process scheduler's Prometheus metrics over plain HTTP at this address
     /// (`/metrics`), e.g. 127.0.0.1:10251, as `rudder scheduler --metrics-bind-address` does.

@@ -70,10 +70,7 @@ fn main() -> std::process::ExitCode {
                         .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?,
                     None => client::ca_of(&opts.kubeconfig)?,
                 };
-                let options = controllers::Options {
-                    disabled: opts.disable_controller,
-                    root_ca: Some(root_ca),
-                };
+                let options = opts.controllers.options(root_ca);
                 let election = opts.election.election("kube-controller-manager");
                 controllers::run(client, options, election, shutdown()).await
             }

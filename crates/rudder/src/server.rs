@@ -81,10 +81,9 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
     }
     if !opts.disable_controller_manager {
         let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;
-        let options = controllers::Options {
-            disabled: opts.disable_controller,
-            root_ca: Some(crate::client::ca_of(&server.kubeconfig)?),
-        };
+        let options = opts
+            .controllers
+            .options(crate::client::ca_of(&server.kubeconfig)?);
         controllers::check(&options)?;
         let mut stopped = stopped.clone();
         components.push(tokio::spawn(async move {
