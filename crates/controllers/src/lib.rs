@@ -14,10 +14,12 @@
 //! [`run`], then one controller module (`replicaset` is the simplest workload one).
 
 mod deployment;
+mod disruption;
 pub mod events;
 pub mod expectations;
 mod node_ipam;
 mod node_lifecycle;
+mod pod_gc;
 pub mod pods;
 mod replicaset;
 pub mod runtime;
@@ -40,6 +42,9 @@ pub struct Options {
     pub cluster_cidr: String,
     /// The prefix length of each node's `podCIDR` (`--node-cidr-mask-size`, 24).
     pub node_cidr_mask_size: u8,
+    /// Finished pods kept before the oldest are deleted (`--terminated-pod-gc-threshold`,
+    /// 12,500; 0 keeps them all).
+    pub terminated_pod_gc_threshold: usize,
 }
 
 impl Default for Options {
@@ -50,6 +55,7 @@ impl Default for Options {
             node_monitor_grace_period: std::time::Duration::from_secs(50),
             cluster_cidr: "10.42.0.0/16".into(),
             node_cidr_mask_size: 24,
+            terminated_pod_gc_threshold: 12_500,
         }
     }
 }
@@ -64,6 +70,8 @@ const REGISTRY: &[(&str, Start)] = &[
     ("node-ipam-controller", node_ipam::start),
     ("node-lifecycle-controller", node_lifecycle::start),
     ("taint-eviction-controller", node_lifecycle::start_eviction),
+    ("pod-garbage-collector-controller", pod_gc::start),
+    ("disruption-controller", disruption::start),
     (
         "replicationcontroller-controller",
         replicaset::start_replication_controllers,

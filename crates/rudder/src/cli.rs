@@ -105,6 +105,10 @@ pub(crate) struct ControllerArgs {
     /// The prefix length of each node's podCIDR.
     #[arg(long, default_value_t = 24)]
     pub(crate) node_cidr_mask_size: u8,
+
+    /// Finished pods kept before the oldest are deleted (0 keeps them all).
+    #[arg(long, default_value_t = 12_500)]
+    pub(crate) terminated_pod_gc_threshold: usize,
 }
 
 impl ControllerArgs {
@@ -116,6 +120,7 @@ impl ControllerArgs {
             node_monitor_grace_period: self.node_monitor_grace_period,
             cluster_cidr: self.cluster_cidr.clone(),
             node_cidr_mask_size: self.node_cidr_mask_size,
+            terminated_pod_gc_threshold: self.terminated_pod_gc_threshold,
         }
     }
 }

@@ -179,3 +179,25 @@ fn a_silent_node_turns_not_ready_and_its_pods_leave_after_their_toleration() {
             .is_empty()
     });
 }
+
+#[test]
+fn finished_pods_beyond_the_threshold_are_collected_oldest_first() {
+    let c = Cluster::start(&["--terminated-pod-gc-threshold", "1"]);
+    let _sim = Simulator::start(&c, &["--nodes", "1"]);
+    for name in ["first", "second", "third"] {
+        c.apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  \
+             annotations: {{simulate.rudder.dev/duration: 1s}}\nspec:\n  restartPolicy: Never\n  \
+             containers: [{{name: app, image: busybox}}]\n"
+        ))
+        .out();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    // The collector looks every 20 s; only the newest finished pod stays.
+    eventually("one finished pod left", || {
+        get(
+            &c,
+            &["get", "pods", "-o", "jsonpath={.items[*].metadata.name}"],
+        ) == "third"
+    });
+}

@@ -385,3 +385,74 @@ fn recreate_deployments_replace_every_pod_at_once() {
     sizes.sort();
     assert_eq!(sizes, ["0", "2"]);
 }
+
+#[test]
+fn budgets_count_healthy_pods_and_drain_stops_at_them() {
+    let c = Cluster::start(&[]);
+    let _sim = Simulator::start(&c, &["--nodes", "1"]);
+    c.apply(&WEB.replace("replicas: 3", "replicas: 3\n  minReadySeconds: 0"))
+        .out();
+    c.apply(
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: web}\n\
+         spec: {minAvailable: 2, selector: {matchLabels: {app: web}}}\n",
+    )
+    .out();
+    eventually("one disruption allowed", || {
+        let row = get(&c, &["get", "pdb", "web", "--no-headers"]);
+        row.split_whitespace().collect::<Vec<_>>()[..4] == ["web", "2", "N/A", "1"]
+    });
+    assert_eq!(
+        get(
+            &c,
+            &[
+                "get",
+                "pdb",
+                "web",
+                "-o",
+                "jsonpath={.status.expectedPods} {.status.currentHealthy} {.status.desiredHealthy} {.status.conditions[0].reason}"
+            ]
+        ),
+        "3 3 2 SufficientPods"
+    );
+    // Draining evicts one pod, then the budget holds the others.
+    let drain = c.kubectl(&["drain", "sim-0", "--ignore-daemonsets", "--timeout=6s"]);
+    assert!(!drain.ok, "{}", drain.stdout);
+    assert!(
+        drain
+            .stderr
+            .contains("Cannot evict pod as it would violate the pod's disruption budget."),
+        "{}",
+        drain.stderr
+    );
+    assert_eq!(
+        get(
+            &c,
+            &[
+                "get",
+                "pdb",
+                "web",
+                "-o",
+                "jsonpath={.status.disruptionsAllowed}"
+            ]
+        ),
+        "0"
+    );
+    // A percentage needs the pods' controllers: here the Deployment's three replicas.
+    c.apply(
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: half}\n\
+         spec: {maxUnavailable: 50%, selector: {matchLabels: {app: web}}}\n",
+    )
+    .out();
+    eventually("the percentage resolved", || {
+        get(
+            &c,
+            &[
+                "get",
+                "pdb",
+                "half",
+                "-o",
+                "jsonpath={.status.expectedPods} {.status.desiredHealthy}",
+            ],
+        ) == "3 1"
+    });
+}

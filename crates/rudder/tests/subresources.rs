@@ -43,7 +43,9 @@ fn pdb_status(c: &Cluster, patch: &str) {
 
 #[test]
 fn drain_evicts_only_what_the_disruption_budget_allows() {
-    let c = Cluster::start(&[]);
+    // The API server's side alone: the budget's status is written here, as the disruption
+    // controller would (controllers_workloads.rs drives the real one).
+    let c = Cluster::start(&["--disable-controller", "disruption"]);
     c.apply("apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n")
         .out();
     running_pod(&c, "web", "web", true);

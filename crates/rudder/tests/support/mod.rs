@@ -194,9 +194,9 @@ impl Drop for Cluster {
     }
 }
 
-/// Polls `cond` every 50 ms until it holds (panics after 30 s: a hang, not a timing check).
+/// Polls `cond` every 50 ms until it holds (panics after 60 s: a hang, not a timing check).
 pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !cond() {
         assert!(Instant::now() < deadline, "gave up waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
