@@ -204,7 +204,7 @@ fn template_without_hash(t: Option<&PodTemplateSpec>) -> Value {
 
 /// The `pod-template-hash` of a template: FNV-1a over its JSON and the collision count,
 /// spelled with upstream's safe alphabet (no vowels, no look-alike digits).
-fn template_hash(t: Option<&PodTemplateSpec>, collisions: i32) -> String {
+pub(crate) fn template_hash(t: Option<&PodTemplateSpec>, collisions: i32) -> String {
     let mut h: u32 = 0x811c_9dc5;
     let text = format!("{}{collisions}", template_without_hash(t));
     for b in text.bytes() {

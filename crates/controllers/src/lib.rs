@@ -13,6 +13,7 @@
 //! backs off per object on errors and survives a panicking reconcile. Start reading at
 //! [`run`], then one controller module (`replicaset` is the simplest workload one).
 
+mod daemonset;
 mod deployment;
 mod disruption;
 pub mod events;
@@ -67,6 +68,7 @@ type Start = fn(&runtime::Shared, &mut runtime::Informers) -> BoxFuture<'static,
 const REGISTRY: &[(&str, Start)] = &[
     ("deployment-controller", deployment::start),
     ("replicaset-controller", replicaset::start_replicasets),
+    ("daemonset-controller", daemonset::start),
     ("node-ipam-controller", node_ipam::start),
     ("node-lifecycle-controller", node_lifecycle::start),
     ("taint-eviction-controller", node_lifecycle::start_eviction),

@@ -456,3 +456,86 @@ fn budgets_count_healthy_pods_and_drain_stops_at_them() {
         ) == "3 1"
     });
 }
+
+#[test]
+fn daemon_sets_follow_nodes_and_roll_out() {
+    let c = Cluster::start(&[]);
+    let _sim = Simulator::start(&c, &["--nodes", "2"]);
+    c.apply(
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent}\nspec:\n  \
+         selector: {matchLabels: {app: agent}}\n  template:\n    \
+         metadata: {labels: {app: agent}}\n    \
+         spec: {containers: [{name: app, image: fluentd:1}]}\n",
+    )
+    .out();
+    let status = c.kubectl(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+    assert!(
+        status
+            .stdout
+            .contains("daemon set \"agent\" successfully rolled out"),
+        "{} {}",
+        status.stdout,
+        status.stderr
+    );
+    let row = get(&c, &["get", "ds", "agent", "--no-headers"]);
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>()[..6],
+        ["agent", "2", "2", "2", "2", "2"],
+        "{row}"
+    );
+    let nodes = get(
+        &c,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=agent",
+            "-o",
+            "jsonpath={range .items[*]}{.spec.nodeName} {end}",
+        ],
+    );
+    let mut nodes: Vec<&str> = nodes.split_whitespace().collect();
+    nodes.sort();
+    assert_eq!(nodes, ["sim-0", "sim-1"]);
+
+    c.kubectl(&["set", "image", "daemonset/agent", "app=fluentd:2"])
+        .out();
+    let status = c.kubectl(&["rollout", "status", "daemonset/agent", "--timeout=60s"]);
+    assert!(
+        status.stdout.contains("successfully rolled out"),
+        "{}",
+        status.stderr
+    );
+    eventually("only new pods", || {
+        get(
+            &c,
+            &[
+                "get",
+                "pods",
+                "-l",
+                "app=agent",
+                "-o",
+                "jsonpath={range .items[*]}{.spec.containers[0].image} {end}",
+            ],
+        ) == "fluentd:2 fluentd:2"
+    });
+    let history = get(&c, &["rollout", "history", "daemonset/agent"]);
+    assert!(
+        history.contains("\n1 ") && history.contains("\n2 "),
+        "{history}"
+    );
+
+    // A node joining gets a daemon; a node leaving loses it.
+    c.apply("apiVersion: v1\nkind: Node\nmetadata: {name: extra}\n")
+        .out();
+    // (Pinned by node affinity; with no capacity reported the node takes no pod yet.)
+    let pinned = "jsonpath={range .items[*]}{.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchFields[0].values[0]}={.metadata.deletionTimestamp} {end}";
+    eventually("a daemon for the new node", || {
+        get(&c, &["get", "pods", "-l", "app=agent", "-o", pinned]).contains("extra= ")
+    });
+    c.kubectl(&["delete", "node", "extra"]).out();
+    eventually("the daemon of the gone node deleted", || {
+        // Gone, or being deleted.
+        !get(&c, &["get", "pods", "-l", "app=agent", "-o", pinned]).contains("extra= ")
+    });
+}
