@@ -20,6 +20,8 @@ pub mod events;
 pub mod expectations;
 mod node_ipam;
 mod node_lifecycle;
+mod garbage_collector;
+mod namespace;
 mod pod_gc;
 pub mod pods;
 mod replicaset;
@@ -78,6 +80,8 @@ const REGISTRY: &[(&str, Start)] = &[
         "replicationcontroller-controller",
         replicaset::start_replication_controllers,
     ),
+    ("garbage-collector-controller", garbage_collector::start),
+    ("namespace-controller", namespace::start),
 ];
 
 /// The names of the controllers this build runs.

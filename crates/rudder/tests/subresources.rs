@@ -282,7 +282,8 @@ fn debug_adds_ephemeral_containers_that_then_stay() {
 
 #[test]
 fn finalize_releases_a_terminating_namespace() {
-    let c = Cluster::start(&[]);
+    // Without the namespace controller, which would finalize the empty namespace itself.
+    let c = Cluster::start(&["--disable-controller", "namespace"]);
     c.kubectl(&["create", "namespace", "doomed"]).out();
     assert_eq!(
         c.kubectl(&["get", "ns", "doomed", "-o", "jsonpath={.spec.finalizers}"])
