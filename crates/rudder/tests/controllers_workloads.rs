@@ -539,3 +539,68 @@ fn daemon_sets_follow_nodes_and_roll_out() {
         !get(&c, &["get", "pods", "-l", "app=agent", "-o", pinned]).contains("extra= ")
     });
 }
+
+#[test]
+fn deleting_a_deployment_cascades_as_asked() {
+    let c = Cluster::start(&[]);
+    let _sim = Simulator::start(&c, &["--nodes", "1"]);
+    for name in ["gone", "kept", "front"] {
+        c.apply(
+            &WEB.replace("name: web", &format!("name: {name}"))
+                .replace("app: web", &format!("app: {name}")),
+        )
+        .out();
+    }
+    for name in ["gone", "kept", "front"] {
+        let status = c.kubectl(&[
+            "rollout",
+            "status",
+            &format!("deployment/{name}"),
+            "--timeout=60s",
+        ]);
+        assert!(
+            status.stdout.contains("successfully rolled out"),
+            "{}",
+            status.stderr
+        );
+    }
+    // Background (kubectl's default): the ReplicaSet and pods follow.
+    c.kubectl(&["delete", "deployment", "gone"]).out();
+    eventually("the ReplicaSet and pods collected", || {
+        get(&c, &["get", "rs,pods", "-l", "app=gone", "-o", "name"]).is_empty()
+    });
+    // Orphan: they stay, without their owner.
+    c.kubectl(&["delete", "deployment", "kept", "--cascade=orphan"])
+        .out();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(
+        get(
+            &c,
+            &[
+                "get",
+                "rs",
+                "-l",
+                "app=kept",
+                "-o",
+                "jsonpath={.items[0].metadata.ownerReferences}"
+            ]
+        ),
+        ""
+    );
+    assert_eq!(live_pods(&c, "kept").len(), 3);
+    // Foreground: the dependents go first, the Deployment last.
+    c.kubectl(&[
+        "delete",
+        "deployment",
+        "front",
+        "--cascade=foreground",
+        "--wait=false",
+    ])
+    .out();
+    eventually("everything gone", || {
+        c.kubectl(&["get", "deployment", "front"])
+            .stderr
+            .contains("not found")
+            && get(&c, &["get", "rs", "-l", "app=front", "-o", "name"]).is_empty()
+    });
+}
