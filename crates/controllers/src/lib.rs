@@ -26,6 +26,7 @@ mod pod_gc;
 pub mod pods;
 mod replicaset;
 pub mod runtime;
+mod statefulset;
 
 use std::sync::Arc;
 
@@ -71,6 +72,7 @@ const REGISTRY: &[(&str, Start)] = &[
     ("deployment-controller", deployment::start),
     ("replicaset-controller", replicaset::start_replicasets),
     ("daemonset-controller", daemonset::start),
+    ("statefulset-controller", statefulset::start),
     ("node-ipam-controller", node_ipam::start),
     ("node-lifecycle-controller", node_lifecycle::start),
     ("taint-eviction-controller", node_lifecycle::start_eviction),
