@@ -14,6 +14,7 @@ pub mod convert;
 pub mod patch;
 pub mod protobuf;
 pub mod quantity;
+pub mod quota;
 pub mod request;
 pub mod resources;
 pub mod selector;

@@ -5,6 +5,13 @@
 //!   its `spec.priority` and `spec.preemptionPolicy`; an unknown class is refused. The classes
 //!   are read from [`PriorityClasses`], a copy kept current by a store watch (what upstream's
 //!   admission reads from an informer), so a pod create costs no extra store read.
+//! - `LimitRanger`: a pod's containers take the `default` limits and `defaultRequest`
+//!   requests of the namespace's LimitRanges, and are refused beyond their `min`, `max` and
+//!   `maxLimitRequestRatio` (per Container and per Pod), in upstream's words.
+//! - `ResourceQuota`: an object that would take a namespace's ResourceQuota beyond its
+//!   `hard` limits is refused (`exceeded quota: ...`); one admitted is added to the quota's
+//!   `status.used` at once (a compare-and-swap on the quota), so concurrent creates cannot
+//!   overshoot it; the quota controller recounts from the objects.
 //! - `DefaultTolerationSeconds`: a pod that does not tolerate the `not-ready` and
 //!   `unreachable` NoExecute taints gets tolerations of them for 300 seconds, so its node's
 //!   failure evicts it after five minutes rather than at once.
@@ -164,6 +171,318 @@ pub async fn pod_priority(
         spec.insert("preemptionPolicy".into(), json!(policy));
     }
     Ok(())
+}
+
+fn forbidden_as(r: &api::Resource, name: &str, why: &str) -> Status {
+    Status::new(
+        403,
+        "Forbidden",
+        format!("{} {name:?} is forbidden: {why}", r.qualified()),
+    )
+}
+
+/// The objects under `prefix`, decoded.
+async fn objects_under(
+    store: &Arc<dyn Store>,
+    prefix: &str,
+) -> Result<Vec<(store::KeyValue, Value)>, Status> {
+    let listed = store
+        .range(prefix, RangeOptions::default())
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    Ok(listed
+        .kvs
+        .into_iter()
+        .filter_map(|kv| {
+            let v = serde_json::from_slice::<Value>(&kv.value).ok()?;
+            Some((kv, v))
+        })
+        .collect())
+}
+
+/// A quantity for messages: as written in the LimitRange, or from milli-units.
+fn shown(resource: &str, v: i128) -> String {
+    api::quota::format(resource, v)
+}
+
+/// The LimitRanger admission step for a new pod in `ns`.
+pub async fn limit_ranger(store: &Arc<dyn Store>, ns: &str, pod: &mut Value) -> Result<(), Status> {
+    let ranges = api::resources::find("", "v1", "limitranges").expect("served");
+    let found = objects_under(store, &ranges.prefix(Some(ns))).await?;
+    if found.is_empty() {
+        return Ok(());
+    }
+    let pods = api::resources::find("", "v1", "pods").expect("served");
+    let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let mut errors: Vec<String> = Vec::new();
+    let milli = |v: &Value| {
+        api::quota::parse(&json!({"x": v}))
+            .get("x")
+            .copied()
+            .unwrap_or(0)
+    };
+    for (_, range) in &found {
+        for item in range["spec"]["limits"].as_array().into_iter().flatten() {
+            match item["type"].as_str().unwrap_or("") {
+                "Container" => {
+                    for list in ["containers", "initContainers"] {
+                        let Some(containers) = pod["spec"][list].as_array_mut() else {
+                            continue;
+                        };
+                        for c in containers {
+                            // Defaults first: limits from `default`, requests from
+                            // `defaultRequest` (or the default limit).
+                            for (field, source) in [
+                                ("limits", "default"),
+                                ("requests", "defaultRequest"),
+                                ("requests", "default"),
+                            ] {
+                                for (k, v) in item[source].as_object().into_iter().flatten() {
+                                    if c["resources"][field][k].is_null() {
+                                        if !c["resources"].is_object() {
+                                            c["resources"] = json!({});
+                                        }
+                                        if !c["resources"][field].is_object() {
+                                            c["resources"][field] = json!({});
+                                        }
+                                        c["resources"][field][k] = v.clone();
+                                    }
+                                }
+                            }
+                            check_limits(item, &c["resources"], "Container", &milli, &mut errors);
+                        }
+                    }
+                }
+                "Pod" => {
+                    let mut sums = json!({"requests": {}, "limits": {}});
+                    let u = api::quota::usage("", "pods", pod);
+                    for (k, v) in &u {
+                        if let Some(r) = k.strip_prefix("requests.") {
+                            sums["requests"][r] = json!(shown(r, *v));
+                        } else if let Some(l) = k.strip_prefix("limits.") {
+                            sums["limits"][l] = json!(shown(l, *v));
+                        }
+                    }
+                    check_limits(item, &sums, "Pod", &milli, &mut errors);
+                }
+                _ => {}
+            }
+        }
+    }
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(forbidden_as(pods, &name, &errors[0])),
+        _ => Err(forbidden_as(
+            pods,
+            &name,
+            &format!("[{}]", errors.join(", ")),
+        )),
+    }
+}
+
+/// Checks one LimitRange item's min, max and ratio against `resources` (requests and
+/// limits) of a Container or Pod.
+fn check_limits(
+    item: &Value,
+    resources: &Value,
+    what: &str,
+    milli: &dyn Fn(&Value) -> i128,
+    errors: &mut Vec<String>,
+) {
+    let get = |field: &str, k: &str| {
+        let v = &resources[field][k];
+        (!v.is_null()).then(|| milli(v))
+    };
+    for (k, min) in item["min"].as_object().into_iter().flatten() {
+        let bound = milli(min);
+        let text = min
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| min.to_string());
+        match get("requests", k) {
+            Some(req) if req < bound => errors.push(format!(
+                "minimum {k} usage per {what} is {text}, but request is {}",
+                shown(k, req)
+            )),
+            None => errors.push(format!(
+                "minimum {k} usage per {what} is {text}.  No request is specified"
+            )),
+            _ => {}
+        }
+        if let Some(lim) = get("limits", k)
+            && lim < bound
+        {
+            errors.push(format!(
+                "minimum {k} usage per {what} is {text}, but limit is {}",
+                shown(k, lim)
+            ));
+        }
+    }
+    for (k, max) in item["max"].as_object().into_iter().flatten() {
+        let bound = milli(max);
+        let text = max
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| max.to_string());
+        match get("limits", k) {
+            Some(lim) if lim > bound => errors.push(format!(
+                "maximum {k} usage per {what} is {text}, but limit is {}",
+                shown(k, lim)
+            )),
+            None => errors.push(format!(
+                "maximum {k} usage per {what} is {text}.  No limit is specified"
+            )),
+            _ => {}
+        }
+    }
+    for (k, ratio) in item["maxLimitRequestRatio"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
+        let bound = milli(ratio);
+        if let (Some(lim), Some(req)) = (get("limits", k), get("requests", k))
+            && req > 0
+        {
+            let actual = lim as f64 / req as f64;
+            if actual * 1000.0 > bound as f64 {
+                let text = ratio
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| ratio.to_string());
+                errors.push(format!(
+                    "{k} max limit to request ratio per {what} is {text}, but provided ratio is {actual:.6}"
+                ));
+            }
+        }
+    }
+}
+
+/// The ResourceQuota admission step for a new object of `r` in `ns`.
+pub async fn resource_quota(
+    store: &Arc<dyn Store>,
+    r: &api::Resource,
+    ns: &str,
+    obj: &Value,
+    dry_run: bool,
+) -> Result<(), Status> {
+    let quotas = api::resources::find("", "v1", "resourcequotas").expect("served");
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let usage = api::quota::usage(r.group, r.plural, obj);
+    // A quota changed meanwhile is read again.
+    for _ in 0..10 {
+        let found = objects_under(store, &quotas.prefix(Some(ns))).await?;
+        let mut writes = Vec::new();
+        for (kv, quota) in found {
+            let scopes: Vec<String> = quota["spec"]["scopes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect();
+            if !api::quota::covers(&scopes, r.plural, obj) {
+                continue;
+            }
+            let qname = quota["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let hard = api::quota::parse(&quota["spec"]["hard"]);
+            if r.plural == "pods" && r.group.is_empty() {
+                let missing = missing_resources(&hard, obj);
+                if !missing.is_empty() {
+                    return Err(forbidden_as(
+                        r,
+                        &name,
+                        &format!("failed quota: {qname}: must specify {}", missing.join(",")),
+                    ));
+                }
+            }
+            let mut used = api::quota::parse(&quota["status"]["used"]);
+            let relevant: Vec<&String> = hard.keys().filter(|k| usage.contains_key(*k)).collect();
+            if relevant.is_empty() {
+                continue;
+            }
+            let over: Vec<&String> = relevant
+                .iter()
+                .copied()
+                .filter(|k| used.get(*k).copied().unwrap_or(0) + usage[*k] > hard[*k])
+                .collect();
+            if !over.is_empty() {
+                let list = |m: &dyn Fn(&String) -> i128| {
+                    over.iter()
+                        .map(|k| format!("{k}={}", shown(k, m(k))))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                return Err(forbidden_as(
+                    r,
+                    &name,
+                    &format!(
+                        "exceeded quota: {qname}, requested: {}, used: {}, limited: {}",
+                        list(&|k| usage[k]),
+                        list(&|k| used.get(k).copied().unwrap_or(0)),
+                        list(&|k| hard[k]),
+                    ),
+                ));
+            }
+            for k in relevant {
+                *used.entry(k.clone()).or_default() += usage[k];
+            }
+            let mut updated = quota.clone();
+            updated["status"]["hard"] = quota["spec"]["hard"].clone();
+            updated["status"]["used"] = api::quota::to_list(&used);
+            writes.push((kv, updated));
+        }
+        if dry_run || writes.is_empty() {
+            return Ok(());
+        }
+        let mut conflicted = false;
+        for (kv, updated) in writes {
+            let bytes = serde_json::to_vec(&updated).unwrap_or_default();
+            match store.update(&kv.key, bytes, kv.mod_revision).await {
+                Ok(_) => {}
+                Err(store::Error::Conflict { .. }) => {
+                    conflicted = true;
+                    break;
+                }
+                Err(e) => return Err(Status::unavailable(e.to_string())),
+            }
+        }
+        if !conflicted {
+            return Ok(());
+        }
+    }
+    Err(Status::new(
+        409,
+        "Conflict",
+        format!(
+            "Operation cannot be fulfilled on resourcequotas: the quotas of namespace {ns} keep changing, try again"
+        ),
+    ))
+}
+
+/// The compute resources a quota limits that some container of the pod does not state.
+fn missing_resources(hard: &api::quota::Usage, pod: &Value) -> Vec<String> {
+    let mut missing = Vec::new();
+    for (key, field, resource) in [
+        ("requests.cpu", "requests", "cpu"),
+        ("cpu", "requests", "cpu"),
+        ("requests.memory", "requests", "memory"),
+        ("memory", "requests", "memory"),
+        ("limits.cpu", "limits", "cpu"),
+        ("limits.memory", "limits", "memory"),
+    ] {
+        if !hard.contains_key(key) || missing.contains(&key.to_string()) {
+            continue;
+        }
+        let lacking = pod["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["resources"][field][resource].is_null());
+        if lacking {
+            missing.push(key.to_string());
+        }
+    }
+    missing
 }
 
 /// How long pods tolerate their node being not ready or unreachable by default.

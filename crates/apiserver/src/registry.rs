@@ -374,6 +374,9 @@ impl Registry {
         }
         strategy::defaults(r, &mut obj);
         if (r.group, r.plural) == ("", "pods") {
+            if let Some(ns) = ns {
+                crate::admission::limit_ranger(&self.store, ns, &mut obj).await?;
+            }
             crate::admission::pod_priority(self, &self.store, &mut obj).await?;
             crate::admission::default_toleration_seconds(&mut obj);
         }
@@ -383,6 +386,9 @@ impl Registry {
             return Err(Status::invalid(r, &name, &errs));
         }
         self.namespace_accepts(r, ns, &name).await?;
+        if let Some(ns) = ns.filter(|_| r.namespaced) {
+            crate::admission::resource_quota(&self.store, r, ns, &obj, dry_run).await?;
+        }
         if dry_run {
             if self
                 .store

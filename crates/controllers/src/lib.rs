@@ -25,6 +25,7 @@ mod namespace;
 mod pod_gc;
 pub mod pods;
 mod replicaset;
+mod resource_quota;
 pub mod runtime;
 mod statefulset;
 
@@ -78,6 +79,7 @@ const REGISTRY: &[(&str, Start)] = &[
     ("taint-eviction-controller", node_lifecycle::start_eviction),
     ("pod-garbage-collector-controller", pod_gc::start),
     ("disruption-controller", disruption::start),
+    ("resourcequota-controller", resource_quota::start),
     (
         "replicationcontroller-controller",
         replicaset::start_replication_controllers,
