@@ -242,6 +242,29 @@ pub(crate) enum BenchTarget {
     /// The scheduler: pods/s from creation to binding on simulated nodes, attempt latency.
     /// Starts its own `rudder server` on a temporary data directory.
     Scheduler(SchedulerBench),
+    /// The controllers: a big Deployment available, rolled out, many small ones, writes per
+    /// pod. Starts its own `rudder server` on a temporary data directory.
+    Controllers(ControllersBench),
+}
+
+/// Options of `rudder bench controllers`.
+#[derive(Debug, Args)]
+pub(crate) struct ControllersBench {
+    /// Print one JSON object on the last line instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// Simulated nodes.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) nodes: usize,
+
+    /// Replicas of the big Deployment.
+    #[arg(long, default_value_t = 1_000)]
+    pub(crate) replicas: usize,
+
+    /// Deployments of 10 replicas created at once.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) deployments: usize,
 }
 
 /// Options of `rudder bench scheduler`.

@@ -99,6 +99,7 @@ fn main() -> std::process::ExitCode {
                 cli::BenchTarget::Store(opts) => bench::store::run(opts).await,
                 cli::BenchTarget::Api(opts) => bench::api::run(opts).await,
                 cli::BenchTarget::Scheduler(opts) => bench::scheduler::run(opts).await,
+                cli::BenchTarget::Controllers(opts) => bench::controllers::run(opts).await,
             },
         }
     });

@@ -161,3 +161,39 @@ fn bench_scheduler_reports_every_key() {
     }
     assert_eq!(v["nodes"], 20);
 }
+
+#[test]
+fn bench_controllers_reports_every_key() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rudder"))
+        .args([
+            "bench",
+            "controllers",
+            "--json",
+            "--nodes",
+            "3",
+            "--replicas",
+            "20",
+            "--deployments",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    for key in [
+        "available_s",
+        "rollout_s",
+        "many_available_s",
+        "writes_per_pod",
+    ] {
+        assert!(
+            v[key].as_f64().is_some_and(|n| n > 0.0),
+            "{key} missing in {v}"
+        );
+    }
+}

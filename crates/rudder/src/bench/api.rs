@@ -120,8 +120,14 @@ pub(crate) async fn run(opts: ApiBench) -> Result<()> {
             eprintln!("running: {phase}");
         }
     };
-    // The API server alone: no agent, and no scheduler acting on the benchmark's pods.
-    let server = start_server(&["--disable-agent", "--disable-scheduler"]).await?;
+    // The API server alone: no agent, and no scheduler or controllers acting on the
+    // benchmark's pods.
+    let server = start_server(&[
+        "--disable-agent",
+        "--disable-scheduler",
+        "--disable-controller-manager",
+    ])
+    .await?;
     let pid = server.child.id();
     let mut report = Report::new("API server benchmark (rudder server on embedded SQLite)");
     tokio::time::sleep(Duration::from_secs(1)).await;

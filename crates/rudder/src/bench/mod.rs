@@ -3,6 +3,7 @@
 
 pub(crate) mod api;
 mod client;
+pub(crate) mod controllers;
 pub(crate) mod scheduler;
 pub(crate) mod store;
 

@@ -106,7 +106,8 @@ pub(crate) async fn run(opts: SchedulerBench) -> Result<()> {
             eprintln!("running: {phase}");
         }
     };
-    let server = start_server(&["--disable-scheduler"]).await?;
+    // The scheduler alone: the controllers would only add their own load.
+    let server = start_server(&["--disable-scheduler", "--disable-controller-manager"]).await?;
     let client = crate::client::from_kubeconfig(&server.kubeconfig()).await?;
 
     progress("registering simulated nodes");
