@@ -16,6 +16,9 @@
 mod daemonset;
 mod deployment;
 mod disruption;
+mod endpoints;
+mod endpointslice;
+mod endpointslice_mirroring;
 pub mod events;
 pub mod expectations;
 mod node_ipam;
@@ -26,7 +29,9 @@ mod pod_gc;
 pub mod pods;
 mod replicaset;
 mod resource_quota;
+mod root_ca;
 pub mod runtime;
+mod serviceaccount;
 mod statefulset;
 
 use std::sync::Arc;
@@ -86,6 +91,14 @@ const REGISTRY: &[(&str, Start)] = &[
     ),
     ("garbage-collector-controller", garbage_collector::start),
     ("namespace-controller", namespace::start),
+    ("endpoints-controller", endpoints::start),
+    ("endpointslice-controller", endpointslice::start),
+    (
+        "endpointslice-mirroring-controller",
+        endpointslice_mirroring::start,
+    ),
+    ("serviceaccount-controller", serviceaccount::start),
+    ("root-ca-certificate-publisher-controller", root_ca::start),
 ];
 
 /// The names of the controllers this build runs.

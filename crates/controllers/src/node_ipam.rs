@@ -92,8 +92,9 @@ struct Ctx {
     client: kube::Client,
     nodes: Store<Node>,
     blocks: Blocks,
-    /// Blocks handed out by this controller not yet seen in the cache.
-    given: std::sync::Mutex<BTreeSet<u64>>,
+    /// Blocks handed out by this controller not yet seen in the cache, by node: a node synced
+    /// again before the cache shows its block gets the same one.
+    given: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 /// Starts the node IPAM controller.
@@ -126,6 +127,7 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action> {
     {
         return Ok(Action::await_change());
     }
+    let name = node.name_any();
     let block = {
         let mut given = ctx.given.lock().unwrap_or_else(|e| e.into_inner());
         let mut used: BTreeSet<u64> = ctx
@@ -135,19 +137,23 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action> {
             .filter_map(|n| ctx.blocks.index_of(n.spec.as_ref()?.pod_cidr.as_deref()?))
             .collect();
         // Given ones stay taken until the cache shows them.
-        given.retain(|i| !used.contains(i));
-        used.extend(given.iter().copied());
-        let Some(block) = ctx.blocks.first_free(&used) else {
-            return Err(Error(anyhow::anyhow!(
-                "no podCIDR left in {} for node {}",
-                ctx.blocks.block(0),
-                node.name_any()
-            )));
-        };
-        if let Some(i) = ctx.blocks.index_of(&block) {
-            given.insert(i);
+        given.retain(|_, i| !used.contains(i));
+        match given.get(&name) {
+            Some(i) => ctx.blocks.block(*i),
+            None => {
+                used.extend(given.values().copied());
+                let Some(block) = ctx.blocks.first_free(&used) else {
+                    return Err(Error(anyhow::anyhow!(
+                        "no podCIDR left in {} for node {name}",
+                        ctx.blocks.block(0),
+                    )));
+                };
+                if let Some(i) = ctx.blocks.index_of(&block) {
+                    given.insert(name.clone(), i);
+                }
+                block
+            }
         }
-        block
     };
     let api: Api<Node> = Api::all(ctx.client.clone());
     let patch = json!({"spec": {"podCIDR": block, "podCIDRs": [block]}});
