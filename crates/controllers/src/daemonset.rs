@@ -12,7 +12,7 @@
 //! `maxSurge` (the new pod first), OnDelete only when they are deleted. Status counts
 //! desired, current, misscheduled, ready, updated, available and unavailable nodes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
-    PodTemplateSpec, Taint, Toleration,
+    PodTemplateSpec, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, PostParams, Preconditions};
@@ -30,7 +30,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::events::{Recorder, Type, reference};
-use crate::expectations::{Expectations, Seen};
+use crate::expectations::Expectations;
 use crate::pods;
 use crate::runtime::{self, Informers, Result, Shared};
 
@@ -105,24 +105,6 @@ fn daemon_tolerations(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<Tolerat
     out
 }
 
-fn tolerates(tolerations: &[Toleration], taint: &Taint) -> bool {
-    tolerations.iter().any(|t| {
-        let effect_ok = t
-            .effect
-            .as_deref()
-            .is_none_or(|e| e.is_empty() || e == taint.effect);
-        let key = t.key.as_deref().unwrap_or("");
-        match t.operator.as_deref().unwrap_or("Equal") {
-            "Exists" => effect_ok && (key.is_empty() || key == taint.key),
-            _ => {
-                effect_ok
-                    && key == taint.key
-                    && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
-            }
-        }
-    })
-}
-
 fn requirement_holds(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
     let values = r.values.clone().unwrap_or_default();
     match r.operator.as_str() {
@@ -194,7 +176,7 @@ fn should_run(template: &PodTemplateSpec, node: &Node) -> bool {
         .into_iter()
         .flatten()
         .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
-        .all(|t| tolerates(&tolerations, t))
+        .all(|taint| tolerations.iter().any(|t| pods::tolerates(t, taint)))
 }
 
 /// The pod to create on `node`: the template, pinned to the node, with the daemon
@@ -291,21 +273,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
         .into_iter()
         .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
         .collect();
-    let synced = {
-        let by_name: HashMap<String, &Arc<Pod>> =
-            in_ns.iter().map(|p| (pods::key(&p.metadata), p)).collect();
-        let by_uid: HashMap<&str, &Arc<Pod>> = in_ns
-            .iter()
-            .filter_map(|p| Some((p.metadata.uid.as_deref()?, p)))
-            .collect();
-        let seen = |p: Option<&&Arc<Pod>>| match p {
-            None => Seen::Absent,
-            Some(p) if p.metadata.deletion_timestamp.is_some() => Seen::Terminating,
-            Some(_) => Seen::Alive,
-        };
-        ctx.expectations
-            .satisfied(&key, |n| seen(by_name.get(n)), |u| seen(by_uid.get(u)))
-    };
+    let synced = ctx.expectations.satisfied_by(&key, &in_ns);
     let selector = ds.spec.as_ref().map(|s| s.selector.clone());
     let owner_ref = pods::controller_ref(ds.as_ref());
     let candidates: Vec<Arc<Pod>> = in_ns

@@ -5,7 +5,7 @@
 //! terminating. Expectations older than five minutes are dropped, as upstream's expire.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a change may stay unseen before it is no longer waited for.
@@ -72,6 +72,26 @@ impl Expectations {
             return true;
         }
         false
+    }
+
+    /// [`Expectations::satisfied`] against `objects`, what the cache holds in the owner's
+    /// namespace: a name or uid absent from them is absent, one with a deletion timestamp
+    /// terminating.
+    pub fn satisfied_by<K: kube::Resource>(&self, owner: &str, objects: &[Arc<K>]) -> bool {
+        let by_name: HashMap<String, &K> = objects
+            .iter()
+            .map(|o| (crate::pods::key(o.meta()), o.as_ref()))
+            .collect();
+        let by_uid: HashMap<&str, &K> = objects
+            .iter()
+            .filter_map(|o| Some((o.meta().uid.as_deref()?, o.as_ref())))
+            .collect();
+        let seen = |o: Option<&&K>| match o {
+            None => Seen::Absent,
+            Some(o) if o.meta().deletion_timestamp.is_some() => Seen::Terminating,
+            Some(_) => Seen::Alive,
+        };
+        self.satisfied(owner, |n| seen(by_name.get(n)), |u| seen(by_uid.get(u)))
     }
 
     /// Forgets `owner` (deleted).

@@ -374,30 +374,16 @@ struct Eviction {
     events: Recorder,
 }
 
-/// Whether `t` tolerates `taint`.
-fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    let effect_ok = t
-        .effect
-        .as_deref()
-        .is_none_or(|e| e.is_empty() || e == taint.effect);
-    let key = t.key.as_deref().unwrap_or("");
-    match t.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => effect_ok && (key.is_empty() || key == taint.key),
-        _ => {
-            effect_ok
-                && key == taint.key
-                && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
-        }
-    }
-}
-
 /// When a pod with `tolerations` must leave a node with these NoExecute `taints`: `Some(0)`
 /// at once (a taint not tolerated), `Some(n)` after n seconds from the newest taint, `None`
 /// never (upstream's `getMinTolerationTime`).
 fn eviction_delay(tolerations: &[Toleration], taints: &[&Taint]) -> Option<i64> {
     let mut min: Option<i64> = None;
     for taint in taints {
-        let used: Vec<&Toleration> = tolerations.iter().filter(|t| tolerates(t, taint)).collect();
+        let used: Vec<&Toleration> = tolerations
+            .iter()
+            .filter(|t| crate::pods::tolerates(t, taint))
+            .collect();
         if used.is_empty() {
             return Some(0);
         }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
@@ -51,6 +51,23 @@ pub fn is_available(pod: &Pod, min_ready_seconds: i32, now: jiff::Timestamp) -> 
         Some(_) if min_ready_seconds <= 0 => true,
         Some(since) => since + jiff::SignedDuration::from_secs(i64::from(min_ready_seconds)) <= now,
         None => false,
+    }
+}
+
+/// Whether toleration `t` tolerates `taint` (upstream's `ToleratesTaint`).
+pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
+    let effect_ok = t
+        .effect
+        .as_deref()
+        .is_none_or(|e| e.is_empty() || e == taint.effect);
+    let key = t.key.as_deref().unwrap_or("");
+    match t.operator.as_deref().unwrap_or("Equal") {
+        "Exists" => effect_ok && (key.is_empty() || key == taint.key),
+        _ => {
+            effect_ok
+                && key == taint.key
+                && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+        }
     }
 }
 

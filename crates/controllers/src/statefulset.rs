@@ -52,7 +52,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::events::{Recorder, Type, reference};
-use crate::expectations::{Expectations, Seen};
+use crate::expectations::Expectations;
 use crate::pods;
 use crate::runtime::{self, Error, Informers, Result, Shared};
 
@@ -917,21 +917,7 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action> {
         .into_iter()
         .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
         .collect();
-    let synced = {
-        let by_name: HashMap<String, &Arc<Pod>> =
-            in_ns.iter().map(|p| (pods::key(&p.metadata), p)).collect();
-        let by_uid: HashMap<&str, &Arc<Pod>> = in_ns
-            .iter()
-            .filter_map(|p| Some((p.metadata.uid.as_deref()?, p)))
-            .collect();
-        let seen = |p: Option<&&Arc<Pod>>| match p {
-            None => Seen::Absent,
-            Some(p) if is_terminating(p) => Seen::Terminating,
-            Some(_) => Seen::Alive,
-        };
-        ctx.expectations
-            .satisfied(&key, |n| seen(by_name.get(n)), |u| seen(by_uid.get(u)))
-    };
+    let synced = ctx.expectations.satisfied_by(&key, &in_ns);
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let candidates: Vec<Arc<Pod>> = in_ns
         .into_iter()

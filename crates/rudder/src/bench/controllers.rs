@@ -95,19 +95,7 @@ pub(crate) async fn run(opts: ControllersBench) -> Result<()> {
     let server = start_server(&["--disable-agent"]).await?;
     let client = crate::client::from_kubeconfig(&server.kubeconfig()).await?;
     progress("registering simulated nodes");
-    let sim = simulator::Options {
-        nodes: opts.nodes,
-        first_index: 0,
-        name_prefix: "sim-".into(),
-        cpu: "32".into(),
-        memory: "256Gi".into(),
-        pods: 110,
-        extended: Vec::new(),
-        zones: 3,
-        labels: Vec::new(),
-        taints: Vec::new(),
-        lease_interval: Duration::from_secs(10),
-    };
+    let sim = super::simulated_nodes(opts.nodes);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let simulation = tokio::spawn(simulator::run(client.clone(), sim, async move {
         let mut rx = stopped;

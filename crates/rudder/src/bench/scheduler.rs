@@ -111,19 +111,7 @@ pub(crate) async fn run(opts: SchedulerBench) -> Result<()> {
     let client = crate::client::from_kubeconfig(&server.kubeconfig()).await?;
 
     progress("registering simulated nodes");
-    let sim = simulator::Options {
-        nodes: opts.nodes,
-        first_index: 0,
-        name_prefix: "sim-".into(),
-        cpu: "32".into(),
-        memory: "256Gi".into(),
-        pods: 110,
-        extended: Vec::new(),
-        zones: 3,
-        labels: Vec::new(),
-        taints: Vec::new(),
-        lease_interval: Duration::from_secs(10),
-    };
+    let sim = super::simulated_nodes(opts.nodes);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop_signal = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.changed().await;
