@@ -13,6 +13,7 @@
 //! backs off per object on errors and survives a panicking reconcile. Start reading at
 //! [`run`], then one controller module (`replicaset` is the simplest workload one).
 
+mod cronjob;
 mod daemonset;
 mod deployment;
 mod disruption;
@@ -21,6 +22,7 @@ mod endpointslice;
 mod endpointslice_mirroring;
 pub mod events;
 pub mod expectations;
+mod job;
 mod node_ipam;
 mod node_lifecycle;
 mod garbage_collector;
@@ -33,6 +35,7 @@ mod root_ca;
 pub mod runtime;
 mod serviceaccount;
 mod statefulset;
+mod ttl_after_finished;
 
 use std::sync::Arc;
 
@@ -79,6 +82,9 @@ const REGISTRY: &[(&str, Start)] = &[
     ("replicaset-controller", replicaset::start_replicasets),
     ("daemonset-controller", daemonset::start),
     ("statefulset-controller", statefulset::start),
+    ("job-controller", job::start),
+    ("cronjob-controller", cronjob::start),
+    ("ttl-after-finished-controller", ttl_after_finished::start),
     ("node-ipam-controller", node_ipam::start),
     ("node-lifecycle-controller", node_lifecycle::start),
     ("taint-eviction-controller", node_lifecycle::start_eviction),

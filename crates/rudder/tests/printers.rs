@@ -179,7 +179,8 @@ fn check(c: &Cluster, args: &[&str], header: &str, row: &str) {
 
 #[test]
 fn kubectl_get_prints_upstream_columns_for_each_kind() {
-    let c = Cluster::start(&[]);
+    // No Job or CronJob controller: the Job's status stays as applied.
+    let c = Cluster::start(&["--disable-controller=job,cronjob"]);
     c.apply(OBJECTS).out();
     let request = base64::engine::general_purpose::STANDARD.encode(CSR_PEM);
     c.apply(&format!(
@@ -205,7 +206,11 @@ spec:
         &c,
         &["jobs", "-o", "wide"],
         "NAME STATUS COMPLETIONS DURATION AGE CONTAINERS IMAGES SELECTOR",
-        "pi Running 0/2 AGE pi perl:5.34 <none>",
+        &format!(
+            "pi Running 0/2 AGE pi perl:5.34 batch.kubernetes.io/controller-uid={}",
+            c.kubectl(&["get", "job", "pi", "-o", "jsonpath={.metadata.uid}"])
+                .out()
+        ),
     );
     check(
         &c,

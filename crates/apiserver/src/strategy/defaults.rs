@@ -92,6 +92,13 @@ pub(super) fn apply(r: &Resource, obj: &mut Value) {
     {
         spec.insert("completions".into(), json!(1));
     }
+    // With a per-index limit, the global one is unlimited unless given.
+    if (r.group, r.plural) == ("batch", "jobs")
+        && obj["spec"].get("backoffLimitPerIndex").is_some()
+        && let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut)
+    {
+        spec.entry("backoffLimit").or_insert(json!(i32::MAX));
+    }
     for (path, value) in table(r) {
         let mut at = &mut *obj;
         let mut keys = path.split('/').skip(1).peekable();

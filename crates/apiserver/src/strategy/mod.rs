@@ -102,6 +102,9 @@ fn qos_class(spec: &Value) -> &'static str {
 /// Fills in defaults on create.
 pub fn defaults(r: &Resource, obj: &mut Value) {
     defaults::apply(r, obj);
+    if (r.group, r.plural) == ("batch", "jobs") {
+        job_selector(obj);
+    }
     match (r.group, r.plural) {
         ("", "namespaces") => {
             // Every namespace gets the namespace controller's finalizer.
@@ -174,6 +177,44 @@ pub fn defaults(r: &Resource, obj: &mut Value) {
         }
         _ => {}
     }
+}
+
+/// Unless a Job asks for a manual selector, labels its pod template with its name and uid
+/// (`batch.kubernetes.io/job-name`, `batch.kubernetes.io/controller-uid`, and the legacy
+/// `job-name`, `controller-uid`) and selects its pods by the uid, as upstream's Job strategy
+/// does on create. Labels the user set are kept.
+fn job_selector(obj: &mut Value) {
+    if obj["spec"]["manualSelector"] == json!(true) || !obj["spec"].is_object() {
+        return;
+    }
+    let name = obj["metadata"]["name"].clone();
+    let uid = obj["metadata"]["uid"].clone();
+    let spec = &mut obj["spec"];
+    set_default(spec, "template", json!({}));
+    set_default(&mut spec["template"], "metadata", json!({}));
+    let meta = &mut spec["template"]["metadata"];
+    if !meta["labels"].is_object() {
+        meta["labels"] = json!({});
+    }
+    let labels = &mut meta["labels"];
+    for (key, value) in [
+        ("job-name", &name),
+        ("batch.kubernetes.io/job-name", &name),
+        ("controller-uid", &uid),
+        ("batch.kubernetes.io/controller-uid", &uid),
+    ] {
+        set_default(labels, key, value.clone());
+    }
+    set_default(spec, "selector", json!({}));
+    let selector = &mut spec["selector"];
+    if !selector["matchLabels"].is_object() {
+        selector["matchLabels"] = json!({});
+    }
+    set_default(
+        &mut selector["matchLabels"],
+        "batch.kubernetes.io/controller-uid",
+        uid,
+    );
 }
 
 fn pod_spec_errors(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
@@ -451,6 +492,36 @@ fn namespace_finalizers(ns: &Value) -> Vec<FieldError> {
 mod tests {
     use super::*;
     use api::resources::find;
+
+    #[test]
+    fn jobs_get_a_selector_by_uid_unless_manual() {
+        let jobs = find("batch", "v1", "jobs").unwrap();
+        let mut job = json!({"metadata": {"name": "pi", "uid": "u1"}, "spec": {
+            "template": {"metadata": {"labels": {"app": "pi"}}, "spec": {"containers": []}}}});
+        defaults(jobs, &mut job);
+        assert_eq!(
+            job["spec"]["selector"],
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u1"}})
+        );
+        assert_eq!(
+            job["spec"]["template"]["metadata"]["labels"],
+            json!({"app": "pi", "job-name": "pi", "batch.kubernetes.io/job-name": "pi",
+                "controller-uid": "u1", "batch.kubernetes.io/controller-uid": "u1"})
+        );
+        let mut manual = json!({"metadata": {"name": "m", "uid": "u2"}, "spec": {
+            "manualSelector": true, "selector": {"matchLabels": {"app": "m"}},
+            "backoffLimitPerIndex": 1, "template": {"metadata": {"labels": {"app": "m"}}}}});
+        defaults(jobs, &mut manual);
+        assert_eq!(
+            manual["spec"]["selector"],
+            json!({"matchLabels": {"app": "m"}})
+        );
+        assert_eq!(
+            manual["spec"]["template"]["metadata"]["labels"],
+            json!({"app": "m"})
+        );
+        assert_eq!(manual["spec"]["backoffLimit"], json!(i32::MAX));
+    }
 
     #[test]
     fn deployment_selector_must_match_labels() {
