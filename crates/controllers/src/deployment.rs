@@ -68,7 +68,7 @@ pub(crate) fn start(shared: &Shared, informers: &mut Informers) -> BoxFuture<'st
         )
         .watches_stream(informers.subscribe::<Pod>(), move |pod: Pod| {
             // Recreate waits for old pods to go: a pod's change concerns its ReplicaSet's
-            // Deployment.
+            // Deployment when that one recreates (the others follow their ReplicaSets).
             let ns = pod.namespace().unwrap_or_default();
             pods::controller_of(&pod.metadata)
                 .filter(|c| c.kind == "ReplicaSet")
@@ -77,7 +77,7 @@ pub(crate) fn start(shared: &Shared, informers: &mut Informers) -> BoxFuture<'st
                 .filter(|c| c.kind == "Deployment")
                 .map(|c| ObjectRef::new(&c.name).within(&ns))
                 .into_iter()
-                .filter(|r| by_pod.get(r).is_some())
+                .filter(|r| by_pod.get(r).is_some_and(|d| !is_rolling(&d)))
                 .collect::<Vec<_>>()
         });
     runtime::run("deployment-controller", controller, shared, ctx, reconcile)
