@@ -3,8 +3,9 @@
 //!
 //! - `Priority`: a pod's `priorityClassName` (or the cluster's `globalDefault` class) becomes
 //!   its `spec.priority` and `spec.preemptionPolicy`; an unknown class is refused. The classes
-//!   are read from [`PriorityClasses`], a copy kept current by a store watch (what upstream's
-//!   admission reads from an informer), so a pod create costs no extra store read.
+//!   are read from a copy kept current by a store watch ([`Watched`], what upstream's
+//!   admission reads from an informer), so a pod create costs no extra store read; so are
+//!   the LimitRanges and ResourceQuotas below.
 //! - `LimitRanger`: a pod's containers take the `default` limits and `defaultRequest`
 //!   requests of the namespace's LimitRanges, and are refused beyond their `min`, `max` and
 //!   `maxLimitRequestRatio` (per Container and per Pod), in upstream's words.
@@ -16,7 +17,7 @@
 //!   `unreachable` NoExecute taints gets tolerations of them for 300 seconds, so its node's
 //!   failure evicts it after five minutes rather than at once.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -27,50 +28,58 @@ use store::{RangeOptions, Store, WatchEvent, WatchOptions};
 
 use crate::registry::Registry;
 
-const PREFIX: &str = "/registry/priorityclasses/";
+/// Stored objects by key, with the revision they were written at.
+type Objects = Arc<RwLock<BTreeMap<String, (i64, Value)>>>;
 
-type Classes = Arc<RwLock<HashMap<String, Value>>>;
-
-/// The PriorityClasses by storage key, listed once and then followed by a watch; listed
-/// again if the watch ends.
-#[derive(Default)]
-pub struct PriorityClasses {
-    current: tokio::sync::Mutex<Option<(Classes, Arc<AtomicBool>)>>,
+/// The objects under one store prefix, listed once and then followed by a watch (what
+/// upstream's admission plugins read from informers), so an admission step costs no store
+/// read; listed again if the watch ends.
+pub struct Watched {
+    prefix: &'static str,
+    current: tokio::sync::Mutex<Option<(Objects, Arc<AtomicBool>)>>,
 }
 
-impl PriorityClasses {
-    async fn classes(&self, store: &Arc<dyn Store>) -> Result<Classes, Status> {
+impl Watched {
+    /// The objects under `prefix` (e.g. `/registry/priorityclasses/`).
+    pub fn new(prefix: &'static str) -> Watched {
+        Watched {
+            prefix,
+            current: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn objects(&self, store: &Arc<dyn Store>) -> Result<Objects, Status> {
         let mut current = self.current.lock().await;
-        if let Some((classes, alive)) = current.as_ref()
+        if let Some((objects, alive)) = current.as_ref()
             && alive.load(Ordering::Acquire)
         {
-            return Ok(classes.clone());
+            return Ok(objects.clone());
         }
         let unavailable = |e: store::Error| Status::unavailable(e.to_string());
         let listed = store
-            .range(PREFIX, RangeOptions::default())
+            .range(self.prefix, RangeOptions::default())
             .await
             .map_err(unavailable)?;
-        let mut map = HashMap::new();
+        let mut map = BTreeMap::new();
         for kv in listed.kvs {
             if let Ok(v) = serde_json::from_slice::<Value>(&kv.value) {
-                map.insert(kv.key, v);
+                map.insert(kv.key, (kv.mod_revision, v));
             }
         }
-        let classes: Classes = Arc::new(RwLock::new(map));
+        let objects: Objects = Arc::new(RwLock::new(map));
         let alive = Arc::new(AtomicBool::new(true));
         let mut events = store
-            .watch(PREFIX, listed.revision + 1, WatchOptions::default())
+            .watch(self.prefix, listed.revision + 1, WatchOptions::default())
             .await
             .map_err(unavailable)?;
-        let (c, a) = (classes.clone(), alive.clone());
+        let (o, a) = (objects.clone(), alive.clone());
         tokio::spawn(async move {
             while let Some(Ok(event)) = events.next().await {
-                let mut map = c.write().unwrap_or_else(|e| e.into_inner());
+                let mut map = o.write().unwrap_or_else(|e| e.into_inner());
                 match event {
                     WatchEvent::Put { kv, .. } => {
                         if let Ok(v) = serde_json::from_slice::<Value>(&kv.value) {
-                            map.insert(kv.key, v);
+                            map.insert(kv.key, (kv.mod_revision, v));
                         }
                     }
                     WatchEvent::Delete { key, .. } => {
@@ -81,8 +90,41 @@ impl PriorityClasses {
             }
             a.store(false, Ordering::Release);
         });
-        *current = Some((classes.clone(), alive));
-        Ok(classes)
+        *current = Some((objects.clone(), alive));
+        Ok(objects)
+    }
+
+    /// The objects whose keys start with `prefix` (within this cache's), with their keys
+    /// and revisions.
+    async fn under(
+        &self,
+        store: &Arc<dyn Store>,
+        prefix: &str,
+    ) -> Result<Vec<(String, i64, Value)>, Status> {
+        let objects = self.objects(store).await?;
+        let map = objects.read().unwrap_or_else(|e| e.into_inner());
+        Ok(map
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, (rev, v))| (k.clone(), *rev, v.clone()))
+            .collect())
+    }
+}
+
+/// What the admission steps read, each kept by a store watch.
+pub struct Caches {
+    priority_classes: Watched,
+    limit_ranges: Watched,
+    quotas: Watched,
+}
+
+impl Default for Caches {
+    fn default() -> Caches {
+        Caches {
+            priority_classes: Watched::new("/registry/priorityclasses/"),
+            limit_ranges: Watched::new("/registry/limitranges/"),
+            quotas: Watched::new("/registry/resourcequotas/"),
+        }
     }
 }
 
@@ -104,18 +146,21 @@ pub async fn pod_priority(
         api::resources::find("scheduling.k8s.io", "v1", "priorityclasses").expect("served");
     let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
     let class_name = pod["spec"]["priorityClassName"].as_str().unwrap_or("");
-    let known = reg.priority_classes.classes(store).await?;
+    let known = reg.admission.priority_classes.objects(store).await?;
     let cached = {
         let known = known.read().unwrap_or_else(|e| e.into_inner());
         if class_name.is_empty() {
             // With several global defaults, upstream takes the lowest value.
             known
                 .values()
+                .map(|(_, c)| c)
                 .filter(|c| c["globalDefault"] == json!(true))
                 .min_by_key(|c| c["value"].as_i64().unwrap_or(0))
                 .cloned()
         } else {
-            known.get(&resource.key(None, class_name)).cloned()
+            known
+                .get(&resource.key(None, class_name))
+                .map(|(_, c)| c.clone())
         }
     };
     let class = if class_name.is_empty() || cached.is_some() {
@@ -181,34 +226,24 @@ fn forbidden_as(r: &api::Resource, name: &str, why: &str) -> Status {
     )
 }
 
-/// The objects under `prefix`, decoded.
-async fn objects_under(
-    store: &Arc<dyn Store>,
-    prefix: &str,
-) -> Result<Vec<(store::KeyValue, Value)>, Status> {
-    let listed = store
-        .range(prefix, RangeOptions::default())
-        .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
-    Ok(listed
-        .kvs
-        .into_iter()
-        .filter_map(|kv| {
-            let v = serde_json::from_slice::<Value>(&kv.value).ok()?;
-            Some((kv, v))
-        })
-        .collect())
-}
-
 /// A quantity for messages: as written in the LimitRange, or from milli-units.
 fn shown(resource: &str, v: i128) -> String {
     api::quota::format(resource, v)
 }
 
 /// The LimitRanger admission step for a new pod in `ns`.
-pub async fn limit_ranger(store: &Arc<dyn Store>, ns: &str, pod: &mut Value) -> Result<(), Status> {
+pub async fn limit_ranger(
+    reg: &Registry,
+    store: &Arc<dyn Store>,
+    ns: &str,
+    pod: &mut Value,
+) -> Result<(), Status> {
     let ranges = api::resources::find("", "v1", "limitranges").expect("served");
-    let found = objects_under(store, &ranges.prefix(Some(ns))).await?;
+    let found = reg
+        .admission
+        .limit_ranges
+        .under(store, &ranges.prefix(Some(ns)))
+        .await?;
     if found.is_empty() {
         return Ok(());
     }
@@ -221,7 +256,7 @@ pub async fn limit_ranger(store: &Arc<dyn Store>, ns: &str, pod: &mut Value) -> 
             .copied()
             .unwrap_or(0)
     };
-    for (_, range) in &found {
+    for (_, _, range) in &found {
         for item in range["spec"]["limits"].as_array().into_iter().flatten() {
             match item["type"].as_str().unwrap_or("") {
                 "Container" => {
@@ -360,6 +395,7 @@ fn check_limits(
 
 /// The ResourceQuota admission step for a new object of `r` in `ns`.
 pub async fn resource_quota(
+    reg: &Registry,
     store: &Arc<dyn Store>,
     r: &api::Resource,
     ns: &str,
@@ -370,10 +406,29 @@ pub async fn resource_quota(
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
     let usage = api::quota::usage(r.group, r.plural, obj);
     // A quota changed meanwhile is read again.
-    for _ in 0..10 {
-        let found = objects_under(store, &quotas.prefix(Some(ns))).await?;
+    for attempt in 0..10 {
+        // The watch-fed copy first; after a conflict, the store itself.
+        let found = if attempt == 0 {
+            reg.admission
+                .quotas
+                .under(store, &quotas.prefix(Some(ns)))
+                .await?
+        } else {
+            let listed = store
+                .range(&quotas.prefix(Some(ns)), RangeOptions::default())
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            listed
+                .kvs
+                .into_iter()
+                .filter_map(|kv| {
+                    let v = serde_json::from_slice::<Value>(&kv.value).ok()?;
+                    Some((kv.key, kv.mod_revision, v))
+                })
+                .collect()
+        };
         let mut writes = Vec::new();
-        for (kv, quota) in found {
+        for (key, revision, quota) in found {
             let scopes: Vec<String> = quota["spec"]["scopes"]
                 .as_array()
                 .into_iter()
@@ -429,15 +484,15 @@ pub async fn resource_quota(
             let mut updated = quota.clone();
             updated["status"]["hard"] = quota["spec"]["hard"].clone();
             updated["status"]["used"] = api::quota::to_list(&used);
-            writes.push((kv, updated));
+            writes.push((key, revision, updated));
         }
         if dry_run || writes.is_empty() {
             return Ok(());
         }
         let mut conflicted = false;
-        for (kv, updated) in writes {
+        for (key, revision, updated) in writes {
             let bytes = serde_json::to_vec(&updated).unwrap_or_default();
-            match store.update(&kv.key, bytes, kv.mod_revision).await {
+            match store.update(&key, bytes, revision).await {
                 Ok(_) => {}
                 Err(store::Error::Conflict { .. }) => {
                     conflicted = true;

@@ -29,8 +29,8 @@ const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
 pub struct Registry {
     store: Arc<dyn Store>,
     cacher: Cacher,
-    /// The PriorityClasses, as the Priority admission step reads them.
-    pub(crate) priority_classes: Arc<crate::admission::PriorityClasses>,
+    /// What the admission steps read (PriorityClasses, LimitRanges, ResourceQuotas).
+    pub(crate) admission: Arc<crate::admission::Caches>,
 }
 
 /// What a list asks for.
@@ -206,7 +206,7 @@ impl Registry {
         Registry {
             store,
             cacher: Cacher::default(),
-            priority_classes: Default::default(),
+            admission: Default::default(),
         }
     }
 
@@ -375,7 +375,7 @@ impl Registry {
         strategy::defaults(r, &mut obj);
         if (r.group, r.plural) == ("", "pods") {
             if let Some(ns) = ns {
-                crate::admission::limit_ranger(&self.store, ns, &mut obj).await?;
+                crate::admission::limit_ranger(self, &self.store, ns, &mut obj).await?;
             }
             crate::admission::pod_priority(self, &self.store, &mut obj).await?;
             crate::admission::default_toleration_seconds(&mut obj);
@@ -387,7 +387,7 @@ impl Registry {
         }
         self.namespace_accepts(r, ns, &name).await?;
         if let Some(ns) = ns.filter(|_| r.namespaced) {
-            crate::admission::resource_quota(&self.store, r, ns, &obj, dry_run).await?;
+            crate::admission::resource_quota(self, &self.store, r, ns, &obj, dry_run).await?;
         }
         if dry_run {
             if self
