@@ -529,14 +529,13 @@ fn daemon_sets_follow_nodes_and_roll_out() {
     c.apply("apiVersion: v1\nkind: Node\nmetadata: {name: extra}\n")
         .out();
     // (Pinned by node affinity; with no capacity reported the node takes no pod yet.)
-    let pinned = "jsonpath={range .items[*]}{.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchFields[0].values[0]}={.metadata.deletionTimestamp} {end}";
     eventually("a daemon for the new node", || {
-        get(&c, &["get", "pods", "-l", "app=agent", "-o", pinned]).contains("extra= ")
+        pinned_live(&c).contains(&"extra".to_string())
     });
     c.kubectl(&["delete", "node", "extra"]).out();
     eventually("the daemon of the gone node deleted", || {
         // Gone, or being deleted.
-        !get(&c, &["get", "pods", "-l", "app=agent", "-o", pinned]).contains("extra= ")
+        !pinned_live(&c).contains(&"extra".to_string())
     });
 }
 
@@ -603,4 +602,14 @@ fn deleting_a_deployment_cascades_as_asked() {
             .contains("not found")
             && get(&c, &["get", "rs", "-l", "app=front", "-o", "name"]).is_empty()
     });
+}
+
+/// The nodes the live (not deleting) daemon pods of `app=agent` are pinned to.
+fn pinned_live(c: &Cluster) -> Vec<String> {
+    let pinned = "jsonpath={range .items[*]}{.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchFields[0].values[0]}={.metadata.deletionTimestamp} {end}";
+    get(c, &["get", "pods", "-l", "app=agent", "-o", pinned])
+        .split_whitespace()
+        .filter_map(|pair| pair.strip_suffix('='))
+        .map(str::to_string)
+        .collect()
 }

@@ -81,7 +81,14 @@ impl Cluster {
             .arg("127.0.0.1")
             .args(&self.extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            // A file, not a pipe: a pipe nobody reads fills up and blocks the server's logging.
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.path().join("server.log"))
+                    .unwrap(),
+            )
             .spawn()
             .unwrap();
         self.child = Some(child);
@@ -91,12 +98,8 @@ impl Cluster {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                let mut err = String::new();
-                std::io::Read::read_to_string(
-                    self.child.as_mut().unwrap().stderr.as_mut().unwrap(),
-                    &mut err,
-                )
-                .unwrap();
+                let err =
+                    std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
                 panic!("rudder server exited with {status}: {err}");
             }
             assert!(
@@ -187,6 +190,16 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // A failed test shows the end of the server's log.
+        if std::thread::panicking() {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "--- the last lines of the server's log ---\n{}",
+                lines[lines.len().saturating_sub(80)..].join("\n")
+            );
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
