@@ -29,7 +29,7 @@ use crate::endpoints::{
     HEADLESS_LABEL, STALE_RETRY, families, find_port, hostname, is_headless, pod_ips, publishable,
     published, selected, services_of, stale, target_ref,
 };
-use crate::expectations::{Expectations, Seen};
+use crate::expectations::Expectations;
 use crate::runtime::{self, Informers, Shared};
 use crate::serviceaccount::namespace_terminating;
 
@@ -154,29 +154,12 @@ pub(crate) fn seen_own_changes(
     key: &str,
     ns: &str,
 ) -> bool {
-    expectations.satisfied(
-        key,
-        |created| {
-            let name = created.rsplit('/').next().unwrap_or(created);
-            seen(slices.get(&ObjectRef::new(name).within(ns)).as_deref())
-        },
-        |uid| {
-            let all = slices.state();
-            seen(
-                all.iter()
-                    .map(Arc::as_ref)
-                    .find(|s| s.uid().as_deref() == Some(uid)),
-            )
-        },
-    )
-}
-
-fn seen(slice: Option<&EndpointSlice>) -> Seen {
-    match slice {
-        None => Seen::Absent,
-        Some(s) if s.metadata.deletion_timestamp.is_some() => Seen::Terminating,
-        Some(_) => Seen::Alive,
-    }
+    let in_ns: Vec<Arc<EndpointSlice>> = slices
+        .state()
+        .into_iter()
+        .filter(|s| s.metadata.namespace.as_deref() == Some(ns))
+        .collect();
+    expectations.satisfied_by(key, &in_ns)
 }
 
 /// The slices in `ns` labelled for Service `name` and managed by `controller`, by name,

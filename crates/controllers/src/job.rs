@@ -48,7 +48,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::{Value, json};
 
 use crate::events::{Recorder, Type, reference};
-use crate::expectations::{Expectations, Seen};
+use crate::expectations::Expectations;
 use crate::pods;
 use crate::runtime::{self, Informers, Result, Shared};
 
@@ -1291,17 +1291,8 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
         .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
         .collect();
     let (satisfied, removing) = {
-        let by_name: HashMap<String, &Arc<Pod>> =
-            in_ns.iter().map(|p| (pods::key(&p.metadata), p)).collect();
         let by_uid: HashMap<&str, &Arc<Pod>> = in_ns.iter().map(|p| (uid(p), p)).collect();
-        let seen = |p: Option<&&Arc<Pod>>| match p {
-            None => Seen::Absent,
-            Some(p) if p.metadata.deletion_timestamp.is_some() => Seen::Terminating,
-            Some(_) => Seen::Alive,
-        };
-        let satisfied =
-            ctx.expectations
-                .satisfied(&key, |n| seen(by_name.get(n)), |u| seen(by_uid.get(u)));
+        let satisfied = ctx.expectations.satisfied_by(&key, &in_ns);
         let removing = ctx
             .removals
             .pending(&key, |u| by_uid.get(u).is_some_and(|p| tracked(p)));
