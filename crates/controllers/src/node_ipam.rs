@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
 
 use crate::runtime::{self, Error, Informers, Result, Shared};
@@ -118,13 +118,17 @@ pub(crate) fn start(shared: &Shared, informers: &mut Informers) -> BoxFuture<'st
     runtime::run("node-ipam-controller", controller, shared, ctx, reconcile)
 }
 
-async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action> {
-    if node
-        .spec
+fn has_cidr(node: &Node) -> bool {
+    node.spec
         .as_ref()
         .and_then(|s| s.pod_cidr.as_deref())
         .is_some_and(|c| !c.is_empty())
-    {
+}
+
+async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action> {
+    // The event that triggered this may be older than the cache: read the node from there.
+    let node = ctx.nodes.get(&ObjectRef::from_obj(&*node)).unwrap_or(node);
+    if has_cidr(&node) {
         return Ok(Action::await_change());
     }
     let name = node.name_any();
@@ -136,8 +140,12 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action> {
             .iter()
             .filter_map(|n| ctx.blocks.index_of(n.spec.as_ref()?.pod_cidr.as_deref()?))
             .collect();
-        // Given ones stay taken until the cache shows them.
-        given.retain(|_, i| !used.contains(i));
+        // Given ones stay taken until the cache shows their node with a block (or gone).
+        given.retain(|n, _| {
+            ctx.nodes
+                .get(&ObjectRef::new(n))
+                .is_some_and(|n| !has_cidr(&n))
+        });
         match given.get(&name) {
             Some(i) => ctx.blocks.block(*i),
             None => {

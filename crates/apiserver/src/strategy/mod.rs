@@ -459,6 +459,18 @@ pub fn validate_update(
             }
         }
         ("", "namespaces") => errs.extend(namespace_finalizers(new)),
+        // A node's pod CIDRs go from none to some, and then stay.
+        ("", "nodes")
+            if old["spec"]["podCIDRs"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+                && old["spec"]["podCIDRs"] != new["spec"]["podCIDRs"] =>
+        {
+            errs.push(FieldError::forbidden(
+                "spec.podCIDRs",
+                "node updates may not change podCIDR except from \"\" to valid",
+            ))
+        }
         ("certificates.k8s.io", "certificatesigningrequests") => {
             errs.extend(csr::validate_update(old, new, sub == Some("approval")))
         }
@@ -568,5 +580,19 @@ mod tests {
         assert!(validate_update(p, &pod, &changed, None).is_empty());
         changed["spec"]["restartPolicy"] = json!("Never");
         assert_eq!(validate_update(p, &pod, &changed, None).len(), 1);
+    }
+
+    #[test]
+    fn a_node_keeps_its_pod_cidr_once_given() {
+        let nodes = find("", "v1", "nodes").unwrap();
+        let bare = json!({"metadata": {"name": "n"}, "spec": {}});
+        let given = json!({"metadata": {"name": "n"},
+            "spec": {"podCIDR": "10.42.0.0/24", "podCIDRs": ["10.42.0.0/24"]}});
+        assert!(validate_update(nodes, &bare, &given, None).is_empty());
+        let mut other = given.clone();
+        other["spec"] = json!({"podCIDR": "10.42.2.0/24", "podCIDRs": ["10.42.2.0/24"]});
+        let errs = validate_update(nodes, &given, &other, None);
+        assert_eq!(errs.len(), 1);
+        assert!(validate_update(nodes, &given, &given, None).is_empty());
     }
 }
