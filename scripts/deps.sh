@@ -9,6 +9,12 @@ declare -A NEEDED=(
   [protoc]=protobuf-compiler   # etcd-client's build compiles etcd's protobuf files
   [etcd]=etcd-server           # the etcd backend's tests run a real etcd
   [python3]=python3            # the Python client's end-to-end test
+  [docker-registry]=docker-registry  # image pulls are tested against a real registry
+  [skopeo]=skopeo              # pushes test images to that registry
+  [busybox]=busybox-static     # the test image's only binary (statically linked)
+  [runc]=runc                  # the node agent's OCI runtime
+  [iptables]=iptables          # the CNI bridge plugin masquerades pod traffic, portmap maps host ports
+  [ip]=iproute2                # rudder reset deletes the pod bridge
 )
 
 missing_packages() {
@@ -16,6 +22,8 @@ missing_packages() {
   for cmd in "${!NEEDED[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || pkgs+=("${NEEDED[$cmd]}")
   done
+  # The pod network's CNI plugins (bridge, host-local, loopback, portmap).
+  [ -x /usr/lib/cni/bridge ] || pkgs+=(containernetworking-plugins)
   echo "${pkgs[@]:-}"
 }
 

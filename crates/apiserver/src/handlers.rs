@@ -34,6 +34,8 @@ pub struct App {
     pub tokens: Tokens,
     /// `host:port` clients reach the server at, for `/api`.
     pub address: String,
+    /// How `pods/log` reaches node agents.
+    pub kubelet: crate::podlogs::KubeletClient,
 }
 
 /// What the TLS layer learned about the connection.
@@ -755,6 +757,9 @@ async fn resource(
             ok(
                 json!({"kind": sv.asked.list_kind(), "apiVersion": sv.asked.api_version(), "metadata": {"resourceVersion": list.revision.to_string()}, "items": deleted}),
             )
+        }
+        ("get", Some("log")) => {
+            crate::podlogs::logs(reg, &app.kubelet, ns.unwrap_or("default"), &name, &query).await
         }
         (verb, Some(sub)) if ["log", "exec", "attach", "portforward"].contains(&sub) => {
             Err(Status::new(

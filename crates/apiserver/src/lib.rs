@@ -3,9 +3,10 @@
 //! It owns the HTTPS endpoint (TLS with client certificates and bearer tokens), discovery,
 //! the REST semantics of every built-in resource over the revisioned store (create, get,
 //! list with selectors and pagination, watch, update, the three patch types, graceful delete
-//! with finalizers, the status, scale and binding subresources, dry-run), and server-side
-//! tables. It depends on `api` (what the API means) and `store` (where objects live); it must
-//! not run controllers or touch the host. Other components reach it only through the API.
+//! with finalizers, the status, scale and binding subresources, dry-run), server-side
+//! tables, and `pods/log`, which it streams from the node agent running the pod ([`podlogs`]).
+//! It depends on `api` (what the API means) and `store` (where objects live); it must not run
+//! controllers or touch the host. Other components reach it only through the API.
 //!
 //! Where to start reading: [`server::start`] (start-up and the TLS listener), then
 //! [`handlers::api`] (one request's path), then [`registry::Registry`] (the generic REST store,
@@ -22,6 +23,7 @@ pub mod fieldcheck;
 pub mod handlers;
 pub mod object;
 pub mod pki;
+pub mod podlogs;
 pub mod registry;
 pub mod server;
 pub mod strategy;

@@ -186,6 +186,58 @@ pub fn client_cert(
     Ok((cert.pem(), key.serialize_pem()))
 }
 
+/// A node's credentials, signed by the cluster CA: a client certificate for the API
+/// (CN `system:node:<name>`, O `system:nodes`) and a serving certificate for its agent's
+/// HTTPS endpoint, valid for `sans`. All PEM.
+#[derive(Clone)]
+pub struct NodeCredentials {
+    /// The cluster CA certificate.
+    pub ca_cert: String,
+    /// The client certificate.
+    pub client_cert: String,
+    /// The client key.
+    pub client_key: String,
+    /// The serving certificate.
+    pub serving_cert: String,
+    /// The serving key.
+    pub serving_key: String,
+}
+
+/// Issues node `name`'s credentials with the CA kept in `dir` (as [`ensure`] made it).
+pub fn node_credentials(dir: &Path, name: &str, sans: &[String]) -> Result<NodeCredentials, Error> {
+    let (Some(ca_cert), Some(ca_key)) = (read(&dir.join("ca.crt"))?, read(&dir.join("ca.key"))?)
+    else {
+        return Err(Error::Io {
+            path: dir.join("ca.key"),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no cluster CA"),
+        });
+    };
+    let key = KeyPair::from_pem(&ca_key).map_err(cert_err("CA key"))?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_cert, &key).map_err(cert_err("CA"))?;
+    let (client_cert, client_key) =
+        client_cert(&issuer, &format!("system:node:{name}"), &["system:nodes"])?;
+    let serving_key = KeyPair::generate().map_err(cert_err("node serving key"))?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = subject(&format!("system:node:{name}"), Some("system:nodes"));
+    params.subject_alt_names = sans.iter().map(|s| san(s)).collect();
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let serving_cert = params
+        .signed_by(&serving_key, &issuer)
+        .map_err(cert_err("node serving"))?
+        .pem();
+    Ok(NodeCredentials {
+        ca_cert,
+        client_cert,
+        client_key,
+        serving_cert,
+        serving_key: serving_key.serialize_pem(),
+    })
+}
+
 /// The admin kubeconfig for a server at `url` (e.g. `https://127.0.0.1:6443`).
 pub fn kubeconfig(pki: &Pki, url: &str) -> String {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
@@ -227,6 +279,36 @@ pub fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
     write(path, contents, true)
 }
 
+/// The API server's client certificate for node agents (CN `kube-apiserver-kubelet-client`,
+/// O `system:masters`), signed by the CA kept in `dir` (as [`ensure`] made it): created once as
+/// `kubelet-client.crt` and `kubelet-client.key`, reused after. Returns (certificate, key) PEM.
+pub fn kubelet_client(dir: &Path) -> Result<(String, String), Error> {
+    let (cert_path, key_path) = (
+        dir.join("kubelet-client.crt"),
+        dir.join("kubelet-client.key"),
+    );
+    if let (Some(cert), Some(key)) = (read(&cert_path)?, read(&key_path)?) {
+        return Ok((cert, key));
+    }
+    let (Some(ca_cert), Some(ca_key)) = (read(&dir.join("ca.crt"))?, read(&dir.join("ca.key"))?)
+    else {
+        return Err(Error::Io {
+            path: dir.join("ca.key"),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no cluster CA"),
+        });
+    };
+    let ca_key = KeyPair::from_pem(&ca_key).map_err(cert_err("CA key"))?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_cert, &ca_key).map_err(cert_err("CA"))?;
+    let (cert, key) = client_cert(
+        &issuer,
+        "kube-apiserver-kubelet-client",
+        &["system:masters"],
+    )?;
+    write(&key_path, &key, true)?;
+    write(&cert_path, &cert, false)?;
+    Ok((cert, key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,5 +330,19 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let kc = kubeconfig(&first, "https://127.0.0.1:6443");
         assert!(kc.contains("server: https://127.0.0.1:6443"));
+    }
+
+    #[test]
+    fn the_kubelet_client_certificate_is_made_once() {
+        use rustls::pki_types::pem::PemObject;
+        let dir = tempfile::tempdir().unwrap();
+        assert!(kubelet_client(dir.path()).is_err(), "no CA yet");
+        ensure(dir.path(), &["localhost".to_string()]).unwrap();
+        let (cert, key) = kubelet_client(dir.path()).unwrap();
+        assert_eq!(kubelet_client(dir.path()).unwrap(), (cert.clone(), key));
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+        let who = crate::authn::from_certificate(&der).unwrap();
+        assert_eq!(who.user, "kube-apiserver-kubelet-client");
+        assert!(who.groups.contains(&"system:masters".to_string()));
     }
 }

@@ -766,6 +766,19 @@ impl Registry {
                     _ => {
                         let mut new = current.clone();
                         new["spec"]["nodeName"] = json!(node);
+                        // As upstream's binding: the pod is scheduled.
+                        let scheduled = json!({"type": "PodScheduled", "status": "True",
+                            "lastProbeTime": null, "lastTransitionTime": now()});
+                        let status = &mut new["status"];
+                        let mut conditions: Vec<Value> = status["conditions"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter(|c| c["type"] != "PodScheduled")
+                            .collect();
+                        conditions.push(scheduled);
+                        status["conditions"] = json!(conditions);
                         Ok(new)
                     }
                 }

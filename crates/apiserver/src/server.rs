@@ -21,7 +21,7 @@ use tower::ServiceExt;
 use crate::authn::{self, Tokens};
 use crate::handlers::{self, App, Connection, json_response};
 use crate::registry::Registry;
-use crate::{bootstrap, pki};
+use crate::{bootstrap, pki, podlogs};
 
 /// The Kubernetes version Rudder's API reports.
 pub const KUBERNETES_VERSION: &str = "v1.33.0";
@@ -116,6 +116,9 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     sans.extend(config.tls_sans.iter().cloned());
     sans.dedup();
     let pki = pki::ensure(&config.data_dir.join("tls"), &sans)?;
+    let (kubelet_cert, kubelet_key) = pki::kubelet_client(&config.data_dir.join("tls"))?;
+    let kubelet = podlogs::KubeletClient::new(&pki.ca_cert, &kubelet_cert, &kubelet_key)
+        .map_err(Error::Other)?;
 
     let tokens = match &config.token_auth_file {
         Some(path) => Tokens::load(path).map_err(Error::Other)?,
@@ -153,6 +156,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     let app = Arc::new(App {
         registry,
         tokens,
+        kubelet,
         address: format!(
             "{}:{}",
             if config.bind_address.is_unspecified() {

@@ -26,8 +26,17 @@ pub(crate) enum Command {
     /// Run simulated nodes (like KWOK): Node objects, leases and pods that turn Running, with
     /// no containers, for testing the control plane at scale.
     Simulate(SimulateArgs),
+    /// Run a node agent (kubelet): register this host as a Node and run its pods as
+    /// containers.
+    Agent(AgentCommandArgs),
+    /// Stop every container an agent started from a data directory and remove its mounts,
+    /// cgroups, network namespaces and pod bridge (like k3s' killall script).
+    Reset(ResetArgs),
     /// Measure a component's performance and print a table (or JSON).
     Bench(Bench),
+    /// The per-container monitor the agent starts (not for direct use).
+    #[command(hide = true)]
+    Shim(ShimArgs),
 }
 
 /// Options of `rudder scheduler`.
@@ -420,10 +429,103 @@ pub(crate) struct ServerArgs {
     #[arg(long)]
     pub(crate) scheduler_metrics_bind_address: Option<std::net::SocketAddr>,
 
-    /// Do not run a node agent for this host. This version has no node agent yet, so none
-    /// runs either way; the flag is accepted for k3s-style scripts.
+    /// Do not run a node agent for this host (pods then run only on other nodes, or on
+    /// simulated ones).
     #[arg(long)]
     pub(crate) disable_agent: bool,
+
+    #[command(flatten)]
+    pub(crate) agent: AgentArgs,
+}
+
+/// How a node agent runs its host's pods (`rudder server` and `rudder agent`).
+#[derive(Debug, Args)]
+pub(crate) struct AgentArgs {
+    /// The Node's name [default: the host name].
+    #[arg(long)]
+    pub(crate) node_name: Option<String>,
+
+    /// The node's address [default: the server's bind address, or the address of the
+    /// host's default route].
+    #[arg(long)]
+    pub(crate) node_ip: Option<std::net::IpAddr>,
+
+    /// The port of the agent's HTTPS endpoint (logs), as the kubelet's.
+    #[arg(long, default_value_t = agent::DEFAULT_PORT)]
+    pub(crate) kubelet_port: u16,
+
+    /// Where container logs go.
+    #[arg(long, default_value = "/var/log/pods")]
+    pub(crate) pod_log_dir: std::path::PathBuf,
+
+    /// The OCI runtime: runc, crun or a path [default: crun on cgroup v2 when installed,
+    /// else runc].
+    #[arg(long)]
+    pub(crate) runtime: Option<String>,
+
+    /// The name of the node's pod bridge.
+    #[arg(long, default_value = agent::DEFAULT_BRIDGE)]
+    pub(crate) bridge: String,
+
+    /// The node's pod address range, when no node-IPAM controller assigns one.
+    #[arg(long)]
+    pub(crate) pod_cidr: Option<String>,
+
+    /// A k3s-style registries.yaml: mirrors, credentials, plain-HTTP registries.
+    #[arg(long)]
+    pub(crate) private_registry: Option<std::path::PathBuf>,
+}
+
+/// Options of `rudder agent`.
+#[derive(Debug, Args)]
+pub(crate) struct AgentCommandArgs {
+    /// The kubeconfig to reach the API server with (a node's credentials).
+    #[arg(long)]
+    pub(crate) kubeconfig: std::path::PathBuf,
+
+    /// Where the agent keeps containers, images and pod state
+    /// [default: /var/lib/rudder/agent].
+    #[arg(long, default_value = "/var/lib/rudder/agent")]
+    pub(crate) data_dir: std::path::PathBuf,
+
+    #[command(flatten)]
+    pub(crate) agent: AgentArgs,
+}
+
+/// Options of `rudder reset`.
+#[derive(Debug, Args)]
+pub(crate) struct ResetArgs {
+    /// The agent's data directory: `<server data dir>/agent` for `rudder server`'s agent
+    /// [default: /var/lib/rudder/agent].
+    #[arg(long, default_value = "/var/lib/rudder/agent")]
+    pub(crate) data_dir: std::path::PathBuf,
+
+    /// The node's pod bridge, deleted.
+    #[arg(long, default_value = agent::DEFAULT_BRIDGE)]
+    pub(crate) bridge: String,
+}
+
+/// Options of the container monitor (`rudder shim`), which the agent starts itself.
+#[derive(Debug, Args)]
+pub(crate) struct ShimArgs {
+    /// The OCI runtime binary.
+    #[arg(long)]
+    pub(crate) runtime: std::path::PathBuf,
+    /// Its state directory.
+    #[arg(long)]
+    pub(crate) root: std::path::PathBuf,
+    /// The container id.
+    #[arg(long)]
+    pub(crate) id: String,
+    /// The OCI bundle.
+    #[arg(long)]
+    pub(crate) bundle: std::path::PathBuf,
+    /// The CRI log file.
+    #[arg(long)]
+    pub(crate) log: std::path::PathBuf,
+    /// Where the exit status is written.
+    #[arg(long)]
+    pub(crate) exit_file: std::path::PathBuf,
 }
 
 /// Parses `90s`, `5m`, `1h` or a plain number of seconds.

@@ -20,6 +20,21 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // The container monitor is a small synchronous process: no async runtime.
+    let args = match args.command {
+        cli::Command::Shim(a) => {
+            let code = runtime::shim::main(runtime::shim::Args {
+                runtime: a.runtime,
+                root: a.root,
+                id: a.id,
+                bundle: a.bundle,
+                log: a.log,
+                exit_file: a.exit_file,
+            });
+            return std::process::ExitCode::from(code as u8);
+        }
+        command => cli::Cli { command, ..args },
+    };
     // One runtime for the whole process.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -95,6 +110,18 @@ fn main() -> std::process::ExitCode {
                 };
                 simulator::run_with(client, sim, behaviour, shutdown()).await
             }
+            cli::Command::Agent(opts) => {
+                let client = client::from_kubeconfig(&opts.kubeconfig).await?;
+                let config = server::agent_config(&opts.agent, opts.data_dir, None, false, None)?;
+                agent::run(client, config, shutdown()).await
+            }
+            cli::Command::Reset(opts) => {
+                for line in agent::reset(&opts.data_dir, &opts.bridge).await? {
+                    println!("{line}");
+                }
+                Ok(())
+            }
+            cli::Command::Shim(_) => unreachable!("handled before the runtime starts"),
             cli::Command::Bench(bench) => match bench.target {
                 cli::BenchTarget::Store(opts) => bench::store::run(opts).await,
                 cli::BenchTarget::Api(opts) => bench::api::run(opts).await,

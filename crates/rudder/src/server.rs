@@ -6,18 +6,80 @@ use crate::cli::ServerArgs;
 
 /// The default data directory: `/var/lib/rudder` for root, else `~/.local/share/rudder`.
 fn default_data_dir() -> std::path::PathBuf {
-    let root = std::fs::read_to_string("/proc/self/status")
+    let root = is_root();
+    match std::env::var_os("HOME") {
+        Some(home) if !root => std::path::Path::new(&home).join(".local/share/rudder"),
+        _ => "/var/lib/rudder".into(),
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
                 .find(|l| l.starts_with("Uid:"))
                 .map(|l| l.split_whitespace().nth(1) == Some("0"))
         })
-        .unwrap_or(false);
-    match std::env::var_os("HOME") {
-        Some(home) if !root => std::path::Path::new(&home).join(".local/share/rudder"),
-        _ => "/var/lib/rudder".into(),
-    }
+        .unwrap_or(false)
+}
+
+/// The source address the host uses towards the outside (its default route), if any.
+fn default_route_ip() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    socket.local_addr().ok().map(|a| a.ip())
+}
+
+/// The agent's configuration from its flags.
+pub(crate) fn agent_config(
+    args: &crate::cli::AgentArgs,
+    data_dir: std::path::PathBuf,
+    node_ip: Option<std::net::IpAddr>,
+    control_plane: bool,
+    tls: Option<(String, String, String)>,
+) -> Result<agent::Config> {
+    let node_name = match &args.node_name {
+        Some(n) => n.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .context("reading the host name (or pass --node-name)")?
+            .trim()
+            .to_lowercase(),
+    };
+    let node_ip = match args.node_ip.or(node_ip) {
+        Some(ip) => ip,
+        None => default_route_ip().context("finding the node's address (pass --node-ip)")?,
+    };
+    let registries = match &args.private_registry {
+        Some(p) => image::Registries::load(p)?,
+        None => Default::default(),
+    };
+    Ok(agent::Config {
+        node_name,
+        data_dir,
+        pod_log_dir: args.pod_log_dir.clone(),
+        runtime: args.runtime.clone(),
+        node_ip,
+        port: args.kubelet_port,
+        bridge: args.bridge.clone(),
+        pod_cidr: args.pod_cidr.clone(),
+        control_plane,
+        max_pods: 110,
+        registries,
+        tls,
+    })
+}
+
+/// A kubeconfig with a node's client certificate.
+fn node_kubeconfig(creds: &apiserver::pki::NodeCredentials, url: &str) -> String {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: rudder\n  cluster:\n    server: {url}\n    certificate-authority-data: {}\nusers:\n- name: node\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: node\n  context:\n    cluster: rudder\n    user: node\ncurrent-context: node\n",
+        b64(&creds.ca_cert),
+        b64(&creds.client_cert),
+        b64(&creds.client_key)
+    )
 }
 
 pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
@@ -42,14 +104,62 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
         server.address.port(),
         server.kubeconfig.display()
     );
-    if !opts.disable_agent {
-        tracing::info!(
-            "no node agent in this version: pods are scheduled but run only on simulated nodes (rudder simulate)"
-        );
-    }
     // The control-plane components are API clients of this server, as upstream's are.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut components = Vec::new();
+    if opts.disable_agent {
+        tracing::info!("no node agent (--disable-agent): pods run on other nodes only");
+    } else if !is_root() {
+        tracing::warn!(
+            "no node agent: running containers needs root (run as root, or pass --disable-agent to silence this)"
+        );
+    } else {
+        let node_ip = opts.agent.node_ip.unwrap_or_else(|| {
+            if opts.bind_address.is_unspecified() {
+                default_route_ip().unwrap_or(opts.bind_address)
+            } else {
+                opts.bind_address
+            }
+        });
+        let config = agent_config(
+            &opts.agent,
+            data_dir.join("agent"),
+            Some(node_ip),
+            true,
+            None,
+        )?;
+        let mut sans = vec![
+            config.node_name.clone(),
+            node_ip.to_string(),
+            "localhost".to_string(),
+        ];
+        sans.dedup();
+        let creds =
+            apiserver::pki::node_credentials(&data_dir.join("tls"), &config.node_name, &sans)
+                .context("issuing the node agent's certificates")?;
+        let kubeconfig = data_dir.join("agent").join("kubeconfig.yaml");
+        apiserver::pki::write_private(
+            &kubeconfig,
+            &node_kubeconfig(
+                &creds,
+                &format!("https://127.0.0.1:{}", server.address.port()),
+            ),
+        )?;
+        let client = crate::client::from_kubeconfig(&kubeconfig).await?;
+        let config = agent::Config {
+            tls: Some((creds.ca_cert, creds.serving_cert, creds.serving_key)),
+            ..config
+        };
+        let mut stopped = stopped.clone();
+        components.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.changed().await;
+            };
+            if let Err(e) = agent::run(client, config, shutdown).await {
+                tracing::error!("the node agent stopped: {e:#}");
+            }
+        }));
+    }
     if !opts.disable_scheduler {
         let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;
         let metrics = std::sync::Arc::new(scheduler::metrics::Metrics::default());

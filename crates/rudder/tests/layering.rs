@@ -20,10 +20,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("simulator", &["api"]),
     ("proxy", &["api"]),
     ("dns", &["api"]),
-    ("agent", &["api", "oci", "net", "sys"]),
-    ("oci", &["sys"]),
-    ("net", &["sys"]),
-    ("sys", &[]),
+    ("agent", &["api", "image", "runtime"]),
+    // Images (registry, layers) and the host side of containers (runc, namespaces, CNI).
+    ("image", &[]),
+    ("runtime", &[]),
     ("rudder", &["*"]),
 ];
 

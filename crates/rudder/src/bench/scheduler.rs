@@ -107,7 +107,12 @@ pub(crate) async fn run(opts: SchedulerBench) -> Result<()> {
         }
     };
     // The scheduler alone: the controllers would only add their own load.
-    let server = start_server(&["--disable-scheduler", "--disable-controller-manager"]).await?;
+    let server = start_server(&[
+        "--disable-scheduler",
+        "--disable-controller-manager",
+        "--disable-agent",
+    ])
+    .await?;
     let client = crate::client::from_kubeconfig(&server.kubeconfig()).await?;
 
     progress("registering simulated nodes");

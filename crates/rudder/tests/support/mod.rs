@@ -14,6 +14,8 @@ pub struct Cluster {
     pub port: u16,
     child: Option<Child>,
     extra: Vec<String>,
+    /// The node agent's pod bridge, when the server runs an agent.
+    bridge: Option<String>,
 }
 
 pub fn free_port() -> u16 {
@@ -59,15 +61,58 @@ impl Run {
 
 impl Cluster {
     /// Starts a server with the given extra flags and waits until it is ready.
+    /// Without a node agent: pods run on simulated nodes only.
     pub fn start(extra: &[&str]) -> Cluster {
         let mut c = Cluster {
             dir: tempfile::tempdir().unwrap(),
             port: free_port(),
             child: None,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra: std::iter::once("--disable-agent")
+                .chain(extra.iter().copied())
+                .map(str::to_string)
+                .collect(),
+            bridge: None,
         };
         c.spawn();
         c
+    }
+
+    /// With the node agent (as root): node `node`, its own pod bridge and pod network
+    /// `10.<net>.0.0/16` (distinct per test, so that tests running at once do not meet),
+    /// logs under the data directory. `rudder reset` cleans the host up when dropped.
+    pub fn start_with_agent(node: &str, net: u8, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let bridge = format!("rdt{net}");
+        let mut args: Vec<String> = [
+            "--node-name",
+            node,
+            "--bridge",
+            &bridge,
+            "--cluster-cidr",
+            &format!("10.{net}.0.0/16"),
+            "--kubelet-port",
+            &free_port().to_string(),
+            "--pod-log-dir",
+            &dir.path().join("pod-logs").display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut c = Cluster {
+            dir,
+            port: free_port(),
+            child: None,
+            extra: args,
+            bridge: Some(bridge),
+        };
+        c.spawn();
+        c
+    }
+
+    /// The node agent's data directory.
+    pub fn agent_dir(&self) -> PathBuf {
+        self.dir.path().join("agent")
     }
 
     fn spawn(&mut self) {
@@ -203,6 +248,16 @@ impl Drop for Cluster {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(bridge) = &self.bridge {
+            let _ = Command::new(env!("CARGO_BIN_EXE_rudder"))
+                .arg("reset")
+                .arg("--data-dir")
+                .arg(self.agent_dir())
+                .arg("--bridge")
+                .arg(bridge)
+                .stdout(Stdio::null())
+                .status();
         }
     }
 }

@@ -1,0 +1,306 @@
+//! A container's environment as the kubelet builds it: the image's variables, then
+//! `envFrom`, then `env` (literals with `$(VAR)` expansion, and `valueFrom` config map and
+//! secret keys, downward-API fields and resource fields). A missing source is a
+//! `CreateContainerConfigError` with upstream's message.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube::ResourceExt;
+use kube::api::Api;
+
+/// The config maps and secrets of a namespace, read as needed.
+pub(crate) struct Sources {
+    client: kube::Client,
+    namespace: String,
+}
+
+impl Sources {
+    pub(crate) fn new(client: kube::Client, namespace: String) -> Sources {
+        Sources { client, namespace }
+    }
+
+    pub(crate) async fn config_map(
+        &self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, String> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+        match api.get_opt(name).await {
+            Ok(Some(cm)) => Ok(Some(cm.data.unwrap_or_default())),
+            Ok(None) => Ok(None),
+            Err(e) => Err(format!("reading configmap {name:?}: {e}")),
+        }
+    }
+
+    pub(crate) async fn secret(
+        &self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        match api.get_opt(name).await {
+            Ok(Some(s)) => {
+                let mut out: BTreeMap<String, Vec<u8>> = s
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect();
+                for (k, v) in s.string_data.unwrap_or_default() {
+                    out.insert(k, v.into_bytes());
+                }
+                Ok(Some(out))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(format!("reading secret {name:?}: {e}")),
+        }
+    }
+}
+
+/// Expands `$(VAR)` references from `vars`; `$$` escapes; unknown references stay as written.
+pub(crate) fn expand(s: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' && i + 1 < b.len() {
+            if b[i + 1] == b'$' {
+                out.push('$');
+                i += 2;
+                continue;
+            }
+            if b[i + 1] == b'('
+                && let Some(end) = s[i + 2..].find(')')
+            {
+                let name = &s[i + 2..i + 2 + end];
+                match vars.get(name) {
+                    Some(v) => out.push_str(v),
+                    None => out.push_str(&s[i..i + 3 + end]),
+                }
+                i += 3 + end;
+                continue;
+            }
+        }
+        let ch = s[i..].chars().next().unwrap_or('\0');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+/// A downward-API field of the pod (`metadata.name`, `status.podIP`, ...).
+pub(crate) fn field(pod: &Pod, path: &str, pod_ip: &str, host_ip: &str) -> Result<String, String> {
+    let label = |p: &str, map: &BTreeMap<String, String>| {
+        let key = p
+            .trim_end_matches(['\'', ']'])
+            .rsplit(['\'', '['])
+            .next()
+            .unwrap_or("");
+        map.get(key).cloned().unwrap_or_default()
+    };
+    Ok(match path {
+        "metadata.name" => pod.name_any(),
+        "metadata.namespace" => pod.namespace().unwrap_or_default(),
+        "metadata.uid" => pod.uid().unwrap_or_default(),
+        "spec.nodeName" => pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default(),
+        "spec.serviceAccountName" => pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        "status.podIP" | "status.podIPs" => pod_ip.to_string(),
+        "status.hostIP" | "status.hostIPs" => host_ip.to_string(),
+        "metadata.labels" => format_map(pod.labels()),
+        "metadata.annotations" => format_map(pod.annotations()),
+        p if p.starts_with("metadata.labels[") => label(p, pod.labels()),
+        p if p.starts_with("metadata.annotations[") => label(p, pod.annotations()),
+        other => return Err(format!("unsupported fieldRef {other:?}")),
+    })
+}
+
+/// `key="value"` lines, as the downward API writes labels and annotations.
+pub(crate) fn format_map(map: &BTreeMap<String, String>) -> String {
+    map.iter()
+        .map(|(k, v)| format!("{k}={}", serde_json::to_string(v).unwrap_or_default()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A resource field (`limits.memory`, `requests.cpu`, ...) of a container divided by the
+/// divisor and rounded up, as upstream does; a limit left unset reads as the node's capacity.
+fn resource_field(
+    c: &Container,
+    resource: &str,
+    divisor: Option<&str>,
+    node: (u64, u64),
+) -> String {
+    let (kind, name) = resource.split_once('.').unwrap_or(("limits", resource));
+    let res = c.resources.as_ref();
+    let q = match kind {
+        "requests" => res
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|m| m.get(name)),
+        _ => res
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|m| m.get(name)),
+    };
+    let milli = |s: &str| api::quantity::Quantity::parse(s).ok().map(|q| q.milli());
+    let value = q.and_then(|q| milli(&q.0)).unwrap_or(match name {
+        "cpu" => i128::from(node.0) * 1000,
+        _ => i128::from(node.1) * 1000,
+    });
+    let divisor = divisor.and_then(milli).filter(|d| *d > 0).unwrap_or(1000);
+    ((value + divisor - 1) / divisor).to_string()
+}
+
+/// Builds `NAME=value` pairs for container `c` of `pod`.
+pub(crate) async fn build(
+    pod: &Pod,
+    c: &Container,
+    image_env: &[String],
+    sources: &Sources,
+    pod_ip: &str,
+    host_ip: &str,
+    node: (u64, u64),
+) -> Result<Vec<String>, String> {
+    let mut vars: BTreeMap<String, String> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut set = |vars: &mut BTreeMap<String, String>, k: String, v: String| {
+        if !vars.contains_key(&k) {
+            order.push(k.clone());
+        }
+        vars.insert(k, v);
+    };
+    for kv in image_env {
+        if let Some((k, v)) = kv.split_once('=') {
+            set(&mut vars, k.into(), v.into());
+        }
+    }
+    set(&mut vars, "HOSTNAME".into(), pod.name_any());
+    for from in c.env_from.iter().flatten() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        if let Some(r) = &from.config_map_ref {
+            let optional = r.optional.unwrap_or(false);
+            match sources.config_map(&r.name).await? {
+                Some(data) => {
+                    for (k, v) in data {
+                        set(&mut vars, format!("{prefix}{k}"), v);
+                    }
+                }
+                None if optional => {}
+                None => return Err(format!("configmap {:?} not found", r.name)),
+            }
+        }
+        if let Some(r) = &from.secret_ref {
+            let optional = r.optional.unwrap_or(false);
+            match sources.secret(&r.name).await? {
+                Some(data) => {
+                    for (k, v) in data {
+                        set(
+                            &mut vars,
+                            format!("{prefix}{k}"),
+                            String::from_utf8_lossy(&v).into_owned(),
+                        );
+                    }
+                }
+                None if optional => {}
+                None => return Err(format!("secret {:?} not found", r.name)),
+            }
+        }
+    }
+    for e in c.env.iter().flatten() {
+        let value = if let Some(from) = &e.value_from {
+            if let Some(r) = &from.config_map_key_ref {
+                let optional = r.optional.unwrap_or(false);
+                match sources.config_map(&r.name).await? {
+                    Some(data) => match data.get(&r.key) {
+                        Some(v) => v.clone(),
+                        None if optional => continue,
+                        None => {
+                            return Err(format!(
+                                "couldn't find key {} in ConfigMap {}/{}",
+                                r.key,
+                                pod.namespace().unwrap_or_default(),
+                                r.name
+                            ));
+                        }
+                    },
+                    None if optional => continue,
+                    None => return Err(format!("configmap {:?} not found", r.name)),
+                }
+            } else if let Some(r) = &from.secret_key_ref {
+                let optional = r.optional.unwrap_or(false);
+                match sources.secret(&r.name).await? {
+                    Some(data) => match data.get(&r.key) {
+                        Some(v) => String::from_utf8_lossy(v).into_owned(),
+                        None if optional => continue,
+                        None => {
+                            return Err(format!(
+                                "couldn't find key {} in Secret {}/{}",
+                                r.key,
+                                pod.namespace().unwrap_or_default(),
+                                r.name
+                            ));
+                        }
+                    },
+                    None if optional => continue,
+                    None => return Err(format!("secret {:?} not found", r.name)),
+                }
+            } else if let Some(f) = &from.field_ref {
+                field(pod, &f.field_path, pod_ip, host_ip)?
+            } else if let Some(r) = &from.resource_field_ref {
+                let target = match &r.container_name {
+                    Some(n) if !n.is_empty() => pod
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.containers.iter().find(|x| &x.name == n))
+                        .unwrap_or(c),
+                    _ => c,
+                };
+                resource_field(
+                    target,
+                    &r.resource,
+                    r.divisor.as_ref().map(|d| d.0.as_str()),
+                    node,
+                )
+            } else {
+                String::new()
+            }
+        } else {
+            expand(e.value.as_deref().unwrap_or(""), &vars)
+        };
+        set(&mut vars, e.name.clone(), value);
+    }
+    Ok(order
+        .into_iter()
+        .map(|k| format!("{k}={}", vars[&k]))
+        .collect())
+}
+
+/// The variables a command may refer to, from a built environment.
+pub(crate) fn as_map(env: &[String]) -> BTreeMap<String, String> {
+    env.iter()
+        .filter_map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_expand_like_upstream() {
+        let vars = BTreeMap::from([("A".to_string(), "1".to_string())]);
+        assert_eq!(expand("x$(A)y", &vars), "x1y");
+        assert_eq!(expand("$(B)", &vars), "$(B)");
+        assert_eq!(expand("$$(A)", &vars), "$(A)");
+        assert_eq!(expand("cost $5", &vars), "cost $5");
+        assert_eq!(expand("é$(A", &vars), "é$(A");
+    }
+}

@@ -1,0 +1,250 @@
+//! The node agent, Rudder's kubelet: it registers its host as a Node, keeps the node's Lease
+//! and status fresh, and runs the pods bound to it as real containers through an OCI runtime
+//! (runc, or crun on cgroup v2), with a CNI network per pod and CRI-format log files that the
+//! API server reads through the agent's HTTPS endpoint.
+//!
+//! It owns everything under its data directory (`containers/`, `pods/`, `images/`, the
+//! runtime's state in `runtime/`, `cni/`) and the pod log directory. It talks to the control
+//! plane only through the Kubernetes API (a kube `Client`); host work (namespaces, mounts,
+//! cgroups, runc, CNI) goes through the `runtime` crate, images through the `image` crate.
+//!
+//! Start reading at [`run`], then `pods.rs` (one worker per pod: `PodState::sync`), then
+//! `status.rs` (what the pod's status says).
+
+mod containers;
+mod env;
+mod events;
+mod node;
+mod pods;
+mod probe;
+mod server;
+mod status;
+mod volumes;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The Node's name.
+    pub node_name: String,
+    /// Where the agent keeps its state.
+    pub data_dir: PathBuf,
+    /// Where container logs go (`/var/log/pods`).
+    pub pod_log_dir: PathBuf,
+    /// The OCI runtime to use (`runc`, `crun` or a path); chosen for the host when None.
+    pub runtime: Option<String>,
+    /// The node's address, as the control plane and other nodes reach it.
+    pub node_ip: IpAddr,
+    /// The port of the agent's HTTPS endpoint.
+    pub port: u16,
+    /// The name of the node's pod bridge.
+    pub bridge: String,
+    /// The pod address range when the control plane assigns none.
+    pub pod_cidr: Option<String>,
+    /// Whether this node runs the control plane (the control-plane role label).
+    pub control_plane: bool,
+    /// The most pods the node takes.
+    pub max_pods: u32,
+    /// Registry mirrors, credentials and plain-HTTP registries.
+    pub registries: image::Registries,
+    /// PEM: the cluster CA, the agent's serving certificate and key, for its HTTPS endpoint.
+    pub tls: Option<(String, String, String)>,
+}
+
+/// The names and defaults a user sees.
+pub const DEFAULT_BRIDGE: &str = "rudder0";
+/// The kubelet's port.
+pub const DEFAULT_PORT: u16 = 10250;
+
+fn dirs(config: &Config) -> Result<()> {
+    for d in ["containers", "pods", "images", "runtime", "cni/networks"] {
+        let p = config.data_dir.join(d);
+        std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+    }
+    std::fs::create_dir_all(&config.pod_log_dir)
+        .with_context(|| format!("creating {}", config.pod_log_dir.display()))?;
+    Ok(())
+}
+
+/// The CNI plugin directories searched, Debian's first.
+fn plugin_dirs() -> Vec<PathBuf> {
+    vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()]
+}
+
+/// Runs the agent until `shutdown` completes. Containers keep running when it stops; the
+/// next start picks them up again.
+pub async fn run(
+    client: kube::Client,
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let mode = runtime::cgroups::detect();
+    let binary = runtime::runc::choose(config.runtime.as_deref(), mode)?;
+    dirs(&config)?;
+    let runc = runtime::runc::Runc {
+        binary,
+        root: config.data_dir.join("runtime"),
+    };
+    let version = runc.version()?;
+    tracing::info!(
+        node = %config.node_name,
+        "node agent: OCI runtime {} ({version}) on {mode}",
+        runc.binary.display()
+    );
+    let semver = version
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or("unknown")
+        .to_string();
+    let host = node::Host::read(&config, format!("{}://{semver}", runc.name()));
+    let images = image::Store::open(&config.data_dir.join("images"))?;
+    node::register(&client, &config, &host).await?;
+    let config = Arc::new(config);
+    let heartbeat = tokio::spawn(node::heartbeat(
+        client.clone(),
+        config.clone(),
+        host.clone(),
+    ));
+    let subnet = match &config.pod_cidr {
+        Some(c) => c.clone(),
+        None => node::pod_cidr(&client, &config).await?,
+    };
+    let conflist = config.data_dir.join("cni/10-rudder.conflist");
+    let net = runtime::cni::default_config(
+        &config.bridge,
+        &subnet,
+        &config.data_dir.join("cni/networks"),
+    );
+    std::fs::write(&conflist, serde_json::to_vec_pretty(&net)?)
+        .with_context(|| format!("writing {}", conflist.display()))?;
+    tracing::info!(subnet, bridge = %config.bridge, "pod network: CNI configuration {}", conflist.display());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("MemTotal:")?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(0)
+        * 1024;
+    let ctx = Arc::new(pods::Ctx {
+        client: client.clone(),
+        config: config.clone(),
+        runc,
+        images,
+        network: runtime::cni::Network {
+            config: conflist,
+            plugin_dirs: plugin_dirs(),
+        },
+        events: events::Recorder::new(client.clone(), config.node_name.clone()),
+        exe: std::env::current_exe()
+            .context("finding the rudder binary for the container monitor")?,
+        capacity: (
+            std::thread::available_parallelism()
+                .map(|n| n.get() as u64)
+                .unwrap_or(1),
+            memory,
+        ),
+        running: Default::default(),
+    });
+    let endpoint = match &config.tls {
+        Some((ca, cert, key)) => {
+            let tls = server::tls_config(ca, cert, key)?;
+            let listener = tokio::net::TcpListener::bind((config.node_ip, config.port))
+                .await
+                .with_context(|| format!("listening on {}:{}", config.node_ip, config.port))?;
+            let running = ctx.clone();
+            let logs = server::Logs {
+                root: config.pod_log_dir.clone(),
+                running: Arc::new(move |ns: &str, pod: &str, c: &str| {
+                    running
+                        .running
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .contains(&(ns.to_string(), pod.to_string(), c.to_string()))
+                }),
+            };
+            Some(tokio::spawn(async move {
+                if let Err(e) = server::serve(listener, tls, logs).await {
+                    tracing::error!("the agent's HTTPS endpoint stopped: {e:#}");
+                }
+            }))
+        }
+        None => None,
+    };
+    tokio::select! {
+        _ = pods::run(ctx) => {}
+        _ = shutdown => {}
+    }
+    heartbeat.abort();
+    if let Some(e) = endpoint {
+        e.abort();
+    }
+    tracing::info!("node agent stopped; its containers keep running");
+    Ok(())
+}
+
+/// What `rudder reset` does for an agent's data directory: stops every container started
+/// from it, removes pod networks, namespaces, mounts and cgroups, and deletes `bridge`.
+pub async fn reset(data_dir: &Path, bridge: &str) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    let mode = runtime::cgroups::detect();
+    let runc = runtime::runc::Runc {
+        binary: runtime::runc::choose(None, mode).unwrap_or_else(|_| "runc".into()),
+        root: data_dir.join("runtime"),
+    };
+    for id in runc.list().await.unwrap_or_default() {
+        let _ = runc.kill(&id, "KILL").await;
+        let _ = runc.delete(&id).await;
+        done.push(format!("container {id} stopped"));
+    }
+    let network = runtime::cni::Network {
+        config: data_dir.join("cni/10-rudder.conflist"),
+        plugin_dirs: plugin_dirs(),
+    };
+    for e in std::fs::read_dir(data_dir.join("pods"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let uid = e.file_name().to_string_lossy().into_owned();
+        let net = e.path().join("ns/net");
+        if net.exists() {
+            let result = std::fs::read(e.path().join("sandbox.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .map(|v| v["cni_result"].clone());
+            let _ = network.del(&uid, &net, &[], result.as_ref()).await;
+        }
+        let _ = runtime::namespaces::remove(&e.path());
+        for qos in ["", "/burstable", "/besteffort"] {
+            runtime::cgroups::remove(&format!("/rudder{qos}/pod{uid}"));
+        }
+        done.push(format!("pod {uid} torn down"));
+    }
+    // The QoS parent groups go too once empty (other agents' pods keep theirs).
+    runtime::cgroups::remove("/rudder");
+    for m in runtime::rootfs::unmount_below(data_dir) {
+        done.push(format!("unmounted {}", m.display()));
+    }
+    let out = tokio::process::Command::new("ip")
+        .args(["link", "delete", bridge])
+        .output()
+        .await;
+    if out.is_ok_and(|o| o.status.success()) {
+        done.push(format!("bridge {bridge} deleted"));
+    }
+    let _ = std::fs::remove_dir_all(data_dir.join("containers"));
+    let _ = std::fs::remove_dir_all(data_dir.join("pods"));
+    let _ = std::fs::remove_dir_all(data_dir.join("cni/networks"));
+    Ok(done)
+}

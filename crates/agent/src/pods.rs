@@ -1,0 +1,1404 @@
+//! The pods bound to this node: a watch on `spec.nodeName=<node>` feeds one worker per pod,
+//! which brings the host in line with the pod (sandbox, init containers in order, then the
+//! app containers, restarts with back-off, probes) and reports what it sees in the pod's
+//! status, as the kubelet's pod workers do. Deleting a pod stops its containers within the
+//! grace period, then removes the object.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::watcher;
+use runtime::cni;
+use runtime::rootfs::Snapshot;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::Config;
+use crate::containers::{self, Meta, Record};
+use crate::env::Sources;
+use crate::events::Recorder;
+use crate::probe::Probes;
+
+/// How often a worker looks at its pod when nothing happens.
+const RESYNC: Duration = Duration::from_secs(1);
+/// The longest crash-loop back-off, and how long a container must run to reset it.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
+/// How often projected volumes are refreshed from their sources.
+const VOLUME_RESYNC: Duration = Duration::from_secs(10);
+
+/// What every worker shares.
+pub(crate) struct Ctx {
+    pub(crate) client: kube::Client,
+    pub(crate) config: Arc<Config>,
+    pub(crate) runc: runtime::runc::Runc,
+    pub(crate) images: image::Store,
+    pub(crate) network: cni::Network,
+    pub(crate) events: Recorder,
+    /// The binary that runs `shim`.
+    pub(crate) exe: PathBuf,
+    /// The node's cpus and memory bytes (for resource fields without a limit).
+    pub(crate) capacity: (u64, u64),
+    /// Running containers by (namespace, pod, container), for `kubectl logs -f`.
+    pub(crate) running: Mutex<HashSet<(String, String, String)>>,
+}
+
+impl Ctx {
+    fn data(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.data().join("pods").join(uid)
+    }
+}
+
+/// A pod's sandbox: its namespaces and address.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Sandbox {
+    ips: Vec<String>,
+    host_network: bool,
+    #[serde(default)]
+    cni_result: Option<Value>,
+    #[serde(default)]
+    ports: Vec<(u16, u16, String, Option<String>)>,
+}
+
+impl Sandbox {
+    fn ip(&self) -> &str {
+        self.ips.first().map(String::as_str).unwrap_or("")
+    }
+
+    fn port_mappings(&self) -> Vec<cni::PortMapping> {
+        self.ports
+            .iter()
+            .map(|(h, c, p, ip)| cni::PortMapping {
+                host_port: *h,
+                container_port: *c,
+                protocol: p.clone(),
+                host_ip: ip.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Why a container is not running, for its `waiting` state.
+#[derive(Debug, Clone, PartialEq)]
+struct Waiting {
+    reason: String,
+    message: Option<String>,
+}
+
+/// Image pulls that failed, by image, for ImagePullBackOff.
+#[derive(Debug, Clone)]
+struct PullFailure {
+    failures: u32,
+    until: Instant,
+    message: String,
+}
+
+/// One pod's worker state.
+struct PodState {
+    uid: String,
+    sandbox: Option<Sandbox>,
+    /// Every attempt of every container still on record, by container name, oldest first.
+    records: BTreeMap<String, Vec<Record>>,
+    waiting: BTreeMap<String, Waiting>,
+    pulls: HashMap<String, PullFailure>,
+    probes: Probes,
+    start_time: Option<Timestamp>,
+    last_status: Option<Value>,
+    finished: bool,
+    /// When the projected volumes (configMap, secret, downwardAPI) were last brought up to date.
+    volumes_synced: Option<Instant>,
+}
+
+fn spec_containers(pod: &Pod) -> (Vec<Container>, Vec<Container>) {
+    let spec = pod.spec.clone().unwrap_or_default();
+    (spec.init_containers.unwrap_or_default(), spec.containers)
+}
+
+fn restart_policy(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always")
+}
+
+fn host_network(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
+}
+
+/// The crash-loop delay before attempt `attempt` (0 = the first run).
+fn backoff(attempt: u32) -> Duration {
+    if attempt <= 1 {
+        return Duration::ZERO;
+    }
+    let secs = 10u64.saturating_mul(1 << (attempt - 2).min(10));
+    Duration::from_secs(secs).min(MAX_BACKOFF)
+}
+
+fn parse_time(s: &str) -> Option<Timestamp> {
+    s.parse().ok()
+}
+
+/// Whether a container that ended with `code` runs again under `policy`.
+fn restarts(policy: &str, code: i32) -> bool {
+    match policy {
+        "Always" => true,
+        "OnFailure" => code != 0,
+        _ => false,
+    }
+}
+
+impl PodState {
+    fn new(uid: String, recovered: Vec<Record>, ctx: &Ctx) -> PodState {
+        let mut records: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+        for r in recovered {
+            records.entry(r.meta.name.clone()).or_default().push(r);
+        }
+        let sandbox = std::fs::read(ctx.pod_dir(&uid).join("sandbox.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        PodState {
+            uid,
+            sandbox,
+            records,
+            waiting: BTreeMap::new(),
+            pulls: HashMap::new(),
+            probes: Probes::default(),
+            start_time: None,
+            last_status: None,
+            finished: false,
+            volumes_synced: None,
+        }
+    }
+
+    fn latest(&self, name: &str) -> Option<&Record> {
+        self.records.get(name).and_then(|v| v.last())
+    }
+
+    /// Reads exit files of running containers and releases what ended.
+    async fn refresh(&mut self, ctx: &Ctx) {
+        for list in self.records.values_mut() {
+            for r in list.iter_mut() {
+                if r.exit.is_none() && r.meta.start_error.is_none() {
+                    r.exit =
+                        runtime::shim::read_exit(&containers::exit_file(ctx.data(), &r.meta.id));
+                    if r.exit.is_some() {
+                        r.oom = runtime::cgroups::oom_killed(&r.meta.cgroup);
+                    }
+                }
+                if (r.exit.is_some() || r.meta.start_error.is_some()) && !r.released {
+                    release(ctx, r).await;
+                }
+            }
+            // Keep the current and the previous attempt.
+            while list.len() > 2 {
+                let old = list.remove(0);
+                remove_record(ctx, &old).await;
+            }
+        }
+    }
+
+    async fn ensure_sandbox(&mut self, ctx: &Ctx, pod: &Pod) -> Result<(), String> {
+        if let Some(sb) = &self.sandbox {
+            let own = own_namespaces(pod);
+            let paths = runtime::namespaces::Paths::under(&ctx.pod_dir(&self.uid), own);
+            if sb.host_network || paths.exist() {
+                return Ok(());
+            }
+        }
+        let dir = ctx.pod_dir(&self.uid);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let own = own_namespaces(pod);
+        let hostname = pod_hostname(pod);
+        let paths =
+            runtime::namespaces::create(&dir, own, &hostname).map_err(|e| format!("{e:#}"))?;
+        let ports = host_ports(pod);
+        let sandbox = if let Some(net) = &paths.net {
+            let mappings: Vec<cni::PortMapping> = ports
+                .iter()
+                .map(|(h, c, p, ip)| cni::PortMapping {
+                    host_port: *h,
+                    container_port: *c,
+                    protocol: p.clone(),
+                    host_ip: ip.clone(),
+                })
+                .collect();
+            let att = ctx
+                .network
+                .add(&self.uid, net, &mappings)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "failed to set up sandbox container network for pod {:?}: {e:#}",
+                        pod.name_any()
+                    )
+                })?;
+            Sandbox {
+                ips: att.ips.iter().map(|i| i.to_string()).collect(),
+                host_network: false,
+                cni_result: Some(att.result),
+                ports,
+            }
+        } else {
+            Sandbox {
+                ips: vec![ctx.config.node_ip.to_string()],
+                host_network: true,
+                cni_result: None,
+                ports: Vec::new(),
+            }
+        };
+        write_etc(&dir, pod, &hostname, sandbox.ip()).map_err(|e| e.to_string())?;
+        std::fs::write(
+            dir.join("sandbox.json"),
+            serde_json::to_vec(&sandbox).unwrap_or_default(),
+        )
+        .map_err(|e| e.to_string())?;
+        self.sandbox = Some(sandbox);
+        Ok(())
+    }
+
+    /// One pass over the pod.
+    async fn sync(&mut self, ctx: &Ctx, pod: &Pod) {
+        self.refresh(ctx).await;
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .unwrap_or("Pending");
+        if self.start_time.is_none() {
+            self.start_time = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .map(|t| t.0)
+                .or_else(|| Some(Timestamp::now()));
+        }
+        if self.finished || phase == "Succeeded" || phase == "Failed" {
+            if !self.finished {
+                self.finished = true;
+                self.stop_all(ctx, pod, Duration::from_secs(0)).await;
+                self.teardown_sandbox(ctx, pod).await;
+            }
+            self.post_status(ctx, pod).await;
+            return;
+        }
+        if let Err(msg) = self.ensure_sandbox(ctx, pod).await {
+            tracing::warn!(pod = %pod.name_any(), "{msg}");
+            ctx.events
+                .pod(pod, None, true, "FailedCreatePodSandBox", msg);
+            self.post_status(ctx, pod).await;
+            return;
+        }
+        let policy = restart_policy(pod).to_string();
+        let (inits, apps) = spec_containers(pod);
+        let mut initialized = true;
+        for c in &inits {
+            match self.latest(&c.name).map(|r| (r.running(), r.exit_code())) {
+                Some((_, Some(0))) => continue,
+                Some((true, _)) => {
+                    initialized = false;
+                    break;
+                }
+                Some((false, Some(code))) if policy == "Never" || code == 0 => {
+                    // Failed for good: the pod fails.
+                    initialized = false;
+                    break;
+                }
+                _ => {
+                    self.start_if_due(ctx, pod, c, true).await;
+                    initialized = false;
+                    break;
+                }
+            }
+        }
+        if initialized {
+            for c in &apps {
+                match self.latest(&c.name) {
+                    None => self.start_if_due(ctx, pod, c, false).await,
+                    Some(r) if r.running() => {
+                        let (id, started) = (r.meta.id.clone(), r.meta.started_at.clone());
+                        self.run_probes(ctx, pod, c, &id, started.as_deref()).await;
+                    }
+                    Some(r) => {
+                        let code = r.exit_code().unwrap_or(0);
+                        if restarts(&policy, code) {
+                            self.start_if_due(ctx, pod, c, false).await;
+                        }
+                    }
+                }
+            }
+        }
+        self.refresh_volumes(ctx, pod).await;
+        self.mark_running(ctx, pod);
+        self.post_status(ctx, pod).await;
+    }
+
+    /// Brings configMap, secret and downwardAPI volumes up to date every [`VOLUME_RESYNC`],
+    /// as the kubelet's periodic sync does.
+    async fn refresh_volumes(&mut self, ctx: &Ctx, pod: &Pod) {
+        if self
+            .volumes_synced
+            .is_some_and(|t| t.elapsed() < VOLUME_RESYNC)
+        {
+            return;
+        }
+        let Some(sb) = &self.sandbox else { return };
+        self.volumes_synced = Some(Instant::now());
+        let sources = Sources::new(ctx.client.clone(), pod.namespace().unwrap_or_default());
+        let host_ip = ctx.config.node_ip.to_string();
+        if let Err(msg) =
+            crate::volumes::ensure(pod, &ctx.pod_dir(&self.uid), &sources, sb.ip(), &host_ip).await
+        {
+            ctx.events.pod(pod, None, true, "FailedMount", msg);
+        }
+    }
+
+    fn mark_running(&self, ctx: &Ctx, pod: &Pod) {
+        let ns = pod.namespace().unwrap_or_default();
+        let mut running = ctx.running.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, list) in &self.records {
+            let key = (ns.clone(), pod.name_any(), name.clone());
+            if list.last().is_some_and(Record::running) {
+                running.insert(key);
+            } else {
+                running.remove(&key);
+            }
+        }
+    }
+
+    async fn run_probes(
+        &mut self,
+        ctx: &Ctx,
+        pod: &Pod,
+        c: &Container,
+        id: &str,
+        started: Option<&str>,
+    ) {
+        let ip = self
+            .sandbox
+            .as_ref()
+            .map(|s| s.ip().to_string())
+            .unwrap_or_default();
+        let started = started.and_then(parse_time).unwrap_or_else(Timestamp::now);
+        let outcome = self.probes.run(ctx, pod, c, id, &ip, started).await;
+        if let Some(why) = outcome.kill {
+            ctx.events
+                .pod(pod, Some(field(c, false)), false, "Killing", why);
+            let _ = ctx.runc.kill(id, "KILL").await;
+        }
+    }
+
+    /// Starts container `c` (a new attempt) unless it is backing off.
+    async fn start_if_due(&mut self, ctx: &Ctx, pod: &Pod, c: &Container, init: bool) {
+        let previous = self.latest(&c.name).cloned();
+        let attempt = previous.as_ref().map(|r| r.meta.attempt + 1).unwrap_or(0);
+        if let Some(prev) = &previous {
+            let finished = prev
+                .exit
+                .as_ref()
+                .and_then(|e| parse_time(&e.finished_at))
+                .unwrap_or_else(Timestamp::now);
+            let ran = prev
+                .meta
+                .started_at
+                .as_deref()
+                .and_then(parse_time)
+                .map(|s| finished.duration_since(s).unsigned_abs())
+                .unwrap_or_default();
+            let delay = if ran > BACKOFF_RESET {
+                Duration::ZERO
+            } else {
+                backoff(attempt)
+            };
+            let waited = Timestamp::now().duration_since(finished).unsigned_abs();
+            if waited < delay {
+                let msg = format!(
+                    "back-off {}s restarting failed container={} pod={}_{}({})",
+                    delay.as_secs(),
+                    c.name,
+                    pod.name_any(),
+                    pod.namespace().unwrap_or_default(),
+                    self.uid
+                );
+                let w = Waiting {
+                    reason: "CrashLoopBackOff".into(),
+                    message: Some(msg),
+                };
+                if self.waiting.get(&c.name) != Some(&w) {
+                    ctx.events.pod(
+                        pod,
+                        Some(field(c, init)),
+                        true,
+                        "BackOff",
+                        format!(
+                            "Back-off restarting failed container {} in pod {}_{}({})",
+                            c.name,
+                            pod.name_any(),
+                            pod.namespace().unwrap_or_default(),
+                            self.uid
+                        ),
+                    );
+                }
+                self.waiting.insert(c.name.clone(), w);
+                return;
+            }
+        }
+        match self.start(ctx, pod, c, init, attempt).await {
+            Ok(record) => {
+                self.waiting.remove(&c.name);
+                self.probes.reset(&c.name);
+                self.records.entry(c.name.clone()).or_default().push(record);
+            }
+            Err(w) => {
+                self.waiting.insert(c.name.clone(), w);
+            }
+        }
+    }
+
+    /// Pulls the image if need be; the image or the waiting state to show.
+    async fn image(
+        &mut self,
+        ctx: &Ctx,
+        pod: &Pod,
+        c: &Container,
+        init: bool,
+    ) -> Result<image::Image, Waiting> {
+        let name = c.image.clone().unwrap_or_default();
+        let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
+            if name.ends_with(":latest") || !name.rsplit('/').next().unwrap_or("").contains(':') {
+                "Always".into()
+            } else {
+                "IfNotPresent".into()
+            }
+        });
+        let local = ctx.images.get(&name);
+        if let Some(img) = &local
+            && policy != "Always"
+        {
+            return Ok(img.clone());
+        }
+        if policy == "Never" {
+            let msg = format!("Container image {name:?} is not present with pull policy of Never");
+            ctx.events.pod(
+                pod,
+                Some(field(c, init)),
+                true,
+                "ErrImageNeverPull",
+                msg.clone(),
+            );
+            return Err(Waiting {
+                reason: "ErrImageNeverPull".into(),
+                message: Some(msg),
+            });
+        }
+        if let Some(f) = self.pulls.get(&name)
+            && Instant::now() < f.until
+        {
+            return Err(Waiting {
+                reason: "ImagePullBackOff".into(),
+                message: Some(format!("Back-off pulling image {name:?}: {}", f.message)),
+            });
+        }
+        ctx.events.pod(
+            pod,
+            Some(field(c, init)),
+            false,
+            "Pulling",
+            format!("Pulling image {name:?}"),
+        );
+        let t0 = Instant::now();
+        let auth = pull_auth(ctx, pod, &name).await;
+        match ctx.images.pull(&name, &auth, &ctx.config.registries).await {
+            Ok(img) => {
+                self.pulls.remove(&name);
+                let took = t0.elapsed().as_secs_f64();
+                ctx.events.pod(
+                    pod,
+                    Some(field(c, init)),
+                    false,
+                    "Pulled",
+                    format!("Successfully pulled image {name:?} in {took:.3}s ({took:.3}s including waiting). Image size: {} bytes.", img.size),
+                );
+                Ok(img)
+            }
+            Err(e) => {
+                let message = e.to_string();
+                let failures = self.pulls.get(&name).map(|f| f.failures + 1).unwrap_or(1);
+                let delay =
+                    Duration::from_secs(10 * (1u64 << (failures - 1).min(5))).min(MAX_BACKOFF);
+                self.pulls.insert(
+                    name.clone(),
+                    PullFailure {
+                        failures,
+                        until: Instant::now() + delay,
+                        message: message.clone(),
+                    },
+                );
+                ctx.events.pod(
+                    pod,
+                    Some(field(c, init)),
+                    true,
+                    "Failed",
+                    format!("Failed to pull image {name:?}: {message}"),
+                );
+                ctx.events.pod(
+                    pod,
+                    Some(field(c, init)),
+                    true,
+                    "Failed",
+                    "Error: ErrImagePull".into(),
+                );
+                Err(Waiting {
+                    reason: "ErrImagePull".into(),
+                    message: Some(message),
+                })
+            }
+        }
+    }
+
+    /// Creates and starts one attempt of container `c`.
+    async fn start(
+        &mut self,
+        ctx: &Ctx,
+        pod: &Pod,
+        c: &Container,
+        init: bool,
+        attempt: u32,
+    ) -> Result<Record, Waiting> {
+        self.waiting.insert(
+            c.name.clone(),
+            Waiting {
+                reason: "ContainerCreating".into(),
+                message: None,
+            },
+        );
+        let img = self.image(ctx, pod, c, init).await?;
+        let ns = pod.namespace().unwrap_or_default();
+        let sources = Sources::new(ctx.client.clone(), ns.clone());
+        let sandbox = self.sandbox.clone().ok_or_else(|| Waiting {
+            reason: "ContainerCreating".into(),
+            message: None,
+        })?;
+        let host_ip = ctx.config.node_ip.to_string();
+        let config_error = |msg: String| {
+            ctx.events.pod(
+                pod,
+                Some(field(c, init)),
+                true,
+                "Failed",
+                format!("Error: {msg}"),
+            );
+            Waiting {
+                reason: "CreateContainerConfigError".into(),
+                message: Some(msg),
+            }
+        };
+        let env = crate::env::build(
+            pod,
+            c,
+            &img.config.env,
+            &sources,
+            sandbox.ip(),
+            &host_ip,
+            ctx.capacity,
+        )
+        .await
+        .map_err(config_error)?;
+        let vols = crate::volumes::ensure(
+            pod,
+            &ctx.pod_dir(&self.uid),
+            &sources,
+            sandbox.ip(),
+            &host_ip,
+        )
+        .await
+        .map_err(config_error)?;
+        let vars = crate::env::as_map(&env);
+        let expand = |v: &Vec<String>| {
+            v.iter()
+                .map(|s| crate::env::expand(s, &vars))
+                .collect::<Vec<_>>()
+        };
+        let (mut args, cmd) = match (&c.command, &c.args) {
+            (Some(command), args) => (
+                expand(command),
+                args.as_ref().map(expand).unwrap_or_default(),
+            ),
+            (None, Some(args)) => (img.config.entrypoint.clone(), expand(args)),
+            (None, None) => (img.config.entrypoint.clone(), img.config.cmd.clone()),
+        };
+        args.extend(cmd);
+        if args.is_empty() {
+            return Err(config_error("no command specified".into()));
+        }
+        let id = containers::new_id();
+        let dir = containers::dir(ctx.data(), &id);
+        let log = ctx
+            .config
+            .pod_log_dir
+            .join(format!("{ns}_{}_{}", pod.name_any(), self.uid))
+            .join(&c.name)
+            .join(format!("{attempt}.log"));
+        let sec = c.security_context.clone().unwrap_or_default();
+        let pod_sec = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.security_context.clone())
+            .unwrap_or_default();
+        let (image_uid, image_gid) =
+            image_user(img.config.user.as_deref().unwrap_or(""), &img.layers);
+        let uid = sec
+            .run_as_user
+            .or(pod_sec.run_as_user)
+            .map(|u| u as u32)
+            .unwrap_or(image_uid);
+        let gid = sec
+            .run_as_group
+            .or(pod_sec.run_as_group)
+            .map(|g| g as u32)
+            .unwrap_or(image_gid);
+        if sec.run_as_non_root.or(pod_sec.run_as_non_root) == Some(true) && uid == 0 {
+            return Err(config_error(
+                "container has runAsNonRoot and image will run as root".into(),
+            ));
+        }
+        let mut extra_gids: Vec<u32> = pod_sec
+            .supplemental_groups
+            .iter()
+            .flatten()
+            .map(|g| *g as u32)
+            .collect();
+        if let Some(fs) = pod_sec.fs_group {
+            extra_gids.push(fs as u32);
+        }
+        let meta = Meta {
+            id: id.clone(),
+            pod_uid: self.uid.clone(),
+            name: c.name.clone(),
+            init,
+            attempt,
+            image: c.image.clone().unwrap_or_default(),
+            image_id: img.repo_digest.clone().unwrap_or_else(|| img.id.clone()),
+            created_at: Timestamp::now().to_string(),
+            started_at: None,
+            cgroup: format!("{}/{id}", pod_cgroup(pod, &self.uid)),
+            log: log.clone(),
+            start_error: None,
+        };
+        let mut record = Record::new(meta);
+        let create_error = |msg: String| Waiting {
+            reason: "CreateContainerError".into(),
+            message: Some(msg),
+        };
+        record
+            .save(ctx.data())
+            .map_err(|e| create_error(format!("{e:#}")))?;
+        let snapshot = Snapshot::under(&dir);
+        snapshot
+            .mount(&img.layers)
+            .map_err(|e| create_error(format!("{e:#}")))?;
+        let mut volumes = Vec::new();
+        let pod_dir = ctx.pod_dir(&self.uid);
+        for (file, dest) in [
+            ("hosts", "/etc/hosts"),
+            ("hostname", "/etc/hostname"),
+            ("resolv.conf", "/etc/resolv.conf"),
+        ] {
+            volumes.push(runtime::spec::Volume::Bind {
+                source: pod_dir.join(file),
+                destination: dest.into(),
+                read_only: false,
+            });
+        }
+        let term = dir.join("termination-log");
+        let _ = std::fs::write(&term, b"");
+        volumes.push(runtime::spec::Volume::Bind {
+            source: term,
+            destination: c
+                .termination_message_path
+                .clone()
+                .unwrap_or_else(|| "/dev/termination-log".into()),
+            read_only: false,
+        });
+        for m in c.volume_mounts.iter().flatten() {
+            let Some(v) = vols.get(&m.name) else {
+                return Err(create_error(format!(
+                    "volume {:?} not found in the pod",
+                    m.name
+                )));
+            };
+            let mut source = v.path.clone();
+            if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                if sub.split('/').any(|p| p == "..") || sub.starts_with('/') {
+                    return Err(create_error(format!(
+                        "subPath {sub:?} must be a relative path without '..'"
+                    )));
+                }
+                source = source.join(sub);
+                if !source.exists() {
+                    let _ = std::fs::create_dir_all(&source);
+                }
+            }
+            volumes.push(runtime::spec::Volume::Bind {
+                source,
+                destination: m.mount_path.clone(),
+                read_only: m.read_only.unwrap_or(false) || v.read_only,
+            });
+        }
+        let mut join = Vec::new();
+        let paths = runtime::namespaces::Paths::under(&pod_dir, own_namespaces(pod));
+        for (kind, p) in [
+            ("network", &paths.net),
+            ("uts", &paths.uts),
+            ("ipc", &paths.ipc),
+        ] {
+            if let Some(p) = p {
+                join.push((kind.to_string(), p.clone()));
+            }
+        }
+        let spec = pod.spec.clone().unwrap_or_default();
+        let mut host = Vec::new();
+        if spec.host_network == Some(true) {
+            host.extend(["network".to_string(), "uts".into()]);
+        }
+        if spec.host_ipc == Some(true) {
+            host.push("ipc".into());
+        }
+        if spec.host_pid == Some(true) {
+            host.push("pid".into());
+        }
+        let caps = sec.capabilities.clone().unwrap_or_default();
+        let container = runtime::spec::Container {
+            args,
+            env,
+            cwd: c
+                .working_dir
+                .clone()
+                .filter(|w| !w.is_empty())
+                .unwrap_or_else(|| img.config.working_dir.clone().unwrap_or_default()),
+            uid,
+            gid,
+            additional_gids: extra_gids,
+            hostname: pod_hostname(pod),
+            rootfs: snapshot.rootfs.clone(),
+            read_only_rootfs: sec.read_only_root_filesystem.unwrap_or(false),
+            join,
+            host,
+            volumes,
+            cgroups_path: record.meta.cgroup.clone(),
+            resources: resources(c),
+            privileged: sec.privileged.unwrap_or(false),
+            cap_add: caps.add.unwrap_or_default(),
+            cap_drop: caps.drop.unwrap_or_default(),
+            no_new_privileges: sec.allow_privilege_escalation == Some(false),
+        };
+        container
+            .write(&dir)
+            .map_err(|e| create_error(format!("{e:#}")))?;
+        let shim = runtime::shim::Args {
+            runtime: ctx.runc.binary.clone(),
+            root: ctx.runc.root.clone(),
+            id: id.clone(),
+            bundle: dir.clone(),
+            log,
+            exit_file: containers::exit_file(ctx.data(), &id),
+        };
+        match runtime::shim::spawn(&ctx.exe, &shim).await {
+            Ok(_pid) => {}
+            Err(e) => {
+                let msg = format!(
+                    "failed to create containerd task: failed to create shim task: OCI runtime create failed: {e:#}: unknown"
+                );
+                ctx.events.pod(
+                    pod,
+                    Some(field(c, init)),
+                    true,
+                    "Failed",
+                    format!("Error: {msg}"),
+                );
+                record.meta.start_error = Some(msg);
+                record.meta.started_at = Some(Timestamp::now().to_string());
+                let _ = record.save(ctx.data());
+                return Ok(record);
+            }
+        }
+        ctx.events.pod(
+            pod,
+            Some(field(c, init)),
+            false,
+            "Created",
+            format!("Created container: {}", c.name),
+        );
+        if let Err(e) = ctx.runc.start(&id).await {
+            let msg = format!("{e:#}");
+            ctx.events.pod(
+                pod,
+                Some(field(c, init)),
+                true,
+                "Failed",
+                format!("Error: {msg}"),
+            );
+            let _ = ctx.runc.delete(&id).await;
+            record.meta.start_error = Some(msg);
+            record.meta.started_at = Some(Timestamp::now().to_string());
+            let _ = record.save(ctx.data());
+            return Ok(record);
+        }
+        record.meta.started_at = Some(Timestamp::now().to_string());
+        let _ = record.save(ctx.data());
+        ctx.events.pod(
+            pod,
+            Some(field(c, init)),
+            false,
+            "Started",
+            format!("Started container {}", c.name),
+        );
+        Ok(record)
+    }
+
+    /// Stops every running container: SIGTERM, then SIGKILL after `grace`.
+    async fn stop_all(&mut self, ctx: &Ctx, pod: &Pod, grace: Duration) {
+        let running: Vec<(String, String)> = self
+            .records
+            .values()
+            .filter_map(|l| l.last())
+            .filter(|r| r.running())
+            .map(|r| (r.meta.id.clone(), r.meta.name.clone()))
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        for (id, name) in &running {
+            ctx.events.pod(
+                pod,
+                Some(format!("spec.containers{{{name}}}")),
+                false,
+                "Killing",
+                format!("Stopping container {name}"),
+            );
+            let signal = if grace.is_zero() { "KILL" } else { "TERM" };
+            if let Err(e) = ctx.runc.kill(id, signal).await {
+                tracing::debug!("{e:#}");
+            }
+        }
+        let deadline = Instant::now() + grace;
+        let all_done = |ctx: &Ctx| {
+            running
+                .iter()
+                .all(|(id, _)| containers::exit_file(ctx.data(), id).exists())
+        };
+        while !all_done(ctx) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !all_done(ctx) {
+            for (id, _) in &running {
+                let _ = ctx.runc.kill(id, "KILL").await;
+            }
+            let hard = Instant::now() + Duration::from_secs(5);
+            while !all_done(ctx) && Instant::now() < hard {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        self.refresh(ctx).await;
+        self.mark_running(ctx, pod);
+    }
+
+    async fn teardown_sandbox(&mut self, ctx: &Ctx, pod: &Pod) {
+        let dir = ctx.pod_dir(&self.uid);
+        if let Some(sb) = self.sandbox.take()
+            && !sb.host_network
+        {
+            let net = dir.join("ns").join("net");
+            if let Err(e) = ctx
+                .network
+                .del(&self.uid, &net, &sb.port_mappings(), sb.cni_result.as_ref())
+                .await
+            {
+                tracing::warn!(pod = %pod.name_any(), "tearing down the pod network: {e:#}");
+            }
+        }
+        if let Err(e) = runtime::namespaces::remove(&dir) {
+            tracing::warn!(pod = %pod.name_any(), "{e:#}");
+        }
+        let _ = std::fs::remove_file(dir.join("sandbox.json"));
+    }
+
+    /// Removes everything of the pod from the host.
+    async fn cleanup(&mut self, ctx: &Ctx, pod: Option<&Pod>) {
+        for list in std::mem::take(&mut self.records).into_values() {
+            for r in list {
+                let _ = ctx.runc.delete(&r.meta.id).await;
+                remove_record(ctx, &r).await;
+            }
+        }
+        let dir = ctx.pod_dir(&self.uid);
+        if let Some(pod) = pod {
+            self.teardown_sandbox(ctx, pod).await;
+            let cg = pod_cgroup(pod, &self.uid);
+            runtime::cgroups::remove(&cg);
+        } else {
+            if let Some(sb) = self.sandbox.take()
+                && !sb.host_network
+            {
+                let _ = ctx
+                    .network
+                    .del(
+                        &self.uid,
+                        &dir.join("ns/net"),
+                        &sb.port_mappings(),
+                        sb.cni_result.as_ref(),
+                    )
+                    .await;
+            }
+            let _ = runtime::namespaces::remove(&dir);
+            for qos in ["", "/burstable", "/besteffort"] {
+                runtime::cgroups::remove(&format!("/rudder{qos}/pod{}", self.uid));
+            }
+        }
+        crate::volumes::teardown(&dir);
+        runtime::rootfs::unmount_below(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        // The pod's log directory goes with it, as the kubelet's does.
+        let suffix = format!("_{}", self.uid);
+        for e in std::fs::read_dir(&ctx.config.pod_log_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.file_name().to_string_lossy().ends_with(&suffix) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+
+    /// Graceful deletion: stop within the grace period, report, remove the object.
+    async fn terminate(&mut self, ctx: &Ctx, pod: &Pod) {
+        let grace = pod
+            .metadata
+            .deletion_grace_period_seconds
+            .or_else(|| {
+                pod.spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
+            .unwrap_or(30)
+            .max(0) as u64;
+        self.stop_all(ctx, pod, Duration::from_secs(grace)).await;
+        self.finished = true;
+        self.post_status(ctx, pod).await;
+        self.cleanup(ctx, Some(pod)).await;
+        let api: Api<Pod> =
+            Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: pod.uid(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(&pod.name_any(), &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => tracing::warn!(pod = %pod.name_any(), "removing the pod: {e}"),
+        }
+    }
+
+    /// Computes the status and patches it when it changed.
+    async fn post_status(&mut self, ctx: &Ctx, pod: &Pod) {
+        let status = crate::status::build(&crate::status::Input {
+            pod,
+            records: &self.records,
+            waiting: &self
+                .waiting
+                .iter()
+                .map(|(k, w)| (k.clone(), (w.reason.clone(), w.message.clone())))
+                .collect(),
+            ready: &self.probes.ready_map(),
+            sandbox_ready: self.sandbox.is_some() && !self.finished,
+            ips: self
+                .sandbox
+                .as_ref()
+                .map(|s| s.ips.clone())
+                .unwrap_or_default(),
+            host_ip: ctx.config.node_ip.to_string(),
+            start_time: self.start_time,
+            runtime: ctx.runc.name(),
+            deleting: pod.metadata.deletion_timestamp.is_some() || self.finished,
+            data: ctx.data(),
+        });
+        if self.last_status.as_ref() == Some(&status) {
+            return;
+        }
+        let api: Api<Pod> =
+            Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+        let mut patch = json!({"status": status.clone()});
+        patch["metadata"] = json!({"uid": pod.uid()});
+        match api
+            .patch_status(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => self.last_status = Some(status),
+            Err(e) => tracing::debug!(pod = %pod.name_any(), "posting the pod status: {e}"),
+        }
+    }
+}
+
+/// The container's field path in events.
+fn field(c: &Container, init: bool) -> String {
+    let list = if init { "initContainers" } else { "containers" };
+    format!("spec.{list}{{{}}}", c.name)
+}
+
+fn own_namespaces(pod: &Pod) -> runtime::namespaces::Own {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let host_net = spec.host_network == Some(true);
+    runtime::namespaces::Own {
+        net: !host_net,
+        uts: !host_net,
+        ipc: spec.host_ipc != Some(true),
+    }
+}
+
+fn pod_hostname(pod: &Pod) -> String {
+    let spec = pod.spec.clone().unwrap_or_default();
+    if spec.host_network == Some(true) {
+        return std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+    }
+    let name = spec
+        .hostname
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| pod.name_any());
+    name.chars()
+        .take(63)
+        .collect::<String>()
+        .trim_end_matches(['-', '.'])
+        .to_string()
+}
+
+/// hostPorts of the pod's containers: (host, container, protocol, host IP).
+fn host_ports(pod: &Pod) -> Vec<(u16, u16, String, Option<String>)> {
+    let (_, apps) = spec_containers(pod);
+    let mut out = Vec::new();
+    for c in &apps {
+        for p in c.ports.iter().flatten() {
+            if let Some(h) = p.host_port.filter(|h| *h > 0) {
+                out.push((
+                    h as u16,
+                    p.container_port as u16,
+                    p.protocol
+                        .clone()
+                        .unwrap_or_else(|| "TCP".into())
+                        .to_lowercase(),
+                    p.host_ip.clone().filter(|s| !s.is_empty()),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The pod's cgroup under the QoS tiers, as the kubelet's cgroupfs layout.
+fn pod_cgroup(pod: &Pod, uid: &str) -> String {
+    let qos = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.qos_class.as_deref())
+        .unwrap_or("BestEffort");
+    match qos {
+        "Guaranteed" => format!("/rudder/pod{uid}"),
+        "Burstable" => format!("/rudder/burstable/pod{uid}"),
+        _ => format!("/rudder/besteffort/pod{uid}"),
+    }
+}
+
+/// Limits from the container's resources.
+fn resources(c: &Container) -> runtime::spec::Resources {
+    let r = c.resources.clone().unwrap_or_default();
+    let get =
+        |m: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
+         k: &str| {
+            m.as_ref()
+                .and_then(|m| m.get(k))
+                .and_then(|q| api::quantity::Quantity::parse(&q.0).ok())
+        };
+    let cpu_req = get(&r.requests, "cpu").or_else(|| get(&r.limits, "cpu"));
+    let cpu_lim = get(&r.limits, "cpu");
+    let mem_lim = get(&r.limits, "memory");
+    let period = 100_000u64;
+    runtime::spec::Resources {
+        cpu_shares: Some(
+            cpu_req
+                .map(|q| runtime::spec::cpu_shares(q.milli().max(0) as u64))
+                .unwrap_or(2),
+        ),
+        cpu_quota: cpu_lim.map(|q| runtime::spec::cpu_quota(q.milli().max(0) as u64, period)),
+        cpu_period: cpu_lim.map(|_| period),
+        memory_limit: mem_lim.map(|q| q.units() as i64),
+        pids_limit: None,
+    }
+}
+
+/// The image's `user` (`uid`, `uid:gid`, or a name looked up in its /etc/passwd).
+fn image_user(user: &str, layers: &[PathBuf]) -> (u32, u32) {
+    if user.is_empty() {
+        return (0, 0);
+    }
+    let (u, g) = user
+        .split_once(':')
+        .map(|(u, g)| (u, Some(g)))
+        .unwrap_or((user, None));
+    let lookup = |file: &str, name: &str| -> Option<(u32, u32)> {
+        for l in layers.iter().rev() {
+            if let Ok(text) = std::fs::read_to_string(l.join(file)) {
+                for line in text.lines() {
+                    let f: Vec<&str> = line.split(':').collect();
+                    if f.len() >= 4 && f[0] == name {
+                        return Some((f[2].parse().ok()?, f[3].parse().ok()?));
+                    }
+                }
+            }
+        }
+        None
+    };
+    let (uid, mut gid) = match u.parse::<u32>() {
+        Ok(n) => (n, n),
+        Err(_) => lookup("etc/passwd", u).unwrap_or((0, 0)),
+    };
+    if let Some(g) = g {
+        gid = g
+            .parse()
+            .ok()
+            .or_else(|| lookup("etc/group", g).map(|x| x.0))
+            .unwrap_or(gid);
+    }
+    (uid, gid)
+}
+
+/// /etc/hosts, /etc/hostname and /etc/resolv.conf for the pod's containers.
+fn write_etc(dir: &Path, pod: &Pod, hostname: &str, ip: &str) -> std::io::Result<()> {
+    let mut hosts = String::from(
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
+    );
+    if !host_network(pod) {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let fqdn = spec
+            .subdomain
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                format!(
+                    "{hostname}.{s}.{}.svc.cluster.local\t",
+                    pod.namespace().unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
+        hosts.push_str(&format!("{ip}\t{fqdn}{hostname}\n"));
+        for a in spec.host_aliases.iter().flatten() {
+            hosts.push_str(&format!(
+                "\n# Entries added by HostAliases.\n{}\t{}\n",
+                a.ip,
+                a.hostnames.clone().unwrap_or_default().join("\t")
+            ));
+        }
+    } else if let Ok(h) = std::fs::read_to_string("/etc/hosts") {
+        hosts = h;
+    }
+    std::fs::write(dir.join("hosts"), hosts)?;
+    std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    std::fs::write(dir.join("resolv.conf"), resolv)
+}
+
+async fn pull_auth(ctx: &Ctx, pod: &Pod, name: &str) -> image::Auth {
+    let registry = image::Reference::parse(name)
+        .map(|r| r.registry)
+        .unwrap_or_default();
+    let sources = Sources::new(ctx.client.clone(), pod.namespace().unwrap_or_default());
+    for s in pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.image_pull_secrets.clone())
+        .into_iter()
+        .flatten()
+    {
+        if let Ok(Some(data)) = sources.secret(&s.name).await
+            && let Some(json) = data.get(".dockerconfigjson")
+            && let Some(auth) = image::auth_from_docker_config(json, &registry)
+        {
+            return auth;
+        }
+    }
+    image::Auth::Anonymous
+}
+
+/// Releases a container that ended: its runtime state, cgroup and root filesystem.
+async fn release(ctx: &Ctx, r: &mut Record) {
+    if let Err(e) = ctx.runc.delete(&r.meta.id).await {
+        tracing::debug!("{e:#}");
+    }
+    runtime::cgroups::remove(&r.meta.cgroup);
+    if let Err(e) = Snapshot::under(&containers::dir(ctx.data(), &r.meta.id)).remove() {
+        tracing::warn!("{e:#}");
+    }
+    r.released = true;
+}
+
+/// Forgets a container: its directory and log file.
+async fn remove_record(ctx: &Ctx, r: &Record) {
+    let dir = containers::dir(ctx.data(), &r.meta.id);
+    let _ = Snapshot::under(&dir).remove();
+    runtime::cgroups::remove(&r.meta.cgroup);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&r.meta.log);
+}
+
+/// A worker: follows its pod until it is gone from the node.
+async fn worker(
+    ctx: Arc<Ctx>,
+    uid: String,
+    mut rx: watch::Receiver<Option<Arc<Pod>>>,
+    recovered: Vec<Record>,
+) {
+    let mut st = PodState::new(uid, recovered, &ctx);
+    loop {
+        let pod = rx.borrow_and_update().clone();
+        match pod {
+            None => {
+                st.stop_all_quick(&ctx).await;
+                st.cleanup(&ctx, None).await;
+                return;
+            }
+            Some(pod) if pod.metadata.deletion_timestamp.is_some() => {
+                st.terminate(&ctx, &pod).await;
+                return;
+            }
+            Some(pod) => st.sync(&ctx, &pod).await,
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return; },
+            _ = tokio::time::sleep(RESYNC) => {}
+        }
+    }
+}
+
+impl PodState {
+    /// Kills what still runs, at once (the pod object is gone).
+    async fn stop_all_quick(&mut self, ctx: &Ctx) {
+        for list in self.records.values() {
+            if let Some(r) = list.last()
+                && r.running()
+            {
+                let _ = ctx.runc.kill(&r.meta.id, "KILL").await;
+            }
+        }
+    }
+}
+
+/// Watches the node's pods and runs a worker for each.
+pub(crate) async fn run(ctx: Arc<Ctx>) {
+    let mut recovered: HashMap<String, Vec<Record>> = HashMap::new();
+    for r in containers::load_all(ctx.data()) {
+        recovered.entry(r.meta.pod_uid.clone()).or_default().push(r);
+    }
+    // Pod directories without containers are recovered too (a sandbox may exist).
+    for e in std::fs::read_dir(ctx.data().join("pods"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        recovered
+            .entry(e.file_name().to_string_lossy().into_owned())
+            .or_default();
+    }
+    if !recovered.is_empty() {
+        tracing::info!(
+            pods = recovered.len(),
+            "picking up the pods this node ran before"
+        );
+    }
+    let api: Api<Pod> = Api::all(ctx.client.clone());
+    let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.config.node_name));
+    let mut stream = watcher::watcher(api, cfg).boxed();
+    let mut workers: HashMap<String, watch::Sender<Option<Arc<Pod>>>> = HashMap::new();
+    let mut seen_in_init: HashSet<String> = HashSet::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let event = tokio::select! {
+            e = stream.next() => e,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+        };
+        let Some(event) = event else { break };
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!("watching the node's pods: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        workers.retain(|_, tx| !tx.is_closed());
+        let mut apply =
+            |pod: Pod, workers: &mut HashMap<String, watch::Sender<Option<Arc<Pod>>>>| {
+                let uid = pod.uid().unwrap_or_default();
+                let pod = Arc::new(pod);
+                if let Some(tx) = workers.get(&uid) {
+                    let _ = tx.send(Some(pod));
+                    return;
+                }
+                let (tx, rx) = watch::channel(Some(pod));
+                workers.insert(uid.clone(), tx);
+                let rec = recovered.remove(&uid).unwrap_or_default();
+                tasks.spawn(worker(ctx.clone(), uid, rx, rec));
+            };
+        match event {
+            watcher::Event::Init => seen_in_init.clear(),
+            watcher::Event::InitApply(pod) => {
+                seen_in_init.insert(pod.uid().unwrap_or_default());
+                apply(pod, &mut workers);
+            }
+            watcher::Event::Apply(pod) => apply(pod, &mut workers),
+            watcher::Event::Delete(pod) => {
+                if let Some(tx) = workers.get(&pod.uid().unwrap_or_default()) {
+                    let _ = tx.send(None);
+                }
+            }
+            watcher::Event::InitDone => {
+                for (uid, tx) in &workers {
+                    if !seen_in_init.contains(uid) {
+                        let _ = tx.send(None);
+                    }
+                }
+                // What ran here before for pods that no longer exist goes.
+                for (uid, rec) in recovered.drain() {
+                    let ctx = ctx.clone();
+                    tasks.spawn(async move {
+                        let mut st = PodState::new(uid, rec, &ctx);
+                        st.stop_all_quick(&ctx).await;
+                        st.cleanup(&ctx, None).await;
+                    });
+                }
+            }
+        }
+    }
+}

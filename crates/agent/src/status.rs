@@ -1,0 +1,329 @@
+//! The pod status the agent reports, computed from what it knows of the pod's containers:
+//! phase, conditions, container statuses (waiting/running/terminated, lastState,
+//! restartCount, ids, ready, started), addresses and start time, in upstream's shape and words
+//! so that `kubectl get pods` and `describe` read as they do against a kubelet.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use serde_json::{Value, json};
+
+use crate::containers::Record;
+
+/// What the status is computed from.
+pub(crate) struct Input<'a> {
+    pub(crate) pod: &'a Pod,
+    pub(crate) records: &'a BTreeMap<String, Vec<Record>>,
+    /// Why containers wait: reason and message.
+    pub(crate) waiting: &'a BTreeMap<String, (String, Option<String>)>,
+    /// Probe results: (ready, started).
+    pub(crate) ready: &'a BTreeMap<String, (bool, bool)>,
+    pub(crate) sandbox_ready: bool,
+    pub(crate) ips: Vec<String>,
+    pub(crate) host_ip: String,
+    pub(crate) start_time: Option<Timestamp>,
+    /// The runtime's name, the scheme of container IDs.
+    pub(crate) runtime: String,
+    /// Being deleted or finished: nothing restarts any more.
+    pub(crate) deleting: bool,
+    /// The agent's data directory (containers' termination-log files).
+    pub(crate) data: &'a std::path::Path,
+}
+
+fn terminated(r: &Record, i: &Input) -> Value {
+    let runtime = &i.runtime;
+    let code = r.exit_code().unwrap_or(0);
+    let reason = if r.meta.start_error.is_some() {
+        "StartError"
+    } else if r.oom {
+        "OOMKilled"
+    } else if code == 0 {
+        "Completed"
+    } else {
+        "Error"
+    };
+    let finished = r
+        .exit
+        .as_ref()
+        .map(|e| e.finished_at.clone())
+        .or_else(|| r.meta.started_at.clone());
+    let mut t = json!({
+        "exitCode": code,
+        "reason": reason,
+        "startedAt": r.meta.started_at,
+        "finishedAt": finished,
+        "containerID": format!("{runtime}://{}", r.meta.id),
+    });
+    if let Some(msg) = &r.meta.start_error {
+        t["message"] = json!(msg);
+    } else if let Some(msg) = termination_message(r, i.data) {
+        t["message"] = json!(msg);
+    }
+    if let Some(sig) = r.exit.as_ref().and_then(|e| e.signal) {
+        t["signal"] = json!(sig);
+    }
+    json!({"terminated": t})
+}
+
+/// What the container wrote to its termination-log file, if anything (4 KiB at most).
+fn termination_message(r: &Record, data: &std::path::Path) -> Option<String> {
+    let bytes =
+        std::fs::read(crate::containers::dir(data, &r.meta.id).join("termination-log")).ok()?;
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).into_owned();
+    (!text.is_empty()).then_some(text)
+}
+
+fn will_restart(policy: &str, r: &Record) -> bool {
+    match r.exit_code() {
+        None => false,
+        Some(code) => match policy {
+            "Always" => true,
+            "OnFailure" => code != 0,
+            _ => false,
+        },
+    }
+}
+
+/// One container's status; also whether it is ready and whether it has finished for good.
+fn container_status(
+    i: &Input,
+    c: &Container,
+    init: bool,
+    blocked: bool,
+    policy: &str,
+) -> (Value, bool, bool) {
+    let list = i.records.get(&c.name);
+    let latest = list.and_then(|l| l.last());
+    let previous = list.and_then(|l| {
+        if l.len() >= 2 {
+            l.get(l.len() - 2)
+        } else {
+            None
+        }
+    });
+    let waiting = i.waiting.get(&c.name);
+    let mut s = json!({
+        "name": c.name,
+        "image": c.image,
+        "imageID": latest.map(|r| r.meta.image_id.clone()).unwrap_or_default(),
+        "restartCount": latest.map(|r| r.meta.attempt).unwrap_or(0),
+        "ready": false,
+        "started": false,
+        "lastState": {},
+    });
+    let (mut ready, mut done) = (false, false);
+    let wait = |reason: &str, message: Option<&String>| {
+        let mut w = json!({"reason": reason});
+        if let Some(m) = message {
+            w["message"] = json!(m);
+        }
+        json!({"waiting": w})
+    };
+    match latest {
+        None => {
+            let reason = if blocked {
+                "PodInitializing"
+            } else {
+                "ContainerCreating"
+            };
+            s["state"] = match waiting {
+                Some((r, m)) if !blocked => wait(r, m.as_ref()),
+                _ => wait(reason, None),
+            };
+        }
+        Some(r) => {
+            s["containerID"] = json!(format!("{}://{}", i.runtime, r.meta.id));
+            if r.running() {
+                s["state"] = json!({"running": {"startedAt": r.meta.started_at}});
+                let (probe_ready, started) = i.ready.get(&c.name).copied().unwrap_or((
+                    c.readiness_probe.is_none() && c.startup_probe.is_none(),
+                    c.startup_probe.is_none(),
+                ));
+                s["started"] = json!(started);
+                ready = probe_ready && started && !init;
+                if let Some(prev) = previous {
+                    s["lastState"] = terminated(prev, i);
+                }
+            } else if r.meta.started_at.is_none() {
+                s["state"] = wait("ContainerCreating", None);
+            } else if let Some((reason, message)) =
+                waiting.filter(|_| !i.deleting && will_restart(policy, r))
+            {
+                s["state"] = wait(reason, message.as_ref());
+                s["lastState"] = terminated(r, i);
+            } else {
+                s["state"] = terminated(r, i);
+                done = i.deleting || !will_restart(policy, r);
+                if let Some(prev) = previous {
+                    s["lastState"] = terminated(prev, i);
+                }
+            }
+        }
+    }
+    s["ready"] = json!(ready);
+    (s, ready, done)
+}
+
+fn condition(
+    old: &Pod,
+    ty: &str,
+    ok: bool,
+    reason: Option<&str>,
+    message: Option<String>,
+) -> Value {
+    let status = if ok { "True" } else { "False" };
+    let before = old
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == ty));
+    let since = match before {
+        Some(b) if b.status == status => b.last_transition_time.as_ref().map(|t| t.0.to_string()),
+        _ => None,
+    }
+    .unwrap_or_else(|| Timestamp::now().to_string());
+    let mut c =
+        json!({"type": ty, "status": status, "lastProbeTime": null, "lastTransitionTime": since});
+    if let Some(r) = reason {
+        c["reason"] = json!(r);
+    }
+    if let Some(m) = message {
+        c["message"] = json!(m);
+    }
+    c
+}
+
+/// The status to post.
+pub(crate) fn build(i: &Input) -> Value {
+    let pod = i.pod;
+    let spec = pod.spec.clone().unwrap_or_default();
+    let policy = spec
+        .restart_policy
+        .clone()
+        .unwrap_or_else(|| "Always".into());
+    let inits = spec.init_containers.clone().unwrap_or_default();
+    let mut init_statuses = Vec::new();
+    let mut incomplete = Vec::new();
+    let mut init_failed = false;
+    for c in &inits {
+        let (s, _, _) = container_status(i, c, true, false, &policy);
+        let latest = i.records.get(&c.name).and_then(|l| l.last());
+        match latest.and_then(Record::exit_code) {
+            Some(0) => {}
+            Some(_) if policy == "Never" => {
+                init_failed = true;
+                incomplete.push(c.name.clone());
+            }
+            _ => incomplete.push(c.name.clone()),
+        }
+        init_statuses.push(s);
+    }
+    let initialized = incomplete.is_empty();
+    let mut statuses = Vec::new();
+    let mut unready = Vec::new();
+    let (mut all_done, mut any_failed, mut all_created) = (true, false, true);
+    for c in &spec.containers {
+        let (s, ready, done) = container_status(i, c, false, !initialized, &policy);
+        if !ready {
+            unready.push(c.name.clone());
+        }
+        let latest = i.records.get(&c.name).and_then(|l| l.last());
+        if latest.is_none() {
+            all_created = false;
+        }
+        if !done {
+            all_done = false;
+        } else if latest.and_then(Record::exit_code).unwrap_or(0) != 0 {
+            any_failed = true;
+        }
+        statuses.push(s);
+    }
+    let phase = if init_failed {
+        "Failed"
+    } else if all_done && !spec.containers.is_empty() && initialized {
+        if any_failed { "Failed" } else { "Succeeded" }
+    } else if initialized && all_created {
+        "Running"
+    } else {
+        "Pending"
+    };
+    let terminal = phase == "Succeeded" || phase == "Failed";
+    let list = |names: &[String]| format!("[{}]", names.join(" "));
+    let (ready_reason, ready_msg) = if terminal {
+        (Some("PodCompleted"), None)
+    } else if unready.is_empty() {
+        (None, None)
+    } else {
+        (
+            Some("ContainersNotReady"),
+            Some(format!(
+                "containers with unready status: {}",
+                list(&unready)
+            )),
+        )
+    };
+    let pod_ready = unready.is_empty() && !terminal;
+    let mut conditions = vec![
+        condition(
+            pod,
+            "PodReadyToStartContainers",
+            i.sandbox_ready,
+            None,
+            None,
+        ),
+        if initialized || terminal {
+            condition(
+                pod,
+                "Initialized",
+                true,
+                terminal
+                    .then_some("PodCompleted")
+                    .filter(|_| !inits.is_empty()),
+                None,
+            )
+        } else {
+            condition(
+                pod,
+                "Initialized",
+                false,
+                Some("ContainersNotInitialized"),
+                Some(format!(
+                    "containers with incomplete status: {}",
+                    list(&incomplete)
+                )),
+            )
+        },
+        condition(pod, "Ready", pod_ready, ready_reason, ready_msg.clone()),
+        condition(pod, "ContainersReady", pod_ready, ready_reason, ready_msg),
+    ];
+    if let Some(scheduled) = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"))
+    {
+        conditions.push(serde_json::to_value(scheduled).unwrap_or(Value::Null));
+    }
+    let mut status = json!({
+        "phase": phase,
+        "conditions": conditions,
+        "hostIP": i.host_ip,
+        "hostIPs": [{"ip": i.host_ip}],
+        "startTime": i.start_time.map(|t| t.to_string()),
+        "containerStatuses": statuses,
+    });
+    if !inits.is_empty() {
+        status["initContainerStatuses"] = json!(init_statuses);
+    }
+    if let Some(ip) = i.ips.first() {
+        status["podIP"] = json!(ip);
+        status["podIPs"] = json!(i.ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>());
+    } else if let Some(old) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) {
+        status["podIP"] = json!(old);
+    }
+    if let Some(q) = pod.status.as_ref().and_then(|s| s.qos_class.clone()) {
+        status["qosClass"] = json!(q);
+    }
+    status
+}

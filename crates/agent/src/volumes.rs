@@ -1,0 +1,377 @@
+//! A pod's volumes on the host, under `<pod dir>/volumes/<name>`: emptyDir (a directory, or a
+//! tmpfs for `medium: Memory`), hostPath (with its type checks), and configMap, secret,
+//! downwardAPI and projected volumes written with upstream's atomic-swap layout (files are
+//! symlinks into `..data`, which points at a timestamped directory replaced whole on change).
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{KeyToPath, Pod, Volume};
+use kube::ResourceExt;
+use nix::mount::{MntFlags, MsFlags};
+
+use crate::env::Sources;
+
+/// Where a volume is on the host, and whether it is read-only to containers anyway.
+#[derive(Debug, Clone)]
+pub(crate) struct HostVolume {
+    pub(crate) path: PathBuf,
+    pub(crate) read_only: bool,
+}
+
+fn volumes_dir(pod_dir: &Path) -> PathBuf {
+    pod_dir.join("volumes")
+}
+
+/// Files of a projected volume: relative path -> (content, mode).
+type Files = BTreeMap<String, (Vec<u8>, u32)>;
+
+fn items(
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&Vec<KeyToPath>>,
+    mode: u32,
+    what: &str,
+) -> Result<Files, String> {
+    let mut files = Files::new();
+    match items {
+        Some(items) if !items.is_empty() => {
+            for i in items {
+                let Some(v) = data.get(&i.key) else {
+                    return Err(
+                        format!("configmap references non-existent config key: {}", i.key)
+                            .replace("configmap", what),
+                    );
+                };
+                let m = i.mode.map(|m| m as u32).unwrap_or(mode);
+                files.insert(i.path.clone(), (v.clone(), m));
+            }
+        }
+        _ => {
+            for (k, v) in data {
+                files.insert(k.clone(), (v.clone(), mode));
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// The files of a configMap, secret, downwardAPI or projected volume, or None for other kinds.
+async fn projected_files(
+    pod: &Pod,
+    v: &Volume,
+    sources: &Sources,
+    pod_ip: &str,
+    host_ip: &str,
+) -> Result<Option<Files>, String> {
+    let cm = |data: BTreeMap<String, String>| -> BTreeMap<String, Vec<u8>> {
+        data.into_iter().map(|(k, v)| (k, v.into_bytes())).collect()
+    };
+    if let Some(c) = &v.config_map {
+        let mode = c.default_mode.unwrap_or(0o644) as u32;
+        return match sources.config_map(&c.name).await? {
+            Some(data) => items(&cm(data), c.items.as_ref(), mode, "configmap").map(Some),
+            None if c.optional == Some(true) => Ok(Some(Files::new())),
+            None => Err(format!("configmap {:?} not found", c.name)),
+        };
+    }
+    if let Some(s) = &v.secret {
+        let name = s.secret_name.clone().unwrap_or_default();
+        let mode = s.default_mode.unwrap_or(0o644) as u32;
+        return match sources.secret(&name).await? {
+            Some(data) => items(&data, s.items.as_ref(), mode, "secret").map(Some),
+            None if s.optional == Some(true) => Ok(Some(Files::new())),
+            None => Err(format!("secret {name:?} not found")),
+        };
+    }
+    if let Some(d) = &v.downward_api {
+        let mode = d.default_mode.unwrap_or(0o644) as u32;
+        let mut files = Files::new();
+        for i in d.items.iter().flatten() {
+            if let Some(f) = &i.field_ref {
+                let value = crate::env::field(pod, &f.field_path, pod_ip, host_ip)?;
+                files.insert(
+                    i.path.clone(),
+                    (value.into_bytes(), i.mode.map(|m| m as u32).unwrap_or(mode)),
+                );
+            }
+        }
+        return Ok(Some(files));
+    }
+    if let Some(p) = &v.projected {
+        let mode = p.default_mode.unwrap_or(0o644) as u32;
+        let mut files = Files::new();
+        for src in p.sources.iter().flatten() {
+            let sub = Volume {
+                name: v.name.clone(),
+                config_map: src.config_map.as_ref().map(|c| {
+                    k8s_openapi::api::core::v1::ConfigMapVolumeSource {
+                        name: c.name.clone(),
+                        items: c.items.clone(),
+                        optional: c.optional,
+                        default_mode: Some(mode as i32),
+                    }
+                }),
+                secret: src.secret.as_ref().map(|s| {
+                    k8s_openapi::api::core::v1::SecretVolumeSource {
+                        secret_name: Some(s.name.clone()),
+                        items: s.items.clone(),
+                        optional: s.optional,
+                        default_mode: Some(mode as i32),
+                    }
+                }),
+                downward_api: src.downward_api.as_ref().map(|d| {
+                    k8s_openapi::api::core::v1::DownwardAPIVolumeSource {
+                        items: d.items.clone(),
+                        default_mode: Some(mode as i32),
+                    }
+                }),
+                ..Default::default()
+            };
+            if let Some(f) = Box::pin(projected_files(pod, &sub, sources, pod_ip, host_ip)).await? {
+                files.extend(f);
+            }
+        }
+        return Ok(Some(files));
+    }
+    Ok(None)
+}
+
+/// Writes `files` into `dir` with the atomic-swap layout, unless they are already there.
+fn write_atomic(dir: &Path, files: &Files) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let data = dir.join("..data");
+    // Unchanged: nothing to do.
+    if let Ok(current) = std::fs::read_link(&data) {
+        let cur = dir.join(&current);
+        let same = files
+            .iter()
+            .all(|(p, (content, _))| std::fs::read(cur.join(p)).is_ok_and(|c| &c == content))
+            && count_files(&cur) == files.len();
+        if same {
+            return Ok(());
+        }
+    }
+    let stamp = format!(
+        "..{}",
+        jiff::Timestamp::now().strftime("%Y_%m_%d_%H_%M_%S.%f")
+    );
+    let fresh = dir.join(&stamp);
+    std::fs::create_dir_all(&fresh)?;
+    for (p, (content, mode)) in files {
+        let path = fresh.join(p);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, content)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))?;
+    }
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&stamp, &tmp)?;
+    let old = std::fs::read_link(&data).ok();
+    std::fs::rename(&tmp, &data)?;
+    // Top-level names point into ..data.
+    let tops: std::collections::BTreeSet<String> = files
+        .keys()
+        .map(|p| p.split('/').next().unwrap_or(p).to_string())
+        .collect();
+    for top in &tops {
+        let link = dir.join(top);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{top}"), &link)?;
+        }
+    }
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("..") && !tops.contains(&name) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    if let Some(old) = old {
+        let _ = std::fs::remove_dir_all(dir.join(old));
+    }
+    Ok(())
+}
+
+fn count_files(dir: &Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        match e.file_type() {
+            Ok(t) if t.is_dir() => n += count_files(&e.path()),
+            Ok(_) => n += 1,
+            Err(_) => {}
+        }
+    }
+    n
+}
+
+fn is_mounted(path: &Path) -> bool {
+    let Ok(target) = path.canonicalize() else {
+        return false;
+    };
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .any(|m| Path::new(m) == target)
+}
+
+/// Sets up (or refreshes) every volume of the pod; returns them by name. An error is the
+/// message for `CreateContainerConfigError` / a FailedMount event.
+pub(crate) async fn ensure(
+    pod: &Pod,
+    pod_dir: &Path,
+    sources: &Sources,
+    pod_ip: &str,
+    host_ip: &str,
+) -> Result<BTreeMap<String, HostVolume>, String> {
+    let mut out = BTreeMap::new();
+    let base = volumes_dir(pod_dir);
+    for v in pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let dir = base.join(&v.name);
+        let io = |e: std::io::Error| format!("volume {:?}: {e}", v.name);
+        if let Some(e) = &v.empty_dir {
+            std::fs::create_dir_all(&dir).map_err(io)?;
+            if e.medium.as_deref() == Some("Memory") && !is_mounted(&dir) {
+                let size = e
+                    .size_limit
+                    .as_ref()
+                    .and_then(|q| api::quantity::Quantity::parse(&q.0).ok())
+                    .map(|q| format!(",size={}", q.units()))
+                    .unwrap_or_default();
+                nix::mount::mount(
+                    Some("tmpfs"),
+                    &dir,
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    Some(format!("mode=1777{size}").as_str()),
+                )
+                .map_err(|e| format!("volume {:?}: mounting tmpfs: {e}", v.name))?;
+            } else {
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
+                    .map_err(io)?;
+            }
+            out.insert(
+                v.name.clone(),
+                HostVolume {
+                    path: dir,
+                    read_only: false,
+                },
+            );
+        } else if let Some(h) = &v.host_path {
+            let path = PathBuf::from(&h.path);
+            let ty = h.type_.as_deref().unwrap_or("");
+            let meta = std::fs::metadata(&path);
+            let fail = |what: &str| {
+                Err(format!(
+                    "hostPath type check failed: {} is not a {what}",
+                    h.path
+                ))
+            };
+            match ty {
+                "DirectoryOrCreate" if meta.is_err() => {
+                    std::fs::create_dir_all(&path).map_err(io)?;
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                        .map_err(io)?;
+                }
+                "FileOrCreate" if meta.is_err() => {
+                    if let Some(p) = path.parent() {
+                        std::fs::create_dir_all(p).map_err(io)?;
+                    }
+                    std::fs::write(&path, b"").map_err(io)?;
+                }
+                "Directory" if !meta.as_ref().is_ok_and(|m| m.is_dir()) => {
+                    return fail("directory");
+                }
+                "File" if !meta.as_ref().is_ok_and(|m| m.is_file()) => return fail("file"),
+                "Socket" | "CharDevice" | "BlockDevice" if meta.is_err() => {
+                    return Err(format!(
+                        "hostPath type check failed: {} does not exist",
+                        h.path
+                    ));
+                }
+                _ => {}
+            }
+            out.insert(
+                v.name.clone(),
+                HostVolume {
+                    path,
+                    read_only: false,
+                },
+            );
+        } else {
+            match projected_files(pod, v, sources, pod_ip, host_ip).await? {
+                Some(files) => {
+                    write_atomic(&dir, &files).map_err(io)?;
+                    out.insert(
+                        v.name.clone(),
+                        HostVolume {
+                            path: dir,
+                            read_only: true,
+                        },
+                    );
+                }
+                None => {
+                    tracing::debug!(pod = %pod.name_any(), volume = %v.name, "volume type not supported; mounted as an empty directory");
+                    std::fs::create_dir_all(&dir).map_err(io)?;
+                    out.insert(
+                        v.name.clone(),
+                        HostVolume {
+                            path: dir,
+                            read_only: false,
+                        },
+                    );
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Unmounts the pod's tmpfs volumes; the directory itself goes with the pod's.
+pub(crate) fn teardown(pod_dir: &Path) {
+    for e in std::fs::read_dir(volumes_dir(pod_dir))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if is_mounted(&e.path()) {
+            let _ = nix::mount::umount2(&e.path(), MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn projected_files_swap_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = Files::new();
+        files.insert("a".into(), (b"1".to_vec(), 0o644));
+        files.insert("sub/b".into(), (b"2".to_vec(), 0o600));
+        write_atomic(dir.path(), &files).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"1");
+        assert_eq!(std::fs::read(dir.path().join("sub/b")).unwrap(), b"2");
+        let first = std::fs::read_link(dir.path().join("..data")).unwrap();
+        write_atomic(dir.path(), &files).unwrap();
+        assert_eq!(
+            std::fs::read_link(dir.path().join("..data")).unwrap(),
+            first
+        );
+        files.remove("sub/b");
+        files.insert("a".into(), (b"changed".to_vec(), 0o644));
+        write_atomic(dir.path(), &files).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"changed");
+        assert!(!dir.path().join("sub").exists());
+        assert!(!dir.path().join(first).exists());
+    }
+}

@@ -1,0 +1,516 @@
+//! The node agent end to end, as root: real containers through runc, a CNI bridge network,
+//! images pulled from a real registry on loopback, driven by the real kubectl.
+
+mod support;
+#[path = "../../image/tests/support/testimage.rs"]
+mod testimage;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use support::{Cluster, eventually};
+
+/// A busybox image in a registry of its own on loopback; the registry goes when dropped.
+struct Image {
+    _registry: testimage::Registry,
+    name: String,
+    _layout: tempfile::TempDir,
+}
+
+fn busybox() -> Image {
+    let registry = testimage::Registry::start();
+    let layout = tempfile::tempdir().unwrap();
+    testimage::busybox_layout(layout.path(), "1");
+    let name = registry.push_layout(layout.path(), "1", "busybox");
+    Image {
+        _registry: registry,
+        name,
+        _layout: layout,
+    }
+}
+
+fn get(c: &Cluster, args: &[&str]) -> String {
+    c.kubectl(args).out().trim().to_string()
+}
+
+fn jsonpath(c: &Cluster, what: &[&str], path: &str) -> String {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    let p = format!("jsonpath={path}");
+    args.extend(["-o", &p]);
+    let r = c.kubectl(&args);
+    if r.ok {
+        r.stdout.trim().to_string()
+    } else {
+        String::new()
+    }
+}
+
+/// Waits (longer than `eventually`: images pull, containers back off) for `cond`.
+fn patiently(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn node_ready(c: &Cluster, node: &str) {
+    patiently("the node Ready", 90, || {
+        get(c, &["get", "nodes", "--no-headers"])
+            .lines()
+            .any(|l| l.starts_with(node) && l.split_whitespace().nth(1) == Some("Ready"))
+    });
+}
+
+/// HTTP GET from the host, the body.
+fn http_get(ip: &str, port: u16) -> Option<String> {
+    let mut s = std::net::TcpStream::connect_timeout(
+        &format!("{ip}:{port}").parse().ok()?,
+        Duration::from_secs(2),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET / HTTP/1.0\r\nHost: {ip}\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+#[test]
+fn pods_run_as_containers_with_logs_network_and_graceful_deletion() {
+    let image = busybox();
+    let c = Cluster::start_with_agent("node-a", 201, &[]);
+    node_ready(&c, "node-a");
+    let nodes = get(&c, &["get", "nodes", "-o", "wide"]);
+    assert!(nodes.contains("control-plane"), "{nodes}");
+    assert!(nodes.contains("runc://"), "{nodes}");
+
+    // kubectl run: the container runs, the pod completes, its output is in the logs.
+    c.kubectl(&[
+        "run",
+        "hi",
+        "--image",
+        &image.name,
+        "--restart=Never",
+        "--",
+        "echo",
+        "hi",
+    ])
+    .out();
+    patiently("the pod to succeed", 60, || {
+        jsonpath(&c, &["pod", "hi"], "{.status.phase}") == "Succeeded"
+    });
+    assert_eq!(get(&c, &["logs", "hi"]), "hi");
+    let line = get(&c, &["get", "pod", "hi", "--no-headers"]);
+    assert!(line.contains("Completed"), "{line}");
+    assert_eq!(
+        jsonpath(
+            &c,
+            &["pod", "hi"],
+            "{.status.containerStatuses[0].state.terminated.exitCode}"
+        ),
+        "0"
+    );
+    let stamped = get(&c, &["logs", "hi", "--timestamps"]);
+    assert!(
+        stamped.ends_with(" hi") && stamped.contains('T'),
+        "{stamped}"
+    );
+
+    // A Deployment of three web servers: distinct addresses, reachable from the host and from
+    // another pod, Ready through a readiness probe.
+    let manifest = format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 3
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      terminationGracePeriodSeconds: 3
+      containers:
+      - name: httpd
+        image: {}
+        command: [sh, -c, 'echo hello from $(hostname) > /var/www/index.html && exec httpd -f -p 8080 -h /var/www']
+        ports: [{{containerPort: 8080, name: http}}]
+        readinessProbe:
+          httpGet: {{path: /, port: http}}
+          periodSeconds: 1
+",
+        image.name
+    );
+    c.apply(&manifest).out();
+    patiently("three ready web pods", 90, || {
+        jsonpath(&c, &["deployment", "web"], "{.status.readyReplicas}") == "3"
+    });
+    let pods = get(
+        &c,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{\"\\n\"}{end}",
+        ],
+    );
+    let pods: Vec<(String, String)> = pods
+        .lines()
+        .map(|l| {
+            let (n, ip) = l.split_once(' ').unwrap();
+            (n.to_string(), ip.to_string())
+        })
+        .collect();
+    assert_eq!(pods.len(), 3);
+    let mut ips: Vec<&str> = pods.iter().map(|(_, ip)| ip.as_str()).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 3, "{pods:?}");
+    for (name, ip) in &pods {
+        assert!(ip.starts_with("10.201."), "{ip}");
+        let body = http_get(ip, 8080).unwrap_or_default();
+        assert!(
+            body.contains(&format!("hello from {name}")),
+            "{name} at {ip}: {body}"
+        );
+    }
+    let (first_name, first_ip) = &pods[0];
+    c.kubectl(&[
+        "run",
+        "client",
+        "--image",
+        &image.name,
+        "--restart=Never",
+        "--",
+        "wget",
+        "-qO-",
+        &format!("http://{first_ip}:8080/"),
+    ])
+    .out();
+    patiently("the client pod to finish", 60, || {
+        jsonpath(&c, &["pod", "client"], "{.status.phase}") == "Succeeded"
+    });
+    assert_eq!(
+        get(&c, &["logs", "client"]),
+        format!("hello from {first_name}")
+    );
+
+    // Graceful deletion: the pod goes within its grace period (3 s; httpd ignores SIGTERM as
+    // pid 1, so it takes the SIGKILL), and its address stops answering.
+    let t0 = std::time::Instant::now();
+    c.kubectl(&["delete", "pod", first_name, "--wait=true"])
+        .out();
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "deletion took {:?}",
+        t0.elapsed()
+    );
+    assert!(http_get(first_ip, 8080).is_none());
+    patiently("the replacement", 90, || {
+        jsonpath(&c, &["deployment", "web"], "{.status.readyReplicas}") == "3"
+    });
+    c.kubectl(&["delete", "deployment", "web"]).out();
+    patiently("the web pods gone", 60, || {
+        get(&c, &["get", "pods", "-l", "app=web", "-o", "name"]).is_empty()
+    });
+}
+
+#[test]
+fn failing_containers_report_like_upstream() {
+    let image = busybox();
+    let c = Cluster::start_with_agent("node-b", 202, &[]);
+    node_ready(&c, "node-b");
+    let manifest = format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: crash}}
+spec:
+  containers:
+  - {{name: crash, image: {img}, command: [sh, -c, 'echo crashing; exit 3']}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: nocmd}}
+spec:
+  restartPolicy: Never
+  containers:
+  - {{name: nocmd, image: {img}, command: [no-such-command]}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: noimage}}
+spec:
+  containers:
+  - {{name: c, image: '{missing}'}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: nocm}}
+spec:
+  containers:
+  - name: c
+    image: {img}
+    command: [sleep, '3600']
+    env:
+    - name: X
+      valueFrom: {{configMapKeyRef: {{name: absent, key: k}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: hog}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: hog
+    image: {img}
+    command: [sh, -c, 'tail /dev/zero']
+    resources: {{limits: {{memory: 32Mi}}}}
+",
+        img = image.name,
+        missing = image.name.replace("busybox:1", "nothere:1"),
+    );
+    c.apply(&manifest).out();
+
+    // Crash loop: restarts with back-off, the previous attempt's logs.
+    patiently("CrashLoopBackOff", 90, || {
+        let line = get(&c, &["get", "pod", "crash", "--no-headers"]);
+        line.contains("CrashLoopBackOff")
+            && jsonpath(
+                &c,
+                &["pod", "crash"],
+                "{.status.containerStatuses[0].restartCount}",
+            )
+            .parse::<u32>()
+            .is_ok_and(|n| n >= 2)
+    });
+    assert_eq!(get(&c, &["logs", "crash", "--previous"]), "crashing");
+    assert_eq!(
+        jsonpath(
+            &c,
+            &["pod", "crash"],
+            "{.status.containerStatuses[0].lastState.terminated.exitCode}"
+        ),
+        "3"
+    );
+
+    // A command that does not exist: StartError, exit code 128, the runtime's message.
+    patiently("the start error", 60, || {
+        jsonpath(
+            &c,
+            &["pod", "nocmd"],
+            "{.status.containerStatuses[0].state.terminated.reason}",
+        ) == "StartError"
+    });
+    assert_eq!(
+        jsonpath(
+            &c,
+            &["pod", "nocmd"],
+            "{.status.containerStatuses[0].state.terminated.exitCode}"
+        ),
+        "128"
+    );
+    let msg = jsonpath(
+        &c,
+        &["pod", "nocmd"],
+        "{.status.containerStatuses[0].state.terminated.message}",
+    );
+    assert!(msg.contains("no-such-command"), "{msg}");
+    assert_eq!(jsonpath(&c, &["pod", "nocmd"], "{.status.phase}"), "Failed");
+
+    // A missing image: ErrImagePull, then ImagePullBackOff.
+    patiently("ErrImagePull", 60, || {
+        let reason = jsonpath(
+            &c,
+            &["pod", "noimage"],
+            "{.status.containerStatuses[0].state.waiting.reason}",
+        );
+        reason == "ErrImagePull" || reason == "ImagePullBackOff"
+    });
+    patiently("ImagePullBackOff", 60, || {
+        jsonpath(
+            &c,
+            &["pod", "noimage"],
+            "{.status.containerStatuses[0].state.waiting.reason}",
+        ) == "ImagePullBackOff"
+    });
+    let events = get(
+        &c,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=noimage",
+        ],
+    );
+    assert!(events.contains("Failed to pull image"), "{events}");
+
+    // A missing ConfigMap: CreateContainerConfigError with upstream's message.
+    patiently("CreateContainerConfigError", 60, || {
+        get(&c, &["get", "pod", "nocm", "--no-headers"]).contains("CreateContainerConfigError")
+    });
+    assert_eq!(
+        jsonpath(
+            &c,
+            &["pod", "nocm"],
+            "{.status.containerStatuses[0].state.waiting.message}"
+        ),
+        "configmap \"absent\" not found"
+    );
+    // ... which the pod gets over once the ConfigMap exists.
+    c.kubectl(&["create", "configmap", "absent", "--from-literal=k=v"])
+        .out();
+    patiently("nocm running", 60, || {
+        jsonpath(&c, &["pod", "nocm"], "{.status.phase}") == "Running"
+    });
+
+    // Over its memory limit: OOMKilled.
+    patiently("the OOM kill", 60, || {
+        jsonpath(
+            &c,
+            &["pod", "hog"],
+            "{.status.containerStatuses[0].state.terminated.reason}",
+        ) == "OOMKilled"
+    });
+}
+
+#[test]
+fn config_maps_and_secrets_reach_env_and_volumes_and_containers_survive_restarts() {
+    let image = busybox();
+    let mut c = Cluster::start_with_agent("node-c", 203, &[]);
+    node_ready(&c, "node-c");
+    c.kubectl(&[
+        "create",
+        "configmap",
+        "settings",
+        "--from-literal=greeting=hello",
+        "--from-literal=colour=blue",
+    ])
+    .out();
+    c.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "--from-literal=password=s3cret",
+    ])
+    .out();
+    let manifest = format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: reader, labels: {{tier: back}}}}
+spec:
+  containers:
+  - name: reader
+    image: {}
+    command: [sh, -c, 'echo \"$GREETING $PASSWORD $POD_NAME $(COLOUR)\"; while true; do cat /config/greeting; echo; sleep 1; done']
+    env:
+    - name: GREETING
+      valueFrom: {{configMapKeyRef: {{name: settings, key: greeting}}}}
+    - name: PASSWORD
+      valueFrom: {{secretKeyRef: {{name: creds, key: password}}}}
+    - name: POD_NAME
+      valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
+    envFrom:
+    - configMapRef: {{name: settings}}
+      prefix: CM_
+    - configMapRef: {{name: settings}}
+    volumeMounts:
+    - {{name: config, mountPath: /config}}
+    - {{name: secret, mountPath: /secret}}
+    - {{name: scratch, mountPath: /scratch}}
+  volumes:
+  - name: config
+    configMap: {{name: settings}}
+  - name: secret
+    secret: {{secretName: creds}}
+  - name: scratch
+    emptyDir: {{medium: Memory, sizeLimit: 1Mi}}
+",
+        image.name
+    );
+    c.apply(&manifest.replace("$(COLOUR)", "$(colour)")).out();
+    patiently("the reader running", 60, || {
+        jsonpath(&c, &["pod", "reader"], "{.status.phase}") == "Running"
+    });
+    patiently("the first line", 30, || {
+        c.kubectl(&["logs", "reader"])
+            .stdout
+            .lines()
+            .next()
+            .is_some()
+    });
+    let first = c
+        .kubectl(&["logs", "reader"])
+        .stdout
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(first, "hello s3cret reader blue");
+    // A change to the ConfigMap reaches the volume (not the environment).
+    c.kubectl(&[
+        "patch",
+        "configmap",
+        "settings",
+        "-p",
+        r#"{"data":{"greeting":"bonjour"}}"#,
+    ])
+    .out();
+    patiently("the new content in the volume", 60, || {
+        c.kubectl(&["logs", "reader", "--tail", "1"]).stdout.trim() == "bonjour"
+    });
+
+    // The agent restarts (with the server): no container restarts.
+    let id = jsonpath(
+        &c,
+        &["pod", "reader"],
+        "{.status.containerStatuses[0].containerID}",
+    );
+    assert!(id.starts_with("runc://"), "{id}");
+    c.restart();
+    node_ready(&c, "node-c");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        jsonpath(
+            &c,
+            &["pod", "reader"],
+            "{.status.containerStatuses[0].containerID}"
+        ),
+        id
+    );
+    assert_eq!(
+        jsonpath(
+            &c,
+            &["pod", "reader"],
+            "{.status.containerStatuses[0].restartCount}"
+        ),
+        "0"
+    );
+    assert_eq!(
+        jsonpath(&c, &["pod", "reader"], "{.status.phase}"),
+        "Running"
+    );
+    // Logs follow on after the restart too.
+    patiently("logs after the restart", 30, || {
+        c.kubectl(&["logs", "reader", "--tail", "1"]).stdout.trim() == "bonjour"
+    });
+
+    // Deleting the pod leaves nothing mounted under the agent's directory.
+    c.kubectl(&["delete", "pod", "reader", "--grace-period", "1"])
+        .out();
+    let dir = std::fs::canonicalize(c.agent_dir()).unwrap();
+    eventually("no mounts left", || {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let pods = dir.join("pods");
+        !mounts.lines().any(|l| l.contains(pods.to_str().unwrap()))
+            && !mounts
+                .lines()
+                .any(|l| l.contains(dir.join("containers").to_str().unwrap()))
+    });
+}

@@ -1,0 +1,140 @@
+//! Which cgroup version the host runs, and the few reads and removals the agent needs
+//! beyond what the OCI runtime does itself (it creates and limits the containers' groups).
+
+use std::path::{Path, PathBuf};
+
+/// The host's cgroup layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One hierarchy per controller.
+    V1,
+    /// v1 controllers, with an empty v2 hierarchy at `/sys/fs/cgroup/unified` (no systemd
+    /// here; crun refuses this layout).
+    Hybrid,
+    /// The unified hierarchy.
+    V2,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::V1 => "cgroup v1",
+            Mode::Hybrid => "cgroup v1 (hybrid)",
+            Mode::V2 => "cgroup v2",
+        })
+    }
+}
+
+/// Reads the host's layout from `/sys/fs/cgroup`.
+pub fn detect() -> Mode {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        Mode::V2
+    } else if root.join("unified/cgroup.controllers").exists() {
+        Mode::Hybrid
+    } else {
+        Mode::V1
+    }
+}
+
+/// The mount points of every cgroup hierarchy, v1 and v2, from `/proc/self/mountinfo`.
+fn hierarchies() -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let fstype = right.split_whitespace().next()?;
+            let mount = left.split_whitespace().nth(4)?;
+            (fstype == "cgroup" || fstype == "cgroup2").then(|| PathBuf::from(mount))
+        })
+        .collect()
+}
+
+/// The directories of the group `path` (e.g. `/rudder/pod123`) in every hierarchy that has it.
+fn dirs(path: &str) -> Vec<PathBuf> {
+    let rel = path.trim_start_matches('/');
+    hierarchies()
+        .into_iter()
+        .map(|h| h.join(rel))
+        .filter(|d| d.is_dir())
+        .collect()
+}
+
+/// Removes the group `path` and the empty groups below it from every hierarchy. Groups that
+/// still hold processes stay (the kernel refuses), and are reported.
+pub fn remove(path: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    for dir in dirs(path) {
+        remove_tree(&dir, &mut left);
+    }
+    left
+}
+
+fn remove_tree(dir: &Path, left: &mut Vec<String>) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path(), left);
+            }
+        }
+    }
+    if let Err(e) = std::fs::remove_dir(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        left.push(format!("{}: {e}", dir.display()));
+    }
+}
+
+/// Whether the kernel's OOM killer killed a process of the group `path`.
+pub fn oom_killed(path: &str) -> bool {
+    let count = |file: PathBuf, key: &str| {
+        std::fs::read_to_string(file).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(key)?.trim().parse::<u64>().ok())
+        })
+    };
+    dirs(path).into_iter().any(|d| {
+        count(d.join("memory.events"), "oom_kill ")
+            .or_else(|| count(d.join("memory.oom_control"), "oom_kill "))
+            .is_some_and(|n| n > 0)
+    })
+}
+
+/// CPU and memory use of a group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Total CPU time, nanoseconds.
+    pub cpu_nanos: u64,
+    /// Memory in use less inactive file pages (the kubelet's working set), bytes.
+    pub working_set_bytes: u64,
+}
+
+/// Reads a group's CPU and memory use, v1 or v2.
+pub fn usage(path: &str) -> Usage {
+    let mut u = Usage::default();
+    let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+    let stat = |text: &str, key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse::<u64>().ok())
+    };
+    for d in dirs(path) {
+        let v1_cpu = read(d.join("cpuacct.usage"));
+        if let Ok(n) = v1_cpu.trim().parse::<u64>() {
+            u.cpu_nanos = n;
+        }
+        if let Some(usec) = stat(&read(d.join("cpu.stat")), "usage_usec ") {
+            u.cpu_nanos = usec * 1000;
+        }
+        let v1_mem = read(d.join("memory.usage_in_bytes"));
+        if let Ok(n) = v1_mem.trim().parse::<u64>() {
+            let inactive = stat(&read(d.join("memory.stat")), "total_inactive_file ").unwrap_or(0);
+            u.working_set_bytes = n.saturating_sub(inactive);
+        }
+        let v2_mem = read(d.join("memory.current"));
+        if let Ok(n) = v2_mem.trim().parse::<u64>() {
+            let inactive = stat(&read(d.join("memory.stat")), "inactive_file ").unwrap_or(0);
+            u.working_set_bytes = n.saturating_sub(inactive);
+        }
+    }
+    u
+}

@@ -1,0 +1,300 @@
+//! The per-container monitor (like conmon): a small process of its own, started by the agent
+//! as `rudder shim ...`, that creates the container through the OCI runtime, stays its parent
+//! (a child subreaper), copies its stdout and stderr into the CRI log file and writes the exit
+//! status to a file when it ends. The agent can restart meanwhile: nothing here depends on it.
+
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::logs::{Stream, Writer};
+
+/// How one container is monitored.
+#[derive(Debug, Clone)]
+pub struct Args {
+    /// The OCI runtime binary.
+    pub runtime: PathBuf,
+    /// Its state directory.
+    pub root: PathBuf,
+    /// The container id.
+    pub id: String,
+    /// The bundle (holds `config.json`).
+    pub bundle: PathBuf,
+    /// The CRI log file.
+    pub log: PathBuf,
+    /// Where the exit status goes.
+    pub exit_file: PathBuf,
+}
+
+impl Args {
+    /// The command-line arguments after `shim`.
+    pub fn to_args(&self) -> Vec<std::ffi::OsString> {
+        let mut v: Vec<std::ffi::OsString> = Vec::new();
+        for (flag, value) in [
+            ("--runtime", self.runtime.as_os_str()),
+            ("--root", self.root.as_os_str()),
+            ("--id", std::ffi::OsStr::new(&self.id)),
+            ("--bundle", self.bundle.as_os_str()),
+            ("--log", self.log.as_os_str()),
+            ("--exit-file", self.exit_file.as_os_str()),
+        ] {
+            v.push(flag.into());
+            v.push(value.into());
+        }
+        v
+    }
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Exit {
+    /// The exit code, or 128 + the signal that killed it.
+    pub exit_code: i32,
+    /// The signal, if one killed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// When (RFC 3339).
+    pub finished_at: String,
+}
+
+/// Reads a container's exit file, if it has ended.
+pub fn read_exit(path: &Path) -> Option<Exit> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// Log file size before rotation, and rotated files kept (the kubelet's defaults).
+const LOG_MAX_SIZE: u64 = 10 << 20;
+const LOG_MAX_FILES: usize = 5;
+
+/// Output held back until the runtime has created the container: if it fails, that output
+/// is its error message, not the container's log.
+struct Sink {
+    writer: Writer,
+    held: Option<Vec<(Stream, Vec<u8>)>>,
+}
+
+/// The monitor's body; returns the process exit code. Reports `created <pid>` or
+/// `error <message>` as one line on stdout, then lets go of stdout.
+pub fn main(args: Args) -> i32 {
+    let _ = nix::unistd::setsid();
+    let mut report = std::io::stdout();
+    match monitor(&args, &mut report) {
+        Ok(()) => 0,
+        Err(e) => {
+            // Too late to report to the agent once created; the exit file says it.
+            let _ = writeln!(report, "error {}", format!("{e:#}").replace('\n', " "));
+            let _ = report.flush();
+            1
+        }
+    }
+}
+
+fn monitor(args: &Args, report: &mut std::io::Stdout) -> Result<()> {
+    nix::sys::prctl::set_child_subreaper(true).context("becoming a child subreaper")?;
+    if let Some(dir) = args.log.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let writer = Writer::create(&args.log, LOG_MAX_SIZE, LOG_MAX_FILES)
+        .with_context(|| format!("opening {}", args.log.display()))?;
+    let sink = Arc::new(Mutex::new(Sink {
+        writer,
+        held: Some(Vec::new()),
+    }));
+    let pid_file = args.bundle.join("init.pid");
+    let _ = std::fs::remove_file(&pid_file);
+    let mut create = std::process::Command::new(&args.runtime)
+        .arg("--root")
+        .arg(&args.root)
+        .arg("create")
+        .arg("--bundle")
+        .arg(&args.bundle)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg(&args.id)
+        .current_dir(&args.bundle)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", args.runtime.display()))?;
+    let readers: Vec<_> = [
+        (
+            Stream::Stdout,
+            create
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+        (
+            Stream::Stderr,
+            create
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(stream, pipe)| {
+        let pipe = pipe?;
+        let sink = sink.clone();
+        Some(std::thread::spawn(move || copy(stream, pipe, &sink)))
+    })
+    .collect();
+    let status = create.wait().context("waiting for the runtime")?;
+    if !status.success() {
+        // The runtime's message went to its stderr; the pipes close as it exits.
+        for r in readers {
+            let _ = r.join();
+        }
+        let held = sink
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .held
+            .take()
+            .unwrap_or_default();
+        let text: String = held
+            .iter()
+            .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+            .collect();
+        bail!("{}", runtime_error(&text));
+    }
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .context("reading the container's pid file")?
+        .trim()
+        .parse()
+        .context("the container's pid file")?;
+    writeln!(report, "created {pid}")?;
+    report.flush()?;
+    // Let go of the agent's pipe: it may go away while the container runs on.
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    nix::unistd::dup2_stdout(&null)?;
+    {
+        let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+        for (stream, bytes) in s.held.take().unwrap_or_default() {
+            let _ = s.writer.write(stream, &bytes);
+        }
+    }
+    let exit = wait(pid);
+    for r in readers {
+        let _ = r.join();
+    }
+    {
+        let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = s.writer.flush();
+    }
+    let tmp = args.exit_file.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&exit)?)?;
+    std::fs::rename(&tmp, &args.exit_file)?;
+    Ok(())
+}
+
+/// Copies one pipe into the log, line by line as it comes.
+fn copy(stream: Stream, pipe: Box<dyn Read + Send>, sink: &Mutex<Sink>) {
+    let mut reader = std::io::BufReader::with_capacity(64 << 10, pipe);
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok([]) | Err(_) => break,
+            Ok(b) => b.to_vec(),
+        };
+        reader.consume(buf.len());
+        let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut s.held {
+            Some(held) => held.push((stream, buf)),
+            None => {
+                let _ = s.writer.write(stream, &buf);
+            }
+        }
+    }
+}
+
+/// Waits for the container's init process (reaping anything else reparented to us).
+fn wait(pid: i32) -> Exit {
+    use nix::sys::wait::{WaitStatus, waitpid};
+    let target = nix::unistd::Pid::from_raw(pid);
+    let (exit_code, signal) = loop {
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(p, code)) if p == target => break (code, None),
+            Ok(WaitStatus::Signaled(p, sig, _)) if p == target => {
+                break (128 + sig as i32, Some(sig as i32));
+            }
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            // No children left: the process is gone without our seeing it.
+            Err(_) => break (255, None),
+        }
+    };
+    Exit {
+        exit_code,
+        signal,
+        finished_at: jiff::Timestamp::now().to_string(),
+    }
+}
+
+/// The useful part of what the runtime printed when create failed: its last `msg`, or the text.
+fn runtime_error(text: &str) -> String {
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("the OCI runtime failed without a message")
+        .trim();
+    // runc logs as `time="..." level=error msg="..."`.
+    match line.split_once("msg=\"") {
+        Some((_, rest)) => rest.trim_end_matches('"').replace("\\\"", "\""),
+        None => line.to_string(),
+    }
+}
+
+/// Starts a monitor for `args` with `exe shim ...` and waits for its report: the container's
+/// pid once created, or the runtime's error.
+pub async fn spawn(exe: &Path, args: &Args) -> Result<i32> {
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(args.bundle.join("shim.log"))
+        .with_context(|| format!("creating {}/shim.log", args.bundle.display()))?;
+    let mut child = tokio::process::Command::new(exe)
+        .arg("shim")
+        .args(args.to_args())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .with_context(|| format!("starting {} shim", exe.display()))?;
+    let stdout = child.stdout.take().context("shim stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout);
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut line).await?;
+    // The child is reaped by tokio in the background once it exits.
+    drop(child);
+    let line = line.trim();
+    if let Some(pid) = line.strip_prefix("created ") {
+        return pid.parse().context("the shim's report");
+    }
+    match line.strip_prefix("error ") {
+        Some(msg) => bail!("{msg}"),
+        None => bail!(
+            "the container monitor ended without a report (see {}/shim.log)",
+            args.bundle.display()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_errors_keep_runcs_message() {
+        let text = "time=\"2026-11-26T02:00:00Z\" level=error msg=\"runc create failed: unable to start container process: exec: \\\"nope\\\": executable file not found in $PATH\"\n";
+        assert_eq!(
+            runtime_error(text),
+            "runc create failed: unable to start container process: exec: \"nope\": executable file not found in $PATH"
+        );
+        assert_eq!(runtime_error("plain\n\n"), "plain");
+    }
+}
