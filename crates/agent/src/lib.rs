@@ -11,6 +11,7 @@
 //! Start reading at [`run`], then `pods.rs` (one worker per pod: `PodState::sync`), then
 //! `status.rs` (what the pod's status says).
 
+pub mod bootstrap;
 mod containers;
 mod env;
 mod events;
@@ -219,11 +220,25 @@ pub async fn reset(data_dir: &Path, bridge: &str) -> Result<Vec<String>> {
         let uid = e.file_name().to_string_lossy().into_owned();
         let net = e.path().join("ns/net");
         if net.exists() {
-            let result = std::fs::read(e.path().join("sandbox.json"))
+            let sandbox = std::fs::read(e.path().join("sandbox.json"))
                 .ok()
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .map(|v| v["cni_result"].clone());
-            let _ = network.del(&uid, &net, &[], result.as_ref()).await;
+                .unwrap_or_default();
+            let ports: Vec<runtime::cni::PortMapping> = sandbox["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| {
+                    Some(runtime::cni::PortMapping {
+                        host_port: p[0].as_u64()? as u16,
+                        container_port: p[1].as_u64()? as u16,
+                        protocol: p[2].as_str()?.to_string(),
+                        host_ip: p[3].as_str().map(str::to_string),
+                    })
+                })
+                .collect();
+            let result = Some(sandbox["cni_result"].clone()).filter(|r| !r.is_null());
+            let _ = network.del(&uid, &net, &ports, result.as_ref()).await;
         }
         let _ = runtime::namespaces::remove(&e.path());
         for qos in ["", "/burstable", "/besteffort"] {

@@ -119,6 +119,8 @@ struct PodState {
     finished: bool,
     /// When the projected volumes (configMap, secret, downwardAPI) were last brought up to date.
     volumes_synced: Option<Instant>,
+    /// Why the pod failed as a whole (reason, message), e.g. DeadlineExceeded.
+    failure: Option<(String, String)>,
 }
 
 fn spec_containers(pod: &Pod) -> (Vec<Container>, Vec<Container>) {
@@ -182,6 +184,7 @@ impl PodState {
             last_status: None,
             finished: false,
             volumes_synced: None,
+            failure: None,
         }
     }
 
@@ -287,6 +290,20 @@ impl PodState {
                 .map(|t| t.0)
                 .or_else(|| Some(Timestamp::now()));
         }
+        let deadline = pod.spec.as_ref().and_then(|s| s.active_deadline_seconds);
+        if let (Some(secs), Some(start), false) = (deadline, self.start_time, self.finished)
+            && Timestamp::now().duration_since(start).as_secs() >= secs
+        {
+            let msg = "Pod was active on the node longer than the specified deadline";
+            ctx.events
+                .pod(pod, None, true, "DeadlineExceeded", msg.into());
+            self.failure = Some(("DeadlineExceeded".into(), msg.into()));
+            self.stop_all(ctx, pod, grace_period(pod)).await;
+            self.finished = true;
+            self.teardown_sandbox(ctx, pod).await;
+            self.post_status(ctx, pod).await;
+            return;
+        }
         if self.finished || phase == "Succeeded" || phase == "Failed" {
             if !self.finished {
                 self.finished = true;
@@ -307,6 +324,21 @@ impl PodState {
         let (inits, apps) = spec_containers(pod);
         let mut initialized = true;
         for c in &inits {
+            if is_sidecar(c) {
+                // A restartable init container: the next one waits until it has started.
+                match self.latest(&c.name).filter(|r| r.running()) {
+                    Some(r) => {
+                        let (id, started) = (r.meta.id.clone(), r.meta.started_at.clone());
+                        self.run_probes(ctx, pod, c, &id, started.as_deref()).await;
+                        if self.probes.ready_map().get(&c.name).is_none_or(|(_, s)| *s) {
+                            continue;
+                        }
+                    }
+                    None => self.start_if_due(ctx, pod, c, true).await,
+                }
+                initialized = false;
+                break;
+            }
             match self.latest(&c.name).map(|r| (r.running(), r.exit_code())) {
                 Some((_, Some(0))) => continue,
                 Some((true, _)) => {
@@ -326,6 +358,13 @@ impl PodState {
             }
         }
         if initialized {
+            // Sidecars restart whenever they end, for as long as the pod runs.
+            for c in inits.iter().filter(|c| is_sidecar(c)) {
+                match self.latest(&c.name) {
+                    Some(r) if r.running() => {}
+                    _ => self.start_if_due(ctx, pod, c, true).await,
+                }
+            }
             for c in &apps {
                 match self.latest(&c.name) {
                     None => self.start_if_due(ctx, pod, c, false).await,
@@ -860,6 +899,18 @@ impl PodState {
         }
         record.meta.started_at = Some(Timestamp::now().to_string());
         let _ = record.save(ctx.data());
+        if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref())
+            && let Err(msg) = crate::probe::hook(ctx, c, &id, sandbox.ip(), h).await
+        {
+            ctx.events.pod(
+                pod,
+                Some(field(c, init)),
+                true,
+                "FailedPostStartHook",
+                format!("PostStartHook failed: {msg}"),
+            );
+            let _ = ctx.runc.kill(&id, "KILL").await;
+        }
         ctx.events.pod(
             pod,
             Some(field(c, init)),
@@ -882,6 +933,9 @@ impl PodState {
         if running.is_empty() {
             return;
         }
+        let t0 = Instant::now();
+        self.pre_stop(ctx, pod, &running, grace).await;
+        let grace = grace.saturating_sub(t0.elapsed());
         for (id, name) in &running {
             ctx.events.pod(
                 pod,
@@ -915,6 +969,43 @@ impl PodState {
         }
         self.refresh(ctx).await;
         self.mark_running(ctx, pod);
+    }
+
+    /// Runs the preStop hooks of the running containers, all at once, within `grace`.
+    async fn pre_stop(&self, ctx: &Ctx, pod: &Pod, running: &[(String, String)], grace: Duration) {
+        let (inits, apps) = spec_containers(pod);
+        let ip = self
+            .sandbox
+            .as_ref()
+            .map(|s| s.ip().to_string())
+            .unwrap_or_default();
+        let hooks = running.iter().filter_map(|(id, name)| {
+            let c = apps.iter().chain(inits.iter()).find(|c| &c.name == name)?;
+            let h = c.lifecycle.as_ref()?.pre_stop.as_ref()?;
+            Some((id, c, h))
+        });
+        let runs = hooks.map(|(id, c, h)| {
+            let ip = ip.clone();
+            async move {
+                let r = tokio::time::timeout(grace, crate::probe::hook(ctx, c, id, &ip, h)).await;
+                let err = match r {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => e,
+                    Err(_) => format!(
+                        "the hook did not finish within the grace period ({}s)",
+                        grace.as_secs()
+                    ),
+                };
+                ctx.events.pod(
+                    pod,
+                    Some(field(c, false)),
+                    true,
+                    "FailedPreStopHook",
+                    format!("PreStopHook failed: {err}"),
+                );
+            }
+        });
+        futures::future::join_all(runs).await;
     }
 
     async fn teardown_sandbox(&mut self, ctx: &Ctx, pod: &Pod) {
@@ -987,17 +1078,7 @@ impl PodState {
 
     /// Graceful deletion: stop within the grace period, report, remove the object.
     async fn terminate(&mut self, ctx: &Ctx, pod: &Pod) {
-        let grace = pod
-            .metadata
-            .deletion_grace_period_seconds
-            .or_else(|| {
-                pod.spec
-                    .as_ref()
-                    .and_then(|s| s.termination_grace_period_seconds)
-            })
-            .unwrap_or(30)
-            .max(0) as u64;
-        self.stop_all(ctx, pod, Duration::from_secs(grace)).await;
+        self.stop_all(ctx, pod, grace_period(pod)).await;
         self.finished = true;
         self.post_status(ctx, pod).await;
         self.cleanup(ctx, Some(pod)).await;
@@ -1040,6 +1121,7 @@ impl PodState {
             runtime: ctx.runc.name(),
             deleting: pod.metadata.deletion_timestamp.is_some() || self.finished,
             data: ctx.data(),
+            failure: self.failure.clone(),
         });
         if self.last_status.as_ref() == Some(&status) {
             return;
@@ -1066,6 +1148,26 @@ impl PodState {
 fn field(c: &Container, init: bool) -> String {
     let list = if init { "initContainers" } else { "containers" };
     format!("spec.{list}{{{}}}", c.name)
+}
+
+/// A restartable init container (a sidecar).
+pub(crate) fn is_sidecar(c: &Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
+}
+
+/// The pod's grace period for stopping its containers.
+fn grace_period(pod: &Pod) -> Duration {
+    let secs = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
+        .unwrap_or(30)
+        .max(0);
+    Duration::from_secs(secs as u64)
 }
 
 fn own_namespaces(pod: &Pod) -> runtime::namespaces::Own {

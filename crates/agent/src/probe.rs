@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Container, Pod, Probe};
+use k8s_openapi::api::core::v1::{Container, HTTPGetAction, LifecycleHandler, Pod, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -245,59 +245,91 @@ async fn action(ctx: &Ctx, c: &Container, id: &str, ip: &str, p: &Probe) -> Resu
             .map_err(|e| format!("dial tcp {host}:{port}: {e}"));
     }
     if let Some(h) = &p.http_get {
-        let host = h
-            .host
-            .clone()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| ip.to_string());
-        let port = port(c, &h.port)?;
-        if h.scheme.as_deref() == Some("HTTPS") {
-            return Err("HTTPS probes are not supported by this agent yet".into());
-        }
-        let path = h
-            .path
-            .clone()
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| "/".into());
-        let url = format!("http://{host}:{port}{path}");
-        let mut s = tokio::net::TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|e| format!("Get {url:?}: dial tcp {host}:{port}: {e}"))?;
-        let mut req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n"
-        );
-        for hd in h.http_headers.iter().flatten() {
-            req.push_str(&format!("{}: {}\r\n", hd.name, hd.value));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes())
-            .await
-            .map_err(|e| format!("Get {url:?}: {e}"))?;
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 1024];
-        while !buf.windows(2).any(|w| w == b"\r\n") {
-            let n = s
-                .read(&mut chunk)
-                .await
-                .map_err(|e| format!("Get {url:?}: {e}"))?;
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        let line = String::from_utf8_lossy(&buf);
-        let code: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| format!("Get {url:?}: malformed HTTP response"))?;
-        return if (200..400).contains(&code) {
-            Ok(())
-        } else {
-            Err(format!("HTTP probe failed with statuscode: {code}"))
-        };
+        return http_get(c, ip, h).await;
     }
     Err("this probe's handler (grpc) is not supported by this agent yet".into())
+}
+
+/// An HTTP GET as probes and lifecycle hooks make it: success for a 2xx or 3xx answer.
+pub(crate) async fn http_get(c: &Container, ip: &str, h: &HTTPGetAction) -> Result<(), String> {
+    let host = h
+        .host
+        .clone()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| ip.to_string());
+    let port = port(c, &h.port)?;
+    if h.scheme.as_deref() == Some("HTTPS") {
+        return Err("HTTPS probes and hooks are not supported by this agent yet".into());
+    }
+    let path = h
+        .path
+        .clone()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "/".into());
+    let url = format!("http://{host}:{port}{path}");
+    let mut s = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| format!("Get {url:?}: dial tcp {host}:{port}: {e}"))?;
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n"
+    );
+    for hd in h.http_headers.iter().flatten() {
+        req.push_str(&format!("{}: {}\r\n", hd.name, hd.value));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("Get {url:?}: {e}"))?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(2).any(|w| w == b"\r\n") {
+        let n = s
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("Get {url:?}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let line = String::from_utf8_lossy(&buf);
+    let code: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("Get {url:?}: malformed HTTP response"))?;
+    if (200..400).contains(&code) {
+        Ok(())
+    } else {
+        Err(format!("HTTP probe failed with statuscode: {code}"))
+    }
+}
+
+/// Runs a lifecycle hook (postStart, preStop): exec, httpGet or sleep.
+pub(crate) async fn hook(
+    ctx: &Ctx,
+    c: &Container,
+    id: &str,
+    ip: &str,
+    h: &LifecycleHandler,
+) -> Result<(), String> {
+    if let Some(e) = &h.exec {
+        let command = e.command.clone().unwrap_or_default();
+        return exec_in(ctx, id, &command).await.map(drop).map_err(|out| {
+            format!(
+                "command '{}' exited with non-zero code: {out}",
+                command.join(" ")
+            )
+        });
+    }
+    if let Some(g) = &h.http_get {
+        return http_get(c, ip, g).await;
+    }
+    if let Some(s) = &h.sleep {
+        tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64)).await;
+        return Ok(());
+    }
+    Err("a lifecycle hook without a handler".into())
 }
 
 /// Runs a command in a running container (`runc exec`); its output, or the failure.

@@ -29,6 +29,8 @@ pub(crate) struct Input<'a> {
     pub(crate) deleting: bool,
     /// The agent's data directory (containers' termination-log files).
     pub(crate) data: &'a std::path::Path,
+    /// The pod failed as a whole: reason and message (DeadlineExceeded).
+    pub(crate) failure: Option<(String, String)>,
 }
 
 fn terminated(r: &Record, i: &Input) -> Value {
@@ -206,9 +208,22 @@ pub(crate) fn build(i: &Input) -> Value {
     let mut init_statuses = Vec::new();
     let mut incomplete = Vec::new();
     let mut init_failed = false;
+    let mut unready = Vec::new();
     for c in &inits {
-        let (s, _, _) = container_status(i, c, true, false, &policy);
         let latest = i.records.get(&c.name).and_then(|l| l.last());
+        if crate::pods::is_sidecar(c) {
+            // Sidecars count for the pod's readiness, and are done initialising once started.
+            let (s, ready, _) = container_status(i, c, false, false, "Always");
+            if !ready {
+                unready.push(c.name.clone());
+            }
+            if s["started"] != json!(true) {
+                incomplete.push(c.name.clone());
+            }
+            init_statuses.push(s);
+            continue;
+        }
+        let (s, _, _) = container_status(i, c, true, false, &policy);
         match latest.and_then(Record::exit_code) {
             Some(0) => {}
             Some(_) if policy == "Never" => {
@@ -221,7 +236,6 @@ pub(crate) fn build(i: &Input) -> Value {
     }
     let initialized = incomplete.is_empty();
     let mut statuses = Vec::new();
-    let mut unready = Vec::new();
     let (mut all_done, mut any_failed, mut all_created) = (true, false, true);
     for c in &spec.containers {
         let (s, ready, done) = container_status(i, c, false, !initialized, &policy);
@@ -239,7 +253,7 @@ pub(crate) fn build(i: &Input) -> Value {
         }
         statuses.push(s);
     }
-    let phase = if init_failed {
+    let phase = if init_failed || i.failure.is_some() {
         "Failed"
     } else if all_done && !spec.containers.is_empty() && initialized {
         if any_failed { "Failed" } else { "Succeeded" }
@@ -321,6 +335,10 @@ pub(crate) fn build(i: &Input) -> Value {
         status["podIPs"] = json!(i.ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>());
     } else if let Some(old) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) {
         status["podIP"] = json!(old);
+    }
+    if let Some((reason, message)) = &i.failure {
+        status["reason"] = json!(reason);
+        status["message"] = json!(message);
     }
     if let Some(q) = pod.status.as_ref().and_then(|s| s.qos_class.clone()) {
         status["qosClass"] = json!(q);

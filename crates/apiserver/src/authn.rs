@@ -1,10 +1,15 @@
-//! Who is calling: TLS client certificates (user = CN, groups = O) and bearer tokens from a
-//! static token file (kube-apiserver's `--token-auth-file` CSV format), then the
-//! authorization decision. Only `system:masters` and, until a Node authorizer exists, node
-//! agents (`system:nodes`) are authorized for now; RBAC will slot in at [`authorize`].
+//! Who is calling: TLS client certificates (user = CN, groups = O), bearer tokens from a
+//! static token file (kube-apiserver's `--token-auth-file` CSV format) and the join token
+//! (a bootstrap token, `<id>.<secret>`, as `system:bootstrap:<id>` in `system:bootstrappers`),
+//! then the authorization decision. `system:masters` and, until a Node authorizer exists, node
+//! agents (`system:nodes`) may do everything; bootstrappers only what joining a node takes
+//! (upstream's `system:node-bootstrapper` role); every authenticated user may read discovery.
+//! RBAC will slot in at [`authorize`].
 
 use std::collections::HashMap;
 use std::path::Path;
+
+use api::request::RequestInfo;
 
 /// An authenticated user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +84,25 @@ impl Tokens {
         Ok(Tokens(map))
     }
 
+    /// Accepts the bootstrap token `token` (`<id>.<secret>`, see [`is_bootstrap_token`]) as
+    /// user `system:bootstrap:<id>` in group `system:bootstrappers`.
+    pub fn add_bootstrap(&mut self, token: &str) -> Result<(), String> {
+        if !is_bootstrap_token(token) {
+            return Err(format!(
+                "{token:?} is not a bootstrap token (6 and 16 characters of [a-z0-9], joined by a dot)"
+            ));
+        }
+        let id = &token[..6];
+        self.0.insert(
+            token.to_string(),
+            Identity::new(
+                format!("system:bootstrap:{id}"),
+                vec![BOOTSTRAPPERS.to_string()],
+            ),
+        );
+        Ok(())
+    }
+
     /// The identity behind an `Authorization` header value, if it is a known bearer token.
     pub fn authenticate(&self, header: &str) -> Option<Identity> {
         let token = header.strip_prefix("Bearer ")?.trim();
@@ -100,14 +124,87 @@ fn split_csv(line: &str) -> Vec<String> {
     out
 }
 
-/// Whether `who` may do anything at all. Members of `system:masters` may do everything; so,
-/// for now, may node agents (`system:nodes`, as `system:node:<name>`).
-pub fn authorize(who: &Identity) -> bool {
+/// The group of bootstrap tokens' users.
+pub const BOOTSTRAPPERS: &str = "system:bootstrappers";
+
+/// Whether `token` has a bootstrap token's shape: `<id>.<secret>`, 6 and 16 characters of
+/// `[a-z0-9]` (upstream's `[a-z0-9]{6}\.[a-z0-9]{16}`).
+pub fn is_bootstrap_token(token: &str) -> bool {
+    let ok = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    };
+    token
+        .split_once('.')
+        .is_some_and(|(id, secret)| ok(id, 6) && ok(secret, 16))
+}
+
+/// A new random bootstrap token, from the kernel's random source.
+pub fn generate_bootstrap_token() -> std::io::Result<String> {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut random = std::fs::File::open("/dev/urandom")?;
+    let mut out = String::with_capacity(23);
+    let mut buf = [0u8; 64];
+    while out.len() < 23 {
+        std::io::Read::read_exact(&mut random, &mut buf)?;
+        // 252 = 7 * 36: bytes above it are dropped so every character is equally likely.
+        for b in buf.iter().filter(|b| **b < 252) {
+            if out.len() == 6 {
+                out.push('.');
+            }
+            if out.len() == 23 {
+                break;
+            }
+            out.push(ALPHABET[usize::from(*b) % 36] as char);
+        }
+    }
+    Ok(out)
+}
+
+/// The join token kept in `path`: read if the file exists, else made and written (mode 0600).
+pub fn ensure_join_token(path: &Path) -> Result<String, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let token = text.trim().to_string();
+            if !is_bootstrap_token(&token) {
+                return Err(format!(
+                    "{}: not a join token (expected 6 and 16 characters of [a-z0-9], joined by a dot)",
+                    path.display()
+                ));
+            }
+            Ok(token)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let token =
+                generate_bootstrap_token().map_err(|e| format!("generating a join token: {e}"))?;
+            crate::pki::write_private(path, &format!("{token}\n")).map_err(|e| e.to_string())?;
+            Ok(token)
+        }
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Whether `who` may make `request` (`None`: discovery, a non-resource request). Members of
+/// `system:masters` may do everything; so, for now, may node agents (`system:nodes`, as
+/// `system:node:<name>`). Bootstrappers may create and read CertificateSigningRequests, as
+/// upstream's `system:node-bootstrapper` ClusterRole lets them. Discovery is open to every
+/// authenticated user (upstream's `system:discovery`, bound to `system:authenticated`).
+pub fn authorize(who: &Identity, request: Option<&RequestInfo>) -> bool {
     // TODO: a Node authorizer that restricts `system:nodes` to their own Node and Lease, the
     // pods bound to them and what those pods use is not there yet: any node can do anything.
-    who.groups
-        .iter()
-        .any(|g| g == "system:masters" || g == "system:nodes")
+    let member = |group: &str| who.groups.iter().any(|g| g == group);
+    if member("system:masters") || member("system:nodes") {
+        return true;
+    }
+    let Some(info) = request else {
+        return true;
+    };
+    member(BOOTSTRAPPERS)
+        && info.resource.group == "certificates.k8s.io"
+        && info.resource.plural == "certificatesigningrequests"
+        && info.subresource.is_none()
+        && ["create", "get", "list", "watch"].contains(&info.verb)
 }
 
 #[cfg(test)]
@@ -124,13 +221,103 @@ mod tests {
             alice.groups,
             ["system:masters", "dev", "system:authenticated"]
         );
-        assert!(authorize(&alice));
+        let pods = parse("/api/v1/namespaces/default/pods", "GET", false);
+        assert!(authorize(&alice, Some(&pods)));
         let bob = t.authenticate("Bearer xyz").unwrap();
-        assert!(!authorize(&bob));
+        assert!(!authorize(&bob, Some(&pods)));
+        assert!(
+            authorize(&bob, None),
+            "discovery is open to the authenticated"
+        );
         let node = Identity::new("system:node:n1".into(), vec!["system:nodes".into()]);
-        assert!(authorize(&node));
+        assert!(authorize(&node, Some(&pods)));
         assert!(t.authenticate("Bearer nope").is_none());
         assert!(t.authenticate("Basic abc").is_none());
         assert!(Tokens::parse("onlytoken").is_err());
+    }
+
+    fn parse(path: &str, method: &str, watch: bool) -> RequestInfo {
+        match api::request::parse(path, method, watch).unwrap() {
+            api::request::Target::Resource(info) => info,
+            other => panic!("{path} is not a resource request: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bootstrap_tokens_have_their_shape() {
+        assert!(is_bootstrap_token("abcdef.0123456789abcdef"));
+        for bad in [
+            "abcdef0123456789abcdef",
+            "abcde.0123456789abcdef",
+            "abcdef.0123456789abcde",
+            "ABCDEF.0123456789abcdef",
+            "abcdef.0123456789abcdef ",
+            "abc-ef.0123456789abcdef",
+        ] {
+            assert!(!is_bootstrap_token(bad), "{bad}");
+        }
+        let a = generate_bootstrap_token().unwrap();
+        let b = generate_bootstrap_token().unwrap();
+        assert!(is_bootstrap_token(&a), "{a}");
+        assert_ne!(a, b);
+        let mut t = Tokens::default();
+        assert!(t.add_bootstrap("not.a-token").is_err());
+    }
+
+    #[test]
+    fn the_join_token_is_made_once_and_kept_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let first = ensure_join_token(&path).unwrap();
+        assert_eq!(ensure_join_token(&path).unwrap(), first);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{first}\n")
+        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::write(&path, "garbage\n").unwrap();
+        assert!(ensure_join_token(&path).is_err());
+    }
+
+    #[test]
+    fn bootstrappers_may_only_ask_for_certificates() {
+        let mut t = Tokens::default();
+        t.add_bootstrap("abcdef.0123456789abcdef").unwrap();
+        let who = t.authenticate("Bearer abcdef.0123456789abcdef").unwrap();
+        assert_eq!(who.user, "system:bootstrap:abcdef");
+        assert_eq!(who.groups, [BOOTSTRAPPERS, "system:authenticated"]);
+        assert!(t.authenticate("Bearer abcdef.0123456789abcdee").is_none());
+        let csrs = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
+        let one = format!("{csrs}/node-csr-x");
+        let table: &[(&str, &str, bool, bool)] = &[
+            (csrs, "POST", false, true),
+            (csrs, "GET", false, true),
+            (csrs, "GET", true, true),
+            (&one, "GET", false, true),
+            (&one, "PUT", false, false),
+            (&one, "DELETE", false, false),
+            (&format!("{one}/approval"), "PUT", false, false),
+            (&format!("{one}/status"), "PUT", false, false),
+            ("/api/v1/namespaces/default/pods", "GET", false, false),
+            ("/api/v1/pods", "GET", false, false),
+            ("/api/v1/nodes", "POST", false, false),
+            (
+                "/api/v1/namespaces/kube-system/secrets",
+                "GET",
+                false,
+                false,
+            ),
+        ];
+        for (path, method, watch, allowed) in table {
+            assert_eq!(
+                authorize(&who, Some(&parse(path, method, *watch))),
+                *allowed,
+                "{method} {path} (watch: {watch})"
+            );
+        }
+        assert!(authorize(&who, None), "discovery");
     }
 }

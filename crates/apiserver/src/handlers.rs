@@ -280,7 +280,11 @@ pub async fn api(State(app): State<Arc<App>>, req: Request) -> Response {
         Ok(t) => t,
         Err(s) => return status_response(&s),
     };
-    if !authorize(&who) {
+    let request = match &target {
+        Target::Resource(info) => Some(info),
+        _ => None,
+    };
+    if !authorize(&who, request) {
         let s = match &target {
             Target::Resource(info) => Status::forbidden(
                 info.resource,

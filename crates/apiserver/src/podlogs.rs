@@ -858,6 +858,7 @@ mod tests {
             tls_sans: Vec::new(),
             write_kubeconfig: None,
             token_auth_file: None,
+            join_token_file: None,
             compaction_window: Duration::from_secs(300),
         })
         .await

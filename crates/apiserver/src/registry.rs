@@ -538,8 +538,15 @@ impl Registry {
             } else {
                 Vec::new()
             };
+            // As upstream's ShouldDeleteDuringUpdate: a graceful deletion in progress (a pod
+            // whose kubelet still stops it) is not finished by an update, only by the
+            // kubelet's delete with grace 0.
             let gone = new["metadata"].get("deletionTimestamp").is_some()
                 && finalizers(&new).is_empty()
+                && current["metadata"]["deletionGracePeriodSeconds"]
+                    .as_i64()
+                    .unwrap_or(0)
+                    == 0
                 && !holds_namespace(r, &new);
             let result = if gone {
                 self.store

@@ -43,6 +43,9 @@ pub struct Config {
     pub write_kubeconfig: Option<PathBuf>,
     /// A static token file (`token,user,uid,"groups"` lines).
     pub token_auth_file: Option<PathBuf>,
+    /// The join token's file: read, or made (mode 0600) when missing; node agents joining
+    /// with the token authenticate as bootstrappers ([`authn::Tokens::add_bootstrap`]).
+    pub join_token_file: Option<PathBuf>,
     /// How much history the store keeps for watches.
     pub compaction_window: Duration,
 }
@@ -120,10 +123,14 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     let kubelet = podlogs::KubeletClient::new(&pki.ca_cert, &kubelet_cert, &kubelet_key)
         .map_err(Error::Other)?;
 
-    let tokens = match &config.token_auth_file {
+    let mut tokens = match &config.token_auth_file {
         Some(path) => Tokens::load(path).map_err(Error::Other)?,
         None => Tokens::default(),
     };
+    if let Some(path) = &config.join_token_file {
+        let token = authn::ensure_join_token(path).map_err(Error::Other)?;
+        tokens.add_bootstrap(&token).map_err(Error::Other)?;
+    }
 
     let endpoint = store::Endpoint::parse(&config.datastore_endpoint, &config.data_dir)?;
     let store = store::open(&endpoint, Duration::from_secs(60)).await?;
@@ -199,7 +206,10 @@ fn tls_config(pki: &pki::Pki) -> Result<rustls::ServerConfig, Error> {
     .allow_unauthenticated()
     .build()
     .map_err(|e| bad("client verifier", &e))?;
+    // The chain ends with the CA, so that a node agent joining without `--ca-file` can see
+    // (and trust on first use) the CA that signed the serving certificate.
     let chain = CertificateDer::pem_slice_iter(pki.server_cert.as_bytes())
+        .chain(CertificateDer::pem_slice_iter(pki.ca_cert.as_bytes()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad("serving certificate", &e))?;
     let key = PrivateKeyDer::from_pem_slice(pki.server_key.as_bytes())

@@ -2,8 +2,8 @@
 //! objects' specs, as upstream's kube-controller-manager runs them (`rudder
 //! controller-manager --kubeconfig PATH` alone, or inside `rudder server`).
 //!
-//! Owns: reconciling workload, namespace, service-account and endpoint objects through the
-//! Kubernetes API, as one elected instance among several (Lease
+//! Owns: reconciling workload, namespace, service-account, endpoint and certificate-request
+//! objects through the Kubernetes API (signing approved requests with the cluster CA), as one elected instance among several (Lease
 //! `kube-system/kube-controller-manager`). Must not: touch the store or the host, or reach
 //! the API server other than through its `kube::Client`.
 //!
@@ -13,7 +13,10 @@
 //! backs off per object on errors and survives a panicking reconcile. Start reading at
 //! [`run`], then one controller module (`replicaset` is the simplest workload one).
 
+mod certificates;
 mod cronjob;
+mod csrapproving;
+mod csrsigning;
 mod daemonset;
 mod deployment;
 mod disruption;
@@ -48,6 +51,10 @@ pub struct Options {
     pub disabled: Vec<String>,
     /// The cluster CA certificate (PEM) that `kube-root-ca.crt` ConfigMaps publish.
     pub root_ca: Option<String>,
+    /// The CA certificate and key (PEM) that sign approved CertificateSigningRequests
+    /// (`--cluster-signing-cert-file`, `--cluster-signing-key-file`); without them the
+    /// signing controller does not run.
+    pub cluster_signing: Option<(String, String)>,
     /// How long a node may go without a heartbeat before it is marked unknown
     /// (`--node-monitor-grace-period`, 50 s).
     pub node_monitor_grace_period: std::time::Duration,
@@ -65,6 +72,7 @@ impl Default for Options {
         Options {
             disabled: Vec::new(),
             root_ca: None,
+            cluster_signing: None,
             node_monitor_grace_period: std::time::Duration::from_secs(50),
             cluster_cidr: "10.42.0.0/16".into(),
             node_cidr_mask_size: 24,
@@ -105,6 +113,24 @@ const REGISTRY: &[(&str, Start)] = &[
     ),
     ("serviceaccount-controller", serviceaccount::start),
     ("root-ca-certificate-publisher-controller", root_ca::start),
+    (
+        "certificatesigningrequest-approving-controller",
+        csrapproving::start,
+    ),
+    (
+        "certificatesigningrequest-signing-controller",
+        csrsigning::start,
+    ),
+];
+
+/// Upstream's older names of controllers (`--controllers csrsigning`, ...) whose new names
+/// do not follow from them.
+const ALIASES: &[(&str, &str)] = &[
+    (
+        "csrapproving",
+        "certificatesigningrequest-approving-controller",
+    ),
+    ("csrsigning", "certificatesigningrequest-signing-controller"),
 ];
 
 /// The names of the controllers this build runs.
@@ -117,6 +143,10 @@ pub fn controllers() -> Vec<&'static str> {
 fn is_disabled(name: &str, disabled: &[String]) -> bool {
     let short = name.strip_suffix("-controller").unwrap_or(name);
     disabled.iter().any(|d| {
+        let d = ALIASES
+            .iter()
+            .find(|(alias, _)| alias == d)
+            .map_or(d.as_str(), |(_, full)| full);
         let d = d.strip_suffix("-controller").unwrap_or(d);
         d == short || d.replace('-', "") == short.replace('-', "")
     })
@@ -223,5 +253,17 @@ mod tests {
             &off(&["garbage-collector"])
         ));
         assert!(!is_disabled("replicaset-controller", &off(&["deployment"])));
+        assert!(is_disabled(
+            "certificatesigningrequest-signing-controller",
+            &off(&["csrsigning"])
+        ));
+        assert!(is_disabled(
+            "certificatesigningrequest-approving-controller",
+            &off(&["csrapproving"])
+        ));
+        assert!(!is_disabled(
+            "certificatesigningrequest-approving-controller",
+            &off(&["csrsigning"])
+        ));
     }
 }

@@ -16,6 +16,7 @@
 //! `tests/support/testimage.rs` builds a busybox image and runs that registry for other
 //! crates' end-to-end tests too.
 
+pub mod busybox;
 mod digest;
 mod error;
 mod import;

@@ -29,6 +29,8 @@ pub(crate) enum Command {
     /// Run a node agent (kubelet): register this host as a Node and run its pods as
     /// containers.
     Agent(AgentCommandArgs),
+    /// List, import and remove the images of a node agent's image store.
+    Images(ImagesArgs),
     /// Stop every container an agent started from a data directory and remove its mounts,
     /// cgroups, network namespaces and pod bridge (like k3s' killall script).
     Reset(ResetArgs),
@@ -126,6 +128,7 @@ impl ControllerArgs {
         controllers::Options {
             disabled: self.disable_controller.clone(),
             root_ca: Some(root_ca),
+            cluster_signing: None,
             node_monitor_grace_period: self.node_monitor_grace_period,
             cluster_cidr: self.cluster_cidr.clone(),
             node_cidr_mask_size: self.node_cidr_mask_size,
@@ -149,8 +152,33 @@ pub(crate) struct ControllerManagerArgs {
     #[arg(long)]
     pub(crate) root_ca_file: Option<std::path::PathBuf>,
 
+    /// The CA certificate (PEM) that signs approved CertificateSigningRequests (node agents
+    /// joining with a token need it); with --cluster-signing-key-file.
+    #[arg(long, requires = "cluster_signing_key_file")]
+    pub(crate) cluster_signing_cert_file: Option<std::path::PathBuf>,
+
+    /// The CA's key (PEM); with --cluster-signing-cert-file.
+    #[arg(long, requires = "cluster_signing_cert_file")]
+    pub(crate) cluster_signing_key_file: Option<std::path::PathBuf>,
+
     #[command(flatten)]
     pub(crate) election: LeaderElectArgs,
+}
+
+impl ControllerManagerArgs {
+    /// The signing CA's certificate and key (PEM), when given.
+    pub(crate) fn cluster_signing(&self) -> anyhow::Result<Option<(String, String)>> {
+        let (Some(cert), Some(key)) = (
+            &self.cluster_signing_cert_file,
+            &self.cluster_signing_key_file,
+        ) else {
+            return Ok(None);
+        };
+        let read = |p: &std::path::Path| {
+            std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))
+        };
+        Ok(Some((read(cert)?, read(key)?)))
+    }
 }
 
 /// Options of `rudder simulate`.
@@ -254,6 +282,53 @@ pub(crate) enum BenchTarget {
     /// The controllers: a big Deployment available, rolled out, many small ones, writes per
     /// pod. Starts its own `rudder server` on a temporary data directory.
     Controllers(ControllersBench),
+    /// The node agent (as root): pod start latency, one at a time and in a burst, against a
+    /// bare `runc run`; the agent's memory. Starts its own server and agent.
+    Pods(PodsBench),
+}
+
+/// Options of `rudder bench pods`.
+#[derive(Debug, Args)]
+pub(crate) struct PodsBench {
+    /// Print one JSON object on the last line instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// Pods started one at a time.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) single: usize,
+
+    /// Pods started at once.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) burst: usize,
+}
+
+/// Options of `rudder images`.
+#[derive(Debug, Args)]
+pub(crate) struct ImagesArgs {
+    /// The agent's data directory (its store is `<dir>/images`).
+    #[arg(long, default_value = "/var/lib/rudder/agent", global = true)]
+    pub(crate) data_dir: std::path::PathBuf,
+
+    #[command(subcommand)]
+    pub(crate) command: ImagesCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ImagesCommand {
+    /// List the images: name, id, size.
+    Ls,
+    /// Import an OCI image layout directory, an OCI archive or a `docker save` tarball.
+    Import {
+        /// The file or directory.
+        path: std::path::PathBuf,
+    },
+    /// Remove an image by name or id (its layers go when no image uses them).
+    Rm {
+        /// Names or ids.
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
 }
 
 /// Options of `rudder bench controllers`.
@@ -476,12 +551,30 @@ pub(crate) struct AgentArgs {
     pub(crate) private_registry: Option<std::path::PathBuf>,
 }
 
-/// Options of `rudder agent`.
+/// Options of `rudder agent`: a kubeconfig with the node's credentials, or a server and a
+/// join token to get them with.
 #[derive(Debug, Args)]
 pub(crate) struct AgentCommandArgs {
     /// The kubeconfig to reach the API server with (a node's credentials).
-    #[arg(long)]
-    pub(crate) kubeconfig: std::path::PathBuf,
+    #[arg(long, required_unless_present = "server", conflicts_with = "server")]
+    pub(crate) kubeconfig: Option<std::path::PathBuf>,
+
+    /// The API server to join, e.g. https://10.0.0.1:6443 (with --token or --token-file).
+    #[arg(long, requires = "join_token")]
+    pub(crate) server: Option<String>,
+
+    /// The join token (`rudder server` writes it to <data-dir>/token).
+    #[arg(long, group = "join_token", requires = "server")]
+    pub(crate) token: Option<String>,
+
+    /// A file holding the join token.
+    #[arg(long, group = "join_token", requires = "server")]
+    pub(crate) token_file: Option<std::path::PathBuf>,
+
+    /// The cluster CA certificate (PEM) to trust the server with when joining [default: the
+    /// CA the server presents, trusted on first use].
+    #[arg(long, requires = "server")]
+    pub(crate) ca_file: Option<std::path::PathBuf>,
 
     /// Where the agent keeps containers, images and pod state
     /// [default: /var/lib/rudder/agent].
@@ -490,6 +583,33 @@ pub(crate) struct AgentCommandArgs {
 
     #[command(flatten)]
     pub(crate) agent: AgentArgs,
+}
+
+impl AgentCommandArgs {
+    /// The join token, from --token or --token-file.
+    pub(crate) fn join_token(&self) -> anyhow::Result<String> {
+        if let Some(t) = &self.token {
+            return Ok(t.trim().to_string());
+        }
+        let path = self
+            .token_file
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("--server needs --token or --token-file"))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        Ok(text.trim().to_string())
+    }
+
+    /// The cluster CA from --ca-file, if given.
+    pub(crate) fn ca(&self) -> anyhow::Result<Option<String>> {
+        self.ca_file
+            .as_ref()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))
+            })
+            .transpose()
+    }
 }
 
 /// Options of `rudder reset`.
@@ -562,5 +682,55 @@ mod tests {
         assert_eq!(parse_duration("2").unwrap().as_secs(), 2);
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("0").is_err());
+    }
+
+    #[test]
+    fn agents_take_a_kubeconfig_or_a_server_and_a_token() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(
+                std::iter::once("rudder")
+                    .chain(["agent"])
+                    .chain(args.iter().copied()),
+            )
+        };
+        assert!(parse(&["--kubeconfig", "k"]).is_ok());
+        assert!(parse(&["--server", "https://h:6443", "--token", "t"]).is_ok());
+        assert!(
+            parse(&[
+                "--server",
+                "https://h:6443",
+                "--token-file",
+                "f",
+                "--ca-file",
+                "c"
+            ])
+            .is_ok()
+        );
+        assert!(parse(&[]).is_err(), "neither");
+        assert!(parse(&["--server", "https://h:6443"]).is_err(), "no token");
+        assert!(parse(&["--token", "t"]).is_err(), "no server");
+        assert!(
+            parse(&[
+                "--kubeconfig",
+                "k",
+                "--server",
+                "https://h:6443",
+                "--token",
+                "t"
+            ])
+            .is_err()
+        );
+        assert!(
+            parse(&[
+                "--server",
+                "https://h:6443",
+                "--token",
+                "t",
+                "--token-file",
+                "f"
+            ])
+            .is_err()
+        );
+        assert!(parse(&["--kubeconfig", "k", "--ca-file", "c"]).is_err());
     }
 }

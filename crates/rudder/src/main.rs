@@ -85,7 +85,8 @@ fn main() -> std::process::ExitCode {
                         .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?,
                     None => client::ca_of(&opts.kubeconfig)?,
                 };
-                let options = opts.controllers.options(root_ca);
+                let mut options = opts.controllers.options(root_ca);
+                options.cluster_signing = opts.cluster_signing()?;
                 let election = opts.election.election("kube-controller-manager");
                 controllers::run(client, options, election, shutdown()).await
             }
@@ -111,10 +112,39 @@ fn main() -> std::process::ExitCode {
                 simulator::run_with(client, sim, behaviour, shutdown()).await
             }
             cli::Command::Agent(opts) => {
-                let client = client::from_kubeconfig(&opts.kubeconfig).await?;
-                let config = server::agent_config(&opts.agent, opts.data_dir, None, false, None)?;
-                agent::run(client, config, shutdown()).await
+                let config =
+                    server::agent_config(&opts.agent, opts.data_dir.clone(), None, false, None)?;
+                match (&opts.kubeconfig, &opts.server) {
+                    (Some(kubeconfig), _) => {
+                        let client = client::from_kubeconfig(kubeconfig).await?;
+                        agent::run(client, config, shutdown()).await
+                    }
+                    (None, Some(url)) => {
+                        // Join with the token: the node's own certificates, then its endpoint.
+                        let creds = agent::bootstrap::bootstrap(
+                            url,
+                            &opts.join_token()?,
+                            &config.node_name,
+                            &opts.data_dir,
+                            opts.ca()?.as_deref(),
+                            &[config.node_ip],
+                        )
+                        .await
+                        .map_err(|e| e.context("joining the cluster"))?;
+                        let client = client::from_kubeconfig(&creds.kubeconfig).await?;
+                        let tls = (creds.ca_cert, creds.serving_cert, creds.serving_key);
+                        let config = agent::Config {
+                            tls: Some(tls),
+                            ..config
+                        };
+                        agent::run(client, config, shutdown()).await
+                    }
+                    (None, None) => {
+                        anyhow::bail!("give --kubeconfig, or --server with --token or --token-file")
+                    }
+                }
             }
+            cli::Command::Images(opts) => images(opts),
             cli::Command::Reset(opts) => {
                 for line in agent::reset(&opts.data_dir, &opts.bridge).await? {
                     println!("{line}");
@@ -127,6 +157,7 @@ fn main() -> std::process::ExitCode {
                 cli::BenchTarget::Api(opts) => bench::api::run(opts).await,
                 cli::BenchTarget::Scheduler(opts) => bench::scheduler::run(opts).await,
                 cli::BenchTarget::Controllers(opts) => bench::controllers::run(opts).await,
+                cli::BenchTarget::Pods(opts) => bench::pods::run(opts).await,
             },
         }
     });
@@ -137,6 +168,45 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `rudder images ...` on an agent's image store.
+fn images(opts: cli::ImagesArgs) -> anyhow::Result<()> {
+    let store = image::Store::open(&opts.data_dir.join("images"))?;
+    match opts.command {
+        cli::ImagesCommand::Ls => {
+            println!("{:<60} {:<20} {:>10}", "IMAGE", "IMAGE ID", "SIZE");
+            for img in store.list() {
+                let id = img.id.trim_start_matches("sha256:");
+                let size = format!("{:.1}MB", img.size as f64 / 1e6);
+                let names = if img.references.is_empty() {
+                    vec!["<none>".to_string()]
+                } else {
+                    img.references.clone()
+                };
+                for name in names {
+                    println!("{name:<60} {:<20} {size:>10}", &id[..id.len().min(13)]);
+                }
+            }
+        }
+        cli::ImagesCommand::Import { path } => {
+            for img in store.import(&path)? {
+                let name = img
+                    .references
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "<none>".into());
+                println!("imported {name} ({})", img.id);
+            }
+        }
+        cli::ImagesCommand::Rm { images } => {
+            for i in images {
+                store.remove(&i)?;
+                println!("removed {i}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -86,23 +86,41 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
     let data_dir = opts.data_dir.unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
+    // The address other nodes join at: the bind address, or the host's default route's; the
+    // serving certificate names it.
+    let advertise = if opts.bind_address.is_unspecified() {
+        default_route_ip()
+    } else {
+        Some(opts.bind_address)
+    };
+    let mut tls_sans = opts.tls_san;
+    if let Some(ip) = advertise.filter(|ip| !tls_sans.contains(&ip.to_string())) {
+        tls_sans.push(ip.to_string());
+    }
+    let token_file = data_dir.join("token");
     let config = apiserver::Config {
         data_dir: data_dir.clone(),
         bind_address: opts.bind_address,
         port: opts.https_listen_port,
         datastore_endpoint: opts.datastore_endpoint,
-        tls_sans: opts.tls_san,
+        tls_sans,
         write_kubeconfig: opts.write_kubeconfig,
         token_auth_file: opts.token_auth_file,
+        join_token_file: Some(token_file.clone()),
         compaction_window: opts.etcd_compaction_interval,
     };
     let server = apiserver::start(config)
         .await
         .context("starting the API server")?;
-    eprintln!(
-        "Rudder is serving the Kubernetes API at https://127.0.0.1:{}\n  export KUBECONFIG={}\n  kubectl get namespaces",
+    let join = std::net::SocketAddr::new(
+        advertise.unwrap_or([127, 0, 0, 1].into()),
         server.address.port(),
-        server.kubeconfig.display()
+    );
+    eprintln!(
+        "Rudder is serving the Kubernetes API at https://127.0.0.1:{}\n  export KUBECONFIG={}\n  kubectl get namespaces\nTo join a node to this cluster, run on it (as root):\n  rudder agent --server https://{join} --token-file {}  (copy the file over first)",
+        server.address.port(),
+        server.kubeconfig.display(),
+        token_file.display()
     );
     // The control-plane components are API clients of this server, as upstream's are.
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -191,9 +209,16 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
     }
     if !opts.disable_controller_manager {
         let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;
-        let options = opts
+        let mut options = opts
             .controllers
             .options(crate::client::ca_of(&server.kubeconfig)?);
+        // The cluster CA signs the certificates node agents ask for when they join.
+        let tls = data_dir.join("tls");
+        let read = |f: &str| {
+            std::fs::read_to_string(tls.join(f))
+                .with_context(|| format!("reading {}", tls.join(f).display()))
+        };
+        options.cluster_signing = Some((read("ca.crt")?, read("ca.key")?));
         controllers::check(&options)?;
         let mut stopped = stopped.clone();
         components.push(tokio::spawn(async move {

@@ -514,3 +514,116 @@ spec:
                 .any(|l| l.contains(dir.join("containers").to_str().unwrap()))
     });
 }
+
+#[test]
+fn hooks_sidecars_deadlines_and_host_ports() {
+    let image = busybox();
+    let c = Cluster::start_with_agent("node-d", 204, &[]);
+    node_ready(&c, "node-d");
+    let host_dir = tempfile::tempdir().unwrap();
+    let host_port = support::free_port();
+    let manifest = format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: hooked}}
+spec:
+  terminationGracePeriodSeconds: 5
+  initContainers:
+  - name: sidecar
+    image: {img}
+    restartPolicy: Always
+    command: [sh, -c, 'echo sidecar > /work/sidecar; exec sleep 3600']
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  - name: init
+    image: {img}
+    command: [sh, -c, 'cat /work/sidecar > /work/init']
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  containers:
+  - name: app
+    image: {img}
+    command: [sh, -c, 'echo \"init saw $(cat /work/init)\"; exec httpd -f -p 8080 -h /work']
+    ports: [{{containerPort: 8080, hostPort: {host_port}}}]
+    lifecycle:
+      postStart: {{exec: {{command: [sh, -c, 'echo started > /work/post']}}}}
+      preStop: {{exec: {{command: [sh, -c, 'echo stopping > /host/prestop']}}}}
+    volumeMounts:
+    - {{name: work, mountPath: /work}}
+    - {{name: host, mountPath: /host}}
+  volumes:
+  - {{name: work, emptyDir: {{}}}}
+  - {{name: host, hostPath: {{path: {host}, type: Directory}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: deadline}}
+spec:
+  activeDeadlineSeconds: 3
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {{name: c, image: {img}, command: [sleep, '3600']}}
+",
+        img = image.name,
+        host = host_dir.path().display(),
+    );
+    c.apply(&manifest).out();
+    patiently("hooked running and ready", 60, || {
+        get(&c, &["get", "pod", "hooked", "--no-headers"])
+            .split_whitespace()
+            .nth(1)
+            == Some("2/2")
+    });
+    // The sidecar ran before the init container, which ran before the app.
+    assert_eq!(
+        get(&c, &["logs", "hooked", "-c", "app"]),
+        "init saw sidecar"
+    );
+    assert_eq!(
+        jsonpath(
+            &c,
+            &["pod", "hooked"],
+            "{.status.initContainerStatuses[0].started}"
+        ),
+        "true"
+    );
+    // postStart ran; the app serves its file through the node's host port.
+    patiently("the host port", 30, || {
+        http_get_path("127.0.0.1", host_port, "/sidecar").is_some_and(|b| b.contains("sidecar"))
+    });
+    let post = http_get_path("127.0.0.1", host_port, "/post").unwrap_or_default();
+    assert!(post.contains("started"), "{post}");
+    // preStop runs before the container is stopped.
+    c.kubectl(&["delete", "pod", "hooked"]).out();
+    assert_eq!(
+        std::fs::read_to_string(host_dir.path().join("prestop"))
+            .unwrap_or_default()
+            .trim(),
+        "stopping"
+    );
+
+    // activeDeadlineSeconds: the pod fails as upstream's kubelet fails it.
+    patiently("the deadline", 60, || {
+        jsonpath(&c, &["pod", "deadline"], "{.status.reason}") == "DeadlineExceeded"
+    });
+    assert_eq!(
+        jsonpath(&c, &["pod", "deadline"], "{.status.phase}"),
+        "Failed"
+    );
+    assert_eq!(
+        jsonpath(&c, &["pod", "deadline"], "{.status.message}"),
+        "Pod was active on the node longer than the specified deadline"
+    );
+}
+
+/// HTTP GET of `path` from the host, the body.
+fn http_get_path(ip: &str, port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect_timeout(
+        &format!("{ip}:{port}").parse().ok()?,
+        Duration::from_secs(2),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}

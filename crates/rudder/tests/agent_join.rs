@@ -1,0 +1,282 @@
+//! Joining a node with the join token, end to end and as root: `rudder agent --server
+//! --token-file` asks for its client and serving certificates, the controller manager
+//! approves and signs them, the node registers and turns Ready; the token alone may do
+//! nothing else. No containers run.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{Cluster, free_port};
+
+/// The pod bridge of the joined node (never created: no pod runs), removed by `rudder reset`.
+const BRIDGE: &str = "rdj0";
+
+/// A `rudder agent` joined with the token; stopped with SIGTERM and its host state reset
+/// (`rudder reset`) when dropped, also when the test fails.
+struct Agent {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(c: &Cluster, port: u16) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("agent.log");
+        let mut agent = Agent {
+            child: None,
+            dir,
+            log,
+        };
+        agent.spawn(c, port);
+        agent
+    }
+
+    fn spawn(&mut self, c: &Cluster, port: u16) {
+        let data = self.dir.path().join("data");
+        let child = Command::new(env!("CARGO_BIN_EXE_rudder"))
+            .arg("agent")
+            .arg("--server")
+            .arg(format!("https://127.0.0.1:{}", c.port))
+            .arg("--token-file")
+            .arg(c.dir.path().join("token"))
+            .arg("--ca-file")
+            .arg(c.dir.path().join("tls/ca.crt"))
+            .args(["--node-name", "joined", "--node-ip", "127.0.0.1"])
+            .args(["--kubelet-port", &port.to_string()])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--pod-log-dir")
+            .arg(self.dir.path().join("logs"))
+            .args(["--bridge", BRIDGE, "--pod-cidr", "10.209.0.0/24"])
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log)
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics with the log if the agent exited.
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+            panic!("rudder agent exited with {status}:\n{}", self.log());
+        }
+    }
+
+    /// SIGTERM, then wait (SIGKILL after 20 s).
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- the agent's log ---\n{}", self.log());
+        }
+        self.stop();
+        let _ = Command::new(env!("CARGO_BIN_EXE_rudder"))
+            .arg("reset")
+            .arg("--data-dir")
+            .arg(self.data())
+            .args(["--bridge", BRIDGE])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+/// Waits (longer than `eventually`: the node registers, then reports Ready) for `cond`.
+fn patiently(what: &str, agent: &mut Agent, mut cond: impl FnMut(&Agent) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !cond(agent) {
+        agent.assert_running();
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// A kubeconfig that authenticates with `token` alone.
+fn token_kubeconfig(c: &Cluster, token: &str) -> PathBuf {
+    let path = c.dir.path().join("token-kubeconfig.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+            c.port,
+            c.dir.path().join("tls/ca.crt").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn a_node_joins_with_the_token_and_gets_its_certificates_signed() {
+    let c = Cluster::start(&[]);
+    let token_file = c.dir.path().join("token");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let token = token.trim();
+    assert_eq!(mode(&token_file), 0o600);
+    let (id, secret) = token.split_once('.').unwrap();
+    assert_eq!((id.len(), secret.len()), (6, 16), "{token}");
+
+    let port = free_port();
+    let mut agent = Agent::start(&c, port);
+    patiently("the node joined Ready", &mut agent, |_| {
+        c.kubectl(&["get", "node", "joined", "--no-headers"])
+            .stdout
+            .split_whitespace()
+            .nth(1)
+            == Some("Ready")
+    });
+
+    // Two requests, both approved and issued: the client certificate asked by the token's
+    // bootstrapper, the serving certificate by the node itself.
+    let csrs = c.kubectl(&["get", "csr"]).out().to_string();
+    let lines: Vec<Vec<&str>> = csrs
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        [
+            "NAME",
+            "AGE",
+            "SIGNERNAME",
+            "REQUESTOR",
+            "REQUESTEDDURATION",
+            "CONDITION"
+        ],
+        "{csrs}"
+    );
+    let mut rows: Vec<(&str, &str, &str, &str)> = lines[1..]
+        .iter()
+        .map(|r| (r[2], r[3], r[4], r[5]))
+        .collect();
+    rows.sort();
+    let bootstrapper = format!("system:bootstrap:{id}");
+    assert_eq!(
+        rows,
+        [
+            (
+                "kubernetes.io/kube-apiserver-client-kubelet",
+                bootstrapper.as_str(),
+                "<none>",
+                "Approved,Issued"
+            ),
+            (
+                "kubernetes.io/kubelet-serving",
+                "system:node:joined",
+                "<none>",
+                "Approved,Issued"
+            ),
+        ],
+        "{csrs}"
+    );
+    assert!(
+        lines[1..].iter().all(|r| r[0].starts_with("node-csr-")),
+        "{csrs}"
+    );
+    let reasons = c
+        .kubectl(&[
+            "get",
+            "csr",
+            "-o",
+            "jsonpath={range .items[*]}{.status.conditions[0].reason}: {.status.conditions[0].message}{\"\\n\"}{end}",
+        ])
+        .out()
+        .to_string();
+    assert!(
+        reasons.contains(
+            "AutoApproved: Auto approving kubelet client certificate after SubjectAccessReview."
+        ),
+        "{reasons}"
+    );
+
+    // The node's lease, renewed by the agent with its new identity.
+    assert_eq!(
+        c.kubectl(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-node-lease",
+            "joined",
+            "-o",
+            "jsonpath={.spec.holderIdentity}"
+        ])
+        .out(),
+        "joined"
+    );
+    let kubeconfig = agent.data().join("kubeconfig.yaml");
+    assert_eq!(mode(&kubeconfig), 0o600);
+    assert_eq!(mode(&agent.data().join("pki/kubelet-client.key")), 0o600);
+
+    // The token alone reads certificate requests and nothing else.
+    let as_token = token_kubeconfig(&c, token);
+    assert!(c.kubectl_with(&as_token, &["get", "csr"], None).ok);
+    let pods = c.kubectl_with(&as_token, &["get", "pods"], None);
+    assert!(
+        pods.err().contains(&format!(
+            "pods is forbidden: User \"{bootstrapper}\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
+        )),
+        "{}",
+        pods.stderr
+    );
+    let nodes = c.kubectl_with(&as_token, &["get", "nodes"], None);
+    assert!(
+        nodes.err().contains(&format!(
+            "nodes is forbidden: User \"{bootstrapper}\" cannot list resource \"nodes\" in API group \"\" at the cluster scope"
+        )),
+        "{}",
+        nodes.stderr
+    );
+
+    // A restart reuses the certificates: no new request.
+    agent.stop();
+    agent.spawn(&c, port);
+    patiently("the agent to reuse its certificates", &mut agent, |a| {
+        a.log().contains("reusing the node's serving certificate")
+    });
+    assert_eq!(
+        c.kubectl(&["get", "csr", "--no-headers"])
+            .out()
+            .lines()
+            .count(),
+        2
+    );
+    agent.stop();
+}
