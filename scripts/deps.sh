@@ -15,6 +15,7 @@ declare -A NEEDED=(
   [runc]=runc                  # the node agent's OCI runtime
   [iptables]=iptables          # the CNI bridge plugin masquerades pod traffic, portmap maps host ports
   [ip]=iproute2                # rudder reset deletes the pod bridge
+  [curl]=curl                  # the agent tests call its HTTPS endpoint with a client certificate
 )
 
 missing_packages() {

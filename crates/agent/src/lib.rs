@@ -19,6 +19,7 @@ mod node;
 mod pods;
 mod probe;
 mod server;
+mod stats;
 mod status;
 mod volumes;
 
@@ -124,19 +125,7 @@ pub async fn run(
     std::fs::write(&conflist, serde_json::to_vec_pretty(&net)?)
         .with_context(|| format!("writing {}", conflist.display()))?;
     tracing::info!(subnet, bridge = %config.bridge, "pod network: CNI configuration {}", conflist.display());
-    let memory = std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("MemTotal:")?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .unwrap_or(0)
-        * 1024;
+    let memory = node::memory_kib() * 1024;
     let ctx = Arc::new(pods::Ctx {
         client: client.clone(),
         config: config.clone(),
@@ -171,8 +160,12 @@ pub async fn run(
                         .running
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .contains(&(ns.to_string(), pod.to_string(), c.to_string()))
+                        .contains_key(&(ns.to_string(), pod.to_string(), c.to_string()))
                 }),
+                summary: {
+                    let ctx = ctx.clone();
+                    Arc::new(move || stats::summary(&ctx))
+                },
             };
             Some(tokio::spawn(async move {
                 if let Err(e) = server::serve(listener, tls, logs).await {

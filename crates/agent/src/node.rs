@@ -42,20 +42,25 @@ fn read_trimmed(path: &str) -> String {
         .to_string()
 }
 
+/// The host's memory (MemTotal), KiB.
+pub(crate) fn memory_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("MemTotal:")?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
 impl Host {
     pub(crate) fn read(config: &Config, runtime_version: String) -> Host {
-        let memory_kib = std::fs::read_to_string("/proc/meminfo")
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("MemTotal:")?
-                    .trim()
-                    .strip_suffix("kB")?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0);
+        let memory_kib = memory_kib();
         let storage_bytes = nix::sys::statvfs::statvfs(&config.data_dir)
             .map(|s| s.blocks() * s.fragment_size())
             .unwrap_or(0);

@@ -47,8 +47,9 @@ pub(crate) struct Ctx {
     pub(crate) exe: PathBuf,
     /// The node's cpus and memory bytes (for resource fields without a limit).
     pub(crate) capacity: (u64, u64),
-    /// Running containers by (namespace, pod, container), for `kubectl logs -f`.
-    pub(crate) running: Mutex<HashSet<(String, String, String)>>,
+    /// Running containers by (namespace, pod, container): the pod's UID and the container's
+    /// cgroup. For `kubectl logs -f` and `/stats/summary`.
+    pub(crate) running: Mutex<HashMap<(String, String, String), (String, String)>>,
 }
 
 impl Ctx {
@@ -411,8 +412,8 @@ impl PodState {
         let mut running = ctx.running.lock().unwrap_or_else(|e| e.into_inner());
         for (name, list) in &self.records {
             let key = (ns.clone(), pod.name_any(), name.clone());
-            if list.last().is_some_and(Record::running) {
-                running.insert(key);
+            if let Some(r) = list.last().filter(|r| r.running()) {
+                running.insert(key, (self.uid.clone(), r.meta.cgroup.clone()));
             } else {
                 running.remove(&key);
             }

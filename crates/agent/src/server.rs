@@ -32,6 +32,8 @@ pub(crate) struct Logs {
     /// Whether a container runs now: `(namespace, pod, container)`. A follower ends once its
     /// container has stopped and its file is drained.
     pub(crate) running: Running,
+    /// The kubelet's `/stats/summary` document, computed when asked.
+    pub(crate) summary: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
 }
 
 /// The TLS configuration of the endpoint: serves `cert_pem` (the chain) with `key_pem`, and
@@ -120,6 +122,10 @@ pub(crate) async fn serve(
 fn router(logs: Arc<Logs>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/stats/summary",
+            get(|State(logs): State<Arc<Logs>>| async move { axum::Json((logs.summary)()) }),
+        )
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),

@@ -105,6 +105,8 @@ fn pods_run_as_containers_with_logs_network_and_graceful_deletion() {
         jsonpath(&c, &["pod", "hi"], "{.status.phase}") == "Succeeded"
     });
     assert_eq!(get(&c, &["logs", "hi"]), "hi");
+    // Following a finished container's log ends with it.
+    assert_eq!(get(&c, &["logs", "-f", "hi"]), "hi");
     let line = get(&c, &["get", "pod", "hi", "--no-headers"]);
     assert!(line.contains("Completed"), "{line}");
     assert_eq!(
@@ -466,6 +468,50 @@ spec:
         c.kubectl(&["logs", "reader", "--tail", "1"]).stdout.trim() == "bonjour"
     });
 
+    // The agent's /stats/summary (for metrics-server): the pod and its container, from cgroups.
+    let port = jsonpath(
+        &c,
+        &["node", "node-c"],
+        "{.status.daemonEndpoints.kubeletEndpoint.Port}",
+    );
+    let tls = c.dir.path().join("tls");
+    let out = std::process::Command::new("curl")
+        .arg("-sf")
+        .arg("--cacert")
+        .arg(tls.join("ca.crt"))
+        .arg("--cert")
+        .arg(tls.join("kubelet-client.crt"))
+        .arg("--key")
+        .arg(tls.join("kubelet-client.key"))
+        .arg(format!("https://127.0.0.1:{port}/stats/summary"))
+        .output()
+        .unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(summary["node"]["nodeName"], "node-c");
+    let reader = summary["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["podRef"]["name"] == "reader")
+        .unwrap();
+    assert_eq!(reader["containers"][0]["name"], "reader");
+    assert!(
+        reader["memory"]["workingSetBytes"].as_u64().unwrap() > 0,
+        "{reader}"
+    );
+    assert!(
+        reader["cpu"]["usageCoreNanoSeconds"].as_u64().unwrap() > 0,
+        "{reader}"
+    );
+    // Without a client certificate from the cluster CA: refused.
+    let anonymous = std::process::Command::new("curl")
+        .args(["-sf", "-k"])
+        .arg(format!("https://127.0.0.1:{port}/stats/summary"))
+        .status()
+        .unwrap();
+    assert!(!anonymous.success());
+
     // The agent restarts (with the server): no container restarts.
     let id = jsonpath(
         &c,
@@ -626,4 +672,102 @@ fn http_get_path(ip: &str, port: u16, path: &str) -> Option<String> {
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
     Some(body)
+}
+
+#[test]
+fn a_hundred_pods_created_and_deleted_leave_nothing_behind() {
+    let image = busybox();
+    let c = Cluster::start_with_agent("node-e", 205, &[]);
+    node_ready(&c, "node-e");
+    let agent = std::fs::canonicalize(c.agent_dir()).unwrap();
+    let mut uids = Vec::new();
+    for round in 0..10 {
+        let mut manifest = String::new();
+        for i in 0..10 {
+            manifest.push_str(&format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: cycle-{round}-{i}, labels: {{cycle: x}}}}\n\
+                 spec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: {}, command: [sleep, '3600']}}\n",
+                image.name
+            ));
+        }
+        c.apply(&manifest).out();
+        patiently("ten pods running", 90, || {
+            let phases = get(
+                &c,
+                &[
+                    "get",
+                    "pods",
+                    "-l",
+                    "cycle=x",
+                    "-o",
+                    "jsonpath={.items[*].status.phase}",
+                ],
+            );
+            phases
+                .split_whitespace()
+                .filter(|p| *p == "Running")
+                .count()
+                == 10
+        });
+        let ids = get(
+            &c,
+            &[
+                "get",
+                "pods",
+                "-l",
+                "cycle=x",
+                "-o",
+                "jsonpath={.items[*].metadata.uid}",
+            ],
+        );
+        uids.extend(ids.split_whitespace().map(str::to_string));
+        c.kubectl(&["delete", "pods", "-l", "cycle=x", "--wait=true"])
+            .out();
+    }
+    assert_eq!(uids.len(), 100);
+    // Nothing of theirs is left: mounts, containers, sandboxes, addresses, veths, cgroups, logs.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let ours: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.contains(agent.to_str().unwrap()))
+        .collect();
+    assert!(ours.is_empty(), "{ours:?}");
+    for dir in ["containers", "pods"] {
+        let left: Vec<_> = std::fs::read_dir(agent.join(dir)).unwrap().collect();
+        assert!(left.is_empty(), "{dir}: {left:?}");
+    }
+    let leases: Vec<String> = std::fs::read_dir(agent.join("cni/networks/rudder"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("10."))
+        .collect();
+    assert!(leases.is_empty(), "addresses still leased: {leases:?}");
+    let veths = std::process::Command::new("ip")
+        .args(["link", "show", "master", "rdt205"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&veths.stdout).trim().is_empty(),
+        "{}",
+        String::from_utf8_lossy(&veths.stdout)
+    );
+    let logs: Vec<_> = std::fs::read_dir(c.dir.path().join("pod-logs"))
+        .unwrap()
+        .collect();
+    assert!(logs.is_empty(), "{logs:?}");
+    // Their cgroups, in every hierarchy (v1: one per controller; v2: the one).
+    let mut roots: Vec<std::path::PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    roots.push("/sys/fs/cgroup".into());
+    for uid in &uids {
+        for root in &roots {
+            for qos in ["", "besteffort/", "burstable/"] {
+                let dir = root.join(format!("rudder/{qos}pod{uid}"));
+                assert!(!dir.exists(), "{} left behind", dir.display());
+            }
+        }
+    }
 }
