@@ -35,6 +35,9 @@ const BACKOFF_RESET: Duration = Duration::from_secs(600);
 /// How often projected volumes are refreshed from their sources.
 const VOLUME_RESYNC: Duration = Duration::from_secs(10);
 
+/// A container by namespace, pod name and container name.
+pub(crate) type ContainerKey = (String, String, String);
+
 /// What every worker shares.
 pub(crate) struct Ctx {
     pub(crate) client: kube::Client,
@@ -49,7 +52,7 @@ pub(crate) struct Ctx {
     pub(crate) capacity: (u64, u64),
     /// Running containers by (namespace, pod, container): the pod's UID and the container's
     /// cgroup. For `kubectl logs -f` and `/stats/summary`.
-    pub(crate) running: Mutex<HashMap<(String, String, String), (String, String)>>,
+    pub(crate) running: Mutex<HashMap<ContainerKey, (String, String)>>,
 }
 
 impl Ctx {

@@ -614,6 +614,7 @@ mod tests {
         let running = Arc::new(AtomicBool::new(true));
         let alive = running.clone();
         let logs = Logs {
+            summary: Arc::new(|| serde_json::json!({})),
             root: root.path().to_path_buf(),
             running: Arc::new(move |ns, pod, c| {
                 (ns, pod, c) == ("default", "web", "app") && alive.load(Ordering::SeqCst)
