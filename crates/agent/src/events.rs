@@ -31,7 +31,8 @@ impl Recorder {
         let now = jiff::Timestamp::now();
         let event = json!({
             "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": format!("{}.", pod.name_any()), "namespace": ns},
+            // Named as the kubelet names them, `<pod>.<nanoseconds in hex>`: in creation order.
+            "metadata": {"name": format!("{}.{:x}", pod.name_any(), now.as_nanosecond()), "namespace": ns},
             "involvedObject": {"apiVersion": "v1", "kind": "Pod", "namespace": ns,
                 "name": pod.name_any(), "uid": pod.uid(), "fieldPath": field,
                 "resourceVersion": pod.resource_version()},

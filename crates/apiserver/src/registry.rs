@@ -620,6 +620,20 @@ impl Registry {
             ("certificates.k8s.io", "certificatesigningrequests", None) => {
                 set_pointer(&mut new, "/spec", current.get("spec").cloned())
             }
+            // As upstream's binding: the pod is scheduled.
+            ("", "pods", Some("binding")) => {
+                let scheduled = json!({"type": "PodScheduled", "status": "True",
+                    "lastProbeTime": null, "lastTransitionTime": now()});
+                let mut conditions: Vec<Value> = new["status"]["conditions"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|c| c["type"] != "PodScheduled")
+                    .collect();
+                conditions.push(scheduled);
+                new["status"]["conditions"] = json!(conditions);
+            }
             ("", "pods", Some("ephemeralcontainers")) => {
                 strategy::default_containers(&mut new["spec"], &["ephemeralContainers"])
             }
@@ -773,19 +787,6 @@ impl Registry {
                     _ => {
                         let mut new = current.clone();
                         new["spec"]["nodeName"] = json!(node);
-                        // As upstream's binding: the pod is scheduled.
-                        let scheduled = json!({"type": "PodScheduled", "status": "True",
-                            "lastProbeTime": null, "lastTransitionTime": now()});
-                        let status = &mut new["status"];
-                        let mut conditions: Vec<Value> = status["conditions"]
-                            .as_array()
-                            .cloned()
-                            .unwrap_or_default()
-                            .into_iter()
-                            .filter(|c| c["type"] != "PodScheduled")
-                            .collect();
-                        conditions.push(scheduled);
-                        status["conditions"] = json!(conditions);
                         Ok(new)
                     }
                 }
