@@ -124,6 +124,7 @@ pub async fn run(
     );
     std::fs::write(&conflist, serde_json::to_vec_pretty(&net)?)
         .with_context(|| format!("writing {}", conflist.display()))?;
+    runtime::cni::ensure_masquerade(&subnet, &config.bridge).await?;
     tracing::info!(subnet, bridge = %config.bridge, "pod network: CNI configuration {}", conflist.display());
     let memory = node::memory_kib() * 1024;
     let ctx = Arc::new(pods::Ctx {
@@ -243,6 +244,13 @@ pub async fn reset(data_dir: &Path, bridge: &str) -> Result<Vec<String>> {
     runtime::cgroups::remove("/rudder");
     for m in runtime::rootfs::unmount_below(data_dir) {
         done.push(format!("unmounted {}", m.display()));
+    }
+    let list = std::fs::read(data_dir.join("cni/10-rudder.conflist"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    if let Some(subnet) = list.as_ref().and_then(runtime::cni::subnet_of) {
+        runtime::cni::remove_masquerade(&subnet, bridge).await?;
+        done.push(format!("masquerading for {subnet} removed"));
     }
     let out = tokio::process::Command::new("ip")
         .args(["link", "delete", bridge])

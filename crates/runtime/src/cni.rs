@@ -37,7 +37,9 @@ pub struct Network {
 }
 
 /// The default configuration: a node bridge with host-local addresses from `subnet`
-/// (the node's podCIDR), masquerading for traffic leaving the node, and host ports.
+/// (the node's podCIDR) and host ports. Traffic leaving the node is masqueraded by one rule
+/// for the whole subnet ([`ensure_masquerade`]) rather than the bridge plugin's rule per pod,
+/// which costs an iptables call under its global lock for every pod started or stopped.
 pub fn default_config(bridge: &str, subnet: &str, ipam_dir: &Path) -> Value {
     json!({
         "cniVersion": VERSION,
@@ -47,7 +49,7 @@ pub fn default_config(bridge: &str, subnet: &str, ipam_dir: &Path) -> Value {
                 "type": "bridge",
                 "bridge": bridge,
                 "isGateway": true,
-                "ipMasq": true,
+                "ipMasq": false,
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",
@@ -59,6 +61,64 @@ pub fn default_config(bridge: &str, subnet: &str, ipam_dir: &Path) -> Value {
             {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true},
         ],
     })
+}
+
+/// The node's masquerade rule: traffic from `subnet` to anywhere outside it leaves with the
+/// node's address.
+fn masquerade_rule(subnet: &str, bridge: &str) -> Vec<String> {
+    let comment = format!("rudder pod network on {bridge}");
+    [
+        "POSTROUTING",
+        "-s",
+        subnet,
+        "!",
+        "-d",
+        subnet,
+        "-m",
+        "comment",
+        "--comment",
+        &comment,
+        "-j",
+        "MASQUERADE",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+async fn iptables(op: &str, rule: &[String]) -> Result<bool> {
+    let out = tokio::process::Command::new("iptables")
+        .args(["-w", "-t", "nat", op])
+        .args(rule)
+        .output()
+        .await
+        .context("running iptables (Debian: apt-get install iptables)")?;
+    Ok(out.status.success())
+}
+
+/// Adds the masquerade rule for the node's pod subnet unless it is there.
+pub async fn ensure_masquerade(subnet: &str, bridge: &str) -> Result<()> {
+    let rule = masquerade_rule(subnet, bridge);
+    if !iptables("-C", &rule).await? && !iptables("-A", &rule).await? {
+        bail!("iptables could not add the masquerade rule for {subnet}");
+    }
+    Ok(())
+}
+
+/// Removes the masquerade rule for `subnet` if present.
+pub async fn remove_masquerade(subnet: &str, bridge: &str) -> Result<()> {
+    let rule = masquerade_rule(subnet, bridge);
+    while iptables("-C", &rule).await? {
+        iptables("-D", &rule).await?;
+    }
+    Ok(())
+}
+
+/// The subnet of a configuration list written by [`default_config`], if it is one.
+pub fn subnet_of(list: &Value) -> Option<String> {
+    list["plugins"][0]["ipam"]["ranges"][0][0]["subnet"]
+        .as_str()
+        .map(str::to_string)
 }
 
 /// What ADD gave a pod.
@@ -258,5 +318,6 @@ mod tests {
         let bridge = Network::plugin_conf(&list, &list["plugins"][0], None, &ports);
         assert!(bridge.get("runtimeConfig").is_none());
         assert_eq!(bridge["ipam"]["ranges"][0][0]["subnet"], "10.42.0.0/24");
+        assert_eq!(subnet_of(&list).as_deref(), Some("10.42.0.0/24"));
     }
 }
