@@ -349,7 +349,7 @@ impl PodState {
                     initialized = false;
                     break;
                 }
-                Some((false, Some(code))) if policy == "Never" || code == 0 => {
+                Some((false, Some(_))) if policy == "Never" => {
                     // Failed for good: the pod fails.
                     initialized = false;
                     break;
@@ -482,9 +482,11 @@ impl PodState {
                     message: Some(msg),
                 };
                 if self.waiting.get(&c.name) != Some(&w) {
-                    ctx.events.pod(
+                    event(
+                        ctx,
                         pod,
-                        Some(field(c, init)),
+                        c,
+                        init,
                         true,
                         "BackOff",
                         format!(
@@ -536,13 +538,7 @@ impl PodState {
         }
         if policy == "Never" {
             let msg = format!("Container image {name:?} is not present with pull policy of Never");
-            ctx.events.pod(
-                pod,
-                Some(field(c, init)),
-                true,
-                "ErrImageNeverPull",
-                msg.clone(),
-            );
+            event(ctx, pod, c, init, true, "ErrImageNeverPull", msg.clone());
             return Err(Waiting {
                 reason: "ErrImageNeverPull".into(),
                 message: Some(msg),
@@ -556,9 +552,11 @@ impl PodState {
                 message: Some(format!("Back-off pulling image {name:?}: {}", f.message)),
             });
         }
-        ctx.events.pod(
+        event(
+            ctx,
             pod,
-            Some(field(c, init)),
+            c,
+            init,
             false,
             "Pulling",
             format!("Pulling image {name:?}"),
@@ -569,12 +567,17 @@ impl PodState {
             Ok(img) => {
                 self.pulls.remove(&name);
                 let took = t0.elapsed().as_secs_f64();
-                ctx.events.pod(
+                event(
+                    ctx,
                     pod,
-                    Some(field(c, init)),
+                    c,
+                    init,
                     false,
                     "Pulled",
-                    format!("Successfully pulled image {name:?} in {took:.3}s ({took:.3}s including waiting). Image size: {} bytes.", img.size),
+                    format!(
+                        "Successfully pulled image {name:?} in {took:.3}s ({took:.3}s including waiting). Image size: {} bytes.",
+                        img.size
+                    ),
                 );
                 Ok(img)
             }
@@ -591,16 +594,20 @@ impl PodState {
                         message: message.clone(),
                     },
                 );
-                ctx.events.pod(
+                event(
+                    ctx,
                     pod,
-                    Some(field(c, init)),
+                    c,
+                    init,
                     true,
                     "Failed",
                     format!("Failed to pull image {name:?}: {message}"),
                 );
-                ctx.events.pod(
+                event(
+                    ctx,
                     pod,
-                    Some(field(c, init)),
+                    c,
+                    init,
                     true,
                     "Failed",
                     "Error: ErrImagePull".into(),
@@ -638,13 +645,7 @@ impl PodState {
         })?;
         let host_ip = ctx.config.node_ip.to_string();
         let config_error = |msg: String| {
-            ctx.events.pod(
-                pod,
-                Some(field(c, init)),
-                true,
-                "Failed",
-                format!("Error: {msg}"),
-            );
+            event(ctx, pod, c, init, true, "Failed", format!("Error: {msg}"));
             Waiting {
                 reason: "CreateContainerConfigError".into(),
                 message: Some(msg),
@@ -866,35 +867,25 @@ impl PodState {
                 let msg = format!(
                     "failed to create containerd task: failed to create shim task: OCI runtime create failed: {e:#}: unknown"
                 );
-                ctx.events.pod(
-                    pod,
-                    Some(field(c, init)),
-                    true,
-                    "Failed",
-                    format!("Error: {msg}"),
-                );
+                event(ctx, pod, c, init, true, "Failed", format!("Error: {msg}"));
                 record.meta.start_error = Some(msg);
                 record.meta.started_at = Some(Timestamp::now().to_string());
                 let _ = record.save(ctx.data());
                 return Ok(record);
             }
         }
-        ctx.events.pod(
+        event(
+            ctx,
             pod,
-            Some(field(c, init)),
+            c,
+            init,
             false,
             "Created",
             format!("Created container: {}", c.name),
         );
         if let Err(e) = ctx.runc.start(&id).await {
             let msg = format!("{e:#}");
-            ctx.events.pod(
-                pod,
-                Some(field(c, init)),
-                true,
-                "Failed",
-                format!("Error: {msg}"),
-            );
+            event(ctx, pod, c, init, true, "Failed", format!("Error: {msg}"));
             let _ = ctx.runc.delete(&id).await;
             record.meta.start_error = Some(msg);
             record.meta.started_at = Some(Timestamp::now().to_string());
@@ -906,18 +897,22 @@ impl PodState {
         if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref())
             && let Err(msg) = crate::probe::hook(ctx, c, &id, sandbox.ip(), h).await
         {
-            ctx.events.pod(
+            event(
+                ctx,
                 pod,
-                Some(field(c, init)),
+                c,
+                init,
                 true,
                 "FailedPostStartHook",
                 format!("PostStartHook failed: {msg}"),
             );
             let _ = ctx.runc.kill(&id, "KILL").await;
         }
-        ctx.events.pod(
+        event(
+            ctx,
             pod,
-            Some(field(c, init)),
+            c,
+            init,
             false,
             "Started",
             format!("Started container {}", c.name),
@@ -1146,6 +1141,20 @@ impl PodState {
             Err(e) => tracing::debug!(pod = %pod.name_any(), "posting the pod status: {e}"),
         }
     }
+}
+
+/// Records an event about container `c` of `pod`.
+fn event(
+    ctx: &Ctx,
+    pod: &Pod,
+    c: &Container,
+    init: bool,
+    warning: bool,
+    reason: &str,
+    message: String,
+) {
+    ctx.events
+        .pod(pod, Some(field(c, init)), warning, reason, message);
 }
 
 /// The container's field path in events.

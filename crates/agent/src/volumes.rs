@@ -206,17 +206,6 @@ fn count_files(dir: &Path) -> usize {
     n
 }
 
-fn is_mounted(path: &Path) -> bool {
-    let Ok(target) = path.canonicalize() else {
-        return false;
-    };
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .any(|m| Path::new(m) == target)
-}
-
 /// Sets up (or refreshes) every volume of the pod; returns them by name. An error is the
 /// message for `CreateContainerConfigError` / a FailedMount event.
 pub(crate) async fn ensure(
@@ -239,7 +228,7 @@ pub(crate) async fn ensure(
         let io = |e: std::io::Error| format!("volume {:?}: {e}", v.name);
         if let Some(e) = &v.empty_dir {
             std::fs::create_dir_all(&dir).map_err(io)?;
-            if e.medium.as_deref() == Some("Memory") && !is_mounted(&dir) {
+            if e.medium.as_deref() == Some("Memory") && !runtime::rootfs::is_mounted(&dir) {
                 let size = e
                     .size_limit
                     .as_ref()
@@ -342,7 +331,7 @@ pub(crate) fn teardown(pod_dir: &Path) {
         .flatten()
         .flatten()
     {
-        if is_mounted(&e.path()) {
+        if runtime::rootfs::is_mounted(&e.path()) {
             let _ = nix::mount::umount2(&e.path(), MntFlags::MNT_DETACH);
         }
     }

@@ -68,16 +68,7 @@ fn node_ready(c: &Cluster, node: &str) {
 
 /// HTTP GET from the host, the body.
 fn http_get(ip: &str, port: u16) -> Option<String> {
-    let mut s = std::net::TcpStream::connect_timeout(
-        &format!("{ip}:{port}").parse().ok()?,
-        Duration::from_secs(2),
-    )
-    .ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET / HTTP/1.0\r\nHost: {ip}\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
+    http_get_path(ip, port, "/")
 }
 
 #[test]

@@ -45,19 +45,8 @@ impl Paths {
         [&self.net, &self.uts, &self.ipc]
             .into_iter()
             .flatten()
-            .all(|p| is_mounted(p))
+            .all(|p| crate::rootfs::is_mounted(p))
     }
-}
-
-/// Whether `path` is a mount point (a bind-mounted namespace file is).
-fn is_mounted(path: &Path) -> bool {
-    let Ok(target) = path.canonicalize() else {
-        return false;
-    };
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .any(|m| Path::new(m) == target)
 }
 
 /// Creates the pod's namespaces under `dir/ns`, setting `hostname` in its UTS namespace.

@@ -79,16 +79,29 @@ impl Snapshot {
     }
 }
 
+/// The mount points of this process's mount namespace, from `/proc/self/mountinfo`.
+fn mount_points() -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(PathBuf::from))
+        .collect()
+}
+
+/// Whether `path` is a mount point (a bind-mounted namespace file or a tmpfs volume is).
+pub fn is_mounted(path: &Path) -> bool {
+    path.canonicalize()
+        .is_ok_and(|target| mount_points().contains(&target))
+}
+
 /// Unmounts everything mounted at or below `dir` (deepest first), for cleaning up after a
 /// crash or on `rudder reset`. Returns the mount points it unmounted.
 pub fn unmount_below(dir: &Path) -> Vec<PathBuf> {
     let Ok(dir) = dir.canonicalize() else {
         return Vec::new();
     };
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut mounts: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4).map(PathBuf::from))
+    let mut mounts: Vec<PathBuf> = mount_points()
+        .into_iter()
         .filter(|m| m.starts_with(&dir))
         .collect();
     mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
