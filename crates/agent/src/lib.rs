@@ -15,12 +15,15 @@ pub mod bootstrap;
 mod containers;
 mod env;
 mod events;
+mod exec;
 mod node;
 mod pods;
 mod probe;
 mod server;
+mod spdy;
 mod stats;
 mod status;
+mod stream;
 mod volumes;
 
 use std::net::IpAddr;
@@ -168,8 +171,38 @@ pub async fn run(
                     Arc::new(move || stats::summary(&ctx))
                 },
             };
+            let streaming = stream::Streaming {
+                runc: ctx.runc.clone(),
+                data: config.data_dir.clone(),
+                container: {
+                    let ctx = ctx.clone();
+                    Arc::new(move |ns: &str, pod: &str, c: &str| {
+                        let running = ctx.running.lock().unwrap_or_else(|e| e.into_inner());
+                        running
+                            .get(&(ns.to_string(), pod.to_string(), c.to_string()))
+                            .map(|r| r.id.clone())
+                    })
+                },
+                network: {
+                    let ctx = ctx.clone();
+                    Arc::new(move |ns: &str, pod: &str| {
+                        let running = ctx.running.lock().unwrap_or_else(|e| e.into_inner());
+                        running
+                            .iter()
+                            .find(|((n, p, _), _)| n == ns && p == pod)
+                            .map(|(_, r)| {
+                                let network = match &r.netns {
+                                    Some(path) => stream::Network::Pod(path.clone()),
+                                    None => stream::Network::Host,
+                                };
+                                (r.uid.clone(), network)
+                            })
+                    })
+                },
+            };
+            let app = server::router(Arc::new(logs)).merge(stream::router(Arc::new(streaming)));
             Some(tokio::spawn(async move {
-                if let Err(e) = server::serve(listener, tls, logs).await {
+                if let Err(e) = server::serve(listener, tls, app).await {
                     tracing::error!("the agent's HTTPS endpoint stopped: {e:#}");
                 }
             }))

@@ -50,9 +50,22 @@ pub(crate) struct Ctx {
     pub(crate) exe: PathBuf,
     /// The node's cpus and memory bytes (for resource fields without a limit).
     pub(crate) capacity: (u64, u64),
-    /// Running containers by (namespace, pod, container): the pod's UID and the container's
-    /// cgroup. For `kubectl logs -f` and `/stats/summary`.
-    pub(crate) running: Mutex<HashMap<ContainerKey, (String, String)>>,
+    /// Running containers by (namespace, pod, container). For `kubectl logs -f`,
+    /// `/stats/summary`, exec and port-forward.
+    pub(crate) running: Mutex<HashMap<ContainerKey, Running>>,
+}
+
+/// A running container, as the agent's endpoint needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct Running {
+    /// The pod's UID.
+    pub(crate) uid: String,
+    /// The container's cgroup.
+    pub(crate) cgroup: String,
+    /// The container's id (the runtime's).
+    pub(crate) id: String,
+    /// The pod's network namespace; None on the host's network.
+    pub(crate) netns: Option<PathBuf>,
 }
 
 impl Ctx {
@@ -130,6 +143,24 @@ struct PodState {
 fn spec_containers(pod: &Pod) -> (Vec<Container>, Vec<Container>) {
     let spec = pod.spec.clone().unwrap_or_default();
     (spec.init_containers.unwrap_or_default(), spec.containers)
+}
+
+/// The pod's ephemeral containers (`kubectl debug`) as containers, with the container whose
+/// process namespace each targets.
+pub(crate) fn ephemeral_containers(pod: &Pod) -> Vec<(Container, Option<String>)> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    spec.ephemeral_containers
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| {
+            let target = e.target_container_name.clone();
+            let mut v = serde_json::to_value(e).ok()?;
+            if let Some(o) = v.as_object_mut() {
+                o.remove("targetContainerName");
+            }
+            Some((serde_json::from_value(v).ok()?, target))
+        })
+        .collect()
 }
 
 fn restart_policy(pod: &Pod) -> &str {
@@ -384,6 +415,12 @@ impl PodState {
                     }
                 }
             }
+            // Ephemeral containers run once, never restarted.
+            for (c, _) in ephemeral_containers(pod) {
+                if self.latest(&c.name).is_none() {
+                    self.start_if_due(ctx, pod, &c, false).await;
+                }
+            }
         }
         self.refresh_volumes(ctx, pod).await;
         self.mark_running(ctx, pod);
@@ -412,11 +449,21 @@ impl PodState {
 
     fn mark_running(&self, ctx: &Ctx, pod: &Pod) {
         let ns = pod.namespace().unwrap_or_default();
+        let netns =
+            runtime::namespaces::Paths::under(&ctx.pod_dir(&self.uid), own_namespaces(pod)).net;
         let mut running = ctx.running.lock().unwrap_or_else(|e| e.into_inner());
         for (name, list) in &self.records {
             let key = (ns.clone(), pod.name_any(), name.clone());
             if let Some(r) = list.last().filter(|r| r.running()) {
-                running.insert(key, (self.uid.clone(), r.meta.cgroup.clone()));
+                running.insert(
+                    key,
+                    Running {
+                        uid: self.uid.clone(),
+                        cgroup: r.meta.cgroup.clone(),
+                        id: r.meta.id.clone(),
+                        netns: netns.clone(),
+                    },
+                );
             } else {
                 running.remove(&key);
             }
@@ -804,6 +851,22 @@ impl PodState {
             });
         }
         let mut join = Vec::new();
+        // An ephemeral container with a target shares the target's processes.
+        if let Some(target) = ephemeral_containers(pod)
+            .into_iter()
+            .find(|(e, _)| e.name == c.name)
+            .and_then(|(_, t)| t)
+            && let Some(id) = self
+                .latest(&target)
+                .filter(|r| r.running())
+                .map(|r| r.meta.id.clone())
+            && let Some(state) = ctx.runc.state(&id).await
+        {
+            join.push((
+                "pid".to_string(),
+                PathBuf::from(format!("/proc/{}/ns/pid", state.pid)),
+            ));
+        }
         let paths = runtime::namespaces::Paths::under(&pod_dir, own_namespaces(pod));
         for (kind, p) in [
             ("network", &paths.net),
@@ -849,6 +912,7 @@ impl PodState {
             cap_add: caps.add.unwrap_or_default(),
             cap_drop: caps.drop.unwrap_or_default(),
             no_new_privileges: sec.allow_privilege_escalation == Some(false),
+            terminal: c.tty == Some(true),
         };
         container
             .write(&dir)
@@ -860,6 +924,9 @@ impl PodState {
             bundle: dir.clone(),
             log,
             exit_file: containers::exit_file(ctx.data(), &id),
+            stdin: c.stdin == Some(true),
+            stdin_once: c.stdin_once == Some(true),
+            tty: c.tty == Some(true),
         };
         match runtime::shim::spawn(&ctx.exe, &shim).await {
             Ok(_pid) => {}

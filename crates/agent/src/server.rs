@@ -83,10 +83,9 @@ pub(crate) fn tls_config(
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    logs: Logs,
+    app: Router,
 ) -> anyhow::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let app = router(Arc::new(logs));
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -119,7 +118,8 @@ pub(crate) async fn serve(
     }
 }
 
-fn router(logs: Arc<Logs>) -> Router {
+/// The logs and stats routes.
+pub(crate) fn router(logs: Arc<Logs>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
@@ -136,7 +136,7 @@ fn router(logs: Arc<Logs>) -> Router {
 
 /// A failed request: a plain-text error, as the kubelet writes them.
 #[derive(Debug, PartialEq)]
-struct Failure(StatusCode, String);
+pub(crate) struct Failure(pub(crate) StatusCode, pub(crate) String);
 
 fn text(code: StatusCode, message: impl Into<String>) -> Failure {
     Failure(code, message.into())
@@ -166,7 +166,7 @@ struct LogQuery {
 }
 
 /// Percent-decoding of a query component (`+` is a space).
-fn unescape(s: &str) -> String {
+pub(crate) fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -623,7 +623,7 @@ mod tests {
         let tls = tls_config(&pki.ca, &pki.server.0, &pki.server.1).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(serve(listener, tls, logs));
+        let server = tokio::spawn(serve(listener, tls, router(Arc::new(logs))));
         let client = client_config(&pki, true);
 
         let (code, body) = text_of(get(addr, client.clone(), "/healthz").await.unwrap()).await;

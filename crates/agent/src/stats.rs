@@ -60,9 +60,9 @@ pub(crate) fn summary(ctx: &Ctx) -> Value {
         .clone();
     let mut pods: BTreeMap<(String, String, String), Vec<(String, runtime::cgroups::Usage)>> =
         BTreeMap::new();
-    for ((ns, pod, container), (uid, cgroup)) in running {
-        let usage = runtime::cgroups::usage(&cgroup);
-        pods.entry((ns, pod, uid))
+    for ((ns, pod, container), c) in running {
+        let usage = runtime::cgroups::usage(&c.cgroup);
+        pods.entry((ns, pod, c.uid))
             .or_default()
             .push((container, usage));
     }

@@ -330,6 +330,13 @@ pub(crate) fn build(i: &Input) -> Value {
     if !inits.is_empty() {
         status["initContainerStatuses"] = json!(init_statuses);
     }
+    let ephemeral: Vec<Value> = crate::pods::ephemeral_containers(pod)
+        .iter()
+        .map(|(c, _)| container_status(i, c, false, !initialized, "Never").0)
+        .collect();
+    if !ephemeral.is_empty() {
+        status["ephemeralContainerStatuses"] = json!(ephemeral);
+    }
     if let Some(ip) = i.ips.first() {
         status["podIP"] = json!(ip);
         status["podIPs"] = json!(i.ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>());

@@ -107,6 +107,12 @@ pub fn parse(path: &str, method: &str, watch: bool) -> Result<Target, Status> {
             ));
         }
     };
+    // Streaming into a pod is `create` on the subresource whatever the method: a WebSocket
+    // upgrade is a GET (upstream's AuthorizePodWebsocketUpgradeCreatePermission).
+    let verb = match subresource.as_deref() {
+        Some("exec" | "attach" | "portforward") if verb == "get" => "create",
+        _ => verb,
+    };
     // A watch on one name is a watch of the collection narrowed to it.
     let name = if verb == "watch" { None } else { name };
     Ok(Target::Resource(RequestInfo {

@@ -765,14 +765,9 @@ async fn resource(
         ("get", Some("log")) => {
             crate::podlogs::logs(reg, &app.kubelet, ns.unwrap_or("default"), &name, &query).await
         }
-        (verb, Some(sub)) if ["log", "exec", "attach", "portforward"].contains(&sub) => {
-            Err(Status::new(
-                503,
-                "ServiceUnavailable",
-                format!(
-                    "{verb} of pods/{sub} needs a node agent, which this server does not run yet"
-                ),
-            ))
+        ("create", Some(sub @ ("exec" | "attach" | "portforward"))) => {
+            let (ns, sub) = (ns.unwrap_or("default").to_string(), sub.to_string());
+            crate::podstream::proxy(reg, &app.kubelet, &ns, &name, &sub, req).await
         }
         (verb, _) => Err(Status::method_not_supported(r, verb)),
     }

@@ -40,10 +40,10 @@ pub const DEFAULT_KUBELET_PORT: u16 = 10250;
 pub const PREFERRED_ADDRESS_TYPES: &[&str] = &["InternalIP", "ExternalIP", "Hostname"];
 
 /// How much of an agent's error answer is read (upstream's `maxReadLength`).
-const MAX_ERROR_BODY: usize = 50_000;
+pub(crate) const MAX_ERROR_BODY: usize = 50_000;
 
 /// How long connecting to an agent and getting its answer's head may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The kind `PodLogOptions` validation errors are reported against.
 static POD_LOG_OPTIONS: Resource = Resource {
@@ -64,8 +64,8 @@ static POD_LOG_OPTIONS: Resource = Resource {
 /// verifying the agent's serving certificate against the cluster CA, or not at all.
 #[derive(Clone)]
 pub struct KubeletClient {
-    verified: Arc<rustls::ClientConfig>,
-    unverified: Arc<rustls::ClientConfig>,
+    pub(crate) verified: Arc<rustls::ClientConfig>,
+    pub(crate) unverified: Arc<rustls::ClientConfig>,
 }
 
 impl KubeletClient {
@@ -441,13 +441,13 @@ pub fn agent_error(code: u16, body: &str, pod: &str) -> Status {
     }
 }
 
-/// Sends `GET path` to `host:port` over TLS; returns the answer once its head arrived.
-async fn get(
+/// An HTTP/1.1 connection over TLS to the agent at `host:port` (one that may switch
+/// protocols), driven in the background until the answer is done with.
+pub(crate) async fn connect(
     tls: Arc<rustls::ClientConfig>,
     host: &str,
     port: u16,
-    path: &str,
-) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+) -> Result<hyper::client::conn::http1::SendRequest<Body>, String> {
     let tcp = tokio::net::TcpStream::connect((host, port))
         .await
         .map_err(|e| format!("dial tcp {}: {e}", authority(host, port)))?;
@@ -457,24 +457,34 @@ async fn get(
         .connect(name, tcp)
         .await
         .map_err(|e| format!("tls: {e}"))?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
-    // The connection lives until the answer's body is read or dropped.
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "connection to a node agent ended with an error");
         }
     });
+    Ok(send)
+}
+
+/// Sends `GET path` to `host:port` over TLS; returns the answer once its head arrived.
+async fn get(
+    tls: Arc<rustls::ClientConfig>,
+    host: &str,
+    port: u16,
+    path: &str,
+) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+    let mut send = connect(tls, host, port).await?;
     let req = hyper::Request::get(path)
         .header(header::HOST, authority(host, port))
         .header(header::USER_AGENT, "rudder-apiserver")
-        .body(http_body_util::Empty::<Bytes>::new())
+        .body(Body::empty())
         .map_err(|e| e.to_string())?;
     send.send_request(req).await.map_err(|e| e.to_string())
 }
 
-fn authority(host: &str, port: u16) -> String {
+pub(crate) fn authority(host: &str, port: u16) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -521,7 +531,7 @@ pub async fn proxy(
     Ok(out)
 }
 
-fn resource(plural: &str) -> &'static Resource {
+pub(crate) fn resource(plural: &str) -> &'static Resource {
     api::resources::find("", "v1", plural).expect("served resource")
 }
 

@@ -285,6 +285,25 @@ pub(crate) enum BenchTarget {
     /// The node agent (as root): pod start latency, one at a time and in a burst, against a
     /// bare `runc run`; the agent's memory. Starts its own server and agent.
     Pods(PodsBench),
+    /// Streaming (as root): exec round trips and port-forward throughput through the API
+    /// server, against a direct connection to the pod. Starts its own server and agent.
+    Streaming(StreamingBench),
+}
+
+/// Options of `rudder bench streaming`.
+#[derive(Debug, Args)]
+pub(crate) struct StreamingBench {
+    /// Print one JSON object on the last line instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// Exec round trips measured.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) execs: usize,
+
+    /// The size of the file downloaded through each path (MB).
+    #[arg(long, default_value_t = 200)]
+    pub(crate) size_mb: u64,
 }
 
 /// Options of `rudder bench pods`.
@@ -646,6 +665,15 @@ pub(crate) struct ShimArgs {
     /// Where the exit status is written.
     #[arg(long)]
     pub(crate) exit_file: std::path::PathBuf,
+    /// Keep the container's stdin open for attached clients.
+    #[arg(long)]
+    pub(crate) stdin: bool,
+    /// Close the container's stdin once the first attached client lets go of it.
+    #[arg(long)]
+    pub(crate) stdin_once: bool,
+    /// Run the container on a terminal.
+    #[arg(long)]
+    pub(crate) tty: bool,
 }
 
 /// Parses `90s`, `5m`, `1h` or a plain number of seconds.

@@ -30,6 +30,9 @@ fn main() -> std::process::ExitCode {
                 bundle: a.bundle,
                 log: a.log,
                 exit_file: a.exit_file,
+                stdin: a.stdin,
+                stdin_once: a.stdin_once,
+                tty: a.tty,
             });
             return std::process::ExitCode::from(code as u8);
         }
@@ -158,6 +161,7 @@ fn main() -> std::process::ExitCode {
                 cli::BenchTarget::Scheduler(opts) => bench::scheduler::run(opts).await,
                 cli::BenchTarget::Controllers(opts) => bench::controllers::run(opts).await,
                 cli::BenchTarget::Pods(opts) => bench::pods::run(opts).await,
+                cli::BenchTarget::Streaming(opts) => bench::streaming::run(opts).await,
             },
         }
     });

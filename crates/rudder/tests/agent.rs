@@ -1,74 +1,20 @@
 //! The node agent end to end, as root: real containers through runc, a CNI bridge network,
 //! images pulled from a real registry on loopback, driven by the real kubectl.
 
+#[path = "support/pods.rs"]
+mod pods;
 mod support;
 #[path = "../../image/tests/support/testimage.rs"]
 mod testimage;
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
+use pods::{busybox, get, jsonpath, node_ready, patiently};
 use support::{Cluster, eventually};
-
-/// A busybox image in a registry of its own on loopback; the registry goes when dropped.
-struct Image {
-    _registry: testimage::Registry,
-    name: String,
-    _layout: tempfile::TempDir,
-}
-
-fn busybox() -> Image {
-    let registry = testimage::Registry::start();
-    let layout = tempfile::tempdir().unwrap();
-    testimage::busybox_layout(layout.path(), "1");
-    let name = registry.push_layout(layout.path(), "1", "busybox");
-    Image {
-        _registry: registry,
-        name,
-        _layout: layout,
-    }
-}
-
-fn get(c: &Cluster, args: &[&str]) -> String {
-    c.kubectl(args).out().trim().to_string()
-}
-
-fn jsonpath(c: &Cluster, what: &[&str], path: &str) -> String {
-    let mut args = vec!["get"];
-    args.extend_from_slice(what);
-    let p = format!("jsonpath={path}");
-    args.extend(["-o", &p]);
-    let r = c.kubectl(&args);
-    if r.ok {
-        r.stdout.trim().to_string()
-    } else {
-        String::new()
-    }
-}
-
-/// Waits (longer than `eventually`: images pull, containers back off) for `cond`.
-fn patiently(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "gave up waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn node_ready(c: &Cluster, node: &str) {
-    patiently("the node Ready", 90, || {
-        get(c, &["get", "nodes", "--no-headers"])
-            .lines()
-            .any(|l| l.starts_with(node) && l.split_whitespace().nth(1) == Some("Ready"))
-    });
-}
 
 /// HTTP GET from the host, the body.
 fn http_get(ip: &str, port: u16) -> Option<String> {
-    http_get_path(ip, port, "/")
+    pods::http_get_path(ip, port, "/")
 }
 
 #[test]
@@ -624,9 +570,10 @@ spec:
     );
     // postStart ran; the app serves its file through the node's host port.
     patiently("the host port", 30, || {
-        http_get_path("127.0.0.1", host_port, "/sidecar").is_some_and(|b| b.contains("sidecar"))
+        pods::http_get_path("127.0.0.1", host_port, "/sidecar")
+            .is_some_and(|b| b.contains("sidecar"))
     });
-    let post = http_get_path("127.0.0.1", host_port, "/post").unwrap_or_default();
+    let post = pods::http_get_path("127.0.0.1", host_port, "/post").unwrap_or_default();
     assert!(post.contains("started"), "{post}");
     // preStop runs before the container is stopped.
     c.kubectl(&["delete", "pod", "hooked"]).out();
@@ -649,20 +596,6 @@ spec:
         jsonpath(&c, &["pod", "deadline"], "{.status.message}"),
         "Pod was active on the node longer than the specified deadline"
     );
-}
-
-/// HTTP GET of `path` from the host, the body.
-fn http_get_path(ip: &str, port: u16, path: &str) -> Option<String> {
-    let mut s = std::net::TcpStream::connect_timeout(
-        &format!("{ip}:{port}").parse().ok()?,
-        Duration::from_secs(2),
-    )
-    .ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
 }
 
 #[test]

@@ -12,6 +12,7 @@
 //! Start reading at [`shim`], which shows a container's life from `runc create` to its exit
 //! file, then [`spec`].
 
+pub mod attach;
 pub mod cgroups;
 pub mod cni;
 pub mod logs;

@@ -4,12 +4,15 @@
 //! status to a file when it ends. The agent can restart meanwhile: nothing here depends on it.
 
 use std::io::{BufRead, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::attach;
 use crate::logs::{Stream, Writer};
 
 /// How one container is monitored.
@@ -27,6 +30,12 @@ pub struct Args {
     pub log: PathBuf,
     /// Where the exit status goes.
     pub exit_file: PathBuf,
+    /// The container keeps a stdin that clients attach to (`stdin: true`).
+    pub stdin: bool,
+    /// Its stdin closes when the first attached client lets go of it (`stdinOnce`).
+    pub stdin_once: bool,
+    /// It runs on a terminal (`tty: true`).
+    pub tty: bool,
 }
 
 impl Args {
@@ -43,6 +52,15 @@ impl Args {
         ] {
             v.push(flag.into());
             v.push(value.into());
+        }
+        for (flag, on) in [
+            ("--stdin", self.stdin),
+            ("--stdin-once", self.stdin_once),
+            ("--tty", self.tty),
+        ] {
+            if on {
+                v.push(flag.into());
+            }
         }
         v
     }
@@ -75,7 +93,27 @@ const LOG_MAX_FILES: usize = 5;
 struct Sink {
     writer: Writer,
     held: Option<Vec<(Stream, Vec<u8>)>>,
+    /// Attached clients: their connection, and whether they read stdout and stderr.
+    clients: Vec<(UnixStream, bool, bool)>,
 }
+
+impl Sink {
+    /// Writes output to the log and to the clients that want it (dropping those gone).
+    fn write(&mut self, stream: Stream, bytes: &[u8]) {
+        let _ = self.writer.write(stream, bytes);
+        let kind = match stream {
+            Stream::Stdout => attach::STDOUT,
+            Stream::Stderr => attach::STDERR,
+        };
+        self.clients.retain_mut(|(conn, out, err)| {
+            let wanted = if kind == attach::STDOUT { *out } else { *err };
+            !wanted || attach::write_frame(conn, kind, bytes).is_ok()
+        });
+    }
+}
+
+/// The container's stdin, while it has one: a pipe, or its terminal.
+type Stdin = Arc<Mutex<Option<Box<dyn Write + Send>>>>;
 
 /// The monitor's body; returns the process exit code. Reports `created <pid>` or
 /// `error <message>` as one line on stdout, then lets go of stdout.
@@ -103,25 +141,55 @@ fn monitor(args: &Args, report: &mut std::io::Stdout) -> Result<()> {
     let sink = Arc::new(Mutex::new(Sink {
         writer,
         held: Some(Vec::new()),
+        clients: Vec::new(),
     }));
     let pid_file = args.bundle.join("init.pid");
     let _ = std::fs::remove_file(&pid_file);
-    let mut create = std::process::Command::new(&args.runtime)
+    // Sockets by relative names in the bundle: an absolute path may be too long for one.
+    std::env::set_current_dir(&args.bundle)
+        .with_context(|| format!("entering {}", args.bundle.display()))?;
+    for name in [attach::SOCKET, attach::CONSOLE] {
+        let _ = std::fs::remove_file(name);
+    }
+    let mut create = std::process::Command::new(&args.runtime);
+    create
         .arg("--root")
         .arg(&args.root)
         .arg("create")
         .arg("--bundle")
         .arg(&args.bundle)
         .arg("--pid-file")
-        .arg(&pid_file)
+        .arg(&pid_file);
+    // runc hands the container's terminal over the console socket.
+    let terminal = if args.tty {
+        let listener = UnixListener::bind(attach::CONSOLE).context("binding the console socket")?;
+        create.arg("--console-socket").arg(attach::CONSOLE);
+        Some(std::thread::spawn(move || -> std::io::Result<OwnedFd> {
+            let (conn, _) = listener.accept()?;
+            attach::receive_terminal(&conn)
+        }))
+    } else {
+        None
+    };
+    let stdin_pipe = args.stdin && !args.tty;
+    let mut create = create
         .arg(&args.id)
-        .current_dir(&args.bundle)
-        .stdin(std::process::Stdio::null())
+        .stdin(if stdin_pipe {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .with_context(|| format!("running {}", args.runtime.display()))?;
-    let readers: Vec<_> = [
+    let stdin: Stdin = Arc::new(Mutex::new(
+        create
+            .stdin
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Write + Send>),
+    ));
+    let mut readers: Vec<_> = [
         (
             Stream::Stdout,
             create
@@ -167,6 +235,36 @@ fn monitor(args: &Args, report: &mut std::io::Stdout) -> Result<()> {
         .trim()
         .parse()
         .context("the container's pid file")?;
+    let master = match terminal {
+        Some(t) => {
+            let master = t
+                .join()
+                .map_err(|_| anyhow::anyhow!("the console thread panicked"))?
+                .context("receiving the container's terminal")?;
+            let output = std::fs::File::from(master.try_clone()?);
+            let sink = sink.clone();
+            readers.push(std::thread::spawn(move || {
+                copy(Stream::Stdout, Box::new(output), &sink)
+            }));
+            if args.stdin {
+                *stdin.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(Box::new(std::fs::File::from(master.try_clone()?)));
+            }
+            Some(Arc::new(master))
+        }
+        None => None,
+    };
+    let listener = UnixListener::bind(attach::SOCKET).context("binding the attach socket")?;
+    {
+        let (sink, stdin, master) = (sink.clone(), stdin.clone(), master.clone());
+        let once = args.stdin_once;
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (sink, stdin, master) = (sink.clone(), stdin.clone(), master.clone());
+                std::thread::spawn(move || attached(conn, &sink, &stdin, master, once));
+            }
+        });
+    }
     writeln!(report, "created {pid}")?;
     report.flush()?;
     // Let go of the agent's pipe: it may go away while the container runs on.
@@ -175,7 +273,7 @@ fn monitor(args: &Args, report: &mut std::io::Stdout) -> Result<()> {
     {
         let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
         for (stream, bytes) in s.held.take().unwrap_or_default() {
-            let _ = s.writer.write(stream, &bytes);
+            s.write(stream, &bytes);
         }
     }
     let exit = wait(pid);
@@ -185,7 +283,12 @@ fn monitor(args: &Args, report: &mut std::io::Stdout) -> Result<()> {
     {
         let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
         let _ = s.writer.flush();
+        // Attached clients see the end.
+        for (conn, _, _) in s.clients.drain(..) {
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        }
     }
+    let _ = std::fs::remove_file(attach::SOCKET);
     let tmp = args.exit_file.with_extension("tmp");
     std::fs::write(&tmp, serde_json::to_vec(&exit)?)?;
     std::fs::rename(&tmp, &args.exit_file)?;
@@ -204,10 +307,58 @@ fn copy(stream: Stream, pipe: Box<dyn Read + Send>, sink: &Mutex<Sink>) {
         let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
         match &mut s.held {
             Some(held) => held.push((stream, buf)),
-            None => {
-                let _ = s.writer.write(stream, &buf);
-            }
+            None => s.write(stream, &buf),
         }
+    }
+}
+
+/// Serves one attached client: registers it for the output it wants, and feeds what it sends
+/// to the container's stdin until it lets go (which closes stdin for good with `stdinOnce`).
+fn attached(
+    conn: UnixStream,
+    sink: &Mutex<Sink>,
+    stdin: &Stdin,
+    terminal: Option<Arc<OwnedFd>>,
+    stdin_once: bool,
+) {
+    let Ok(read_half) = conn.try_clone() else {
+        return;
+    };
+    let mut reader = std::io::BufReader::new(read_half);
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let Ok(hello) = serde_json::from_str::<attach::Hello>(&line) else {
+        return;
+    };
+    if (hello.stdout || hello.stderr)
+        && let Ok(out) = conn.try_clone()
+    {
+        let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+        s.clients.push((out, hello.stdout, hello.stderr));
+    }
+    while let Ok(Some((kind, data))) = attach::read_frame(&mut reader) {
+        match kind {
+            attach::STDIN if hello.stdin => {
+                let mut w = stdin.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(pipe) = w.as_mut()
+                    && (pipe.write_all(&data).is_err() || pipe.flush().is_err())
+                {
+                    *w = None;
+                }
+            }
+            attach::RESIZE => {
+                if let (Some(t), Some((width, height))) = (&terminal, attach::parse_resize(&data)) {
+                    let _ = attach::resize(t.as_ref(), width, height);
+                }
+            }
+            attach::CLOSE_STDIN => break,
+            _ => {}
+        }
+    }
+    if hello.stdin && stdin_once {
+        stdin.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
 

@@ -101,6 +101,8 @@ pub struct Container {
     pub cap_drop: Vec<String>,
     /// `no_new_privs` (`allowPrivilegeEscalation: false`).
     pub no_new_privileges: bool,
+    /// Runs on a terminal (`tty: true`; runc then needs a console socket).
+    pub terminal: bool,
 }
 
 /// The capability set after `add` and `drop` (Kubernetes names, without `CAP_`).
@@ -189,7 +191,7 @@ impl Container {
     pub fn spec(&self) -> Result<Spec> {
         let caps = capabilities(&self.cap_add, &self.cap_drop, self.privileged);
         let process: Process = serde_json::from_value(json!({
-            "terminal": false,
+            "terminal": self.terminal,
             "user": {"uid": self.uid, "gid": self.gid, "additionalGids": self.additional_gids},
             "args": self.args,
             "env": self.env,

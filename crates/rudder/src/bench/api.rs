@@ -47,16 +47,27 @@ fn rss_mb(pid: u32) -> Result<f64> {
 }
 
 /// The server under test, killed on drop.
-pub(super) struct ServerProcess {
+pub(crate) struct ServerProcess {
     child: std::process::Child,
     dir: tempfile::TempDir,
     pub(super) credentials: Credentials,
+    port: u16,
 }
 
 impl ServerProcess {
     /// The admin kubeconfig.
     pub(super) fn kubeconfig(&self) -> std::path::PathBuf {
         self.dir.path().join("kubeconfig.yaml")
+    }
+
+    /// The server's URL.
+    pub(super) fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// The file holding the join token for agents.
+    pub(super) fn token_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("token")
     }
 }
 
@@ -105,6 +116,7 @@ pub(super) async fn start_server(extra: &[&str]) -> Result<ServerProcess> {
                 child,
                 dir,
                 credentials,
+                port,
             });
         }
         if Instant::now() > deadline {

@@ -7,6 +7,7 @@ pub(crate) mod controllers;
 pub(crate) mod pods;
 pub(crate) mod scheduler;
 pub(crate) mod store;
+pub(crate) mod streaming;
 
 use std::time::Duration;
 

@@ -18,13 +18,13 @@ use super::api::start_server;
 use super::{Report, quantile_ms};
 use crate::cli::PodsBench;
 
-const IMAGE: &str = "docker.io/library/busybox:bench";
+pub(crate) const IMAGE: &str = "docker.io/library/busybox:bench";
 const BRIDGE: &str = "rdbench0";
 const NODE: &str = "bench-node";
 
 /// The agent process, stopped and its host state reset when dropped.
-struct AgentProcess {
-    child: std::process::Child,
+pub(crate) struct AgentProcess {
+    pub(crate) child: std::process::Child,
     dir: std::path::PathBuf,
 }
 
@@ -40,6 +40,103 @@ impl Drop for AgentProcess {
                 .arg(&self.dir)
                 .stdout(std::process::Stdio::null())
                 .status();
+    }
+}
+
+/// A server and a separate node agent on temporary directories, the agent's node Ready, the
+/// busybox image [`IMAGE`] imported; everything stopped and reset when dropped.
+pub(crate) struct BenchNode {
+    pub(crate) client: kube::Client,
+    pub(crate) agent: AgentProcess,
+    pub(crate) image_layers: Vec<std::path::PathBuf>,
+    pub(crate) work: tempfile::TempDir,
+    server: super::api::ServerProcess,
+}
+
+impl BenchNode {
+    /// The server's admin kubeconfig.
+    pub(crate) fn kubeconfig(&self) -> std::path::PathBuf {
+        self.server.kubeconfig()
+    }
+
+    /// Starts it (as root) with pod network `cidr`; `progress` hears what is under way.
+    pub(crate) async fn start(cidr: &str, progress: &dyn Fn(&str)) -> Result<BenchNode> {
+        if !std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        {
+            bail!("this benchmark runs containers: run it as root");
+        }
+        let server = start_server(&["--disable-agent", "--cluster-cidr", cidr]).await?;
+        let client = crate::client::from_kubeconfig(&server.kubeconfig()).await?;
+        let work = tempfile::tempdir()?;
+        let agent_dir = work.path().join("agent");
+        progress("importing the busybox image");
+        let store = image::Store::open(&agent_dir.join("images"))?;
+        let img = image::busybox::import(&store, IMAGE)?;
+        drop(store);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        progress("starting the agent");
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .args([
+                "agent",
+                "--log-level",
+                "warn",
+                "--node-name",
+                NODE,
+                "--node-ip",
+                "127.0.0.1",
+                "--bridge",
+                BRIDGE,
+            ])
+            // Joining as a node does: a token, then certificates, then the agent's endpoint.
+            .arg("--server")
+            .arg(server.url())
+            .arg("--token-file")
+            .arg(server.token_file())
+            .arg("--data-dir")
+            .arg(&agent_dir)
+            .arg("--pod-log-dir")
+            .arg(work.path().join("logs"))
+            .arg("--kubelet-port")
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(work.path().join("agent.log"))?)
+            .spawn()
+            .context("starting rudder agent")?;
+        let agent = AgentProcess {
+            child,
+            dir: agent_dir.clone(),
+        };
+        let nodes: Api<Node> = Api::all(client.clone());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = nodes
+                .get_opt(NODE)
+                .await?
+                .and_then(|n| n.status?.conditions)
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the agent's node did not become Ready (see {}/agent.log)",
+                    work.path().display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(BenchNode {
+            client,
+            agent,
+            image_layers: img.layers,
+            work,
+            server,
+        })
     }
 }
 
@@ -172,72 +269,8 @@ pub(crate) async fn run(opts: PodsBench) -> Result<()> {
             eprintln!("running: {phase}");
         }
     };
-    if !std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-    {
-        bail!("rudder bench pods runs containers: run it as root");
-    }
-    let server = start_server(&["--disable-agent", "--cluster-cidr", "10.212.0.0/16"]).await?;
-    let client = crate::client::from_kubeconfig(&server.kubeconfig()).await?;
-    let work = tempfile::tempdir()?;
-    let agent_dir = work.path().join("agent");
-    progress("importing the busybox image");
-    let store = image::Store::open(&agent_dir.join("images"))?;
-    let img = image::busybox::import(&store, IMAGE)?;
-    drop(store);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    progress("starting the agent");
-    let child = std::process::Command::new(std::env::current_exe()?)
-        .args([
-            "agent",
-            "--log-level",
-            "warn",
-            "--node-name",
-            NODE,
-            "--node-ip",
-            "127.0.0.1",
-            "--bridge",
-            BRIDGE,
-        ])
-        .arg("--kubeconfig")
-        .arg(server.kubeconfig())
-        .arg("--data-dir")
-        .arg(&agent_dir)
-        .arg("--pod-log-dir")
-        .arg(work.path().join("logs"))
-        .arg("--kubelet-port")
-        .arg(port.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(work.path().join("agent.log"))?)
-        .spawn()
-        .context("starting rudder agent")?;
-    let agent = AgentProcess {
-        child,
-        dir: agent_dir.clone(),
-    };
-    let nodes: Api<Node> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = nodes
-            .get_opt(NODE)
-            .await?
-            .and_then(|n| n.status?.conditions)
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        if ready {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "the agent's node did not become Ready (see {}/agent.log)",
-                work.path().display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let node = BenchNode::start("10.212.0.0/16", &progress).await?;
+    let (client, agent, work) = (node.client.clone(), &node.agent, node.work.path());
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     // One first pod sets up the pod network before anything is timed.
     start(&pods, &["warm-up".to_string()]).await?;
@@ -261,8 +294,8 @@ pub(crate) async fn run(opts: PodsBench) -> Result<()> {
 
     progress("bare runc run");
     let runc = runtime::runc::choose(None, runtime::cgroups::detect())?;
-    let bare = bare_runtime(work.path(), &img.layers, &runc)?;
-    drop(agent);
+    let bare = bare_runtime(work, &node.image_layers, &runc)?;
+    drop(node);
 
     let mut report = Report::new(format!(
         "Pod start latency (created to Running, image present; {} on {})",

@@ -1,0 +1,435 @@
+//! Streaming into pods end to end, as root: `kubectl exec`, `cp` and `port-forward` against
+//! real containers, over WebSocket (the kubectl matching the server, 1.33) and over SPDY
+//! (kubectl 1.28).
+
+#[path = "support/pods.rs"]
+mod pods;
+mod support;
+#[path = "../../image/tests/support/testimage.rs"]
+mod testimage;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use pods::{busybox, get, jsonpath, node_ready, patiently};
+use support::{Cluster, Run, free_port, terminate};
+
+/// kubectl 1.28, which speaks SPDY only.
+const KUBECTL_SPDY: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.28";
+
+/// Runs a given kubectl binary against the cluster.
+fn kubectl_bin(c: &Cluster, bin: &str, args: &[&str], stdin: Option<&str>) -> Run {
+    use std::io::Write;
+    let mut child = Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(c.kubeconfig())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The exit code of a kubectl run (through `sh -c`, which keeps it).
+fn exit_code(c: &Cluster, bin: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(c.kubeconfig())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs kubectl on a terminal of its own (script(1)), typing `lines` into it a second apart;
+/// what the terminal showed.
+fn on_terminal(c: &Cluster, args: &[&str], lines: &[&str]) -> String {
+    use std::io::Write;
+    let command = format!(
+        "kubectl --kubeconfig {} {}",
+        c.kubeconfig().display(),
+        args.join(" ")
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut keys = child.stdin.take().unwrap();
+    for line in lines {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        keys.write_all(line.as_bytes()).unwrap();
+        keys.write_all(b"\r").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn web_pod(image: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: web}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: httpd
+    image: {image}
+    command: [sh, -c, 'mkdir -p /tmp/www && echo hello > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www']
+    workingDir: /tmp
+    env: [{{name: GREETING, value: bonjour}}]
+    securityContext: {{runAsUser: 1000, runAsGroup: 1000}}
+  - name: side
+    image: {image}
+    command: [sleep, '3600']
+"
+    )
+}
+
+fn run_pod(c: &Cluster, manifest: &str, name: &str) {
+    c.apply(manifest).out();
+    patiently("the pod to run", 90, || {
+        jsonpath(c, &["pod", name], "{.status.phase}") == "Running"
+            && jsonpath(c, &["pod", name], "{.status.containerStatuses[*].ready}")
+                .split(' ')
+                .all(|r| r == "true")
+    });
+}
+
+#[test]
+fn exec_and_cp_over_websocket_and_spdy() {
+    let image = busybox();
+    let c = Cluster::start_with_agent("node-s", 206, &[]);
+    node_ready(&c, "node-s");
+    run_pod(&c, &web_pod(&image.name), "web");
+
+    for bin in ["kubectl", KUBECTL_SPDY] {
+        let k = |args: &[&str], stdin: Option<&str>| kubectl_bin(&c, bin, args, stdin);
+        // Output, in the container's namespaces with its user, directory and environment.
+        let out = k(
+            &[
+                "exec",
+                "web",
+                "-c",
+                "httpd",
+                "--",
+                "sh",
+                "-c",
+                "id -u; pwd; echo $GREETING; hostname; echo oops >&2",
+            ],
+            None,
+        );
+        assert!(out.ok, "{bin}: {}", out.stderr);
+        assert_eq!(out.stdout, "1000\n/tmp\nbonjour\nweb\n", "{bin}");
+        assert_eq!(out.stderr, "oops\n", "{bin}");
+        // Standard input, to its end.
+        let out = k(
+            &["exec", "-i", "web", "-c", "httpd", "--", "cat"],
+            Some("one\ntwo\n"),
+        );
+        assert_eq!(out.stdout, "one\ntwo\n", "{bin}: {}", out.stderr);
+        // The exit code comes back.
+        let (code, err) = exit_code(
+            &c,
+            bin,
+            &["exec", "web", "-c", "httpd", "--", "sh", "-c", "exit 3"],
+        );
+        assert_eq!(code, 3, "{bin}: {err}");
+        assert!(
+            err.contains("command terminated with exit code 3"),
+            "{bin}: {err}"
+        );
+        // A command that does not exist: 127, as upstream's runtimes.
+        let (code, err) = exit_code(
+            &c,
+            bin,
+            &["exec", "web", "-c", "httpd", "--", "no-such-command"],
+        );
+        assert_eq!(code, 127, "{bin}: {err}");
+        assert!(err.contains("no-such-command"), "{bin}: {err}");
+        // The other container of the pod.
+        let out = k(&["exec", "web", "-c", "side", "--", "id", "-u"], None);
+        assert_eq!(out.stdout, "0\n", "{bin}: {}", out.stderr);
+    }
+
+    // Upstream's refusals.
+    let err = c
+        .kubectl(&["exec", "web", "-c", "nope", "--", "true"])
+        .err()
+        .to_string();
+    assert!(
+        err.contains("container nope is not valid for pod web"),
+        "{err}"
+    );
+    let err = c
+        .kubectl(&["exec", "absent", "--", "true"])
+        .err()
+        .to_string();
+    assert!(err.contains("pods \"absent\" not found"), "{err}");
+
+    // A terminal: kubectl under a pseudo-terminal of its own (script(1)).
+    let script = format!(
+        "kubectl --kubeconfig {} exec -it web -c httpd -- busybox tty",
+        c.kubeconfig().display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &script, "/dev/null"])
+        .stdin(Stdio::piped())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/"), "{text}");
+
+    // kubectl debug: an ephemeral container that sees the target container's processes.
+    let text = on_terminal(
+        &c,
+        &[
+            "debug",
+            "-it",
+            "web",
+            "--image",
+            &image.name,
+            "--target=httpd",
+            "-c",
+            "dbg",
+            "--",
+            "sh",
+        ],
+        &["ps", "exit"],
+    );
+    assert!(text.contains("httpd -f -p 8080"), "{text}");
+    patiently("the ephemeral container to end", 60, || {
+        jsonpath(
+            &c,
+            &["pod", "web"],
+            "{.status.ephemeralContainerStatuses[0].state.terminated.exitCode}",
+        ) == "0"
+    });
+
+    // kubectl cp, both ways (tar through exec).
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("note.txt");
+    std::fs::write(&local, "copied in\n").unwrap();
+    let local_s = local.display().to_string();
+    c.kubectl(&["cp", &local_s, "web:/tmp/note.txt", "-c", "httpd"])
+        .out();
+    let out = c.kubectl(&["exec", "web", "-c", "httpd", "--", "cat", "/tmp/note.txt"]);
+    assert_eq!(out.out(), "copied in\n");
+    let back = dir.path().join("back.txt");
+    c.kubectl(&[
+        "cp",
+        "web:/tmp/note.txt",
+        &back.display().to_string(),
+        "-c",
+        "httpd",
+    ])
+    .out();
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "copied in\n");
+
+    // A client that goes away: its process is killed.
+    let log = dir.path().join("sleep.log");
+    let child = c.kubectl_background(&["exec", "web", "-c", "side", "--", "sleep", "4321"], &log);
+    patiently("the exec'd sleep to run", 30, || {
+        get(&c, &["exec", "web", "-c", "side", "--", "ps"]).contains("sleep 4321")
+    });
+    terminate(child);
+    patiently("the exec'd sleep to be killed", 30, || {
+        !get(&c, &["exec", "web", "-c", "side", "--", "ps"]).contains("sleep 4321")
+    });
+
+    // Many sessions at once.
+    let threads: Vec<_> = (0..20)
+        .map(|i| {
+            let kubeconfig = c.kubeconfig();
+            std::thread::spawn(move || {
+                let out = Command::new("kubectl")
+                    .arg("--kubeconfig")
+                    .arg(kubeconfig)
+                    .args(["exec", "web", "-c", "side", "--", "echo", &i.to_string()])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+            })
+        })
+        .collect();
+    for (i, t) in threads.into_iter().enumerate() {
+        assert_eq!(t.join().unwrap(), i.to_string());
+    }
+}
+
+/// Starts `kubectl port-forward` and waits until it listens on `local`.
+fn port_forward(
+    c: &Cluster,
+    bin: &str,
+    target: &str,
+    ports: &[String],
+    log: &Path,
+) -> std::process::Child {
+    let child = Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(c.kubeconfig())
+        .arg("port-forward")
+        .arg(target)
+        .args(ports)
+        .stdout(std::fs::File::create(log).unwrap())
+        .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
+        .spawn()
+        .unwrap();
+    patiently("kubectl port-forward to listen", 30, || {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .matches("Forwarding from")
+            .count()
+            >= ports.len()
+    });
+    child
+}
+
+#[test]
+fn port_forward_over_websocket_and_spdy() {
+    let image = busybox();
+    let c = Cluster::start_with_agent("node-p", 207, &[]);
+    node_ready(&c, "node-p");
+    let manifest = format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: two}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: a
+    image: {image}
+    command: [sh, -c, 'mkdir -p /w && echo port-a > /w/index.html && exec httpd -f -p 8080 -h /w']
+  - name: b
+    image: {image}
+    command: [sh, -c, 'mkdir -p /w && seq 1 200000 > /w/index.html && exec httpd -f -p 9090 -h /w']
+",
+        image = image.name
+    );
+    run_pod(&c, &manifest, "two");
+    let dir = tempfile::tempdir().unwrap();
+    for (i, bin) in ["kubectl", KUBECTL_SPDY].into_iter().enumerate() {
+        let (pa, pb) = (free_port(), free_port());
+        let log = dir.path().join(format!("pf{i}.log"));
+        let child = port_forward(
+            &c,
+            bin,
+            "pod/two",
+            &[format!("{pa}:8080"), format!("{pb}:9090")],
+            &log,
+        );
+        // Several connections at once, on both ports.
+        let threads: Vec<_> = (0..8)
+            .map(|n| {
+                let port = if n % 2 == 0 { pa } else { pb };
+                std::thread::spawn(move || pods::http_get_path("127.0.0.1", port, "/"))
+            })
+            .collect();
+        for (n, t) in threads.into_iter().enumerate() {
+            let body = t.join().unwrap().unwrap_or_default();
+            if n % 2 == 0 {
+                let err = std::fs::read_to_string(log.with_extension("err")).unwrap_or_default();
+                assert!(body.ends_with("port-a\n"), "{bin}: {body} {err}");
+            } else {
+                assert!(
+                    body.ends_with("199999\n200000\n"),
+                    "{bin}: {} bytes",
+                    body.len()
+                );
+            }
+        }
+        terminate(child);
+    }
+
+    // The pod goes away: kubectl port-forward ends.
+    let log = dir.path().join("gone.log");
+    let port = free_port();
+    let mut child = port_forward(&c, "kubectl", "pod/two", &[format!("{port}:8080")], &log);
+    assert!(pods::http_get_path("127.0.0.1", port, "/").is_some_and(|b| b.ends_with("port-a\n")));
+    c.kubectl(&["delete", "pod", "two", "--wait=false"]).out();
+    patiently("kubectl port-forward to end", 60, || {
+        child.try_wait().unwrap().is_some()
+    });
+}
+
+#[test]
+fn attach_and_run_interactively() {
+    let image = busybox();
+    let c = Cluster::start_with_agent("node-i", 208, &[]);
+    node_ready(&c, "node-i");
+
+    // kubectl run -i: stdin reaches the container (stdinOnce), its output comes back, and the
+    // pod is deleted after.
+    for bin in ["kubectl", KUBECTL_SPDY] {
+        let out = kubectl_bin(
+            &c,
+            bin,
+            &[
+                "run",
+                "asks",
+                "-i",
+                "--rm",
+                "--restart=Never",
+                "--image",
+                &image.name,
+                "--",
+                "sh",
+                "-c",
+                "read x; echo got $x",
+            ],
+            Some("hello\n"),
+        );
+        assert!(out.ok, "{bin}: {}", out.stderr);
+        assert!(out.stdout.contains("got hello"), "{bin}: {}", out.stdout);
+        patiently("the pod to go", 60, || {
+            !get(&c, &["get", "pods", "-o", "name"]).contains("asks")
+        });
+    }
+
+    // A container on a terminal: kubectl attach -it from a terminal of its own (script(1)).
+    let manifest = format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: shell}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: sh
+    image: {}
+    stdin: true
+    tty: true
+    command: [sh]
+",
+        image.name
+    );
+    run_pod(&c, &manifest, "shell");
+    let text = on_terminal(
+        &c,
+        &["attach", "-it", "shell"],
+        &["echo attached-$((6*7))", "exit"],
+    );
+    assert!(text.contains("attached-42"), "{text}");
+    // The shell exited: the container completed, and its terminal output is in its log.
+    patiently("the shell to end", 60, || {
+        jsonpath(&c, &["pod", "shell"], "{.status.phase}") == "Succeeded"
+    });
+    assert!(get(&c, &["logs", "shell"]).contains("attached-42"));
+}
