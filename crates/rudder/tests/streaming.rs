@@ -183,6 +183,32 @@ fn exec_and_cp_over_websocket_and_spdy() {
         .err()
         .to_string();
     assert!(err.contains("pods \"absent\" not found"), "{err}");
+    // A pod whose container does not run (its image is missing), and a finished pod.
+    c.kubectl(&["run", "stuck", "--image", "127.0.0.1:1/none:1"])
+        .out();
+    let err = c
+        .kubectl(&["exec", "stuck", "--", "true"])
+        .err()
+        .to_string();
+    assert!(err.contains("container not found (\"stuck\")"), "{err}");
+    c.kubectl(&[
+        "run",
+        "done",
+        "--image",
+        &image.name,
+        "--restart=Never",
+        "--",
+        "true",
+    ])
+    .out();
+    patiently("the pod to finish", 60, || {
+        jsonpath(&c, &["pod", "done"], "{.status.phase}") == "Succeeded"
+    });
+    let err = c.kubectl(&["exec", "done", "--", "true"]).err().to_string();
+    assert!(
+        err.contains("cannot exec into a container in a completed pod; current phase is Succeeded"),
+        "{err}"
+    );
 
     // A terminal: kubectl under a pseudo-terminal of its own (script(1)).
     let script = format!(
@@ -254,8 +280,8 @@ fn exec_and_cp_over_websocket_and_spdy() {
         !get(&c, &["exec", "web", "-c", "side", "--", "ps"]).contains("sleep 4321")
     });
 
-    // Many sessions at once.
-    let threads: Vec<_> = (0..20)
+    // Several kubectl sessions at once (kube-rs runs 100 in the port-forward test).
+    let threads: Vec<_> = (0..10)
         .map(|i| {
             let kubeconfig = c.kubeconfig();
             std::thread::spawn(move || {
@@ -358,6 +384,8 @@ spec:
         terminate(child);
     }
 
+    kube_rs_exec_and_port_forward(&c);
+
     // The pod goes away: kubectl port-forward ends.
     let log = dir.path().join("gone.log");
     let port = free_port();
@@ -432,4 +460,89 @@ spec:
         jsonpath(&c, &["pod", "shell"], "{.status.phase}") == "Succeeded"
     });
     assert!(get(&c, &["logs", "shell"]).contains("attached-42"));
+}
+
+/// kube-rs' AttachedProcess (WebSocket v5: stdin closed, the status) and port-forward
+/// (WebSocket channels), and 100 exec sessions at once, against pod `two`.
+fn kube_rs_exec_and_port_forward(c: &Cluster) {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, AttachParams};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let kubeconfig = kube::config::Kubeconfig::read_from(c.kubeconfig()).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        let pods: Api<Pod> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+        let params = AttachParams::default()
+            .container("a")
+            .stdin(true)
+            .stdout(true)
+            .stderr(false);
+        let mut cat = pods.exec("two", ["cat"], &params).await.unwrap();
+        let mut stdin = cat.stdin().unwrap();
+        stdin.write_all(b"through kube-rs\n").await.unwrap();
+        // The end of stdin (v5's close signal); dropping the writer half would not say it.
+        stdin.shutdown().await.unwrap();
+        let mut out = String::new();
+        cat.stdout()
+            .unwrap()
+            .read_to_string(&mut out)
+            .await
+            .unwrap();
+        assert_eq!(out, "through kube-rs\n");
+        let status = cat.take_status().unwrap().await.unwrap();
+        assert_eq!(status.status.as_deref(), Some("Success"), "{status:?}");
+
+        let params = AttachParams::default().container("a").stderr(false);
+        let mut failing = pods
+            .exec("two", ["sh", "-c", "exit 5"], &params)
+            .await
+            .unwrap();
+        let status = failing.take_status().unwrap().await.unwrap();
+        assert_eq!(status.reason.as_deref(), Some("NonZeroExitCode"));
+        let causes = status.details.and_then(|d| d.causes).unwrap_or_default();
+        assert_eq!(causes[0].message.as_deref(), Some("5"));
+
+        // 100 sessions at once.
+        let sessions = (0..100).map(|i| {
+            let pods = pods.clone();
+            async move {
+                let params = AttachParams::default().container("a").stderr(false);
+                let mut p = pods
+                    .exec("two", ["echo", &i.to_string()], &params)
+                    .await
+                    .unwrap();
+                let mut out = String::new();
+                p.stdout().unwrap().read_to_string(&mut out).await.unwrap();
+                let status = p.take_status().unwrap().await.unwrap();
+                (out, status.status)
+            }
+        });
+        for (i, (out, status)) in futures::future::join_all(sessions)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            assert_eq!(out, format!("{i}\n"));
+            assert_eq!(status.as_deref(), Some("Success"));
+        }
+
+        // Both ports at once: the session ends when every port's connection has.
+        let mut pf = pods.portforward("two", &[8080, 9090]).await.unwrap();
+        let fetch = |mut conn: tokio::io::DuplexStream| async move {
+            conn.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+            let mut body = String::new();
+            conn.read_to_string(&mut body).await.unwrap();
+            body
+        };
+        let (a, b) = tokio::join!(
+            fetch(pf.take_stream(8080).unwrap()),
+            fetch(pf.take_stream(9090).unwrap())
+        );
+        assert!(a.ends_with("port-a\n"), "{a}");
+        assert!(b.ends_with("199999\n200000\n"), "{} bytes", b.len());
+    });
 }
