@@ -370,16 +370,15 @@ async fn attach_streams(bundle: &std::path::Path, req: &exec::Request) -> anyhow
         }
     });
     let stdin: Option<Box<dyn AsyncWrite + Send + Unpin>> = if req.stdin {
-        let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
         let frames = frames.clone();
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 32 * 1024];
-            while let Ok(n) = theirs.read(&mut buf).await {
-                if n == 0
-                    || frames
-                        .send(attach::encode(attach::STDIN, &buf[..n]))
-                        .await
-                        .is_err()
+            let mut input = chunks(theirs, 32 * 1024);
+            while let Some(data) = input.next().await {
+                if frames
+                    .send(attach::encode(attach::STDIN, &data))
+                    .await
+                    .is_err()
                 {
                     break;
                 }
@@ -448,25 +447,11 @@ fn resize(json: &[u8]) -> Option<Input> {
 }
 
 /// Copies `from` to the client as `channel` messages until it ends.
-async fn pump(
-    mut from: Box<dyn AsyncRead + Send + Unpin>,
-    channel: u8,
-    to: mpsc::Sender<(u8, Bytes)>,
-) {
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        match from.read(&mut buf).await {
-            // A terminal's master reads EIO once the process side is closed: its end.
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if to
-                    .send((channel, Bytes::copy_from_slice(&buf[..n])))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
+async fn pump(from: Box<dyn AsyncRead + Send + Unpin>, channel: u8, to: mpsc::Sender<(u8, Bytes)>) {
+    let mut from = chunks(from, 32 * 1024);
+    while let Some(data) = from.next().await {
+        if to.send((channel, data)).await.is_err() {
+            return;
         }
     }
 }
@@ -562,6 +547,23 @@ fn exit_status(command: &[String], exit: &Result<Exit, String>) -> Value {
 
 type Started = Result<Streams, String>;
 
+/// A channel protocol message: the channel's byte, then the data.
+fn channel_message(channel: u8, data: &[u8]) -> Message {
+    let mut frame = Vec::with_capacity(data.len() + 1);
+    frame.push(channel);
+    frame.extend_from_slice(data);
+    Message::Binary(frame.into())
+}
+
+/// `from`'s bytes as they come, in chunks of up to `size`; ends at its end or first error.
+fn chunks(
+    from: impl AsyncRead + Send + Unpin,
+    size: usize,
+) -> impl futures::Stream<Item = Bytes> + Send + Unpin {
+    let reader = tokio_util::io::ReaderStream::with_capacity(from, size);
+    tokio_stream::StreamExt::map_while(reader, Result::ok)
+}
+
 /// A close frame with status 1000: clients read it as the end of every channel (one without a
 /// status, 1005, is an error to them).
 fn normal_close() -> Message {
@@ -607,10 +609,7 @@ where
             let (out_tx, mut out_rx) = mpsc::channel::<(u8, Bytes)>(16);
             let writer = async {
                 while let Some((channel, data)) = out_rx.recv().await {
-                    let mut frame = Vec::with_capacity(data.len() + 1);
-                    frame.push(channel);
-                    frame.extend_from_slice(&data);
-                    sink.send(Message::Binary(frame.into())).await?;
+                    sink.send(channel_message(channel, &data)).await?;
                 }
                 anyhow::Ok(())
             };
@@ -622,9 +621,8 @@ where
     };
     reader.abort();
     let status = exit_status(&req.command, &exit);
-    let mut frame = vec![3u8];
-    frame.extend_from_slice(status.to_string().as_bytes());
-    sink.send(Message::Binary(frame.into())).await?;
+    sink.send(channel_message(3, status.to_string().as_bytes()))
+        .await?;
     sink.send(normal_close()).await?;
     sink.close().await?;
     Ok(())
@@ -676,20 +674,10 @@ async fn exec_spdy(
     if let Some(stdin) = streams.remove("stdin") {
         let tx = in_tx.clone();
         tasks.push(tokio::spawn(async move {
-            let (mut r, _w) = stdin.split();
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match r.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if tx
-                            .send(Input::Stdin(Bytes::copy_from_slice(&buf[..n])))
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
+            let mut input = chunks(stdin.split().0, 32 * 1024);
+            while let Some(data) = input.next().await {
+                if tx.send(Input::Stdin(data)).await.is_err() {
+                    return;
                 }
             }
             let _ = tx.send(Input::CloseStdin).await;
@@ -1018,19 +1006,10 @@ where
             let _ = w.shutdown().await;
         };
         let outbound = async {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match r.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if sink
-                            .send(Message::Binary(Bytes::copy_from_slice(&buf[..n])))
-                            .await
-                            .is_err()
-                        {
-                            break;
-                        }
-                    }
+            let mut output = chunks(&mut r, 64 * 1024);
+            while let Some(data) = output.next().await {
+                if sink.send(Message::Binary(data)).await.is_err() {
+                    break;
                 }
             }
             let _ = sink.send(normal_close()).await;
@@ -1078,10 +1057,7 @@ where
     drop(out_tx);
     let writer = async {
         while let Some((channel, data)) = out_rx.recv().await {
-            let mut frame = Vec::with_capacity(data.len() + 1);
-            frame.push(channel);
-            frame.extend_from_slice(&data);
-            if sink.send(Message::Binary(frame.into())).await.is_err() {
+            if sink.send(channel_message(channel, &data)).await.is_err() {
                 break;
             }
         }
