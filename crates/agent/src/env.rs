@@ -1,11 +1,12 @@
 //! A container's environment as the kubelet builds it: the image's variables, then
 //! `envFrom`, then `env` (literals with `$(VAR)` expansion, and `valueFrom` config map and
-//! secret keys, downward-API fields and resource fields). A missing source is a
-//! `CreateContainerConfigError` with upstream's message.
+//! secret keys, downward-API fields and resource fields), then the service link variables of
+//! the namespace's services (`enableServiceLinks`) and of the `kubernetes` service, where not
+//! already set. A missing source is a `CreateContainerConfigError` with upstream's message.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
 use kube::ResourceExt;
 use kube::api::Api;
 
@@ -54,6 +55,79 @@ impl Sources {
             Err(e) => Err(format!("reading secret {name:?}: {e}")),
         }
     }
+}
+
+impl Sources {
+    /// The services whose variables a pod gets: with links enabled, the namespace's; always
+    /// the API server's own (`kubernetes` in `default`), unless a namespace service has its
+    /// name.
+    pub(crate) async fn services(&self, links: bool) -> Result<Vec<Service>, String> {
+        let mut out = Vec::new();
+        if links {
+            let api: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
+            let list = api
+                .list(&Default::default())
+                .await
+                .map_err(|e| format!("listing services: {e}"))?;
+            out.extend(list.items);
+        }
+        if !out.iter().any(|s| s.name_any() == "kubernetes") {
+            let api: Api<Service> = Api::namespaced(self.client.clone(), "default");
+            if let Some(master) = api
+                .get_opt("kubernetes")
+                .await
+                .map_err(|e| format!("reading the kubernetes service: {e}"))?
+            {
+                out.push(master);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The service link variables of `services`, as upstream's `FromServices` makes them:
+/// `<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT[_<PORT NAME>]` and Docker's link variables
+/// (`<NAME>_PORT`, `<NAME>_PORT_<port>_<PROTO>[_PROTO|_PORT|_ADDR]`). Services without a
+/// cluster IP (headless) have none.
+pub(crate) fn service_links(services: &[Service]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for svc in services {
+        let Some(spec) = &svc.spec else { continue };
+        let ip = spec.cluster_ip.clone().unwrap_or_default();
+        let ports = spec.ports.clone().unwrap_or_default();
+        if ip.is_empty() || ip == "None" || ports.is_empty() {
+            continue;
+        }
+        let prefix = svc.name_any().to_uppercase().replace('-', "_");
+        out.push((format!("{prefix}_SERVICE_HOST"), ip.clone()));
+        out.push((format!("{prefix}_SERVICE_PORT"), ports[0].port.to_string()));
+        for p in &ports {
+            if let Some(name) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                let name = name.to_uppercase().replace('-', "_");
+                out.push((format!("{prefix}_SERVICE_PORT_{name}"), p.port.to_string()));
+            }
+        }
+        let host = |port: i32| {
+            if ip.contains(':') {
+                format!("[{ip}]:{port}")
+            } else {
+                format!("{ip}:{port}")
+            }
+        };
+        for (i, p) in ports.iter().enumerate() {
+            let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+            let url = format!("{}://{}", proto.to_lowercase(), host(p.port));
+            if i == 0 {
+                out.push((format!("{prefix}_PORT"), url.clone()));
+            }
+            let port_prefix = format!("{prefix}_PORT_{}_{}", p.port, proto.to_uppercase());
+            out.push((port_prefix.clone(), url));
+            out.push((format!("{port_prefix}_PROTO"), proto.to_lowercase()));
+            out.push((format!("{port_prefix}_PORT"), p.port.to_string()));
+            out.push((format!("{port_prefix}_ADDR"), ip.clone()));
+        }
+    }
+    out
 }
 
 /// Expands `$(VAR)` references from `vars`; `$$` escapes; unknown references stay as written.
@@ -180,6 +254,10 @@ pub(crate) async fn build(
         }
     }
     set(&mut vars, "HOSTNAME".into(), pod.name_any());
+    let links = pod.spec.as_ref().and_then(|s| s.enable_service_links) != Some(false);
+    let services: BTreeMap<String, String> = service_links(&sources.services(links).await?)
+        .into_iter()
+        .collect();
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         if let Some(r) = &from.config_map_ref {
@@ -270,9 +348,17 @@ pub(crate) async fn build(
                 String::new()
             }
         } else {
-            expand(e.value.as_deref().unwrap_or(""), &vars)
+            // References see the variables so far, then the services'.
+            let mut known = services.clone();
+            known.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+            expand(e.value.as_deref().unwrap_or(""), &known)
         };
         set(&mut vars, e.name.clone(), value);
+    }
+    for (k, v) in services {
+        if !vars.contains_key(&k) {
+            set(&mut vars, k, v);
+        }
     }
     Ok(order
         .into_iter()
@@ -293,6 +379,45 @@ pub(crate) fn as_map(env: &[String]) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_links_are_upstreams() {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "my-db"},
+            "spec": {"clusterIP": "10.43.0.7", "ports": [
+                {"name": "sql", "port": 5432},
+                {"name": "metrics", "port": 9187, "protocol": "UDP"},
+            ]},
+        }))
+        .unwrap();
+        let headless: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "peers"},
+            "spec": {"clusterIP": "None", "ports": [{"port": 80}]},
+        }))
+        .unwrap();
+        let vars: BTreeMap<String, String> = service_links(&[svc, headless]).into_iter().collect();
+        let want = [
+            ("MY_DB_SERVICE_HOST", "10.43.0.7"),
+            ("MY_DB_SERVICE_PORT", "5432"),
+            ("MY_DB_SERVICE_PORT_SQL", "5432"),
+            ("MY_DB_SERVICE_PORT_METRICS", "9187"),
+            ("MY_DB_PORT", "tcp://10.43.0.7:5432"),
+            ("MY_DB_PORT_5432_TCP", "tcp://10.43.0.7:5432"),
+            ("MY_DB_PORT_5432_TCP_PROTO", "tcp"),
+            ("MY_DB_PORT_5432_TCP_PORT", "5432"),
+            ("MY_DB_PORT_5432_TCP_ADDR", "10.43.0.7"),
+            ("MY_DB_PORT_9187_UDP", "udp://10.43.0.7:9187"),
+            ("MY_DB_PORT_9187_UDP_PROTO", "udp"),
+            ("MY_DB_PORT_9187_UDP_PORT", "9187"),
+            ("MY_DB_PORT_9187_UDP_ADDR", "10.43.0.7"),
+        ];
+        assert_eq!(
+            vars,
+            want.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        );
+    }
 
     #[test]
     fn references_expand_like_upstream() {

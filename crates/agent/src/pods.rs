@@ -260,6 +260,9 @@ impl PodState {
         }
         let dir = ctx.pod_dir(&self.uid);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        // The pod's group, limited before any container starts in it.
+        runtime::cgroups::limit(&pod_cgroup(pod, &self.uid), &pod_limits(pod))
+            .map_err(|e| format!("limiting the pod's cgroup: {e}"))?;
         let own = own_namespaces(pod);
         let hostname = pod_hostname(pod);
         let paths =
@@ -1312,6 +1315,37 @@ fn pod_cgroup(pod: &Pod, uid: &str) -> String {
         "Guaranteed" => format!("/rudder/pod{uid}"),
         "Burstable" => format!("/rudder/burstable/pod{uid}"),
         _ => format!("/rudder/besteffort/pod{uid}"),
+    }
+}
+
+/// The pod group's limits, as upstream's `ResourceConfigForPod`: memory and CPU limits are
+/// the sums of the app containers' (or the largest init container's, if larger) when every
+/// container has one, CPU shares the sum of the requests.
+fn pod_limits(pod: &Pod) -> runtime::cgroups::Limits {
+    let (inits, apps) = spec_containers(pod);
+    let of =
+        |cs: &[Container]| -> Vec<runtime::spec::Resources> { cs.iter().map(resources).collect() };
+    let (inits, apps) = (of(&inits), of(&apps));
+    let sum_or_none = |rs: &[runtime::spec::Resources],
+                       f: &dyn Fn(&runtime::spec::Resources) -> Option<u64>| {
+        rs.iter().map(f).sum::<Option<u64>>()
+    };
+    let need = |f: &dyn Fn(&runtime::spec::Resources) -> Option<u64>| -> Option<u64> {
+        let apps = sum_or_none(&apps, f)?;
+        let init = inits.iter().map(f).collect::<Option<Vec<u64>>>()?;
+        Some(apps.max(init.into_iter().max().unwrap_or(0)))
+    };
+    let period = 100_000u64;
+    let memory = need(&|r| r.memory_limit.map(|m| m.max(0) as u64));
+    let quota = need(&|r| r.cpu_quota.map(|q| q.max(0) as u64));
+    // Containers without a CPU request (the minimum 2 shares) add nothing.
+    let shares = need(&|r| Some(r.cpu_shares.filter(|s| *s > 2).unwrap_or(0)))
+        .unwrap_or(0)
+        .max(2);
+    runtime::cgroups::Limits {
+        memory,
+        cpu_shares: shares,
+        cpu_quota: quota.map(|q| (q, period)),
     }
 }
 

@@ -210,6 +210,20 @@ spec:
     image: {img}
     command: [sh, -c, 'tail /dev/zero']
     resources: {{limits: {{memory: 32Mi}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: limited}}
+spec:
+  containers:
+  - name: a
+    image: {img}
+    command: [sleep, '3600']
+    resources: {{limits: {{memory: 32Mi, cpu: 100m}}}}
+  - name: b
+    image: {img}
+    command: [sleep, '3600']
+    resources: {{limits: {{memory: 16Mi, cpu: 150m}}}}
 ",
         img = image.name,
         missing = image.name.replace("busybox:1", "nothere:1"),
@@ -307,6 +321,36 @@ spec:
     patiently("nocm running", 60, || {
         jsonpath(&c, &["pod", "nocm"], "{.status.phase}") == "Running"
     });
+
+    // A Guaranteed pod's group carries the sums of its containers' limits.
+    patiently("the limited pod running", 60, || {
+        jsonpath(&c, &["pod", "limited"], "{.status.phase}") == "Running"
+    });
+    assert_eq!(
+        jsonpath(&c, &["pod", "limited"], "{.status.qosClass}"),
+        "Guaranteed"
+    );
+    let uid = jsonpath(&c, &["pod", "limited"], "{.metadata.uid}");
+    let read = |candidates: &[String]| {
+        candidates
+            .iter()
+            .find_map(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_else(|| panic!("none of {candidates:?}"))
+            .trim()
+            .to_string()
+    };
+    let group = format!("rudder/pod{uid}");
+    let memory = read(&[
+        format!("/sys/fs/cgroup/memory/{group}/memory.limit_in_bytes"),
+        format!("/sys/fs/cgroup/{group}/memory.max"),
+    ]);
+    assert_eq!(memory, (48u64 << 20).to_string());
+    let cpu = read(&[
+        format!("/sys/fs/cgroup/cpu,cpuacct/{group}/cpu.cfs_quota_us"),
+        format!("/sys/fs/cgroup/cpu/{group}/cpu.cfs_quota_us"),
+        format!("/sys/fs/cgroup/{group}/cpu.max"),
+    ]);
+    assert!(cpu == "25000" || cpu == "25000 100000", "{cpu}");
 
     // Over its memory limit: OOMKilled.
     patiently("the OOM kill", 60, || {

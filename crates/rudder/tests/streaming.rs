@@ -118,7 +118,18 @@ fn exec_and_cp_over_websocket_and_spdy() {
     let image = busybox();
     let c = Cluster::start_with_agent("node-s", 206, &[]);
     node_ready(&c, "node-s");
+    // A service before the pod: its link variables are in the pod's environment.
+    c.kubectl(&["create", "service", "clusterip", "my-db", "--tcp=5432:5432"])
+        .out();
     run_pod(&c, &web_pod(&image.name), "web");
+    let env = get(&c, &["exec", "web", "-c", "httpd", "--", "env"]);
+    let ip = jsonpath(&c, &["service", "my-db"], "{.spec.clusterIP}");
+    assert!(env.contains(&format!("MY_DB_SERVICE_HOST={ip}\n")), "{env}");
+    assert!(
+        env.contains(&format!("MY_DB_PORT_5432_TCP=tcp://{ip}:5432\n")),
+        "{env}"
+    );
+    assert!(env.contains("KUBERNETES_SERVICE_PORT=443\n"), "{env}");
 
     for bin in ["kubectl", KUBECTL_SPDY] {
         let k = |args: &[&str], stdin: Option<&str>| kubectl_bin(&c, bin, args, stdin);

@@ -1,5 +1,6 @@
-//! Which cgroup version the host runs, and the few reads and removals the agent needs
-//! beyond what the OCI runtime does itself (it creates and limits the containers' groups).
+//! Which cgroup version the host runs, and the few reads, limits and removals the agent needs
+//! beyond what the OCI runtime does itself (it creates and limits the containers' groups;
+//! the agent limits the pods' groups above them).
 
 use std::path::{Path, PathBuf};
 
@@ -58,6 +59,65 @@ fn dirs(path: &str) -> Vec<PathBuf> {
         .map(|h| h.join(rel))
         .filter(|d| d.is_dir())
         .collect()
+}
+
+/// The limits of a pod's group, the sums of its containers' (see the agent's `pod_limits`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes, when every container has a memory limit.
+    pub memory: Option<u64>,
+    /// CPU shares (v1; v2's weight is derived from them).
+    pub cpu_shares: u64,
+    /// CPU quota and period in microseconds, when every container has a CPU limit.
+    pub cpu_quota: Option<(u64, u64)>,
+}
+
+/// Creates the group `path` in the memory and cpu hierarchies (v1) or the unified one (v2,
+/// enabling the controllers on the way down) and sets `limits` on it.
+pub fn limit(path: &str, limits: &Limits) -> std::io::Result<()> {
+    let rel = path.trim_start_matches('/');
+    for root in hierarchies() {
+        let v2 = root.join("cgroup.controllers").exists();
+        let v1_memory = root.join("memory.limit_in_bytes").exists();
+        let v1_cpu = root.join("cpu.shares").exists();
+        if v2 {
+            let controllers = std::fs::read_to_string(root.join("cgroup.controllers"))?;
+            if !controllers.contains("memory") {
+                // Hybrid's unified hierarchy holds no controllers.
+                continue;
+            }
+            let mut dir = root.clone();
+            for part in rel.split('/') {
+                let _ = std::fs::write(dir.join("cgroup.subtree_control"), "+memory +cpu");
+                dir = dir.join(part);
+                std::fs::create_dir_all(&dir)?;
+            }
+            let memory = limits.memory.map_or("max".to_string(), |m| m.to_string());
+            std::fs::write(dir.join("memory.max"), memory)?;
+            // v1 shares 2..262144 onto v2 weights 1..10000, as the kubelet maps them.
+            let weight = 1 + ((limits.cpu_shares.clamp(2, 262_144) - 2) * 9999) / 262_142;
+            std::fs::write(dir.join("cpu.weight"), weight.to_string())?;
+            let max = match limits.cpu_quota {
+                Some((quota, period)) => format!("{quota} {period}"),
+                None => "max 100000".to_string(),
+            };
+            std::fs::write(dir.join("cpu.max"), max)?;
+        } else if v1_memory {
+            let dir = root.join(rel);
+            std::fs::create_dir_all(&dir)?;
+            let memory = limits.memory.map_or("-1".to_string(), |m| m.to_string());
+            std::fs::write(dir.join("memory.limit_in_bytes"), memory)?;
+        } else if v1_cpu {
+            let dir = root.join(rel);
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join("cpu.shares"), limits.cpu_shares.to_string())?;
+            if let Some((quota, period)) = limits.cpu_quota {
+                std::fs::write(dir.join("cpu.cfs_period_us"), period.to_string())?;
+                std::fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Removes the group `path` and the empty groups below it from every hierarchy. Groups that
