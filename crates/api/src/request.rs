@@ -74,6 +74,8 @@ pub fn parse(path: &str, method: &str, watch: bool) -> Result<Target, Status> {
         [r] => (*r, None, None),
         [r, n] => (*r, Some(n.to_string()), None),
         [r, n, s] => (*r, Some(n.to_string()), Some(s.to_string())),
+        // `nodes/<name>/proxy/<path...>`: the path goes to the node.
+        [r, n, "proxy", ..] => (*r, Some(n.to_string()), Some("proxy".to_string())),
         _ => return Err(Status::path_not_found()),
     };
     let resource = find(group, version, plural).ok_or_else(Status::path_not_found)?;
@@ -238,6 +240,15 @@ mod tests {
         assert!(parse("/api/v1/namespaces/d/nodes", "GET", false).is_err());
         assert!(parse("/api/v1/widgets", "GET", false).is_err());
         assert!(parse("/api/v1/namespaces/d/pods/p/nonsense", "GET", false).is_err());
+        // Streaming is `create`, a WebSocket GET included; a node's proxy takes a path.
+        let r = info("/api/v1/namespaces/d/pods/p/exec", "GET");
+        assert_eq!((r.subresource.as_deref(), r.verb), (Some("exec"), "create"));
+        let r = info("/api/v1/nodes/n1/proxy/stats/summary", "GET");
+        assert_eq!(
+            (r.name.as_deref(), r.subresource.as_deref(), r.verb),
+            (Some("n1"), Some("proxy"), "get")
+        );
+        assert!(parse("/api/v1/namespaces/d/pods/p/proxy/x", "GET", false).is_err());
         assert_eq!(parse("/apis", "GET", false).unwrap(), Target::Groups);
         assert_eq!(
             parse("/apis/apps/v1", "GET", false).unwrap(),

@@ -97,6 +97,7 @@ const ALL: &[&str] = &["all"];
 const NONE: &[&str] = &[];
 const STATUS: &[&str] = &["status"];
 const STATUS_SCALE: &[&str] = &["status", "scale"];
+const STATUS_PROXY: &[&str] = &["status", "proxy"];
 
 macro_rules! resources {
     ($($group:literal $version:literal $kind:literal $plural:literal $singular:literal
@@ -128,7 +129,7 @@ resources! {
     "" "v1" "ConfigMap" "configmaps" "configmap" true ["cm"] NONE &[], "configmaps" [];
     "" "v1" "Secret" "secrets" "secret" true [] NONE &[], "secrets" ["type"];
     "" "v1" "ServiceAccount" "serviceaccounts" "serviceaccount" true ["sa"] NONE &[], "serviceaccounts" [];
-    "" "v1" "Node" "nodes" "node" false ["no"] NONE STATUS, "minions" ["spec.unschedulable"];
+    "" "v1" "Node" "nodes" "node" false ["no"] NONE STATUS_PROXY, "minions" ["spec.unschedulable"];
     "" "v1" "Event" "events" "event" true ["ev"] NONE &[], "events"
         ["involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"];
     "" "v1" "LimitRange" "limitranges" "limitrange" true ["limits"] NONE &[], "limitranges" [];

@@ -762,6 +762,9 @@ async fn resource(
                 json!({"kind": sv.asked.list_kind(), "apiVersion": sv.asked.api_version(), "metadata": {"resourceVersion": list.revision.to_string()}, "items": deleted}),
             )
         }
+        ("get", Some("proxy")) if r.plural == "nodes" => {
+            crate::podlogs::node_proxy(reg, &app.kubelet, &name, req.uri()).await
+        }
         ("get", Some("log")) => {
             crate::podlogs::logs(reg, &app.kubelet, ns.unwrap_or("default"), &name, &query).await
         }

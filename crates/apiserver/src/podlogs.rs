@@ -525,10 +525,42 @@ pub async fn proxy(
         };
         return Err(agent_error(code, &String::from_utf8_lossy(&body), pod));
     }
+    let content_type = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("text/plain"));
     let mut out = Response::new(Body::new(resp.into_body()));
-    out.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    out.headers_mut().insert(header::CONTENT_TYPE, content_type);
     Ok(out)
+}
+
+/// `GET /api/v1/nodes/{name}/proxy/{path}`: the node agent's answer for `path` (e.g.
+/// `stats/summary`, `healthz`), as upstream's node proxy gives it.
+pub async fn node_proxy(
+    reg: &Registry,
+    client: &KubeletClient,
+    name: &str,
+    uri: &axum::http::Uri,
+) -> Result<Response, Status> {
+    let node = reg.get(resource("nodes"), None, name).await?;
+    let (host, port) = node_address(&node)?;
+    let marker = format!("/nodes/{name}/proxy");
+    let rest = uri
+        .path()
+        .split_once(&marker)
+        .map(|(_, rest)| rest)
+        .unwrap_or("");
+    let mut path = if rest.is_empty() {
+        "/".to_string()
+    } else {
+        rest.to_string()
+    };
+    if let Some(q) = uri.query().filter(|q| !q.is_empty()) {
+        path.push('?');
+        path.push_str(q);
+    }
+    proxy(client, false, &host, port, &path, name).await
 }
 
 pub(crate) fn resource(plural: &str) -> &'static Resource {

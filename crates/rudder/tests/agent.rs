@@ -492,6 +492,17 @@ spec:
         .status()
         .unwrap();
     assert!(!anonymous.success());
+    // The same through the API server's node proxy.
+    let proxied = get(
+        &c,
+        &["get", "--raw", "/api/v1/nodes/node-c/proxy/stats/summary"],
+    );
+    let proxied: serde_json::Value = serde_json::from_str(&proxied).unwrap();
+    assert_eq!(proxied["node"]["nodeName"], "node-c");
+    assert_eq!(
+        get(&c, &["get", "--raw", "/api/v1/nodes/node-c/proxy/healthz"]),
+        "ok"
+    );
 
     // The agent restarts (with the server): no container restarts.
     let id = jsonpath(
