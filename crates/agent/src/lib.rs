@@ -16,6 +16,7 @@ mod containers;
 mod env;
 mod events;
 mod exec;
+mod imagegc;
 mod node;
 mod pods;
 mod probe;
@@ -59,6 +60,21 @@ pub struct Config {
     pub registries: image::Registries,
     /// PEM: the cluster CA, the agent's serving certificate and key, for its HTTPS endpoint.
     pub tls: Option<(String, String, String)>,
+    /// When unused images are removed.
+    pub image_gc: ImageGc,
+}
+
+/// The image garbage collector's policy (the kubelet's image GC settings).
+#[derive(Debug, Clone, Copy)]
+pub struct ImageGc {
+    /// Disk use, percent, above which it removes images.
+    pub high: u8,
+    /// Disk use, percent, it frees down to.
+    pub low: u8,
+    /// How often it looks.
+    pub period: std::time::Duration,
+    /// Images pulled more recently than this stay.
+    pub min_age: std::time::Duration,
 }
 
 /// The names and defaults a user sees.
@@ -209,10 +225,12 @@ pub async fn run(
         }
         None => None,
     };
+    let image_gc = tokio::spawn(imagegc::run(ctx.clone(), config.image_gc));
     tokio::select! {
         _ = pods::run(ctx) => {}
         _ = shutdown => {}
     }
+    image_gc.abort();
     heartbeat.abort();
     if let Some(e) = endpoint {
         e.abort();

@@ -251,6 +251,16 @@ impl Store {
         }
     }
 
+    /// When the image with `id` was last pulled or imported (its record written).
+    pub fn stored_at(&self, id: &str) -> Option<std::time::SystemTime> {
+        let path = self
+            .inner
+            .root
+            .join("images")
+            .join(format!("{}.json", hex(id).ok()?));
+        fs::metadata(path).and_then(|m| m.modified()).ok()
+    }
+
     fn write_record(&self, r: &Record) -> anyhow::Result<()> {
         let path = self
             .inner

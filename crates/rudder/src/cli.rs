@@ -568,6 +568,24 @@ pub(crate) struct AgentArgs {
     /// A k3s-style registries.yaml: mirrors, credentials, plain-HTTP registries.
     #[arg(long)]
     pub(crate) private_registry: Option<std::path::PathBuf>,
+
+    /// Disk use (percent of the image store's filesystem) above which unused images are
+    /// removed, least recently pulled first (the kubelet's imageGCHighThresholdPercent).
+    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub(crate) image_gc_high_threshold: u8,
+
+    /// Disk use the image garbage collector frees down to (imageGCLowThresholdPercent).
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub(crate) image_gc_low_threshold: u8,
+
+    /// How often disk use is checked (tests shorten it).
+    #[arg(long, default_value = "5m", value_parser = parse_duration, hide = true)]
+    pub(crate) image_gc_period: std::time::Duration,
+
+    /// How long an image stays after it was pulled before it may be removed
+    /// (imageMinimumGCAge).
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub(crate) image_gc_min_age: std::time::Duration,
 }
 
 /// Options of `rudder agent`: a kubeconfig with the node's credentials, or a server and a

@@ -67,6 +67,14 @@ pub(crate) fn agent_config(
         max_pods: 110,
         registries,
         tls,
+        image_gc: agent::ImageGc {
+            high: args.image_gc_high_threshold,
+            low: args
+                .image_gc_low_threshold
+                .min(args.image_gc_high_threshold),
+            period: args.image_gc_period,
+            min_age: args.image_gc_min_age,
+        },
     })
 }
 

@@ -750,3 +750,44 @@ fn a_hundred_pods_created_and_deleted_leave_nothing_behind() {
         }
     }
 }
+
+#[test]
+fn unused_images_are_garbage_collected_and_used_ones_kept() {
+    let image = busybox();
+    // Collect whenever the disk holds anything (threshold 0), images older than 3 s.
+    let c = Cluster::start_with_agent(
+        "node-g",
+        209,
+        &[
+            "--image-gc-high-threshold",
+            "0",
+            "--image-gc-low-threshold",
+            "0",
+            "--image-gc-period",
+            "1s",
+            "--image-gc-min-age",
+            "3s",
+        ],
+    );
+    node_ready(&c, "node-g");
+    let images = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rudder"))
+            .args(["images", "ls", "--data-dir"])
+            .arg(c.agent_dir())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    c.kubectl(&["run", "user", "--image", &image.name, "--", "sleep", "3600"])
+        .out();
+    patiently("the pod running", 60, || {
+        jsonpath(&c, &["pod", "user"], "{.status.phase}") == "Running"
+    });
+    // Past its minimum age, in use: kept.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(images().contains("busybox"), "{}", images());
+    // Unused once the pod is gone: removed.
+    c.kubectl(&["delete", "pod", "user", "--grace-period=0", "--force"])
+        .out();
+    patiently("the image collected", 60, || !images().contains("busybox"));
+}
