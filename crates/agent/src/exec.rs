@@ -51,13 +51,7 @@ pub(crate) struct Terminal {
 impl Terminal {
     /// Sets the terminal's size; the process gets SIGWINCH.
     pub(crate) fn resize(&self, width: u16, height: u16) {
-        let size = rustix::termios::Winsize {
-            ws_row: height,
-            ws_col: width,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        if let Err(e) = rustix::termios::tcsetwinsize(&self.master, size) {
+        if let Err(e) = runtime::attach::resize(&self.master, width, height) {
             tracing::debug!(error = %e, "resizing a terminal");
         }
         if let Some(pid) = self.runc.and_then(|p| i32::try_from(p).ok()) {

@@ -441,9 +441,7 @@ enum Input {
 
 /// A terminal size as clients send it: `{"Width":80,"Height":24}`.
 fn resize(json: &[u8]) -> Option<Input> {
-    let v: Value = serde_json::from_slice(json).ok()?;
-    let dim = |k: &str| v[k].as_u64().and_then(|n| u16::try_from(n).ok());
-    Some(Input::Resize(dim("Width")?, dim("Height")?))
+    runtime::attach::parse_resize(json).map(|(w, h)| Input::Resize(w, h))
 }
 
 /// Copies `from` to the client as `channel` messages until it ends.
@@ -697,9 +695,10 @@ async fn exec_spdy(
                 let mut values =
                     serde_json::Deserializer::from_slice(&pending).into_iter::<Value>();
                 let mut used = 0;
-                while let Some(Ok(v)) = values.next() {
+                while let Some(Ok(_)) = values.next() {
+                    let start = used;
                     used = values.byte_offset();
-                    if let Some(input) = resize(v.to_string().as_bytes())
+                    if let Some(input) = resize(&pending[start..used])
                         && tx.send(input).await.is_err()
                     {
                         return;
