@@ -500,13 +500,6 @@ fn pem(label: &str, der: &[u8]) -> String {
 
 /// The certificates a TLS server presents, without verifying them.
 async fn presented_chain(host: &str, port: u16) -> Result<Vec<CertificateDer<'static>>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .context("TLS versions")?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
-        .with_no_client_auth();
     let tcp = tokio::time::timeout(
         Duration::from_secs(10),
         tokio::net::TcpStream::connect((host, port)),
@@ -518,7 +511,7 @@ async fn presented_chain(host: &str, port: u16) -> Result<Vec<CertificateDer<'st
         rustls::pki_types::ServerName::try_from(host.to_string()).context("the server's name")?;
     let tls = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
+        tokio_rustls::TlsConnector::from(unverified_client()).connect(name, tcp),
     )
     .await
     .context("the TLS handshake: timed out")?
@@ -533,8 +526,21 @@ async fn presented_chain(host: &str, port: u16) -> Result<Vec<CertificateDer<'st
         .collect())
 }
 
-/// Accepts any server certificate (the handshake's signatures are still checked): only for
-/// reading the chain a server presents, never for talking to it.
+/// A TLS client that accepts any server certificate (the handshake's signatures are still
+/// checked). For reading the chain a server presents before trusting it, and for HTTPS probes
+/// and hooks, which upstream's kubelet makes without verification too.
+pub(crate) fn unverified_client() -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default TLS versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
+            .with_no_client_auth(),
+    )
+}
+
 #[derive(Debug)]
 struct Unverified(Arc<rustls::crypto::CryptoProvider>);
 

@@ -891,6 +891,13 @@ impl PodState {
         if spec.host_pid == Some(true) {
             host.push("pid".into());
         }
+        let seccomp = seccomp(
+            ctx,
+            sec.seccomp_profile
+                .as_ref()
+                .or(pod_sec.seccomp_profile.as_ref()),
+        )
+        .map_err(create_error)?;
         let caps = sec.capabilities.clone().unwrap_or_default();
         let container = runtime::spec::Container {
             args,
@@ -916,6 +923,7 @@ impl PodState {
             cap_drop: caps.drop.unwrap_or_default(),
             no_new_privileges: sec.allow_privilege_escalation == Some(false),
             terminal: c.tty == Some(true),
+            seccomp,
         };
         container
             .write(&dir)
@@ -1616,5 +1624,32 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
                 }
             }
         }
+    }
+}
+
+/// The seccomp filter for a container's (or else its pod's) `seccompProfile`. `Localhost`
+/// profiles are files under `<data-dir>/seccomp`, as the kubelet's under its root directory.
+fn seccomp(
+    ctx: &Ctx,
+    profile: Option<&k8s_openapi::api::core::v1::SeccompProfile>,
+) -> Result<runtime::spec::Seccomp, String> {
+    use runtime::spec::Seccomp;
+    let Some(p) = profile else {
+        return Ok(Seccomp::Unconfined);
+    };
+    match p.type_.as_str() {
+        "RuntimeDefault" => Ok(Seccomp::RuntimeDefault),
+        "Localhost" => {
+            let path = ctx
+                .data()
+                .join("seccomp")
+                .join(p.localhost_profile.as_deref().unwrap_or_default());
+            let text = std::fs::read(&path)
+                .map_err(|e| format!("cannot load seccomp profile {:?}: {e}", path.display()))?;
+            serde_json::from_slice(&text)
+                .map(Seccomp::Profile)
+                .map_err(|e| format!("decoding seccomp profile {:?} failed: {e}", path.display()))
+        }
+        _ => Ok(Seccomp::Unconfined),
     }
 }

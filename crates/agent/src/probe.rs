@@ -1,4 +1,4 @@
-//! Startup, readiness and liveness probes (exec, httpGet, tcpSocket) with upstream's timing
+//! Startup, readiness and liveness probes (exec, httpGet, tcpSocket, grpc) with upstream's timing
 //! fields and thresholds. A failed liveness or startup probe kills the container (it restarts
 //! per the pod's policy); readiness gates the container's `ready`.
 
@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Container, HTTPGetAction, LifecycleHandler, Pod, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::pods::Ctx;
+
+mod grpc;
 
 #[derive(Debug, Default)]
 struct Counter {
@@ -182,9 +184,7 @@ async fn step(
     let period = Duration::from_secs(p.period_seconds.filter(|n| *n > 0).unwrap_or(10) as u64);
     counter.next = Some(now + period);
     let timeout = Duration::from_secs(p.timeout_seconds.filter(|n| *n > 0).unwrap_or(1) as u64);
-    let result = tokio::time::timeout(timeout, action(ctx, c, id, ip, p))
-        .await
-        .unwrap_or_else(|_| Err(format!("command timed out after {}s", timeout.as_secs())));
+    let result = action(ctx, c, id, ip, p, timeout).await;
     match result {
         Ok(()) => {
             counter.successes += 1;
@@ -226,10 +226,20 @@ fn port(c: &Container, p: &IntOrString) -> Result<u16, String> {
     }
 }
 
-async fn action(ctx: &Ctx, c: &Container, id: &str, ip: &str, p: &Probe) -> Result<(), String> {
+async fn action(
+    ctx: &Ctx,
+    c: &Container,
+    id: &str,
+    ip: &str,
+    p: &Probe,
+    timeout: Duration,
+) -> Result<(), String> {
+    let secs = timeout.as_secs();
     if let Some(e) = &p.exec {
-        return exec_in(ctx, id, e.command.as_deref().unwrap_or_default())
+        let command = e.command.as_deref().unwrap_or_default();
+        return tokio::time::timeout(timeout, exec_in(ctx, id, command))
             .await
+            .unwrap_or_else(|_| Err(format!("command {:?} timed out", command.join(" "))))
             .map(drop);
     }
     if let Some(t) = &p.tcp_socket {
@@ -239,35 +249,72 @@ async fn action(ctx: &Ctx, c: &Container, id: &str, ip: &str, p: &Probe) -> Resu
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| ip.to_string());
         let port = port(c, &t.port)?;
-        return tokio::net::TcpStream::connect((host.as_str(), port))
-            .await
-            .map(drop)
-            .map_err(|e| format!("dial tcp {host}:{port}: {e}"));
+        return tokio::time::timeout(
+            timeout,
+            tokio::net::TcpStream::connect((host.as_str(), port)),
+        )
+        .await
+        .map_err(|_| format!("dial tcp {host}:{port}: i/o timeout"))?
+        .map(drop)
+        .map_err(|e| format!("dial tcp {host}:{port}: {e}"));
     }
     if let Some(h) = &p.http_get {
-        return http_get(c, ip, h).await;
+        return tokio::time::timeout(timeout, http_get(c, ip, h))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "Get {:?}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)",
+                    url(c, ip, h)
+                ))
+            });
     }
-    Err("this probe's handler (grpc) is not supported by this agent yet".into())
+    if let Some(g) = &p.grpc {
+        return tokio::time::timeout(timeout, grpc::check(ip, g, secs))
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "timeout: health rpc did not complete within {secs}s"
+                ))
+            });
+    }
+    Err("a probe without a handler".into())
 }
 
-/// An HTTP GET as probes and lifecycle hooks make it: success for a 2xx or 3xx answer.
-pub(crate) async fn http_get(c: &Container, ip: &str, h: &HTTPGetAction) -> Result<(), String> {
+/// Where an HTTP GET goes: its URL as upstream prints it, host and port.
+fn target(
+    c: &Container,
+    ip: &str,
+    h: &HTTPGetAction,
+) -> Result<(String, String, u16, String), String> {
     let host = h
         .host
         .clone()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| ip.to_string());
     let port = port(c, &h.port)?;
-    if h.scheme.as_deref() == Some("HTTPS") {
-        return Err("HTTPS probes and hooks are not supported by this agent yet".into());
-    }
     let path = h
         .path
         .clone()
         .filter(|p| !p.is_empty())
         .unwrap_or_else(|| "/".into());
-    let url = format!("http://{host}:{port}{path}");
-    let mut s = tokio::net::TcpStream::connect((host.as_str(), port))
+    let scheme = h.scheme.as_deref().unwrap_or("HTTP").to_lowercase();
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    Ok((format!("{scheme}://{authority}{path}"), host, port, path))
+}
+
+fn url(c: &Container, ip: &str, h: &HTTPGetAction) -> String {
+    target(c, ip, h).map(|t| t.0).unwrap_or_default()
+}
+
+/// An HTTP(S) GET as probes and lifecycle hooks make it: success for a 2xx or 3xx answer.
+/// HTTPS does not verify the server's certificate, as upstream's kubelet does not.
+pub(crate) async fn http_get(c: &Container, ip: &str, h: &HTTPGetAction) -> Result<(), String> {
+    let (url, host, port, path) = target(c, ip, h)?;
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
         .await
         .map_err(|e| format!("Get {url:?}: dial tcp {host}:{port}: {e}"))?;
     let mut req = format!(
@@ -277,22 +324,18 @@ pub(crate) async fn http_get(c: &Container, ip: &str, h: &HTTPGetAction) -> Resu
         req.push_str(&format!("{}: {}\r\n", hd.name, hd.value));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes())
-        .await
-        .map_err(|e| format!("Get {url:?}: {e}"))?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(2).any(|w| w == b"\r\n") {
-        let n = s
-            .read(&mut chunk)
+    let line = if h.scheme.as_deref() == Some("HTTPS") {
+        let name = rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| format!("Get {url:?}: {e}"))?;
+        let tls = tokio_rustls::TlsConnector::from(crate::bootstrap::unverified_client())
+            .connect(name, tcp)
             .await
             .map_err(|e| format!("Get {url:?}: {e}"))?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        status_line(tls, &req).await
+    } else {
+        status_line(tcp, &req).await
     }
-    let line = String::from_utf8_lossy(&buf);
+    .map_err(|e| format!("Get {url:?}: {e}"))?;
     let code: u16 = line
         .split_whitespace()
         .nth(1)
@@ -303,6 +346,24 @@ pub(crate) async fn http_get(c: &Container, ip: &str, h: &HTTPGetAction) -> Resu
     } else {
         Err(format!("HTTP probe failed with statuscode: {code}"))
     }
+}
+
+/// Sends a request and reads the answer's status line.
+async fn status_line<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    req: &str,
+) -> std::io::Result<String> {
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(2).any(|w| w == b"\r\n") {
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
 /// Runs a lifecycle hook (postStart, preStop): exec, httpGet or sleep.

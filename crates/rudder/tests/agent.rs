@@ -3,6 +3,8 @@
 
 #[path = "support/pods.rs"]
 mod pods;
+#[path = "support/probe_servers.rs"]
+mod probe_servers;
 mod support;
 #[path = "../../image/tests/support/testimage.rs"]
 mod testimage;
@@ -790,4 +792,222 @@ fn unused_images_are_garbage_collected_and_used_ones_kept() {
     c.kubectl(&["delete", "pod", "user", "--grace-period=0", "--force"])
         .out();
     patiently("the image collected", 60, || !images().contains("busybox"));
+}
+
+#[test]
+fn pull_secrets_seccomp_and_grpc_and_https_probes() {
+    // A registry that wants a password: pulls fail without the pod's pull secret.
+    let registry = testimage::Registry::start_with_basic_auth();
+    let layout = tempfile::tempdir().unwrap();
+    testimage::busybox_layout(layout.path(), "1");
+    let image = registry.push_layout(layout.path(), "1", "private/busybox");
+    let c = Cluster::start_with_agent("node-h", 210, &[]);
+    node_ready(&c, "node-h");
+    c.kubectl(&["run", "nosecret", "--image", &image, "--", "sleep", "3600"])
+        .out();
+    patiently("ErrImagePull without credentials", 60, || {
+        let reason = jsonpath(
+            &c,
+            &["pod", "nosecret"],
+            "{.status.containerStatuses[0].state.waiting.reason}",
+        );
+        reason == "ErrImagePull" || reason == "ImagePullBackOff"
+    });
+    let msg = jsonpath(
+        &c,
+        &["pod", "nosecret"],
+        "{.status.containerStatuses[0].state.waiting.message}",
+    );
+    assert!(msg.to_lowercase().contains("unauthorized"), "{msg}");
+    c.kubectl(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        "--docker-server",
+        &registry.host(),
+        "--docker-username",
+        testimage::REGISTRY_USER,
+        "--docker-password",
+        testimage::REGISTRY_PASSWORD,
+    ])
+    .out();
+
+    // seccomp: the runtime's default profile refuses new namespaces; a Localhost profile of
+    // one's own is read from the agent's directory; without a profile, nothing is filtered.
+    let profiles = c.agent_dir().join("seccomp/profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::write(
+        profiles.join("no-mkdir.json"),
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}"#,
+    )
+    .unwrap();
+    let script = "grep Seccomp: /proc/self/status; unshare -U true && echo unshared; mkdir /tmp/d && echo made; sleep 3600";
+    let pod = |name: &str, profile: &str| {
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  imagePullSecrets: [{{name: regcred}}]
+  {profile}
+  containers:
+  - name: c
+    image: {image}
+    command: [sh, -c, '{script}']
+"
+        )
+    };
+    c.apply(&pod("unconfined", "")).out();
+    c.apply(&pod(
+        "confined",
+        "securityContext: {seccompProfile: {type: RuntimeDefault}}",
+    ))
+    .out();
+    c.apply(&pod(
+        "own",
+        "securityContext: {seccompProfile: {type: Localhost, localhostProfile: profiles/no-mkdir.json}}",
+    ))
+    .out();
+    c.apply(&pod(
+        "lost",
+        "securityContext: {seccompProfile: {type: Localhost, localhostProfile: profiles/absent.json}}",
+    ))
+    .out();
+    let bad = c.apply(&pod(
+        "escape",
+        "securityContext: {seccompProfile: {type: Localhost, localhostProfile: ../x.json}}",
+    ));
+    assert!(
+        bad.err().contains(
+            "spec.securityContext.seccompProfile.localhostProfile: Invalid value: \"../x.json\": must not contain '..'"
+        ),
+        "{}",
+        bad.err()
+    );
+    for name in ["unconfined", "confined", "own"] {
+        patiently("the seccomp pods running", 60, || {
+            get(&c, &["logs", name]).contains("Seccomp:")
+        });
+    }
+    patiently("the logs complete", 10, || {
+        get(&c, &["logs", "own"]).contains("unshared")
+    });
+    let logs = |name: &str| get(&c, &["logs", name]);
+    let unconfined = logs("unconfined");
+    assert!(unconfined.contains("Seccomp:\t0"), "{unconfined}");
+    assert!(unconfined.contains("unshared"), "{unconfined}");
+    assert!(unconfined.contains("made"), "{unconfined}");
+    let confined = logs("confined");
+    assert!(confined.contains("Seccomp:\t2"), "{confined}");
+    assert!(!confined.contains("unshared"), "{confined}");
+    assert!(confined.contains("Operation not permitted"), "{confined}");
+    assert!(confined.contains("made"), "{confined}");
+    let own = logs("own");
+    assert!(own.contains("Seccomp:\t2"), "{own}");
+    assert!(own.contains("unshared"), "{own}");
+    assert!(!own.contains("made"), "{own}");
+    patiently("CreateContainerError for a missing profile", 60, || {
+        jsonpath(
+            &c,
+            &["pod", "lost"],
+            "{.status.containerStatuses[0].state.waiting.reason}",
+        ) == "CreateContainerError"
+    });
+    let msg = jsonpath(
+        &c,
+        &["pod", "lost"],
+        "{.status.containerStatuses[0].state.waiting.message}",
+    );
+    assert!(
+        msg.contains("cannot load seccomp profile") && msg.contains("absent.json"),
+        "{msg}"
+    );
+
+    // Probes over gRPC and HTTPS, against servers on the host (a host-network pod's address is
+    // the node's).
+    let servers = probe_servers::ProbeServers::start(&c.dir.path().join("tls"));
+    let manifest = format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: probed}}
+spec:
+  hostNetwork: true
+  terminationGracePeriodSeconds: 1
+  imagePullSecrets: [{{name: regcred}}]
+  containers:
+  - name: grpc
+    image: {image}
+    command: [sleep, '3600']
+    readinessProbe:
+      grpc: {{port: {grpc}, service: rudder}}
+      periodSeconds: 1
+  - name: https
+    image: {image}
+    command: [sleep, '3600']
+    readinessProbe:
+      httpGet: {{scheme: HTTPS, path: /healthz, port: {https}}}
+      periodSeconds: 1
+  - name: unknown
+    image: {image}
+    command: [sleep, '3600']
+    readinessProbe:
+      grpc: {{port: {grpc}, service: other}}
+      periodSeconds: 1
+  - name: broken
+    image: {image}
+    command: [sleep, '3600']
+    livenessProbe:
+      httpGet: {{scheme: HTTPS, path: /broken, port: {https}}}
+      periodSeconds: 1
+      failureThreshold: 1
+",
+        grpc = servers.grpc_port,
+        https = servers.https_port,
+    );
+    c.apply(&manifest).out();
+    let ready = |container: &str| {
+        jsonpath(
+            &c,
+            &["pod", "probed"],
+            &format!("{{.status.containerStatuses[?(@.name==\"{container}\")].ready}}"),
+        )
+    };
+    patiently("gRPC and HTTPS readiness", 60, || {
+        ready("grpc") == "true" && ready("https") == "true"
+    });
+    assert_eq!(ready("unknown"), "false");
+    servers.status.store(
+        probe_servers::NOT_SERVING,
+        std::sync::atomic::Ordering::SeqCst,
+    );
+    patiently("gRPC readiness lost", 30, || ready("grpc") == "false");
+    patiently("the broken container restarted", 60, || {
+        jsonpath(
+            &c,
+            &["pod", "probed"],
+            "{.status.containerStatuses[?(@.name==\"broken\")].restartCount}",
+        )
+        .parse::<u32>()
+        .unwrap_or(0)
+            >= 1
+    });
+    let events = get(
+        &c,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=probed",
+        ],
+    );
+    for text in [
+        "Readiness probe failed: service unhealthy (responded with \"NOT_SERVING\")",
+        "Readiness probe failed: error: health rpc probe failed: rpc error: code = NotFound desc = unknown service",
+        "Liveness probe failed: HTTP probe failed with statuscode: 503",
+        "Container broken failed liveness probe, will be restarted",
+    ] {
+        assert!(events.contains(text), "{text}\n{events}");
+    }
 }

@@ -2,8 +2,9 @@
 //!
 //! This crate owns the OCI runtime binary's use ([`runc`]), the per-container monitor process
 //! ([`shim`]), the OCI configuration ([`spec`]), overlay root filesystems ([`rootfs`]), the pod's
-//! shared namespaces ([`namespaces`]), cgroup reads and clean-up ([`cgroups`]), CNI plugin
-//! invocation ([`cni`]) and the CRI log format ([`logs`]). It needs root and a Linux host.
+//! shared namespaces ([`namespaces`]), cgroup reads and clean-up ([`cgroups`]), seccomp profiles
+//! ([`seccomp`]), CNI plugin invocation ([`cni`]) and the CRI log format ([`logs`]). It needs
+//! root and a Linux host.
 //!
 //! It must not touch the Kubernetes API or know about pods as API objects: the agent
 //! (`crates/agent`) turns pods into the plain values these modules take. Images come to it
@@ -19,5 +20,6 @@ pub mod logs;
 pub mod namespaces;
 pub mod rootfs;
 pub mod runc;
+pub mod seccomp;
 pub mod shim;
 pub mod spec;

@@ -1,5 +1,5 @@
 //! The OCI runtime configuration (`config.json`) of one container, from what the agent
-//! decided: process, user, mounts, namespaces, cgroup and resources, capabilities.
+//! decided: process, user, mounts, namespaces, cgroup and resources, capabilities, seccomp.
 
 use std::path::{Path, PathBuf};
 
@@ -103,6 +103,20 @@ pub struct Container {
     pub no_new_privileges: bool,
     /// Runs on a terminal (`tty: true`; runc then needs a console socket).
     pub terminal: bool,
+    /// The seccomp filter.
+    pub seccomp: Seccomp,
+}
+
+/// A container's seccomp filter (`seccompProfile`).
+#[derive(Debug, Clone, Default)]
+pub enum Seccomp {
+    /// None (`Unconfined`, and what a pod gets without a profile, as upstream's kubelet gives).
+    #[default]
+    Unconfined,
+    /// The runtime's default ([`crate::seccomp::runtime_default`]).
+    RuntimeDefault,
+    /// A profile of one's own (`Localhost`): a `linux.seccomp` object.
+    Profile(serde_json::Value),
 }
 
 /// The capability set after `add` and `drop` (Kubernetes names, without `CAP_`).
@@ -205,7 +219,9 @@ impl Container {
         .context("building the process")?;
         let mut spec = Spec::default();
         spec.set_process(Some(process));
-        spec.set_hostname(Some(self.hostname.clone()));
+        // The host's UTS namespace keeps the host's name (runc refuses to set one there).
+        let host_uts = self.host.iter().any(|h| h == "uts");
+        spec.set_hostname((!host_uts).then(|| self.hostname.clone()));
         spec.set_root(Some(serde_json::from_value(
             json!({"path": self.rootfs, "readonly": self.read_only_rootfs}),
         )?));
@@ -281,6 +297,18 @@ impl Container {
         if self.privileged {
             linux.set_masked_paths(None);
             linux.set_readonly_paths(None);
+        }
+        // Privileged containers run without a filter, as with containerd and CRI-O.
+        let seccomp = match &self.seccomp {
+            _ if self.privileged => None,
+            Seccomp::Unconfined => None,
+            Seccomp::RuntimeDefault => Some(crate::seccomp::runtime_default(&caps)),
+            Seccomp::Profile(p) => Some(p.clone()),
+        };
+        if let Some(profile) = seccomp {
+            linux.set_seccomp(Some(
+                serde_json::from_value(profile).context("reading the seccomp profile")?,
+            ));
         }
         spec.set_linux(Some(linux));
         Ok(spec)
@@ -368,5 +396,22 @@ mod tests {
                 .any(|m| m["destination"] == "/cache")
         );
         assert_eq!(cpu_quota(500, 100_000), 50_000);
+        assert!(v["linux"].get("seccomp").is_none());
+    }
+
+    #[test]
+    fn host_namespaces_keep_the_host_name_and_privileged_containers_are_unfiltered() {
+        let mut c = Container {
+            hostname: "web".into(),
+            host: vec!["network".into(), "uts".into()],
+            seccomp: Seccomp::RuntimeDefault,
+            ..Default::default()
+        };
+        let v = serde_json::to_value(c.spec().unwrap()).unwrap();
+        assert!(v.get("hostname").is_none(), "{v}");
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+        c.privileged = true;
+        let v = serde_json::to_value(c.spec().unwrap()).unwrap();
+        assert!(v["linux"].get("seccomp").is_none());
     }
 }

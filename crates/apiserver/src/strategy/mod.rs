@@ -218,6 +218,11 @@ fn job_selector(obj: &mut Value) {
 }
 
 fn pod_spec_errors(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    seccomp_errors(
+        &spec["securityContext"]["seccompProfile"],
+        &format!("{path}.securityContext.seccompProfile"),
+        errs,
+    );
     let containers = spec.get("containers").and_then(Value::as_array);
     match containers {
         None => errs.push(FieldError::required(format!("{path}.containers"), "")),
@@ -253,6 +258,11 @@ fn pod_spec_errors(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
                     errs.push(FieldError::required(format!("{field}.image"), ""));
                 }
                 resource_errors(&c["resources"], &format!("{field}.resources"), errs);
+                seccomp_errors(
+                    &c["securityContext"]["seccompProfile"],
+                    &format!("{field}.securityContext.seccompProfile"),
+                    errs,
+                );
                 for (j, p) in c["ports"].as_array().into_iter().flatten().enumerate() {
                     let port = p.get("containerPort").and_then(Value::as_i64).unwrap_or(0);
                     if !(1..=65535).contains(&port) {
@@ -265,6 +275,53 @@ fn pod_spec_errors(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
                 }
             }
         }
+    }
+}
+
+/// Checks a `seccompProfile`: a known type, and a relative path inside the node's profile
+/// directory for (and only for) `Localhost`.
+fn seccomp_errors(profile: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    if profile.is_null() {
+        return;
+    }
+    let kind = profile["type"].as_str().unwrap_or("");
+    let local = &profile["localhostProfile"];
+    match kind {
+        "" => errs.push(FieldError::required(
+            format!("{path}.type"),
+            "type is required when seccompProfile is set",
+        )),
+        "Localhost" | "RuntimeDefault" | "Unconfined" => {}
+        other => errs.push(FieldError::not_supported(
+            format!("{path}.type"),
+            &json!(other),
+            &["Localhost", "RuntimeDefault", "Unconfined"],
+        )),
+    }
+    let field = format!("{path}.localhostProfile");
+    match (kind, local.as_str()) {
+        ("Localhost", None) => errs.push(FieldError::required(
+            field,
+            "must be set when seccomp type is Localhost",
+        )),
+        ("Localhost", Some(p)) => {
+            if p.starts_with('/') {
+                errs.push(FieldError::invalid(
+                    &field,
+                    local,
+                    "must be a relative path",
+                ));
+            }
+            if p.split('/').any(|part| part == "..") {
+                errs.push(FieldError::invalid(&field, local, "must not contain '..'"));
+            }
+        }
+        (_, Some(_)) => errs.push(FieldError::invalid(
+            field,
+            local,
+            "can only be set when seccomp type is Localhost",
+        )),
+        _ => {}
     }
 }
 
@@ -574,6 +631,20 @@ mod tests {
         assert_eq!(
             validate(p, &bad)[0].to_string(),
             "spec.containers[0].image: Required value"
+        );
+        let seccomp = json!({"metadata": {"name": "p", "namespace": "d"}, "spec": {
+            "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "../x.json"}},
+            "containers": [{"name": "c", "image": "i", "securityContext": {"seccompProfile": {"type": "Default"}}}]}});
+        let text: Vec<String> = validate(p, &seccomp)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "spec.securityContext.seccompProfile.localhostProfile: Invalid value: \"../x.json\": must not contain '..'",
+                "spec.containers[0].securityContext.seccompProfile.type: Unsupported value: \"Default\": supported values: \"Localhost\", \"RuntimeDefault\", \"Unconfined\"",
+            ]
         );
         let mut changed = pod.clone();
         changed["spec"]["containers"][0]["image"] = json!("nginx:2");

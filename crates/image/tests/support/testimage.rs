@@ -80,6 +80,7 @@ pub const BUSYBOX_APPLETS: &[&str] = &[
     "umount",
     "wget",
     "nc",
+    "unshare",
     "nslookup",
     "ping",
     "ip",
@@ -286,11 +287,31 @@ pub struct Registry {
     pub port: u16,
     child: Child,
     dir: tempfile::TempDir,
+    /// The user and password it asks for, if it does.
+    pub creds: Option<(&'static str, &'static str)>,
 }
+
+/// The one account of [`Registry::start_with_basic_auth`].
+pub const REGISTRY_USER: &str = "puller";
+/// Its password.
+pub const REGISTRY_PASSWORD: &str = "s3cret";
+/// Its htpasswd line (bcrypt, the only hash docker-registry reads; made with Python's
+/// `crypt.crypt(REGISTRY_PASSWORD, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))`).
+const REGISTRY_HTPASSWD: &str =
+    "puller:$2b$04$M7zkXd4UZTYXThJu29iO0ecTOyQJ1lNcqFlxc9R4c3qsghatL0z3u";
 
 impl Registry {
     /// Starts a registry on a free port and waits until it answers `GET /v2/`.
     pub fn start() -> Registry {
+        Registry::start_with(false)
+    }
+
+    /// A registry that asks for basic authentication ([`REGISTRY_USER`], [`REGISTRY_PASSWORD`]).
+    pub fn start_with_basic_auth() -> Registry {
+        Registry::start_with(true)
+    }
+
+    fn start_with(basic_auth: bool) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("config.yml");
@@ -299,11 +320,20 @@ impl Registry {
             format!(
                 "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
                  storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                 http:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
+                 http:\n  addr: 127.0.0.1:{port}\n{}",
+                dir.path().join("data").display(),
+                if basic_auth {
+                    format!(
+                        "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                        dir.path().join("htpasswd").display()
+                    )
+                } else {
+                    String::new()
+                }
             ),
         )
         .unwrap();
+        std::fs::write(dir.path().join("htpasswd"), REGISTRY_HTPASSWD).unwrap();
         let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -313,13 +343,21 @@ impl Registry {
             .stderr(log)
             .spawn()
             .expect("starting docker-registry (Debian package docker-registry)");
-        let mut registry = Registry { port, child, dir };
+        let creds = basic_auth.then_some((REGISTRY_USER, REGISTRY_PASSWORD));
+        let mut registry = Registry {
+            port,
+            child,
+            dir,
+            creds,
+        };
+        // Without credentials, an authenticating registry answers 401.
+        let ready = if basic_auth { 401 } else { 200 };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = registry.child.try_wait().unwrap() {
                 panic!("docker-registry exited ({status}): {}", registry.log());
             }
-            if http_get_status(port, "/v2/") == Some(200) {
+            if http_get_status(port, "/v2/") == Some(ready) {
                 return registry;
             }
             if Instant::now() > deadline {
@@ -338,13 +376,17 @@ impl Registry {
     /// reference `127.0.0.1:<port>/<name>:<tag>`.
     pub fn push_layout(&self, dir: &Path, tag: &str, name: &str) -> String {
         let reference = format!("{}/{name}:{tag}", self.host());
-        let out = Command::new("skopeo")
-            .args([
-                "--insecure-policy",
-                "copy",
-                "--quiet",
-                "--dest-tls-verify=false",
-            ])
+        let mut skopeo = Command::new("skopeo");
+        skopeo.args([
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+        ]);
+        if let Some((user, password)) = self.creds {
+            skopeo.arg(format!("--dest-creds={user}:{password}"));
+        }
+        let out = skopeo
             .arg(format!("oci:{}:{tag}", dir.display()))
             .arg(format!("docker://{reference}"))
             .stdin(Stdio::null())
