@@ -16,6 +16,7 @@ mod containers;
 mod env;
 mod events;
 mod exec;
+mod gate;
 mod imagegc;
 mod node;
 mod pods;
@@ -165,6 +166,13 @@ pub async fn run(
             memory,
         ),
         running: Default::default(),
+        // One more than the cores: the steps also wait on the runtime and CNI plugins.
+        gate: gate::Gate::new(
+            std::thread::available_parallelism()
+                .map(|n| n.get() + 1)
+                .unwrap_or(2),
+        ),
+        arrivals: Default::default(),
     });
     let endpoint = match &config.tls {
         Some((ca, cert, key)) => {

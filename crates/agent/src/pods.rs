@@ -53,6 +53,10 @@ pub(crate) struct Ctx {
     /// Running containers by (namespace, pod, container). For `kubectl logs -f`,
     /// `/stats/summary`, exec and port-forward.
     pub(crate) running: Mutex<HashMap<ContainerKey, Running>>,
+    /// Admission to sandbox and container starts, a few at a time, oldest pod first.
+    pub(crate) gate: Arc<crate::gate::Gate>,
+    /// Pods seen so far: a pod's number is its priority at the gate.
+    pub(crate) arrivals: std::sync::atomic::AtomicU64,
 }
 
 /// A running container, as the agent's endpoint needs it.
@@ -125,6 +129,8 @@ struct PullFailure {
 /// One pod's worker state.
 struct PodState {
     uid: String,
+    /// When this agent first saw the pod (its place at [`Ctx::gate`]).
+    arrival: u64,
     sandbox: Option<Sandbox>,
     /// Every attempt of every container still on record, by container name, oldest first.
     records: BTreeMap<String, Vec<Record>>,
@@ -210,6 +216,9 @@ impl PodState {
             .and_then(|b| serde_json::from_slice(&b).ok());
         PodState {
             uid,
+            arrival: ctx
+                .arrivals
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             sandbox,
             records,
             waiting: BTreeMap::new(),
@@ -258,6 +267,7 @@ impl PodState {
                 return Ok(());
             }
         }
+        let _pass = ctx.gate.enter(self.arrival).await;
         let dir = ctx.pod_dir(&self.uid);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         // The pod's group, limited before any container starts in it.
@@ -687,6 +697,7 @@ impl PodState {
             },
         );
         let img = self.image(ctx, pod, c, init).await?;
+        let pass = ctx.gate.enter(self.arrival).await;
         let ns = pod.namespace().unwrap_or_default();
         let sources = Sources::new(ctx.client.clone(), ns.clone());
         let sandbox = self.sandbox.clone().ok_or_else(|| Waiting {
@@ -972,6 +983,7 @@ impl PodState {
         }
         record.meta.started_at = Some(Timestamp::now().to_string());
         let _ = record.save(ctx.data());
+        drop(pass);
         if let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref())
             && let Err(msg) = crate::probe::hook(ctx, c, &id, sandbox.ip(), h).await
         {
