@@ -1,9 +1,10 @@
 //! Who is calling: TLS client certificates (user = CN, groups = O), bearer tokens from a
 //! static token file (kube-apiserver's `--token-auth-file` CSV format) and the join token
 //! (a bootstrap token, `<id>.<secret>`, as `system:bootstrap:<id>` in `system:bootstrappers`),
-//! then the authorization decision. `system:masters` and, until a Node authorizer exists, node
-//! agents (`system:nodes`) may do everything; bootstrappers only what joining a node takes
-//! (upstream's `system:node-bootstrapper` role); every authenticated user may read discovery.
+//! then the authorization decision. `system:masters` may do everything; node agents
+//! (`system:nodes`) what a node's agent needs ([`node_may`]); bootstrappers only what joining
+//! a node takes (upstream's `system:node-bootstrapper` role); every authenticated user may
+//! read discovery.
 //! RBAC will slot in at [`authorize`].
 
 use std::collections::HashMap;
@@ -186,25 +187,69 @@ pub fn ensure_join_token(path: &Path) -> Result<String, String> {
 }
 
 /// Whether `who` may make `request` (`None`: discovery, a non-resource request). Members of
-/// `system:masters` may do everything; so, for now, may node agents (`system:nodes`, as
-/// `system:node:<name>`). Bootstrappers may create and read CertificateSigningRequests, as
+/// `system:masters` may do everything; node agents (`system:node:<name>` in `system:nodes`)
+/// what [`node_may`] allows. Bootstrappers may create and read CertificateSigningRequests, as
 /// upstream's `system:node-bootstrapper` ClusterRole lets them. Discovery is open to every
 /// authenticated user (upstream's `system:discovery`, bound to `system:authenticated`).
 pub fn authorize(who: &Identity, request: Option<&RequestInfo>) -> bool {
-    // TODO: a Node authorizer that restricts `system:nodes` to their own Node and Lease, the
-    // pods bound to them and what those pods use is not there yet: any node can do anything.
     let member = |group: &str| who.groups.iter().any(|g| g == group);
-    if member("system:masters") || member("system:nodes") {
+    if member("system:masters") {
         return true;
     }
     let Some(info) = request else {
         return true;
     };
+    if member("system:nodes") {
+        return who
+            .user
+            .strip_prefix("system:node:")
+            .is_some_and(|node| node_may(node, info));
+    }
     member(BOOTSTRAPPERS)
         && info.resource.group == "certificates.k8s.io"
         && info.resource.plural == "certificatesigningrequests"
         && info.subresource.is_none()
         && ["create", "get", "list", "watch"].contains(&info.verb)
+}
+
+/// What node `node`'s agent may do: the rules of upstream's Node authorizer (its `system:node`
+/// role), and, where the URL names the object, only to its own Node and Lease (what upstream's
+/// NodeRestriction admission adds). Reading Secrets, ConfigMaps and volumes is limited to `get`
+/// by name; upstream further limits it to the objects its pods use, which is not done here.
+pub fn node_may(node: &str, info: &RequestInfo) -> bool {
+    let verb = info.verb;
+    let read = matches!(verb, "get" | "list" | "watch");
+    let own = info.name.as_deref() == Some(node);
+    let r = info.resource;
+    match (r.group, r.plural, info.subresource.as_deref()) {
+        ("", "nodes", None) => {
+            read || verb == "create" || (own && matches!(verb, "update" | "patch" | "delete"))
+        }
+        ("", "nodes", Some("status")) => own && matches!(verb, "get" | "update" | "patch"),
+        ("", "pods", None) => read || matches!(verb, "create" | "delete"),
+        ("", "pods", Some("status")) => matches!(verb, "get" | "update" | "patch"),
+        ("", "pods", Some("eviction")) => verb == "create",
+        ("", "services" | "endpoints", None) | ("discovery.k8s.io", "endpointslices", None) => read,
+        ("", "configmaps" | "secrets" | "persistentvolumeclaims" | "persistentvolumes", None) => {
+            verb == "get"
+        }
+        ("", "events", None) | ("events.k8s.io", "events", None) => {
+            matches!(verb, "create" | "update" | "patch")
+        }
+        ("coordination.k8s.io", "leases", None) => {
+            info.namespace.as_deref() == Some("kube-node-lease")
+                && (verb == "create"
+                    || (own && matches!(verb, "get" | "update" | "patch" | "delete")))
+        }
+        ("certificates.k8s.io", "certificatesigningrequests", None) => {
+            matches!(verb, "create" | "get" | "list" | "watch")
+        }
+        ("authentication.k8s.io", "tokenreviews", None)
+        | ("authorization.k8s.io", "subjectaccessreviews", None) => verb == "create",
+        ("node.k8s.io", "runtimeclasses", None)
+        | ("storage.k8s.io", "csidrivers" | "csinodes" | "volumeattachments", None) => read,
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -231,6 +276,31 @@ mod tests {
         );
         let node = Identity::new("system:node:n1".into(), vec!["system:nodes".into()]);
         assert!(authorize(&node, Some(&pods)));
+        let may = |method: &str, path: &str| authorize(&node, Some(&parse(path, method, false)));
+        assert!(may("PATCH", "/api/v1/nodes/n1/status"));
+        assert!(!may("PATCH", "/api/v1/nodes/n2/status"));
+        assert!(!may("DELETE", "/api/v1/nodes/n2"));
+        assert!(may(
+            "PUT",
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1"
+        ));
+        assert!(!may(
+            "PUT",
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n2"
+        ));
+        assert!(!may(
+            "PUT",
+            "/apis/coordination.k8s.io/v1/namespaces/default/leases/n1"
+        ));
+        assert!(may("GET", "/api/v1/namespaces/default/secrets/s"));
+        assert!(!may("GET", "/api/v1/namespaces/default/secrets"));
+        assert!(!may("POST", "/api/v1/namespaces/default/configmaps"));
+        assert!(may("PATCH", "/api/v1/namespaces/default/pods/p/status"));
+        assert!(!may("PATCH", "/api/v1/namespaces/default/pods/p"));
+        assert!(may("GET", "/api/v1/services"));
+        assert!(!may("POST", "/apis/apps/v1/namespaces/default/deployments"));
+        let nameless = Identity::new("someone".into(), vec!["system:nodes".into()]);
+        assert!(!authorize(&nameless, Some(&pods)));
         assert!(t.authenticate("Bearer nope").is_none());
         assert!(t.authenticate("Basic abc").is_none());
         assert!(Tokens::parse("onlytoken").is_err());

@@ -255,6 +255,35 @@ fn a_node_joins_with_the_token_and_gets_its_certificates_signed() {
         nodes.stderr
     );
 
+    // The node's own identity reaches what an agent needs, and of nodes and leases only its
+    // own: upstream's Node authorizer and NodeRestriction.
+    let node_fence = "apiVersion: v1\nkind: Node\nmetadata: {name: other}\n";
+    c.apply(node_fence).out();
+    let as_node = |args: &[&str]| c.kubectl_with(&kubeconfig, args, None);
+    assert!(as_node(&["get", "pods", "-A"]).ok);
+    assert!(as_node(&["get", "nodes"]).ok);
+    assert!(as_node(&["label", "node", "joined", "rack=r1"]).ok);
+    let other = as_node(&["label", "node", "other", "rack=r1"]);
+    assert!(
+        other.err().contains(
+            "nodes \"other\" is forbidden: User \"system:node:joined\" cannot patch resource \"nodes\" in API group \"\" at the cluster scope"
+        ),
+        "{}",
+        other.stderr
+    );
+    let lease = as_node(&["delete", "lease", "-n", "kube-node-lease", "other"]);
+    assert!(lease.err().contains("forbidden"), "{}", lease.stderr);
+    let secrets = as_node(&["get", "secrets", "-A"]);
+    assert!(
+        secrets.err().contains(
+            "secrets is forbidden: User \"system:node:joined\" cannot list resource \"secrets\" in API group \"\" at the cluster scope"
+        ),
+        "{}",
+        secrets.stderr
+    );
+    let create = as_node(&["create", "deployment", "d", "--image=busybox"]);
+    assert!(create.err().contains("forbidden"), "{}", create.stderr);
+
     // A restart reuses the certificates: no new request.
     agent.stop();
     agent.spawn(&c, port);

@@ -38,17 +38,23 @@ pub fn detect() -> Mode {
     }
 }
 
-/// The mount points of every cgroup hierarchy, v1 and v2, from `/proc/self/mountinfo`.
+/// The mount points of every cgroup hierarchy, v1 and v2, from `/proc/self/mountinfo`: read
+/// once, as they do not change while the host runs (and the mount table grows with the pods).
 fn hierarchies() -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines()
-        .filter_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let fstype = right.split_whitespace().next()?;
-            let mount = left.split_whitespace().nth(4)?;
-            (fstype == "cgroup" || fstype == "cgroup2").then(|| PathBuf::from(mount))
+    static HIERARCHIES: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+    HIERARCHIES
+        .get_or_init(|| {
+            let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            info.lines()
+                .filter_map(|l| {
+                    let (left, right) = l.split_once(" - ")?;
+                    let fstype = right.split_whitespace().next()?;
+                    let mount = left.split_whitespace().nth(4)?;
+                    (fstype == "cgroup" || fstype == "cgroup2").then(|| PathBuf::from(mount))
+                })
+                .collect()
         })
-        .collect()
+        .clone()
 }
 
 /// The directories of the group `path` (e.g. `/rudder/pod123`) in every hierarchy that has it.

@@ -42,10 +42,12 @@ impl Paths {
 
     /// Whether every namespace the pod should own is in place.
     pub fn exist(&self) -> bool {
-        [&self.net, &self.uts, &self.ipc]
+        let paths: Vec<&Path> = [&self.net, &self.uts, &self.ipc]
             .into_iter()
             .flatten()
-            .all(|p| crate::rootfs::is_mounted(p))
+            .map(PathBuf::as_path)
+            .collect();
+        crate::rootfs::all_mounted(&paths)
     }
 }
 

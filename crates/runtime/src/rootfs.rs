@@ -90,8 +90,17 @@ fn mount_points() -> Vec<PathBuf> {
 
 /// Whether `path` is a mount point (a bind-mounted namespace file or a tmpfs volume is).
 pub fn is_mounted(path: &Path) -> bool {
-    path.canonicalize()
-        .is_ok_and(|target| mount_points().contains(&target))
+    all_mounted(&[path])
+}
+
+/// Whether every one of `paths` is a mount point (the mount table is read once: it grows with
+/// the pods on the node).
+pub fn all_mounted(paths: &[&Path]) -> bool {
+    let points: std::collections::HashSet<PathBuf> = mount_points().into_iter().collect();
+    paths.iter().all(|p| {
+        p.canonicalize()
+            .is_ok_and(|target| points.contains(&target))
+    })
 }
 
 /// Unmounts everything mounted at or below `dir` (deepest first), for cleaning up after a
