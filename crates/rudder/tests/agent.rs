@@ -1010,4 +1010,29 @@ spec:
     ] {
         assert!(events.contains(text), "{text}\n{events}");
     }
+    // A repeated event is one Event whose count goes up, shown as kubectl does.
+    patiently("a repeated event counted", 60, || {
+        get(&c, &["describe", "pod", "probed"]).contains(" over ")
+    });
+    let describe = get(&c, &["describe", "pod", "probed"]);
+    let repeated = describe
+        .lines()
+        .find(|l| l.contains("(x") && l.contains(" over "))
+        .unwrap_or_default();
+    assert!(repeated.contains("kubelet"), "{describe}");
+    let events = get(
+        &c,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=probed",
+        ],
+    );
+    let unknown = "code = NotFound desc = unknown service";
+    assert_eq!(
+        events.lines().filter(|l| l.contains(unknown)).count(),
+        1,
+        "{events}"
+    );
 }
