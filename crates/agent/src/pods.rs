@@ -1437,8 +1437,8 @@ fn write_etc(dir: &Path, pod: &Pod, hostname: &str, ip: &str) -> std::io::Result
     let mut hosts = String::from(
         "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
     );
+    let spec = pod.spec.clone().unwrap_or_default();
     if !host_network(pod) {
-        let spec = pod.spec.clone().unwrap_or_default();
         let fqdn = spec
             .subdomain
             .filter(|s| !s.is_empty())
@@ -1450,15 +1450,16 @@ fn write_etc(dir: &Path, pod: &Pod, hostname: &str, ip: &str) -> std::io::Result
             })
             .unwrap_or_default();
         hosts.push_str(&format!("{ip}\t{fqdn}{hostname}\n"));
-        for a in spec.host_aliases.iter().flatten() {
-            hosts.push_str(&format!(
-                "\n# Entries added by HostAliases.\n{}\t{}\n",
-                a.ip,
-                a.hostnames.clone().unwrap_or_default().join("\t")
-            ));
-        }
     } else if let Ok(h) = std::fs::read_to_string("/etc/hosts") {
+        // The host's file, as upstream's kubelet copies it for host-network pods.
         hosts = h;
+    }
+    for a in spec.host_aliases.iter().flatten() {
+        hosts.push_str(&format!(
+            "\n# Entries added by HostAliases.\n{}\t{}\n",
+            a.ip,
+            a.hostnames.clone().unwrap_or_default().join("\t")
+        ));
     }
     std::fs::write(dir.join("hosts"), hosts)?;
     std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;

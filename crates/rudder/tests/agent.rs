@@ -934,6 +934,7 @@ kind: Pod
 metadata: {{name: probed}}
 spec:
   hostNetwork: true
+  hostAliases: [{{ip: 10.9.9.9, hostnames: [alias.example]}}]
   terminationGracePeriodSeconds: 1
   imagePullSecrets: [{{name: regcred}}]
   containers:
@@ -978,6 +979,21 @@ spec:
         ready("grpc") == "true" && ready("https") == "true"
     });
     assert_eq!(ready("unknown"), "false");
+    // On the host's network: the host's name and hosts file, plus the pod's aliases.
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(
+        get(&c, &["exec", "probed", "-c", "grpc", "--", "hostname"]),
+        host_name.trim()
+    );
+    let hosts = get(
+        &c,
+        &["exec", "probed", "-c", "grpc", "--", "cat", "/etc/hosts"],
+    );
+    assert!(!hosts.contains("Kubernetes-managed"), "{hosts}");
+    assert!(
+        hosts.contains("# Entries added by HostAliases.\n10.9.9.9\talias.example"),
+        "{hosts}"
+    );
     servers.status.store(
         probe_servers::NOT_SERVING,
         std::sync::atomic::Ordering::SeqCst,
