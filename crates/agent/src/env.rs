@@ -130,6 +130,35 @@ pub(crate) fn service_links(services: &[Service]) -> Vec<(String, String)> {
     out
 }
 
+/// Expands a volume mount's `subPathExpr` as upstream's kubelet does: every `$(VAR)` must
+/// name a variable of the container with a value (`missing value for A, B`).
+pub(crate) fn expand_sub_path(
+    expr: &str,
+    vars: &BTreeMap<String, String>,
+) -> Result<String, String> {
+    let mut missing = std::collections::BTreeSet::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("$(") {
+        if rest[..at].ends_with('$') {
+            rest = &rest[at + 2..];
+            continue;
+        }
+        let Some(end) = rest[at + 2..].find(')') else {
+            break;
+        };
+        let name = &rest[at + 2..at + 2 + end];
+        if vars.get(name).is_none_or(|v| v.is_empty()) {
+            missing.insert(name.to_string());
+        }
+        rest = &rest[at + 3 + end..];
+    }
+    if !missing.is_empty() {
+        let names: Vec<String> = missing.into_iter().collect();
+        return Err(format!("missing value for {}", names.join(", ")));
+    }
+    Ok(expand(expr, vars))
+}
+
 /// Expands `$(VAR)` references from `vars`; `$$` escapes; unknown references stay as written.
 pub(crate) fn expand(s: &str, vars: &BTreeMap<String, String>) -> String {
     let mut out = String::new();
@@ -416,6 +445,20 @@ mod tests {
             want.iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>()
+        );
+    }
+
+    #[test]
+    fn sub_path_expressions_need_every_variable() {
+        let vars: BTreeMap<String, String> = [("POD", "web-0"), ("EMPTY", "")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(expand_sub_path("logs/$(POD)", &vars).unwrap(), "logs/web-0");
+        assert_eq!(expand_sub_path("$$(POD)", &vars).unwrap(), "$(POD)");
+        assert_eq!(
+            expand_sub_path("$(NOPE)/$(EMPTY)/$(POD)", &vars).unwrap_err(),
+            "missing value for EMPTY, NOPE"
         );
     }
 

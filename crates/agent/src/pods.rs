@@ -361,6 +361,18 @@ impl PodState {
             self.post_status(ctx, pod).await;
             return;
         }
+        if self.sandbox.is_none()
+            && let Some(bad) = forbidden_sysctl(pod)
+        {
+            // Refused before anything runs, as the kubelet's admission refuses it.
+            let msg = format!("forbidden sysctl: {bad:?} not allowlisted");
+            ctx.events
+                .pod(pod, None, true, "SysctlForbidden", msg.clone());
+            self.failure = Some(("SysctlForbidden".into(), format!("Pod was rejected: {msg}")));
+            self.finished = true;
+            self.post_status(ctx, pod).await;
+            return;
+        }
         if let Err(msg) = self.ensure_sandbox(ctx, pod).await {
             tracing::warn!(pod = %pod.name_any(), "{msg}");
             ctx.events
@@ -847,10 +859,22 @@ impl PodState {
                 )));
             };
             let mut source = v.path.clone();
-            if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-                if sub.split('/').any(|p| p == "..") || sub.starts_with('/') {
-                    return Err(create_error(format!(
-                        "subPath {sub:?} must be a relative path without '..'"
+            let sub = match (m.sub_path_expr.as_deref(), m.sub_path.as_deref()) {
+                (Some(expr), _) if !expr.is_empty() => {
+                    Some(crate::env::expand_sub_path(expr, &vars).map_err(config_error)?)
+                }
+                (_, Some(sub)) if !sub.is_empty() => Some(sub.to_string()),
+                _ => None,
+            };
+            if let Some(sub) = sub {
+                if sub.starts_with('/') {
+                    return Err(config_error(format!(
+                        "error SubPath `{sub}` must not be an absolute path"
+                    )));
+                }
+                if sub.split('/').any(|p| p == "..") {
+                    return Err(config_error(format!(
+                        "unable to provision SubPath `{sub}`: must not contain '..'"
                     )));
                 }
                 source = source.join(sub);
@@ -935,6 +959,7 @@ impl PodState {
             no_new_privileges: sec.allow_privilege_escalation == Some(false),
             terminal: c.tty == Some(true),
             seccomp,
+            sysctls: sysctls(pod),
         };
         container
             .write(&dir)
@@ -1638,6 +1663,58 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
             }
         }
     }
+}
+
+/// Sysctls upstream's kubelet allows without `--allowed-unsafe-sysctls`: namespaced, and
+/// unable to affect other pods or the node.
+const SAFE_SYSCTLS: &[&str] = &[
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+];
+
+/// A sysctl name with dots as separators (`net/ipv4/conf/eth0.1/rp_filter` is
+/// `net.ipv4.conf.eth0/1.rp_filter`).
+fn sysctl_name(name: &str) -> String {
+    let first = name.find(['.', '/']);
+    if first.is_some_and(|i| name.as_bytes()[i] == b'/') {
+        name.chars()
+            .map(|c| match c {
+                '/' => '.',
+                '.' => '/',
+                c => c,
+            })
+            .collect()
+    } else {
+        name.to_string()
+    }
+}
+
+/// The pod's sysctls, names with dots.
+fn sysctls(pod: &Pod) -> Vec<(String, String)> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|s| s.sysctls.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| (sysctl_name(&s.name), s.value))
+        .collect()
+}
+
+/// The first of the pod's sysctls this agent does not allow.
+fn forbidden_sysctl(pod: &Pod) -> Option<String> {
+    sysctls(pod)
+        .into_iter()
+        .map(|(name, _)| name)
+        .find(|name| !SAFE_SYSCTLS.contains(&name.as_str()))
 }
 
 /// The seccomp filter for a container's (or else its pod's) `seccompProfile`. `Localhost`

@@ -33,7 +33,7 @@ pub(crate) struct Input<'a> {
     pub(crate) failure: Option<(String, String)>,
 }
 
-fn terminated(r: &Record, i: &Input) -> Value {
+fn terminated(r: &Record, c: &Container, i: &Input) -> Value {
     let runtime = &i.runtime;
     let code = r.exit_code().unwrap_or(0);
     let reason = if r.meta.start_error.is_some() {
@@ -61,12 +61,23 @@ fn terminated(r: &Record, i: &Input) -> Value {
         t["message"] = json!(msg);
     } else if let Some(msg) = termination_message(r, i.data) {
         t["message"] = json!(msg);
+    } else if code != 0
+        && c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError")
+        && let Ok(text) = runtime::logs::tail(&r.meta.log, FALLBACK_LINES, FALLBACK_BYTES)
+        && !text.is_empty()
+    {
+        t["message"] = json!(text);
     }
     if let Some(sig) = r.exit.as_ref().and_then(|e| e.signal) {
         t["signal"] = json!(sig);
     }
     json!({"terminated": t})
 }
+
+/// How much of the log a failed container's message takes under `FallbackToLogsOnError`
+/// (upstream's limits).
+const FALLBACK_LINES: usize = 80;
+const FALLBACK_BYTES: usize = 2048;
 
 /// What the container wrote to its termination-log file, if anything (4 KiB at most).
 fn termination_message(r: &Record, data: &std::path::Path) -> Option<String> {
@@ -145,7 +156,7 @@ fn container_status(
                 s["started"] = json!(started);
                 ready = probe_ready && started && !init;
                 if let Some(prev) = previous {
-                    s["lastState"] = terminated(prev, i);
+                    s["lastState"] = terminated(prev, c, i);
                 }
             } else if r.meta.started_at.is_none() {
                 s["state"] = wait("ContainerCreating", None);
@@ -153,12 +164,12 @@ fn container_status(
                 waiting.filter(|_| !i.deleting && will_restart(policy, r))
             {
                 s["state"] = wait(reason, message.as_ref());
-                s["lastState"] = terminated(r, i);
+                s["lastState"] = terminated(r, c, i);
             } else {
-                s["state"] = terminated(r, i);
+                s["state"] = terminated(r, c, i);
                 done = i.deleting || !will_restart(policy, r);
                 if let Some(prev) = previous {
-                    s["lastState"] = terminated(prev, i);
+                    s["lastState"] = terminated(prev, c, i);
                 }
             }
         }

@@ -1052,3 +1052,156 @@ spec:
         "{events}"
     );
 }
+
+#[test]
+fn termination_messages_sysctls_and_sub_path_expressions() {
+    let image = busybox();
+    let c = Cluster::start_with_agent("node-i", 211, &[]);
+    node_ready(&c, "node-i");
+    let pod = |name: &str, spec: &str, container: &str| {
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+{spec}
+  volumes: [{{name: work, emptyDir: {{}}}}]
+  containers:
+  - name: c
+    image: {}
+{container}",
+            image.name
+        )
+    };
+    // A failing container's log is its message under FallbackToLogsOnError; a successful one's
+    // is not.
+    for (name, code) in [("fails", 1), ("succeeds", 0)] {
+        c.apply(&pod(
+            name,
+            "",
+            &format!(
+                "    terminationMessagePolicy: FallbackToLogsOnError\n    command: [sh, -c, 'echo one; echo DONE; exit {code}']\n"
+            ),
+        ))
+        .out();
+    }
+    // A safe sysctl is set in the pod's own namespace; an unsafe one is refused.
+    let host_value = std::fs::read_to_string("/proc/sys/kernel/shm_rmid_forced").unwrap();
+    c.apply(&pod(
+        "safe",
+        "  securityContext: {sysctls: [{name: kernel.shm_rmid_forced, value: '1'}]}",
+        "    command: [cat, /proc/sys/kernel/shm_rmid_forced]\n",
+    ))
+    .out();
+    c.apply(&pod(
+        "unsafe",
+        "  securityContext: {sysctls: [{name: kernel.msgmax, value: '10000'}]}",
+        "    command: ['true']\n",
+    ))
+    .out();
+    let invalid = c.apply(&pod(
+        "invalid",
+        "  securityContext: {sysctls: [{name: 'foo-', value: '1'}, {name: 'bar..', value: '1'}]}",
+        "    command: ['true']\n",
+    ));
+    for name in ["foo-", "bar.."] {
+        assert!(
+            invalid.err().contains(&format!(
+                "spec.securityContext.sysctls[{}].name: Invalid value: \"{name}\"",
+                if name == "foo-" { 0 } else { 1 }
+            )),
+            "{}",
+            invalid.err()
+        );
+    }
+    // subPathExpr: expanded from the container's variables; absolute paths and '..' refused.
+    let env = |value: &str| {
+        format!(
+            "    env:\n    - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}\n    - {{name: WHERE, value: '{value}'}}\n"
+        )
+    };
+    c.apply(&pod(
+        "expanded",
+        "",
+        &format!(
+            "{}    volumeMounts:\n    - {{name: work, mountPath: /mine, subPathExpr: 'logs/$(POD_NAME)'}}\n    - {{name: work, mountPath: /all}}\n    command: [sh, -c, 'echo hi > /mine/f && ls /all/logs/expanded']\n",
+            env("x")
+        ),
+    ))
+    .out();
+    for (name, value) in [("absolute", "/tmp"), ("upward", "..")] {
+        c.apply(&pod(
+            name,
+            "",
+            &format!(
+                "{}    volumeMounts: [{{name: work, mountPath: /w, subPathExpr: '$(WHERE)'}}]\n    command: ['true']\n",
+                env(value)
+            ),
+        ))
+        .out();
+    }
+
+    let terminated = |name: &str, field: &str| {
+        jsonpath(
+            &c,
+            &["pod", name],
+            &format!("{{.status.containerStatuses[0].state.terminated.{field}}}"),
+        )
+    };
+    patiently("the pods to finish", 60, || {
+        ["fails", "succeeds", "safe", "expanded"]
+            .iter()
+            .all(|p| !terminated(p, "reason").is_empty())
+    });
+    assert_eq!(terminated("fails", "message"), "one\nDONE");
+    assert_eq!(terminated("succeeds", "message"), "");
+    assert_eq!(get(&c, &["logs", "safe"]), "1");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/shm_rmid_forced").unwrap(),
+        host_value
+    );
+    assert_eq!(get(&c, &["logs", "expanded"]), "f");
+    patiently("the unsafe sysctl refused", 30, || {
+        jsonpath(&c, &["pod", "unsafe"], "{.status.reason}") == "SysctlForbidden"
+    });
+    assert_eq!(
+        jsonpath(&c, &["pod", "unsafe"], "{.status.phase}"),
+        "Failed"
+    );
+    assert_eq!(
+        jsonpath(&c, &["pod", "unsafe"], "{.status.message}"),
+        "Pod was rejected: forbidden sysctl: \"kernel.msgmax\" not allowlisted"
+    );
+    for (name, msg) in [
+        (
+            "absolute",
+            "error SubPath `/tmp` must not be an absolute path",
+        ),
+        (
+            "upward",
+            "unable to provision SubPath `..`: must not contain '..'",
+        ),
+    ] {
+        patiently(
+            "CreateContainerConfigError for a bad subPathExpr",
+            60,
+            || {
+                jsonpath(
+                    &c,
+                    &["pod", name],
+                    "{.status.containerStatuses[0].state.waiting.reason}",
+                ) == "CreateContainerConfigError"
+            },
+        );
+        assert_eq!(
+            jsonpath(
+                &c,
+                &["pod", name],
+                "{.status.containerStatuses[0].state.waiting.message}"
+            ),
+            msg
+        );
+    }
+}

@@ -257,6 +257,38 @@ pub fn rotated_files(path: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(found.into_iter().map(|(_, p)| p).collect())
 }
 
+/// The end of the log at `path` as text: its last `lines` lines, at most `max_bytes` of them
+/// (the end kept). Only the file's last 64 KiB are read. For termination messages taken from
+/// the log (`FallbackToLogsOnError`).
+pub fn tail(path: &Path, lines: usize, max_bytes: usize) -> io::Result<String> {
+    const WINDOW: u64 = 64 << 10;
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(WINDOW)))?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)?;
+    if len > WINDOW {
+        // The window starts inside a record: drop that one.
+        let first = buf
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(buf.len(), |i| i + 1);
+        buf.drain(..first);
+    }
+    let mut text: Vec<Vec<u8>> = vec![Vec::new()];
+    for r in buf.split(|b| *b == b'\n').filter_map(parse) {
+        let line = text.last_mut().expect("never empty");
+        line.extend_from_slice(r.content);
+        if !r.partial {
+            line.push(b'\n');
+            text.push(Vec::new());
+        }
+    }
+    let joined: Vec<u8> = text[text.len().saturating_sub(lines + 1)..].concat();
+    let kept = &joined[joined.len().saturating_sub(max_bytes)..];
+    Ok(String::from_utf8_lossy(kept).into_owned())
+}
+
 /// One parsed record; `content` excludes the line's newline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Record<'a> {
@@ -595,6 +627,23 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+
+    #[test]
+    fn the_tail_joins_partial_records_and_keeps_the_end() {
+        let dir = TempDir::new();
+        let path = dir.0.join("0.log");
+        std::fs::write(
+            &path,
+            "2026-11-26T08:00:00.000000001Z stdout F one\n\
+             2026-11-26T08:00:00.000000002Z stderr P tw\n\
+             2026-11-26T08:00:00.000000003Z stderr F o\n\
+             2026-11-26T08:00:00.000000004Z stdout F three\n",
+        )
+        .unwrap();
+        assert_eq!(tail(&path, 80, 2048).unwrap(), "one\ntwo\nthree\n");
+        assert_eq!(tail(&path, 2, 2048).unwrap(), "two\nthree\n");
+        assert_eq!(tail(&path, 80, 4).unwrap(), "ree\n");
     }
 
     async fn collect(path: &Path, opts: ReadOptions) -> String {

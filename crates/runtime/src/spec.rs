@@ -105,6 +105,8 @@ pub struct Container {
     pub terminal: bool,
     /// The seccomp filter.
     pub seccomp: Seccomp,
+    /// Kernel parameters set in the container's namespaces (`name` with dots, value).
+    pub sysctls: Vec<(String, String)>,
 }
 
 /// A container's seccomp filter (`seccompProfile`).
@@ -309,6 +311,9 @@ impl Container {
             linux.set_seccomp(Some(
                 serde_json::from_value(profile).context("reading the seccomp profile")?,
             ));
+        }
+        if !self.sysctls.is_empty() {
+            linux.set_sysctl(Some(self.sysctls.iter().cloned().collect()));
         }
         spec.set_linux(Some(linux));
         Ok(spec)

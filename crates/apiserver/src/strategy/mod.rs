@@ -218,6 +218,11 @@ fn job_selector(obj: &mut Value) {
 }
 
 fn pod_spec_errors(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    sysctl_errors(
+        &spec["securityContext"]["sysctls"],
+        &format!("{path}.securityContext.sysctls"),
+        errs,
+    );
     seccomp_errors(
         &spec["securityContext"]["seccompProfile"],
         &format!("{path}.securityContext.seccompProfile"),
@@ -275,6 +280,35 @@ fn pod_spec_errors(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
                 }
             }
         }
+    }
+}
+
+/// Checks sysctl names: upstream's pattern, each name once.
+fn sysctl_errors(sysctls: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    let segment = |s: &str| {
+        let b = s.as_bytes();
+        let edge = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+        !b.is_empty()
+            && b.first().is_some_and(edge)
+            && b.last().is_some_and(edge)
+            && b.iter().all(|c| edge(c) || *c == b'-' || *c == b'_')
+    };
+    let mut seen = Vec::new();
+    for (i, s) in sysctls.as_array().into_iter().flatten().enumerate() {
+        let field = format!("{path}[{i}].name");
+        let name = s["name"].as_str().unwrap_or("");
+        if name.is_empty() {
+            errs.push(FieldError::required(field, ""));
+        } else if name.len() > 253 || !name.split(['.', '/']).all(segment) {
+            errs.push(FieldError::invalid(
+                field,
+                &json!(name),
+                "must have at most 253 characters and match regex ^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$",
+            ));
+        } else if seen.contains(&name) {
+            errs.push(FieldError::duplicate(field, &json!(name)));
+        }
+        seen.push(name);
     }
 }
 
@@ -631,6 +665,27 @@ mod tests {
         assert_eq!(
             validate(p, &bad)[0].to_string(),
             "spec.containers[0].image: Required value"
+        );
+        let sysctls = json!({"metadata": {"name": "p", "namespace": "d"}, "spec": {
+            "securityContext": {"sysctls": [{"name": "kernel.shm_rmid_forced", "value": "1"},
+                {"name": "foo-", "value": "1"}, {"name": "bar..", "value": "1"},
+                {"name": "kernel.shm_rmid_forced", "value": "0"}]},
+            "containers": [{"name": "c", "image": "i"}]}});
+        let text: Vec<String> = validate(p, &sysctls)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let pattern = "must have at most 253 characters and match regex ^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$";
+        assert_eq!(
+            text,
+            [
+                format!("spec.securityContext.sysctls[1].name: Invalid value: \"foo-\": {pattern}"),
+                format!(
+                    "spec.securityContext.sysctls[2].name: Invalid value: \"bar..\": {pattern}"
+                ),
+                "spec.securityContext.sysctls[3].name: Duplicate value: \"kernel.shm_rmid_forced\""
+                    .to_string(),
+            ]
         );
         let seccomp = json!({"metadata": {"name": "p", "namespace": "d"}, "spec": {
             "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "../x.json"}},
