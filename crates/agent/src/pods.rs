@@ -1466,6 +1466,7 @@ fn write_etc(dir: &Path, pod: &Pod, hostname: &str, ip: &str) -> std::io::Result
     if !host_network(pod) {
         let fqdn = spec
             .subdomain
+            .as_ref()
             .filter(|s| !s.is_empty())
             .map(|s| {
                 format!(
@@ -1488,8 +1489,61 @@ fn write_etc(dir: &Path, pod: &Pod, hostname: &str, ip: &str) -> std::io::Result
     }
     std::fs::write(dir.join("hosts"), hosts)?;
     std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
-    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    std::fs::write(dir.join("resolv.conf"), resolv)
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    std::fs::write(dir.join("resolv.conf"), resolv_conf(&spec, &host))
+}
+
+/// The pod's resolv.conf, as the kubelet makes it: the node's (`Default`, and the cluster-first
+/// policies while the agent knows no cluster DNS service, as the kubelet without
+/// `--cluster-dns`), or nothing (`None`), then `dnsConfig`'s nameservers (three at most in
+/// all) and searches appended and its options merged by name.
+fn resolv_conf(spec: &k8s_openapi::api::core::v1::PodSpec, host: &str) -> String {
+    let (mut servers, mut searches, mut options) = (Vec::new(), Vec::new(), Vec::new());
+    if spec.dns_policy.as_deref() != Some("None") {
+        for line in host.lines() {
+            let mut words = line.split_whitespace();
+            match words.next() {
+                Some("nameserver") => servers.extend(words.next().map(str::to_string)),
+                // The last search or domain line wins, as in resolv.conf(5).
+                Some("search" | "domain") => searches = words.map(str::to_string).collect(),
+                Some("options") => options.extend(words.map(str::to_string)),
+                _ => {}
+            }
+        }
+    }
+    if let Some(cfg) = &spec.dns_config {
+        for n in cfg.nameservers.iter().flatten() {
+            if !servers.contains(n) {
+                servers.push(n.clone());
+            }
+        }
+        for d in cfg.searches.iter().flatten() {
+            if !searches.contains(d) {
+                searches.push(d.clone());
+            }
+        }
+        for o in cfg.options.iter().flatten() {
+            let opt = match &o.value {
+                Some(v) => format!("{}:{v}", o.name.clone().unwrap_or_default()),
+                None => o.name.clone().unwrap_or_default(),
+            };
+            let name = |s: &String| s.split(':').next().unwrap_or_default().to_string();
+            options.retain(|old| name(old) != name(&opt));
+            options.push(opt);
+        }
+    }
+    servers.truncate(3);
+    let mut out = String::new();
+    for s in &servers {
+        out.push_str(&format!("nameserver {s}\n"));
+    }
+    if !searches.is_empty() {
+        out.push_str(&format!("search {}\n", searches.join(" ")));
+    }
+    if !options.is_empty() {
+        out.push_str(&format!("options {}\n", options.join(" ")));
+    }
+    out
 }
 
 async fn pull_auth(ctx: &Ctx, pod: &Pod, name: &str) -> image::Auth {
@@ -1741,5 +1795,52 @@ fn seccomp(
                 .map_err(|e| format!("decoding seccomp profile {:?} failed: {e}", path.display()))
         }
         _ => Ok(Seccomp::Unconfined),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_follows_the_dns_policy_and_config() {
+        let host = "# generated\nnameserver 10.0.0.2\nsearch corp.example\noptions ndots:2 edns0\n";
+        let spec = |v: serde_json::Value| -> k8s_openapi::api::core::v1::PodSpec {
+            serde_json::from_value(v).unwrap()
+        };
+        assert_eq!(
+            resolv_conf(&spec(serde_json::json!({"containers": []})), host),
+            "nameserver 10.0.0.2\nsearch corp.example\noptions ndots:2 edns0\n"
+        );
+        let custom = spec(
+            serde_json::json!({"containers": [], "dnsPolicy": "None", "dnsConfig": {
+            "nameservers": ["1.1.1.1"], "searches": ["resolv.conf.local"],
+            "options": [{"name": "ndots", "value": "5"}]}}),
+        );
+        assert_eq!(
+            resolv_conf(&custom, host),
+            "nameserver 1.1.1.1\nsearch resolv.conf.local\noptions ndots:5\n"
+        );
+        let merged = spec(
+            serde_json::json!({"containers": [], "dnsPolicy": "Default", "dnsConfig": {
+            "nameservers": ["10.0.0.2", "1.1.1.1", "8.8.8.8", "9.9.9.9"],
+            "options": [{"name": "ndots", "value": "5"}, {"name": "single-request"}]}}),
+        );
+        assert_eq!(
+            resolv_conf(&merged, host),
+            "nameserver 10.0.0.2\nnameserver 1.1.1.1\nnameserver 8.8.8.8\nsearch corp.example\noptions edns0 ndots:5 single-request\n"
+        );
+    }
+
+    #[test]
+    fn slash_separated_sysctls_are_renamed() {
+        assert_eq!(
+            sysctl_name("net/ipv4/conf/eth0.1/rp_filter"),
+            "net.ipv4.conf.eth0/1.rp_filter"
+        );
+        assert_eq!(
+            sysctl_name("kernel.shm_rmid_forced"),
+            "kernel.shm_rmid_forced"
+        );
     }
 }

@@ -1054,7 +1054,7 @@ spec:
 }
 
 #[test]
-fn termination_messages_sysctls_and_sub_path_expressions() {
+fn termination_messages_sysctls_sub_paths_and_dns_config() {
     let image = busybox();
     let c = Cluster::start_with_agent("node-i", 211, &[]);
     node_ready(&c, "node-i");
@@ -1143,6 +1143,13 @@ spec:
         .out();
     }
 
+    // dnsPolicy None: exactly the pod's dnsConfig.
+    c.apply(&pod(
+        "resolver",
+        "  dnsPolicy: None\n  dnsConfig: {nameservers: [1.1.1.1], searches: [resolv.conf.local], options: [{name: ndots, value: '2'}]}",
+        "    command: [cat, /etc/resolv.conf]\n",
+    ))
+    .out();
     let terminated = |name: &str, field: &str| {
         jsonpath(
             &c,
@@ -1163,6 +1170,13 @@ spec:
         host_value
     );
     assert_eq!(get(&c, &["logs", "expanded"]), "f");
+    patiently("the resolver pod to finish", 30, || {
+        !terminated("resolver", "reason").is_empty()
+    });
+    assert_eq!(
+        get(&c, &["logs", "resolver"]),
+        "nameserver 1.1.1.1\nsearch resolv.conf.local\noptions ndots:2"
+    );
     patiently("the unsafe sysctl refused", 30, || {
         jsonpath(&c, &["pod", "unsafe"], "{.status.reason}") == "SysctlForbidden"
     });

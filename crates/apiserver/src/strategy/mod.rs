@@ -218,6 +218,7 @@ fn job_selector(obj: &mut Value) {
 }
 
 fn pod_spec_errors(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    dns_errors(spec, path, errs);
     sysctl_errors(
         &spec["securityContext"]["sysctls"],
         &format!("{path}.securityContext.sysctls"),
@@ -279,6 +280,59 @@ fn pod_spec_errors(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Checks `dnsPolicy` and `dnsConfig` as upstream does.
+fn dns_errors(spec: &Value, path: &str, errs: &mut Vec<FieldError>) {
+    let policy = spec["dnsPolicy"].as_str();
+    if let Some(p) = policy
+        && !["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"].contains(&p)
+    {
+        errs.push(FieldError::not_supported(
+            format!("{path}.dnsPolicy"),
+            &json!(p),
+            &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"],
+        ));
+    }
+    let config = &spec["dnsConfig"];
+    let servers = config["nameservers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if policy == Some("None") {
+        if config.is_null() {
+            errs.push(FieldError::required(
+                format!("{path}.dnsConfig"),
+                "must provide `dnsConfig` when `dnsPolicy` is None",
+            ));
+            return;
+        }
+        if servers.is_empty() {
+            errs.push(FieldError::required(
+                format!("{path}.dnsConfig.nameservers"),
+                "must provide at least one DNS nameserver when `dnsPolicy` is None",
+            ));
+        }
+    }
+    if servers.len() > 3 {
+        errs.push(FieldError::invalid(
+            format!("{path}.dnsConfig.nameservers"),
+            &json!(servers),
+            "must not have more than 3 nameservers",
+        ));
+    }
+    for (i, ns) in servers.iter().enumerate() {
+        if ns
+            .as_str()
+            .is_none_or(|s| s.parse::<std::net::IpAddr>().is_err())
+        {
+            errs.push(FieldError::invalid(
+                format!("{path}.dnsConfig.nameservers[{i}]"),
+                ns,
+                "must be valid IP address",
+            ));
         }
     }
 }
@@ -665,6 +719,20 @@ mod tests {
         assert_eq!(
             validate(p, &bad)[0].to_string(),
             "spec.containers[0].image: Required value"
+        );
+        let dns = json!({"metadata": {"name": "p", "namespace": "d"}, "spec": {
+            "dnsPolicy": "None", "dnsConfig": {"nameservers": ["1.1.1.x"]},
+            "containers": [{"name": "c", "image": "i"}]}});
+        let text: Vec<String> = validate(p, &dns).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            ["spec.dnsConfig.nameservers[0]: Invalid value: \"1.1.1.x\": must be valid IP address"]
+        );
+        let none = json!({"metadata": {"name": "p", "namespace": "d"}, "spec": {
+            "dnsPolicy": "None", "containers": [{"name": "c", "image": "i"}]}});
+        assert_eq!(
+            validate(p, &none)[0].to_string(),
+            "spec.dnsConfig: Required value: must provide `dnsConfig` when `dnsPolicy` is None"
         );
         let sysctls = json!({"metadata": {"name": "p", "namespace": "d"}, "spec": {
             "securityContext": {"sysctls": [{"name": "kernel.shm_rmid_forced", "value": "1"},
