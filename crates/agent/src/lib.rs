@@ -194,6 +194,7 @@ pub async fn run(
                     let ctx = ctx.clone();
                     Arc::new(move || stats::summary(&ctx))
                 },
+                node_logs: PathBuf::from("/var/log"),
             };
             let streaming = stream::Streaming {
                 runc: ctx.runc.clone(),

@@ -1,5 +1,6 @@
 //! The agent's HTTPS endpoint, the kubelet's port: `GET /containerLogs/{ns}/{pod}/{container}`
-//! (what the API server proxies `kubectl logs` to) and `GET /healthz`.
+//! (what the API server proxies `kubectl logs` to), `GET /logs/...` (the node's `/var/log`),
+//! `GET /stats/summary` and `GET /healthz`.
 //!
 //! Every caller presents a client certificate signed by the cluster CA ([`tls_config`]); the API
 //! server's is `kube-apiserver-kubelet-client`. Logs are read from the CRI log files the
@@ -34,6 +35,8 @@ pub(crate) struct Logs {
     pub(crate) running: Running,
     /// The kubelet's `/stats/summary` document, computed when asked.
     pub(crate) summary: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
+    /// The node's own logs, served under `/logs/` (`/var/log`).
+    pub(crate) node_logs: PathBuf,
 }
 
 /// The TLS configuration of the endpoint: serves `cert_pem` (the chain) with `key_pem`, and
@@ -130,8 +133,61 @@ pub(crate) fn router(logs: Arc<Logs>) -> Router {
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
         )
+        .route(
+            "/logs",
+            get(|| async { axum::response::Redirect::permanent("/logs/") }),
+        )
+        .route("/logs/", get(node_log))
+        .route("/logs/{*path}", get(node_log))
         .fallback(|| async { (StatusCode::NOT_FOUND, "404 page not found\n") })
         .with_state(logs)
+}
+
+/// `GET /logs/<path>`: a file of the node's log directory, or a directory's listing, as the
+/// kubelet's file server gives them (`kubectl get --raw /api/v1/nodes/<node>/proxy/logs/`).
+async fn node_log(
+    State(logs): State<Arc<Logs>>,
+    path: Option<UrlPath<String>>,
+) -> Result<Response, Failure> {
+    let rel = path.map(|UrlPath(p)| p).unwrap_or_default();
+    let not_found = || text(StatusCode::NOT_FOUND, "404 page not found\n");
+    if rel.split('/').any(|part| part == "..") {
+        return Err(not_found());
+    }
+    let full = logs.node_logs.join(rel.trim_end_matches('/'));
+    let meta = tokio::fs::metadata(&full).await.map_err(|_| not_found())?;
+    if meta.is_dir() {
+        let mut names = Vec::new();
+        let mut dir = tokio::fs::read_dir(&full).await.map_err(|_| not_found())?;
+        while let Ok(Some(entry)) = dir.next_entry().await {
+            let mut name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type().await.is_ok_and(|t| t.is_dir()) {
+                name.push('/');
+            }
+            names.push(name);
+        }
+        names.sort();
+        let mut page = String::from(
+            "<!doctype html>\n<meta name=\"viewport\" content=\"width=device-width\">\n<pre>\n",
+        );
+        for n in names {
+            let shown = n
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;");
+            page.push_str(&format!("<a href=\"{shown}\">{shown}</a>\n"));
+        }
+        page.push_str("</pre>\n");
+        return Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response());
+    }
+    let file = tokio::fs::File::open(&full)
+        .await
+        .map_err(|_| not_found())?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+    )
+        .into_response())
 }
 
 /// A failed request: a plain-text error, as the kubelet writes them.
@@ -619,6 +675,7 @@ mod tests {
             running: Arc::new(move |ns, pod, c| {
                 (ns, pod, c) == ("default", "web", "app") && alive.load(Ordering::SeqCst)
             }),
+            node_logs: root.path().to_path_buf(),
         };
         let tls = tls_config(&pki.ca, &pki.server.0, &pki.server.1).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -660,6 +717,29 @@ mod tests {
         .await;
         assert_eq!(code, StatusCode::NOT_FOUND);
         let (code, _) = text_of(get(addr, client.clone(), "/pods").await.unwrap()).await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+
+        // The node's log directory: listings and files, nothing above it.
+        let (code, listing) = text_of(get(addr, client.clone(), "/logs/").await.unwrap()).await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(
+            listing.contains("<a href=\"default_web_u1/\">default_web_u1/</a>"),
+            "{listing}"
+        );
+        let (code, file) = text_of(
+            get(addr, client.clone(), "/logs/default_web_u1/app/0.log")
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(file.contains("stdout F one"), "{file}");
+        let (code, _) = text_of(
+            get(addr, client.clone(), "/logs/../etc/passwd")
+                .await
+                .unwrap(),
+        )
+        .await;
         assert_eq!(code, StatusCode::NOT_FOUND);
 
         // Following streams what is written, and ends when the container stops.

@@ -505,6 +505,12 @@ spec:
         get(&c, &["get", "--raw", "/api/v1/nodes/node-c/proxy/healthz"]),
         "ok"
     );
+    // The node's /var/log, as the kubelet's /logs/ serves it.
+    let listing = get(&c, &["get", "--raw", "/api/v1/nodes/node-c/proxy/logs/"]);
+    assert!(
+        listing.starts_with("<!doctype html>") && listing.contains("<pre>"),
+        "{listing}"
+    );
 
     // The agent restarts (with the server): no container restarts.
     let id = jsonpath(
