@@ -74,7 +74,7 @@ pub fn parse(path: &str, method: &str, watch: bool) -> Result<Target, Status> {
         [r] => (*r, None, None),
         [r, n] => (*r, Some(n.to_string()), None),
         [r, n, s] => (*r, Some(n.to_string()), Some(s.to_string())),
-        // `nodes/<name>/proxy/<path...>`: the path goes to the node.
+        // `nodes|pods|services/<name>/proxy/<path...>`: the path goes to the target.
         [r, n, "proxy", ..] => (*r, Some(n.to_string()), Some("proxy".to_string())),
         _ => return Err(Status::path_not_found()),
     };
@@ -101,6 +101,8 @@ pub fn parse(path: &str, method: &str, watch: bool) -> Result<Target, Status> {
         ("PATCH", true) => "patch",
         ("DELETE", true) => "delete",
         ("DELETE", false) => "deletecollection",
+        // Any method goes through a proxy subresource.
+        ("OPTIONS", true) if subresource.as_deref() == Some("proxy") => "options",
         _ => {
             return Err(Status::new(
                 405,
@@ -248,7 +250,12 @@ mod tests {
             (r.name.as_deref(), r.subresource.as_deref(), r.verb),
             (Some("n1"), Some("proxy"), "get")
         );
-        assert!(parse("/api/v1/namespaces/d/pods/p/proxy/x", "GET", false).is_err());
+        let r = info("/api/v1/namespaces/d/pods/p:80/proxy/x", "OPTIONS");
+        assert_eq!(
+            (r.name.as_deref(), r.subresource.as_deref(), r.verb),
+            (Some("p:80"), Some("proxy"), "options")
+        );
+        assert!(parse("/api/v1/namespaces/d/pods/p/logs/x", "GET", false).is_err());
         assert_eq!(parse("/apis", "GET", false).unwrap(), Target::Groups);
         assert_eq!(
             parse("/apis/apps/v1", "GET", false).unwrap(),

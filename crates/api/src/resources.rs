@@ -122,9 +122,9 @@ macro_rules! resources {
 
 resources! {
     "" "v1" "Namespace" "namespaces" "namespace" false ["ns"] NONE &["status", "finalize"], "namespaces" ["status.phase"];
-    "" "v1" "Pod" "pods" "pod" true ["po"] ALL &["status", "binding", "eviction", "log", "exec", "attach", "portforward", "ephemeralcontainers"], "pods"
+    "" "v1" "Pod" "pods" "pod" true ["po"] ALL &["status", "binding", "eviction", "log", "exec", "attach", "portforward", "proxy", "ephemeralcontainers"], "pods"
         ["spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName"];
-    "" "v1" "Service" "services" "service" true ["svc"] ALL STATUS, "services/specs" [];
+    "" "v1" "Service" "services" "service" true ["svc"] ALL STATUS_PROXY, "services/specs" [];
     "" "v1" "Endpoints" "endpoints" "endpoints" true ["ep"] NONE &[], "services/endpoints" [];
     "" "v1" "ConfigMap" "configmaps" "configmap" true ["cm"] NONE &[], "configmaps" [];
     "" "v1" "Secret" "secrets" "secret" true [] NONE &[], "secrets" ["type"];

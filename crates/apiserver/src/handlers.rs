@@ -765,6 +765,10 @@ async fn resource(
         ("get", Some("proxy")) if r.plural == "nodes" => {
             crate::podlogs::node_proxy(reg, &app.kubelet, &name, req.uri()).await
         }
+        (_, Some("proxy")) if r.plural == "pods" || r.plural == "services" => {
+            let ns = ns.unwrap_or("default").to_string();
+            crate::podproxy::proxy(reg, &app.kubelet, r.plural, &ns, &name, req).await
+        }
         ("get", Some("log")) => {
             crate::podlogs::logs(reg, &app.kubelet, ns.unwrap_or("default"), &name, &query).await
         }

@@ -24,6 +24,7 @@ pub mod handlers;
 pub mod object;
 pub mod pki;
 pub mod podlogs;
+pub mod podproxy;
 pub mod podstream;
 pub mod registry;
 pub mod server;

@@ -66,6 +66,8 @@ static POD_LOG_OPTIONS: Resource = Resource {
 pub struct KubeletClient {
     pub(crate) verified: Arc<rustls::ClientConfig>,
     pub(crate) unverified: Arc<rustls::ClientConfig>,
+    /// No client certificate and no verification: for HTTPS to pods (`pods/https:p:443/proxy`).
+    pub(crate) anonymous: Arc<rustls::ClientConfig>,
 }
 
 impl KubeletClient {
@@ -98,12 +100,18 @@ impl KubeletClient {
             .with_custom_certificate_verifier(Arc::new(AnyServer(provider.clone())))
             .with_client_auth_cert(chain, key()?)
             .map_err(|e| format!("kubelet client certificate: {e}"))?;
+        let mut anonymous = builder()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServer(provider.clone())))
+            .with_no_client_auth();
         // One HTTP/1.1 request per connection.
-        verified.alpn_protocols = vec![b"http/1.1".to_vec()];
-        unverified.alpn_protocols = vec![b"http/1.1".to_vec()];
+        for c in [&mut verified, &mut unverified, &mut anonymous] {
+            c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        }
         Ok(KubeletClient {
             verified: Arc::new(verified),
             unverified: Arc::new(unverified),
+            anonymous: Arc::new(anonymous),
         })
     }
 }

@@ -142,6 +142,68 @@ spec:
         format!("hello from {first_name}")
     );
 
+    // The API server's proxy subresources: to a pod's port, and to a service's endpoints.
+    assert_eq!(
+        get(
+            &c,
+            &[
+                "get",
+                "--raw",
+                &format!("/api/v1/namespaces/default/pods/{first_name}:8080/proxy/")
+            ]
+        ),
+        format!("hello from {first_name}")
+    );
+    // Other methods go through as they are: busybox httpd refuses a POST to a file.
+    let post = c.kubectl_in(
+        &[
+            "create",
+            "--raw",
+            &format!("/api/v1/namespaces/default/pods/{first_name}:8080/proxy/index.html"),
+            "-f",
+            "-",
+        ],
+        Some("{}"),
+    );
+    assert!(
+        post.err().contains("501 Not Implemented"),
+        "{}",
+        post.stderr
+    );
+    c.kubectl(&[
+        "expose",
+        "deployment",
+        "web",
+        "--port",
+        "80",
+        "--target-port",
+        "8080",
+    ])
+    .out();
+    patiently("the service's endpoints", 60, || {
+        get(
+            &c,
+            &[
+                "get",
+                "--raw",
+                "/api/v1/namespaces/default/services/web:80/proxy/",
+            ],
+        )
+        .starts_with("hello from web-")
+    });
+    let absent = c.kubectl(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/services/web:81/proxy/",
+    ]);
+    assert!(
+        absent
+            .err()
+            .contains("no service port \"81\" found for service \"web\""),
+        "{}",
+        absent.stderr
+    );
+
     // Graceful deletion: the pod goes within its grace period (3 s; httpd ignores SIGTERM as
     // pid 1, so it takes the SIGKILL), and its address stops answering.
     let t0 = std::time::Instant::now();
