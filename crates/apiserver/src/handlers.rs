@@ -770,7 +770,14 @@ async fn resource(
             crate::podproxy::proxy(reg, &app.kubelet, r.plural, &ns, &name, req).await
         }
         ("get", Some("log")) => {
-            crate::podlogs::logs(reg, &app.kubelet, ns.unwrap_or("default"), &name, &query).await
+            let logs =
+                crate::podlogs::logs(reg, &app.kubelet, ns.unwrap_or("default"), &name, &query)
+                    .await?;
+            if crate::wsstream::is_websocket(&headers) {
+                let mut req = req;
+                return Ok(crate::wsstream::stream(&mut req, logs.into_body()));
+            }
+            Ok(logs)
         }
         ("create", Some(sub @ ("exec" | "attach" | "portforward"))) => {
             let (ns, sub) = (ns.unwrap_or("default").to_string(), sub.to_string());

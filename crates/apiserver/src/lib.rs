@@ -30,5 +30,6 @@ pub mod registry;
 pub mod server;
 pub mod strategy;
 pub mod typed;
+pub mod wsstream;
 
 pub use server::{Config, Server, start};

@@ -396,6 +396,7 @@ spec:
     }
 
     kube_rs_exec_and_port_forward(&c);
+    logs_over_websocket(&c, &image.name);
 
     // The pod goes away: kubectl port-forward ends.
     let log = dir.path().join("gone.log");
@@ -555,5 +556,82 @@ fn kube_rs_exec_and_port_forward(c: &Cluster) {
         );
         assert!(a.ends_with("port-a\n"), "{a}");
         assert!(b.ends_with("199999\n200000\n"), "{} bytes", b.len());
+    });
+}
+
+/// `pods/{name}/log` over a WebSocket, as upstream's conformance test reads it: binary
+/// messages (`binary.k8s.io`) or base64 text (`base64.binary.k8s.io`).
+fn logs_over_websocket(c: &Cluster, image: &str) {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let manifest = format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: talker}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {image}
+    command: [sh, -c, 'echo container is alive; sleep 3600']
+"
+    );
+    run_pod(c, &manifest, "talker");
+    patiently("the log line", 30, || {
+        get(c, &["logs", "talker"]) == "container is alive"
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let kubeconfig = kube::config::Kubeconfig::read_from(c.kubeconfig()).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        for protocol in ["binary.k8s.io", "base64.binary.k8s.io"] {
+            let req =
+                hyper::Request::get("/api/v1/namespaces/default/pods/talker/log?container=main")
+                    .header("connection", "Upgrade")
+                    .header("upgrade", "websocket")
+                    .header("sec-websocket-version", "13")
+                    .header(
+                        "sec-websocket-key",
+                        tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+                    )
+                    .header("sec-websocket-protocol", protocol)
+                    .body(kube::client::Body::empty())
+                    .unwrap();
+            let resp = client.send(req).await.unwrap();
+            assert_eq!(resp.status(), 101, "{protocol}");
+            assert_eq!(resp.headers()["sec-websocket-protocol"], protocol);
+            let io = hyper::upgrade::on(resp).await.unwrap();
+            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                hyper_util::rt::TokioIo::new(io),
+                tokio_tungstenite::tungstenite::protocol::Role::Client,
+                None,
+            )
+            .await;
+            let mut got = Vec::new();
+            while let Some(msg) = ws.next().await {
+                match msg.unwrap() {
+                    Message::Binary(b) => got.extend_from_slice(&b),
+                    Message::Text(t) => {
+                        use base64::Engine as _;
+                        got.extend(
+                            base64::engine::general_purpose::STANDARD
+                                .decode(t.as_str())
+                                .unwrap(),
+                        )
+                    }
+                    Message::Close(_) => break,
+                    _ => {}
+                }
+            }
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                "container is alive\n",
+                "{protocol}"
+            );
+        }
     });
 }
