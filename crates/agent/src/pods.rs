@@ -267,6 +267,7 @@ impl PodState {
                 return Ok(());
             }
         }
+        runtime_handler(ctx, pod).await?;
         let _pass = ctx.gate.enter(self.arrival).await;
         let dir = ctx.pod_dir(&self.uid);
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -1381,12 +1382,27 @@ fn pod_limits(pod: &Pod) -> runtime::cgroups::Limits {
         Some(apps.max(init.into_iter().max().unwrap_or(0)))
     };
     let period = 100_000u64;
-    let memory = need(&|r| r.memory_limit.map(|m| m.max(0) as u64));
-    let quota = need(&|r| r.cpu_quota.map(|q| q.max(0) as u64));
+    // The RuntimeClass's overhead (`spec.overhead`) adds to each sum, as upstream's.
+    let overhead = |k: &str| {
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.overhead.as_ref())
+            .and_then(|o| o.get(k))
+            .and_then(|q| api::quantity::Quantity::parse(&q.0).ok())
+    };
+    let cpu_overhead = overhead("cpu").map_or(0, |q| q.milli().max(0) as u64);
+    let memory_overhead = overhead("memory").map_or(0, |q| q.units().max(0) as u64);
+    let memory = need(&|r| r.memory_limit.map(|m| m.max(0) as u64)).map(|m| m + memory_overhead);
+    let quota =
+        need(&|r| r.cpu_quota.map(|q| q.max(0) as u64)).map(|q| q + cpu_overhead * period / 1000);
     // Containers without a CPU request (the minimum 2 shares) add nothing.
-    let shares = need(&|r| Some(r.cpu_shares.filter(|s| *s > 2).unwrap_or(0)))
-        .unwrap_or(0)
-        .max(2);
+    let shares = (need(&|r| Some(r.cpu_shares.filter(|s| *s > 2).unwrap_or(0))).unwrap_or(0)
+        + if cpu_overhead > 0 {
+            runtime::spec::cpu_shares(cpu_overhead)
+        } else {
+            0
+        })
+    .max(2);
     runtime::cgroups::Limits {
         memory,
         cpu_shares: shares,
@@ -1716,6 +1732,32 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
                 }
             }
         }
+    }
+}
+
+/// Checks that the pod's RuntimeClass names this agent's runtime (`runc`, or `crun`) as its
+/// handler, as containerd refuses handlers it has no runtime for.
+async fn runtime_handler(ctx: &Ctx, pod: &Pod) -> Result<(), String> {
+    let Some(class) = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.runtime_class_name.as_deref())
+        .filter(|n| !n.is_empty())
+    else {
+        return Ok(());
+    };
+    let api: Api<k8s_openapi::api::node::v1::RuntimeClass> = Api::all(ctx.client.clone());
+    let handler = api
+        .get(class)
+        .await
+        .map_err(|e| format!("Failed to create pod sandbox: getting RuntimeClass {class:?}: {e}"))?
+        .handler;
+    if handler == ctx.runc.name() {
+        Ok(())
+    } else {
+        Err(format!(
+            "Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox runtime: no runtime for {handler:?} is configured"
+        ))
     }
 }
 

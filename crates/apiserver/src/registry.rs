@@ -378,6 +378,7 @@ impl Registry {
                 crate::admission::limit_ranger(self, &self.store, ns, &mut obj).await?;
             }
             crate::admission::pod_priority(self, &self.store, &mut obj).await?;
+            crate::admission::runtime_class(self, &mut obj).await?;
             crate::admission::default_toleration_seconds(&mut obj);
         }
         let name = meta_str(&obj, "name").to_string();

@@ -1122,7 +1122,7 @@ spec:
 }
 
 #[test]
-fn termination_messages_sysctls_sub_paths_and_dns_config() {
+fn termination_messages_sysctls_sub_paths_dns_and_runtime_classes() {
     let image = busybox();
     let c = Cluster::start_with_agent("node-i", 211, &[]);
     node_ready(&c, "node-i");
@@ -1211,6 +1211,49 @@ spec:
         .out();
     }
 
+    // RuntimeClasses: admitted by name, with their overhead; run only by the agent's handler.
+    c.apply(
+        "apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata: {name: plain}
+handler: runc
+overhead: {podFixed: {cpu: 100m, memory: 16Mi}}
+---
+apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata: {name: vm}
+handler: kata
+",
+    )
+    .out();
+    c.apply(&pod(
+        "classy",
+        "  runtimeClassName: plain",
+        "    command: ['true']\n",
+    ))
+    .out();
+    c.apply(&pod(
+        "virtual",
+        "  runtimeClassName: vm",
+        "    command: ['true']\n",
+    ))
+    .out();
+    let absent = c.apply(&pod(
+        "nowhere",
+        "  runtimeClassName: absent",
+        "    command: ['true']\n",
+    ));
+    assert!(
+        absent.err().contains(
+            "pods \"nowhere\" is forbidden: pod rejected: RuntimeClass \"absent\" not found"
+        ),
+        "{}",
+        absent.err()
+    );
+    assert_eq!(
+        jsonpath(&c, &["pod", "classy"], "{.spec.overhead.memory}"),
+        "16Mi"
+    );
     // dnsPolicy None: exactly the pod's dnsConfig.
     c.apply(&pod(
         "resolver",
@@ -1238,6 +1281,21 @@ spec:
         host_value
     );
     assert_eq!(get(&c, &["logs", "expanded"]), "f");
+    patiently("the runtime-class pod to finish", 30, || {
+        terminated("classy", "reason") == "Completed"
+    });
+    patiently("no runtime for the vm handler", 30, || {
+        get(
+            &c,
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=virtual",
+            ],
+        )
+        .contains("failed to get sandbox runtime: no runtime for \"kata\" is configured")
+    });
     patiently("the resolver pod to finish", 30, || {
         !terminated("resolver", "reason").is_empty()
     });
