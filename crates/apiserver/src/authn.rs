@@ -212,10 +212,19 @@ pub fn authorize(who: &Identity, request: Option<&RequestInfo>) -> bool {
         && ["create", "get", "list", "watch"].contains(&info.verb)
 }
 
+/// The node a node agent's identity names (`system:node:<name>` in `system:nodes`).
+pub fn node_name(who: &Identity) -> Option<&str> {
+    if who.groups.iter().any(|g| g == "system:nodes") {
+        who.user.strip_prefix("system:node:")
+    } else {
+        None
+    }
+}
+
 /// What node `node`'s agent may do: the rules of upstream's Node authorizer (its `system:node`
 /// role), and, where the URL names the object, only to its own Node and Lease (what upstream's
 /// NodeRestriction admission adds). Reading Secrets, ConfigMaps and volumes is limited to `get`
-/// by name; upstream further limits it to the objects its pods use, which is not done here.
+/// by name, and further to those its pods use ([`crate::nodegraph`]).
 pub fn node_may(node: &str, info: &RequestInfo) -> bool {
     let verb = info.verb;
     let read = matches!(verb, "get" | "list" | "watch");

@@ -21,6 +21,7 @@ pub mod discovery;
 pub mod eviction;
 pub mod fieldcheck;
 pub mod handlers;
+pub mod nodegraph;
 pub mod object;
 pub mod pki;
 pub mod podlogs;

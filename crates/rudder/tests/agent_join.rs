@@ -283,6 +283,45 @@ fn a_node_joins_with_the_token_and_gets_its_certificates_signed() {
     );
     let create = as_node(&["create", "deployment", "d", "--image=busybox"]);
     assert!(create.err().contains("forbidden"), "{}", create.stderr);
+    // Of secrets, only those its pods use (the image is on loopback, nothing is pulled).
+    c.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "related",
+        "--from-literal=k=v",
+    ])
+    .out();
+    c.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "unrelated",
+        "--from-literal=k=v",
+    ])
+    .out();
+    c.apply(
+        "apiVersion: v1
+kind: Pod
+metadata: {name: user}
+spec:
+  nodeName: joined
+  containers:
+  - name: c
+    image: 127.0.0.1:1/none
+    env: [{name: K, valueFrom: {secretKeyRef: {name: related, key: k}}}]
+",
+    )
+    .out();
+    assert!(as_node(&["get", "secret", "related"]).ok);
+    let unrelated = as_node(&["get", "secret", "unrelated"]);
+    assert!(
+        unrelated.err().contains(
+            "secrets \"unrelated\" is forbidden: User \"system:node:joined\" cannot get resource \"secrets\" in API group \"\" in the namespace \"default\": no relationship found between node 'joined' and this object"
+        ),
+        "{}",
+        unrelated.stderr
+    );
 
     // A restart reuses the certificates: no new request.
     agent.stop();

@@ -1,0 +1,162 @@
+//! The relationship half of upstream's Node authorizer: a node may read a Secret, ConfigMap,
+//! PersistentVolumeClaim or PersistentVolume only when a pod bound to it uses that object.
+//! Upstream keeps a graph fed by informers; here the node's pods are listed when such a read
+//! comes (a node agent makes them when it starts containers and refreshes volumes).
+
+use serde_json::Value;
+
+use crate::podlogs::resource;
+use crate::registry::{ListOptions, Registry};
+use api::Status;
+use api::request::RequestInfo;
+
+/// Whether node `node` may make `info` as far as relationships go: `Ok(true)` for requests
+/// that need none.
+pub async fn related(reg: &Registry, node: &str, info: &RequestInfo) -> Result<bool, Status> {
+    let r = info.resource;
+    let (Some(name), "") = (info.name.as_deref(), r.group) else {
+        return Ok(true);
+    };
+    let kind = match r.plural {
+        "secrets" | "configmaps" | "persistentvolumeclaims" | "persistentvolumes" => r.plural,
+        _ => return Ok(true),
+    };
+    let pods = node_pods(
+        reg,
+        node,
+        info.namespace.as_deref().filter(|_| r.namespaced),
+    )
+    .await?;
+    if kind != "persistentvolumes" {
+        return Ok(pods.iter().any(|p| uses(p, kind).iter().any(|n| n == name)));
+    }
+    // A volume is the node's when one of its pods' claims is bound to it.
+    for p in &pods {
+        let ns = p["metadata"]["namespace"].as_str().unwrap_or_default();
+        for claim in uses(p, "persistentvolumeclaims") {
+            if let Ok(pvc) = reg
+                .get(resource("persistentvolumeclaims"), Some(ns), &claim)
+                .await
+                && pvc["spec"]["volumeName"].as_str() == Some(name)
+            {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// The pods bound to `node`, in `ns` or everywhere.
+async fn node_pods(reg: &Registry, node: &str, ns: Option<&str>) -> Result<Vec<Value>, Status> {
+    let mut opts = ListOptions::default();
+    opts.fields
+        .0
+        .push(("spec.nodeName".into(), true, node.to_string()));
+    Ok(reg.list(resource("pods"), ns, &opts).await?.items)
+}
+
+/// The names of the objects of `kind` that `pod` uses.
+fn uses(pod: &Value, kind: &str) -> Vec<String> {
+    let spec = &pod["spec"];
+    let mut names = Vec::new();
+    let mut add = |v: &Value| {
+        if let Some(n) = v.as_str().filter(|n| !n.is_empty()) {
+            names.push(n.to_string());
+        }
+    };
+    let containers = ["containers", "initContainers", "ephemeralContainers"]
+        .iter()
+        .flat_map(|k| spec[*k].as_array().cloned().unwrap_or_default());
+    let volumes = spec["volumes"].as_array().cloned().unwrap_or_default();
+    match kind {
+        "secrets" => {
+            for s in spec["imagePullSecrets"].as_array().into_iter().flatten() {
+                add(&s["name"]);
+            }
+            for c in containers {
+                for e in c["env"].as_array().into_iter().flatten() {
+                    add(&e["valueFrom"]["secretKeyRef"]["name"]);
+                }
+                for e in c["envFrom"].as_array().into_iter().flatten() {
+                    add(&e["secretRef"]["name"]);
+                }
+            }
+            for v in &volumes {
+                add(&v["secret"]["secretName"]);
+                add(&v["azureFile"]["secretName"]);
+                for source in v["projected"]["sources"].as_array().into_iter().flatten() {
+                    add(&source["secret"]["name"]);
+                }
+                for plugin in [
+                    "cephfs",
+                    "rbd",
+                    "iscsi",
+                    "flexVolume",
+                    "scaleIO",
+                    "storageos",
+                ] {
+                    add(&v[plugin]["secretRef"]["name"]);
+                }
+                add(&v["csi"]["nodePublishSecretRef"]["name"]);
+            }
+        }
+        "configmaps" => {
+            for c in containers {
+                for e in c["env"].as_array().into_iter().flatten() {
+                    add(&e["valueFrom"]["configMapKeyRef"]["name"]);
+                }
+                for e in c["envFrom"].as_array().into_iter().flatten() {
+                    add(&e["configMapRef"]["name"]);
+                }
+            }
+            for v in &volumes {
+                add(&v["configMap"]["name"]);
+                for source in v["projected"]["sources"].as_array().into_iter().flatten() {
+                    add(&source["configMap"]["name"]);
+                }
+            }
+        }
+        "persistentvolumeclaims" => {
+            let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default();
+            for v in &volumes {
+                add(&v["persistentVolumeClaim"]["claimName"]);
+                if !v["ephemeral"].is_null() {
+                    // A generic ephemeral volume's claim is named after the pod and volume.
+                    let volume = v["name"].as_str().unwrap_or_default();
+                    add(&Value::String(format!("{pod_name}-{volume}")));
+                }
+            }
+        }
+        _ => {}
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_pod_uses_what_it_names() {
+        let pod = json!({"metadata": {"name": "web"}, "spec": {
+            "imagePullSecrets": [{"name": "pull"}],
+            "initContainers": [{"name": "i", "envFrom": [{"secretRef": {"name": "init-env"}}]}],
+            "containers": [{"name": "c", "env": [
+                {"name": "A", "valueFrom": {"secretKeyRef": {"name": "env", "key": "k"}}},
+                {"name": "B", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "k"}}}]}],
+            "volumes": [
+                {"name": "s", "secret": {"secretName": "certs"}},
+                {"name": "p", "projected": {"sources": [{"configMap": {"name": "bundle"}}, {"secret": {"name": "token"}}]}},
+                {"name": "d", "persistentVolumeClaim": {"claimName": "data"}},
+                {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {}}}]}});
+        let mut secrets = uses(&pod, "secrets");
+        secrets.sort();
+        assert_eq!(secrets, ["certs", "env", "init-env", "pull", "token"]);
+        assert_eq!(uses(&pod, "configmaps"), ["settings", "bundle"]);
+        assert_eq!(
+            uses(&pod, "persistentvolumeclaims"),
+            ["data", "web-scratch"]
+        );
+    }
+}
