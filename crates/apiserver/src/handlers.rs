@@ -305,26 +305,12 @@ pub async fn api(State(app): State<Arc<App>>, req: Request) -> Response {
         };
         return status_response(&s);
     }
-    // A node reads a secret, config map or volume only when one of its pods uses it.
-    if let (Target::Resource(info), Some(node)) = (&target, crate::authn::node_name(&who)) {
-        match crate::nodegraph::related(&app.registry, node, info).await {
-            Ok(true) => {}
-            Ok(false) => {
-                let s = Status::forbidden(
-                    info.resource,
-                    info.name.as_deref().unwrap_or(""),
-                    &who.user,
-                    info.verb,
-                    info.namespace.as_deref(),
-                );
-                let message = format!(
-                    "{}: no relationship found between node '{node}' and this object",
-                    s.message
-                );
-                return status_response(&Status { message, ..s });
-            }
-            Err(s) => return status_response(&s),
-        }
+    // A node reads a secret, config map or volume only when one of its pods uses it, and
+    // changes only its own pods.
+    if let (Target::Resource(info), Some(node)) = (&target, crate::authn::node_name(&who))
+        && let Err(s) = crate::nodegraph::check(&app.registry, &who.user, node, info).await
+    {
+        return status_response(&s);
     }
     let aggregated = discovery::wants_aggregated(
         req.headers()

@@ -1,5 +1,7 @@
 //! The relationship half of upstream's Node authorizer: a node may read a Secret, ConfigMap,
-//! PersistentVolumeClaim or PersistentVolume only when a pod bound to it uses that object.
+//! PersistentVolumeClaim or PersistentVolume only when a pod bound to it uses that object, and
+//! (as upstream's NodeRestriction admission) change the status of, delete or evict only pods
+//! bound to it.
 //! Upstream keeps a graph fed by informers; here the node's pods are listed when such a read
 //! comes (a node agent makes them when it starts containers and refreshes volumes).
 
@@ -10,17 +12,65 @@ use crate::registry::{ListOptions, Registry};
 use api::Status;
 use api::request::RequestInfo;
 
-/// Whether node `node` may make `info` as far as relationships go: `Ok(true)` for requests
-/// that need none.
-pub async fn related(reg: &Registry, node: &str, info: &RequestInfo) -> Result<bool, Status> {
+/// Refuses what node `node` (user `user`) may not do for want of a relationship: `Ok(())` for
+/// requests that need none.
+pub async fn check(
+    reg: &Registry,
+    user: &str,
+    node: &str,
+    info: &RequestInfo,
+) -> Result<(), Status> {
     let r = info.resource;
-    let (Some(name), "") = (info.name.as_deref(), r.group) else {
-        return Ok(true);
+    let Some(name) = info.name.as_deref().filter(|_| r.group.is_empty()) else {
+        return Ok(());
     };
-    let kind = match r.plural {
-        "secrets" | "configmaps" | "persistentvolumeclaims" | "persistentvolumes" => r.plural,
-        _ => return Ok(true),
+    // A pod's status, deletion and eviction: only pods bound to the node (NodeRestriction).
+    let what = match (r.plural, info.subresource.as_deref(), info.verb) {
+        ("pods", Some("status"), "update" | "patch") => Some("update pod status for"),
+        ("pods", None, "delete") => Some("delete"),
+        ("pods", Some("eviction"), _) => Some("evict"),
+        _ => None,
     };
+    if let Some(what) = what {
+        return match reg.get(r, info.namespace.as_deref(), name).await {
+            Ok(pod) if pod["spec"]["nodeName"].as_str() != Some(node) => Err(Status::new(
+                403,
+                "Forbidden",
+                format!(
+                    "pods {name:?} is forbidden: node {node:?} can only {what} pods with spec.nodeName set to itself"
+                ),
+            )),
+            // Not there: the request itself says so.
+            Ok(_) | Err(Status { code: 404, .. }) => Ok(()),
+            Err(s) => Err(s),
+        };
+    }
+    if !matches!(
+        r.plural,
+        "secrets" | "configmaps" | "persistentvolumeclaims" | "persistentvolumes"
+    ) {
+        return Ok(());
+    }
+    if related(reg, node, info, name).await? {
+        return Ok(());
+    }
+    let s = Status::forbidden(r, name, user, info.verb, info.namespace.as_deref());
+    let message = format!(
+        "{}: no relationship found between node '{node}' and this object",
+        s.message
+    );
+    Err(Status { message, ..s })
+}
+
+/// Whether one of the node's pods uses the secret, config map, claim or volume `name`.
+async fn related(
+    reg: &Registry,
+    node: &str,
+    info: &RequestInfo,
+    name: &str,
+) -> Result<bool, Status> {
+    let r = info.resource;
+    let kind = r.plural;
     let pods = node_pods(
         reg,
         node,

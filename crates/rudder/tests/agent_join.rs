@@ -314,6 +314,26 @@ spec:
     )
     .out();
     assert!(as_node(&["get", "secret", "related"]).ok);
+    // Of pods, it deletes only its own.
+    c.apply(
+        "apiVersion: v1
+kind: Pod
+metadata: {name: elsewhere}
+spec:
+  nodeName: other
+  containers: [{name: c, image: 127.0.0.1:1/none}]
+",
+    )
+    .out();
+    let delete = as_node(&["delete", "pod", "elsewhere", "--wait=false"]);
+    assert!(
+        delete.err().contains(
+            "pods \"elsewhere\" is forbidden: node \"joined\" can only delete pods with spec.nodeName set to itself"
+        ),
+        "{}",
+        delete.stderr
+    );
+    assert!(as_node(&["delete", "pod", "user", "--wait=false"]).ok);
     let unrelated = as_node(&["get", "secret", "unrelated"]);
     assert!(
         unrelated.err().contains(
