@@ -63,6 +63,8 @@ pub struct Config {
     pub tls: Option<(String, String, String)>,
     /// When unused images are removed.
     pub image_gc: ImageGc,
+    /// Sysctls allowed beyond the safe set (`kernel.msg*`: a prefix).
+    pub allowed_unsafe_sysctls: Vec<String>,
 }
 
 /// The image garbage collector's policy (the kubelet's image GC settings).

@@ -363,7 +363,7 @@ impl PodState {
             return;
         }
         if self.sandbox.is_none()
-            && let Some(bad) = forbidden_sysctl(pod)
+            && let Some(bad) = forbidden_sysctl(pod, &ctx.config.allowed_unsafe_sysctls)
         {
             // Refused before anything runs, as the kubelet's admission refuses it.
             let msg = format!("forbidden sysctl: {bad:?} not allowlisted");
@@ -1805,12 +1805,16 @@ fn sysctls(pod: &Pod) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The first of the pod's sysctls this agent does not allow.
-fn forbidden_sysctl(pod: &Pod) -> Option<String> {
-    sysctls(pod)
-        .into_iter()
-        .map(|(name, _)| name)
-        .find(|name| !SAFE_SYSCTLS.contains(&name.as_str()))
+/// The first of the pod's sysctls this agent does not allow: neither safe nor matched by one
+/// of `allowed` (`--allowed-unsafe-sysctls`; `kernel.msg*` matches a prefix).
+fn forbidden_sysctl(pod: &Pod, allowed: &[String]) -> Option<String> {
+    let matches = |name: &str, pattern: &str| match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == pattern,
+    };
+    sysctls(pod).into_iter().map(|(name, _)| name).find(|name| {
+        !SAFE_SYSCTLS.contains(&name.as_str()) && !allowed.iter().any(|p| matches(name, p))
+    })
 }
 
 /// The seccomp filter for a container's (or else its pod's) `seccompProfile`. `Localhost`

@@ -2,8 +2,9 @@
 //! (what the API server proxies `kubectl logs` to), `GET /logs/...` (the node's `/var/log`),
 //! `GET /stats/summary` and `GET /healthz`.
 //!
-//! Every caller presents a client certificate signed by the cluster CA ([`tls_config`]); the API
-//! server's is `kube-apiserver-kubelet-client`. Logs are read from the CRI log files the
+//! Every caller presents a client certificate signed by the cluster CA ([`tls_config`]); only
+//! the API server's (`kube-apiserver-kubelet-client`) and administrators' (`system:masters`)
+//! are served, others get 403. Logs are read from the CRI log files the
 //! containers' monitors write under `<root>/<namespace>_<pod>_<uid>/<container>/<restart>.log`,
 //! with the kubelet's query parameters and error texts.
 
@@ -109,6 +110,22 @@ pub(crate) async fn serve(
                     }
                     Err(_) => return,
                 };
+            // Only the API server (and the cluster's administrators) may use the endpoint;
+            // other holders of cluster certificates, such as other nodes, get 403.
+            let user = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| client_identity(c))
+                .unwrap_or_default();
+            let app = if user.0 == API_SERVER_CLIENT || user.1.iter().any(|g| g == "system:masters")
+            {
+                app
+            } else {
+                tracing::debug!(%peer, user = %user.0, "refused a client of the node's endpoint");
+                forbidden(user.0)
+            };
             let service = hyper_util::service::TowerToHyperService::new(app);
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder
@@ -119,6 +136,47 @@ pub(crate) async fn serve(
             }
         });
     }
+}
+
+/// The common name of the API server's client certificate for node agents.
+const API_SERVER_CLIENT: &str = "kube-apiserver-kubelet-client";
+
+/// A client certificate's user (CN) and groups (O).
+fn client_identity(der: &CertificateDer<'_>) -> (String, Vec<String>) {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Default::default();
+    };
+    let subject = cert.subject();
+    let text = |a: &x509_parser::x509::AttributeTypeAndValue<'_>| {
+        a.as_str().map(str::to_string).unwrap_or_default()
+    };
+    (
+        subject
+            .iter_common_name()
+            .next()
+            .map(text)
+            .unwrap_or_default(),
+        subject.iter_organization().map(text).collect(),
+    )
+}
+
+/// Every request refused, as the kubelet's authorizer refuses a user it does not allow.
+fn forbidden(user: String) -> Router {
+    Router::new().fallback(move |req: axum::extract::Request| {
+        let user = user.clone();
+        async move {
+            let path = req.uri().path();
+            let sub = match path.split('/').nth(1).unwrap_or_default() {
+                "containerLogs" | "logs" => "log",
+                "stats" => "stats",
+                _ => "proxy",
+            };
+            text(
+                StatusCode::FORBIDDEN,
+                format!("Forbidden (user={user}, verb=get, resource=nodes, subresource={sub})"),
+            )
+        }
+    })
 }
 
 /// The logs and stats routes.
@@ -580,6 +638,8 @@ mod tests {
         ca: String,
         server: (String, String),
         client: (String, String),
+        /// Another node's client certificate, from the same CA.
+        other_node: (String, String),
     }
 
     fn pki() -> Pki {
@@ -610,11 +670,16 @@ mod tests {
                 "kube-apiserver-kubelet-client",
                 ExtendedKeyUsagePurpose::ClientAuth,
             ),
+            other_node: leaf("system:node:other", ExtendedKeyUsagePurpose::ClientAuth),
             ca: ca_pem,
         }
     }
 
     fn client_config(pki: &Pki, with_cert: bool) -> Arc<rustls::ClientConfig> {
+        client_config_as(pki, with_cert.then_some(&pki.client))
+    }
+
+    fn client_config_as(pki: &Pki, cert: Option<&(String, String)>) -> Arc<rustls::ClientConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots
@@ -624,9 +689,9 @@ mod tests {
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots);
-        Arc::new(if with_cert {
-            let chain = vec![CertificateDer::from_pem_slice(pki.client.0.as_bytes()).unwrap()];
-            let key = PrivateKeyDer::from_pem_slice(pki.client.1.as_bytes()).unwrap();
+        Arc::new(if let Some((cert, key)) = cert {
+            let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
             builder.with_client_auth_cert(chain, key).unwrap()
         } else {
             builder.with_no_client_auth()
@@ -718,6 +783,23 @@ mod tests {
         assert_eq!(code, StatusCode::NOT_FOUND);
         let (code, _) = text_of(get(addr, client.clone(), "/pods").await.unwrap()).await;
         assert_eq!(code, StatusCode::NOT_FOUND);
+
+        // Another holder of a cluster certificate, such as another node, is refused.
+        let (code, body) = text_of(
+            get(
+                addr,
+                client_config_as(&pki, Some(&pki.other_node)),
+                "/healthz",
+            )
+            .await
+            .unwrap(),
+        )
+        .await;
+        assert_eq!(code, StatusCode::FORBIDDEN);
+        assert_eq!(
+            body,
+            "Forbidden (user=system:node:other, verb=get, resource=nodes, subresource=proxy)"
+        );
 
         // The node's log directory: listings and files, nothing above it.
         let (code, listing) = text_of(get(addr, client.clone(), "/logs/").await.unwrap()).await;

@@ -586,6 +586,11 @@ pub(crate) struct AgentArgs {
     /// (imageMinimumGCAge).
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     pub(crate) image_gc_min_age: std::time::Duration,
+
+    /// Sysctls pods may set beyond the safe set, comma-separated; a trailing `*` matches a
+    /// prefix (`kernel.msg*,net.core.somaxconn`).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) allowed_unsafe_sysctls: Vec<String>,
 }
 
 /// Options of `rudder agent`: a kubeconfig with the node's credentials, or a server and a

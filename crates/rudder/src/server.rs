@@ -75,6 +75,7 @@ pub(crate) fn agent_config(
             period: args.image_gc_period,
             min_age: args.image_gc_min_age,
         },
+        allowed_unsafe_sysctls: args.allowed_unsafe_sysctls.clone(),
     })
 }
 

@@ -1124,7 +1124,7 @@ spec:
 #[test]
 fn termination_messages_sysctls_sub_paths_dns_and_runtime_classes() {
     let image = busybox();
-    let c = Cluster::start_with_agent("node-i", 211, &[]);
+    let c = Cluster::start_with_agent("node-i", 211, &["--allowed-unsafe-sysctls", "kernel.msg*"]);
     node_ready(&c, "node-i");
     let pod = |name: &str, spec: &str, container: &str| {
         format!(
@@ -1165,8 +1165,15 @@ spec:
     .out();
     c.apply(&pod(
         "unsafe",
-        "  securityContext: {sysctls: [{name: kernel.msgmax, value: '10000'}]}",
+        "  securityContext: {sysctls: [{name: net.core.somaxconn, value: '1000'}]}",
         "    command: ['true']\n",
+    ))
+    .out();
+    // One allowed with --allowed-unsafe-sysctls.
+    c.apply(&pod(
+        "allowed",
+        "  securityContext: {sysctls: [{name: kernel.msgmax, value: '10000'}]}",
+        "    command: [cat, /proc/sys/kernel/msgmax]\n",
     ))
     .out();
     let invalid = c.apply(&pod(
@@ -1312,8 +1319,12 @@ handler: kata
     );
     assert_eq!(
         jsonpath(&c, &["pod", "unsafe"], "{.status.message}"),
-        "Pod was rejected: forbidden sysctl: \"kernel.msgmax\" not allowlisted"
+        "Pod was rejected: forbidden sysctl: \"net.core.somaxconn\" not allowlisted"
     );
+    patiently("the allowed sysctl pod to finish", 30, || {
+        !terminated("allowed", "reason").is_empty()
+    });
+    assert_eq!(get(&c, &["logs", "allowed"]), "10000");
     for (name, msg) in [
         (
             "absolute",

@@ -343,6 +343,30 @@ spec:
         unrelated.stderr
     );
 
+    // The agent's own endpoint serves the API server and administrators, not other
+    // holders of cluster certificates such as nodes.
+    let curl = |cert: &Path, key: &Path| {
+        let out = Command::new("curl")
+            .args(["-sk", "--max-time", "10", "--cert"])
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .arg(format!("https://127.0.0.1:{port}/healthz"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let pki = agent.data().join("pki");
+    assert_eq!(
+        curl(
+            &pki.join("kubelet-client.crt"),
+            &pki.join("kubelet-client.key")
+        ),
+        "Forbidden (user=system:node:joined, verb=get, resource=nodes, subresource=proxy)"
+    );
+    let tls = c.dir.path().join("tls");
+    assert_eq!(curl(&tls.join("admin.crt"), &tls.join("admin.key")), "ok");
+
     // A restart reuses the certificates: no new request.
     agent.stop();
     agent.spawn(&c, port);
