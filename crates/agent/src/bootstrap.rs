@@ -529,16 +529,22 @@ async fn presented_chain(host: &str, port: u16) -> Result<Vec<CertificateDer<'st
 /// A TLS client that accepts any server certificate (the handshake's signatures are still
 /// checked). For reading the chain a server presents before trusting it, and for HTTPS probes
 /// and hooks, which upstream's kubelet makes without verification too.
+/// Built once: probes ask for it every period.
 pub(crate) fn unverified_client() -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default TLS versions")
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
-            .with_no_client_auth(),
-    )
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            Arc::new(
+                rustls::ClientConfig::builder_with_provider(provider.clone())
+                    .with_safe_default_protocol_versions()
+                    .expect("ring supports the default TLS versions")
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
+                    .with_no_client_auth(),
+            )
+        })
+        .clone()
 }
 
 #[derive(Debug)]

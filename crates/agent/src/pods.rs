@@ -1396,13 +1396,14 @@ fn pod_limits(pod: &Pod) -> runtime::cgroups::Limits {
     let quota =
         need(&|r| r.cpu_quota.map(|q| q.max(0) as u64)).map(|q| q + cpu_overhead * period / 1000);
     // Containers without a CPU request (the minimum 2 shares) add nothing.
+    let overhead_shares = if cpu_overhead > 0 {
+        runtime::spec::cpu_shares(cpu_overhead)
+    } else {
+        0
+    };
     let shares = (need(&|r| Some(r.cpu_shares.filter(|s| *s > 2).unwrap_or(0))).unwrap_or(0)
-        + if cpu_overhead > 0 {
-            runtime::spec::cpu_shares(cpu_overhead)
-        } else {
-            0
-        })
-    .max(2);
+        + overhead_shares)
+        .max(2);
     runtime::cgroups::Limits {
         memory,
         cpu_shares: shares,
@@ -1875,6 +1876,24 @@ mod tests {
         assert_eq!(
             resolv_conf(&merged, host),
             "nameserver 10.0.0.2\nnameserver 1.1.1.1\nnameserver 8.8.8.8\nsearch corp.example\noptions edns0 ndots:5 single-request\n"
+        );
+    }
+
+    #[test]
+    fn the_pod_group_adds_the_runtime_class_overhead() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {
+                "overhead": {"cpu": "100m", "memory": "16Mi"},
+                "containers": [{"name": "c", "resources": {
+                    "limits": {"cpu": "250m", "memory": "32Mi"}}}]}}))
+        .unwrap();
+        let limits = pod_limits(&pod);
+        assert_eq!(limits.memory, Some(48 << 20));
+        assert_eq!(limits.cpu_quota, Some((35_000, 100_000)));
+        assert_eq!(
+            limits.cpu_shares,
+            runtime::spec::cpu_shares(250) + runtime::spec::cpu_shares(100)
         );
     }
 

@@ -200,10 +200,7 @@ pub fn authorize(who: &Identity, request: Option<&RequestInfo>) -> bool {
         return true;
     };
     if member("system:nodes") {
-        return who
-            .user
-            .strip_prefix("system:node:")
-            .is_some_and(|node| node_may(node, info));
+        return node_name(who).is_some_and(|node| node_may(node, info));
     }
     member(BOOTSTRAPPERS)
         && info.resource.group == "certificates.k8s.io"

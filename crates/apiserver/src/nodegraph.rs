@@ -114,29 +114,41 @@ fn uses(pod: &Value, kind: &str) -> Vec<String> {
             names.push(n.to_string());
         }
     };
-    let containers = ["containers", "initContainers", "ephemeralContainers"]
+    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    let containers: Vec<Value> = ["containers", "initContainers", "ephemeralContainers"]
         .iter()
-        .flat_map(|k| spec[*k].as_array().cloned().unwrap_or_default());
-    let volumes = spec["volumes"].as_array().cloned().unwrap_or_default();
+        .flat_map(|k| list(&spec[*k]))
+        .collect();
+    let volumes = list(&spec["volumes"]);
+    // Secrets and config maps are named alike from environments and projected volumes.
+    let refs = match kind {
+        "secrets" => Some(("secretKeyRef", "secretRef", "secret")),
+        "configmaps" => Some(("configMapKeyRef", "configMapRef", "configMap")),
+        _ => None,
+    };
+    if let Some((key_ref, from_ref, source)) = refs {
+        for c in &containers {
+            for e in list(&c["env"]) {
+                add(&e["valueFrom"][key_ref]["name"]);
+            }
+            for e in list(&c["envFrom"]) {
+                add(&e[from_ref]["name"]);
+            }
+        }
+        for v in &volumes {
+            for s in list(&v["projected"]["sources"]) {
+                add(&s[source]["name"]);
+            }
+        }
+    }
     match kind {
         "secrets" => {
-            for s in spec["imagePullSecrets"].as_array().into_iter().flatten() {
+            for s in list(&spec["imagePullSecrets"]) {
                 add(&s["name"]);
-            }
-            for c in containers {
-                for e in c["env"].as_array().into_iter().flatten() {
-                    add(&e["valueFrom"]["secretKeyRef"]["name"]);
-                }
-                for e in c["envFrom"].as_array().into_iter().flatten() {
-                    add(&e["secretRef"]["name"]);
-                }
             }
             for v in &volumes {
                 add(&v["secret"]["secretName"]);
                 add(&v["azureFile"]["secretName"]);
-                for source in v["projected"]["sources"].as_array().into_iter().flatten() {
-                    add(&source["secret"]["name"]);
-                }
                 for plugin in [
                     "cephfs",
                     "rbd",
@@ -151,19 +163,8 @@ fn uses(pod: &Value, kind: &str) -> Vec<String> {
             }
         }
         "configmaps" => {
-            for c in containers {
-                for e in c["env"].as_array().into_iter().flatten() {
-                    add(&e["valueFrom"]["configMapKeyRef"]["name"]);
-                }
-                for e in c["envFrom"].as_array().into_iter().flatten() {
-                    add(&e["configMapRef"]["name"]);
-                }
-            }
             for v in &volumes {
                 add(&v["configMap"]["name"]);
-                for source in v["projected"]["sources"].as_array().into_iter().flatten() {
-                    add(&source["configMap"]["name"]);
-                }
             }
         }
         "persistentvolumeclaims" => {

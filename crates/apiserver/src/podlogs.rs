@@ -449,10 +449,11 @@ pub fn agent_error(code: u16, body: &str, pod: &str) -> Status {
     }
 }
 
-/// An HTTP/1.1 connection over TLS to the agent at `host:port` (one that may switch
-/// protocols), driven in the background until the answer is done with.
+/// An HTTP/1.1 connection to `host:port` (one that may switch protocols), over TLS when
+/// `tls` is given (always, to node agents; pods may be plain), driven in the background
+/// until the answer is done with.
 pub(crate) async fn connect(
-    tls: Arc<rustls::ClientConfig>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     host: &str,
     port: u16,
 ) -> Result<hyper::client::conn::http1::SendRequest<Body>, String> {
@@ -460,17 +461,27 @@ pub(crate) async fn connect(
         .await
         .map_err(|e| format!("dial tcp {}: {e}", authority(host, port)))?;
     let _ = tcp.set_nodelay(true);
+    let Some(tls) = tls else {
+        return handshake(tcp).await;
+    };
     let name = ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
     let stream = tokio_rustls::TlsConnector::from(tls)
         .connect(name, tcp)
         .await
         .map_err(|e| format!("tls: {e}"))?;
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    handshake(stream).await
+}
+
+async fn handshake<IO>(io: IO) -> Result<hyper::client::conn::http1::SendRequest<Body>, String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "connection to a node agent ended with an error");
+            tracing::debug!(error = %e, "a proxied connection ended with an error");
         }
     });
     Ok(send)
@@ -483,7 +494,7 @@ async fn get(
     port: u16,
     path: &str,
 ) -> Result<hyper::Response<hyper::body::Incoming>, String> {
-    let mut send = connect(tls, host, port).await?;
+    let mut send = connect(Some(tls), host, port).await?;
     let req = hyper::Request::get(path)
         .header(header::HOST, authority(host, port))
         .header(header::USER_AGENT, "rudder-apiserver")
@@ -553,22 +564,24 @@ pub async fn node_proxy(
 ) -> Result<Response, Status> {
     let node = reg.get(resource("nodes"), None, name).await?;
     let (host, port) = node_address(&node)?;
-    let marker = format!("/nodes/{name}/proxy");
+    let path = proxied_path(uri, &format!("/nodes/{name}/proxy"));
+    proxy(client, false, &host, port, &path, name).await
+}
+
+/// What follows `marker` (`/nodes/n1/proxy`) in a proxy subresource's URL, `/` when nothing
+/// does, with the query: the path to ask the target for.
+pub(crate) fn proxied_path(uri: &axum::http::Uri, marker: &str) -> String {
     let rest = uri
         .path()
-        .split_once(&marker)
+        .split_once(marker)
         .map(|(_, rest)| rest)
         .unwrap_or("");
-    let mut path = if rest.is_empty() {
-        "/".to_string()
-    } else {
-        rest.to_string()
-    };
+    let mut path = if rest.is_empty() { "/" } else { rest }.to_string();
     if let Some(q) = uri.query().filter(|q| !q.is_empty()) {
         path.push('?');
         path.push_str(q);
     }
-    proxy(client, false, &host, port, &path, name).await
+    path
 }
 
 pub(crate) fn resource(plural: &str) -> &'static Resource {

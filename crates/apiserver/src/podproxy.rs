@@ -8,12 +8,9 @@
 //! request's method, path, query, headers (without hop-by-hop ones and the caller's
 //! credentials) and body are passed on, and the answer comes back as the pod wrote it.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::http::header;
 use axum::response::Response;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
 use crate::podlogs::{self, resource};
@@ -65,18 +62,7 @@ pub async fn proxy(
         "pods" => pod_location(&reg.get(resource("pods"), Some(ns), name).await?, port)?,
         _ => service_location(reg, ns, name, port).await?,
     };
-    let marker = format!("/{kind}/{id}/proxy");
-    let rest = req
-        .uri()
-        .path()
-        .split_once(&marker)
-        .map(|(_, rest)| rest)
-        .unwrap_or("");
-    let mut path = if rest.is_empty() { "/" } else { rest }.to_string();
-    if let Some(q) = req.uri().query() {
-        path.push('?');
-        path.push_str(q);
-    }
+    let path = podlogs::proxied_path(req.uri(), &format!("/{kind}/{id}/proxy"));
     let authority = podlogs::authority(&host, port);
     let mut forward = hyper::Request::builder()
         .method(req.method().clone())
@@ -103,8 +89,9 @@ pub async fn proxy(
         )
     };
     let answer = tokio::time::timeout(podlogs::CONNECT_TIMEOUT, async {
+        // HTTPS to pods is not verified, as upstream's proxy does not verify them either.
         let tls = https.then(|| client.anonymous.clone());
-        let mut send = connect(tls, &host, port).await?;
+        let mut send = podlogs::connect(tls, &host, port).await?;
         send.send_request(forward).await.map_err(|e| e.to_string())
     })
     .await
@@ -195,44 +182,6 @@ async fn service_location(
         }
     }
     Err(none())
-}
-
-/// An HTTP/1.1 connection to `host:port`, over TLS (not verified, as upstream's proxy to pods
-/// does not verify them either) when `tls` is given.
-async fn connect(
-    tls: Option<Arc<rustls::ClientConfig>>,
-    host: &str,
-    port: u16,
-) -> Result<hyper::client::conn::http1::SendRequest<Body>, String> {
-    let tcp = tokio::net::TcpStream::connect((host, port))
-        .await
-        .map_err(|e| format!("dial tcp {}: {e}", podlogs::authority(host, port)))?;
-    let _ = tcp.set_nodelay(true);
-    macro_rules! handshake {
-        ($io:expr) => {{
-            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new($io))
-                .await
-                .map_err(|e| e.to_string())?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "a proxied connection ended with an error");
-                }
-            });
-            Ok(send)
-        }};
-    }
-    match tls {
-        Some(tls) => {
-            let name = rustls::pki_types::ServerName::try_from(host.to_string())
-                .map_err(|e| e.to_string())?;
-            let stream = tokio_rustls::TlsConnector::from(tls)
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("tls: {e}"))?;
-            handshake!(stream)
-        }
-        None => handshake!(tcp),
-    }
 }
 
 #[cfg(test)]

@@ -82,7 +82,7 @@ pub async fn proxy(
         .body(Body::empty())
         .map_err(|e| Status::internal(e.to_string()))?;
     let answer = tokio::time::timeout(podlogs::CONNECT_TIMEOUT, async {
-        let mut send = podlogs::connect(tls, &host, port).await?;
+        let mut send = podlogs::connect(Some(tls), &host, port).await?;
         send.send_request(forward).await.map_err(|e| e.to_string())
     })
     .await

@@ -710,16 +710,11 @@ spec:
     );
 
     // activeDeadlineSeconds: the pod fails as upstream's kubelet fails it.
-    patiently("the deadline", 60, || {
-        jsonpath(&c, &["pod", "deadline"], "{.status.reason}") == "DeadlineExceeded"
-    });
-    assert_eq!(
-        jsonpath(&c, &["pod", "deadline"], "{.status.phase}"),
-        "Failed"
-    );
-    assert_eq!(
-        jsonpath(&c, &["pod", "deadline"], "{.status.message}"),
-        "Pod was active on the node longer than the specified deadline"
+    pods::pod_fails_with(
+        &c,
+        "deadline",
+        "DeadlineExceeded",
+        "Pod was active on the node longer than the specified deadline",
     );
 }
 
@@ -1310,16 +1305,11 @@ handler: kata
         get(&c, &["logs", "resolver"]),
         "nameserver 1.1.1.1\nsearch resolv.conf.local\noptions ndots:2"
     );
-    patiently("the unsafe sysctl refused", 30, || {
-        jsonpath(&c, &["pod", "unsafe"], "{.status.reason}") == "SysctlForbidden"
-    });
-    assert_eq!(
-        jsonpath(&c, &["pod", "unsafe"], "{.status.phase}"),
-        "Failed"
-    );
-    assert_eq!(
-        jsonpath(&c, &["pod", "unsafe"], "{.status.message}"),
-        "Pod was rejected: forbidden sysctl: \"net.core.somaxconn\" not allowlisted"
+    pods::pod_fails_with(
+        &c,
+        "unsafe",
+        "SysctlForbidden",
+        "Pod was rejected: forbidden sysctl: \"net.core.somaxconn\" not allowlisted",
     );
     patiently("the allowed sysctl pod to finish", 30, || {
         !terminated("allowed", "reason").is_empty()

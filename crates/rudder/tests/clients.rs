@@ -63,11 +63,7 @@ fn kube_rs_lists_in_pages_and_resumes_watches() {
     let c = without_root_ca();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let kubeconfig = kube::config::Kubeconfig::read_from(c.kubeconfig()).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .unwrap();
-        let client = kube::Client::try_from(config).unwrap();
+        let client = c.kube_client().await;
         let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
         let cm = |name: &str| {
             serde_json::from_value::<ConfigMap>(serde_json::json!({"metadata": {"name": name}}))

@@ -483,11 +483,7 @@ fn kube_rs_exec_and_port_forward(c: &Cluster) {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let kubeconfig = kube::config::Kubeconfig::read_from(c.kubeconfig()).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .unwrap();
-        let pods: Api<Pod> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+        let pods: Api<Pod> = Api::namespaced(c.kube_client().await, "default");
         let params = AttachParams::default()
             .container("a")
             .stdin(true)
@@ -583,11 +579,7 @@ spec:
     });
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let kubeconfig = kube::config::Kubeconfig::read_from(c.kubeconfig()).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .unwrap();
-        let client = kube::Client::try_from(config).unwrap();
+        let client = c.kube_client().await;
         for protocol in ["binary.k8s.io", "base64.binary.k8s.io"] {
             let req =
                 hyper::Request::get("/api/v1/namespaces/default/pods/talker/log?container=main")

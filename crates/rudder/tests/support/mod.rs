@@ -172,6 +172,15 @@ impl Cluster {
         self.dir.path().join("kubeconfig.yaml")
     }
 
+    /// A kube-rs client with the admin kubeconfig (inside a tokio runtime).
+    pub async fn kube_client(&self) -> kube::Client {
+        let kubeconfig = kube::config::Kubeconfig::read_from(self.kubeconfig()).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(config).unwrap()
+    }
+
     /// Runs kubectl against this cluster.
     pub fn kubectl(&self, args: &[&str]) -> Run {
         self.kubectl_in(args, None)

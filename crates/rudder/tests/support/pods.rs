@@ -57,6 +57,15 @@ pub fn patiently(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Waits for pod `name` to fail as a whole with `reason`, then checks its phase and message.
+pub fn pod_fails_with(c: &Cluster, name: &str, reason: &str, message: &str) {
+    patiently(reason, 60, || {
+        jsonpath(c, &["pod", name], "{.status.reason}") == reason
+    });
+    assert_eq!(jsonpath(c, &["pod", name], "{.status.phase}"), "Failed");
+    assert_eq!(jsonpath(c, &["pod", name], "{.status.message}"), message);
+}
+
 pub fn node_ready(c: &Cluster, node: &str) {
     patiently("the node Ready", 90, || {
         get(c, &["get", "nodes", "--no-headers"])
