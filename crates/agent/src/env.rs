@@ -25,12 +25,36 @@ impl Sources {
         &self,
         name: &str,
     ) -> Result<Option<BTreeMap<String, String>>, String> {
+        Ok(self
+            .config_map_object(name)
+            .await?
+            .map(|cm| cm.data.unwrap_or_default()))
+    }
+
+    /// A ConfigMap's `data` and `binaryData` as bytes, for a volume's files.
+    pub(crate) async fn config_map_files(
+        &self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+        Ok(self.config_map_object(name).await?.map(|cm| {
+            let mut files: BTreeMap<String, Vec<u8>> = cm
+                .binary_data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            for (k, v) in cm.data.unwrap_or_default() {
+                files.insert(k, v.into_bytes());
+            }
+            files
+        }))
+    }
+
+    async fn config_map_object(&self, name: &str) -> Result<Option<ConfigMap>, String> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
-        match api.get_opt(name).await {
-            Ok(Some(cm)) => Ok(Some(cm.data.unwrap_or_default())),
-            Ok(None) => Ok(None),
-            Err(e) => Err(format!("reading configmap {name:?}: {e}")),
-        }
+        api.get_opt(name)
+            .await
+            .map_err(|e| format!("reading configmap {name:?}: {e}"))
     }
 
     pub(crate) async fn secret(

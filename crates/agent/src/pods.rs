@@ -142,6 +142,8 @@ struct PodState {
     finished: bool,
     /// When the projected volumes (configMap, secret, downwardAPI) were last brought up to date.
     volumes_synced: Option<Instant>,
+    /// The last `FailedMount` message reported, so a repeated one is not reported again.
+    mount_error: Option<String>,
     /// Why the pod failed as a whole (reason, message), e.g. DeadlineExceeded.
     failure: Option<(String, String)>,
 }
@@ -228,6 +230,7 @@ impl PodState {
             last_status: None,
             finished: false,
             volumes_synced: None,
+            mount_error: None,
             failure: None,
         }
     }
@@ -469,7 +472,17 @@ impl PodState {
         if let Err(msg) =
             crate::volumes::ensure(pod, &ctx.pod_dir(&self.uid), &sources, sb.ip(), &host_ip).await
         {
-            ctx.events.pod(pod, None, true, "FailedMount", msg);
+            self.mount_failed(ctx, pod, msg);
+        }
+    }
+
+    /// Reports a volume that cannot be provided with a `FailedMount` event, once per distinct
+    /// message (the sync loop retries every second).
+    fn mount_failed(&mut self, ctx: &Ctx, pod: &Pod, msg: String) {
+        if self.mount_error.as_ref() != Some(&msg) {
+            tracing::warn!(pod = %pod.name_any(), "{msg}");
+            ctx.events.pod(pod, None, true, "FailedMount", msg.clone());
+            self.mount_error = Some(msg);
         }
     }
 
@@ -736,7 +749,7 @@ impl PodState {
         )
         .await
         .map_err(config_error)?;
-        let vols = crate::volumes::ensure(
+        let vols = match crate::volumes::ensure(
             pod,
             &ctx.pod_dir(&self.uid),
             &sources,
@@ -744,7 +757,19 @@ impl PodState {
             &host_ip,
         )
         .await
-        .map_err(config_error)?;
+        {
+            Ok(vols) => {
+                self.mount_error = None;
+                vols
+            }
+            Err(msg) => {
+                self.mount_failed(ctx, pod, msg);
+                return Err(Waiting {
+                    reason: "ContainerCreating".into(),
+                    message: None,
+                });
+            }
+        };
         let vars = crate::env::as_map(&env);
         let expand = |v: &Vec<String>| {
             v.iter()

@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{KeyToPath, Pod, Volume};
-use kube::ResourceExt;
+use k8s_openapi::api::core::v1::{
+    EmptyDirVolumeSource, HostPathVolumeSource, KeyToPath, Pod, Volume,
+};
 use nix::mount::{MntFlags, MsFlags};
 
 use crate::env::Sources;
@@ -64,13 +65,10 @@ async fn projected_files(
     pod_ip: &str,
     host_ip: &str,
 ) -> Result<Option<Files>, String> {
-    let cm = |data: BTreeMap<String, String>| -> BTreeMap<String, Vec<u8>> {
-        data.into_iter().map(|(k, v)| (k, v.into_bytes())).collect()
-    };
     if let Some(c) = &v.config_map {
         let mode = c.default_mode.unwrap_or(0o644) as u32;
-        return match sources.config_map(&c.name).await? {
-            Some(data) => items(&cm(data), c.items.as_ref(), mode, "configmap").map(Some),
+        return match sources.config_map_files(&c.name).await? {
+            Some(data) => items(&data, c.items.as_ref(), mode, "configmap").map(Some),
             None if c.optional == Some(true) => Ok(Some(Files::new())),
             None => Err(format!("configmap {:?} not found", c.name)),
         };
@@ -207,7 +205,10 @@ fn count_files(dir: &Path) -> usize {
 }
 
 /// Sets up (or refreshes) every volume of the pod; returns them by name. An error is the
-/// message for `CreateContainerConfigError` / a FailedMount event.
+/// message of a `FailedMount` event, as the kubelet words it (`MountVolume.SetUp failed for
+/// volume "x" : ...`): the pod's containers wait in `ContainerCreating` until every volume
+/// can be provided. A volume of a type this agent cannot provide is an error, never replaced
+/// by an empty directory: the pod must not run believing its data is kept.
 pub(crate) async fn ensure(
     pod: &Pod,
     pod_dir: &Path,
@@ -224,104 +225,115 @@ pub(crate) async fn ensure(
         .into_iter()
         .flatten()
     {
-        let dir = base.join(&v.name);
-        let io = |e: std::io::Error| format!("volume {:?}: {e}", v.name);
-        if let Some(e) = &v.empty_dir {
-            std::fs::create_dir_all(&dir).map_err(io)?;
-            if e.medium.as_deref() == Some("Memory") && !runtime::rootfs::is_mounted(&dir) {
-                let size = e
-                    .size_limit
-                    .as_ref()
-                    .and_then(|q| api::quantity::Quantity::parse(&q.0).ok())
-                    .map(|q| format!(",size={}", q.units()))
-                    .unwrap_or_default();
-                nix::mount::mount(
-                    Some("tmpfs"),
-                    &dir,
-                    Some("tmpfs"),
-                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                    Some(format!("mode=1777{size}").as_str()),
-                )
-                .map_err(|e| format!("volume {:?}: mounting tmpfs: {e}", v.name))?;
-            } else {
-                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))
-                    .map_err(io)?;
-            }
-            out.insert(
-                v.name.clone(),
-                HostVolume {
-                    path: dir,
-                    read_only: false,
-                },
-            );
-        } else if let Some(h) = &v.host_path {
-            let path = PathBuf::from(&h.path);
-            let ty = h.type_.as_deref().unwrap_or("");
-            let meta = std::fs::metadata(&path);
-            let fail = |what: &str| {
-                Err(format!(
-                    "hostPath type check failed: {} is not a {what}",
-                    h.path
-                ))
-            };
-            match ty {
-                "DirectoryOrCreate" if meta.is_err() => {
-                    std::fs::create_dir_all(&path).map_err(io)?;
-                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-                        .map_err(io)?;
-                }
-                "FileOrCreate" if meta.is_err() => {
-                    if let Some(p) = path.parent() {
-                        std::fs::create_dir_all(p).map_err(io)?;
-                    }
-                    std::fs::write(&path, b"").map_err(io)?;
-                }
-                "Directory" if !meta.as_ref().is_ok_and(|m| m.is_dir()) => {
-                    return fail("directory");
-                }
-                "File" if !meta.as_ref().is_ok_and(|m| m.is_file()) => return fail("file"),
-                "Socket" | "CharDevice" | "BlockDevice" if meta.is_err() => {
-                    return Err(format!(
-                        "hostPath type check failed: {} does not exist",
-                        h.path
-                    ));
-                }
-                _ => {}
-            }
-            out.insert(
-                v.name.clone(),
-                HostVolume {
-                    path,
-                    read_only: false,
-                },
-            );
-        } else {
-            match projected_files(pod, v, sources, pod_ip, host_ip).await? {
-                Some(files) => {
-                    write_atomic(&dir, &files).map_err(io)?;
-                    out.insert(
-                        v.name.clone(),
-                        HostVolume {
-                            path: dir,
-                            read_only: true,
-                        },
-                    );
-                }
-                None => {
-                    tracing::debug!(pod = %pod.name_any(), volume = %v.name, "volume type not supported; mounted as an empty directory");
-                    std::fs::create_dir_all(&dir).map_err(io)?;
-                    out.insert(
-                        v.name.clone(),
-                        HostVolume {
-                            path: dir,
-                            read_only: false,
-                        },
-                    );
-                }
-            }
-        }
+        let volume = ensure_one(pod, v, &base.join(&v.name), sources, pod_ip, host_ip)
+            .await
+            .map_err(|e| format!("MountVolume.SetUp failed for volume {:?} : {e}", v.name))?;
+        out.insert(v.name.clone(), volume);
     }
     Ok(out)
+}
+
+/// Sets up one volume in `dir` (emptyDir and projected kinds) or checks its host path.
+async fn ensure_one(
+    pod: &Pod,
+    v: &Volume,
+    dir: &Path,
+    sources: &Sources,
+    pod_ip: &str,
+    host_ip: &str,
+) -> Result<HostVolume, String> {
+    let io = |e: std::io::Error| e.to_string();
+    if let Some(e) = &v.empty_dir {
+        return empty_dir(e, dir);
+    }
+    if let Some(h) = &v.host_path {
+        return host_path(h);
+    }
+    match projected_files(pod, v, sources, pod_ip, host_ip).await? {
+        Some(files) => {
+            write_atomic(dir, &files).map_err(io)?;
+            Ok(HostVolume {
+                path: dir.to_path_buf(),
+                read_only: true,
+            })
+        }
+        None => Err(format!(
+            "volume type {} is not supported by this node",
+            source_kind(v)
+        )),
+    }
+}
+
+/// The name of a volume's source (`persistentVolumeClaim`, `nfs`, ...), as the API spells it.
+fn source_kind(v: &Volume) -> String {
+    let json = serde_json::to_value(v).unwrap_or_default();
+    json.as_object()
+        .and_then(|o| o.keys().find(|k| *k != "name").cloned())
+        .unwrap_or_else(|| "(none)".into())
+}
+
+fn empty_dir(e: &EmptyDirVolumeSource, dir: &Path) -> Result<HostVolume, String> {
+    let io = |e: std::io::Error| e.to_string();
+    std::fs::create_dir_all(dir).map_err(io)?;
+    if e.medium.as_deref() == Some("Memory") && !runtime::rootfs::is_mounted(dir) {
+        let size = e
+            .size_limit
+            .as_ref()
+            .and_then(|q| api::quantity::Quantity::parse(&q.0).ok())
+            .map(|q| format!(",size={}", q.units()))
+            .unwrap_or_default();
+        nix::mount::mount(
+            Some("tmpfs"),
+            dir,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(format!("mode=1777{size}").as_str()),
+        )
+        .map_err(|e| format!("mounting tmpfs: {e}"))?;
+    } else {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).map_err(io)?;
+    }
+    Ok(HostVolume {
+        path: dir.to_path_buf(),
+        read_only: false,
+    })
+}
+
+fn host_path(h: &HostPathVolumeSource) -> Result<HostVolume, String> {
+    let io = |e: std::io::Error| e.to_string();
+    let path = PathBuf::from(&h.path);
+    let meta = std::fs::metadata(&path);
+    let fail = |what: &str| {
+        Err(format!(
+            "hostPath type check failed: {} is not a {what}",
+            h.path
+        ))
+    };
+    match h.type_.as_deref().unwrap_or("") {
+        "DirectoryOrCreate" if meta.is_err() => {
+            std::fs::create_dir_all(&path).map_err(io)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
+        }
+        "FileOrCreate" if meta.is_err() => {
+            if let Some(p) = path.parent() {
+                std::fs::create_dir_all(p).map_err(io)?;
+            }
+            std::fs::write(&path, b"").map_err(io)?;
+        }
+        "Directory" if !meta.as_ref().is_ok_and(|m| m.is_dir()) => return fail("directory"),
+        "File" if !meta.as_ref().is_ok_and(|m| m.is_file()) => return fail("file"),
+        "Socket" | "CharDevice" | "BlockDevice" if meta.is_err() => {
+            return Err(format!(
+                "hostPath type check failed: {} does not exist",
+                h.path
+            ));
+        }
+        _ => {}
+    }
+    Ok(HostVolume {
+        path,
+        read_only: false,
+    })
 }
 
 /// Unmounts the pod's tmpfs volumes; the directory itself goes with the pod's.
@@ -362,5 +374,17 @@ mod tests {
         assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"changed");
         assert!(!dir.path().join("sub").exists());
         assert!(!dir.path().join(first).exists());
+    }
+
+    #[test]
+    fn unsupported_sources_are_named_as_the_api_spells_them() {
+        let v: Volume = serde_json::from_value(serde_json::json!({
+            "name": "data", "persistentVolumeClaim": {"claimName": "c"}}))
+        .unwrap();
+        assert_eq!(source_kind(&v), "persistentVolumeClaim");
+        let v: Volume = serde_json::from_value(serde_json::json!({
+            "name": "share", "nfs": {"server": "10.0.0.1", "path": "/x"}}))
+        .unwrap();
+        assert_eq!(source_kind(&v), "nfs");
     }
 }

@@ -426,17 +426,22 @@ spec:
     });
 }
 
+// conformance: 512
 #[test]
 fn config_maps_and_secrets_reach_env_and_volumes_and_containers_survive_restarts() {
     let image = busybox();
     let mut c = Cluster::start_with_agent("node-c", 203, &[]);
     node_ready(&c, "node-c");
+    // Bytes that are not UTF-8: kubectl puts them in binaryData.
+    let blob = c.dir.path().join("blob");
+    std::fs::write(&blob, [0xff, 0xfe, b'x']).unwrap();
     c.kubectl(&[
         "create",
         "configmap",
         "settings",
         "--from-literal=greeting=hello",
         "--from-literal=colour=blue",
+        &format!("--from-file=blob={}", blob.display()),
     ])
     .out();
     c.kubectl(&[
@@ -500,6 +505,22 @@ spec:
         .unwrap_or_default()
         .to_string();
     assert_eq!(first, "hello s3cret reader blue");
+    assert_eq!(
+        get(
+            &c,
+            &[
+                "exec",
+                "reader",
+                "--",
+                "busybox",
+                "od",
+                "-An",
+                "-tx1",
+                "/config/blob"
+            ]
+        ),
+        "ff fe 78"
+    );
     // A change to the ConfigMap reaches the volume (not the environment).
     c.kubectl(&[
         "patch",
@@ -621,6 +642,74 @@ spec:
                 .lines()
                 .any(|l| l.contains(dir.join("containers").to_str().unwrap()))
     });
+
+    volumes_the_agent_cannot_provide_keep_the_pod_from_starting(&c, &image.name);
+}
+
+/// An nfs volume (this node has no NFS client) and a claim placed on the node directly: the
+/// pod never starts, FailedMount says why, and no directory stands in for either volume.
+fn volumes_the_agent_cannot_provide_keep_the_pod_from_starting(c: &Cluster, img: &str) {
+    c.apply(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: unbound}\nspec:\n  \
+         accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n",
+    )
+    .out();
+    for (name, volume) in [
+        ("share", "nfs: {server: 127.0.0.1, path: /exports}"),
+        ("claimed", "persistentVolumeClaim: {claimName: unbound}"),
+    ] {
+        c.apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  nodeName: node-c\n  \
+             restartPolicy: Never\n  containers:\n  - {{name: c, image: {img}, command: [sh, -c, \
+             'echo kept > /data/file'], volumeMounts: [{{name: data, mountPath: /data}}]}}\n  \
+             volumes: [{{name: data, {volume}}}]\n"
+        ))
+        .out();
+    }
+    let failed_mount = |pod: &str| {
+        c.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={pod},reason=FailedMount"),
+            "-o",
+            "jsonpath={.items[0].message}",
+        ])
+        .stdout
+    };
+    eventually("FailedMount for both pods", || {
+        failed_mount("share").starts_with("MountVolume.SetUp failed for volume \"data\" : ")
+            && !failed_mount("claimed").is_empty()
+    });
+    assert_eq!(
+        failed_mount("share"),
+        "MountVolume.SetUp failed for volume \"data\" : volume type nfs is not supported by this node"
+    );
+    // Watched over several of the agent's syncs (one a second): still waiting, nothing written.
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        for pod in ["share", "claimed"] {
+            assert_eq!(
+                jsonpath(
+                    c,
+                    &["pod", pod],
+                    "{.status.phase} {.status.containerStatuses[0].state.waiting.reason}"
+                ),
+                "Pending ContainerCreating",
+                "{pod}"
+            );
+            let uid = jsonpath(c, &["pod", pod], "{.metadata.uid}");
+            let stand_in = c.agent_dir().join("pods").join(uid).join("volumes/data");
+            assert!(!stand_in.exists(), "{} exists", stand_in.display());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let described = c.kubectl(&["describe", "pod", "claimed"]).out().to_string();
+    assert!(
+        described.contains("FailedMount")
+            && described.contains("volume type persistentVolumeClaim is not supported"),
+        "{described}"
+    );
 }
 
 #[test]
