@@ -251,6 +251,7 @@ fn topology_spread_levels_zones_and_anti_affinity_keeps_replicas_apart() {
     });
 }
 
+// conformance: 655
 #[test]
 fn a_high_priority_pod_preempts_a_low_priority_one_on_a_simulated_node() {
     let c = Cluster::start(&[]);
@@ -289,7 +290,37 @@ fn a_high_priority_pod_preempts_a_low_priority_one_on_a_simulated_node() {
     });
     c.kubectl(&["delete", "pod", "waiter"]).out();
 
+    // Held by a finalizer, the victim shows why it goes.
+    c.kubectl(&[
+        "patch",
+        "pod",
+        "batch",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["example.com/hold"]}}"#,
+    ])
+    .out();
     pod(&c, "urgent", "1", "  priorityClassName: high\n");
+    eventually("the victim to be marked a disruption target", || {
+        c.kubectl(&[
+            "get",
+            "pod",
+            "batch",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"DisruptionTarget\")]['status','reason','message']}",
+        ])
+        .stdout
+            == "True PreemptionByScheduler default-scheduler: preempting to accommodate a higher priority pod"
+    });
+    c.kubectl(&[
+        "patch",
+        "pod",
+        "batch",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ])
+    .out();
     eventually("the urgent pod to take the node", || {
         node_of(&c, "urgent") == "sim-0"
     });
@@ -603,4 +634,95 @@ fn host_ports_conflict_and_preemption_spares_pods_a_budget_protects() {
         )
         },
     );
+}
+
+fn scheduled_message(c: &Cluster, pod: &str) -> String {
+    c.kubectl(&[
+        "get",
+        "pod",
+        pod,
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}",
+    ])
+    .out()
+    .to_string()
+}
+
+#[test]
+fn pods_whose_claims_cannot_be_bound_stay_pending_and_say_why() {
+    let c = Cluster::start(&[]);
+    node(&c, "a1", "2", "a", "[]");
+    node(&c, "b1", "2", "b", "[]");
+    let with_claim = |name: &str, claim: &str| {
+        pod(
+            &c,
+            name,
+            "100m",
+            &format!(
+                "  volumes: [{{name: data, persistentVolumeClaim: {{claimName: {claim}}}}}]\n"
+            ),
+        )
+    };
+    let pending = |claims: &str| {
+        format!(
+            "0/2 nodes are available: {claims}. preemption: 0/2 nodes are available: 2 \
+             Preemption is not helpful for scheduling."
+        )
+    };
+    // No such claim.
+    with_claim("orphan", "missing");
+    // A claim nothing can bind: no class, no volume, Immediate binding.
+    c.apply(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec:\n  \
+         accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n",
+    )
+    .out();
+    with_claim("db", "data");
+    // A WaitForFirstConsumer claim whose class provisions nothing, and one local volume
+    // on b1 that matches it.
+    c.apply(
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: local}\n\
+         provisioner: kubernetes.io/no-provisioner\nvolumeBindingMode: WaitForFirstConsumer\n---\n\
+         apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: big}\nspec:\n  \
+         storageClassName: local\n  accessModes: [ReadWriteOnce]\n  \
+         resources: {requests: {storage: 5Gi}}\n---\n\
+         apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: small}\nspec:\n  \
+         storageClassName: local\n  accessModes: [ReadWriteOnce]\n  \
+         resources: {requests: {storage: 1Gi}}\n---\n\
+         apiVersion: v1\nkind: PersistentVolume\nmetadata: {name: disk-b1}\nspec:\n  \
+         capacity: {storage: 2Gi}\n  accessModes: [ReadWriteOnce]\n  storageClassName: local\n  \
+         local: {path: /mnt/disk}\n  nodeAffinity:\n    required:\n      nodeSelectorTerms:\n      \
+         - matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [b1]}]\n",
+    )
+    .out();
+    with_claim("toobig", "big");
+    with_claim("fits", "small");
+    eventually("the claim-less and unbound pods to be reported", || {
+        scheduled_message(&c, "orphan") == pending("persistentvolumeclaim \"missing\" not found")
+            && scheduled_message(&c, "db")
+                == pending("pod has unbound immediate PersistentVolumeClaims")
+            && scheduled_message(&c, "toobig")
+                == "0/2 nodes are available: 2 node(s) didn't find available persistent volumes \
+                    to bind. preemption: 0/2 nodes are available: 2 Preemption is not helpful \
+                    for scheduling."
+    });
+    eventually("the pod whose volume is on b1 to go there", || {
+        node_of(&c, "fits") == "b1"
+    });
+    for p in ["orphan", "db", "toobig"] {
+        assert_eq!(node_of(&c, p), "", "{p} was bound");
+    }
+    // The claim appears: the pod is tried again (its claim is still unbound, so it says so).
+    with_claim("late", "later");
+    eventually("the missing claim to be reported", || {
+        scheduled_message(&c, "late") == pending("persistentvolumeclaim \"later\" not found")
+    });
+    c.apply(
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: later}\nspec:\n  \
+         accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n",
+    )
+    .out();
+    eventually("the new claim to be seen", || {
+        scheduled_message(&c, "late") == pending("pod has unbound immediate PersistentVolumeClaims")
+    });
 }

@@ -85,6 +85,7 @@ fn plugin(name: &str, args: Option<&serde_json::Value>) -> anyhow::Result<Box<dy
         "NodePorts" => Box::new(node_ports::NodePorts),
         "NodeAffinity" => Box::new(node_affinity::NodeAffinity),
         "TaintToleration" => Box::new(taint_toleration::TaintToleration),
+        "VolumeBinding" => Box::new(volume_binding::VolumeBinding),
         "PodTopologySpread" => Box::new(pod_topology_spread::PodTopologySpread::from_args(args)?),
         "InterPodAffinity" => Box::new(inter_pod_affinity::InterPodAffinity),
         "NodeResourcesBalancedAllocation" => {

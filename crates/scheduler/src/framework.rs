@@ -4,7 +4,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use k8s_openapi::api::core::v1::{Node, Pod, PodAffinityTerm};
+use k8s_openapi::api::core::v1::{
+    Node, PersistentVolume, PersistentVolumeClaim, Pod, PodAffinityTerm,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
 
 /// Resource amounts: CPU in millicores, memory and everything else in units.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -289,6 +292,12 @@ pub struct Cluster {
     pub controllers: HashMap<String, serde_json::Value>,
     /// PodDisruptionBudgets, by `namespace/name`.
     pub budgets: HashMap<String, Budget>,
+    /// PersistentVolumeClaims, by `namespace/name`.
+    pub claims: HashMap<String, PersistentVolumeClaim>,
+    /// PersistentVolumes, by name.
+    pub volumes: HashMap<String, PersistentVolume>,
+    /// StorageClasses, by name.
+    pub classes: HashMap<String, StorageClass>,
 }
 
 /// What preemption needs of a PodDisruptionBudget.
@@ -392,6 +401,12 @@ pub type Prepared = Option<Box<dyn std::any::Any + Send>>;
 pub trait Plugin: Send + Sync {
     /// Upstream's plugin name (`NodeResourcesFit`, ...).
     fn name(&self) -> &'static str;
+
+    /// PreFilter's refusal: a reason that holds for every node, so none is filtered
+    /// (upstream's UnschedulableAndUnresolvable from PreFilter).
+    fn pre_filter(&self, _pod: &Pod, _cluster: &Cluster) -> Result<(), String> {
+        Ok(())
+    }
 
     /// PreFilter and PreScore in one: state computed once per pod from all nodes and what
     /// else is known of the cluster.

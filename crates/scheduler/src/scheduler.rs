@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, Service};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController, Service,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -138,6 +141,40 @@ impl Followed for Service {
         }
     }
 }
+
+/// Objects kept whole in the [`Cluster`] for the volume plugins: `$field` by `$key`. A change
+/// may let unschedulable pods fit (a claim bound, a volume created).
+macro_rules! kept {
+    ($kind:ty, $what:literal, $field:ident, $key:expr) => {
+        impl Followed for $kind {
+            const WHAT: &'static str = $what;
+            fn key(&self) -> String {
+                $key(&self.metadata)
+            }
+            fn apply(st: &mut State, obj: Self) {
+                st.cluster.$field.insert(obj.key(), obj);
+                st.queue.cluster_changed();
+            }
+            fn remove(st: &mut State, key: &str) {
+                st.cluster.$field.remove(key);
+                st.queue.cluster_changed();
+            }
+        }
+    };
+}
+
+fn name_key(meta: &kube::api::ObjectMeta) -> String {
+    meta.name.clone().unwrap_or_default()
+}
+
+kept!(
+    PersistentVolumeClaim,
+    "persistentvolumeclaim",
+    claims,
+    namespaced_key
+);
+kept!(PersistentVolume, "persistentvolume", volumes, name_key);
+kept!(StorageClass, "storageclass", classes, name_key);
 
 /// Controllers whose selectors feed PodTopologySpread's default constraints.
 trait Controller {
@@ -346,6 +383,9 @@ impl Scheduler {
         tasks.spawn(self.clone().follow::<StatefulSet>());
         tasks.spawn(self.clone().follow::<ReplicationController>());
         tasks.spawn(self.clone().follow::<PodDisruptionBudget>());
+        tasks.spawn(self.clone().follow::<PersistentVolumeClaim>());
+        tasks.spawn(self.clone().follow::<PersistentVolume>());
+        tasks.spawn(self.clone().follow::<StorageClass>());
         tasks.spawn(self.clone().schedule_loop());
         match tasks.join_next().await {
             Some(r) => r?,
@@ -481,6 +521,17 @@ impl Scheduler {
         let mut refused: BTreeMap<String, usize> = BTreeMap::new();
         let mut feasible = Vec::new();
         let all: Vec<&NodeInfo> = st.cache.nodes().collect();
+        if !all.is_empty()
+            && let Some(why) = plugins
+                .iter()
+                .find_map(|p| p.pre_filter(pod, &st.cluster).err())
+        {
+            let n = all.len();
+            return Decision::Unschedulable(format!(
+                "0/{n} nodes are available: {why}. preemption: 0/{n} nodes are available: \
+                 {n} Preemption is not helpful for scheduling."
+            ));
+        }
         let prepared: Vec<Prepared> = plugins
             .iter()
             .map(|p| p.prepare(pod, &all, &st.cluster))
@@ -749,9 +800,28 @@ impl Scheduler {
     }
 
     /// Deletes a victim gracefully, with a `Preempted` event on it.
+    /// Deletes a victim of preemption, first marking it `DisruptionTarget` as upstream does
+    /// (its controller and the disruption controller read why it goes).
     async fn evict(&self, preemptor: &Pod, victim: &crate::framework::PodSummary, node: &str) {
         let (ns, name) = victim.key.split_once('/').unwrap_or(("", &victim.key));
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let condition = json!({"status": {"conditions": [{
+            "type": "DisruptionTarget",
+            "status": "True",
+            "reason": "PreemptionByScheduler",
+            "message": format!(
+                "{}: preempting to accommodate a higher priority pod",
+                scheduler_name(preemptor)
+            ),
+            "lastTransitionTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        }]}});
+        if let Err(e) = api
+            .patch_status(name, &PatchParams::default(), &Patch::Strategic(condition))
+            .await
+        {
+            tracing::info!("marking {ns}/{name} as a disruption target: {e}");
+            return;
+        }
         let params = kube::api::DeleteParams {
             preconditions: Some(kube::api::Preconditions {
                 uid: Some(victim.uid.clone()),

@@ -9,6 +9,7 @@ pub mod node_resources_fit;
 pub mod node_unschedulable;
 pub mod pod_topology_spread;
 pub mod taint_toleration;
+pub mod volume_binding;
 
 use k8s_openapi::api::core::v1::{Taint, Toleration};
 
@@ -24,6 +25,7 @@ pub fn default_profile() -> Vec<Box<dyn Plugin>> {
         Box::new(node_ports::NodePorts),
         Box::new(node_affinity::NodeAffinity),
         Box::new(taint_toleration::TaintToleration),
+        Box::new(volume_binding::VolumeBinding),
         Box::new(pod_topology_spread::PodTopologySpread::default()),
         Box::new(inter_pod_affinity::InterPodAffinity),
         Box::new(balanced_allocation::NodeResourcesBalancedAllocation),
