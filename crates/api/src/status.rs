@@ -258,6 +258,31 @@ impl Status {
         v
     }
 
+    /// The `Status` as upstream's server writes it: Go's field order (`kind`, `apiVersion`,
+    /// `metadata`, `status`, `message`, `reason`, `details`, `code`), empty fields left out,
+    /// and a closing newline. Clients that compare error bodies as text see the same bytes.
+    pub fn to_wire(&self) -> Vec<u8> {
+        let mut fields: Vec<(&str, Value)> = vec![
+            ("kind", json!("Status")),
+            ("apiVersion", json!("v1")),
+            ("metadata", json!({})),
+            ("status", json!("Failure")),
+        ];
+        if !self.message.is_empty() {
+            fields.push(("message", json!(self.message)));
+        }
+        if !self.reason.is_empty() {
+            fields.push(("reason", json!(self.reason)));
+        }
+        if let Some(d) = &self.details {
+            fields.push(("details", d.clone()));
+        }
+        fields.push(("code", json!(self.code)));
+        let mut out = Ordered(fields).to_string().into_bytes();
+        out.push(b'\n');
+        out
+    }
+
     /// A successful `Status`, as some deletes answer.
     pub fn success(r: &Resource, name: &str, uid: &str) -> Value {
         json!({
@@ -268,6 +293,71 @@ impl Status {
             "details": { "name": name, "group": r.group, "kind": r.plural, "uid": uid },
         })
     }
+}
+
+/// Go's order of the fields of `StatusDetails` and `StatusCause`.
+const DETAIL_ORDER: [&str; 9] = [
+    "name",
+    "group",
+    "kind",
+    "uid",
+    "causes",
+    "retryAfterSeconds",
+    "reason",
+    "message",
+    "field",
+];
+
+/// An object written with its keys in a given order (serde_json's maps sort theirs), nested
+/// details and causes in Go's order, empty strings and zero counts left out as `omitempty`.
+struct Ordered<'a>(Vec<(&'a str, Value)>);
+
+impl std::fmt::Display for Ordered<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("{")?;
+        let mut first = true;
+        for (k, v) in &self.0 {
+            if matches!(v, Value::String(s) if s.is_empty()) || *v == json!(0) && *k != "code" {
+                continue;
+            }
+            if !first {
+                f.write_str(",")?;
+            }
+            first = false;
+            write!(f, "{}:", Value::from(*k))?;
+            match v {
+                Value::Object(m) if *k == "details" => write!(f, "{}", go_ordered(m))?,
+                Value::Array(items) if *k == "causes" => {
+                    f.write_str("[")?;
+                    for (i, item) in items.iter().enumerate() {
+                        if i > 0 {
+                            f.write_str(",")?;
+                        }
+                        match item {
+                            Value::Object(m) => write!(f, "{}", go_ordered(m))?,
+                            other => write!(f, "{other}")?,
+                        }
+                    }
+                    f.write_str("]")?;
+                }
+                other => write!(f, "{other}")?,
+            }
+        }
+        f.write_str("}")
+    }
+}
+
+/// A details or cause object in Go's field order (unknown keys after, sorted).
+fn go_ordered(m: &serde_json::Map<String, Value>) -> Ordered<'_> {
+    let mut keys: Vec<&str> = m.keys().map(String::as_str).collect();
+    let rank = |k: &str| {
+        DETAIL_ORDER
+            .iter()
+            .position(|o| *o == k)
+            .unwrap_or(usize::MAX)
+    };
+    keys.sort_by_key(|k| (rank(k), *k));
+    Ordered(keys.into_iter().map(|k| (k, m[k].clone())).collect())
 }
 
 #[cfg(test)]
@@ -295,6 +385,12 @@ mod tests {
         assert_eq!(
             Status::forbidden(pods, "", "bob", "list", Some("default")).message,
             "pods is forbidden: User \"bob\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
+        );
+        assert_eq!(
+            String::from_utf8(Status::not_found(pods, "web").to_wire()).unwrap(),
+            "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\
+             \"message\":\"pods \\\"web\\\" not found\",\"reason\":\"NotFound\",\
+             \"details\":{\"name\":\"web\",\"kind\":\"pods\"},\"code\":404}\n"
         );
         let json = Status::not_found(pods, "web").to_json();
         assert_eq!(json["code"], 404);

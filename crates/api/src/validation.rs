@@ -201,6 +201,30 @@ pub fn dns1123_subdomain(s: &str) -> Vec<String> {
     errs
 }
 
+/// Problems with `s` as a ConfigMap or Secret key (upstream's `IsConfigMapKey`).
+pub fn config_key(s: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if s.len() > 253 {
+        errs.push("must be no more than 253 characters".to_string());
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if s.is_empty() || !s.chars().all(allowed) {
+        errs.push(
+            "a valid config key must consist of alphanumeric characters, '-', '_' or '.' \
+             (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is \
+             '[-._a-zA-Z0-9]+')"
+                .to_string(),
+        );
+    }
+    match s {
+        "." => errs.push("must not be '.'".to_string()),
+        ".." => errs.push("must not be '..'".to_string()),
+        _ if s.starts_with("..") => errs.push("must not start with '..'".to_string()),
+        _ => {}
+    }
+    errs
+}
+
 /// Problems with `s` as an RFC 1035 label (Service names).
 pub fn dns1035_label(s: &str) -> Vec<String> {
     let mut errs = Vec::new();
@@ -375,6 +399,16 @@ pub fn object_meta(meta: &Value, namespaced: bool, rule: NameRule) -> Vec<FieldE
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn config_keys() {
+        assert!(config_key("key.name").is_empty());
+        assert!(config_key("KEY_NAME-1").is_empty());
+        assert_eq!(config_key("").len(), 1);
+        assert_eq!(config_key("a/b").len(), 1);
+        assert_eq!(config_key(".."), ["must not be '..'"]);
+        assert_eq!(config_key("..a"), ["must not start with '..'"]);
+    }
 
     #[test]
     fn names() {

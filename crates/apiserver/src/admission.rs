@@ -614,10 +614,23 @@ fn missing_resources(hard: &api::quota::Usage, pod: &Value) -> Vec<String> {
     missing
 }
 
+/// The Priority step on a pod update: what it set on create stays when the new pod leaves it
+/// out (validation refuses any other change of it), as upstream's plugin does.
+pub fn keep_priority(old: &Value, new: &mut Value) {
+    for field in ["priority", "preemptionPolicy"] {
+        if new["spec"].get(field).is_none()
+            && let Some(v) = old["spec"].get(field)
+            && let Some(spec) = new["spec"].as_object_mut()
+        {
+            spec.insert(field.into(), v.clone());
+        }
+    }
+}
+
 /// How long pods tolerate their node being not ready or unreachable by default.
 const DEFAULT_TOLERATION_SECONDS: i64 = 300;
 
-/// The DefaultTolerationSeconds admission step for a new pod.
+/// The DefaultTolerationSeconds admission step, on a pod's create and update.
 pub fn default_toleration_seconds(pod: &mut Value) {
     let Some(spec) = pod["spec"].as_object_mut() else {
         return;

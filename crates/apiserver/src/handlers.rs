@@ -62,7 +62,11 @@ fn json_with_type(code: StatusCode, value: &Value, content_type: &str) -> Respon
 /// A failed request's `Status`.
 pub fn status_response(s: &Status) -> Response {
     let code = StatusCode::from_u16(s.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = json_response(code, &s.to_json());
+    let mut resp = (code, s.to_wire()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     let retry = s
         .details
         .as_ref()
@@ -275,6 +279,9 @@ pub async fn api(State(app): State<Arc<App>>, req: Request) -> Response {
     let Some(who) = authenticate(&app, &conn, req.headers()) else {
         return status_response(&Status::unauthorized());
     };
+    if let Err(s) = crate::authn::refuse_impersonation(&who, req.headers()) {
+        return status_response(&s);
+    }
     let query = Query::parse(req.uri().query());
     let target = match parse(req.uri().path(), req.method().as_str(), query.flag("watch")) {
         Ok(t) => t,
@@ -456,11 +463,14 @@ fn parse_rv(rv: Option<&str>) -> Result<Option<i64>, Status> {
     }
 }
 
+/// DeleteOptions from the body (JSON or protobuf) and the query, and whether it is a dry run:
+/// a body's `dryRun` counts as upstream's handler reads it (`kubectl delete --dry-run=server`
+/// sends it there, not in the URL).
 fn delete_options(
     query: &Query,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<DeleteOptions, Status> {
+) -> Result<(DeleteOptions, bool), Status> {
     let protobuf = headers.get(header::CONTENT_TYPE).is_some_and(|ct| {
         ct.as_bytes()
             .starts_with(b"application/vnd.kubernetes.protobuf")
@@ -474,7 +484,42 @@ fn delete_options(
         serde_json::from_slice(body)
             .map_err(|e| Status::bad_request(format!("invalid DeleteOptions: {e}")))?
     };
-    delete_options_of(query, &doc)
+    let in_body = dry_run_values(&doc);
+    let dry_run = if in_body.is_empty() {
+        query.dry_run()
+    } else {
+        in_body.contains(&"All")
+    };
+    Ok((delete_options_of(query, &doc)?, dry_run))
+}
+
+/// The `dryRun` values of options in a body (DeleteOptions, an Eviction's `deleteOptions`).
+fn dry_run_values(doc: &Value) -> Vec<&str> {
+    doc["dryRun"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+/// An eviction's dry run, as upstream's `propagateDryRun`: the query's and the body's
+/// `dryRun` stand in for each other, and when both are given they must agree.
+fn eviction_dry_run(query: &Query, doc: &Value) -> Result<bool, Status> {
+    let in_query: Vec<&str> = query.get("dryRun").into_iter().collect();
+    let in_body = dry_run_values(doc);
+    if !in_query.is_empty() && !in_body.is_empty() && in_body != in_query {
+        return Err(Status::new(
+            500,
+            "",
+            format!(
+                "Non-matching dry-run options in request and content: [{}] and [{}]",
+                in_query.join(" "),
+                in_body.join(" ")
+            ),
+        ));
+    }
+    Ok(in_query.contains(&"All") || in_body.contains(&"All"))
 }
 
 /// DeleteOptions from a decoded body (or an Eviction's `deleteOptions`) and the query.
@@ -655,31 +700,9 @@ async fn resource(
             let eviction = decode_body(&headers, &body, "Eviction")?;
             crate::eviction::check_body(&name, &eviction)?;
             let doc = &eviction["deleteOptions"];
-            // The body's dryRun, when empty, is the query's; otherwise the two must agree.
-            let in_query: Vec<&str> = query.get("dryRun").into_iter().collect();
-            let mut in_body: Vec<&str> = doc["dryRun"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            if in_body.is_empty() {
-                in_body = in_query.clone();
-            }
-            if in_body != in_query {
-                return Err(Status::new(
-                    500,
-                    "",
-                    format!(
-                        "Non-matching dry-run options in request and content: [{}] and [{}]",
-                        in_query.join(" "),
-                        in_body.join(" ")
-                    ),
-                ));
-            }
             let ev = crate::eviction::Eviction {
                 options: delete_options_of(&Query::default(), doc)?,
-                dry_run,
+                dry_run: eviction_dry_run(&query, doc)?,
             };
             crate::eviction::evict(reg, ns.unwrap_or("default"), &name, ev).await?;
             Ok(json_response(
@@ -701,6 +724,9 @@ async fn resource(
                 .unwrap_or("");
             let kind = PatchType::from_content_type(ct)
                 .ok_or_else(|| Status::unsupported_media_type(ct))?;
+            if matches!(kind, PatchType::Apply) {
+                return Err(crate::registry::apply_unsupported());
+            }
             let body = read_body(req.into_body()).await?;
             let patch: Value = serde_json::from_slice(&body)
                 .map_err(|e| Status::bad_request(format!("error decoding patch: {e}")))?;
@@ -743,12 +769,12 @@ async fn resource(
         }
         ("delete", None) => {
             let body = read_body(req.into_body()).await?;
-            let opts = delete_options(&query, &headers, &body)?;
+            let (opts, dry_run) = delete_options(&query, &headers, &body)?;
             ok(sv.show(reg.delete(r, ns, &name, &opts, dry_run).await?))
         }
         ("deletecollection", None) => {
             let body = read_body(req.into_body()).await?;
-            let opts = delete_options(&query, &headers, &body)?;
+            let (opts, dry_run) = delete_options(&query, &headers, &body)?;
             let list = reg.list(r, ns, &list_options(sv, &query)?).await?;
             let mut deleted = Vec::new();
             for item in list.items {

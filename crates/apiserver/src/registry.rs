@@ -90,6 +90,27 @@ pub struct DeleteOptions {
     pub resource_version: Option<String>,
 }
 
+/// How often a create with `generateName` tries a fresh name before giving up.
+const GENERATE_NAME_ATTEMPTS: u32 = 8;
+
+/// The namespaces NamespaceLifecycle admission never lets go.
+const IMMORTAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
+
+/// Refuses to delete a namespace the cluster cannot do without, in upstream's words.
+fn immortal(r: &Resource, name: &str) -> Result<(), Status> {
+    if r.group.is_empty() && r.plural == "namespaces" && IMMORTAL_NAMESPACES.contains(&name) {
+        return Err(Status {
+            details: Some(json!({"name": name, "kind": "namespaces"})),
+            ..Status::new(
+                403,
+                "Forbidden",
+                format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
+            )
+        });
+    }
+    Ok(())
+}
+
 fn store_error(r: &Resource, name: &str, e: store::Error) -> Status {
     match e {
         store::Error::NotFound { .. } => Status::not_found(r, name),
@@ -335,8 +356,31 @@ impl Registry {
         Ok(())
     }
 
-    /// CREATE: fills in system fields and defaults, validates, stores.
+    /// CREATE: fills in system fields and defaults, validates, stores. A name generated from
+    /// `generateName` that is taken already is generated again (upstream's
+    /// RetryGenerateName), so clients never see that conflict.
     pub async fn create(
+        &self,
+        r: &Resource,
+        ns: Option<&str>,
+        obj: Value,
+        dry_run: bool,
+    ) -> Result<Value, Status> {
+        let generated = meta_str(&obj, "name").is_empty()
+            && obj["metadata"]["generateName"]
+                .as_str()
+                .is_some_and(|g| !g.is_empty());
+        let mut attempts = if generated { GENERATE_NAME_ATTEMPTS } else { 1 };
+        loop {
+            attempts -= 1;
+            match self.create_once(r, ns, obj.clone(), dry_run).await {
+                Err(s) if s.reason == "AlreadyExists" && attempts > 0 => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn create_once(
         &self,
         r: &Resource,
         ns: Option<&str>,
@@ -373,6 +417,7 @@ impl Registry {
             meta_mut(&mut obj).insert("generation".into(), json!(1));
         }
         strategy::defaults(r, &mut obj);
+        strategy::prepare_for_create(r, &mut obj);
         if (r.group, r.plural) == ("", "pods") {
             if let Some(ns) = ns {
                 crate::admission::limit_ranger(self, &self.store, ns, &mut obj).await?;
@@ -606,13 +651,18 @@ impl Registry {
                 }
             }
         }
+        strategy::defaults(r, &mut new);
         match (r.group, r.plural, sub) {
             // Fields only their own subresource writes.
-            ("", "pods", None) => set_pointer(
-                &mut new,
-                "/spec/ephemeralContainers",
-                current.pointer("/spec/ephemeralContainers").cloned(),
-            ),
+            ("", "pods", None) => {
+                set_pointer(
+                    &mut new,
+                    "/spec/ephemeralContainers",
+                    current.pointer("/spec/ephemeralContainers").cloned(),
+                );
+                crate::admission::keep_priority(current, &mut new);
+                crate::admission::default_toleration_seconds(&mut new);
+            }
             ("", "namespaces", None) => set_pointer(
                 &mut new,
                 "/spec/finalizers",
@@ -817,6 +867,7 @@ impl Registry {
                 .map_err(|e| store_error(r, name, e))?;
             let kv = kv.ok_or_else(|| Status::not_found(r, name))?;
             let current = decode(&kv)?;
+            immortal(r, name)?;
             if let Some(uid) = &opts.uid
                 && uid != meta_str(&current, "uid")
             {
@@ -1113,12 +1164,17 @@ pub fn apply_patch(kind: PatchType, doc: &Value, patch: &Value) -> Result<Value,
         PatchType::Json => json_patch(doc, patch).map_err(|e| Status::new(422, "Invalid", e)),
         PatchType::Merge => Ok(merge_patch(doc, patch)),
         PatchType::Strategic => strategic_merge(doc, patch).map_err(Status::bad_request),
-        PatchType::Apply => Err(Status::new(
-            415,
-            "UnsupportedMediaType",
-            "server-side apply is not supported yet",
-        )),
+        PatchType::Apply => Err(apply_unsupported()),
     }
+}
+
+/// Server-side apply is not served yet: 415 whatever the body (YAML or JSON).
+pub fn apply_unsupported() -> Status {
+    Status::new(
+        415,
+        "UnsupportedMediaType",
+        "server-side apply is not supported yet",
+    )
 }
 
 /// Turns one store event into a watch event, or nothing when the selectors hide it.

@@ -1,5 +1,5 @@
 //! Per-resource behaviour on top of the generic registry (upstream's `Strategy`): defaults
-//! filled in on create, validation, and how names are checked. Resources without an entry here
+//! filled in on every write, what a create adds, validation, and how names are checked. Resources without an entry here
 //! get the generic behaviour: metadata checks only.
 
 pub mod csr;
@@ -37,6 +37,45 @@ fn default_pod_spec(spec: &mut Value) {
         spec,
         &["initContainers", "containers", "ephemeralContainers"],
     );
+    for v in spec
+        .get_mut("volumes")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        // A volume that names no source is an emptyDir.
+        if v.as_object().is_some_and(|o| o.keys().all(|k| k == "name")) {
+            v["emptyDir"] = json!({});
+        }
+        if let Some(items) = v.pointer_mut("/downwardAPI/items") {
+            default_field_refs(items);
+        }
+        for source in v
+            .pointer_mut("/projected/sources")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(items) = source.pointer_mut("/downwardAPI/items") {
+                default_field_refs(items);
+            }
+        }
+    }
+}
+
+/// `fieldRef.apiVersion` defaults to `v1` wherever a field is referenced: downward API items
+/// (passed as their array) or a container's env.
+fn default_field_refs(items: &mut Value) {
+    for item in items.as_array_mut().into_iter().flatten() {
+        let field_ref = if item.get("fieldRef").is_some() {
+            item.get_mut("fieldRef")
+        } else {
+            item.pointer_mut("/valueFrom/fieldRef")
+        };
+        if let Some(f) = field_ref {
+            set_default(f, "apiVersion", json!("v1"));
+        }
+    }
 }
 
 /// Container defaults for the lists `lists` of a pod spec.
@@ -51,6 +90,9 @@ pub fn default_containers(spec: &mut Value, lists: &[&str]) {
             set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
             set_default(c, "terminationMessagePolicy", json!("File"));
             set_default(c, "resources", json!({}));
+            if let Some(env) = c.get_mut("env") {
+                default_field_refs(env);
+            }
             let image = c.get("image").and_then(Value::as_str).unwrap_or("");
             let tag = image.rsplit('/').next().unwrap_or("");
             let latest = !tag.contains(':') && !image.contains('@') || tag.ends_with(":latest");
@@ -99,13 +141,11 @@ fn qos_class(spec: &Value) -> &'static str {
     }
 }
 
-/// Fills in defaults on create.
-pub fn defaults(r: &Resource, obj: &mut Value) {
-    defaults::apply(r, obj);
-    if (r.group, r.plural) == ("batch", "jobs") {
-        job_selector(obj);
-    }
+/// What a create adds besides the defaults (upstream's `PrepareForCreate`): a Job's
+/// generated selector, a namespace's finalizer and phase, a pod's and a Service's first status.
+pub fn prepare_for_create(r: &Resource, obj: &mut Value) {
     match (r.group, r.plural) {
+        ("batch", "jobs") => job_selector(obj),
         ("", "namespaces") => {
             // Every namespace gets the namespace controller's finalizer.
             set_default(obj, "spec", json!({}));
@@ -118,14 +158,32 @@ pub fn defaults(r: &Resource, obj: &mut Value) {
             obj["status"] = json!({"phase": "Active"});
         }
         ("", "pods") => {
-            set_default(obj, "spec", json!({}));
-            default_pod_spec(&mut obj["spec"]);
             let qos = qos_class(&obj["spec"]);
             set_default(obj, "status", json!({}));
             set_default(&mut obj["status"], "phase", json!("Pending"));
             set_default(&mut obj["status"], "qosClass", json!(qos));
         }
-        ("", "secrets") => set_default(obj, "type", json!("Opaque")),
+        ("", "services") => set_default(obj, "status", json!({"loadBalancer": {}})),
+        _ => {}
+    }
+}
+
+/// Fills in defaults, as upstream's decoder does on every write (create, update, patch): an
+/// unchanged object sent back (`kubectl replace`) reads as the stored one.
+pub fn defaults(r: &Resource, obj: &mut Value) {
+    defaults::apply(r, obj);
+    if (r.group, r.plural) == ("", "replicationcontrollers") {
+        rc_selector(obj);
+    }
+    match (r.group, r.plural) {
+        ("", "secrets") => {
+            set_default(obj, "type", json!("Opaque"));
+            merge_string_data(obj);
+        }
+        ("", "pods") => {
+            set_default(obj, "spec", json!({}));
+            default_pod_spec(&mut obj["spec"]);
+        }
         ("", "services") => {
             set_default(obj, "spec", json!({}));
             let spec = &mut obj["spec"];
@@ -141,7 +199,6 @@ pub fn defaults(r: &Resource, obj: &mut Value) {
                 let port = p.get("port").cloned().unwrap_or(Value::Null);
                 set_default(p, "targetPort", port);
             }
-            set_default(obj, "status", json!({"loadBalancer": {}}));
         }
         ("apps", "deployments") => {
             set_default(obj, "spec", json!({}));
@@ -176,6 +233,41 @@ pub fn defaults(r: &Resource, obj: &mut Value) {
             }
         }
         _ => {}
+    }
+}
+
+/// A Secret's `stringData` is written into `data` (base64, winning over a `data` key of the
+/// same name) and dropped, as upstream's conversion does.
+fn merge_string_data(obj: &mut Value) {
+    use base64::Engine as _;
+    let Some(strings) = obj.as_object_mut().and_then(|o| o.remove("stringData")) else {
+        return;
+    };
+    let Some(strings) = strings.as_object() else {
+        return;
+    };
+    if !obj["data"].is_object() {
+        obj["data"] = json!({});
+    }
+    for (k, v) in strings {
+        let text = v.as_str().unwrap_or_default();
+        obj["data"][k] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+    }
+}
+
+/// A ReplicationController without a selector selects its template's labels, and takes them
+/// as its own labels when it has none (upstream's `SetDefaults_ReplicationController`).
+fn rc_selector(obj: &mut Value) {
+    let labels = obj.pointer("/spec/template/metadata/labels").cloned();
+    let Some(labels) = labels.filter(|l| l.as_object().is_some_and(|m| !m.is_empty())) else {
+        return;
+    };
+    let empty = |v: Option<&Value>| v.and_then(Value::as_object).is_none_or(|m| m.is_empty());
+    if empty(obj.pointer("/spec/selector")) {
+        obj["spec"]["selector"] = labels.clone();
+    }
+    if empty(obj.pointer("/metadata/labels")) && obj["metadata"].is_object() {
+        obj["metadata"]["labels"] = labels;
     }
 }
 
@@ -527,9 +619,27 @@ pub fn validate(r: &Resource, obj: &Value) -> Vec<FieldError> {
             }
         }
         ("certificates.k8s.io", "certificatesigningrequests") => errs.extend(csr::validate(obj)),
+        ("", "configmaps") => {
+            config_key_errors(&obj["data"], "data", &mut errs);
+            config_key_errors(&obj["binaryData"], "binaryData", &mut errs);
+        }
+        ("", "secrets") => config_key_errors(&obj["data"], "data", &mut errs),
         _ => {}
     }
     errs
+}
+
+/// The keys of a ConfigMap's or Secret's `data` (or `binaryData`) must be config keys.
+fn config_key_errors(data: &Value, field: &str, errs: &mut Vec<FieldError>) {
+    for key in data.as_object().into_iter().flat_map(|m| m.keys()) {
+        for e in api::validation::config_key(key) {
+            errs.push(FieldError::invalid(
+                format!("{field}[{key}]"),
+                &json!(key),
+                e,
+            ));
+        }
+    }
 }
 
 /// Checks what may not change on update.
@@ -554,7 +664,7 @@ pub fn validate_update(
         }
     };
     if old["immutable"] == json!(true) && matches!(r.plural, "configmaps" | "secrets") {
-        for field in ["/data", "/binaryData", "/stringData"] {
+        for field in ["/data", "/binaryData", "/stringData", "/immutable"] {
             if old.pointer(field) != new.pointer(field) {
                 errs.push(FieldError::forbidden(
                     field.trim_start_matches('/'),
@@ -604,6 +714,15 @@ pub fn validate_update(
             }
         }
         ("", "namespaces") => errs.extend(namespace_finalizers(new)),
+        ("scheduling.k8s.io", "priorityclasses") => {
+            if old["value"] != new["value"] {
+                errs.push(FieldError::forbidden(
+                    "value",
+                    "may not be changed in an update.",
+                ));
+            }
+            immutable(old, new, "/preemptionPolicy", &mut errs);
+        }
         // A node's pod CIDRs go from none to some, and then stay.
         ("", "nodes")
             if old["spec"]["podCIDRs"]
@@ -650,12 +769,51 @@ mod tests {
     use super::*;
     use api::resources::find;
 
+    /// What a create applies: the defaults, then what only a create adds.
+    fn on_create(r: &Resource, obj: &mut Value) {
+        defaults(r, obj);
+        prepare_for_create(r, obj);
+    }
+
+    #[test]
+    fn every_write_gets_defaults_that_need_no_create() {
+        let rcs = find("", "v1", "replicationcontrollers").unwrap();
+        let mut rc = json!({"metadata": {"name": "rc"}, "spec": {"template": {
+            "metadata": {"labels": {"app": "a"}}, "spec": {"containers": []}}}});
+        defaults(rcs, &mut rc);
+        assert_eq!(rc["spec"]["selector"], json!({"app": "a"}));
+        assert_eq!(rc["metadata"]["labels"], json!({"app": "a"}));
+        let secrets = find("", "v1", "secrets").unwrap();
+        let mut secret = json!({"data": {"a": "b2xk"}, "stringData": {"a": "new", "b": "x"}});
+        defaults(secrets, &mut secret);
+        assert_eq!(secret["data"], json!({"a": "bmV3", "b": "eA=="}));
+        assert!(secret.get("stringData").is_none());
+        let pods = find("", "v1", "pods").unwrap();
+        let mut pod = json!({"spec": {"containers": [{"name": "c", "env": [
+            {"name": "N", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}],
+            "volumes": [{"name": "v"}, {"name": "d", "downwardAPI": {"items": [
+                {"path": "n", "fieldRef": {"fieldPath": "metadata.name"}}]}}]}});
+        defaults(pods, &mut pod);
+        let spec = &pod["spec"];
+        assert_eq!(
+            spec["containers"][0]["env"][0]["valueFrom"]["fieldRef"]["apiVersion"],
+            "v1"
+        );
+        assert_eq!(spec["volumes"][0]["emptyDir"], json!({}));
+        assert_eq!(
+            spec["volumes"][1]["downwardAPI"]["items"][0]["fieldRef"]["apiVersion"],
+            "v1"
+        );
+        // Status is a create's business, not every write's.
+        assert!(pod.get("status").is_none());
+    }
+
     #[test]
     fn jobs_get_a_selector_by_uid_unless_manual() {
         let jobs = find("batch", "v1", "jobs").unwrap();
         let mut job = json!({"metadata": {"name": "pi", "uid": "u1"}, "spec": {
             "template": {"metadata": {"labels": {"app": "pi"}}, "spec": {"containers": []}}}});
-        defaults(jobs, &mut job);
+        on_create(jobs, &mut job);
         assert_eq!(
             job["spec"]["selector"],
             json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u1"}})
@@ -668,7 +826,7 @@ mod tests {
         let mut manual = json!({"metadata": {"name": "m", "uid": "u2"}, "spec": {
             "manualSelector": true, "selector": {"matchLabels": {"app": "m"}},
             "backoffLimitPerIndex": 1, "template": {"metadata": {"labels": {"app": "m"}}}}});
-        defaults(jobs, &mut manual);
+        on_create(jobs, &mut manual);
         assert_eq!(
             manual["spec"]["selector"],
             json!({"matchLabels": {"app": "m"}})
@@ -698,7 +856,7 @@ mod tests {
     fn pods_get_upstream_defaults_and_checks() {
         let p = find("", "v1", "pods").unwrap();
         let mut pod = json!({"metadata": {"name": "p", "namespace": "d"}, "spec": {"containers": [{"name": "c", "image": "nginx:1.25"}, {"name": "d", "image": "busybox"}]}});
-        defaults(p, &mut pod);
+        on_create(p, &mut pod);
         assert_eq!(pod["spec"]["restartPolicy"], "Always");
         assert_eq!(
             pod["spec"]["containers"][0]["imagePullPolicy"],

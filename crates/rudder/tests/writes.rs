@@ -1,0 +1,296 @@
+//! Nothing is lost on a write: dry runs never change the store (whether `dryRun` comes in the
+//! URL or in the body), defaults are applied on every write so an unchanged object sent back
+//! is unchanged, the system namespaces cannot be deleted, and impersonation is refused rather
+//! than ignored. Driven by the real kubectl.
+
+mod support;
+
+use support::Cluster;
+
+const POD: &str = "
+apiVersion: v1
+kind: Pod
+metadata: {name: keep}
+spec:
+  containers:
+  - name: c
+    image: busybox:1.36
+    env:
+    - name: NAME
+      valueFrom: {fieldRef: {fieldPath: metadata.name}}
+  volumes:
+  - name: scratch
+";
+
+const DEPLOYMENT: &str = "
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: c, image: 'nginx:1.25'}]
+";
+
+fn jsonpath(c: &Cluster, what: &[&str], path: &str) -> String {
+    let mut args = vec!["get"];
+    args.extend_from_slice(what);
+    let expr = format!("jsonpath={path}");
+    args.extend(["-o", expr.as_str()]);
+    c.kubectl(&args).out().to_string()
+}
+
+// conformance: 691
+#[test]
+fn dry_runs_in_the_body_or_the_url_change_nothing() {
+    let c = Cluster::start(&[]);
+    c.kubectl(&["create", "configmap", "cm", "--from-literal=a=1"])
+        .out();
+    c.kubectl(&["create", "namespace", "team"]).out();
+    c.kubectl_in(&["create", "-f", "-"], Some(POD)).out();
+    // kubectl sends a delete's dry run in the DeleteOptions body.
+    assert_eq!(
+        c.kubectl(&["delete", "cm", "cm", "--dry-run=server"]).out(),
+        "configmap \"cm\" deleted (server dry run)\n"
+    );
+    assert_eq!(
+        c.kubectl(&["delete", "ns", "team", "--dry-run=server"])
+            .out(),
+        "namespace \"team\" deleted (server dry run)\n"
+    );
+    c.kubectl(&["delete", "cm", "--all", "--dry-run=server"])
+        .out();
+    // And in the URL, with no body.
+    c.kubectl(&[
+        "delete",
+        "--raw",
+        "/api/v1/namespaces/default/configmaps/cm?dryRun=All",
+    ])
+    .out();
+    assert_eq!(jsonpath(&c, &["cm", "cm"], "{.data.a}"), "1");
+    assert_eq!(jsonpath(&c, &["ns", "team"], "{.status.phase}"), "Active");
+    // An eviction's dry run in its deleteOptions (kubectl drain --dry-run=server).
+    let eviction = r#"{"apiVersion": "policy/v1", "kind": "Eviction",
+        "metadata": {"name": "keep", "namespace": "default"},
+        "deleteOptions": {"dryRun": ["All"]}}"#;
+    let file = c.dir.path().join("eviction.json");
+    std::fs::write(&file, eviction).unwrap();
+    let path = "/api/v1/namespaces/default/pods/keep/eviction";
+    c.kubectl(&["create", "--raw", path, "-f", &file.display().to_string()])
+        .out();
+    let both = format!("{path}?dryRun=All");
+    c.kubectl(&["create", "--raw", &both, "-f", &file.display().to_string()])
+        .out();
+    assert_eq!(jsonpath(&c, &["pod", "keep"], "{.metadata.name}"), "keep");
+    assert!(
+        jsonpath(&c, &["pod", "keep"], "{.metadata.deletionTimestamp}").is_empty(),
+        "a dry-run eviction marked the pod"
+    );
+}
+
+#[test]
+fn an_unchanged_object_replaced_keeps_its_defaults() {
+    let c = Cluster::start(&[]);
+    c.kubectl_in(&["create", "-f", "-"], Some(POD)).out();
+    // The sent pod lacks every default the stored one has; replace must not read that as a
+    // change of the immutable spec.
+    assert_eq!(
+        c.kubectl_in(&["replace", "-f", "-"], Some(POD)).out(),
+        "pod/keep replaced\n"
+    );
+    assert_eq!(
+        jsonpath(
+            &c,
+            &["pod", "keep"],
+            "{.spec.containers[0].env[0].valueFrom.fieldRef.apiVersion} {.spec.volumes[0].emptyDir}"
+        ),
+        "v1 {}"
+    );
+    c.kubectl_in(&["create", "-f", "-"], Some(DEPLOYMENT)).out();
+    let generation = jsonpath(&c, &["deploy", "web"], "{.metadata.generation}");
+    c.kubectl_in(&["replace", "-f", "-"], Some(DEPLOYMENT))
+        .out();
+    assert_eq!(
+        jsonpath(
+            &c,
+            &["deploy", "web"],
+            "{.spec.strategy.type} {.spec.revisionHistoryLimit} {.spec.replicas} {.metadata.generation}"
+        ),
+        format!("RollingUpdate 10 1 {generation}")
+    );
+    // A merge patch that removes a defaulted field gets the default back.
+    c.kubectl(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"progressDeadlineSeconds": null}}"#,
+    ])
+    .out();
+    assert_eq!(
+        jsonpath(&c, &["deploy", "web"], "{.spec.progressDeadlineSeconds}"),
+        "600"
+    );
+}
+
+#[test]
+fn secrets_merge_string_data_and_controllers_default_their_selector() {
+    let c = Cluster::start(&[]);
+    let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n\
+                  data: {a: b2xk, b: Yg==}\nstringData: {a: new}\n";
+    c.kubectl_in(&["create", "-f", "-"], Some(secret)).out();
+    assert_eq!(
+        jsonpath(&c, &["secret", "s"], "{.data.a} {.data.b} {.stringData}"),
+        "bmV3 Yg== "
+    );
+    let rc = "apiVersion: v1\nkind: ReplicationController\nmetadata: {name: rc}\n\
+              spec:\n  replicas: 0\n  template:\n    metadata: {labels: {app: rc}}\n    \
+              spec: {containers: [{name: c, image: 'busybox:1.36'}]}\n";
+    c.kubectl_in(&["create", "-f", "-"], Some(rc)).out();
+    assert_eq!(
+        jsonpath(
+            &c,
+            &["rc", "rc"],
+            "{.spec.selector.app} {.metadata.labels.app}"
+        ),
+        "rc rc"
+    );
+}
+
+#[test]
+fn system_namespaces_cannot_be_deleted() {
+    let c = Cluster::start(&[]);
+    let refused = c.kubectl(&["delete", "namespace", "default"]);
+    assert_eq!(
+        refused.err().trim(),
+        "Error from server (Forbidden): namespaces \"default\" is forbidden: this namespace may not be deleted"
+    );
+    c.kubectl(&["create", "namespace", "scratch"]).out();
+    // Every other namespace goes; the three the cluster needs stay Active.
+    let all = c.kubectl(&["delete", "namespace", "--all", "--wait=false"]);
+    assert!(!all.ok, "{}", all.stdout);
+    assert!(
+        all.stdout.contains("namespace \"scratch\" deleted"),
+        "{}",
+        all.stdout
+    );
+    for ns in ["default", "kube-system", "kube-public"] {
+        assert!(
+            all.stderr
+                .contains(&format!("namespaces \"{ns}\" is forbidden")),
+            "{}",
+            all.stderr
+        );
+        assert_eq!(jsonpath(&c, &["ns", ns], "{.status.phase}"), "Active");
+    }
+}
+
+#[test]
+fn impersonation_is_refused_not_ignored() {
+    let c = Cluster::start(&[]);
+    // kubectl's discovery is refused first, and kubectl says no more than upstream's does.
+    let as_bob = c.kubectl(&["get", "pods", "--as=bob"]);
+    assert!(
+        as_bob.err().contains("Error from server (Forbidden)"),
+        "{}",
+        as_bob.stderr
+    );
+    let raw = c.kubectl(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/pods",
+        "--as=bob",
+    ]);
+    assert_eq!(
+        raw.err().trim(),
+        "Error from server (Forbidden): users \"bob\" is forbidden: User \"system:admin\" cannot \
+         impersonate resource \"users\" in API group \"\" at the cluster scope"
+    );
+    let group = c.kubectl(&["get", "--raw", "/api/v1/pods", "--as=bob", "--as-group=ops"]);
+    assert!(group.err().contains("is forbidden"), "{}", group.stderr);
+}
+
+// conformance: 269, 391, 521, 616, 652
+#[test]
+fn empty_keys_immutable_objects_and_priority_values_are_refused() {
+    let c = Cluster::start(&[]);
+    for kind in ["ConfigMap", "Secret"] {
+        let obj = format!(
+            "apiVersion: v1\nkind: {kind}\nmetadata: {{name: empty}}\ndata: {{'': YQ==}}\n"
+        );
+        let refused = c.kubectl_in(&["create", "-f", "-"], Some(&obj));
+        assert!(
+            refused.err().contains(&format!(
+                "{kind} \"empty\" is invalid: data[]: Invalid value: \"\": a valid config key must \
+                 consist of alphanumeric characters"
+            )),
+            "{}",
+            refused.stderr
+        );
+    }
+    let frozen = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: frozen}\ndata: {a: '1'}\nimmutable: true\n";
+    c.kubectl_in(&["create", "-f", "-"], Some(frozen)).out();
+    let thaw = c.kubectl(&[
+        "patch",
+        "cm",
+        "frozen",
+        "--type=merge",
+        "-p",
+        r#"{"immutable": false}"#,
+    ]);
+    assert!(
+        thaw.err()
+            .contains("immutable: Forbidden: field is immutable when `immutable` is set"),
+        "{}",
+        thaw.stderr
+    );
+    let change = c.kubectl(&[
+        "patch",
+        "cm",
+        "frozen",
+        "--type=merge",
+        "-p",
+        r#"{"data": {"a": "2"}}"#,
+    ]);
+    assert!(
+        change.err().contains("data: Forbidden"),
+        "{}",
+        change.stderr
+    );
+    c.kubectl(&["label", "cm", "frozen", "edited=yes"]).out();
+    c.kubectl(&["delete", "cm", "frozen"]).out();
+
+    c.kubectl(&["create", "priorityclass", "high", "--value=1000"])
+        .out();
+    let revalued = c.kubectl(&[
+        "patch",
+        "pc",
+        "high",
+        "--type=merge",
+        "-p",
+        r#"{"value": 5}"#,
+    ]);
+    assert!(
+        revalued
+            .err()
+            .contains("value: Forbidden: may not be changed in an update."),
+        "{}",
+        revalued.stderr
+    );
+    c.kubectl(&[
+        "patch",
+        "pc",
+        "high",
+        "--type=merge",
+        "-p",
+        r#"{"description": "d"}"#,
+    ])
+    .out();
+    assert_eq!(
+        jsonpath(&c, &["pc", "high"], "{.value} {.description}"),
+        "1000 d"
+    );
+}
