@@ -71,6 +71,32 @@ pub(crate) fn router(streaming: Arc<Streaming>) -> Router {
         .with_state(streaming)
 }
 
+/// What a client's WebSocket message carries for the channels.
+enum Frame {
+    /// A channel byte and its data.
+    Data(Bytes),
+    /// The client closed.
+    Close,
+    /// Nothing for the channels (pings, empty frames).
+    Skip,
+}
+
+/// Reads a message as upstream's wsstream does: text frames are bytes like binary ones (the
+/// official Python client writes stdin as text frames).
+fn payload(msg: Message) -> Frame {
+    let data = match msg {
+        Message::Binary(b) => b,
+        Message::Text(t) => Bytes::from(t),
+        Message::Close(_) => return Frame::Close,
+        _ => return Frame::Skip,
+    };
+    if data.is_empty() {
+        Frame::Skip
+    } else {
+        Frame::Data(data)
+    }
+}
+
 const WS_EXEC: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
 const SPDY_EXEC: &[&str] = &["v4.channel.k8s.io"];
 const WS_PORT_FORWARD: &[&str] = &[
@@ -584,10 +610,10 @@ where
     let (in_tx, in_rx) = mpsc::channel::<Input>(16);
     let reader = tokio::spawn(async move {
         while let Some(Ok(msg)) = stream.next().await {
-            let data = match msg {
-                Message::Binary(b) if !b.is_empty() => b,
-                Message::Close(_) => break,
-                _ => continue,
+            let data = match payload(msg) {
+                Frame::Data(b) => b,
+                Frame::Close => break,
+                Frame::Skip => continue,
             };
             let input = match data[0] {
                 0 => Some(Input::Stdin(data.slice(1..))),
@@ -1065,10 +1091,10 @@ where
     };
     let reader = async {
         while let Some(Ok(msg)) = stream.next().await {
-            let data = match msg {
-                Message::Binary(b) if !b.is_empty() => b,
-                Message::Close(_) => break,
-                _ => continue,
+            let data = match payload(msg) {
+                Frame::Data(b) => b,
+                Frame::Close => break,
+                Frame::Skip => continue,
             };
             match data[0] {
                 255 => {
@@ -1103,6 +1129,16 @@ mod tests {
             h.append(*k, HeaderValue::from_static(v));
         }
         h
+    }
+
+    #[test]
+    fn text_and_binary_frames_carry_channel_data_alike() {
+        let text = Message::Text("\u{0}hello".into());
+        assert!(matches!(payload(text), Frame::Data(b) if b.as_ref() == b"\0hello"));
+        let binary = Message::Binary(Bytes::from_static(b"\x04{}"));
+        assert!(matches!(payload(binary), Frame::Data(b) if b[0] == 4));
+        assert!(matches!(payload(Message::Text("".into())), Frame::Skip));
+        assert!(matches!(payload(Message::Close(None)), Frame::Close));
     }
 
     #[test]
