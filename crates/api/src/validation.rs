@@ -201,6 +201,20 @@ pub fn dns1123_subdomain(s: &str) -> Vec<String> {
     errs
 }
 
+/// Problems with `s` as a path segment (upstream's `ValidatePathSegmentName`).
+pub fn path_segment(s: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if s == "." || s == ".." {
+        errs.push(format!("may not be '{s}'"));
+    }
+    for c in ["/", "%"] {
+        if s.contains(c) {
+            errs.push(format!("may not contain '{c}'"));
+        }
+    }
+    errs
+}
+
 /// Problems with `s` as a ConfigMap or Secret key (upstream's `IsConfigMapKey`).
 pub fn config_key(s: &str) -> Vec<String> {
     let mut errs = Vec::new();
@@ -297,6 +311,8 @@ pub enum NameRule {
     Label,
     /// RFC 1035 label (services).
     Dns1035,
+    /// Any name usable as a URL path segment (RBAC objects: `testing-RB` is fine).
+    PathSegment,
 }
 
 impl NameRule {
@@ -305,6 +321,7 @@ impl NameRule {
             NameRule::Subdomain => dns1123_subdomain(s),
             NameRule::Label => dns1123_label(s),
             NameRule::Dns1035 => dns1035_label(s),
+            NameRule::PathSegment => path_segment(s),
         }
     }
 }
@@ -399,6 +416,16 @@ pub fn object_meta(meta: &Value, namespaced: bool, rule: NameRule) -> Vec<FieldE
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn path_segments() {
+        assert!(path_segment("testing-RB").is_empty());
+        assert_eq!(path_segment(".."), ["may not be '..'"]);
+        assert_eq!(
+            path_segment("a/b%"),
+            ["may not contain '/'", "may not contain '%'"]
+        );
+    }
 
     #[test]
     fn config_keys() {

@@ -294,3 +294,28 @@ fn empty_keys_immutable_objects_and_priority_values_are_refused() {
         "1000 d"
     );
 }
+
+#[test]
+fn rbac_objects_take_any_path_segment_as_their_name() {
+    let c = Cluster::start(&[]);
+    assert_eq!(
+        c.kubectl(&[
+            "create",
+            "rolebinding",
+            "testing-RB",
+            "--clusterrole=view",
+            "--user=u"
+        ])
+        .out(),
+        "rolebinding.rbac.authorization.k8s.io/testing-RB created\n"
+    );
+    let role = "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: 'a:b..'}\nrules: []\n";
+    c.kubectl_in(&["create", "-f", "-"], Some(role)).out();
+    let dots = role.replace("'a:b..'", "'..'");
+    let refused = c.kubectl_in(&["create", "-f", "-"], Some(&dots));
+    assert!(
+        refused.err().contains("may not be '..'"),
+        "{}",
+        refused.stderr
+    );
+}

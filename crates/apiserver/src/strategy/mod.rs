@@ -16,6 +16,7 @@ pub fn name_rule(r: &Resource) -> NameRule {
     match (r.group, r.plural) {
         ("", "namespaces") => NameRule::Label,
         ("", "services") => NameRule::Dns1035,
+        ("rbac.authorization.k8s.io", _) => NameRule::PathSegment,
         _ => NameRule::Subdomain,
     }
 }
