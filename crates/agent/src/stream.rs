@@ -4,6 +4,8 @@
 //! - WebSocket (kubectl 1.30+, kube-rs): exec with the `v5.channel.k8s.io` or
 //!   `v4.channel.k8s.io` subprotocol, every message a channel byte then data (0 stdin, 1
 //!   stdout, 2 stderr, 3 the final `Status`, 4 terminal resizes, 255 closes a channel in v5);
+//!   the legacy `channel.k8s.io` (the error channel carries only a failure's message) and the
+//!   `base64.` forms (text frames: the channel as a digit, the data in base64) as well;
 //!   port-forward either tunnelled as SPDY inside binary messages
 //!   (`SPDY/3.1+portforward.k8s.io`, kubectl) or over the channel protocol, two channels per
 //!   port, each opened by a frame with the port number (kube-rs).
@@ -97,7 +99,63 @@ fn payload(msg: Message) -> Frame {
     }
 }
 
-const WS_EXEC: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
+/// Exec's WebSocket protocols, newest first: v5 and v4 (binary, a JSON `Status` on the error
+/// channel), and the legacy ones upstream still serves (`channel.k8s.io`, and the `base64.`
+/// forms whose text frames carry the channel as a digit and the data in base64).
+const WS_EXEC: &[&str] = &[
+    "v5.channel.k8s.io",
+    "v4.channel.k8s.io",
+    "base64.v4.channel.k8s.io",
+    "channel.k8s.io",
+    "base64.channel.k8s.io",
+];
+
+/// How an exec WebSocket frames its channels, from the protocol agreed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Framing {
+    /// Text frames: the channel as an ASCII digit, then the data in base64.
+    base64: bool,
+    /// The error channel carries a JSON `Status` (v4, v5), not the bare failure message.
+    status: bool,
+    /// Channel 255 closes a channel (v5).
+    close: bool,
+}
+
+impl Framing {
+    fn of(protocol: &str) -> Framing {
+        let plain = protocol.trim_start_matches("base64.");
+        Framing {
+            base64: plain != protocol,
+            status: matches!(plain, "v4.channel.k8s.io" | "v5.channel.k8s.io"),
+            close: plain == "v5.channel.k8s.io",
+        }
+    }
+
+    fn encode(self, channel: u8, data: &[u8]) -> Message {
+        use base64::Engine as _;
+        if self.base64 {
+            let text = base64::engine::general_purpose::STANDARD.encode(data);
+            return Message::Text(format!("{}{text}", char::from(b'0' + channel)).into());
+        }
+        channel_message(channel, data)
+    }
+
+    /// A frame's channel byte and data; `None` for a frame that does not decode.
+    fn decode(self, frame: Bytes) -> Option<Bytes> {
+        use base64::Engine as _;
+        if !self.base64 {
+            return Some(frame);
+        }
+        let channel = frame[0].checked_sub(b'0')?;
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(&frame[1..])
+            .ok()?;
+        let mut out = Vec::with_capacity(data.len() + 1);
+        out.push(channel);
+        out.extend(data);
+        Some(out.into())
+    }
+}
 const SPDY_EXEC: &[&str] = &["v4.channel.k8s.io"];
 const WS_PORT_FORWARD: &[&str] = &[
     "SPDY/3.1+portforward.k8s.io",
@@ -331,7 +389,7 @@ async fn session(
         let outcome = match transport {
             Transport::WebSocket(protocol) => {
                 let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-                exec_websocket(ws, protocol == "v5.channel.k8s.io", started, &wanted).await
+                exec_websocket(ws, Framing::of(protocol), started, &wanted).await
             }
             Transport::Spdy(_) => exec_spdy(spdy::serve(io), started, &wanted).await,
         };
@@ -599,7 +657,7 @@ fn normal_close() -> Message {
 
 async fn exec_websocket<IO>(
     ws: WebSocketStream<IO>,
-    v5: bool,
+    framing: Framing,
     started: impl Future<Output = Started>,
     req: &exec::Request,
 ) -> anyhow::Result<()>
@@ -615,10 +673,13 @@ where
                 Frame::Close => break,
                 Frame::Skip => continue,
             };
+            let Some(data) = framing.decode(data) else {
+                continue;
+            };
             let input = match data[0] {
                 0 => Some(Input::Stdin(data.slice(1..))),
                 4 => resize(&data[1..]),
-                255 if v5 && data.get(1) == Some(&0) => Some(Input::CloseStdin),
+                255 if framing.close && data.get(1) == Some(&0) => Some(Input::CloseStdin),
                 _ => None,
             };
             if let Some(input) = input
@@ -633,7 +694,7 @@ where
             let (out_tx, mut out_rx) = mpsc::channel::<(u8, Bytes)>(16);
             let writer = async {
                 while let Some((channel, data)) = out_rx.recv().await {
-                    sink.send(channel_message(channel, &data)).await?;
+                    sink.send(framing.encode(channel, &data)).await?;
                 }
                 anyhow::Ok(())
             };
@@ -645,8 +706,14 @@ where
     };
     reader.abort();
     let status = exit_status(&req.command, &exit);
-    sink.send(channel_message(3, status.to_string().as_bytes()))
-        .await?;
+    if framing.status {
+        sink.send(framing.encode(3, status.to_string().as_bytes()))
+            .await?;
+    } else if status["status"] != "Success" {
+        // The legacy protocols carry only a failure's message.
+        let message = status["message"].as_str().unwrap_or_default();
+        sink.send(framing.encode(3, message.as_bytes())).await?;
+    }
     sink.send(normal_close()).await?;
     sink.close().await?;
     Ok(())
@@ -1129,6 +1196,33 @@ mod tests {
             h.append(*k, HeaderValue::from_static(v));
         }
         h
+    }
+
+    #[test]
+    fn legacy_protocols_frame_channels_as_upstream() {
+        let b64 = Framing::of("base64.channel.k8s.io");
+        assert_eq!(
+            b64,
+            Framing {
+                base64: true,
+                status: false,
+                close: false
+            }
+        );
+        assert_eq!(b64.encode(1, b"hi"), Message::Text("1aGk=".into()));
+        assert_eq!(
+            b64.decode(Bytes::from_static(b"0aGk=")).unwrap().as_ref(),
+            b"\0hi"
+        );
+        assert!(b64.decode(Bytes::from_static(b"0!!")).is_none());
+        let v1 = Framing::of("channel.k8s.io");
+        assert_eq!(
+            v1.encode(2, b"x"),
+            Message::Binary(Bytes::from_static(b"\x02x"))
+        );
+        assert!(!v1.status);
+        assert!(Framing::of("v4.channel.k8s.io").status);
+        assert!(Framing::of("v5.channel.k8s.io").close);
     }
 
     #[test]

@@ -397,6 +397,7 @@ spec:
 
     kube_rs_exec_and_port_forward(&c);
     logs_over_websocket(&c, &image.name);
+    exec_over_every_websocket_protocol(&c);
 
     // The pod goes away: kubectl port-forward ends.
     let log = dir.path().join("gone.log");
@@ -624,6 +625,104 @@ spec:
                 "container is alive\n",
                 "{protocol}"
             );
+        }
+    });
+}
+
+/// `pods/{name}/exec` over a raw WebSocket in each protocol upstream serves: the legacy
+/// `channel.k8s.io` and `base64.channel.k8s.io` as upstream's conformance test uses them, and
+/// v4 with stdin sent as a text frame, as the Python client sends it. Runs in `talker`.
+// conformance: 359
+fn exec_over_every_websocket_protocol(c: &Cluster) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let decode = |protocol: &str, msg: Message| -> Option<(u8, Vec<u8>)> {
+        use base64::Engine as _;
+        match msg {
+            Message::Binary(b) if !b.is_empty() => Some((b[0], b[1..].to_vec())),
+            Message::Text(t) if protocol.starts_with("base64.") && !t.is_empty() => Some((
+                t.as_bytes()[0] - b'0',
+                base64::engine::general_purpose::STANDARD
+                    .decode(&t.as_bytes()[1..])
+                    .unwrap(),
+            )),
+            _ => None,
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = c.kube_client().await;
+        for (protocol, command, stdin) in [
+            (
+                "channel.k8s.io",
+                "command=echo&command=remote&stdout=true",
+                None,
+            ),
+            (
+                "base64.channel.k8s.io",
+                "command=echo&command=remote&stdout=true",
+                None,
+            ),
+            (
+                "v4.channel.k8s.io",
+                "command=head&command=-c&command=6&stdin=true&stdout=true",
+                Some("\u{0}remote"),
+            ),
+        ] {
+            let uri =
+                format!("/api/v1/namespaces/default/pods/talker/exec?container=main&{command}");
+            let req = hyper::Request::get(uri)
+                .header("connection", "Upgrade")
+                .header("upgrade", "websocket")
+                .header("sec-websocket-version", "13")
+                .header(
+                    "sec-websocket-key",
+                    tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+                )
+                .header("sec-websocket-protocol", protocol)
+                .body(kube::client::Body::empty())
+                .unwrap();
+            let resp = client.send(req).await.unwrap();
+            assert_eq!(resp.status(), 101, "{protocol}");
+            assert_eq!(resp.headers()["sec-websocket-protocol"], protocol);
+            let io = hyper::upgrade::on(resp).await.unwrap();
+            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                hyper_util::rt::TokioIo::new(io),
+                tokio_tungstenite::tungstenite::protocol::Role::Client,
+                None,
+            )
+            .await;
+            if let Some(text) = stdin {
+                ws.send(Message::Text(text.into())).await.unwrap();
+            }
+            let (mut stdout, mut errors) = (Vec::new(), Vec::new());
+            while let Some(msg) = ws.next().await {
+                let msg = msg.unwrap();
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+                match decode(protocol, msg) {
+                    Some((1, data)) => stdout.extend(data),
+                    Some((3, data)) => errors.extend(data),
+                    _ => {}
+                }
+            }
+            let expected = if stdin.is_some() {
+                "remote"
+            } else {
+                "remote\n"
+            };
+            assert_eq!(String::from_utf8(stdout).unwrap(), expected, "{protocol}");
+            let errors = String::from_utf8(errors).unwrap();
+            if protocol.starts_with("v4") {
+                assert!(errors.contains("\"Success\""), "{protocol}: {errors}");
+            } else {
+                assert_eq!(
+                    errors, "",
+                    "{protocol}: a success writes nothing on the error channel"
+                );
+            }
         }
     });
 }
