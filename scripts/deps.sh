@@ -18,13 +18,28 @@ declare -A NEEDED=(
   [curl]=curl                  # the agent tests call its HTTPS endpoint with a client certificate
 )
 
+# file -> Debian package that provides it: what the build reads that no command on PATH shows.
+declare -A NEEDED_FILES=(
+  # etcd's .proto files import protobuf's well-known types (descriptor.proto, struct.proto);
+  # protobuf-compiler only recommends the package that carries them.
+  [/usr/include/google/protobuf/descriptor.proto]=libprotobuf-dev
+  # The pod network's CNI plugins (bridge, host-local, loopback, portmap).
+  [/usr/lib/cni/bridge]=containernetworking-plugins
+  # TLS roots for pip's download of the Python client (ca-certificates is only recommended).
+  [/etc/ssl/certs/ca-certificates.crt]=ca-certificates
+  # The kill program (bash's builtin satisfies `command -v kill`): the end-to-end harness
+  # stops servers with SIGTERM through it.
+  [/bin/kill]=procps
+)
+
 missing_packages() {
   local pkgs=()
   for cmd in "${!NEEDED[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || pkgs+=("${NEEDED[$cmd]}")
   done
-  # The pod network's CNI plugins (bridge, host-local, loopback, portmap).
-  [ -x /usr/lib/cni/bridge ] || pkgs+=(containernetworking-plugins)
+  for file in "${!NEEDED_FILES[@]}"; do
+    [ -e "$file" ] || pkgs+=("${NEEDED_FILES[$file]}")
+  done
   echo "${pkgs[@]:-}"
 }
 

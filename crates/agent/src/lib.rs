@@ -250,6 +250,36 @@ pub async fn run(
     Ok(())
 }
 
+/// What an agent's data directory holds (see [`reset`]); a server's data directory holds none
+/// of these, its agent's state is in its `agent` subdirectory.
+const AGENT_STATE: [&str; 5] = ["runtime", "pods", "containers", "cni", "images"];
+
+/// The agent data directory `rudder reset --data-dir DIR` resets: `DIR` itself when it holds an
+/// agent's state; `DIR/agent` when `DIR` is a server's data directory (no agent state of its
+/// own, an `agent` subdirectory), with a note saying so; else `DIR`, with a note that it holds
+/// nothing to reset.
+pub fn reset_dir(dir: &Path) -> (PathBuf, Option<String>) {
+    let holds_state = |d: &Path| AGENT_STATE.iter().any(|s| d.join(s).exists());
+    if holds_state(dir) {
+        return (dir.to_path_buf(), None);
+    }
+    let agent = dir.join("agent");
+    if agent.is_dir() {
+        let note = format!(
+            "{} is a server's data directory: resetting its node agent in {}",
+            dir.display(),
+            agent.display()
+        );
+        return (agent, Some(note));
+    }
+    let note = format!(
+        "{} holds no node agent state ({}): no containers or pods to reset",
+        dir.display(),
+        AGENT_STATE.map(|s| format!("{s}/")).join(", ")
+    );
+    (dir.to_path_buf(), Some(note))
+}
+
 /// What `rudder reset` does for an agent's data directory: stops every container started
 /// from it, removes pod networks, namespaces, mounts and cgroups, and deletes `bridge`.
 pub async fn reset(data_dir: &Path, bridge: &str) -> Result<Vec<String>> {
@@ -325,4 +355,34 @@ pub async fn reset(data_dir: &Path, bridge: &str) -> Result<Vec<String>> {
     let _ = std::fs::remove_dir_all(data_dir.join("pods"));
     let _ = std::fs::remove_dir_all(data_dir.join("cni/networks"));
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_finds_the_agent_of_a_server_data_dir() {
+        let server = tempfile::tempdir().unwrap();
+        // Nothing there yet: the directory itself, with a note.
+        let (dir, note) = reset_dir(server.path());
+        assert_eq!(dir, server.path());
+        assert!(note.unwrap().contains("holds no node agent state"));
+        // A server's data directory: its agent's.
+        std::fs::create_dir_all(server.path().join("tls")).unwrap();
+        std::fs::create_dir_all(server.path().join("agent/runtime")).unwrap();
+        let (dir, note) = reset_dir(server.path());
+        assert_eq!(dir, server.path().join("agent"));
+        assert!(note.unwrap().contains("is a server's data directory"));
+        // The agent's own directory, and a joined agent's: as given, silently.
+        let (dir, note) = reset_dir(&server.path().join("agent"));
+        assert_eq!(dir, server.path().join("agent"));
+        assert_eq!(note, None);
+        let joined = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(joined.path().join("pods")).unwrap();
+        assert_eq!(
+            reset_dir(joined.path()),
+            (joined.path().to_path_buf(), None)
+        );
+    }
 }

@@ -657,7 +657,8 @@ impl AgentCommandArgs {
 /// Options of `rudder reset`.
 #[derive(Debug, Args)]
 pub(crate) struct ResetArgs {
-    /// The agent's data directory: `<server data dir>/agent` for `rudder server`'s agent
+    /// The agent's data directory: `<server data dir>/agent` for `rudder server`'s agent (given
+    /// a server's data directory, reset uses its `agent` subdirectory)
     /// [default: /var/lib/rudder/agent].
     #[arg(long, default_value = "/var/lib/rudder/agent")]
     pub(crate) data_dir: std::path::PathBuf,

@@ -149,7 +149,12 @@ fn main() -> std::process::ExitCode {
             }
             cli::Command::Images(opts) => images(opts),
             cli::Command::Reset(opts) => {
-                for line in agent::reset(&opts.data_dir, &opts.bridge).await? {
+                // Given a server's data directory, its agent's (`<data dir>/agent`).
+                let (data_dir, note) = agent::reset_dir(&opts.data_dir);
+                if let Some(note) = note {
+                    eprintln!("rudder reset: {note}");
+                }
+                for line in agent::reset(&data_dir, &opts.bridge).await? {
                     println!("{line}");
                 }
                 Ok(())
