@@ -37,7 +37,11 @@ fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool
 
 /// Whether one term matches: all its expressions on labels and its fields on the name. A
 /// term with neither matches nothing, as upstream.
-pub(crate) fn term_matches(term: &NodeSelectorTerm, labels: &BTreeMap<String, String>, name: &str) -> bool {
+pub(crate) fn term_matches(
+    term: &NodeSelectorTerm,
+    labels: &BTreeMap<String, String>,
+    name: &str,
+) -> bool {
     let exprs = term.match_expressions.as_deref().unwrap_or_default();
     let fields = term.match_fields.as_deref().unwrap_or_default();
     if exprs.is_empty() && fields.is_empty() {
