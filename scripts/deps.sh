@@ -25,7 +25,8 @@ declare -A NEEDED_FILES=(
   [/usr/include/google/protobuf/descriptor.proto]=libprotobuf-dev
   # The pod network's CNI plugins (bridge, host-local, loopback, portmap).
   [/usr/lib/cni/bridge]=containernetworking-plugins
-  # TLS roots for pip's download of the Python client (ca-certificates is only recommended).
+  # TLS roots for cargo's downloads from crates.io and pip's from PyPI (only recommended by
+  # curl and python3).
   [/etc/ssl/certs/ca-certificates.crt]=ca-certificates
   # The kill program (bash's builtin satisfies `command -v kill`): the end-to-end harness
   # stops servers with SIGTERM through it.

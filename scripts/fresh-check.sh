@@ -264,8 +264,7 @@ run_inner() {
         break
       fi
     fi
-    # Once built, the server answers within seconds: look more often.
-    if [ -n "$built" ]; then sleep 1; else sleep 5; fi
+    sleep 1
   done
   [ -n "$ready" ] || fail_inner "no answer from kubectl get ns within ${TIMEOUT_MIN} minutes (see $WORK/run.log)"
   timing "server ready" $((ready - built))
@@ -349,7 +348,7 @@ summary() {
     unmount_all
     if [ -f "$WORK/host-before.links" ]; then check_host; fi
   fi
-  if [ -s "$TIMINGS" ]; then
+  if [ "$OWN" = 1 ] && [ -s "$TIMINGS" ]; then
     say "timings:"
     grep -v '^binary' "$TIMINGS" | while IFS=: read -r phase secs; do
       printf '  %-24s %s\n' "$phase" "$(fmt_secs "${secs// /}")" >&2
@@ -394,10 +393,10 @@ main() {
   exec 9>"$WORK/lock"
   flock -n 9 || fail "another fresh-check runs on $WORK"
   OWN=1
+  rm -f "$TIMINGS" "$RESULT" "$WORK/host-before".* "$WORK/host-after".*
   # The chroot shares the host's network: the server binds 6443 (API) and 10250 (agent).
   busy=$(ss -Hltn '( sport = :6443 or sport = :10250 )')
   [ -z "$busy" ] || fail "something listens on port 6443 or 10250 on this host: $busy"
-  rm -f "$TIMINGS" "$RESULT" "$WORK/host-before".* "$WORK/host-after".*
   # Left by an earlier, killed run: its processes, then its mounts (else not safe to go on).
   kill_procs_in_root
   unmount_all
