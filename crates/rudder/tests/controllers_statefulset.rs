@@ -72,13 +72,18 @@ fn is_going(f: &[&str]) -> bool {
 const WATCH: &str = "jsonpath={.metadata.name}|{.status.conditions[?(@.type==\"Ready\")].status}|\
     {.metadata.deletionTimestamp}{\"\\n\"}";
 
-const WEB: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: nginx}\nspec:\n  \
+/// The claims wait for their first consumer in a class that provisions (as k3s' local-path):
+/// the scheduler places their pods, where unbound Immediate claims would keep them Pending.
+const WEB: &str = "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: local}\n\
+    provisioner: rancher.io/local-path\nvolumeBindingMode: WaitForFirstConsumer\n---\n\
+    apiVersion: v1\nkind: Service\nmetadata: {name: nginx}\nspec:\n  \
     clusterIP: None\n  selector: {app: web}\n  ports: [{port: 80, name: web}]\n---\n\
     apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: web}\nspec:\n  replicas: 3\n  \
     serviceName: nginx\n  selector: {matchLabels: {app: web}}\n  template:\n    \
     metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - name: app\n        \
     image: nginx:1.25\n        volumeMounts: [{name: data, mountPath: /data}]\n  \
     volumeClaimTemplates:\n  - metadata: {name: data}\n    spec:\n      \
+    storageClassName: local\n      \
     accessModes: [ReadWriteOnce]\n      resources: {requests: {storage: 1Gi}}\n";
 
 #[test]
