@@ -582,26 +582,10 @@ spec:
     rt.block_on(async {
         let client = c.kube_client().await;
         for protocol in ["binary.k8s.io", "base64.binary.k8s.io"] {
-            let req =
-                hyper::Request::get("/api/v1/namespaces/default/pods/talker/log?container=main")
-                    .header("connection", "Upgrade")
-                    .header("upgrade", "websocket")
-                    .header("sec-websocket-version", "13")
-                    .header(
-                        "sec-websocket-key",
-                        tokio_tungstenite::tungstenite::handshake::client::generate_key(),
-                    )
-                    .header("sec-websocket-protocol", protocol)
-                    .body(kube::client::Body::empty())
-                    .unwrap();
-            let resp = client.send(req).await.unwrap();
-            assert_eq!(resp.status(), 101, "{protocol}");
-            assert_eq!(resp.headers()["sec-websocket-protocol"], protocol);
-            let io = hyper::upgrade::on(resp).await.unwrap();
-            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-                hyper_util::rt::TokioIo::new(io),
-                tokio_tungstenite::tungstenite::protocol::Role::Client,
-                None,
+            let mut ws = open_websocket(
+                &client,
+                "/api/v1/namespaces/default/pods/talker/log?container=main",
+                protocol,
             )
             .await;
             let mut got = Vec::new();
@@ -672,27 +656,7 @@ fn exec_over_every_websocket_protocol(c: &Cluster) {
         ] {
             let uri =
                 format!("/api/v1/namespaces/default/pods/talker/exec?container=main&{command}");
-            let req = hyper::Request::get(uri)
-                .header("connection", "Upgrade")
-                .header("upgrade", "websocket")
-                .header("sec-websocket-version", "13")
-                .header(
-                    "sec-websocket-key",
-                    tokio_tungstenite::tungstenite::handshake::client::generate_key(),
-                )
-                .header("sec-websocket-protocol", protocol)
-                .body(kube::client::Body::empty())
-                .unwrap();
-            let resp = client.send(req).await.unwrap();
-            assert_eq!(resp.status(), 101, "{protocol}");
-            assert_eq!(resp.headers()["sec-websocket-protocol"], protocol);
-            let io = hyper::upgrade::on(resp).await.unwrap();
-            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-                hyper_util::rt::TokioIo::new(io),
-                tokio_tungstenite::tungstenite::protocol::Role::Client,
-                None,
-            )
-            .await;
+            let mut ws = open_websocket(&client, &uri, protocol).await;
             if let Some(text) = stdin {
                 ws.send(Message::Text(text.into())).await.unwrap();
             }
@@ -725,4 +689,33 @@ fn exec_over_every_websocket_protocol(c: &Cluster) {
             }
         }
     });
+}
+
+/// A WebSocket to `uri` through the API server, in `protocol`, checked to be the one agreed.
+async fn open_websocket(
+    client: &kube::Client,
+    uri: &str,
+    protocol: &str,
+) -> tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>> {
+    let req = hyper::Request::get(uri)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header(
+            "sec-websocket-key",
+            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+        )
+        .header("sec-websocket-protocol", protocol)
+        .body(kube::client::Body::empty())
+        .unwrap();
+    let resp = client.send(req).await.unwrap();
+    assert_eq!(resp.status(), 101, "{protocol}");
+    assert_eq!(resp.headers()["sec-websocket-protocol"], protocol);
+    let io = hyper::upgrade::on(resp).await.unwrap();
+    tokio_tungstenite::WebSocketStream::from_raw_socket(
+        hyper_util::rt::TokioIo::new(io),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await
 }
