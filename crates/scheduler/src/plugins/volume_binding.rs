@@ -160,10 +160,7 @@ fn matching_volume(
         .resources
         .as_ref()
         .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("storage"))
-        .and_then(|q| api::quantity::Quantity::parse(&q.0).ok())
-        .map(|q| q.units())
-        .unwrap_or(0);
+        .map_or(0, storage);
     let selector = spec
         .selector
         .as_ref()
@@ -178,13 +175,7 @@ fn matching_volume(
             r.name.as_deref() == pvc.metadata.name.as_deref()
                 && r.namespace.as_deref() == pvc.metadata.namespace.as_deref()
         });
-        let size = pv_spec
-            .capacity
-            .as_ref()
-            .and_then(|c| c.get("storage"))
-            .and_then(|q| api::quantity::Quantity::parse(&q.0).ok())
-            .map(|q| q.units())
-            .unwrap_or(0);
+        let size = pv_spec.capacity.as_ref().map_or(0, storage);
         let modes = pv_spec.access_modes.clone().unwrap_or_default();
         let labels = serde_json::to_value(pv.metadata.labels.clone().unwrap_or_default())
             .unwrap_or_default();
@@ -200,6 +191,18 @@ fn matching_volume(
             && selector.as_ref().is_none_or(|s| s.matches(Some(&labels)))
             && admits(pv, node)
     })
+}
+
+/// The `storage` amount of a resource list (a claim's request, a volume's capacity), in bytes.
+fn storage(
+    list: &std::collections::BTreeMap<
+        String,
+        k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+    >,
+) -> i128 {
+    list.get("storage")
+        .and_then(|q| api::quantity::Quantity::parse(&q.0).ok())
+        .map_or(0, |q| q.units())
 }
 
 /// Whether the claim's class can provision a volume for it on this node.
