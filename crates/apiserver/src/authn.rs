@@ -1,16 +1,10 @@
 //! Who is calling: TLS client certificates (user = CN, groups = O), bearer tokens from a
 //! static token file (kube-apiserver's `--token-auth-file` CSV format) and the join token
-//! (a bootstrap token, `<id>.<secret>`, as `system:bootstrap:<id>` in `system:bootstrappers`),
-//! then the authorization decision. `system:masters` may do everything; node agents
-//! (`system:nodes`) what a node's agent needs ([`node_may`]); bootstrappers only what joining
-//! a node takes (upstream's `system:node-bootstrapper` role); every authenticated user may
-//! read discovery.
-//! RBAC will slot in at [`authorize`].
+//! (a bootstrap token, `<id>.<secret>`, as `system:bootstrap:<id>` in `system:bootstrappers`).
+//! What an identity may do is [`crate::authz`]'s to decide.
 
 use std::collections::HashMap;
 use std::path::Path;
-
-use api::request::RequestInfo;
 
 /// An authenticated user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +47,7 @@ pub fn refuse_impersonation(
 }
 
 impl Identity {
-    fn new(user: String, mut groups: Vec<String>) -> Identity {
+    pub(crate) fn new(user: String, mut groups: Vec<String>) -> Identity {
         groups.push("system:authenticated".into());
         Identity { user, groups }
     }
@@ -217,78 +211,6 @@ pub fn ensure_join_token(path: &Path) -> Result<String, String> {
     }
 }
 
-/// Whether `who` may make `request` (`None`: discovery, a non-resource request). Members of
-/// `system:masters` may do everything; node agents (`system:node:<name>` in `system:nodes`)
-/// what [`node_may`] allows. Bootstrappers may create and read CertificateSigningRequests, as
-/// upstream's `system:node-bootstrapper` ClusterRole lets them. Discovery is open to every
-/// authenticated user (upstream's `system:discovery`, bound to `system:authenticated`).
-pub fn authorize(who: &Identity, request: Option<&RequestInfo>) -> bool {
-    let member = |group: &str| who.groups.iter().any(|g| g == group);
-    if member("system:masters") {
-        return true;
-    }
-    let Some(info) = request else {
-        return true;
-    };
-    if member("system:nodes") {
-        return node_name(who).is_some_and(|node| node_may(node, info));
-    }
-    member(BOOTSTRAPPERS)
-        && info.resource.group == "certificates.k8s.io"
-        && info.resource.plural == "certificatesigningrequests"
-        && info.subresource.is_none()
-        && ["create", "get", "list", "watch"].contains(&info.verb)
-}
-
-/// The node a node agent's identity names (`system:node:<name>` in `system:nodes`).
-pub fn node_name(who: &Identity) -> Option<&str> {
-    if who.groups.iter().any(|g| g == "system:nodes") {
-        who.user.strip_prefix("system:node:")
-    } else {
-        None
-    }
-}
-
-/// What node `node`'s agent may do: the rules of upstream's Node authorizer (its `system:node`
-/// role), and, where the URL names the object, only to its own Node and Lease (what upstream's
-/// NodeRestriction admission adds). Reading Secrets, ConfigMaps and volumes is limited to `get`
-/// by name, and further to those its pods use ([`crate::nodegraph`]).
-pub fn node_may(node: &str, info: &RequestInfo) -> bool {
-    let verb = info.verb;
-    let read = matches!(verb, "get" | "list" | "watch");
-    let own = info.name.as_deref() == Some(node);
-    let r = info.resource;
-    match (r.group, r.plural, info.subresource.as_deref()) {
-        ("", "nodes", None) => {
-            read || verb == "create" || (own && matches!(verb, "update" | "patch" | "delete"))
-        }
-        ("", "nodes", Some("status")) => own && matches!(verb, "get" | "update" | "patch"),
-        ("", "pods", None) => read || matches!(verb, "create" | "delete"),
-        ("", "pods", Some("status")) => matches!(verb, "get" | "update" | "patch"),
-        ("", "pods", Some("eviction")) => verb == "create",
-        ("", "services" | "endpoints", None) | ("discovery.k8s.io", "endpointslices", None) => read,
-        ("", "configmaps" | "secrets" | "persistentvolumeclaims" | "persistentvolumes", None) => {
-            verb == "get"
-        }
-        ("", "events", None) | ("events.k8s.io", "events", None) => {
-            matches!(verb, "create" | "update" | "patch")
-        }
-        ("coordination.k8s.io", "leases", None) => {
-            info.namespace.as_deref() == Some("kube-node-lease")
-                && (verb == "create"
-                    || (own && matches!(verb, "get" | "update" | "patch" | "delete")))
-        }
-        ("certificates.k8s.io", "certificatesigningrequests", None) => {
-            matches!(verb, "create" | "get" | "list" | "watch")
-        }
-        ("authentication.k8s.io", "tokenreviews", None)
-        | ("authorization.k8s.io", "subjectaccessreviews", None) => verb == "create",
-        ("node.k8s.io", "runtimeclasses", None)
-        | ("storage.k8s.io", "csidrivers" | "csinodes" | "volumeattachments", None) => read,
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,51 +225,11 @@ mod tests {
             alice.groups,
             ["system:masters", "dev", "system:authenticated"]
         );
-        let pods = parse("/api/v1/namespaces/default/pods", "GET", false);
-        assert!(authorize(&alice, Some(&pods)));
         let bob = t.authenticate("Bearer xyz").unwrap();
-        assert!(!authorize(&bob, Some(&pods)));
-        assert!(
-            authorize(&bob, None),
-            "discovery is open to the authenticated"
-        );
-        let node = Identity::new("system:node:n1".into(), vec!["system:nodes".into()]);
-        assert!(authorize(&node, Some(&pods)));
-        let may = |method: &str, path: &str| authorize(&node, Some(&parse(path, method, false)));
-        assert!(may("PATCH", "/api/v1/nodes/n1/status"));
-        assert!(!may("PATCH", "/api/v1/nodes/n2/status"));
-        assert!(!may("DELETE", "/api/v1/nodes/n2"));
-        assert!(may(
-            "PUT",
-            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1"
-        ));
-        assert!(!may(
-            "PUT",
-            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n2"
-        ));
-        assert!(!may(
-            "PUT",
-            "/apis/coordination.k8s.io/v1/namespaces/default/leases/n1"
-        ));
-        assert!(may("GET", "/api/v1/namespaces/default/secrets/s"));
-        assert!(!may("GET", "/api/v1/namespaces/default/secrets"));
-        assert!(!may("POST", "/api/v1/namespaces/default/configmaps"));
-        assert!(may("PATCH", "/api/v1/namespaces/default/pods/p/status"));
-        assert!(!may("PATCH", "/api/v1/namespaces/default/pods/p"));
-        assert!(may("GET", "/api/v1/services"));
-        assert!(!may("POST", "/apis/apps/v1/namespaces/default/deployments"));
-        let nameless = Identity::new("someone".into(), vec!["system:nodes".into()]);
-        assert!(!authorize(&nameless, Some(&pods)));
+        assert_eq!(bob.groups, ["system:authenticated"]);
         assert!(t.authenticate("Bearer nope").is_none());
         assert!(t.authenticate("Basic abc").is_none());
         assert!(Tokens::parse("onlytoken").is_err());
-    }
-
-    fn parse(path: &str, method: &str, watch: bool) -> RequestInfo {
-        match api::request::parse(path, method, watch).unwrap() {
-            api::request::Target::Resource(info) => info,
-            other => panic!("{path} is not a resource request: {other:?}"),
-        }
     }
 
     #[test]
@@ -387,44 +269,5 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         std::fs::write(&path, "garbage\n").unwrap();
         assert!(ensure_join_token(&path).is_err());
-    }
-
-    #[test]
-    fn bootstrappers_may_only_ask_for_certificates() {
-        let mut t = Tokens::default();
-        t.add_bootstrap("abcdef.0123456789abcdef").unwrap();
-        let who = t.authenticate("Bearer abcdef.0123456789abcdef").unwrap();
-        assert_eq!(who.user, "system:bootstrap:abcdef");
-        assert_eq!(who.groups, [BOOTSTRAPPERS, "system:authenticated"]);
-        assert!(t.authenticate("Bearer abcdef.0123456789abcdee").is_none());
-        let csrs = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
-        let one = format!("{csrs}/node-csr-x");
-        let table: &[(&str, &str, bool, bool)] = &[
-            (csrs, "POST", false, true),
-            (csrs, "GET", false, true),
-            (csrs, "GET", true, true),
-            (&one, "GET", false, true),
-            (&one, "PUT", false, false),
-            (&one, "DELETE", false, false),
-            (&format!("{one}/approval"), "PUT", false, false),
-            (&format!("{one}/status"), "PUT", false, false),
-            ("/api/v1/namespaces/default/pods", "GET", false, false),
-            ("/api/v1/pods", "GET", false, false),
-            ("/api/v1/nodes", "POST", false, false),
-            (
-                "/api/v1/namespaces/kube-system/secrets",
-                "GET",
-                false,
-                false,
-            ),
-        ];
-        for (path, method, watch, allowed) in table {
-            assert_eq!(
-                authorize(&who, Some(&parse(path, method, *watch))),
-                *allowed,
-                "{method} {path} (watch: {watch})"
-            );
-        }
-        assert!(authorize(&who, None), "discovery");
     }
 }

@@ -17,7 +17,8 @@ use futures::StreamExt;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
-use crate::authn::{Identity, Tokens, authorize};
+use crate::authn::{Identity, Tokens};
+use crate::authz;
 use crate::discovery;
 use crate::fieldcheck;
 use crate::registry::{DeleteOptions, ListOptions, Registry, WatchRequest, apply_patch, with_type};
@@ -32,6 +33,8 @@ pub struct App {
     pub registry: Registry,
     /// Bearer tokens.
     pub tokens: Tokens,
+    /// Who may do what.
+    pub authorizer: authz::Chain,
     /// `host:port` clients reach the server at, for `/api`.
     pub address: String,
     /// How `pods/log` reaches node agents.
@@ -291,31 +294,21 @@ pub async fn api(State(app): State<Arc<App>>, req: Request) -> Response {
         Target::Resource(info) => Some(info),
         _ => None,
     };
-    if !authorize(&who, request) {
-        let s = match &target {
-            Target::Resource(info) => Status::forbidden(
-                info.resource,
-                info.name.as_deref().unwrap_or(""),
-                &who.user,
-                info.verb,
-                info.namespace.as_deref(),
-            ),
-            _ => Status::new(
-                403,
-                "Forbidden",
-                format!(
-                    "forbidden: User \"{}\" cannot get path \"{}\"",
-                    who.user,
-                    req.uri().path()
-                ),
-            ),
-        };
-        return status_response(&s);
+    let attributes = authz::Attributes {
+        user: &who,
+        request,
+    };
+    match app.authorizer.authorize(&attributes).await {
+        Ok(authz::Decision::Allow) => {}
+        Ok(authz::Decision::Deny(reason) | authz::Decision::NoOpinion(reason)) => {
+            let path = req.uri().path();
+            return status_response(&authz::forbidden(&target, path, &who.user, &reason));
+        }
+        Err(s) => return status_response(&s),
     }
-    // A node reads a secret, config map or volume only when one of its pods uses it, and
-    // changes only its own pods.
-    if let (Target::Resource(info), Some(node)) = (&target, crate::authn::node_name(&who))
-        && let Err(s) = crate::nodegraph::check(&app.registry, &who.user, node, info).await
+    // A node changes the status of, deletes and evicts only its own pods.
+    if let (Target::Resource(info), Some(node)) = (&target, authz::node::node_name(&who))
+        && let Err(s) = authz::node::restrict_pods(&app.registry, node, info).await
     {
         return status_response(&s);
     }

@@ -15,13 +15,13 @@
 pub mod admission;
 pub mod allocator;
 pub mod authn;
+pub mod authz;
 pub mod bootstrap;
 pub mod cacher;
 pub mod discovery;
 pub mod eviction;
 pub mod fieldcheck;
 pub mod handlers;
-pub mod nodegraph;
 pub mod object;
 pub mod pki;
 pub mod podlogs;

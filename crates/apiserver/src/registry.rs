@@ -16,10 +16,10 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use store::{KeyValue, RangeOptions, Revision, Store, WatchEvent, WatchOptions};
 
-use crate::allocator;
 use crate::cacher::{Cacher, Item};
 use crate::object::{finalizers, meta_mut, meta_str, name_suffix, now, spec_part};
 use crate::strategy;
+use crate::{admission, allocator};
 
 /// How often an idle watch with bookmarks gets one.
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
@@ -29,8 +29,8 @@ const BOOKMARK_INTERVAL: Duration = Duration::from_secs(10);
 pub struct Registry {
     store: Arc<dyn Store>,
     cacher: Cacher,
-    /// What the admission steps read (PriorityClasses, LimitRanges, ResourceQuotas).
-    pub(crate) admission: Arc<crate::admission::Caches>,
+    /// The admission steps every create and update passes.
+    admission: Arc<admission::Chain>,
 }
 
 /// What a list asks for.
@@ -331,31 +331,6 @@ impl Registry {
         }
     }
 
-    async fn namespace_accepts(
-        &self,
-        r: &Resource,
-        ns: Option<&str>,
-        name: &str,
-    ) -> Result<(), Status> {
-        let Some(ns) = ns.filter(|_| r.namespaced) else {
-            return Ok(());
-        };
-        let namespaces =
-            api::resources::find("", "v1", "namespaces").expect("namespaces are served");
-        let obj = self.get(namespaces, None, ns).await?;
-        if obj["status"]["phase"] == "Terminating" {
-            return Err(Status::new(
-                403,
-                "Forbidden",
-                format!(
-                    "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-                    r.qualified()
-                ),
-            ));
-        }
-        Ok(())
-    }
-
     /// CREATE: fills in system fields and defaults, validates, stores. A name generated from
     /// `generateName` that is taken already is generated again (upstream's
     /// RetryGenerateName), so clients never see that conflict.
@@ -418,23 +393,21 @@ impl Registry {
         }
         strategy::defaults(r, &mut obj);
         strategy::prepare_for_create(r, &mut obj);
-        if (r.group, r.plural) == ("", "pods") {
-            if let Some(ns) = ns {
-                crate::admission::limit_ranger(self, &self.store, ns, &mut obj).await?;
-            }
-            crate::admission::pod_priority(self, &self.store, &mut obj).await?;
-            crate::admission::runtime_class(self, &mut obj).await?;
-            crate::admission::default_toleration_seconds(&mut obj);
-        }
+        let attributes = admission::Attributes {
+            operation: admission::Operation::Create,
+            resource: r,
+            subresource: None,
+            namespace: ns,
+            old: None,
+            dry_run,
+        };
+        self.admission.admit(self, &attributes, &mut obj).await?;
         let name = meta_str(&obj, "name").to_string();
         let errs = strategy::validate(r, &obj);
         if !errs.is_empty() {
             return Err(Status::invalid(r, &name, &errs));
         }
-        self.namespace_accepts(r, ns, &name).await?;
-        if let Some(ns) = ns.filter(|_| r.namespaced) {
-            crate::admission::resource_quota(self, &self.store, r, ns, &obj, dry_run).await?;
-        }
+        self.admission.validate(self, &attributes, &obj).await?;
         if dry_run {
             if self
                 .store
@@ -574,8 +547,19 @@ impl Registry {
                 .map_err(|e| store_error(r, name, e))?;
             let kv = kv.ok_or_else(|| Status::not_found(r, name))?;
             let current = decode(&kv)?;
-            let mut new = transform(&current)?;
-            new = self.prepare_update(r, &current, new, sub)?;
+            let new = transform(&current)?;
+            let mut new = carry_over(r, &current, new, sub);
+            let attributes = admission::Attributes {
+                operation: admission::Operation::Update,
+                resource: r,
+                subresource: sub,
+                namespace: ns,
+                old: Some(&current),
+                dry_run,
+            };
+            self.admission.admit(self, &attributes, &mut new).await?;
+            new = finish_update(r, &current, new, sub)?;
+            self.admission.validate(self, &attributes, &new).await?;
             if dry_run || new == current {
                 return Ok(new);
             }
@@ -626,119 +610,6 @@ impl Registry {
                 Err(e) => return Err(store_error(r, name, e)),
             }
         }
-    }
-
-    /// Carries system fields over, keeps status or spec apart per subresource, bumps
-    /// `generation`, and validates.
-    fn prepare_update(
-        &self,
-        r: &Resource,
-        current: &Value,
-        mut new: Value,
-        sub: Option<&str>,
-    ) -> Result<Value, Status> {
-        let name = meta_str(current, "name").to_string();
-        if let Some(path) = sub.and_then(scoped_field) {
-            // A field-scoped subresource changes its one field and nothing else.
-            let value = new.pointer(path).cloned();
-            new = current.clone();
-            set_pointer(&mut new, path, value);
-        } else if r.subresources.contains(&"status") {
-            match current.get("status") {
-                Some(s) => new["status"] = s.clone(),
-                None => {
-                    new.as_object_mut().map(|m| m.remove("status"));
-                }
-            }
-        }
-        strategy::defaults(r, &mut new);
-        match (r.group, r.plural, sub) {
-            // Fields only their own subresource writes.
-            ("", "pods", None) => {
-                set_pointer(
-                    &mut new,
-                    "/spec/ephemeralContainers",
-                    current.pointer("/spec/ephemeralContainers").cloned(),
-                );
-                crate::admission::keep_priority(current, &mut new);
-                crate::admission::default_toleration_seconds(&mut new);
-            }
-            ("", "namespaces", None) => set_pointer(
-                &mut new,
-                "/spec/finalizers",
-                current.pointer("/spec/finalizers").cloned(),
-            ),
-            ("certificates.k8s.io", "certificatesigningrequests", None) => {
-                set_pointer(&mut new, "/spec", current.get("spec").cloned())
-            }
-            // As upstream's binding: the pod is scheduled.
-            ("", "pods", Some("binding")) => {
-                let scheduled = json!({"type": "PodScheduled", "status": "True",
-                    "lastProbeTime": null, "lastTransitionTime": now()});
-                let mut conditions: Vec<Value> = new["status"]["conditions"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|c| c["type"] != "PodScheduled")
-                    .collect();
-                conditions.push(scheduled);
-                new["status"]["conditions"] = json!(conditions);
-            }
-            ("", "pods", Some("ephemeralcontainers")) => {
-                strategy::default_containers(&mut new["spec"], &["ephemeralContainers"])
-            }
-            ("certificates.k8s.io", "certificatesigningrequests", Some(_)) => {
-                strategy::csr::stamp_conditions(current, &mut new, &now())
-            }
-            _ => {}
-        }
-        check_type(r, &mut new)?;
-        let cm = current["metadata"].clone();
-        let meta = meta_mut(&mut new);
-        for system in [
-            "uid",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "generation",
-            "namespace",
-            "name",
-        ] {
-            match cm.get(system) {
-                Some(v) => meta.insert(system.into(), v.clone()),
-                None => meta.remove(system),
-            };
-        }
-        meta.insert("resourceVersion".into(), cm["resourceVersion"].clone());
-        if cm.get("deletionTimestamp").is_some() {
-            // A terminating object may lose finalizers, not gain them.
-            let had = finalizers(current);
-            if finalizers(&new).iter().any(|f| !had.contains(f)) {
-                return Err(Status::invalid(
-                    r,
-                    &name,
-                    &[api::validation::FieldError::forbidden(
-                        "metadata.finalizers",
-                        "no new finalizers can be added if the object is being deleted",
-                    )],
-                ));
-            }
-        }
-        if spec_part(current) != spec_part(&new) && current["metadata"].get("generation").is_some()
-        {
-            let g = current["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
-            meta_mut(&mut new).insert("generation".into(), json!(g));
-        }
-        let mut errs = strategy::validate(r, &new);
-        if sub != Some("binding") {
-            // Binding sets the one field updates may not: spec.nodeName.
-            errs.extend(strategy::validate_update(r, current, &new, sub));
-        }
-        if !errs.is_empty() {
-            return Err(Status::invalid(r, &name, &errs));
-        }
-        Ok(new)
     }
 
     /// The `scale` subresource of a workload, as an `autoscaling/v1` Scale.
@@ -1041,6 +912,120 @@ impl Registry {
         });
         Ok(futures::stream::iter(initial).chain(live).boxed())
     }
+}
+
+/// Keeps status or spec apart per subresource, fills in defaults, and keeps the fields
+/// only another subresource writes.
+fn carry_over(r: &Resource, current: &Value, mut new: Value, sub: Option<&str>) -> Value {
+    if let Some(path) = sub.and_then(scoped_field) {
+        // A field-scoped subresource changes its one field and nothing else.
+        let value = new.pointer(path).cloned();
+        new = current.clone();
+        set_pointer(&mut new, path, value);
+    } else if r.subresources.contains(&"status") {
+        match current.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                new.as_object_mut().map(|m| m.remove("status"));
+            }
+        }
+    }
+    strategy::defaults(r, &mut new);
+    match (r.group, r.plural, sub) {
+        // Fields only their own subresource writes.
+        ("", "pods", None) => {
+            set_pointer(
+                &mut new,
+                "/spec/ephemeralContainers",
+                current.pointer("/spec/ephemeralContainers").cloned(),
+            );
+        }
+        ("", "namespaces", None) => set_pointer(
+            &mut new,
+            "/spec/finalizers",
+            current.pointer("/spec/finalizers").cloned(),
+        ),
+        ("certificates.k8s.io", "certificatesigningrequests", None) => {
+            set_pointer(&mut new, "/spec", current.get("spec").cloned())
+        }
+        // As upstream's binding: the pod is scheduled.
+        ("", "pods", Some("binding")) => {
+            let scheduled = json!({"type": "PodScheduled", "status": "True",
+                "lastProbeTime": null, "lastTransitionTime": now()});
+            let mut conditions: Vec<Value> = new["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|c| c["type"] != "PodScheduled")
+                .collect();
+            conditions.push(scheduled);
+            new["status"]["conditions"] = json!(conditions);
+        }
+        ("", "pods", Some("ephemeralcontainers")) => {
+            strategy::default_containers(&mut new["spec"], &["ephemeralContainers"])
+        }
+        ("certificates.k8s.io", "certificatesigningrequests", Some(_)) => {
+            strategy::csr::stamp_conditions(current, &mut new, &now())
+        }
+        _ => {}
+    }
+    new
+}
+
+/// Carries system fields over, bumps `generation`, and validates.
+fn finish_update(
+    r: &Resource,
+    current: &Value,
+    mut new: Value,
+    sub: Option<&str>,
+) -> Result<Value, Status> {
+    let name = meta_str(current, "name").to_string();
+    check_type(r, &mut new)?;
+    let cm = current["metadata"].clone();
+    let meta = meta_mut(&mut new);
+    for system in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "namespace",
+        "name",
+    ] {
+        match cm.get(system) {
+            Some(v) => meta.insert(system.into(), v.clone()),
+            None => meta.remove(system),
+        };
+    }
+    meta.insert("resourceVersion".into(), cm["resourceVersion"].clone());
+    if cm.get("deletionTimestamp").is_some() {
+        // A terminating object may lose finalizers, not gain them.
+        let had = finalizers(current);
+        if finalizers(&new).iter().any(|f| !had.contains(f)) {
+            return Err(Status::invalid(
+                r,
+                &name,
+                &[api::validation::FieldError::forbidden(
+                    "metadata.finalizers",
+                    "no new finalizers can be added if the object is being deleted",
+                )],
+            ));
+        }
+    }
+    if spec_part(current) != spec_part(&new) && current["metadata"].get("generation").is_some() {
+        let g = current["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+        meta_mut(&mut new).insert("generation".into(), json!(g));
+    }
+    let mut errs = strategy::validate(r, &new);
+    if sub != Some("binding") {
+        // Binding sets the one field updates may not: spec.nodeName.
+        errs.extend(strategy::validate_update(r, current, &new, sub));
+    }
+    if !errs.is_empty() {
+        return Err(Status::invalid(r, &name, &errs));
+    }
+    Ok(new)
 }
 
 /// A client watch fed by the watch cache: the snapshot or the replay, then the live feed,

@@ -161,6 +161,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     }
 
     let app = Arc::new(App {
+        authorizer: crate::authz::Chain::new(registry.clone()),
         registry,
         tokens,
         kubelet,

@@ -1,0 +1,170 @@
+//! The admission chain: what runs on a create or update after the resource's strategy has
+//! filled in defaults, as upstream's admission plugins do. Mutating steps run first, in
+//! order, and may change the object; then the strategy validates it; then the validating
+//! steps run, in order, and may only refuse it. A step that needs other objects reads them
+//! from a copy kept current by a store watch ([`watched::Watched`], what upstream's plugins
+//! read from informers), so it costs no store read.
+//!
+//! To add a step: write a module with a type implementing [`Mutating`] or [`Validating`]
+//! (it decides from the [`Attributes`] whether the request concerns it), and put it in the
+//! list in [`Chain::default`], where upstream's order places it.
+//!
+//! Not yet here: the requesting user (Pod Security and webhooks need it), and the delete and
+//! connect operations.
+
+mod default_toleration_seconds;
+mod limit_ranger;
+mod namespace_lifecycle;
+mod priority;
+mod resource_quota;
+mod runtime_class;
+mod watched;
+
+use api::{Resource, Status};
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use crate::registry::Registry;
+
+/// What the request does to the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// A new object.
+    Create,
+    /// A change to a stored one.
+    Update,
+}
+
+/// What an admission step learns of a request (upstream's `admission.Attributes`).
+pub struct Attributes<'a> {
+    /// Create or update.
+    pub operation: Operation,
+    /// The resource written, in its storage version.
+    pub resource: &'a Resource,
+    /// The subresource written (`status`, `binding`, ...), if any.
+    pub subresource: Option<&'a str>,
+    /// The object's namespace, for namespaced resources.
+    pub namespace: Option<&'a str>,
+    /// The stored object an update replaces.
+    pub old: Option<&'a Value>,
+    /// Whether nothing is to be persisted.
+    pub dry_run: bool,
+}
+
+impl Attributes<'_> {
+    /// Whether this writes a pod itself (not one of its subresources).
+    pub fn is_pod(&self) -> bool {
+        self.resource.group.is_empty()
+            && self.resource.plural == "pods"
+            && self.subresource.is_none()
+    }
+}
+
+/// A step that may change the object, or refuse it.
+pub trait Mutating: Send + Sync {
+    /// The step's name, upstream's where it has one.
+    fn name(&self) -> &'static str;
+    /// Changes `obj` as the step requires, or refuses the request.
+    fn admit<'a>(
+        &'a self,
+        reg: &'a Registry,
+        a: &'a Attributes<'a>,
+        obj: &'a mut Value,
+    ) -> BoxFuture<'a, Result<(), Status>>;
+}
+
+/// A step that may only refuse the object, once it is complete and valid.
+pub trait Validating: Send + Sync {
+    /// The step's name, upstream's where it has one.
+    fn name(&self) -> &'static str;
+    /// Refuses the request, or lets it through.
+    fn validate<'a>(
+        &'a self,
+        reg: &'a Registry,
+        a: &'a Attributes<'a>,
+        obj: &'a Value,
+    ) -> BoxFuture<'a, Result<(), Status>>;
+}
+
+/// The steps every write passes, in order.
+pub struct Chain {
+    mutating: Vec<Box<dyn Mutating>>,
+    validating: Vec<Box<dyn Validating>>,
+}
+
+impl Default for Chain {
+    /// The built-in steps, in upstream's order.
+    fn default() -> Chain {
+        Chain {
+            mutating: vec![
+                Box::new(limit_ranger::LimitRanger::default()),
+                Box::new(priority::Priority::default()),
+                Box::new(runtime_class::RuntimeClass),
+                Box::new(default_toleration_seconds::DefaultTolerationSeconds),
+            ],
+            validating: vec![
+                Box::new(namespace_lifecycle::NamespaceLifecycle),
+                Box::new(resource_quota::ResourceQuota::default()),
+            ],
+        }
+    }
+}
+
+impl Chain {
+    /// Runs the mutating steps over `obj`; the first refusal ends the request.
+    pub async fn admit(
+        &self,
+        reg: &Registry,
+        a: &Attributes<'_>,
+        obj: &mut Value,
+    ) -> Result<(), Status> {
+        for step in &self.mutating {
+            step.admit(reg, a, obj)
+                .await
+                .inspect_err(|s| refused(step.name(), s))?;
+        }
+        Ok(())
+    }
+
+    /// Runs the validating steps over `obj`; the first refusal ends the request.
+    pub async fn validate(
+        &self,
+        reg: &Registry,
+        a: &Attributes<'_>,
+        obj: &Value,
+    ) -> Result<(), Status> {
+        for step in &self.validating {
+            step.validate(reg, a, obj)
+                .await
+                .inspect_err(|s| refused(step.name(), s))?;
+        }
+        Ok(())
+    }
+}
+
+fn refused(step: &str, s: &Status) {
+    tracing::debug!(step, code = s.code, message = %s.message, "admission refused");
+}
+
+/// A refusal of pod `name` in the words of upstream's pod admission steps.
+fn forbidden(name: &str, why: String) -> Status {
+    Status::new(
+        403,
+        "Forbidden",
+        format!("pods {name:?} is forbidden: {why}"),
+    )
+}
+
+/// A refusal of `name` of resource `r`.
+fn forbidden_as(r: &Resource, name: &str, why: &str) -> Status {
+    Status::new(
+        403,
+        "Forbidden",
+        format!("{} {name:?} is forbidden: {why}", r.qualified()),
+    )
+}
+
+/// The name of the object written.
+fn name_of(obj: &Value) -> String {
+    obj["metadata"]["name"].as_str().unwrap_or("").to_string()
+}

@@ -1,0 +1,93 @@
+//! A watch-fed copy of the objects under one store prefix, for the admission steps.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use api::Status;
+use futures::StreamExt;
+use serde_json::Value;
+use store::{RangeOptions, Store, WatchEvent, WatchOptions};
+
+/// Stored objects by key, with the revision they were written at.
+pub(super) type Objects = Arc<RwLock<BTreeMap<String, (i64, Value)>>>;
+
+/// The objects under one store prefix, listed once and then followed by a watch (what
+/// upstream's admission plugins read from informers), so an admission step costs no store
+/// read; listed again if the watch ends.
+pub(super) struct Watched {
+    prefix: &'static str,
+    current: tokio::sync::Mutex<Option<(Objects, Arc<AtomicBool>)>>,
+}
+
+impl Watched {
+    /// The objects under `prefix` (e.g. `/registry/priorityclasses/`).
+    pub(super) fn new(prefix: &'static str) -> Watched {
+        Watched {
+            prefix,
+            current: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub(super) async fn objects(&self, store: &Arc<dyn Store>) -> Result<Objects, Status> {
+        let mut current = self.current.lock().await;
+        if let Some((objects, alive)) = current.as_ref()
+            && alive.load(Ordering::Acquire)
+        {
+            return Ok(objects.clone());
+        }
+        let unavailable = |e: store::Error| Status::unavailable(e.to_string());
+        let listed = store
+            .range(self.prefix, RangeOptions::default())
+            .await
+            .map_err(unavailable)?;
+        let mut map = BTreeMap::new();
+        for kv in listed.kvs {
+            if let Ok(v) = serde_json::from_slice::<Value>(&kv.value) {
+                map.insert(kv.key, (kv.mod_revision, v));
+            }
+        }
+        let objects: Objects = Arc::new(RwLock::new(map));
+        let alive = Arc::new(AtomicBool::new(true));
+        let mut events = store
+            .watch(self.prefix, listed.revision + 1, WatchOptions::default())
+            .await
+            .map_err(unavailable)?;
+        let (o, a) = (objects.clone(), alive.clone());
+        tokio::spawn(async move {
+            while let Some(Ok(event)) = events.next().await {
+                let mut map = o.write().unwrap_or_else(|e| e.into_inner());
+                match event {
+                    WatchEvent::Put { kv, .. } => {
+                        if let Ok(v) = serde_json::from_slice::<Value>(&kv.value) {
+                            map.insert(kv.key, (kv.mod_revision, v));
+                        }
+                    }
+                    WatchEvent::Delete { key, .. } => {
+                        map.remove(&key);
+                    }
+                    WatchEvent::Progress { .. } => {}
+                }
+            }
+            a.store(false, Ordering::Release);
+        });
+        *current = Some((objects.clone(), alive));
+        Ok(objects)
+    }
+
+    /// The objects whose keys start with `prefix` (within this cache's), with their keys
+    /// and revisions.
+    pub(super) async fn under(
+        &self,
+        store: &Arc<dyn Store>,
+        prefix: &str,
+    ) -> Result<Vec<(String, i64, Value)>, Status> {
+        let objects = self.objects(store).await?;
+        let map = objects.read().unwrap_or_else(|e| e.into_inner());
+        Ok(map
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, (rev, v))| (k.clone(), *rev, v.clone()))
+            .collect())
+    }
+}
