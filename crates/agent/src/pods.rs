@@ -329,11 +329,6 @@ impl PodState {
     /// One pass over the pod.
     async fn sync(&mut self, ctx: &Ctx, pod: &Pod) {
         self.refresh(ctx).await;
-        let phase = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.phase.as_deref())
-            .unwrap_or("Pending");
         if self.start_time.is_none() {
             self.start_time = pod
                 .status
@@ -356,7 +351,7 @@ impl PodState {
             self.post_status(ctx, pod).await;
             return;
         }
-        if self.finished || phase == "Succeeded" || phase == "Failed" {
+        if self.finished || pod::is_terminal(pod) {
             if !self.finished {
                 self.finished = true;
                 self.stop_all(ctx, pod, Duration::from_secs(0)).await;
@@ -1259,7 +1254,7 @@ impl PodState {
             host_ip: ctx.config.node_ip.to_string(),
             start_time: self.start_time,
             runtime: ctx.runc.name(),
-            deleting: pod.metadata.deletion_timestamp.is_some() || self.finished,
+            deleting: pod::is_terminating(pod) || self.finished,
             data: ctx.data(),
             failure: self.failure.clone(),
         });
@@ -1647,7 +1642,7 @@ async fn worker(
                 st.cleanup(&ctx, None).await;
                 return;
             }
-            Some(pod) if pod.metadata.deletion_timestamp.is_some() => {
+            Some(pod) if pod::is_terminating(&pod) => {
                 st.terminate(&ctx, &pod).await;
                 return;
             }

@@ -273,7 +273,7 @@ pub(crate) fn build(i: &Input) -> Value {
     } else {
         "Pending"
     };
-    let terminal = phase == "Succeeded" || phase == "Failed";
+    let terminal = pod::is_terminal_phase(phase);
     let list = |names: &[String]| format!("[{}]", names.join(" "));
     let (ready_reason, ready_msg) = if terminal {
         (Some("PodCompleted"), None)

@@ -105,68 +105,13 @@ fn daemon_tolerations(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<Tolerat
     out
 }
 
-fn requirement_holds(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = r.values.clone().unwrap_or_default();
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(v), Some(bound)) = (
-                value.and_then(|v| v.parse::<i64>().ok()),
-                values.first().and_then(|b| b.parse::<i64>().ok()),
-            ) else {
-                return false;
-            };
-            if r.operator == "Gt" {
-                v > bound
-            } else {
-                v < bound
-            }
-        }
-        _ => false,
-    }
-}
-
-fn term_holds(term: &NodeSelectorTerm, node: &Node) -> bool {
-    let labels = node.labels();
-    let exprs = term.match_expressions.clone().unwrap_or_default();
-    let fields = term.match_fields.clone().unwrap_or_default();
-    (!exprs.is_empty() || !fields.is_empty())
-        && exprs
-            .iter()
-            .all(|r| requirement_holds(r, labels.get(&r.key).map(String::as_str)))
-        && fields.iter().all(|r| {
-            let name = node.metadata.name.as_deref();
-            r.key == "metadata.name" && requirement_holds(r, name)
-        })
-}
-
 /// Whether a daemon pod from `template` should run on `node`.
 fn should_run(template: &PodTemplateSpec, node: &Node) -> bool {
     let Some(spec) = &template.spec else {
         return false;
     };
-    let labels = node.labels();
-    if let Some(sel) = &spec.node_selector
-        && !sel.iter().all(|(k, v)| labels.get(k) == Some(v))
-    {
-        return false;
-    }
-    if let Some(required) = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        })
-        && !required
-            .node_selector_terms
-            .iter()
-            .any(|t| term_holds(t, node))
-    {
+    let name = node.metadata.name.as_deref().unwrap_or("");
+    if !pod::required_node_affinity_matches(spec, node.labels(), name) {
         return false;
     }
     let tolerations = daemon_tolerations(spec);
@@ -176,7 +121,7 @@ fn should_run(template: &PodTemplateSpec, node: &Node) -> bool {
         .into_iter()
         .flatten()
         .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
-        .all(|taint| tolerations.iter().any(|t| pods::tolerates(t, taint)))
+        .all(|taint| pod::any_tolerates(&tolerations, taint))
 }
 
 /// The pod to create on `node`: the template, pinned to the node, with the daemon
@@ -331,7 +276,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
         counts.desired += 1;
         // Failed pods go, and are recreated.
         let (dead, alive): (Vec<_>, Vec<_>) =
-            here.drain(..).partition(|p| pods::phase(p) == "Failed");
+            here.drain(..).partition(|p| pod::phase(p) == "Failed");
         for p in dead {
             failed.push((p, name.clone()));
         }

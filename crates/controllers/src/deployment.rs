@@ -697,7 +697,7 @@ impl Sync<'_> {
         let old_running = self.ctx.pods.state().iter().any(|p| {
             p.metadata.namespace.as_deref() == Some(ns.as_str())
                 && pods::controller_of(&p.metadata).is_some_and(|c| old_uids.contains(&c.uid))
-                && !matches!(pods::phase(p), "Succeeded" | "Failed")
+                && !pod::is_terminal(p)
         });
         if old_running {
             return self.status().await;

@@ -272,9 +272,9 @@ pub(crate) fn selected(
 /// Whether `pod` is published at all: not finished, with an IP, and not terminating unless
 /// `include_terminating` (upstream's `ShouldPodBeInEndpoints`).
 pub(crate) fn publishable(pod: &Pod, include_terminating: bool) -> bool {
-    !matches!(crate::pods::phase(pod), "Succeeded" | "Failed")
+    !pod::is_terminal(pod)
         && !pod_ips(pod).is_empty()
-        && (include_terminating || pod.metadata.deletion_timestamp.is_none())
+        && (include_terminating || !pod::is_terminating(pod))
 }
 
 /// The pod's IPs: `status.podIPs`, or `status.podIP`.

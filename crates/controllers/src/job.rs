@@ -262,20 +262,16 @@ fn only_replace_failed(spec: &JobSpec) -> bool {
 /// Whether a pod counts as failed (upstream's `isPodFailed`): Failed, or being deleted
 /// without having succeeded unless only failed pods are replaced.
 fn pod_failed(pod: &Pod, spec: &JobSpec) -> bool {
-    match pods::phase(pod) {
+    match pod::phase(pod) {
         "Failed" => true,
         "Succeeded" => false,
-        _ => !only_replace_failed(spec) && pod.metadata.deletion_timestamp.is_some(),
+        _ => !only_replace_failed(spec) && pod::is_terminating(pod),
     }
 }
 
-fn terminal(pod: &Pod) -> bool {
-    matches!(pods::phase(pod), "Succeeded" | "Failed")
-}
-
-/// Being deleted and not yet finished.
+/// Being deleted and not yet finished (upstream's `controller.IsPodTerminating`).
 fn terminating(pod: &Pod) -> bool {
-    !terminal(pod) && pod.metadata.deletion_timestamp.is_some()
+    !pod::is_terminal(pod) && pod::is_terminating(pod)
 }
 
 fn uid(pod: &Pod) -> &str {
@@ -462,7 +458,7 @@ fn past_backoff_limit_on_failure(spec: &JobSpec, pods: &[Arc<Pod>]) -> bool {
     }
     let restarts: i32 = pods
         .iter()
-        .filter(|p| matches!(pods::phase(p), "Running" | "Pending"))
+        .filter(|p| matches!(pod::phase(p), "Running" | "Pending"))
         .filter_map(|p| p.status.as_ref())
         .flat_map(|s| {
             s.init_container_statuses
@@ -751,11 +747,7 @@ fn assess(
     let indexed = is_indexed(spec);
     let completions = spec.completions.unwrap_or(0);
     let uncounted = Uncounted::of(&status);
-    let active: Vec<Arc<Pod>> = pods
-        .iter()
-        .filter(|p| pods::is_active(p))
-        .cloned()
-        .collect();
+    let active: Vec<Arc<Pod>> = pods.iter().filter(|p| pod::is_active(p)).cloned().collect();
     let ready = active.iter().filter(|p| pods::is_ready(p)).count() as i32;
     let terminating_n = pods.iter().filter(|p| terminating(p)).count() as i32;
     // Pods not counted yet: still tracked, not written as uncounted, and for Indexed Jobs
@@ -768,7 +760,7 @@ fn assess(
     let new_succeeded: Vec<&Pod> = pods
         .iter()
         .filter(countable)
-        .filter(|p| pods::phase(p) == "Succeeded" && !uncounted.succeeded.contains(uid(p)))
+        .filter(|p| pod::phase(p) == "Succeeded" && !uncounted.succeeded.contains(uid(p)))
         .map(|p| p.as_ref())
         .collect();
     let new_failed: Vec<&Pod> = pods
@@ -845,7 +837,7 @@ fn assess(
         );
         let done = pods
             .iter()
-            .filter(|p| pods::phase(p) == "Succeeded" && tracked(p))
+            .filter(|p| pod::phase(p) == "Succeeded" && tracked(p))
             .filter_map(|p| index_below(p, completions));
         let succeeded_indexes = prev.with(done);
         succeeded = succeeded_indexes.total();
@@ -1021,7 +1013,7 @@ fn deletion_order(a: &Pod, b: &Pod) -> std::cmp::Ordering {
             .and_then(|s| s.node_name.as_deref())
             .is_some_and(|n| !n.is_empty())
     };
-    let phase = |p: &Pod| match pods::phase(p) {
+    let phase = |p: &Pod| match pod::phase(p) {
         "Pending" => 0,
         "Unknown" => 1,
         "Running" => 2,
@@ -1859,7 +1851,7 @@ fn track(
         let failed = pod_failed(pod, spec);
         let removable = job.metadata.deletion_timestamp.is_some()
             || finished.is_some()
-            || pods::phase(pod) == "Succeeded"
+            || pod::phase(pod) == "Succeeded"
             || (failed
                 && completion_index(pod)
                     .and_then(|ix| a.delayed.get(&ix))
@@ -1868,7 +1860,7 @@ fn track(
             continue;
         }
         t.release.push(pod.clone());
-        if pods::phase(pod) == "Succeeded" && !a.uncounted.failed.contains(id) {
+        if pod::phase(pod) == "Succeeded" && !a.uncounted.failed.contains(id) {
             if indexed {
                 if let Some(ix) = index_below(pod, completions)
                     && !a.prev_succeeded.has(ix)
@@ -2016,7 +2008,7 @@ mod tests {
 
     /// A pod of the job: `phase`, finished at `done` (if terminal), with `extra` merged in.
     fn pod(name: &str, phase: &str, done: &str, extra: Value) -> Arc<Pod> {
-        let terminated = matches!(phase, "Succeeded" | "Failed");
+        let terminated = pod::is_terminal_phase(phase);
         let code = if phase == "Failed" { 1 } else { 0 };
         let mut v = json!({
             "metadata": {"name": name, "namespace": "d", "uid": format!("uid-{name}"),

@@ -307,7 +307,7 @@ async fn pods_estimate(
         .await?
         .items
         .iter()
-        .filter(|p| !matches!(crate::pods::phase(p), "Succeeded" | "Failed"))
+        .filter(|p| !pod::is_terminal(p))
         .filter_map(|p| p.spec.as_ref()?.termination_grace_period_seconds)
         .max()
         .unwrap_or(0);

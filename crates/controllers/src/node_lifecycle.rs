@@ -382,7 +382,7 @@ fn eviction_delay(tolerations: &[Toleration], taints: &[&Taint]) -> Option<i64> 
     for taint in taints {
         let used: Vec<&Toleration> = tolerations
             .iter()
-            .filter(|t| crate::pods::tolerates(t, taint))
+            .filter(|t| pod::tolerates(t, taint))
             .collect();
         if used.is_empty() {
             return Some(0);
@@ -426,9 +426,7 @@ async fn evict(ctx: Arc<Eviction>) -> Result<()> {
         let Some(taints) = tainted.get(node) else {
             continue;
         };
-        if pod.metadata.deletion_timestamp.is_some()
-            || matches!(crate::pods::phase(&pod), "Succeeded" | "Failed")
-        {
+        if !pod::is_active(&pod) {
             continue;
         }
         let tolerations = pod

@@ -20,7 +20,6 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::json;
 
-use crate::pods;
 use crate::runtime::{self, Informers, Result, Shared};
 
 /// How long a node must stay missing before its pods are collected.
@@ -59,7 +58,7 @@ pub(crate) fn start(shared: &Shared, informers: &mut Informers) -> BoxFuture<'st
 fn over_threshold(all: &[Arc<Pod>], threshold: usize) -> Vec<Arc<Pod>> {
     let mut finished: Vec<Arc<Pod>> = all
         .iter()
-        .filter(|p| matches!(pods::phase(p), "Succeeded" | "Failed"))
+        .filter(|p| pod::is_terminal(p))
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .cloned()
         .collect();

@@ -1,28 +1,15 @@
-//! What several controllers need to know of pods and owners: whether a pod is active, ready
-//! or available, who controls an object, and how an owner claims the objects its selector
-//! matches (adopting orphans, releasing those it no longer selects), as upstream's
-//! `ControllerRefManager` does.
+//! What several controllers need to know of pods and owners: whether a pod is ready or
+//! available (whether it is active, terminal or terminating is the `pod` crate's), who
+//! controls an object, and how an owner claims the objects its selector matches (adopting
+//! orphans, releasing those it no longer selects), as upstream's `ControllerRefManager` does.
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Taint, Toleration};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-
-/// Neither finished (Succeeded, Failed) nor being deleted: upstream's `IsPodActive`.
-pub fn is_active(pod: &Pod) -> bool {
-    !matches!(phase(pod), "Succeeded" | "Failed") && pod.metadata.deletion_timestamp.is_none()
-}
-
-/// `status.phase`, or "".
-pub fn phase(pod: &Pod) -> &str {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("")
-}
 
 /// Whether the pod's Ready condition is True.
 pub fn is_ready(pod: &Pod) -> bool {
@@ -51,23 +38,6 @@ pub fn is_available(pod: &Pod, min_ready_seconds: i32, now: jiff::Timestamp) -> 
         Some(_) if min_ready_seconds <= 0 => true,
         Some(since) => since + jiff::SignedDuration::from_secs(i64::from(min_ready_seconds)) <= now,
         None => false,
-    }
-}
-
-/// Whether toleration `t` tolerates `taint` (upstream's `ToleratesTaint`).
-pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    let effect_ok = t
-        .effect
-        .as_deref()
-        .is_none_or(|e| e.is_empty() || e == taint.effect);
-    let key = t.key.as_deref().unwrap_or("");
-    match t.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => effect_ok && (key.is_empty() || key == taint.key),
-        _ => {
-            effect_ok
-                && key == taint.key
-                && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
-        }
     }
 }
 
@@ -250,12 +220,12 @@ mod tests {
         let since = now - jiff::SignedDuration::from_secs(5);
         let ready = pod(json!({"status": {"phase": "Running", "conditions": [
             {"type": "Ready", "status": "True", "lastTransitionTime": since.to_string()}]}}));
-        assert!(is_ready(&ready) && is_active(&ready));
+        assert!(is_ready(&ready));
         assert!(is_available(&ready, 0, now));
         assert!(is_available(&ready, 5, now));
         assert!(!is_available(&ready, 10, now));
         let done = pod(json!({"status": {"phase": "Succeeded"}}));
-        assert!(!is_active(&done) && !is_ready(&done));
+        assert!(!is_ready(&done));
     }
 
     #[test]

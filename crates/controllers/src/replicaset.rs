@@ -194,7 +194,7 @@ where
     let owner_ref = pods::controller_ref(owner.as_ref());
     let selector = owner.selector();
     // Candidates: active pods (finished ones are neither counted nor adopted).
-    let candidates: Vec<Arc<Pod>> = in_ns.into_iter().filter(|p| pods::is_active(p)).collect();
+    let candidates: Vec<Arc<Pod>> = in_ns.into_iter().filter(|p| pod::is_active(p)).collect();
     let mine = pods::claim(
         &api,
         owner.meta(),
@@ -339,7 +339,7 @@ fn to_delete(mine: &[Arc<Pod>], n: usize) -> Vec<Arc<Pod>> {
             *per_node.entry(node).or_default() += 1;
         }
     }
-    let phase_rank = |p: &Pod| match pods::phase(p) {
+    let phase_rank = |p: &Pod| match pod::phase(p) {
         "Pending" => 0,
         "Unknown" => 1,
         "Running" => 2,

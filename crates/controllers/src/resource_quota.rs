@@ -17,7 +17,6 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::Value;
 
-use crate::pods;
 use crate::runtime::{self, Informers, Result, Shared};
 
 /// How often counts of kinds other than pods are refreshed.
@@ -99,9 +98,7 @@ async fn reconcile(quota: Arc<ResourceQuota>, ctx: Arc<Ctx>) -> Result<Action> {
     let mut used: api::quota::Usage = hard.keys().map(|k| (k.clone(), 0)).collect();
     // Pods from the cache.
     for pod in ctx.pods.state() {
-        if pod.metadata.namespace.as_deref() != Some(ns.as_str())
-            || matches!(pods::phase(&pod), "Succeeded" | "Failed")
-        {
+        if pod.metadata.namespace.as_deref() != Some(ns.as_str()) || pod::is_terminal(&pod) {
             continue;
         }
         let obj = serde_json::to_value(pod.as_ref())?;

@@ -282,25 +282,17 @@ fn identity_matches(set: &StatefulSet, pod: &Pod) -> bool {
         && labels.get(POD_INDEX_LABEL) == Some(&ordinal.to_string())
 }
 
-fn is_terminating(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_some()
-}
-
-fn is_finished(pod: &Pod) -> bool {
-    matches!(pods::phase(pod), "Failed" | "Succeeded")
-}
-
 fn running_and_ready(pod: &Pod) -> bool {
-    pods::phase(pod) == "Running" && pods::is_ready(pod)
+    pod::phase(pod) == "Running" && pods::is_ready(pod)
 }
 
 fn running_and_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool {
-    pods::phase(pod) == "Running" && pods::is_available(pod, min_ready_seconds, now)
+    pod::phase(pod) == "Running" && pods::is_available(pod, min_ready_seconds, now)
 }
 
 /// Running, Ready and not being deleted (upstream's `isHealthy`).
 fn is_healthy(pod: &Pod) -> bool {
-    running_and_ready(pod) && !is_terminating(pod)
+    running_and_ready(pod) && !pod::is_terminating(pod)
 }
 
 // ----- Pods and claims -----
@@ -672,8 +664,8 @@ fn plan(
     for (i, slot) in slots.iter().enumerate() {
         let ordinal = start + i as i32;
         let pod = match slot {
-            Some(p) if is_finished(p) => {
-                if !is_terminating(p) {
+            Some(p) if pod::is_terminal(p) => {
+                if !pod::is_terminating(p) {
                     steps.push(Step::Recreate(p.clone()));
                 }
                 if monotonic {
@@ -695,7 +687,7 @@ fn plan(
                 continue;
             }
         };
-        if pods::phase(pod) == "Pending"
+        if pod::phase(pod) == "Pending"
             && claims_for(set, ordinal)
                 .iter()
                 .any(|(_, c)| claims(&c.name_any()).is_none())
@@ -703,7 +695,7 @@ fn plan(
             steps.push(Step::CreateClaims(pod.clone()));
         }
         if monotonic
-            && (is_terminating(pod)
+            && (pod::is_terminating(pod)
                 || !running_and_ready(pod)
                 || !running_and_available(pod, min_ready, now))
         {
@@ -721,7 +713,7 @@ fn plan(
     }
 
     for (ordinal, pod) in &condemned {
-        if is_terminating(pod) {
+        if pod::is_terminating(pod) {
             if monotonic {
                 return steps;
             }
@@ -756,7 +748,7 @@ fn plan(
         }
         if let Some(pod) = slot
             && pod_revision(pod) != update
-            && !is_terminating(pod)
+            && !pod::is_terminating(pod)
         {
             steps.push(Step::Update(pod.clone()));
             budget -= 1;
@@ -841,7 +833,7 @@ fn status_of(
                 s.available += 1;
             }
         }
-        if !is_terminating(pod) {
+        if !pod::is_terminating(pod) {
             let rev = pod_revision(pod);
             s.current += i32::from(rev == current);
             s.updated += i32::from(rev == update);
@@ -1108,7 +1100,7 @@ impl Sync<'_> {
         for step in steps {
             let result = match step {
                 Step::Recreate(pod) => {
-                    let (ty, reason, what) = if pods::phase(&pod) == "Failed" {
+                    let (ty, reason, what) = if pod::phase(&pod) == "Failed" {
                         (Type::Warning, "RecreatingFailedPod", "failed")
                     } else {
                         (Type::Normal, "RecreatingTerminatedPod", "terminated")

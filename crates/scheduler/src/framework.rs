@@ -139,7 +139,7 @@ impl PodSummary {
             requests: pod_requests(pod),
             ports: crate::plugins::host_ports(pod),
             uid: pod.metadata.uid.clone().unwrap_or_default(),
-            terminating: pod.metadata.deletion_timestamp.is_some(),
+            terminating: pod::is_terminating(pod),
             labels_json: serde_json::to_value(pod.metadata.labels.clone().unwrap_or_default())
                 .unwrap_or_default(),
         }

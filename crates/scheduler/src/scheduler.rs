@@ -320,15 +320,7 @@ fn pending(pod: &Pod, names: &[String]) -> bool {
         .unwrap_or("")
         .is_empty()
         && names.iter().any(|n| n == name)
-        && pod.metadata.deletion_timestamp.is_none()
-        && !finished(pod)
-}
-
-fn finished(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
+        && pod::is_active(pod)
 }
 
 /// Upstream's `FitError` text: `0/3 nodes are available: 1 node(s) had untolerated taint
@@ -457,7 +449,7 @@ impl Scheduler {
             Some(n) if node.is_empty() && pending(&pod, &st.names) => st.cache.nominate(&pod, n),
             _ => st.cache.unnominate(&k),
         }
-        if finished(&pod) {
+        if pod::is_terminal(&pod) {
             Self::pod_gone(st, &k);
         } else if !node.is_empty() {
             st.queue.remove(&k);

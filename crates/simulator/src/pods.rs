@@ -192,23 +192,6 @@ impl Ipam {
     }
 }
 
-fn phase(pod: &Pod) -> &str {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("")
-}
-
-/// Marked for graceful deletion.
-pub(crate) fn is_terminating(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_some()
-}
-
-/// Succeeded or Failed: a kubelet leaves such a pod alone.
-pub(crate) fn is_finished(pod: &Pod) -> bool {
-    matches!(phase(pod), "Succeeded" | "Failed")
-}
-
 fn pod_ip(pod: &Pod) -> Option<Ipv4Addr> {
     pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
 }
@@ -434,7 +417,7 @@ fn due_at(status: &ContainerStatus, life: &Life) -> Option<Timestamp> {
 /// When `pod`'s status next changes by itself under `life` (see [`due_at`]); `None` for a pod
 /// that is not running or whose containers all run for good.
 pub(crate) fn next_change(pod: &Pod, life: &Life) -> Option<Timestamp> {
-    if phase(pod) != "Running" {
+    if pod::phase(pod) != "Running" {
         return None;
     }
     let statuses = pod.status.as_ref()?.container_statuses.as_deref()?;
@@ -631,7 +614,7 @@ fn pod_conditions(
     unready: &[String],
     now: Timestamp,
 ) -> Vec<PodCondition> {
-    let terminal = matches!(phase, "Succeeded" | "Failed");
+    let terminal = pod::is_terminal_phase(phase);
     let mut conditions: Vec<PodCondition> = CONDITIONS
         .iter()
         .map(|&type_| {
@@ -995,7 +978,7 @@ impl Kubelet {
             return;
         };
         let node = node.index;
-        if is_finished(pod) {
+        if pod::is_terminal(pod) {
             self.ipam.release(uid);
         } else if !host_network(pod)
             && let Some(ip) = pod_ip(pod)
@@ -1026,12 +1009,12 @@ impl Kubelet {
         }
         let api: Api<Pod> = Api::namespaced(self.sim.client.clone(), &namespace);
         let sim = self.sim.clone();
-        if is_terminating(&pod) {
+        if pod::is_terminating(&pod) {
             self.timers.cancel(&uid);
             self.spawn(finish(sim, api, name, uid)).await;
             return;
         }
-        if is_finished(&pod) {
+        if pod::is_terminal(&pod) {
             self.timers.cancel(&uid);
             return;
         }
@@ -1047,14 +1030,14 @@ impl Kubelet {
         }
         // Something to write: the watch brings the result back, and with it the next timer.
         self.timers.cancel(&uid);
-        if phase(&pod) != "Running" {
+        if pod::phase(&pod) != "Running" {
             for problem in problems {
                 tracing::warn!(pod = %key(&pod), "{problem}; ignored");
             }
         }
         let ip = if host_network(&pod) {
             host_ip
-        } else if let Some(ip) = pod_ip(&pod).filter(|_| phase(&pod) == "Running") {
+        } else if let Some(ip) = pod_ip(&pod).filter(|_| pod::phase(&pod) == "Running") {
             // Running already: its address stays.
             ip
         } else {
@@ -1067,9 +1050,9 @@ impl Kubelet {
             }
         };
         let status = pod_status(&pod, host_ip, ip, &life, now);
-        let step = if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        let step = if pod::is_terminal_phase(status.phase.as_deref().unwrap_or("")) {
             Step::Completed
-        } else if phase(&pod) != "Running" {
+        } else if pod::phase(&pod) != "Running" {
             Step::Started
         } else {
             let n = restarts(Some(&status)) - restarts(pod.status.as_ref());
@@ -1331,7 +1314,7 @@ mod tests {
         let p = job_pod();
         let start = at("2025-01-01T00:00:05Z");
         let p = with(p.clone(), pod_status(&p, HOST, IP, &life, start));
-        assert_eq!(phase(&p), "Running");
+        assert_eq!(pod::phase(&p), "Running");
         let end = at("2025-01-01T00:00:06Z");
         assert_eq!(next_change(&p, &life), Some(end));
 
@@ -1374,7 +1357,7 @@ mod tests {
         assert_eq!(v["podIP"], "10.64.1.2", "a finished pod keeps its address");
         assert_eq!(v["startTime"], "2025-01-01T00:00:05Z");
         let p = with(p, done);
-        assert!(is_finished(&p));
+        assert!(pod::is_terminal(&p));
         assert_eq!(next_change(&p, &life), None);
     }
 
@@ -1385,7 +1368,7 @@ mod tests {
         let now = at("2025-01-01T00:00:05Z");
         let p = with(p.clone(), pod_status(&p, HOST, IP, &life, now));
         // Zero seconds: due at once, but first written as Running (as a kubelet would).
-        assert_eq!(phase(&p), "Running");
+        assert_eq!(pod::phase(&p), "Running");
         assert_eq!(next_change(&p, &life), Some(now));
         let v = json_of(&pod_status(&p, HOST, IP, &life, now));
         assert_eq!(v["phase"], "Failed");
@@ -1748,16 +1731,6 @@ mod tests {
             .unwrap()[0];
         assert_eq!(e.name, "debugger");
         assert!(!e.ready);
-    }
-
-    #[test]
-    fn finished_and_terminating_pods_are_recognised() {
-        let mut p = web();
-        assert!(!is_finished(&p) && !is_terminating(&p));
-        p.status.as_mut().unwrap().phase = Some("Succeeded".into());
-        assert!(is_finished(&p));
-        p.metadata.deletion_timestamp = Some(Time(at("2025-01-01T00:00:00Z")));
-        assert!(is_terminating(&p));
     }
 
     #[test]

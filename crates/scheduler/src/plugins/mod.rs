@@ -11,8 +11,6 @@ pub mod pod_topology_spread;
 pub mod taint_toleration;
 pub mod volume_binding;
 
-use k8s_openapi::api::core::v1::{Taint, Toleration};
-
 pub use node_ports::host_ports;
 
 use crate::framework::Plugin;
@@ -31,25 +29,6 @@ pub fn default_profile() -> Vec<Box<dyn Plugin>> {
         Box::new(balanced_allocation::NodeResourcesBalancedAllocation),
         Box::new(image_locality::ImageLocality),
     ]
-}
-
-/// Whether one of `tolerations` tolerates `taint` (upstream's `ToleratesTaint`).
-pub fn tolerated(tolerations: &[Toleration], taint: &Taint) -> bool {
-    tolerations.iter().any(|t| {
-        let effect_ok = t
-            .effect
-            .as_deref()
-            .is_none_or(|e| e.is_empty() || e == taint.effect);
-        let key = t.key.as_deref().unwrap_or("");
-        match t.operator.as_deref().unwrap_or("Equal") {
-            "Exists" => effect_ok && (key.is_empty() || key == taint.key),
-            _ => {
-                effect_ok
-                    && key == taint.key
-                    && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
-            }
-        }
-    })
 }
 
 #[cfg(test)]

@@ -3,57 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Pod};
+use k8s_openapi::api::core::v1::Pod;
 
 use crate::framework::{NodeInfo, Normalize, Plugin, Prepared, Verdict};
 
 /// The NodeAffinity plugin.
 pub struct NodeAffinity;
-
-fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = r.values.as_deref().unwrap_or_default();
-    let number = |s: &str| s.parse::<i64>().ok();
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(have), Some(bound)) = (
-                value.and_then(number),
-                values.first().and_then(|v| number(v)),
-            ) else {
-                return false;
-            };
-            if r.operator == "Gt" {
-                have > bound
-            } else {
-                have < bound
-            }
-        }
-        _ => false,
-    }
-}
-
-/// Whether one term matches: all its expressions on labels and its fields on the name. A
-/// term with neither matches nothing, as upstream.
-pub(crate) fn term_matches(
-    term: &NodeSelectorTerm,
-    labels: &BTreeMap<String, String>,
-    name: &str,
-) -> bool {
-    let exprs = term.match_expressions.as_deref().unwrap_or_default();
-    let fields = term.match_fields.as_deref().unwrap_or_default();
-    if exprs.is_empty() && fields.is_empty() {
-        return false;
-    }
-    exprs
-        .iter()
-        .all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
-        && fields
-            .iter()
-            .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(name)))
-}
 
 impl Plugin for NodeAffinity {
     fn name(&self) -> &'static str {
@@ -63,23 +18,11 @@ impl Plugin for NodeAffinity {
     fn filter(&self, pod: &Pod, node: &NodeInfo, _: &Prepared) -> Verdict {
         let empty = BTreeMap::new();
         let labels = node.node.metadata.labels.as_ref().unwrap_or(&empty);
-        let spec = pod.spec.as_ref();
-        let selector_ok = spec
-            .and_then(|s| s.node_selector.as_ref())
-            .is_none_or(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)));
-        let required = spec
-            .and_then(|s| s.affinity.as_ref())
-            .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|a| {
-                a.required_during_scheduling_ignored_during_execution
-                    .as_ref()
-            });
-        let affinity_ok = required.is_none_or(|r| {
-            r.node_selector_terms
-                .iter()
-                .any(|t| term_matches(t, labels, node.name()))
-        });
-        if selector_ok && affinity_ok {
+        let fits = pod
+            .spec
+            .as_ref()
+            .is_none_or(|spec| pod::required_node_affinity_matches(spec, labels, node.name()));
+        if fits {
             Verdict::Fits
         } else {
             Verdict::Unschedulable(vec![
@@ -104,7 +47,7 @@ impl Plugin for NodeAffinity {
         Some(
             preferred
                 .iter()
-                .filter(|p| term_matches(&p.preference, labels, node.name()))
+                .filter(|p| pod::term_matches(&p.preference, labels, node.name()))
                 .map(|p| i64::from(p.weight))
                 .sum(),
         )

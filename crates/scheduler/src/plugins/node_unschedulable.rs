@@ -26,7 +26,7 @@ impl Plugin for NodeUnschedulable {
             ..Default::default()
         };
         let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.as_deref());
-        if cordoned && !super::tolerated(tolerations.unwrap_or_default(), &taint) {
+        if cordoned && !pod::any_tolerates(tolerations.unwrap_or_default(), &taint) {
             Verdict::Unschedulable(vec!["node(s) were unschedulable".into()])
         } else {
             Verdict::Fits

@@ -3,7 +3,6 @@
 
 use k8s_openapi::api::core::v1::Pod;
 
-use super::tolerated;
 use crate::framework::{NodeInfo, Normalize, Plugin, Prepared, Verdict};
 
 /// The TaintToleration plugin.
@@ -27,7 +26,8 @@ impl Plugin for TaintToleration {
             .and_then(|s| s.taints.as_deref())
             .unwrap_or_default();
         match taints.iter().find(|t| {
-            matches!(t.effect.as_str(), "NoSchedule" | "NoExecute") && !tolerated(tolerations, t)
+            matches!(t.effect.as_str(), "NoSchedule" | "NoExecute")
+                && !pod::any_tolerates(tolerations, t)
         }) {
             Some(t) => Verdict::Unschedulable(vec![format!(
                 "node(s) had untolerated taint {{{}: {}}}",
@@ -61,7 +61,7 @@ impl Plugin for TaintToleration {
         Some(
             taints
                 .iter()
-                .filter(|t| t.effect == "PreferNoSchedule" && !tolerated(&tolerations, t))
+                .filter(|t| t.effect == "PreferNoSchedule" && !pod::any_tolerates(&tolerations, t))
                 .count() as i64,
         )
     }

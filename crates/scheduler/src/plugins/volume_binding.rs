@@ -145,7 +145,7 @@ fn admits(pv: &PersistentVolume, node: &NodeInfo) -> bool {
     required
         .node_selector_terms
         .iter()
-        .any(|t| super::node_affinity::term_matches(t, labels, node.name()))
+        .any(|t| pod::term_matches(t, labels, node.name()))
 }
 
 /// Whether an available volume could take the claim on this node (class, access modes,

@@ -1,0 +1,19 @@
+//! Pod logic that several API clients (controllers, scheduler, agent, simulator) share, as
+//! pure functions over k8s-openapi types, each under the upstream helper it mirrors.
+//!
+//! Owns: where a pod is in its life ([`is_terminal`], [`is_terminating`], [`is_active`]),
+//! whether tolerations tolerate a taint ([`tolerates`]), and whether a node matches node
+//! selector terms and a pod's required node affinity ([`required_node_affinity_matches`]).
+//! Must not: do I/O, talk to the API, or depend on another Rudder crate; logic only one
+//! crate needs stays in that crate.
+//!
+//! Start reading at `lifecycle.rs` (the two meanings of "done": finished and being deleted),
+//! then `taints.rs` and `node_affinity.rs`.
+
+mod lifecycle;
+mod node_affinity;
+mod taints;
+
+pub use lifecycle::{is_active, is_terminal, is_terminal_phase, is_terminating, phase};
+pub use node_affinity::{required_node_affinity_matches, requirement_matches, term_matches};
+pub use taints::{any_tolerates, tolerates};
