@@ -1394,10 +1394,36 @@ pub enum Include {
     Object,
 }
 
+/// One object's row: its cells and, as `include` asks, its metadata or itself. Built by
+/// moving values into maps (`json!` would serialize every borrowed value anew).
+fn row(r: &Resource, mut o: Value, include: Include, now: Timestamp) -> Value {
+    let mut row = serde_json::Map::new();
+    row.insert("cells".into(), Value::Array(cells(r, &o, now)));
+    let object = match include {
+        Include::None => None,
+        Include::Metadata => {
+            let mut partial = serde_json::Map::new();
+            partial.insert("kind".into(), Value::from("PartialObjectMetadata"));
+            partial.insert("apiVersion".into(), Value::from("meta.k8s.io/v1"));
+            partial.insert("metadata".into(), o["metadata"].take());
+            Some(Value::Object(partial))
+        }
+        Include::Object => {
+            o["kind"] = Value::from(r.kind);
+            o["apiVersion"] = Value::from(r.api_version());
+            Some(o)
+        }
+    };
+    if let Some(object) = object {
+        row.insert("object".into(), object);
+    }
+    Value::Object(row)
+}
+
 /// Builds a `meta.k8s.io/v1` Table for `objects`.
 pub fn table(
     r: &Resource,
-    objects: &[Value],
+    objects: Vec<Value>,
     include: Include,
     resource_version: &str,
     continue_token: Option<&str>,
@@ -1413,39 +1439,20 @@ pub fn table(
         })
         .collect();
     let rows: Vec<Value> = objects
-        .iter()
-        .map(|o| {
-            let mut row = json!({"cells": cells(r, o, now)});
-            match include {
-                Include::None => {}
-                Include::Metadata => {
-                    row["object"] = json!({
-                        "kind": "PartialObjectMetadata",
-                        "apiVersion": "meta.k8s.io/v1",
-                        "metadata": o["metadata"],
-                    });
-                }
-                Include::Object => {
-                    let mut full = o.clone();
-                    full["kind"] = Value::from(r.kind);
-                    full["apiVersion"] = Value::from(r.api_version());
-                    row["object"] = full;
-                }
-            }
-            row
-        })
+        .into_iter()
+        .map(|o| row(r, o, include, now))
         .collect();
     let mut meta = json!({"resourceVersion": resource_version});
     if let Some(c) = continue_token {
         meta["continue"] = Value::from(c);
     }
-    json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": meta,
-        "columnDefinitions": defs,
-        "rows": rows,
-    })
+    let mut table = serde_json::Map::new();
+    table.insert("kind".into(), Value::from("Table"));
+    table.insert("apiVersion".into(), Value::from("meta.k8s.io/v1"));
+    table.insert("metadata".into(), meta);
+    table.insert("columnDefinitions".into(), Value::Array(defs));
+    table.insert("rows".into(), Value::Array(rows));
+    Value::Object(table)
 }
 
 #[cfg(test)]
@@ -1899,7 +1906,7 @@ mod tests {
         assert_eq!(row("", "v1", "services", lb)[3], json!("192.0.2.9"));
         let lr = find("", "v1", "limitranges").unwrap();
         let now: Timestamp = NOW.parse().unwrap();
-        let t = table(lr, &[obj], Include::Metadata, "7", None, now);
+        let t = table(lr, vec![obj], Include::Metadata, "7", None, now);
         assert_eq!(t["columnDefinitions"][1]["name"], "Created At");
         assert_eq!(t["columnDefinitions"][1]["type"], "date");
         assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
@@ -1907,7 +1914,7 @@ mod tests {
         let roles = find("rbac.authorization.k8s.io", "v1", "roles").unwrap();
         assert_eq!(columns(roles)[1].name, "Created At");
         let va = find("storage.k8s.io", "v1", "volumeattachments").unwrap();
-        let t = table(va, &[], Include::None, "1", None, now);
+        let t = table(va, vec![], Include::None, "1", None, now);
         assert_eq!(t["columnDefinitions"][1]["format"], "name");
         let cj = find("batch", "v1", "cronjobs").unwrap();
         let wide: Vec<&str> = columns(cj)

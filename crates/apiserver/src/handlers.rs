@@ -167,7 +167,7 @@ fn render_one(sv: Served, obj: Value, shape: Shape, query: &Query) -> Result<Val
                 .to_string();
             table(
                 r,
-                &[obj],
+                vec![obj],
                 include(query)?,
                 &rv,
                 None,
@@ -605,7 +605,7 @@ async fn resource(
             let body = match shape {
                 Shape::Table => table(
                     r,
-                    &list.items,
+                    list.items,
                     include(&query)?,
                     &rv,
                     list.continue_token.as_deref(),
@@ -848,7 +848,7 @@ async fn watch(
                     .as_str()
                     .unwrap_or("")
                     .to_string();
-                let mut t = table(r, &[obj], include, &rv, None, jiff::Timestamp::now());
+                let mut t = table(r, vec![obj], include, &rv, None, jiff::Timestamp::now());
                 if !first {
                     t["columnDefinitions"] = Value::Null;
                 }

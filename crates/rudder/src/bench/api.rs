@@ -178,23 +178,27 @@ pub(crate) async fn run(opts: ApiBench) -> Result<()> {
 
     progress("lists");
     let c = &clients[0];
-    let mut full = Vec::new();
-    for _ in 0..3 {
-        let started = Instant::now();
-        let body = c
-            .call(Method::GET, "/api/v1/namespaces/default/pods", None)
-            .await?;
-        full.push(started.elapsed());
-        let list: Value = serde_json::from_slice(&body)?;
-        let n = list["items"].as_array().map_or(0, Vec::len);
-        if n != opts.pods {
-            bail!("LIST returned {n} pods, expected {}", opts.pods);
-        }
-    }
+    let pods_path = "/api/v1/namespaces/default/pods";
+    let mut full = timed_lists(c, pods_path, "application/json", "items", opts.pods).await?;
     report.add(
         "list_10k_ms",
         "full LIST of the pods (ms, median of 3)",
         quantile_ms(&mut full, 0.5),
+    );
+    let mut tables = timed_lists(c, pods_path, KUBECTL_TABLE, "rows", opts.pods).await?;
+    let (json_ms, table_ms) = (
+        quantile_ms(&mut full, 0.5),
+        quantile_ms(&mut tables, 0.5),
+    );
+    report.add(
+        "list_table_10k_ms",
+        "full LIST of the pods as a Table, as kubectl get asks (ms, median of 3)",
+        table_ms,
+    );
+    report.add(
+        "table_over_list",
+        "Table LIST time over JSON LIST time",
+        table_ms / json_ms,
     );
     let started = Instant::now();
     let mut token = String::new();
@@ -253,6 +257,32 @@ pub(crate) async fn run(opts: ApiBench) -> Result<()> {
     );
     report.print(opts.json);
     Ok(())
+}
+
+/// What `kubectl get` sends as its Accept header.
+const KUBECTL_TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+
+/// Three full LISTs of `path` answered as `accept` asks, each checked to hold `expected`
+/// entries under `field`; their times.
+async fn timed_lists(
+    c: &Client,
+    path: &str,
+    accept: &str,
+    field: &str,
+    expected: usize,
+) -> Result<Vec<Duration>> {
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let body = c.call_as(Method::GET, path, None, accept).await?;
+        times.push(started.elapsed());
+        let list: Value = serde_json::from_slice(&body)?;
+        let n = list[field].as_array().map_or(0, Vec::len);
+        if n != expected {
+            bail!("LIST ({accept}) returned {n} {field}, expected {expected}");
+        }
+    }
+    Ok(times)
 }
 
 /// The raw store's concurrent create throughput for the same pods, on its own database.

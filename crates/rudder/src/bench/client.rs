@@ -92,6 +92,7 @@ impl Client {
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
+        accept: &str,
     ) -> Result<hyper::Response<Incoming>> {
         let mut sender = self.sender.clone();
         sender.ready().await?;
@@ -104,7 +105,7 @@ impl Client {
             .method(method)
             .uri(path)
             .header("content-type", content_type)
-            .header("accept", "application/json")
+            .header("accept", accept)
             .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
         Ok(sender.send_request(req).await?)
     }
@@ -116,7 +117,18 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Bytes> {
-        let resp = self.send(method, path, body).await?;
+        self.call_as(method, path, body, "application/json").await
+    }
+
+    /// As [`Client::call`], asking for the answer as `accept` says (a Table, say).
+    pub(crate) async fn call_as(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        accept: &str,
+    ) -> Result<Bytes> {
+        let resp = self.send(method, path, body, accept).await?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
         if !status.is_success() {
@@ -127,7 +139,7 @@ impl Client {
 
     /// A streaming GET (a watch); returns the body to read events from.
     pub(crate) async fn stream(&self, path: &str) -> Result<Incoming> {
-        let resp = self.send(Method::GET, path, None).await?;
+        let resp = self.send(Method::GET, path, None, "application/json").await?;
         if resp.status() != StatusCode::OK {
             bail!("watch answered {}", resp.status());
         }
