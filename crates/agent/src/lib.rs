@@ -228,11 +228,7 @@ pub async fn run(
                 },
             };
             let app = server::router(Arc::new(logs)).merge(stream::router(Arc::new(streaming)));
-            Some(tokio::spawn(async move {
-                if let Err(e) = server::serve(listener, tls, app).await {
-                    tracing::error!("the agent's HTTPS endpoint stopped: {e:#}");
-                }
-            }))
+            Some(tokio::spawn(server::serve(listener, tls, app)))
         }
         None => None,
     };

@@ -10,7 +10,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -18,7 +17,6 @@ use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use jiff::{SignedDuration, Timestamp};
 use runtime::logs::ReadOptions;
 use rustls::pki_types::pem::PemObject;
@@ -81,61 +79,25 @@ pub(crate) fn tls_config(
     Ok(Arc::new(cfg))
 }
 
-/// Accepts TLS connections on `listener` and serves each (HTTP/1.1 or HTTP/2) until the task
-/// is dropped. A failed handshake (a client without a CA-signed certificate) ends only that
-/// connection.
+/// Serves TLS connections on `listener` until the task is dropped. Only the API server (and
+/// the cluster's administrators) may use the endpoint; other holders of cluster certificates,
+/// such as other nodes, get 403.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
-) -> anyhow::Result<()> {
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            // Only the API server (and the cluster's administrators) may use the endpoint;
-            // other holders of cluster certificates, such as other nodes, get 403.
-            let user = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| client_identity(c))
-                .unwrap_or_default();
-            let app = if user.0 == API_SERVER_CLIENT || user.1.iter().any(|g| g == "system:masters")
-            {
-                app
-            } else {
-                tracing::debug!(%peer, user = %user.0, "refused a client of the node's endpoint");
-                forbidden(user.0)
-            };
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder
-                .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
+    tls::serve(listener, acceptor, move |cert| {
+        let user = cert.map(|c| client_identity(c)).unwrap_or_default();
+        if user.0 == API_SERVER_CLIENT || user.1.iter().any(|g| g == "system:masters") {
+            app.clone()
+        } else {
+            tracing::debug!(user = %user.0, "refused a client of the node's endpoint");
+            forbidden(user.0)
+        }
+    })
+    .await
 }
 
 /// The common name of the API server's client certificate for node agents.
@@ -511,6 +473,9 @@ async fn container_logs(
 mod tests {
     use std::net::SocketAddr;
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use hyper_util::rt::TokioIo;
 
     use futures::StreamExt;
     use rcgen::{

@@ -25,9 +25,8 @@ use axum::response::Response;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{Value, json};
 
 use crate::registry::Registry;
@@ -97,12 +96,16 @@ impl KubeletClient {
             .map_err(|e| format!("kubelet client certificate: {e}"))?;
         let mut unverified = builder()?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyServer(provider.clone())))
+            .with_custom_certificate_verifier(Arc::new(tls::AnyServerCertificate::new(
+                provider.clone(),
+            )))
             .with_client_auth_cert(chain, key()?)
             .map_err(|e| format!("kubelet client certificate: {e}"))?;
         let mut anonymous = builder()?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyServer(provider.clone())))
+            .with_custom_certificate_verifier(Arc::new(tls::AnyServerCertificate::new(
+                provider.clone(),
+            )))
             .with_no_client_auth();
         // One HTTP/1.1 request per connection.
         for c in [&mut verified, &mut unverified, &mut anonymous] {
@@ -113,56 +116,6 @@ impl KubeletClient {
             unverified: Arc::new(unverified),
             anonymous: Arc::new(anonymous),
         })
-    }
-}
-
-/// `insecureSkipTLSVerifyBackend`: any serving certificate will do (the handshake's own
-/// signatures are still checked).
-#[derive(Debug)]
-struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

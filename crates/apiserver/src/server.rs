@@ -6,17 +6,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use axum::{Extension, Router};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tower::ServiceExt;
 
 use crate::authn::{self, Tokens};
 use crate::handlers::{self, App, Connection, json_response};
@@ -323,55 +321,20 @@ async fn health(State(app): State<Arc<App>>, req: Request) -> Response {
     (code, body).into_response()
 }
 
-/// Accepts TLS connections and serves each with HTTP/1.1 or HTTP/2, tagging every request
-/// with the identity of the client certificate, if any.
+/// Serves TLS connections, tagging every request with the identity of the client
+/// certificate, if any.
 async fn serve(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, router: Router) {
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let (acceptor, router) = (acceptor.clone(), router.clone());
-        tokio::spawn(async move {
-            let tls =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            let identity = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|certs| certs.first())
-                .and_then(|c| authn::from_certificate(c));
-            let conn = Connection { identity };
-            let service = router.map_request(move |mut req: Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(conn.clone());
-                req
-            });
-            let service = hyper_util::service::TowerToHyperService::new(service);
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder
-                .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                .await
-            {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
+    tls::serve(listener, acceptor, move |cert| {
+        let identity = cert.and_then(|c| authn::from_certificate(c));
+        router.clone().layer(Extension(Connection { identity }))
+    })
+    .await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tower::ServiceExt;
 
     #[tokio::test]
     async fn a_panicking_handler_answers_500_and_the_router_keeps_serving() {
