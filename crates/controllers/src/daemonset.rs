@@ -23,7 +23,7 @@ use k8s_openapi::api::core::v1::{
     PodTemplateSpec, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
@@ -31,6 +31,7 @@ use serde_json::{Value, json};
 
 use crate::events::{Recorder, Type, reference};
 use crate::expectations::Expectations;
+use crate::pod_control::PodControl;
 use crate::pods;
 use crate::runtime::{self, Informers, Result, Shared};
 
@@ -350,6 +351,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
         }
     }
     if synced && ds.metadata.deletion_timestamp.is_none() {
+        let control = PodControl::new(pod_api, ds.as_ref(), &ctx.events, &ctx.expectations);
         for (p, node) in &failed {
             ctx.events
                 .publish(
@@ -362,23 +364,15 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
                     ),
                 )
                 .await;
-            delete_pod(&ctx, &ds, &key, &pod_api, p).await?;
+            control.delete(p).await?;
         }
         for p in &delete {
-            delete_pod(&ctx, &ds, &key, &pod_api, p).await?;
+            control.delete(p).await?;
         }
         for node in &create {
-            let pod = pod_for(&ds, &template, node, &hash);
-            let created = pod_api.create(&PostParams::default(), &pod).await?;
-            ctx.expectations.created(&key, pods::key(&created.metadata));
-            ctx.events
-                .publish(
-                    &reference(ds.as_ref()),
-                    Type::Normal,
-                    "SuccessfulCreate",
-                    &format!("Created pod: {}", created.name_any()),
-                )
-                .await;
+            control
+                .create(&pod_for(&ds, &template, node, &hash))
+                .await?;
         }
     }
     let status = json!({
@@ -431,33 +425,6 @@ struct Counts {
     ready: i32,
     updated: i32,
     available: i32,
-}
-
-async fn delete_pod(ctx: &Ctx, ds: &DaemonSet, key: &str, api: &Api<Pod>, pod: &Pod) -> Result<()> {
-    let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: Some(uid.clone()),
-            resource_version: None,
-        }),
-        ..Default::default()
-    };
-    match api.delete(&pod.name_any(), &params).await {
-        Ok(_) => {
-            ctx.expectations.deleted(key, uid);
-            ctx.events
-                .publish(
-                    &reference(ds),
-                    Type::Normal,
-                    "SuccessfulDelete",
-                    &format!("Deleted pod: {}", pod.name_any()),
-                )
-                .await;
-            Ok(())
-        }
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// The ControllerRevision of the current template: created as `<set>-<hash>` with the next

@@ -615,6 +615,7 @@ fn desired(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::testing::merge;
     use serde_json::{Value, json};
 
     pub(crate) fn service(v: Value) -> Service {
@@ -636,17 +637,6 @@ pub(crate) mod tests {
                        "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}});
         merge(&mut base, extra);
         Arc::new(serde_json::from_value(base).unwrap())
-    }
-
-    fn merge(base: &mut Value, patch: Value) {
-        match (base, patch) {
-            (Value::Object(b), Value::Object(p)) => {
-                for (k, v) in p {
-                    merge(b.entry(k).or_insert(Value::Null), v);
-                }
-            }
-            (b, p) => *b = p,
-        }
     }
 
     fn ips(list: &Option<Vec<EndpointAddress>>) -> Vec<&str> {

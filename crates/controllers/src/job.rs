@@ -42,13 +42,14 @@ use k8s_openapi::api::batch::v1::{
 use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::{Value, json};
 
 use crate::events::{Recorder, Type, reference};
 use crate::expectations::Expectations;
+use crate::pod_control::{PodControl, namespace_terminating};
 use crate::pods;
 use crate::runtime::{self, Informers, Result, Shared};
 
@@ -1176,13 +1177,6 @@ async fn json_patch(api: &Api<Pod>, pod: &Pod, ops: Value) -> kube::Result<()> {
     .map(|_| ())
 }
 
-fn api_message(e: &kube::Error) -> String {
-    match e {
-        kube::Error::Api(s) => s.message.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// Pod uids whose finalizer removal each Job (by key) waits to see in the cache.
 #[derive(Default)]
 struct Removals(Mutex<HashMap<String, HashSet<String>>>);
@@ -1228,6 +1222,8 @@ struct Sync<'a> {
     key: String,
     job: Job,
     api: Api<Pod>,
+    /// Creates and deletes the Job's pods, with expectations and events.
+    control: PodControl<'a>,
     now: Timestamp,
 }
 
@@ -1294,11 +1290,13 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
     let mine = claim(&api, &job, in_ns).await;
     let now =
         Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now());
+    let control = PodControl::new(api.clone(), job.as_ref(), &ctx.events, &ctx.expectations);
     let mut sync = Sync {
         ctx: &ctx,
         key: key.clone(),
         job: (*job).clone(),
         api,
+        control,
         now,
     };
     sync.run(&spec, &mine, satisfied, &removing).await
@@ -1580,54 +1578,15 @@ impl Sync<'_> {
     async fn delete_active(&self, active: &[Arc<Pod>]) -> (i32, i32, Option<anyhow::Error>) {
         let (mut deleted, mut ready, mut error) = (0, 0, None);
         for pod in active {
-            match self.delete_pod(pod).await {
-                Ok(()) => {
+            match self.control.delete_unexpected(pod).await {
+                Ok(_) => {
                     deleted += 1;
                     ready += i32::from(pods::is_ready(pod));
                 }
-                Err(e) => error = Some(e),
+                Err(e) => error = Some(e.into()),
             }
         }
         (deleted, ready, error)
-    }
-
-    /// Deletes `pod` (uid precondition) with its event; gone already counts as deleted.
-    async fn delete_pod(&self, pod: &Pod) -> anyhow::Result<()> {
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: Some(uid(pod).to_string()),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
-        let r = reference(&self.job);
-        match self.api.delete(&pod.name_any(), &params).await {
-            Ok(_) => {
-                self.ctx
-                    .events
-                    .publish(
-                        &r,
-                        Type::Normal,
-                        "SuccessfulDelete",
-                        &format!("Deleted pod: {}", pod.name_any()),
-                    )
-                    .await;
-                Ok(())
-            }
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => {
-                self.ctx
-                    .events
-                    .publish(
-                        &r,
-                        Type::Warning,
-                        "FailedDelete",
-                        &format!("Error deleting: {}", api_message(&e)),
-                    )
-                    .await;
-                Err(e.into())
-            }
-        }
     }
 
     /// Deletes pods the Job no longer wants (freeing them of the finalizer first, so they
@@ -1640,16 +1599,13 @@ impl Sync<'_> {
                 m.error = Some(anyhow::Error::from(e).context("removing the tracking finalizer"));
                 continue;
             }
-            match self.delete_pod(pod).await {
-                Ok(()) => {
-                    self.ctx
-                        .expectations
-                        .deleted(&self.key, uid(pod).to_string());
+            match self.control.delete(pod).await {
+                Ok(_) => {
                     m.active -= 1;
                     m.deleted += 1;
                     m.deleted_ready += i32::from(pods::is_ready(pod));
                 }
-                Err(e) => m.error = Some(e),
+                Err(e) => m.error = Some(e.into()),
             }
         }
     }
@@ -1729,8 +1685,6 @@ impl Sync<'_> {
         indexes: &[Option<i32>],
         m: &mut Managed,
     ) {
-        let params = &PostParams::default();
-        let r = reference(&self.job);
         let mut rest = indexes;
         let mut batch = 1;
         while !rest.is_empty() {
@@ -1740,42 +1694,17 @@ impl Sync<'_> {
             let made = futures::future::join_all(now.iter().map(|ix| {
                 let replaced = ix.and_then(|i| a.delayed.get(&i)).map(|p| p.as_ref());
                 let pod = pod_for(&self.job, spec, *ix, replaced);
-                async move { self.api.create(params, &pod).await }
+                async move { self.control.create(&pod).await }
             }))
             .await;
             let mut failed = false;
             for result in made {
                 match result {
-                    Ok(p) => {
-                        self.ctx
-                            .expectations
-                            .created(&self.key, pods::key(&p.metadata));
-                        m.active += 1;
-                        self.ctx
-                            .events
-                            .publish(
-                                &r,
-                                Type::Normal,
-                                "SuccessfulCreate",
-                                &format!("Created pod: {}", p.name_any()),
-                            )
-                            .await;
-                    }
+                    Ok(_) => m.active += 1,
                     // The namespace is going away: nothing to do about it.
-                    Err(kube::Error::Api(s)) if s.message.contains("being terminated") => {
-                        failed = true;
-                    }
+                    Err(e) if namespace_terminating(&e) => failed = true,
                     Err(e) => {
                         failed = true;
-                        self.ctx
-                            .events
-                            .publish(
-                                &r,
-                                Type::Warning,
-                                "FailedCreate",
-                                &format!("Error creating: {}", api_message(&e)),
-                            )
-                            .await;
                         m.error = Some(e.into());
                     }
                 }
@@ -1987,6 +1916,7 @@ fn enact(status: &mut JobStatus, c: &JobCondition, now: Timestamp) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::merge;
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -2028,17 +1958,6 @@ mod tests {
         });
         merge(&mut v, extra);
         Arc::new(serde_json::from_value(v).unwrap())
-    }
-
-    fn merge(a: &mut Value, b: Value) {
-        match (a, b) {
-            (Value::Object(a), Value::Object(b)) => {
-                for (k, v) in b {
-                    merge(a.entry(k).or_insert(Value::Null), v);
-                }
-            }
-            (a, b) => *a = b,
-        }
     }
 
     fn spec_of(j: &Job) -> JobSpec {

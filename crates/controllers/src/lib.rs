@@ -30,6 +30,7 @@ mod job;
 mod namespace;
 mod node_ipam;
 mod node_lifecycle;
+pub mod pod_control;
 mod pod_gc;
 pub mod pods;
 mod replicaset;
@@ -38,6 +39,8 @@ mod root_ca;
 pub mod runtime;
 mod serviceaccount;
 mod statefulset;
+#[cfg(test)]
+pub(crate) mod testing;
 mod ttl_after_finished;
 
 use std::sync::Arc;

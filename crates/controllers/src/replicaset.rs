@@ -20,14 +20,15 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::events::{Recorder, Type, reference};
+use crate::events::Recorder;
 use crate::expectations::Expectations;
+use crate::pod_control::{PodControl, error_message};
 use crate::pods;
 use crate::runtime::{self, Informers, Result, Shared, Watched};
 
@@ -205,7 +206,7 @@ where
     .await;
     let mut failure: Option<(String, String)> = None;
     if synced && owner.meta().deletion_timestamp.is_none() {
-        failure = manage(&ctx, owner.as_ref(), &key, &api, &mine).await;
+        failure = manage(&ctx, owner.as_ref(), &api, &mine).await;
     }
     let status = status_of(owner.as_ref(), &mine, failure, jiff::Timestamp::now());
     if status != owner.status_json() {
@@ -231,57 +232,24 @@ where
 async fn manage<K: Replicated>(
     ctx: &Ctx<K>,
     owner: &K,
-    key: &str,
     api: &Api<Pod>,
     mine: &[Arc<Pod>],
 ) -> Option<(String, String)> {
     let want = owner.replicas().max(0) as usize;
     let have = mine.len();
-    let regarding = reference(owner);
+    let control = PodControl::new(api.clone(), owner, &ctx.events, &ctx.expectations);
     if have < want {
         let template = owner.template()?;
         let prefix = format!("{}-", owner.name_any());
         let ns = owner.namespace().unwrap_or_default();
         let pod = pods::from_template(template, pods::controller_ref(owner), &ns, &prefix);
-        let params = PostParams::default();
         let mut left = (want - have).min(BURST);
         let mut batch = 1;
         while left > 0 {
             let n = batch.min(left);
-            let created =
-                futures::future::join_all((0..n).map(|_| api.create(&params, &pod))).await;
-            let mut error = None;
-            for r in created {
-                match r {
-                    Ok(p) => {
-                        ctx.expectations.created(key, pods::key(&p.metadata));
-                        let name = p.name_any();
-                        ctx.events
-                            .publish(
-                                &regarding,
-                                Type::Normal,
-                                "SuccessfulCreate",
-                                &format!("Created pod: {name}"),
-                            )
-                            .await;
-                    }
-                    Err(e) => error = Some(e),
-                }
-            }
-            if let Some(e) = error {
-                let message = match &e {
-                    kube::Error::Api(s) => s.message.clone(),
-                    other => other.to_string(),
-                };
-                ctx.events
-                    .publish(
-                        &regarding,
-                        Type::Warning,
-                        "FailedCreate",
-                        &format!("Error creating: {message}"),
-                    )
-                    .await;
-                return Some(("FailedCreate".into(), message));
+            let created = futures::future::join_all((0..n).map(|_| control.create(&pod))).await;
+            if let Some(e) = created.into_iter().filter_map(|r| r.err()).last() {
+                return Some(("FailedCreate".into(), error_message(&e)));
             }
             left -= n;
             batch *= 2;
@@ -289,42 +257,8 @@ async fn manage<K: Replicated>(
     } else if have > want {
         let doomed = to_delete(mine, have - want);
         for pod in doomed.into_iter().take(BURST) {
-            let uid = pod.metadata.uid.clone().unwrap_or_default();
-            let params = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: Some(uid.clone()),
-                    resource_version: None,
-                }),
-                ..Default::default()
-            };
-            match api.delete(&pod.name_any(), &params).await {
-                Ok(_) => {
-                    ctx.expectations.deleted(key, uid);
-                    ctx.events
-                        .publish(
-                            &regarding,
-                            Type::Normal,
-                            "SuccessfulDelete",
-                            &format!("Deleted pod: {}", pod.name_any()),
-                        )
-                        .await;
-                }
-                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                Err(e) => {
-                    let message = match &e {
-                        kube::Error::Api(s) => s.message.clone(),
-                        other => other.to_string(),
-                    };
-                    ctx.events
-                        .publish(
-                            &regarding,
-                            Type::Warning,
-                            "FailedDelete",
-                            &format!("Error deleting: {message}"),
-                        )
-                        .await;
-                    return Some(("FailedDelete".into(), message));
-                }
+            if let Err(e) = control.delete(&pod).await {
+                return Some(("FailedDelete".into(), error_message(&e)));
             }
         }
     }

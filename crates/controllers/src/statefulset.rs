@@ -53,6 +53,7 @@ use serde_json::{Value, json};
 
 use crate::events::{Recorder, Type, reference};
 use crate::expectations::Expectations;
+use crate::pod_control::{Deleted, delete_same};
 use crate::pods;
 use crate::runtime::{self, Error, Informers, Result, Shared};
 
@@ -1308,22 +1309,15 @@ impl Sync<'_> {
     /// Deletes `pod` (if it is still the same pod).
     async fn delete(&self, pod: &Pod) -> Result<()> {
         let name = pod.name_any();
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: Some(uid.clone()),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
-        match self.pods.delete(&name, &params).await {
-            Ok(_) => {
+        match delete_same(&self.pods, pod).await {
+            Ok(Deleted::Now) => {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
                 self.ctx.expectations.deleted(&self.key, uid);
                 self.pod_event("delete", &name, None).await;
                 Ok(())
             }
             // Gone, or replaced: the next sync sees what is there.
-            Err(e) if is_code(&e, 404) || is_code(&e, 409) => Ok(()),
+            Ok(Deleted::Already) => Ok(()),
             Err(e) => {
                 let e = api_error(e);
                 self.pod_event("delete", &name, Some(&e)).await;
@@ -1336,6 +1330,7 @@ impl Sync<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::merge;
 
     fn set(extra: Value) -> StatefulSet {
         let mut v = json!({
@@ -1358,17 +1353,6 @@ mod tests {
         });
         merge(&mut v, extra);
         serde_json::from_value(v).unwrap()
-    }
-
-    fn merge(into: &mut Value, from: Value) {
-        match (into, from) {
-            (Value::Object(a), Value::Object(b)) => {
-                for (k, v) in b {
-                    merge(a.entry(k).or_insert(Value::Null), v);
-                }
-            }
-            (a, b) => *a = b,
-        }
     }
 
     /// Pod `web-<ordinal>` at `revision` in `state`: "ready", "pending", "unready",
