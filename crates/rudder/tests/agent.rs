@@ -12,7 +12,7 @@ mod testimage;
 use std::time::Duration;
 
 use pods::{busybox, get, jsonpath, node_ready, patiently};
-use support::{Cluster, eventually};
+use support::{Cluster, consistently, eventually};
 
 /// HTTP GET from the host, the body.
 fn http_get(ip: &str, port: u16) -> Option<String> {
@@ -604,26 +604,14 @@ spec:
     assert!(id.starts_with("runc://"), "{id}");
     c.restart();
     node_ready(&c, "node-c");
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(
-        jsonpath(
-            &c,
-            &["pod", "reader"],
-            "{.status.containerStatuses[0].containerID}"
-        ),
-        id
-    );
-    assert_eq!(
-        jsonpath(
-            &c,
-            &["pod", "reader"],
-            "{.status.containerStatuses[0].restartCount}"
-        ),
-        "0"
-    );
-    assert_eq!(
-        jsonpath(&c, &["pod", "reader"], "{.status.phase}"),
-        "Running"
+    consistently(
+        "the container running on, unrestarted, after the agent's restart",
+        Duration::from_secs(3),
+        || {
+            let status = "{.status.containerStatuses[0].containerID} \
+                          {.status.containerStatuses[0].restartCount} {.status.phase}";
+            jsonpath(&c, &["pod", "reader"], status) == format!("{id} 0 Running")
+        },
     );
     // Logs follow on after the restart too.
     patiently("logs after the restart", 30, || {
@@ -686,24 +674,21 @@ fn volumes_the_agent_cannot_provide_keep_the_pod_from_starting(c: &Cluster, img:
         "MountVolume.SetUp failed for volume \"data\" : volume type nfs is not supported by this node"
     );
     // Watched over several of the agent's syncs (one a second): still waiting, nothing written.
-    let started = std::time::Instant::now();
-    while started.elapsed() < Duration::from_secs(5) {
-        for pod in ["share", "claimed"] {
-            assert_eq!(
-                jsonpath(
-                    c,
-                    &["pod", pod],
-                    "{.status.phase} {.status.containerStatuses[0].state.waiting.reason}"
-                ),
-                "Pending ContainerCreating",
-                "{pod}"
-            );
-            let uid = jsonpath(c, &["pod", pod], "{.metadata.uid}");
-            let stand_in = c.agent_dir().join("pods").join(uid).join("volumes/data");
-            assert!(!stand_in.exists(), "{} exists", stand_in.display());
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let stand_in = |pod: &str| {
+        let uid = jsonpath(c, &["pod", pod], "{.metadata.uid}");
+        c.agent_dir().join("pods").join(uid).join("volumes/data")
+    };
+    let waiting = "{.status.phase} {.status.containerStatuses[0].state.waiting.reason}";
+    consistently(
+        "both pods waiting in ContainerCreating, no directory standing in for their volumes",
+        Duration::from_secs(5),
+        || {
+            ["share", "claimed"].iter().all(|pod| {
+                jsonpath(c, &["pod", pod], waiting) == "Pending ContainerCreating"
+                    && !stand_in(pod).exists()
+            })
+        },
+    );
     let described = c.kubectl(&["describe", "pod", "claimed"]).out().to_string();
     assert!(
         described.contains("FailedMount")
@@ -937,9 +922,10 @@ fn unused_images_are_garbage_collected_and_used_ones_kept() {
     patiently("the pod running", 60, || {
         jsonpath(&c, &["pod", "user"], "{.status.phase}") == "Running"
     });
-    // Past its minimum age, in use: kept.
-    std::thread::sleep(Duration::from_secs(6));
-    assert!(images().contains("busybox"), "{}", images());
+    // In use: kept, past its minimum age too.
+    consistently("the image in use kept", Duration::from_secs(6), || {
+        images().contains("busybox")
+    });
     // Unused once the pod is gone: removed.
     c.kubectl(&["delete", "pod", "user", "--grace-period=0", "--force"])
         .out();

@@ -4,8 +4,10 @@
 
 mod support;
 
+use std::time::Duration;
+
 use serde_json::json;
-use support::{Cluster, Simulator, eventually};
+use support::{Cluster, Simulator, consistently, eventually};
 
 fn get(c: &Cluster, args: &[&str]) -> String {
     c.kubectl(args).stdout.trim().to_string()
@@ -90,8 +92,11 @@ fn background_deletion_collects_the_dependents() {
         &[],
     );
     // Owned and alive, they stay.
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    assert!(!gone(&c, &["cm", "dep-cm"]) && !gone(&c, &["secret", "dep-secret"]));
+    consistently(
+        "the dependents of a live owner kept",
+        Duration::from_secs(1),
+        || !gone(&c, &["cm", "dep-cm"]) && !gone(&c, &["secret", "dep-secret"]),
+    );
 
     c.kubectl(&["delete", "cm", "owner"]).out();
     eventually("the dependents collected", || {
@@ -156,8 +161,11 @@ fn orphan_deletion_keeps_the_dependents_without_their_reference() {
         "other"
     );
     // Released, the dependents are no one's garbage.
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    assert!(!gone(&c, &["cm", "dep"]) && !gone(&c, &["secret", "dep2"]));
+    consistently(
+        "the released dependents kept",
+        Duration::from_secs(1),
+        || !gone(&c, &["cm", "dep"]) && !gone(&c, &["secret", "dep2"]),
+    );
 }
 
 #[test]
@@ -208,32 +216,15 @@ fn foreground_deletion_waits_for_the_blocking_dependents() {
         },
     );
     // The owner waits for the dependent that blocks it.
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    assert_eq!(
-        get(
-            &c,
-            &[
-                "get",
-                "cm",
-                "owner",
-                "-o",
-                "jsonpath={.metadata.finalizers}"
-            ]
-        ),
-        r#"["foregroundDeletion"]"#
-    );
-    assert!(
-        !get(
-            &c,
-            &[
-                "get",
-                "cm",
-                "owner",
-                "-o",
-                "jsonpath={.metadata.deletionTimestamp}"
-            ]
-        )
-        .is_empty()
+    let owner = "jsonpath={.metadata.finalizers} {.metadata.deletionTimestamp}";
+    consistently(
+        "the owner deleting, held by foregroundDeletion",
+        Duration::from_secs(1),
+        || {
+            get(&c, &["get", "cm", "owner", "-o", owner])
+                .strip_prefix(r#"["foregroundDeletion"] "#)
+                .is_some_and(|deleted_at| !deleted_at.is_empty())
+        },
     );
 
     drop_finalizers(&c, &["cm", "held"]);

@@ -6,8 +6,9 @@
 mod support;
 
 use std::path::Path;
+use std::time::Duration;
 
-use support::{Cluster, Simulator, eventually};
+use support::{Cluster, Simulator, consistently, eventually};
 
 fn get(c: &Cluster, args: &[&str]) -> String {
     c.kubectl(args).stdout.trim().to_string()
@@ -317,8 +318,11 @@ fn parallel_sets_create_and_delete_all_at_once_and_claims_follow_the_retention_p
         live_pods(&c, "ord") == ["ord-0"]
     });
     // The ordered set waits for ord-0 to be Ready, which never comes.
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    assert_eq!(live_pods(&c, "ord"), ["ord-0"]);
+    consistently(
+        "the ordered set waiting at ord-0",
+        Duration::from_secs(2),
+        || live_pods(&c, "ord") == ["ord-0"],
+    );
     assert_eq!(jsonpath(&c, &["sts", "par"], "{.status.replicas}"), "3");
 
     // whenDeleted: Delete: the set owns its claims.

@@ -4,7 +4,9 @@
 
 mod support;
 
-use support::{Cluster, Simulator, eventually};
+use std::time::Duration;
+
+use support::{Cluster, Simulator, consistently, eventually};
 
 fn get(c: &Cluster, args: &[&str]) -> String {
     c.kubectl(args).stdout.trim().to_string()
@@ -329,9 +331,16 @@ fn deployments_roll_out_without_dropping_below_the_desired_availability() {
             ],
         ) == "DeploymentPaused"
     });
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let sets = get(&c, &["get", "rs", "-l", "app=web", "--no-headers"]);
-    assert_eq!(sets.lines().count(), 2, "no rollout while paused: {sets}");
+    consistently(
+        "no rollout while paused",
+        Duration::from_millis(500),
+        || {
+            get(&c, &["get", "rs", "-l", "app=web", "--no-headers"])
+                .lines()
+                .count()
+                == 2
+        },
+    );
     c.kubectl(&["rollout", "resume", "deployment/web"]).out();
     let status = c.kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     assert!(
@@ -571,22 +580,17 @@ fn deleting_a_deployment_cascades_as_asked() {
     // Orphan: they stay, without their owner.
     c.kubectl(&["delete", "deployment", "kept", "--cascade=orphan"])
         .out();
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    assert_eq!(
-        get(
-            &c,
-            &[
-                "get",
-                "rs",
-                "-l",
-                "app=kept",
-                "-o",
-                "jsonpath={.items[0].metadata.ownerReferences}"
-            ]
-        ),
-        ""
+    let released = || {
+        let owners = "jsonpath={range .items[*]}{.metadata.name}={.metadata.ownerReferences};{end}";
+        let sets = get(&c, &["get", "rs", "-l", "app=kept", "-o", owners]);
+        sets.starts_with("kept-") && sets.ends_with("=;") && sets.matches(';').count() == 1
+    };
+    eventually("the ReplicaSet without its owner", released);
+    consistently(
+        "the orphaned ReplicaSet and its three pods kept",
+        Duration::from_secs(1),
+        || released() && live_pods(&c, "kept").len() == 3,
     );
-    assert_eq!(live_pods(&c, "kept").len(), 3);
     // Foreground: the dependents go first, the Deployment last.
     c.kubectl(&[
         "delete",

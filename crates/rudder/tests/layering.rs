@@ -12,18 +12,23 @@ use std::process::Command;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("api", &[]),
     ("store", &[]),
-    ("apiserver", &["api", "store"]),
+    ("apiserver", &["api", "store", "tls"]),
     // Shared by the API clients that run as one elected instance among several.
     ("election", &[]),
-    ("controllers", &["api", "election"]),
-    ("scheduler", &["api", "election"]),
-    ("simulator", &["api"]),
+    ("pod", &[]),
+    ("controllers", &["api", "election", "pod"]),
+    ("scheduler", &["api", "election", "pod"]),
+    ("simulator", &["api", "pod"]),
     ("proxy", &["api"]),
     ("dns", &["api"]),
-    ("agent", &["api", "image", "runtime"]),
+    ("agent", &["api", "image", "pod", "runtime", "tls"]),
     // Images (registry, layers) and the host side of containers (runc, namespaces, CNI).
     ("image", &[]),
     ("runtime", &[]),
+    // The TLS accept loop and unverified-server verifier the HTTPS servers and clients share.
+    ("tls", &[]),
+    // The middle test tier (the API server in-process): a dev-dependency only, see below.
+    ("testkit", &["api", "store", "apiserver"]),
     ("rudder", &["*"]),
 ];
 
@@ -112,6 +117,16 @@ fn dependencies_flow_one_way() {
                 "crate {krate} must not depend on {dep}: components talk through the API"
             );
         }
+    }
+}
+
+#[test]
+fn testkit_is_only_ever_a_dev_dependency() {
+    for (krate, deps) in workspace_graph() {
+        assert!(
+            !deps.iter().any(|d| d == "testkit"),
+            "crate {krate} must take testkit as a [dev-dependencies] entry only"
+        );
     }
 }
 

@@ -4,7 +4,9 @@
 
 mod support;
 
-use support::{Cluster, eventually};
+use std::time::Duration;
+
+use support::{Cluster, consistently, eventually};
 
 /// A node object with `cpu` CPUs, zone `zone`, and the given taints (a YAML list).
 fn node(c: &Cluster, name: &str, cpu: &str, zone: &str, taints: &str) {
@@ -479,17 +481,15 @@ fn a_second_profile_packs_pods_and_unknown_schedulers_pods_stay_untouched() {
     }
     assert_eq!(node_of(&c, "packed-0"), node_of(&c, "packed-1"));
     pod(&c, "stranger", "100m", "  schedulerName: someone-else\n");
-    std::thread::sleep(std::time::Duration::from_secs(1));
-    assert_eq!(
-        c.kubectl(&[
-            "get",
-            "pod",
-            "stranger",
-            "-o",
-            "jsonpath={.spec.nodeName}{.status.conditions}"
-        ])
-        .out(),
-        ""
+    let untouched = "jsonpath={.spec.nodeName}{.status.conditions}";
+    consistently(
+        "another scheduler's pod untouched",
+        Duration::from_secs(1),
+        || {
+            c.kubectl(&["get", "pod", "stranger", "-o", untouched])
+                .out()
+                .is_empty()
+        },
     );
 }
 

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Cluster, Simulator, eventually};
+use support::{Cluster, Simulator, consistently, eventually};
 
 const POD: &str = "
 apiVersion: v1
@@ -362,10 +362,15 @@ spec:
     );
 
     // The Job's pod and the failed one are left alone from then on.
-    std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(pod_columns(&c, "pi-x7k2p").0, "Completed");
-    assert_eq!(pod_columns(&c, "fails").0, "Error");
-    assert_eq!(pod_columns(&c, "web"), ("Running".into(), "0".into()));
+    consistently(
+        "the finished pods and the running one left alone",
+        Duration::from_secs(1),
+        || {
+            pod_columns(&c, "pi-x7k2p").0 == "Completed"
+                && pod_columns(&c, "fails").0 == "Error"
+                && pod_columns(&c, "web") == ("Running".into(), "0".into())
+        },
+    );
     sim.assert_running();
 }
 
@@ -412,12 +417,13 @@ fn a_node_annotated_dead_stops_until_the_annotation_goes() {
     // A renewal in flight may still land.
     std::thread::sleep(Duration::from_millis(1500));
     let (frozen, other) = (renew_time(&c, "sim-0"), renew_time(&c, "sim-1"));
-    std::thread::sleep(Duration::from_secs(3));
-    sim.assert_running();
-    assert_eq!(
-        renew_time(&c, "sim-0"),
-        frozen,
-        "a dead node's lease is not renewed"
+    consistently(
+        "the dead node's lease not renewed",
+        Duration::from_secs(3),
+        || {
+            sim.assert_running();
+            renew_time(&c, "sim-0") == frozen
+        },
     );
     assert_ne!(renew_time(&c, "sim-1"), other, "the live node's is");
 
@@ -438,9 +444,11 @@ fn a_node_annotated_dead_stops_until_the_annotation_goes() {
     patch("sim-0").out();
     let deleted = c.kubectl(&["delete", "pod", "web", "--wait=false"]);
     assert_eq!(deleted.out(), "pod \"web\" deleted\n");
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(node_status(&c, "sim-0"), "NotReady");
-    assert_eq!(pod_columns(&c, "web").0, "Terminating");
+    consistently(
+        "the dead node NotReady, its pod Terminating",
+        Duration::from_secs(2),
+        || node_status(&c, "sim-0") == "NotReady" && pod_columns(&c, "web").0 == "Terminating",
+    );
 
     // A live node answers at once: its Ready condition is True again.
     patch("sim-1").out();

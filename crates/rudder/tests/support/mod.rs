@@ -276,14 +276,12 @@ pub fn terminate(mut child: Child) {
     }
 }
 
-/// Polls `cond` every 50 ms until it holds (panics after 60 s: a hang, not a timing check).
-pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+/// `eventually(what, cond)` polls `cond` every 50 ms until it holds (panics after 60 s: a
+/// hang, not a timing check). `consistently(what, period, cond)` is for "this does not
+/// happen": it checks `cond` every 200 ms over `period` and panics at the first check where it
+/// does not hold, where a sleep followed by one assert would look only once.
+#[allow(unused_imports)] // Not every test file uses both.
+pub use testkit::blocking::{consistently, eventually};
 
 /// A running `rudder simulate`, killed when dropped; its log is printed if the test failed.
 pub struct Simulator {
