@@ -121,7 +121,6 @@ fn partial(obj: &Value) -> Value {
     json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"]})
 }
 
-/// Renders one object in the negotiated shape.
 /// The resource a request names, and the one whose storage serves it: the same one, except
 /// for versions served by conversion (`api::convert`).
 #[derive(Clone, Copy)]
@@ -546,6 +545,42 @@ fn delete_options_of(query: &Query, doc: &Value) -> Result<DeleteOptions, Status
     })
 }
 
+/// What every verb's handler needs to know of one resource request.
+struct Call<'a> {
+    app: &'a App,
+    sv: Served,
+    ns: Option<&'a str>,
+    name: String,
+    query: Query,
+    headers: HeaderMap,
+    shape: Shape,
+    dry_run: bool,
+}
+
+impl Call<'_> {
+    fn reg(&self) -> &Registry {
+        &self.app.registry
+    }
+
+    /// The stored resource.
+    fn r(&self) -> &'static Resource {
+        self.sv.stored
+    }
+}
+
+fn ok(v: &Value) -> Result<Response, Status> {
+    Ok(json_response(StatusCode::OK, v))
+}
+
+/// The `Status` a successful binding or eviction answers with.
+fn created_status() -> Result<Response, Status> {
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
+}
+
+/// One resource request, handed to the handler of its verb and subresource.
 async fn resource(
     app: &App,
     info: RequestInfo,
@@ -553,264 +588,301 @@ async fn resource(
     req: Request,
     who: &Identity,
 ) -> Result<Response, Status> {
-    let sv = Served::of(info.resource);
-    let r = sv.stored;
-    let ns = info.namespace.as_deref();
-    let name = info.name.clone().unwrap_or_default();
-    let shape = negotiate(req.headers());
-    let dry_run = query.dry_run();
-    let headers = req.headers().clone();
-    let reg = &app.registry;
-    let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
+    let c = Call {
+        app,
+        sv: Served::of(info.resource),
+        ns: info.namespace.as_deref(),
+        name: info.name.clone().unwrap_or_default(),
+        shape: negotiate(req.headers()),
+        dry_run: query.dry_run(),
+        headers: req.headers().clone(),
+        query,
+    };
+    let (r, reg, name) = (c.r(), c.reg(), c.name.as_str());
     match (info.verb, info.subresource.as_deref()) {
-        ("get", None) => ok(render_one(sv, reg.get(r, ns, &name).await?, shape, &query)?),
+        ("get", None) => ok(&render_one(
+            c.sv,
+            reg.get(r, c.ns, name).await?,
+            c.shape,
+            &c.query,
+        )?),
         ("get", Some("status" | "approval" | "ephemeralcontainers")) => {
-            ok(sv.show(reg.get(r, ns, &name).await?))
+            ok(&c.sv.show(reg.get(r, c.ns, name).await?))
         }
-        ("get", Some("scale")) => ok(Registry::scale_of(&reg.get(r, ns, &name).await?)),
-        ("list", None)
-            if shape == Shape::Object
-                && !sv.converted()
-                && !query.0.contains_key("labelSelector")
-                && !query.0.contains_key("fieldSelector") =>
-        {
-            let list = reg.list_raw(r, ns, &list_options(sv, &query)?).await?;
-            let mut meta = json!({"resourceVersion": list.revision.to_string()});
-            if let Some(c) = &list.continue_token {
-                meta["continue"] = json!(c);
-            }
-            let head =
-                json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": meta});
-            let mut body = serde_json::to_vec(&head).expect("encodes");
-            body.pop();
-            body.extend_from_slice(b",\"items\":[");
-            for (i, item) in list.items.iter().enumerate() {
-                if i > 0 {
-                    body.push(b',');
-                }
-                body.extend_from_slice(item);
-            }
-            body.extend_from_slice(b"]}");
-            let mut resp = (StatusCode::OK, body).into_response();
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            Ok(resp)
-        }
-        ("list", None) => {
-            let opts = list_options(sv, &query)?;
-            let list = reg.list(r, ns, &opts).await?;
-            let rv = list.revision.to_string();
-            let body = match shape {
-                Shape::Table => table(
-                    r,
-                    list.items,
-                    include(&query)?,
-                    &rv,
-                    list.continue_token.as_deref(),
-                    jiff::Timestamp::now(),
-                ),
-                Shape::Metadata => {
-                    let items: Vec<Value> = list.items.iter().map(partial).collect();
-                    let mut meta = json!({"resourceVersion": rv});
-                    if let Some(c) = &list.continue_token {
-                        meta["continue"] = json!(c);
-                    }
-                    json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items})
-                }
-                Shape::Object => {
-                    let mut meta = json!({"resourceVersion": rv});
-                    if let Some(c) = &list.continue_token {
-                        meta["continue"] = json!(c);
-                    }
-                    let items: Vec<Value> = if sv.converted() {
-                        list.items.into_iter().map(|i| sv.show(i)).collect()
-                    } else {
-                        list.items
-                    };
-                    json!({"kind": sv.asked.list_kind(), "apiVersion": sv.asked.api_version(), "metadata": meta, "items": items})
-                }
-            };
-            ok(body)
-        }
+        ("get", Some("scale")) => ok(&Registry::scale_of(&reg.get(r, c.ns, name).await?)),
+        ("list", None) if raw_list(&c) => list_raw(&c).await,
+        ("list", None) => list(c).await,
         ("watch", None) => {
-            watch(
-                app,
-                sv,
-                info.namespace.clone(),
-                info.name.clone(),
-                &query,
-                shape,
-            )
-            .await
+            let (ns, name) = (info.namespace.clone(), info.name.clone());
+            watch(app, c.sv, ns, name, &c.query, c.shape).await
         }
-        ("create", None) => {
-            let body = read_body(req.into_body()).await?;
-            let (mut obj, duplicates) = decode_object(&headers, &body, r.kind)?;
-            let warnings = field_check(sv.asked, &query, &mut obj, &duplicates)?;
-            let mut obj = sv.store(obj)?;
-            if r.kind == "CertificateSigningRequest" && obj["spec"].is_object() {
-                // The requestor is whoever sent it, whatever the body says.
-                obj["spec"]["username"] = json!(who.user);
-                obj["spec"]["groups"] = json!(who.groups);
-                if let Some(spec) = obj["spec"].as_object_mut() {
-                    spec.remove("uid");
-                    spec.remove("extra");
-                }
-            }
-            let created = reg.create(r, ns, obj, dry_run).await?;
-            Ok(with_warnings(
-                json_response(StatusCode::CREATED, &sv.show(created)),
-                &warnings,
-            ))
-        }
-        ("create", Some("binding")) => {
-            let body = read_body(req.into_body()).await?;
-            let binding = decode_body(&headers, &body, "Binding")?;
-            reg.bind(r, ns, &name, &binding).await?;
-            Ok(json_response(
-                StatusCode::CREATED,
-                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
-            ))
-        }
+        ("create", None) => create(&c, req, who).await,
+        ("create", Some("binding")) => bind(&c, req).await,
+        ("create", Some("eviction")) => evict(&c, req).await,
         (
             "update",
             sub @ (None | Some("status" | "finalize" | "approval" | "ephemeralcontainers")),
-        ) => {
-            let body = read_body(req.into_body()).await?;
-            let (mut obj, duplicates) = decode_object(&headers, &body, r.kind)?;
-            let warnings = field_check(sv.asked, &query, &mut obj, &duplicates)?;
-            let obj = sv.store(obj)?;
-            let updated = reg.update(r, ns, &name, obj, sub, dry_run).await?;
-            Ok(with_warnings(
-                json_response(StatusCode::OK, &sv.show(updated)),
-                &warnings,
-            ))
-        }
-        ("create", Some("eviction")) => {
-            let body = read_body(req.into_body()).await?;
-            let eviction = decode_body(&headers, &body, "Eviction")?;
-            crate::eviction::check_body(&name, &eviction)?;
-            let doc = &eviction["deleteOptions"];
-            let ev = crate::eviction::Eviction {
-                options: delete_options_of(&Query::default(), doc)?,
-                dry_run: eviction_dry_run(&query, doc)?,
-            };
-            crate::eviction::evict(reg, ns.unwrap_or("default"), &name, ev).await?;
-            Ok(json_response(
-                StatusCode::CREATED,
-                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
-            ))
-        }
-        ("update", Some("scale")) => {
-            let body = read_body(req.into_body()).await?;
-            let scale = decode_body(&headers, &body, "Scale")?;
-            ok(reg
-                .set_scale(r, ns, &name, |_| Ok(scale.clone()), dry_run)
-                .await?)
-        }
-        ("patch", sub) => {
-            let ct = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let kind = PatchType::from_content_type(ct)
-                .ok_or_else(|| Status::unsupported_media_type(ct))?;
-            if matches!(kind, PatchType::Apply) {
-                return Err(crate::registry::apply_unsupported());
-            }
-            let body = read_body(req.into_body()).await?;
-            let patch: Value = serde_json::from_slice(&body)
-                .map_err(|e| Status::bad_request(format!("error decoding patch: {e}")))?;
-            match sub {
-                None | Some("status" | "approval" | "ephemeralcontainers") => {
-                    // Field validation looks at the object the patch would produce.
-                    let directive = fieldcheck::Directive::parse(query.get("fieldValidation"))?;
-                    let mut warnings = Vec::new();
-                    if directive != fieldcheck::Directive::Ignore {
-                        let current = reg.get(r, ns, &name).await?;
-                        let current = api::convert::from_storage(sv.asked, current);
-                        let mut patched = apply_patch(kind, &current, &patch)?;
-                        warnings = fieldcheck::check(sv.asked, directive, &mut patched, &[])
-                            .map_err(|s| {
-                                Status::invalid(
-                                    r,
-                                    &name,
-                                    &[api::validation::FieldError::invalid(
-                                        "patch",
-                                        &json!(patch.to_string()),
-                                        s.message,
-                                    )],
-                                )
-                            })?;
-                    }
-                    let patched = reg
-                        .patch(sv.asked, ns, &name, (kind, &patch), sub, dry_run)
-                        .await?;
-                    Ok(with_warnings(
-                        json_response(StatusCode::OK, &sv.show(patched)),
-                        &warnings,
-                    ))
-                }
-                Some("scale") => {
-                    let apply = |scale: &Value| apply_patch(kind, scale, &patch);
-                    ok(reg.set_scale(r, ns, &name, apply, dry_run).await?)
-                }
-                Some(_) => Err(Status::method_not_supported(r, "patch")),
-            }
-        }
+        ) => update(&c, req, sub).await,
+        ("update", Some("scale")) => update_scale(&c, req).await,
+        ("patch", sub) => patch(&c, req, sub).await,
         ("delete", None) => {
             let body = read_body(req.into_body()).await?;
-            let (opts, dry_run) = delete_options(&query, &headers, &body)?;
-            ok(sv.show(reg.delete(r, ns, &name, &opts, dry_run).await?))
+            let (opts, dry_run) = delete_options(&c.query, &c.headers, &body)?;
+            ok(&c.sv.show(reg.delete(r, c.ns, name, &opts, dry_run).await?))
         }
-        ("deletecollection", None) => {
-            let body = read_body(req.into_body()).await?;
-            let (opts, dry_run) = delete_options(&query, &headers, &body)?;
-            let list = reg.list(r, ns, &list_options(sv, &query)?).await?;
-            let mut deleted = Vec::new();
-            for item in list.items {
-                let (item_ns, item_name) = (
-                    item["metadata"]["namespace"].as_str().map(str::to_string),
-                    item["metadata"]["name"].as_str().unwrap_or("").to_string(),
-                );
-                match reg
-                    .delete(r, item_ns.as_deref(), &item_name, &opts, dry_run)
-                    .await
-                {
-                    Ok(obj) => deleted.push(sv.show(obj)),
-                    Err(s) if s.code == 404 => {}
-                    Err(s) => return Err(s),
-                }
-            }
-            ok(
-                json!({"kind": sv.asked.list_kind(), "apiVersion": sv.asked.api_version(), "metadata": {"resourceVersion": list.revision.to_string()}, "items": deleted}),
-            )
-        }
+        ("deletecollection", None) => delete_collection(&c, req).await,
         ("get", Some("proxy")) if r.plural == "nodes" => {
-            crate::podlogs::node_proxy(reg, &app.kubelet, &name, req.uri()).await
+            crate::podlogs::node_proxy(reg, &app.kubelet, name, req.uri()).await
         }
         (_, Some("proxy")) if r.plural == "pods" || r.plural == "services" => {
-            let ns = ns.unwrap_or("default").to_string();
-            crate::podproxy::proxy(reg, &app.kubelet, r.plural, &ns, &name, req).await
+            let ns = c.ns.unwrap_or("default").to_string();
+            crate::podproxy::proxy(reg, &app.kubelet, r.plural, &ns, name, req).await
         }
-        ("get", Some("log")) => {
-            let logs =
-                crate::podlogs::logs(reg, &app.kubelet, ns.unwrap_or("default"), &name, &query)
-                    .await?;
-            if crate::wsstream::is_websocket(&headers) {
-                let mut req = req;
-                return Ok(crate::wsstream::stream(&mut req, logs.into_body()));
-            }
-            Ok(logs)
-        }
+        ("get", Some("log")) => logs(&c, req).await,
         ("create", Some(sub @ ("exec" | "attach" | "portforward"))) => {
-            let (ns, sub) = (ns.unwrap_or("default").to_string(), sub.to_string());
-            crate::podstream::proxy(reg, &app.kubelet, &ns, &name, &sub, req).await
+            let (ns, sub) = (c.ns.unwrap_or("default").to_string(), sub.to_string());
+            crate::podstream::proxy(reg, &app.kubelet, &ns, name, &sub, req).await
         }
         (verb, _) => Err(Status::method_not_supported(r, verb)),
     }
+}
+
+/// Whether a LIST can be answered from the stored bytes: JSON objects of the stored version,
+/// no selectors.
+fn raw_list(c: &Call<'_>) -> bool {
+    c.shape == Shape::Object
+        && !c.sv.converted()
+        && !c.query.0.contains_key("labelSelector")
+        && !c.query.0.contains_key("fieldSelector")
+}
+
+/// A LIST spliced from the stored objects' bytes, none decoded.
+async fn list_raw(c: &Call<'_>) -> Result<Response, Status> {
+    let r = c.r();
+    let list = c
+        .reg()
+        .list_raw(r, c.ns, &list_options(c.sv, &c.query)?)
+        .await?;
+    let mut meta = json!({"resourceVersion": list.revision.to_string()});
+    if let Some(token) = &list.continue_token {
+        meta["continue"] = json!(token);
+    }
+    let head = json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": meta});
+    let mut body = serde_json::to_vec(&head).expect("encodes");
+    body.pop();
+    body.extend_from_slice(b",\"items\":[");
+    for (i, item) in list.items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
+    }
+    body.extend_from_slice(b"]}");
+    let mut resp = (StatusCode::OK, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
+
+/// A LIST in the negotiated shape: objects, a Table or partial metadata.
+async fn list(c: Call<'_>) -> Result<Response, Status> {
+    let (r, sv) = (c.r(), c.sv);
+    let list = c.reg().list(r, c.ns, &list_options(sv, &c.query)?).await?;
+    let rv = list.revision.to_string();
+    let token = list.continue_token.as_deref();
+    let mut meta = json!({"resourceVersion": rv});
+    if let Some(token) = token {
+        meta["continue"] = json!(token);
+    }
+    let body = match c.shape {
+        Shape::Table => {
+            let now = jiff::Timestamp::now();
+            table(r, list.items, include(&c.query)?, &rv, token, now)
+        }
+        Shape::Metadata => {
+            let items: Vec<Value> = list.items.iter().map(partial).collect();
+            json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items})
+        }
+        Shape::Object => {
+            let items: Vec<Value> = if sv.converted() {
+                list.items.into_iter().map(|i| sv.show(i)).collect()
+            } else {
+                list.items
+            };
+            json!({"kind": sv.asked.list_kind(), "apiVersion": sv.asked.api_version(), "metadata": meta, "items": items})
+        }
+    };
+    ok(&body)
+}
+
+/// CREATE. A CertificateSigningRequest's requestor is whoever sent it, whatever the body says.
+async fn create(c: &Call<'_>, req: Request, who: &Identity) -> Result<Response, Status> {
+    let r = c.r();
+    let body = read_body(req.into_body()).await?;
+    let (mut obj, duplicates) = decode_object(&c.headers, &body, r.kind)?;
+    let warnings = field_check(c.sv.asked, &c.query, &mut obj, &duplicates)?;
+    let mut obj = c.sv.store(obj)?;
+    if r.kind == "CertificateSigningRequest" && obj["spec"].is_object() {
+        obj["spec"]["username"] = json!(who.user);
+        obj["spec"]["groups"] = json!(who.groups);
+        if let Some(spec) = obj["spec"].as_object_mut() {
+            spec.remove("uid");
+            spec.remove("extra");
+        }
+    }
+    let created = c.reg().create(r, c.ns, obj, c.dry_run).await?;
+    Ok(with_warnings(
+        json_response(StatusCode::CREATED, &c.sv.show(created)),
+        &warnings,
+    ))
+}
+
+/// `pods/binding`.
+async fn bind(c: &Call<'_>, req: Request) -> Result<Response, Status> {
+    let body = read_body(req.into_body()).await?;
+    let binding = decode_body(&c.headers, &body, "Binding")?;
+    c.reg().bind(c.r(), c.ns, &c.name, &binding).await?;
+    created_status()
+}
+
+/// `pods/eviction`.
+async fn evict(c: &Call<'_>, req: Request) -> Result<Response, Status> {
+    let body = read_body(req.into_body()).await?;
+    let eviction = decode_body(&c.headers, &body, "Eviction")?;
+    crate::eviction::check_body(&c.name, &eviction)?;
+    let doc = &eviction["deleteOptions"];
+    let ev = crate::eviction::Eviction {
+        options: delete_options_of(&Query::default(), doc)?,
+        dry_run: eviction_dry_run(&c.query, doc)?,
+    };
+    crate::eviction::evict(c.reg(), c.ns.unwrap_or("default"), &c.name, ev).await?;
+    created_status()
+}
+
+/// UPDATE of the object or of a subresource that holds part of it.
+async fn update(c: &Call<'_>, req: Request, sub: Option<&str>) -> Result<Response, Status> {
+    let r = c.r();
+    let body = read_body(req.into_body()).await?;
+    let (mut obj, duplicates) = decode_object(&c.headers, &body, r.kind)?;
+    let warnings = field_check(c.sv.asked, &c.query, &mut obj, &duplicates)?;
+    let obj = c.sv.store(obj)?;
+    let updated = c
+        .reg()
+        .update(r, c.ns, &c.name, obj, sub, c.dry_run)
+        .await?;
+    Ok(with_warnings(
+        json_response(StatusCode::OK, &c.sv.show(updated)),
+        &warnings,
+    ))
+}
+
+/// UPDATE of the `scale` subresource.
+async fn update_scale(c: &Call<'_>, req: Request) -> Result<Response, Status> {
+    let body = read_body(req.into_body()).await?;
+    let scale = decode_body(&c.headers, &body, "Scale")?;
+    let set = |_: &Value| Ok(scale.clone());
+    ok(&c
+        .reg()
+        .set_scale(c.r(), c.ns, &c.name, set, c.dry_run)
+        .await?)
+}
+
+/// PATCH of the object, a subresource that holds part of it, or `scale`.
+async fn patch(c: &Call<'_>, req: Request, sub: Option<&str>) -> Result<Response, Status> {
+    let ct = c
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let kind =
+        PatchType::from_content_type(ct).ok_or_else(|| Status::unsupported_media_type(ct))?;
+    if matches!(kind, PatchType::Apply) {
+        return Err(crate::registry::apply_unsupported());
+    }
+    let body = read_body(req.into_body()).await?;
+    let patch: Value = serde_json::from_slice(&body)
+        .map_err(|e| Status::bad_request(format!("error decoding patch: {e}")))?;
+    match sub {
+        None | Some("status" | "approval" | "ephemeralcontainers") => {
+            let warnings = patch_warnings(c, kind, &patch).await?;
+            let patched = c
+                .reg()
+                .patch(c.sv.asked, c.ns, &c.name, (kind, &patch), sub, c.dry_run)
+                .await?;
+            Ok(with_warnings(
+                json_response(StatusCode::OK, &c.sv.show(patched)),
+                &warnings,
+            ))
+        }
+        Some("scale") => {
+            let apply = |scale: &Value| apply_patch(kind, scale, &patch);
+            ok(&c
+                .reg()
+                .set_scale(c.r(), c.ns, &c.name, apply, c.dry_run)
+                .await?)
+        }
+        Some(_) => Err(Status::method_not_supported(c.r(), "patch")),
+    }
+}
+
+/// Field validation of a patch, which looks at the object the patch would produce.
+async fn patch_warnings(
+    c: &Call<'_>,
+    kind: PatchType,
+    patch: &Value,
+) -> Result<Vec<String>, Status> {
+    let directive = fieldcheck::Directive::parse(c.query.get("fieldValidation"))?;
+    if directive == fieldcheck::Directive::Ignore {
+        return Ok(Vec::new());
+    }
+    let current = c.reg().get(c.r(), c.ns, &c.name).await?;
+    let current = api::convert::from_storage(c.sv.asked, current);
+    let mut patched = apply_patch(kind, &current, patch)?;
+    fieldcheck::check(c.sv.asked, directive, &mut patched, &[]).map_err(|s| {
+        Status::invalid(
+            c.r(),
+            &c.name,
+            &[api::validation::FieldError::invalid(
+                "patch",
+                &json!(patch.to_string()),
+                s.message,
+            )],
+        )
+    })
+}
+
+/// DELETECOLLECTION: every listed object deleted with the same options; one gone meanwhile
+/// is skipped.
+async fn delete_collection(c: &Call<'_>, req: Request) -> Result<Response, Status> {
+    let (r, reg, sv) = (c.r(), c.reg(), c.sv);
+    let body = read_body(req.into_body()).await?;
+    let (opts, dry_run) = delete_options(&c.query, &c.headers, &body)?;
+    let list = reg.list(r, c.ns, &list_options(sv, &c.query)?).await?;
+    let mut deleted = Vec::new();
+    for item in list.items {
+        let item_ns = item["metadata"]["namespace"].as_str();
+        let item_name = item["metadata"]["name"].as_str().unwrap_or("");
+        match reg.delete(r, item_ns, item_name, &opts, dry_run).await {
+            Ok(obj) => deleted.push(sv.show(obj)),
+            Err(s) if s.code == 404 => {}
+            Err(s) => return Err(s),
+        }
+    }
+    ok(
+        &json!({"kind": sv.asked.list_kind(), "apiVersion": sv.asked.api_version(), "metadata": {"resourceVersion": list.revision.to_string()}, "items": deleted}),
+    )
+}
+
+/// `pods/log`, over plain HTTP or a WebSocket.
+async fn logs(c: &Call<'_>, mut req: Request) -> Result<Response, Status> {
+    let ns = c.ns.unwrap_or("default");
+    let logs = crate::podlogs::logs(c.reg(), &c.app.kubelet, ns, &c.name, &c.query).await?;
+    if crate::wsstream::is_websocket(&c.headers) {
+        return Ok(crate::wsstream::stream(&mut req, logs.into_body()));
+    }
+    Ok(logs)
 }
 
 async fn watch(
