@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, ContainerState, ContainerStatus, Pod, PodSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
 
 use crate::containers::Record;
@@ -98,14 +99,14 @@ fn will_restart(policy: &str, r: &Record) -> bool {
     }
 }
 
-/// One container's status; also whether it is ready and whether it has finished for good.
+/// One container's status; also whether it has finished for good.
 fn container_status(
     i: &Input,
     c: &Container,
     init: bool,
     blocked: bool,
     policy: &str,
-) -> (Value, bool, bool) {
+) -> (Value, bool) {
     let list = i.records.get(&c.name);
     let latest = list.and_then(|l| l.last());
     let previous = list.and_then(|l| {
@@ -175,36 +176,76 @@ fn container_status(
         }
     }
     s["ready"] = json!(ready);
-    (s, ready, done)
+    (s, done)
 }
 
-fn condition(
-    old: &Pod,
-    ty: &str,
-    ok: bool,
-    reason: Option<&str>,
-    message: Option<String>,
-) -> Value {
-    let status = if ok { "True" } else { "False" };
-    let before = old
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == ty));
-    let since = match before {
-        Some(b) if b.status == status => b.last_transition_time.as_ref().map(|t| t.0.to_string()),
-        _ => None,
+/// The init containers' statuses (a completed one ready, as upstream's prober manager
+/// reports it); whether they are all done (completed, or started for sidecars); whether one
+/// failed for good.
+fn init_statuses(i: &Input, inits: &[Container], policy: &str) -> (Vec<Value>, bool, bool) {
+    let mut statuses = Vec::new();
+    let (mut initialized, mut failed) = (true, false);
+    for c in inits {
+        if crate::pods::is_sidecar(c) {
+            // Sidecars count for the pod's readiness, and are done initialising once started.
+            let (s, _) = container_status(i, c, false, false, "Always");
+            initialized &= s["started"] == json!(true);
+            statuses.push(s);
+            continue;
+        }
+        let (mut s, _) = container_status(i, c, true, false, policy);
+        let latest = i.records.get(&c.name).and_then(|l| l.last());
+        match latest.and_then(Record::exit_code) {
+            Some(0) => s["ready"] = json!(true),
+            Some(_) if policy == "Never" => {
+                failed = true;
+                initialized = false;
+            }
+            _ => initialized = false,
+        }
+        statuses.push(s);
     }
-    .unwrap_or_else(|| Timestamp::now().to_string());
-    let mut c =
-        json!({"type": ty, "status": status, "lastProbeTime": null, "lastTransitionTime": since});
-    if let Some(r) = reason {
-        c["reason"] = json!(r);
+    (statuses, initialized, failed)
+}
+
+/// What the conditions read of a container's status: its name, readiness, whether it started,
+/// and whether it is running or terminated.
+fn readiness(s: &Value) -> ContainerStatus {
+    let has = |state: &str| s["state"].get(state).is_some();
+    ContainerStatus {
+        name: s["name"].as_str().unwrap_or_default().into(),
+        ready: s["ready"] == json!(true),
+        started: s["started"].as_bool(),
+        state: Some(ContainerState {
+            running: has("running").then(Default::default),
+            terminated: has("terminated").then(Default::default),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
-    if let Some(m) = message {
-        c["message"] = json!(m);
+}
+
+/// The kubelet's conditions ([`pod::kubelet_conditions`]) from the container statuses (init
+/// then regular), each with `lastProbeTime: null` as upstream's serialisation writes it.
+fn conditions(i: &Input, spec: &PodSpec, statuses: &[&Value], phase: &str) -> Value {
+    let typed: Vec<ContainerStatus> = statuses.iter().map(|s| readiness(s)).collect();
+    let old = i.pod.status.as_ref().and_then(|s| s.conditions.as_deref());
+    let now = Time(Timestamp::now());
+    let list = pod::kubelet_conditions(
+        spec,
+        old.unwrap_or_default(),
+        &typed,
+        phase,
+        i.sandbox_ready,
+        &now,
+    );
+    let mut v = serde_json::to_value(list).unwrap_or_else(|_| json!([]));
+    for c in v.as_array_mut().into_iter().flatten() {
+        if c.get("lastProbeTime").is_none() {
+            c["lastProbeTime"] = Value::Null;
+        }
     }
-    c
+    v
 }
 
 /// The status to post.
@@ -216,43 +257,11 @@ pub(crate) fn build(i: &Input) -> Value {
         .clone()
         .unwrap_or_else(|| "Always".into());
     let inits = spec.init_containers.clone().unwrap_or_default();
-    let mut init_statuses = Vec::new();
-    let mut incomplete = Vec::new();
-    let mut init_failed = false;
-    let mut unready = Vec::new();
-    for c in &inits {
-        let latest = i.records.get(&c.name).and_then(|l| l.last());
-        if crate::pods::is_sidecar(c) {
-            // Sidecars count for the pod's readiness, and are done initialising once started.
-            let (s, ready, _) = container_status(i, c, false, false, "Always");
-            if !ready {
-                unready.push(c.name.clone());
-            }
-            if s["started"] != json!(true) {
-                incomplete.push(c.name.clone());
-            }
-            init_statuses.push(s);
-            continue;
-        }
-        let (s, _, _) = container_status(i, c, true, false, &policy);
-        match latest.and_then(Record::exit_code) {
-            Some(0) => {}
-            Some(_) if policy == "Never" => {
-                init_failed = true;
-                incomplete.push(c.name.clone());
-            }
-            _ => incomplete.push(c.name.clone()),
-        }
-        init_statuses.push(s);
-    }
-    let initialized = incomplete.is_empty();
+    let (init_statuses, initialized, init_failed) = init_statuses(i, &inits, &policy);
     let mut statuses = Vec::new();
     let (mut all_done, mut any_failed, mut all_created) = (true, false, true);
     for c in &spec.containers {
-        let (s, ready, done) = container_status(i, c, false, !initialized, &policy);
-        if !ready {
-            unready.push(c.name.clone());
-        }
+        let (s, done) = container_status(i, c, false, !initialized, &policy);
         let latest = i.records.get(&c.name).and_then(|l| l.last());
         if latest.is_none() {
             all_created = false;
@@ -273,63 +282,8 @@ pub(crate) fn build(i: &Input) -> Value {
     } else {
         "Pending"
     };
-    let terminal = pod::is_terminal_phase(phase);
-    let list = |names: &[String]| format!("[{}]", names.join(" "));
-    let (ready_reason, ready_msg) = if terminal {
-        (Some("PodCompleted"), None)
-    } else if unready.is_empty() {
-        (None, None)
-    } else {
-        (
-            Some("ContainersNotReady"),
-            Some(format!(
-                "containers with unready status: {}",
-                list(&unready)
-            )),
-        )
-    };
-    let pod_ready = unready.is_empty() && !terminal;
-    let mut conditions = vec![
-        condition(
-            pod,
-            "PodReadyToStartContainers",
-            i.sandbox_ready,
-            None,
-            None,
-        ),
-        if initialized || terminal {
-            condition(
-                pod,
-                "Initialized",
-                true,
-                terminal
-                    .then_some("PodCompleted")
-                    .filter(|_| !inits.is_empty()),
-                None,
-            )
-        } else {
-            condition(
-                pod,
-                "Initialized",
-                false,
-                Some("ContainersNotInitialized"),
-                Some(format!(
-                    "containers with incomplete status: {}",
-                    list(&incomplete)
-                )),
-            )
-        },
-        condition(pod, "Ready", pod_ready, ready_reason, ready_msg.clone()),
-        condition(pod, "ContainersReady", pod_ready, ready_reason, ready_msg),
-    ];
-    if let Some(scheduled) = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"))
-    {
-        conditions.push(serde_json::to_value(scheduled).unwrap_or(Value::Null));
-    }
+    let all: Vec<&Value> = init_statuses.iter().chain(&statuses).collect();
+    let conditions = conditions(i, &spec, &all, phase);
     let mut status = json!({
         "phase": phase,
         "conditions": conditions,

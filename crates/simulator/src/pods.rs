@@ -34,7 +34,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
+    ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
@@ -55,19 +55,8 @@ use crate::{
 /// API calls about pods in flight at once.
 pub(crate) const CONCURRENCY: usize = 64;
 
-/// The conditions a kubelet sets on a running pod, in upstream's order.
-const CONDITIONS: [&str; 5] = [
-    "PodReadyToStartContainers",
-    "Initialized",
-    "Ready",
-    "ContainersReady",
-    "PodScheduled",
-];
-
 /// The waiting reason of a container between an exit and its restart.
 const CRASH_LOOP: &str = "CrashLoopBackOff";
-/// The reason of a Succeeded pod's conditions.
-const POD_COMPLETED: &str = "PodCompleted";
 /// The first restart back-off (upstream: 10 s).
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 /// The longest restart back-off (upstream: 5 minutes).
@@ -606,59 +595,11 @@ fn stop(mut status: ContainerStatus, end: Timestamp) -> ContainerStatus {
     status
 }
 
-/// The five kubelet conditions for a pod in `phase` whose containers `unready` are not ready,
-/// then the `old` ones of other types; each keeps its transition time while its status stays.
-fn pod_conditions(
-    old: Vec<PodCondition>,
-    phase: &str,
-    unready: &[String],
-    now: Timestamp,
-) -> Vec<PodCondition> {
-    let terminal = pod::is_terminal_phase(phase);
-    let mut conditions: Vec<PodCondition> = CONDITIONS
-        .iter()
-        .map(|&type_| {
-            let (status, reason, message) = match (type_, phase) {
-                ("PodReadyToStartContainers", _) if terminal => ("False", None, None),
-                ("Initialized", "Succeeded") => ("True", Some(POD_COMPLETED), None),
-                ("Ready" | "ContainersReady", "Succeeded") => ("False", Some(POD_COMPLETED), None),
-                ("Ready" | "ContainersReady", "Failed") => ("False", Some("PodFailed"), None),
-                ("Ready" | "ContainersReady", _) if !unready.is_empty() => (
-                    "False",
-                    Some("ContainersNotReady"),
-                    Some(format!(
-                        "containers with unready status: [{}]",
-                        unready.join(" ")
-                    )),
-                ),
-                _ => ("True", None, None),
-            };
-            let since = old
-                .iter()
-                .find(|c| c.type_ == type_ && c.status == status)
-                .and_then(|c| c.last_transition_time.clone())
-                .unwrap_or(Time(now));
-            PodCondition {
-                type_: type_.into(),
-                status: status.into(),
-                reason: reason.map(Into::into),
-                message,
-                last_transition_time: Some(since),
-                ..Default::default()
-            }
-        })
-        .collect();
-    conditions.extend(
-        old.into_iter()
-            .filter(|c| !CONDITIONS.contains(&c.type_.as_str())),
-    );
-    conditions
-}
-
 /// The status a kubelet reports for `pod` on a node at `host_ip`, with address `pod_ip`, at
 /// `now`: every container one step on ([`container_status`]); phase Running, or once every
 /// regular container has exited for good Succeeded (all with code 0) or Failed, with the
-/// sidecars and ephemeral containers stopped; the conditions to match. The start time and
+/// sidecars and ephemeral containers stopped; the kubelet's conditions to match
+/// ([`pod::kubelet_conditions`], the sandbox ready until the pod ends). The start time and
 /// unchanged containers keep theirs. Fields not written here (qosClass, other conditions) are
 /// kept.
 pub(crate) fn pod_status(
@@ -706,11 +647,11 @@ pub(crate) fn pod_status(
     );
     let ephemeral: Vec<Container> = spec
         .ephemeral_containers
-        .unwrap_or_default()
-        .into_iter()
+        .iter()
+        .flatten()
         .map(|e| Container {
-            name: e.name,
-            image: e.image,
+            name: e.name.clone(),
+            image: e.image.clone(),
             ..Default::default()
         })
         .collect();
@@ -738,19 +679,17 @@ pub(crate) fn pod_status(
         }
         _ => "Running",
     };
-    let sidecars = spec.init_containers.as_deref().unwrap_or_default();
-    let unready: Vec<String> = init
-        .iter()
-        .filter(|s| {
-            sidecars
-                .iter()
-                .any(|c| c.name == s.name && c.restart_policy.as_deref() == Some("Always"))
-        })
-        .chain(&containers)
-        .filter(|s| !s.ready)
-        .map(|s| s.name.clone())
-        .collect();
-    let conditions = pod_conditions(old.conditions.unwrap_or_default(), phase, &unready, now);
+    let all: Vec<ContainerStatus> = init.iter().chain(&containers).cloned().collect();
+    let old_conditions = old.conditions.unwrap_or_default();
+    let sandbox_ready = !pod::is_terminal_phase(phase);
+    let conditions = pod::kubelet_conditions(
+        &spec,
+        &old_conditions,
+        &all,
+        phase,
+        sandbox_ready,
+        &Time(now),
+    );
     let some = |list: Vec<ContainerStatus>| (!list.is_empty()).then_some(list);
     PodStatus {
         phase: Some(phase.into()),
@@ -1338,18 +1277,14 @@ mod tests {
             assert_eq!(c["started"], false);
             assert_eq!(c["restartCount"], 0);
         }
-        for type_ in ["Ready", "ContainersReady"] {
-            let c = condition(&v, type_);
-            assert_eq!(c["status"], "False");
-            assert_eq!(c["reason"], "PodCompleted");
-            assert_eq!(c["lastTransitionTime"], "2025-01-01T00:00:09Z");
-        }
+        // The conditions' texts are `pod::kubelet_conditions`' (tested there).
+        let ready = condition(&v, "Ready");
+        assert_eq!(ready["reason"], "PodCompleted");
+        assert_eq!(ready["lastTransitionTime"], "2025-01-01T00:00:09Z");
         assert_eq!(
             condition(&v, "PodReadyToStartContainers")["status"],
             "False"
         );
-        assert_eq!(condition(&v, "Initialized")["status"], "True");
-        assert_eq!(condition(&v, "Initialized")["reason"], "PodCompleted");
         assert_eq!(
             condition(&v, "PodScheduled")["lastTransitionTime"],
             "2025-01-01T00:00:00Z"
@@ -1375,10 +1310,7 @@ mod tests {
         let t = &v["containerStatuses"][0]["state"]["terminated"];
         assert_eq!(t["exitCode"], 3);
         assert_eq!(t["reason"], "Error");
-        for type_ in ["Ready", "ContainersReady"] {
-            assert_eq!(condition(&v, type_)["reason"], "PodFailed");
-        }
-        assert!(condition(&v, "Initialized").get("reason").is_none());
+        assert_eq!(condition(&v, "Ready")["reason"], "PodFailed");
     }
 
     #[test]
@@ -1415,10 +1347,7 @@ mod tests {
             "2025-01-01T00:00:10Z"
         );
         assert_eq!(c["containerID"], "rudder-sim://u1-nginx", "the exited one");
-        let ready = condition(&v, "Ready");
-        assert_eq!(ready["status"], "False");
-        assert_eq!(ready["reason"], "ContainersNotReady");
-        assert_eq!(ready["message"], "containers with unready status: [nginx]");
+        assert_eq!(condition(&v, "Ready")["status"], "False");
         assert_eq!(condition(&v, "PodReadyToStartContainers")["status"], "True");
         assert_eq!(next_change(&p, &life), Some(at("2025-01-01T00:00:11Z")));
 
@@ -1623,7 +1552,7 @@ mod tests {
             .iter()
             .map(|c| c["type"].as_str().unwrap())
             .collect();
-        assert_eq!(types, CONDITIONS);
+        assert_eq!(types, pod::KUBELET_CONDITIONS);
         for c in conditions {
             assert_eq!(c["status"], "True");
             let since = if c["type"] == "PodScheduled" {
