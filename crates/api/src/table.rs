@@ -37,6 +37,10 @@ const NAME: Column = col("Name", "string", 0);
 const AGE: Column = col("Age", "string", 0);
 
 /// The columns of a resource's table.
+#[expect(
+    clippy::too_many_lines,
+    reason = "written before the 150-line limit; to be split along its steps (issue 15)"
+)]
 pub fn columns(r: &Resource) -> Vec<Column> {
     let s = |n| col(n, "string", 0);
     let i = |n| col(n, "integer", 0);
@@ -943,6 +947,10 @@ fn event_cells(ev: &Value, now: Timestamp) -> Vec<Value> {
 }
 
 /// One row's cells, in the order of [`columns`].
+#[expect(
+    clippy::too_many_lines,
+    reason = "written before the 150-line limit; to be split along its steps (issue 15)"
+)]
 pub fn cells(r: &Resource, obj: &Value, now: Timestamp) -> Vec<Value> {
     let name = Value::from(str_at(obj, "metadata.name"));
     let age = since(obj, "metadata.creationTimestamp", now);

@@ -862,6 +862,10 @@ mod tests {
     /// The whole path by hand: a real API server, a Node pointing at a stand-in agent, a
     /// pod on it, and `pods/log` requests with the admin's certificate.
     #[tokio::test]
+    #[expect(
+        clippy::too_many_lines,
+        reason = "an end-to-end scenario written before the 150-line limit; split it when it next changes"
+    )]
     async fn logs_are_proxied_from_the_node_agent_and_streamed() {
         use futures::StreamExt;
 

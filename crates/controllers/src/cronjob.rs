@@ -727,6 +727,10 @@ impl Sync<'_> {
 
     /// Reconciles the active list with the Jobs, then starts the due schedule if any.
     /// Returns when to sync again.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "written before the 150-line limit; to be split along its steps (issue 15)"
+    )]
     async fn run(&self, cj: &mut CronJob, children: &[Arc<Job>]) -> Result<Option<Duration>> {
         let cronjobs: Api<CronJob> =
             Api::namespaced(self.ctx.client.clone(), &cj.namespace().unwrap_or_default());

@@ -203,6 +203,10 @@ fn max_unavailable_and_surge(ds: &DaemonSet, desired: i32) -> (i32, i32) {
     (unavailable, surge)
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "written before the 150-line limit; to be split along its steps (issue 15)"
+)]
 async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
     let Some(ds) = ctx.sets.get(&ObjectRef::from_obj(ds.as_ref())) else {
         return Ok(Action::await_change());

@@ -11,6 +11,10 @@ mod server;
 
 use clap::Parser;
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "written before the 150-line limit; to be split along its steps (issue 15)"
+)]
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
     tracing_subscriber::fmt()

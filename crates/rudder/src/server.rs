@@ -91,6 +91,10 @@ fn node_kubeconfig(creds: &apiserver::pki::NodeCredentials, url: &str) -> String
     )
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "written before the 150-line limit; to be split along its steps (issue 15)"
+)]
 pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
     let data_dir = opts.data_dir.unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)

@@ -135,6 +135,10 @@ fn token_kubeconfig(c: &Cluster, token: &str) -> PathBuf {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario written before the 150-line limit; split it when it next changes"
+)]
 fn a_node_joins_with_the_token_and_gets_its_certificates_signed() {
     let c = Cluster::start(&[]);
     let token_file = c.dir.path().join("token");

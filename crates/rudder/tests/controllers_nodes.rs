@@ -20,6 +20,10 @@ fn pod_on(c: &Cluster, name: &str, node: &str, tolerations: &str) {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario written before the 150-line limit; split it when it next changes"
+)]
 fn a_silent_node_turns_not_ready_and_its_pods_leave_after_their_toleration() {
     let c = Cluster::start(&["--node-monitor-grace-period", "3s"]);
     let _sim = Simulator::start(&c, &["--nodes", "2", "--lease-seconds", "1"]);

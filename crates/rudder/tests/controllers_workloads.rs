@@ -164,6 +164,10 @@ fn image_of(c: &Cluster) -> String {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario written before the 150-line limit; split it when it next changes"
+)]
 fn deployments_roll_out_without_dropping_below_the_desired_availability() {
     let c = Cluster::start(&[]);
     let _sim = Simulator::start(&c, &["--nodes", "2"]);

@@ -208,6 +208,10 @@ spec:
 ";
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "an end-to-end scenario written before the 150-line limit; split it when it next changes"
+)]
 fn job_pods_complete_and_annotated_pods_fail_or_restart() {
     // The pod below plays the Job controller's part: the real one stays out of it.
     let c = Cluster::start(&["--disable-controller=job"]);

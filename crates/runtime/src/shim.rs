@@ -131,6 +131,10 @@ pub fn main(args: Args) -> i32 {
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "written before the 150-line limit; to be split along its steps (issue 15)"
+)]
 fn monitor(args: &Args, report: &mut std::io::Stdout) -> Result<()> {
     nix::sys::prctl::set_child_subreaper(true).context("becoming a child subreaper")?;
     if let Some(dir) = args.log.parent() {

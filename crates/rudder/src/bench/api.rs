@@ -186,10 +186,7 @@ pub(crate) async fn run(opts: ApiBench) -> Result<()> {
         quantile_ms(&mut full, 0.5),
     );
     let mut tables = timed_lists(c, pods_path, KUBECTL_TABLE, "rows", opts.pods).await?;
-    let (json_ms, table_ms) = (
-        quantile_ms(&mut full, 0.5),
-        quantile_ms(&mut tables, 0.5),
-    );
+    let (json_ms, table_ms) = (quantile_ms(&mut full, 0.5), quantile_ms(&mut tables, 0.5));
     report.add(
         "list_table_10k_ms",
         "full LIST of the pods as a Table, as kubectl get asks (ms, median of 3)",

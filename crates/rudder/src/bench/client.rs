@@ -139,7 +139,9 @@ impl Client {
 
     /// A streaming GET (a watch); returns the body to read events from.
     pub(crate) async fn stream(&self, path: &str) -> Result<Incoming> {
-        let resp = self.send(Method::GET, path, None, "application/json").await?;
+        let resp = self
+            .send(Method::GET, path, None, "application/json")
+            .await?;
         if resp.status() != StatusCode::OK {
             bail!("watch answered {}", resp.status());
         }

@@ -16,6 +16,10 @@ use store::{Endpoint, RangeOptions, Store, WatchEvent, WatchOptions};
 use super::{Report, per_second, quantile_ms};
 use crate::cli::StoreBench;
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "written before the 150-line limit; to be split along its steps (issue 15)"
+)]
 pub(crate) async fn run(opts: StoreBench) -> Result<()> {
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let endpoint = Endpoint::parse(&opts.datastore_endpoint, scratch.path())?;
