@@ -35,12 +35,30 @@ impl PatchType {
     }
 }
 
+/// Why a JSON patch was not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonPatchError {
+    /// The body is not a list of operations (upstream answers 400).
+    Malformed(String),
+    /// An operation failed on this document (upstream answers 422), in the words of the Go
+    /// library upstream uses where they differ from the crate's (`testing value /x failed:
+    /// test failed`).
+    Failed(String),
+}
+
 /// Applies a JSON patch document.
-pub fn json_patch(doc: &Value, patch: &Value) -> Result<Value, String> {
-    let patch: json_patch::Patch =
-        serde_json::from_value(patch.clone()).map_err(|e| format!("invalid JSON patch: {e}"))?;
+pub fn json_patch(doc: &Value, patch: &Value) -> Result<Value, JsonPatchError> {
+    let patch: json_patch::Patch = serde_json::from_value(patch.clone())
+        .map_err(|e| JsonPatchError::Malformed(format!("invalid JSON patch: {e}")))?;
     let mut out = doc.clone();
-    json_patch::patch(&mut out, &patch).map_err(|e| e.to_string())?;
+    json_patch::patch(&mut out, &patch).map_err(|e| {
+        JsonPatchError::Failed(match e.kind {
+            json_patch::PatchErrorKind::TestFailed => {
+                format!("testing value {} failed: test failed", e.path)
+            }
+            _ => e.to_string(),
+        })
+    })?;
     Ok(out)
 }
 
@@ -360,7 +378,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, json!({"a": {"b": 2}, "l": [1, 2, 3]}));
-        assert!(json_patch(&doc, &json!([{"op": "test", "path": "/a/b", "value": 9}])).is_err());
+        assert_eq!(
+            json_patch(&doc, &json!([{"op": "test", "path": "/a/b", "value": 9}])),
+            Err(JsonPatchError::Failed(
+                "testing value /a/b failed: test failed".into()
+            ))
+        );
         assert!(json_patch(&doc, &json!({"not": "a patch"})).is_err());
         assert_eq!(
             merge_patch(&doc, &json!({"a": null, "c": 1})),

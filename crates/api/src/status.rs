@@ -20,6 +20,9 @@ pub struct Status {
     pub message: String,
     /// `details`, when the error is about one object.
     pub details: Option<Value>,
+    /// `metadata.continue`: the token an expired paged list may go on with (upstream's
+    /// `ListMeta.Continue` on the Status).
+    pub continue_token: Option<String>,
 }
 
 impl std::fmt::Display for Status {
@@ -42,6 +45,22 @@ impl Status {
             reason,
             message: message.into(),
             details: None,
+            continue_token: None,
+        }
+    }
+
+    /// 422 for a patch that does not apply to the object, as upstream's
+    /// `NewGenericServerResponse` words it: a generic message, the cause in `details`.
+    pub fn patch_failed(cause: impl Into<String>) -> Status {
+        Status {
+            details: Some(
+                json!({"causes": [{"reason": "UnexpectedServerResponse", "message": cause.into()}]}),
+            ),
+            ..Status::new(
+                422,
+                "Invalid",
+                "the server rejected our request due to an error in our request",
+            )
         }
     }
 
@@ -195,6 +214,32 @@ impl Status {
         )
     }
 
+    /// 410 for a continue token whose revision has been compacted: upstream's
+    /// `inconsistentContinue`, with a token that goes on from the same key at the latest
+    /// revision (etcd3 `handleCompactedErrorForPaging`).
+    pub fn continue_expired(token: String) -> Status {
+        Status {
+            continue_token: Some(token),
+            ..Status::new(
+                410,
+                "Expired",
+                "The provided continue parameter is too old to display a consistent list result. \
+                 You can start a new list without the continue parameter, or use the continue token \
+                 in this response to retrieve the remainder of the results. Continuing with the \
+                 provided token results in an inconsistent list - objects that were created, \
+                 modified, or deleted between the time the first chunk was returned and now may \
+                 show up in the list.",
+            )
+        }
+    }
+
+    fn metadata(&self) -> Value {
+        match &self.continue_token {
+            Some(token) => json!({ "continue": token }),
+            None => json!({}),
+        }
+    }
+
     /// 413.
     pub fn too_large(message: impl Into<String>) -> Status {
         Status::new(413, "RequestEntityTooLarge", message)
@@ -246,7 +291,7 @@ impl Status {
         let mut v = json!({
             "kind": "Status",
             "apiVersion": "v1",
-            "metadata": {},
+            "metadata": self.metadata(),
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
@@ -265,7 +310,7 @@ impl Status {
         let mut fields: Vec<(&str, Value)> = vec![
             ("kind", json!("Status")),
             ("apiVersion", json!("v1")),
-            ("metadata", json!({})),
+            ("metadata", self.metadata()),
             ("status", json!("Failure")),
         ];
         if !self.message.is_empty() {
@@ -395,6 +440,36 @@ mod tests {
         let json = Status::not_found(pods, "web").to_json();
         assert_eq!(json["code"], 404);
         assert_eq!(json["details"]["kind"], "pods");
+    }
+
+    // conformance: 155
+    #[test]
+    fn an_expired_continue_carries_a_token_to_go_on_with() {
+        let s = Status::continue_expired("tok".into());
+        let wire: Value = serde_json::from_slice(&s.to_wire()).unwrap();
+        assert_eq!(wire["code"], 410);
+        assert_eq!(wire["reason"], "Expired");
+        assert_eq!(wire["metadata"], json!({"continue": "tok"}));
+        assert_eq!(
+            wire["message"],
+            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list."
+        );
+        assert_eq!(s.to_json()["metadata"]["continue"], "tok");
+    }
+
+    #[test]
+    fn a_patch_that_does_not_apply_is_a_generic_422_with_its_cause() {
+        let s = Status::patch_failed("testing value /data/mode failed: test failed");
+        assert_eq!(
+            String::from_utf8(s.to_wire()).unwrap(),
+            concat!(
+                r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","#,
+                r#""message":"the server rejected our request due to an error in our request","#,
+                r#""reason":"Invalid","details":{"causes":[{"reason":"UnexpectedServerResponse","#,
+                r#""message":"testing value /data/mode failed: test failed"}]},"code":422}"#,
+                "\n"
+            )
+        );
     }
 
     #[test]

@@ -667,6 +667,9 @@ async fn list_raw(c: &Call<'_>) -> Result<Response, Status> {
     if let Some(token) = &list.continue_token {
         meta["continue"] = json!(token);
     }
+    if let Some(n) = list.remaining_item_count {
+        meta["remainingItemCount"] = json!(n);
+    }
     let head = json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": meta});
     let mut body = serde_json::to_vec(&head).expect("encodes");
     body.pop();
@@ -696,10 +699,18 @@ async fn list(c: Call<'_>) -> Result<Response, Status> {
     if let Some(token) = token {
         meta["continue"] = json!(token);
     }
+    let remaining = list.remaining_item_count;
+    if let Some(n) = remaining {
+        meta["remainingItemCount"] = json!(n);
+    }
     let body = match c.shape {
         Shape::Table => {
             let now = jiff::Timestamp::now();
-            table(r, list.items, include(&c.query)?, &rv, token, now)
+            let mut t = table(r, list.items, include(&c.query)?, &rv, token, now);
+            if let Some(n) = remaining {
+                t["metadata"]["remainingItemCount"] = json!(n);
+            }
+            t
         }
         Shape::Metadata => {
             let items: Vec<Value> = list.items.iter().map(partial).collect();

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::patch::{PatchType, json_patch, merge_patch, strategic_merge};
+use api::patch::{JsonPatchError, PatchType, json_patch, merge_patch, strategic_merge};
 use api::selector::{FieldSelector, LabelSelector};
 use api::{Resource, Status};
 use base64::Engine;
@@ -57,6 +57,9 @@ pub struct ListResult<T = Value> {
     pub revision: Revision,
     /// The token for the next page.
     pub continue_token: Option<String>,
+    /// `remainingItemCount`: how many items come after this page, when there is a next page
+    /// and the list has no selector (as upstream, only when the count is exact).
+    pub remaining_item_count: Option<i64>,
 }
 
 /// What a watch asks for.
@@ -209,6 +212,10 @@ fn encode_continue(rv: Revision, after_key: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)
 }
 
+/// The revision of a token that goes on at the latest revision: the one an expired token's
+/// 410 hands out (upstream's `ResourceVersion: -1`, distinct from a bad token's 0).
+const LATEST: Revision = -1;
+
 fn decode_continue(token: &str, prefix: &str) -> Result<ContinueToken, Status> {
     let bad = |why: &str| Status::bad_request(format!("continue key is not valid: {why}"));
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -289,8 +296,10 @@ impl Registry {
         if let Some(token) = &opts.continue_token {
             let t = decode_continue(token, &prefix)?;
             after = Some(t.start);
-            revision = t.rv;
+            revision = if t.rv == LATEST { 0 } else { t.rv };
         }
+        // Where the client's token starts: an expired token's successor starts there too.
+        let start = after.clone();
         let mut items = Vec::new();
         loop {
             let want = if opts.limit == 0 {
@@ -300,15 +309,27 @@ impl Registry {
             };
             let page = self
                 .store
-                .range(&prefix, RangeOptions { limit: want, after: after.clone(), revision })
+                .range(
+                    &prefix,
+                    RangeOptions {
+                        limit: want,
+                        after: after.clone(),
+                        revision,
+                    },
+                )
                 .await
                 .map_err(|e| match e {
-                    store::Error::Compacted { .. } if opts.continue_token.is_some() => Status::new(
+                    store::Error::Compacted { .. } if opts.continue_token.is_some() => {
+                        Status::continue_expired(encode_continue(
+                            LATEST,
+                            start.as_deref().unwrap_or(&prefix),
+                        ))
+                    }
+                    store::Error::Compacted { .. } => Status::new(
                         410,
                         "Expired",
-                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                        "The resourceVersion for the provided list is too old.",
                     ),
-                    store::Error::Compacted { .. } => Status::new(410, "Expired", "The resourceVersion for the provided list is too old."),
                     other => store_error(r, "", other),
                 })?;
             revision = page.revision;
@@ -322,10 +343,16 @@ impl Registry {
             if !page.more || full {
                 let continue_token = (page.more && opts.limit > 0)
                     .then(|| encode_continue(revision, after.as_deref().unwrap_or(&prefix)));
+                // Without selectors every key is an item, so the keys after the page count
+                // the items exactly; with one, upstream leaves the count out.
+                let unfiltered = opts.labels.is_empty() && opts.fields.0.is_empty();
+                let remaining_item_count =
+                    (continue_token.is_some() && unfiltered).then_some(page.remaining as i64);
                 return Ok(ListResult {
                     items,
                     revision,
                     continue_token,
+                    remaining_item_count,
                 });
             }
         }
@@ -1146,7 +1173,10 @@ fn set_pointer(doc: &mut Value, path: &str, value: Option<Value>) {
 /// Applies a patch of any type: the one place patch failures become `Status`es.
 pub fn apply_patch(kind: PatchType, doc: &Value, patch: &Value) -> Result<Value, Status> {
     match kind {
-        PatchType::Json => json_patch(doc, patch).map_err(|e| Status::new(422, "Invalid", e)),
+        PatchType::Json => json_patch(doc, patch).map_err(|e| match e {
+            JsonPatchError::Malformed(m) => Status::bad_request(m),
+            JsonPatchError::Failed(cause) => Status::patch_failed(cause),
+        }),
         PatchType::Merge => Ok(merge_patch(doc, patch)),
         PatchType::Strategic => strategic_merge(doc, patch).map_err(Status::bad_request),
         PatchType::Apply => Err(apply_unsupported()),
@@ -1280,6 +1310,159 @@ fn set_namespace(r: &Resource, ns: Option<&str>, obj: &mut Value) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use store::sqlite::{SqliteOptions, SqliteStore};
+
+    /// A registry on a fresh store holding configmaps cm-00..cm-09 in `default`, the first
+    /// three labelled `x=y`.
+    async fn ten_configmaps() -> (tempfile::TempDir, Registry, &'static Resource) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path().join("db"), SqliteOptions { durable: false })
+            .await
+            .unwrap();
+        let reg = Registry::new(Arc::new(s));
+        let ns = api::resources::find("", "v1", "namespaces").unwrap();
+        reg.create(ns, None, json!({"metadata": {"name": "default"}}), false)
+            .await
+            .unwrap();
+        let cms = api::resources::find("", "v1", "configmaps").unwrap();
+        for i in 0..10 {
+            let labels = if i < 3 { json!({"x": "y"}) } else { json!({}) };
+            let cm = json!({"metadata": {"name": format!("cm-{i:02}"), "labels": labels}});
+            reg.create(cms, Some("default"), cm, false).await.unwrap();
+        }
+        (dir, reg, cms)
+    }
+
+    fn names(items: &[Value]) -> Vec<&str> {
+        items
+            .iter()
+            .map(|i| i["metadata"]["name"].as_str().unwrap())
+            .collect()
+    }
+
+    // conformance: 154
+    #[tokio::test]
+    async fn paged_lists_count_the_items_after_the_page() {
+        let (_dir, reg, cms) = ten_configmaps().await;
+        let page = |limit, token: Option<&String>| ListOptions {
+            limit,
+            continue_token: token.cloned(),
+            ..Default::default()
+        };
+        let first = reg
+            .list(cms, Some("default"), &page(3, None))
+            .await
+            .unwrap();
+        assert_eq!(names(&first.items), ["cm-00", "cm-01", "cm-02"]);
+        assert_eq!(first.remaining_item_count, Some(7));
+        let raw = reg
+            .list_raw(cms, Some("default"), &page(3, None))
+            .await
+            .unwrap();
+        assert_eq!(raw.remaining_item_count, Some(7));
+        let second = reg
+            .list_raw(
+                cms,
+                Some("default"),
+                &page(4, first.continue_token.as_ref()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(second.items.len(), 4);
+        assert_eq!(second.remaining_item_count, Some(3));
+        let last = reg
+            .list(
+                cms,
+                Some("default"),
+                &page(3, second.continue_token.as_ref()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(names(&last.items), ["cm-07", "cm-08", "cm-09"]);
+        assert_eq!(
+            (last.continue_token, last.remaining_item_count),
+            (None, None)
+        );
+        let all = reg
+            .list(cms, Some("default"), &page(0, None))
+            .await
+            .unwrap();
+        assert_eq!((all.items.len(), all.remaining_item_count), (10, None));
+
+        // A selector makes the count inexact: upstream leaves it out.
+        let selected = ListOptions {
+            labels: LabelSelector::parse("x!=y").unwrap(),
+            ..page(2, None)
+        };
+        let filtered = reg.list(cms, Some("default"), &selected).await.unwrap();
+        assert_eq!(names(&filtered.items), ["cm-03", "cm-04"]);
+        assert!(filtered.continue_token.is_some());
+        assert_eq!(filtered.remaining_item_count, None);
+    }
+
+    // conformance: 155
+    #[tokio::test]
+    async fn an_expired_continue_token_offers_an_inconsistent_one() {
+        let (_dir, reg, cms) = ten_configmaps().await;
+        let page = |token: Option<String>| ListOptions {
+            limit: 3,
+            continue_token: token,
+            ..Default::default()
+        };
+        let first = reg.list(cms, Some("default"), &page(None)).await.unwrap();
+        // After the first page: one object added, one removed, then history compacted.
+        reg.create(
+            cms,
+            Some("default"),
+            json!({"metadata": {"name": "cm-10"}}),
+            false,
+        )
+        .await
+        .unwrap();
+        reg.delete(cms, Some("default"), "cm-04", &Default::default(), false)
+            .await
+            .unwrap();
+        let now = reg.store().current_revision().await.unwrap();
+        reg.store().compact(now).await.unwrap();
+
+        let expired = reg
+            .list(cms, Some("default"), &page(first.continue_token.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!((expired.code, expired.reason), (410, "Expired"));
+        assert!(
+            expired
+                .message
+                .starts_with("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response"),
+            "{}",
+            expired.message
+        );
+        let token = expired.continue_token.expect("a token to go on with");
+        assert_eq!(
+            reg.list_raw(cms, Some("default"), &page(first.continue_token))
+                .await
+                .unwrap_err()
+                .continue_token
+                .as_ref(),
+            Some(&token)
+        );
+
+        // Going on with it: the rest at the latest revision, so the changes show.
+        let mut rest = Vec::new();
+        let mut next = Some(token);
+        while next.is_some() {
+            let p = reg.list(cms, Some("default"), &page(next)).await.unwrap();
+            assert_eq!(p.revision, now);
+            rest.extend(p.items);
+            next = p.continue_token;
+        }
+        assert_eq!(
+            names(&rest),
+            [
+                "cm-03", "cm-05", "cm-06", "cm-07", "cm-08", "cm-09", "cm-10"
+            ]
+        );
+    }
 
     #[test]
     fn stored_objects_take_their_revision_without_parsing() {

@@ -394,6 +394,24 @@ impl Sync<'_> {
         self.sets.old.iter().map(revision).max().unwrap_or(0) + 1
     }
 
+    /// Records that the new ReplicaSet `name` was found, as upstream does only for a
+    /// Deployment with no Progressing condition yet; otherwise its progress is reported as
+    /// ReplicaSetUpdated.
+    fn found_new(&mut self, name: &str) {
+        let progressing = self.d.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Progressing")
+        });
+        if !progressing {
+            self.new_condition = Some((
+                "FoundNewReplicaSet".into(),
+                format!("Found new replica set \"{name}\""),
+            ));
+        }
+    }
+
     /// Finds or creates the new ReplicaSet, bringing its revision and annotations up to date
     /// (upstream's `getNewReplicaSet`).
     async fn ensure_new(&mut self, create: bool) -> Result<()> {
@@ -442,10 +460,7 @@ impl Sync<'_> {
             }
             let rs_revision = revision.max(current);
             self.set_deployment_revision(rs_revision).await?;
-            self.new_condition = Some((
-                "FoundNewReplicaSet".into(),
-                format!("Found new replica set \"{}\"", rs.name_any()),
-            ));
+            self.found_new(&rs.name_any());
             return Ok(());
         }
         if !create {

@@ -1,7 +1,8 @@
 //! Nothing is lost on a write: dry runs never change the store (whether `dryRun` comes in the
 //! URL or in the body), defaults are applied on every write so an unchanged object sent back
 //! is unchanged, the system namespaces cannot be deleted, and impersonation is refused rather
-//! than ignored. Driven by the real kubectl.
+//! than ignored; and paged lists say how many items are left and outlive the compaction of
+//! their revision. Driven by the real kubectl.
 
 mod support;
 
@@ -317,5 +318,114 @@ fn rbac_objects_take_any_path_segment_as_their_name() {
         refused.err().contains("may not be '..'"),
         "{}",
         refused.stderr
+    );
+}
+
+/// A `GET` with the admin certificate through curl: status code and body, whatever the
+/// status (kubectl prints no body for an error).
+fn curl_get(c: &Cluster, path: &str) -> (u16, serde_json::Value) {
+    let tls = c.dir.path().join("tls");
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "--max-time", "10", "-w", "\n%{http_code}", "--cert"])
+        .arg(tls.join("admin.crt"))
+        .arg("--key")
+        .arg(tls.join("admin.key"))
+        .arg(format!("https://127.0.0.1:{}{path}", c.port))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text
+        .rsplit_once('\n')
+        .expect("curl printed the status code");
+    (
+        code.trim().parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn names(list: &serde_json::Value) -> Vec<&str> {
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect()
+}
+
+// conformance: 154
+// conformance: 155
+#[test]
+fn paged_lists_count_what_is_left_and_survive_compaction() {
+    // History older than about a second is compacted away.
+    let c = Cluster::start(&["--etcd-compaction-interval=1s"]);
+    let mut manifest = String::from("apiVersion: v1\nkind: Namespace\nmetadata: {name: paging}\n");
+    for i in 0..10 {
+        manifest.push_str(&format!(
+            "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm-{i:02}, namespace: paging}}\n"
+        ));
+    }
+    c.apply(&manifest).out();
+    // The root CA publisher adds its own: eleven configmaps.
+    testkit::blocking::eventually("kube-root-ca.crt in paging", || {
+        c.kubectl(&["get", "cm", "kube-root-ca.crt", "-n", "paging"])
+            .ok
+    });
+
+    let path = "/api/v1/namespaces/paging/configmaps";
+    let first: serde_json::Value = serde_json::from_str(
+        c.kubectl(&["get", "--raw", &format!("{path}?limit=3")])
+            .out(),
+    )
+    .unwrap();
+    assert_eq!(names(&first), ["cm-00", "cm-01", "cm-02"]);
+    assert_eq!(first["metadata"]["remainingItemCount"], 8);
+    let token = first["metadata"]["continue"].as_str().unwrap().to_string();
+    let last: serde_json::Value = serde_json::from_str(
+        c.kubectl(&["get", "--raw", &format!("{path}?limit=8&continue={token}")])
+            .out(),
+    )
+    .unwrap();
+    assert_eq!(names(&last).len(), 8);
+    assert!(last["metadata"].get("remainingItemCount").is_none());
+    assert!(last["metadata"].get("continue").is_none());
+
+    // A write after the first page, then the compactor passes its revision: the token expires
+    // and the 410 offers one that goes on at the latest revision.
+    c.kubectl(&["create", "cm", "late", "-n", "paging"]).out();
+    let mut expired = serde_json::Value::Null;
+    testkit::blocking::eventually("the continue token to expire", || {
+        let (code, body) = curl_get(&c, &format!("{path}?limit=500&continue={token}"));
+        expired = body;
+        code == 410
+    });
+    assert_eq!(expired["reason"], "Expired");
+    assert_eq!(expired["code"], 410);
+    assert_eq!(
+        expired["message"],
+        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list."
+    );
+    let fresh = expired["metadata"]["continue"].as_str().unwrap();
+    let rest: serde_json::Value = serde_json::from_str(
+        c.kubectl(&[
+            "get",
+            "--raw",
+            &format!("{path}?limit=500&continue={fresh}"),
+        ])
+        .out(),
+    )
+    .unwrap();
+    assert_eq!(
+        names(&rest),
+        [
+            "cm-03",
+            "cm-04",
+            "cm-05",
+            "cm-06",
+            "cm-07",
+            "cm-08",
+            "cm-09",
+            "kube-root-ca.crt",
+            "late"
+        ]
     );
 }

@@ -214,10 +214,18 @@ impl Store for EtcdStore {
         } else {
             resp.header().map(|h| h.revision()).unwrap_or(0)
         };
+        let kvs: Vec<KeyValue> = resp.kvs().iter().map(convert).collect();
+        // `count` is every key in the range at the revision, whatever the limit.
+        let remaining = if resp.more() {
+            (resp.count().max(0) as usize).saturating_sub(kvs.len())
+        } else {
+            0
+        };
         Ok(RangeResponse {
-            kvs: resp.kvs().iter().map(convert).collect(),
+            kvs,
             revision,
             more: resp.more(),
+            remaining,
         })
     }
 

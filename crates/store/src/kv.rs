@@ -61,6 +61,10 @@ pub struct RangeResponse {
     pub revision: Revision,
     /// Whether more keys matched beyond `limit`.
     pub more: bool,
+    /// How many keys of the range at `revision` come after the last one returned: 0 unless
+    /// `more`. Counted only when a page is cut short by `limit` (etcd's `count` less the keys
+    /// returned; a count at the same revision elsewhere), so reading the last page costs nothing.
+    pub remaining: usize,
 }
 
 /// One item of a watch stream.

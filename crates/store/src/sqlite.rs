@@ -729,16 +729,39 @@ fn range_blocking(
     }
     .map_err(err)?;
     let mut kvs = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(err)?;
+    drop(stmt);
     let more = opts.limit > 0 && kvs.len() > opts.limit;
     kvs.truncate(if opts.limit > 0 {
         opts.limit
     } else {
         kvs.len()
     });
+    // Only a page cut short pays for the count, in the same transaction and so at `at`.
+    let remaining = match kvs.last() {
+        Some(last) if more => {
+            let mut from = last.key.as_bytes().to_vec();
+            from.push(0);
+            let sql = format!(
+                "SELECT count(*) FROM log l
+                 WHERE l.key >= ?1 {} AND l.rev <= ?2 AND l.deleted = 0
+                   AND NOT EXISTS (SELECT 1 FROM log n WHERE n.key = l.key AND n.rev > l.rev AND n.rev <= ?2)",
+                if end.is_some() { "AND l.key < ?3" } else { "" }
+            );
+            let mut stmt = tx.prepare_cached(&sql).map_err(err)?;
+            let count: i64 = match &end {
+                Some(end) => stmt.query_row(params![from, at, end], |r| r.get(0)),
+                None => stmt.query_row(params![from, at], |r| r.get(0)),
+            }
+            .map_err(err)?;
+            count.max(0) as usize
+        }
+        _ => 0,
+    };
     Ok(RangeResponse {
         kvs,
         revision: at,
         more,
+        remaining,
     })
 }
 

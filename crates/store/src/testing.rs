@@ -193,7 +193,8 @@ macro_rules! store_suite {
     ($start:expr) => {
         $crate::store_suite!(@cases $start;
             basics, create_if_absent_race, compare_and_swap, concurrent_counter,
-            range_and_pagination, consistent_pagination_while_writing, read_at_past_revision,
+            range_and_pagination, remaining_count, consistent_pagination_while_writing,
+            read_at_past_revision,
             watch_order_no_gaps, watch_resume_and_replay, watch_from_now, watch_prefix_only,
             compaction, progress_notifications, values_near_the_limit, durable_across_restart);
     };
@@ -430,6 +431,63 @@ pub mod suite {
         assert!(everything.kvs.len() >= 7);
         let none = s.range("/nothing/", RangeOptions::default()).await.unwrap();
         assert!(none.kvs.is_empty());
+    }
+
+    /// A page cut short by `limit` says how many keys of the range come after it, counted at the
+    /// page's revision: keys outside the prefix, deleted keys and later writes do not count.
+    // conformance: 154
+    pub async fn remaining_count(b: &mut dyn Backend) {
+        let s = b.store();
+        for i in 0..10 {
+            let key = format!("/c/{i:02}");
+            s.create(&key, b"v".to_vec()).await.unwrap();
+        }
+        s.create("/c0", b"outside".to_vec()).await.unwrap();
+        s.create("/b/x", b"outside".to_vec()).await.unwrap();
+        let gone = s.create("/c/99", b"v".to_vec()).await.unwrap();
+        s.delete("/c/99", Some(gone.mod_revision)).await.unwrap();
+        let updated = s.get("/c/05").await.unwrap().unwrap();
+        s.update("/c/05", b"w".to_vec(), updated.mod_revision)
+            .await
+            .unwrap();
+
+        let limited = |limit, after: Option<&str>, revision| RangeOptions {
+            limit,
+            after: after.map(str::to_string),
+            revision,
+        };
+        let page1 = s.range("/c/", limited(3, None, 0)).await.unwrap();
+        assert!(page1.more);
+        assert_eq!(page1.remaining, 7);
+
+        // Writes after the page's revision do not change what a page at that revision counts.
+        s.create("/c/10", b"v".to_vec()).await.unwrap();
+        let doomed = s.get("/c/08").await.unwrap().unwrap();
+        s.delete("/c/08", Some(doomed.mod_revision)).await.unwrap();
+        let page2 = s
+            .range("/c/", limited(3, Some(&page1.kvs[2].key), page1.revision))
+            .await
+            .unwrap();
+        let keys: Vec<_> = page2.kvs.iter().map(|kv| kv.key.as_str()).collect();
+        assert_eq!(keys, ["/c/03", "/c/04", "/c/05"]);
+        assert_eq!(page2.remaining, 4);
+
+        // The last page, and an unlimited read, have nothing after them.
+        let last = s
+            .range("/c/", limited(4, Some("/c/05"), page1.revision))
+            .await
+            .unwrap();
+        assert!(!last.more);
+        assert_eq!(last.remaining, 0);
+        let all = s.range("/c/", RangeOptions::default()).await.unwrap();
+        assert_eq!(all.remaining, 0);
+
+        // At the current revision: /c/08 is gone and /c/10 is there.
+        let now = s.range("/c/", limited(2, None, 0)).await.unwrap();
+        assert_eq!(now.remaining, 8);
+        // The whole keyspace counts too (an empty prefix has no range end).
+        let everything = s.range("", limited(1, None, 0)).await.unwrap();
+        assert_eq!(everything.remaining, 11);
     }
 
     /// Pages read at one revision form a consistent snapshot while writers keep changing,
