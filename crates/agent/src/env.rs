@@ -256,31 +256,55 @@ pub(crate) fn format_map(map: &BTreeMap<String, String>) -> String {
         .join("\n")
 }
 
+/// The node's allocatable resources: what a resource field of a container without that limit
+/// reads, as upstream merges the node's allocatable into the container's limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Allocatable {
+    pub(crate) cpus: u64,
+    /// Bytes.
+    pub(crate) memory: u64,
+    /// Bytes.
+    pub(crate) ephemeral_storage: u64,
+}
+
 /// A resource field (`limits.memory`, `requests.cpu`, ...) of a container divided by the
-/// divisor and rounded up, as upstream does; a limit left unset reads as the node's capacity.
-fn resource_field(
+/// divisor (default 1) and rounded up, as upstream's `ExtractContainerResourceValue` does: a
+/// limit left unset reads as the node's allocatable, a request left unset as 0. Shared by
+/// `env[].valueFrom.resourceFieldRef` and the downwardAPI volume items.
+pub(crate) fn resource_field(
     c: &Container,
     resource: &str,
     divisor: Option<&str>,
-    node: (u64, u64),
-) -> String {
-    let (kind, name) = resource.split_once('.').unwrap_or(("limits", resource));
+    node: Allocatable,
+) -> Result<String, String> {
+    let unsupported = || format!("unsupported container resource : {resource}");
+    let (kind, name) = resource.split_once('.').ok_or_else(unsupported)?;
+    let known =
+        matches!(name, "cpu" | "memory" | "ephemeral-storage") || name.starts_with("hugepages-");
+    if !known || !matches!(kind, "limits" | "requests") {
+        return Err(unsupported());
+    }
     let res = c.resources.as_ref();
-    let q = match kind {
-        "requests" => res
-            .and_then(|r| r.requests.as_ref())
-            .and_then(|m| m.get(name)),
-        _ => res
-            .and_then(|r| r.limits.as_ref())
-            .and_then(|m| m.get(name)),
+    let set = if kind == "requests" {
+        res.and_then(|r| r.requests.as_ref())
+    } else {
+        res.and_then(|r| r.limits.as_ref())
     };
     let milli = |s: &str| api::quantity::Quantity::parse(s).ok().map(|q| q.milli());
-    let value = q.and_then(|q| milli(&q.0)).unwrap_or(match name {
-        "cpu" => i128::from(node.0) * 1000,
-        _ => i128::from(node.1) * 1000,
-    });
+    let value = match set.and_then(|m| m.get(name)).and_then(|q| milli(&q.0)) {
+        Some(v) => v,
+        None if kind == "requests" => 0,
+        None => {
+            i128::from(match name {
+                "cpu" => node.cpus,
+                "memory" => node.memory,
+                "ephemeral-storage" => node.ephemeral_storage,
+                _ => 0,
+            }) * 1000
+        }
+    };
     let divisor = divisor.and_then(milli).filter(|d| *d > 0).unwrap_or(1000);
-    ((value + divisor - 1) / divisor).to_string()
+    Ok(((value + divisor - 1).div_euclid(divisor)).to_string())
 }
 
 /// Builds `NAME=value` pairs for container `c` of `pod`.
@@ -291,7 +315,7 @@ pub(crate) async fn build(
     sources: &Sources,
     pod_ip: &str,
     host_ip: &str,
-    node: (u64, u64),
+    node: Allocatable,
 ) -> Result<Vec<String>, String> {
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
@@ -396,7 +420,7 @@ pub(crate) async fn build(
                     &r.resource,
                     r.divisor.as_ref().map(|d| d.0.as_str()),
                     node,
-                )
+                )?
             } else {
                 String::new()
             }
@@ -483,6 +507,54 @@ mod tests {
         assert_eq!(
             expand_sub_path("$(NOPE)/$(EMPTY)/$(POD)", &vars).unwrap_err(),
             "missing value for EMPTY, NOPE"
+        );
+    }
+
+    #[test]
+    fn resource_fields_divide_round_up_and_default_like_upstream() {
+        let c: Container = serde_json::from_value(serde_json::json!({
+            "name": "c",
+            "resources": {
+                "limits": {"cpu": "1250m", "memory": "64Mi"},
+                "requests": {"cpu": "250m", "memory": "32Mi"},
+            },
+        }))
+        .unwrap();
+        let node = Allocatable {
+            cpus: 4,
+            memory: 8 << 30,
+            ephemeral_storage: 100 << 30,
+        };
+        let f = |c: &Container, r: &str, d: Option<&str>| resource_field(c, r, d, node);
+        // CPU rounds up to whole cores by default; the divisor "1m" gives millicores.
+        assert_eq!(f(&c, "limits.cpu", None).unwrap(), "2");
+        assert_eq!(f(&c, "limits.cpu", Some("1m")).unwrap(), "1250");
+        assert_eq!(f(&c, "requests.cpu", Some("1m")).unwrap(), "250");
+        assert_eq!(f(&c, "requests.cpu", None).unwrap(), "1");
+        assert_eq!(f(&c, "limits.memory", None).unwrap(), "67108864");
+        assert_eq!(f(&c, "limits.memory", Some("1Mi")).unwrap(), "64");
+        assert_eq!(f(&c, "requests.memory", Some("1Mi")).unwrap(), "32");
+        assert_eq!(f(&c, "requests.memory", Some("1G")).unwrap(), "1");
+        // No limit: the node's allocatable; no request: 0.
+        let bare = Container {
+            name: "bare".into(),
+            ..Default::default()
+        };
+        assert_eq!(f(&bare, "limits.cpu", None).unwrap(), "4");
+        assert_eq!(f(&bare, "limits.cpu", Some("1m")).unwrap(), "4000");
+        assert_eq!(
+            f(&bare, "limits.memory", None).unwrap(),
+            (8u64 << 30).to_string()
+        );
+        assert_eq!(
+            f(&bare, "limits.ephemeral-storage", Some("1Gi")).unwrap(),
+            "100"
+        );
+        assert_eq!(f(&bare, "requests.cpu", None).unwrap(), "0");
+        assert_eq!(f(&bare, "requests.memory", None).unwrap(), "0");
+        assert_eq!(
+            f(&bare, "limits.gpu", None).unwrap_err(),
+            "unsupported container resource : limits.gpu"
         );
     }
 

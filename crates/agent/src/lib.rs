@@ -161,12 +161,14 @@ pub async fn run(
         events: events::Recorder::new(client.clone(), config.node_name.clone()),
         exe: std::env::current_exe()
             .context("finding the rudder binary for the container monitor")?,
-        capacity: (
-            std::thread::available_parallelism()
+        capacity: env::Allocatable {
+            cpus: std::thread::available_parallelism()
                 .map(|n| n.get() as u64)
                 .unwrap_or(1),
             memory,
-        ),
+            // As the node reports it: whole KiB.
+            ephemeral_storage: node::storage_bytes(&config.data_dir) / 1024 * 1024,
+        },
         running: Default::default(),
         // One more than the cores: the steps also wait on the runtime and CNI plugins.
         gate: gate::Gate::new(

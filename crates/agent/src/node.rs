@@ -58,12 +58,17 @@ pub(crate) fn memory_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// The size of the filesystem holding `dir`, bytes.
+pub(crate) fn storage_bytes(dir: &std::path::Path) -> u64 {
+    nix::sys::statvfs::statvfs(dir)
+        .map(|s| s.blocks() * s.fragment_size())
+        .unwrap_or(0)
+}
+
 impl Host {
     pub(crate) fn read(config: &Config, runtime_version: String) -> Host {
         let memory_kib = memory_kib();
-        let storage_bytes = nix::sys::statvfs::statvfs(&config.data_dir)
-            .map(|s| s.blocks() * s.fragment_size())
-            .unwrap_or(0);
+        let storage_bytes = storage_bytes(&config.data_dir);
         let os_image = std::fs::read_to_string("/etc/os-release")
             .unwrap_or_default()
             .lines()

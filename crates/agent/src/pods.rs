@@ -5,6 +5,7 @@
 //! grace period, then removes the object.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,8 +49,9 @@ pub(crate) struct Ctx {
     pub(crate) events: Recorder,
     /// The binary that runs `shim`.
     pub(crate) exe: PathBuf,
-    /// The node's cpus and memory bytes (for resource fields without a limit).
-    pub(crate) capacity: (u64, u64),
+    /// The node's allocatable cpus, memory and ephemeral storage (for resource fields
+    /// without a limit).
+    pub(crate) capacity: crate::env::Allocatable,
     /// Running containers by (namespace, pod, container). For `kubectl logs -f`,
     /// `/stats/summary`, exec and port-forward.
     pub(crate) running: Mutex<HashMap<ContainerKey, Running>>,
@@ -464,9 +466,12 @@ impl PodState {
         self.volumes_synced = Some(Instant::now());
         let sources = Sources::new(ctx.client.clone(), pod.namespace().unwrap_or_default());
         let host_ip = ctx.config.node_ip.to_string();
-        if let Err(msg) =
-            crate::volumes::ensure(pod, &ctx.pod_dir(&self.uid), &sources, sb.ip(), &host_ip).await
-        {
+        let at = crate::volumes::Downward {
+            pod_ip: sb.ip(),
+            host_ip: &host_ip,
+            node: ctx.capacity,
+        };
+        if let Err(msg) = crate::volumes::ensure(pod, &ctx.pod_dir(&self.uid), &sources, at).await {
             self.mount_failed(ctx, pod, msg);
         }
     }
@@ -748,15 +753,12 @@ impl PodState {
         )
         .await
         .map_err(config_error)?;
-        let vols = match crate::volumes::ensure(
-            pod,
-            &ctx.pod_dir(&self.uid),
-            &sources,
-            sandbox.ip(),
-            &host_ip,
-        )
-        .await
-        {
+        let at = crate::volumes::Downward {
+            pod_ip: sandbox.ip(),
+            host_ip: &host_ip,
+            node: ctx.capacity,
+        };
+        let vols = match crate::volumes::ensure(pod, &ctx.pod_dir(&self.uid), &sources, at).await {
             Ok(vols) => {
                 self.mount_error = None;
                 vols
@@ -866,8 +868,10 @@ impl PodState {
                 read_only: false,
             });
         }
+        // Mode 0666, as the kubelet makes it: a container running as any user can write it.
         let term = dir.join("termination-log");
         let _ = std::fs::write(&term, b"");
+        let _ = std::fs::set_permissions(&term, std::fs::Permissions::from_mode(0o666));
         volumes.push(runtime::spec::Volume::Bind {
             source: term,
             destination: c

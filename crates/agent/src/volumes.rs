@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
 };
 use nix::mount::{MntFlags, MsFlags};
 
-use crate::env::Sources;
+use crate::env::{Allocatable, Sources};
 
 /// Where a volume is on the host, and whether it is read-only to containers anyway.
 #[derive(Debug, Clone)]
@@ -27,6 +27,68 @@ fn volumes_dir(pod_dir: &Path) -> PathBuf {
 
 /// Files of a projected volume: relative path -> (content, mode).
 type Files = BTreeMap<String, (Vec<u8>, u32)>;
+
+/// What the files of a downwardAPI item may refer to besides the pod: its IPs and the node's
+/// allocatable resources.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Downward<'a> {
+    pub(crate) pod_ip: &'a str,
+    pub(crate) host_ip: &'a str,
+    pub(crate) node: Allocatable,
+}
+
+/// Group permissions upstream's `SetVolumeOwnership` adds (`pkg/volume/volume_linux.go`):
+/// read and write (`rwMask`), read only for a read-only volume (`roMask`).
+const RW_MASK: u32 = 0o660;
+const RO_MASK: u32 = 0o440;
+/// Added to directories, with the setgid bit (new files inherit the group).
+const EXEC_MASK: u32 = 0o110;
+const SETGID: u32 = 0o2000;
+
+/// The mode upstream's `changeFilePermission` gives a file or directory of a volume owned by
+/// the pod's fsGroup: the current mode with group read (and write unless the volume is
+/// read-only) added; directories also get group search and the setgid bit.
+fn fs_group_mode(mode: u32, is_dir: bool, read_only: bool) -> u32 {
+    let mut mask = if read_only { RO_MASK } else { RW_MASK };
+    if is_dir {
+        mask |= SETGID | EXEC_MASK;
+    }
+    (mode & 0o7777) | mask
+}
+
+/// Gives everything under `dir` (itself included) to group `gid` with [`fs_group_mode`], as
+/// upstream's `SetVolumeOwnership` walks a volume: symlinks are re-owned but never chmodded
+/// (that would change their target's mode) nor followed.
+fn set_ownership(path: &Path, gid: u32, read_only: bool) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(path)?;
+    // Failures are logged and the walk goes on, as upstream's.
+    if let Err(e) = std::os::unix::fs::lchown(path, None, Some(gid)) {
+        tracing::warn!(path = %path.display(), "lchown failed: {e}");
+    }
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let mode = fs_group_mode(meta.permissions().mode(), meta.is_dir(), read_only);
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        tracing::warn!(path = %path.display(), "chmod failed: {e}");
+    }
+    if meta.is_dir() {
+        for e in std::fs::read_dir(path)? {
+            set_ownership(&e?.path(), gid, read_only)?;
+        }
+    }
+    Ok(())
+}
+
+/// The pod's fsGroup, if it has one.
+fn fs_group(pod: &Pod) -> Option<u32> {
+    pod.spec
+        .as_ref()?
+        .security_context
+        .as_ref()?
+        .fs_group
+        .map(|g| g as u32)
+}
 
 fn items(
     data: &BTreeMap<String, Vec<u8>>,
@@ -62,8 +124,7 @@ async fn projected_files(
     pod: &Pod,
     v: &Volume,
     sources: &Sources,
-    pod_ip: &str,
-    host_ip: &str,
+    at: Downward<'_>,
 ) -> Result<Option<Files>, String> {
     if let Some(c) = &v.config_map {
         let mode = c.default_mode.unwrap_or(0o644) as u32;
@@ -86,13 +147,29 @@ async fn projected_files(
         let mode = d.default_mode.unwrap_or(0o644) as u32;
         let mut files = Files::new();
         for i in d.items.iter().flatten() {
-            if let Some(f) = &i.field_ref {
-                let value = crate::env::field(pod, &f.field_path, pod_ip, host_ip)?;
-                files.insert(
-                    i.path.clone(),
-                    (value.into_bytes(), i.mode.map(|m| m as u32).unwrap_or(mode)),
-                );
-            }
+            let value = if let Some(f) = &i.field_ref {
+                crate::env::field(pod, &f.field_path, at.pod_ip, at.host_ip)?
+            } else if let Some(r) = &i.resource_field_ref {
+                let name = r.container_name.as_deref().unwrap_or_default();
+                let spec = pod.spec.as_ref();
+                let c = spec
+                    .into_iter()
+                    .flat_map(|s| {
+                        s.containers
+                            .iter()
+                            .chain(s.init_containers.iter().flatten())
+                    })
+                    .find(|c| c.name == name)
+                    .ok_or_else(|| format!("container {name} not found"))?;
+                let divisor = r.divisor.as_ref().map(|d| d.0.as_str());
+                crate::env::resource_field(c, &r.resource, divisor, at.node)?
+            } else {
+                continue;
+            };
+            files.insert(
+                i.path.clone(),
+                (value.into_bytes(), i.mode.map(|m| m as u32).unwrap_or(mode)),
+            );
         }
         return Ok(Some(files));
     }
@@ -126,7 +203,7 @@ async fn projected_files(
                 }),
                 ..Default::default()
             };
-            if let Some(f) = Box::pin(projected_files(pod, &sub, sources, pod_ip, host_ip)).await? {
+            if let Some(f) = Box::pin(projected_files(pod, &sub, sources, at)).await? {
                 files.extend(f);
             }
         }
@@ -135,8 +212,10 @@ async fn projected_files(
     Ok(None)
 }
 
-/// Writes `files` into `dir` with the atomic-swap layout, unless they are already there.
-fn write_atomic(dir: &Path, files: &Files) -> std::io::Result<()> {
+/// Writes `files` into `dir` with the atomic-swap layout, unless they are already there. With
+/// an fsGroup, the whole volume is given to that group (read-only) once the new files are
+/// written, before they become visible, as upstream's atomic writer calls `SetVolumeOwnership`.
+fn write_atomic(dir: &Path, files: &Files, fs_group: Option<u32>) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let data = dir.join("..data");
     // Unchanged: nothing to do.
@@ -163,6 +242,9 @@ fn write_atomic(dir: &Path, files: &Files) -> std::io::Result<()> {
         }
         std::fs::write(&path, content)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))?;
+    }
+    if let Some(gid) = fs_group {
+        set_ownership(dir, gid, true)?;
     }
     let tmp = dir.join("..data_tmp");
     let _ = std::fs::remove_file(&tmp);
@@ -213,8 +295,7 @@ pub(crate) async fn ensure(
     pod: &Pod,
     pod_dir: &Path,
     sources: &Sources,
-    pod_ip: &str,
-    host_ip: &str,
+    at: Downward<'_>,
 ) -> Result<BTreeMap<String, HostVolume>, String> {
     let mut out = BTreeMap::new();
     let base = volumes_dir(pod_dir);
@@ -225,7 +306,7 @@ pub(crate) async fn ensure(
         .into_iter()
         .flatten()
     {
-        let volume = ensure_one(pod, v, &base.join(&v.name), sources, pod_ip, host_ip)
+        let volume = ensure_one(pod, v, &base.join(&v.name), sources, at)
             .await
             .map_err(|e| format!("MountVolume.SetUp failed for volume {:?} : {e}", v.name))?;
         out.insert(v.name.clone(), volume);
@@ -239,19 +320,18 @@ async fn ensure_one(
     v: &Volume,
     dir: &Path,
     sources: &Sources,
-    pod_ip: &str,
-    host_ip: &str,
+    at: Downward<'_>,
 ) -> Result<HostVolume, String> {
     let io = |e: std::io::Error| e.to_string();
     if let Some(e) = &v.empty_dir {
-        return empty_dir(e, dir);
+        return empty_dir(e, dir, fs_group(pod));
     }
     if let Some(h) = &v.host_path {
         return host_path(h);
     }
-    match projected_files(pod, v, sources, pod_ip, host_ip).await? {
+    match projected_files(pod, v, sources, at).await? {
         Some(files) => {
-            write_atomic(dir, &files).map_err(io)?;
+            write_atomic(dir, &files, fs_group(pod)).map_err(io)?;
             Ok(HostVolume {
                 path: dir.to_path_buf(),
                 read_only: true,
@@ -272,10 +352,23 @@ fn source_kind(v: &Volume) -> String {
         .unwrap_or_else(|| "(none)".into())
 }
 
-fn empty_dir(e: &EmptyDirVolumeSource, dir: &Path) -> Result<HostVolume, String> {
+/// An emptyDir, set up once (later calls leave it as the containers made it): mode 0777, or a
+/// tmpfs mounted with mode 1777; then given to the pod's fsGroup, read-write.
+fn empty_dir(
+    e: &EmptyDirVolumeSource,
+    dir: &Path,
+    fs_group: Option<u32>,
+) -> Result<HostVolume, String> {
     let io = |e: std::io::Error| e.to_string();
+    let created = !dir.exists();
     std::fs::create_dir_all(dir).map_err(io)?;
-    if e.medium.as_deref() == Some("Memory") && !runtime::rootfs::is_mounted(dir) {
+    let memory = e.medium.as_deref() == Some("Memory");
+    let fresh = if memory {
+        !runtime::rootfs::is_mounted(dir)
+    } else {
+        created
+    };
+    if memory && fresh {
         let size = e
             .size_limit
             .as_ref()
@@ -290,8 +383,11 @@ fn empty_dir(e: &EmptyDirVolumeSource, dir: &Path) -> Result<HostVolume, String>
             Some(format!("mode=1777{size}").as_str()),
         )
         .map_err(|e| format!("mounting tmpfs: {e}"))?;
-    } else {
+    } else if fresh {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).map_err(io)?;
+    }
+    if fresh && let Some(gid) = fs_group {
+        set_ownership(dir, gid, false).map_err(io)?;
     }
     Ok(HostVolume {
         path: dir.to_path_buf(),
@@ -359,21 +455,59 @@ mod tests {
         let mut files = Files::new();
         files.insert("a".into(), (b"1".to_vec(), 0o644));
         files.insert("sub/b".into(), (b"2".to_vec(), 0o600));
-        write_atomic(dir.path(), &files).unwrap();
+        write_atomic(dir.path(), &files, None).unwrap();
         assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"1");
         assert_eq!(std::fs::read(dir.path().join("sub/b")).unwrap(), b"2");
         let first = std::fs::read_link(dir.path().join("..data")).unwrap();
-        write_atomic(dir.path(), &files).unwrap();
+        write_atomic(dir.path(), &files, None).unwrap();
         assert_eq!(
             std::fs::read_link(dir.path().join("..data")).unwrap(),
             first
         );
         files.remove("sub/b");
         files.insert("a".into(), (b"changed".to_vec(), 0o644));
-        write_atomic(dir.path(), &files).unwrap();
+        write_atomic(dir.path(), &files, None).unwrap();
         assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"changed");
         assert!(!dir.path().join("sub").exists());
         assert!(!dir.path().join(first).exists());
+    }
+
+    #[test]
+    fn fs_group_modes_are_set_volume_ownerships() {
+        // A 0440 secret file stays 0440; 0400 and 0644 gain group read (read-only volume).
+        assert_eq!(fs_group_mode(0o440, false, true), 0o440);
+        assert_eq!(fs_group_mode(0o400, false, true), 0o440);
+        assert_eq!(fs_group_mode(0o644, false, true), 0o644);
+        assert_eq!(fs_group_mode(0o755, true, true), 0o2755);
+        // Read-write (emptyDir): group read and write; directories setgid and searchable.
+        assert_eq!(fs_group_mode(0o600, false, false), 0o660);
+        assert_eq!(fs_group_mode(0o777, true, false), 0o2777);
+        assert_eq!(fs_group_mode(0o700, true, false), 0o2770);
+        // File type bits never leak into the mode.
+        assert_eq!(fs_group_mode(0o100_400, false, true), 0o440);
+    }
+
+    #[test]
+    fn atomic_volumes_are_given_to_the_fs_group() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let vol = dir.path().join("v");
+        // Our own group: a change any user may make.
+        let gid = nix::unistd::getegid().as_raw();
+        let mut files = Files::new();
+        files.insert("key".into(), (b"s".to_vec(), 0o400));
+        files.insert("sub/other".into(), (b"o".to_vec(), 0o600));
+        write_atomic(&vol, &files, Some(gid)).unwrap();
+        let mode = |p: &str| {
+            let m = std::fs::metadata(vol.join(p)).unwrap();
+            assert_eq!(m.gid(), gid);
+            m.permissions().mode() & 0o7777
+        };
+        assert_eq!(mode("key"), 0o440);
+        assert_eq!(mode("sub/other"), 0o640);
+        assert_eq!(mode("sub"), 0o2755);
+        assert_eq!(mode("..data"), 0o2755);
+        assert_eq!(mode("") & 0o2550, 0o2550);
     }
 
     #[test]

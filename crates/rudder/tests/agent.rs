@@ -1441,3 +1441,169 @@ handler: kata
         );
     }
 }
+
+#[test]
+fn downward_api_resources_fs_groups_and_non_root_termination_messages() {
+    let image = busybox();
+    let c = Cluster::start_with_agent("node-f", 212, &[]);
+    node_ready(&c, "node-f");
+    c.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "fsg",
+        "--from-literal=data-1=value-1",
+    ])
+    .out();
+    c.kubectl(&[
+        "create",
+        "configmap",
+        "fsg-cm",
+        "--from-literal=greeting=hello",
+    ])
+    .out();
+    // conformance: 284
+    // A non-root container writes its custom terminationMessagePath (the file is 0666).
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: nonroot-term}}\nspec:\n  restartPolicy: Never\n  \
+         containers:\n  - name: c\n    image: {}\n    securityContext: {{runAsUser: 1000}}\n    \
+         terminationMessagePath: /dev/termination-custom-log\n    \
+         command: [sh, -c, 'echo -n DONE > /dev/termination-custom-log']\n",
+        image.name
+    ))
+    .out();
+    downward_api_volumes_expose_resources(&c, &image.name);
+    fs_group_owns_volume_files(&c, &image.name);
+    patiently("the non-root container to finish", 60, || {
+        !jsonpath(
+            &c,
+            &["pod", "nonroot-term"],
+            "{.status.containerStatuses[0].state.terminated.reason}",
+        )
+        .is_empty()
+    });
+    assert_eq!(
+        jsonpath(
+            &c,
+            &["pod", "nonroot-term"],
+            "{.status.containerStatuses[0].state.terminated.message}"
+        ),
+        "DONE"
+    );
+}
+
+/// Waits for container `container` of pod `pod` to finish; its logs.
+fn finished_logs(c: &Cluster, pod: &str, container: &str) -> String {
+    let path = format!(
+        "{{.status.containerStatuses[?(@.name==\"{container}\")].state.terminated.reason}}"
+    );
+    patiently("the container to finish", 60, || {
+        !jsonpath(c, &["pod", pod], &path).is_empty()
+    });
+    get(c, &["logs", pod, "-c", container])
+}
+
+/// resourceFieldRef items of downwardAPI volumes and projected downwardAPI sources: the
+/// container's limits and requests with their divisors, the node's allocatable without a limit.
+fn downward_api_volumes_expose_resources(c: &Cluster, img: &str) {
+    // conformance: 526-531, 568, 584-589
+    let item = |path: &str, container: &str, resource: &str, divisor: &str| {
+        format!(
+            "{{path: {path}, resourceFieldRef: {{containerName: {container}, resource: {resource}{divisor}}}}}"
+        )
+    };
+    let d = [
+        item("cpu_limit", "limited", "limits.cpu", ", divisor: 1m"),
+        item("cpu_request", "limited", "requests.cpu", ", divisor: 1m"),
+        item("memory_limit", "limited", "limits.memory", ", divisor: 1Mi"),
+        item(
+            "memory_request",
+            "limited",
+            "requests.memory",
+            ", divisor: 1Mi",
+        ),
+    ]
+    .join(", ");
+    let p = [
+        item("cpu_limit", "limited", "limits.cpu", ""),
+        item("memory_limit", "limited", "limits.memory", ""),
+        item("default_cpu", "bare", "limits.cpu", ", divisor: 1m"),
+        item("default_memory", "bare", "limits.memory", ""),
+        "{path: name, fieldRef: {fieldPath: metadata.name}}".to_string(),
+    ]
+    .join(", ");
+    c.apply(&format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: resources}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: limited
+    image: {img}
+    resources: {{limits: {{cpu: 1250m, memory: 64Mi}}, requests: {{cpu: 250m, memory: 32Mi}}}}
+    command: [sh, -c, 'for f in /d/cpu_limit /d/cpu_request /d/memory_limit /d/memory_request /p/cpu_limit /p/memory_limit /p/default_cpu /p/default_memory /p/name /p/data-1 /p/greeting; do cat $f; echo; done']
+    volumeMounts: [{{name: d, mountPath: /d}}, {{name: p, mountPath: /p}}]
+  - {{name: bare, image: {img}, command: ['true']}}
+  volumes:
+  - name: d
+    downwardAPI: {{items: [{d}]}}
+  - name: p
+    projected:
+      sources:
+      - downwardAPI: {{items: [{p}]}}
+      - secret: {{name: fsg}}
+      - configMap: {{name: fsg-cm}}
+"
+    ))
+    .out();
+    let cpus: u64 = jsonpath(c, &["node", "node-f"], "{.status.allocatable.cpu}")
+        .parse()
+        .unwrap();
+    let memory = jsonpath(c, &["node", "node-f"], "{.status.allocatable.memory}");
+    let memory: u64 = memory.strip_suffix("Ki").unwrap().parse::<u64>().unwrap() * 1024;
+    assert_eq!(
+        finished_logs(c, "resources", "limited"),
+        format!(
+            "1250\n250\n64\n32\n2\n67108864\n{}\n{memory}\nresources\nvalue-1\nhello",
+            cpus * 1000
+        )
+    );
+}
+
+/// A pod's fsGroup owns its volumes' files, with upstream's SetVolumeOwnership modes: a
+/// non-root user in that group reads a 0440 secret file; emptyDir is setgid and group-writable.
+fn fs_group_owns_volume_files(c: &Cluster, img: &str) {
+    // conformance: 600, 611
+    c.apply(&format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: fsgroup}}
+spec:
+  restartPolicy: Never
+  securityContext: {{runAsUser: 1000, fsGroup: 1001}}
+  containers:
+  - name: c
+    image: {img}
+    command: [sh, -c, 'busybox id -u; cat /s/data-1; echo; cat /ps/data-1; echo; busybox stat -L -c \"%A %g\" /s/data-1 /ps/data-1 /c/greeting /dw/name /e; busybox touch /e/f && busybox stat -c \"%A %g\" /e/f']
+    volumeMounts:
+    - {{name: s, mountPath: /s}}
+    - {{name: ps, mountPath: /ps}}
+    - {{name: c, mountPath: /c}}
+    - {{name: dw, mountPath: /dw}}
+    - {{name: e, mountPath: /e}}
+  volumes:
+  - {{name: s, secret: {{secretName: fsg, defaultMode: 288}}}}
+  - {{name: ps, projected: {{defaultMode: 288, sources: [{{secret: {{name: fsg}}}}]}}}}
+  - {{name: c, configMap: {{name: fsg-cm}}}}
+  - {{name: dw, downwardAPI: {{defaultMode: 256, items: [{{path: name, fieldRef: {{fieldPath: metadata.name}}}}]}}}}
+  - {{name: e, emptyDir: {{}}}}
+"
+    ))
+    .out();
+    assert_eq!(
+        finished_logs(c, "fsgroup", "c"),
+        "1000\nvalue-1\nvalue-1\n-r--r----- 1001\n-r--r----- 1001\n-rw-r--r-- 1001\n\
+         -r--r----- 1001\ndrwxrwsrwx 1001\n-rw-r--r-- 1001"
+    );
+}
