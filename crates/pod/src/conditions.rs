@@ -7,8 +7,8 @@
 //! Container statuses are passed as one list, init containers' then regular ones' (upstream's
 //! `allContainerStatuses`); a container is found in it by name.
 //!
-//! Not evaluated (by upstream's kubelet, but by neither caller here yet): `spec.readinessGates`
-//! in the `Ready` condition; `Ready` follows `ContainersReady`.
+//! `Ready` also waits for the pod's readiness gates: the conditions others (load balancer
+//! controllers, say) set on the pod for each `spec.readinessGates` entry.
 
 use k8s_openapi::api::core::v1::{Container, ContainerStatus, PodCondition, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -21,6 +21,8 @@ pub const POD_FAILED: &str = "PodFailed";
 pub const CONTAINERS_NOT_READY: &str = "ContainersNotReady";
 /// The reason of `Initialized` while some init container has not completed (or started).
 pub const CONTAINERS_NOT_INITIALIZED: &str = "ContainersNotInitialized";
+/// The reason of `Ready` while the containers are ready but a readiness gate is not.
+pub const READINESS_GATES_NOT_READY: &str = "ReadinessGatesNotReady";
 
 /// The condition types the kubelet owns, in the order it reports them.
 pub const KUBELET_CONDITIONS: [&str; 5] = [
@@ -54,7 +56,7 @@ pub fn kubelet_conditions(
     let owned = [
         ready_to_start_containers_condition(sandbox_ready),
         initialized_condition(spec, statuses, phase),
-        pod_ready_condition(spec, statuses, phase),
+        pod_ready_condition(spec, statuses, phase, old),
         containers_ready_condition(spec, statuses, phase),
         scheduled,
     ];
@@ -122,16 +124,49 @@ pub fn containers_ready_condition(
 }
 
 /// `Ready` (upstream's `GeneratePodReadyCondition`): as [`containers_ready_condition`], under
-/// type `Ready`. Readiness gates are not evaluated (see the module's documentation).
+/// type `Ready`; once the containers are ready, False with [`READINESS_GATES_NOT_READY`] while
+/// a readiness gate's condition among `conditions` (the pod's current ones) is missing or not
+/// True, in upstream's words.
 pub fn pod_ready_condition(
     spec: &PodSpec,
     statuses: &[ContainerStatus],
     phase: &str,
+    conditions: &[PodCondition],
 ) -> PodCondition {
-    PodCondition {
-        type_: "Ready".into(),
-        ..containers_ready_condition(spec, statuses, phase)
+    let containers = containers_ready_condition(spec, statuses, phase);
+    if containers.status != "True" {
+        return PodCondition {
+            type_: "Ready".into(),
+            ..containers
+        };
     }
+    let unready: Vec<String> = spec
+        .readiness_gates
+        .iter()
+        .flatten()
+        .filter_map(|gate| {
+            let name = &gate.condition_type;
+            match conditions.iter().find(|c| &c.type_ == name) {
+                None => Some(format!(
+                    "corresponding condition of pod readiness gate {name:?} does not exist."
+                )),
+                Some(c) if c.status != "True" => Some(format!(
+                    "the status of pod readiness gate {name:?} is not \"True\", but {}",
+                    c.status
+                )),
+                Some(_) => None,
+            }
+        })
+        .collect();
+    if unready.is_empty() {
+        return condition("Ready", true, None, None);
+    }
+    condition(
+        "Ready",
+        false,
+        Some(READINESS_GATES_NOT_READY),
+        Some(unready.join(", ")),
+    )
 }
 
 /// `Initialized` (upstream's `GeneratePodInitializedCondition`): True with [`POD_COMPLETED`]
@@ -292,12 +327,12 @@ mod tests {
         let all = running(&["a", "b"]);
         for c in [
             containers_ready_condition(&s, &all, "Running"),
-            pod_ready_condition(&s, &all, "Running"),
+            pod_ready_condition(&s, &all, "Running", &[]),
             initialized_condition(&s, &all, "Running"),
         ] {
             assert_eq!(view(&c), v("True", "", ""), "{c:?}");
         }
-        assert_eq!(pod_ready_condition(&s, &all, "Running").type_, "Ready");
+        assert_eq!(pod_ready_condition(&s, &all, "Running", &[]).type_, "Ready");
         assert_eq!(ready_to_start_containers_condition(true).status, "True");
         assert_eq!(ready_to_start_containers_condition(false).status, "False");
     }
@@ -319,7 +354,7 @@ mod tests {
             view(&containers_ready_condition(&s, &all, "Running")),
             expect
         );
-        assert_eq!(view(&pod_ready_condition(&s, &all, "Running")), expect);
+        assert_eq!(view(&pod_ready_condition(&s, &all, "Running", &[])), expect);
 
         // A sidecar counts, before the regular containers; a completed init container does not.
         let s = with_init();
@@ -358,7 +393,7 @@ mod tests {
                 view(&containers_ready_condition(&s, &all, "Succeeded")),
                 done
             );
-            assert_eq!(view(&pod_ready_condition(&s, &all, "Succeeded")), done);
+            assert_eq!(view(&pod_ready_condition(&s, &all, "Succeeded", &[])), done);
             // Initialized says PodCompleted too, with or without init containers.
             let init = initialized_condition(&s, &all, "Succeeded");
             assert_eq!(view(&init), v("True", "PodCompleted", ""));
@@ -368,7 +403,7 @@ mod tests {
                 view(&containers_ready_condition(&s, &all, "Failed")),
                 failed
             );
-            assert_eq!(view(&pod_ready_condition(&s, &all, "Failed")), failed);
+            assert_eq!(view(&pod_ready_condition(&s, &all, "Failed", &[])), failed);
             // Its containers ran: it was initialized.
             let init = initialized_condition(&s, &all, "Failed");
             assert_eq!(view(&init), v("True", "", ""));
@@ -512,5 +547,50 @@ mod tests {
         assert_eq!(view(&got[4]), v("True", "", ""));
         assert_eq!(got[4].last_transition_time, Some(now));
         assert_eq!(view(&got[0]), v("False", "", ""));
+    }
+
+    #[test]
+    fn ready_waits_for_the_readiness_gates() {
+        let spec: PodSpec = serde_json::from_value(json!({
+            "containers": [{"name": "a"}],
+            "readinessGates": [{"conditionType": "example.com/lb"},
+                               {"conditionType": "example.com/dns"}]}))
+        .unwrap();
+        let ready: ContainerStatus =
+            serde_json::from_value(json!({"name": "a", "ready": true, "restartCount": 0,
+                "image": "x", "imageID": "", "state": {"running": {}}}))
+            .unwrap();
+        let gate = |t: &str, status: &str| PodCondition {
+            type_: t.into(),
+            status: status.into(),
+            ..Default::default()
+        };
+        let statuses = [ready];
+        let got = pod_ready_condition(
+            &spec,
+            &statuses,
+            "Running",
+            &[gate("example.com/lb", "False")],
+        );
+        assert_eq!(got.status, "False");
+        assert_eq!(got.reason.as_deref(), Some(READINESS_GATES_NOT_READY));
+        assert_eq!(
+            got.message.as_deref(),
+            Some(
+                "the status of pod readiness gate \"example.com/lb\" is not \"True\", but False, corresponding condition of pod readiness gate \"example.com/dns\" does not exist."
+            )
+        );
+        let both = [
+            gate("example.com/lb", "True"),
+            gate("example.com/dns", "True"),
+        ];
+        assert_eq!(
+            pod_ready_condition(&spec, &statuses, "Running", &both).status,
+            "True"
+        );
+        // Unready containers speak first, whatever the gates say.
+        let none = pod_ready_condition(&spec, &[], "Running", &both);
+        assert_eq!(none.reason.as_deref(), Some(CONTAINERS_NOT_READY));
+        assert_eq!(none.type_, "Ready");
     }
 }

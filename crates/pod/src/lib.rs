@@ -19,8 +19,9 @@ mod taints;
 
 pub use conditions::{
     CONTAINERS_NOT_INITIALIZED, CONTAINERS_NOT_READY, KUBELET_CONDITIONS, POD_COMPLETED,
-    POD_FAILED, containers_ready_condition, initialized_condition, kubelet_conditions,
-    pod_ready_condition, ready_to_start_containers_condition, with_transition_time,
+    POD_FAILED, READINESS_GATES_NOT_READY, containers_ready_condition, initialized_condition,
+    kubelet_conditions, pod_ready_condition, ready_to_start_containers_condition,
+    with_transition_time,
 };
 pub use lifecycle::{is_active, is_terminal, is_terminal_phase, is_terminating, phase};
 pub use node_affinity::{required_node_affinity_matches, requirement_matches, term_matches};

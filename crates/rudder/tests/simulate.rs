@@ -473,6 +473,51 @@ fn a_node_annotated_dead_stops_until_the_annotation_goes() {
 }
 
 #[test]
+fn ready_waits_for_the_pods_readiness_gates() {
+    let c = Cluster::start(&[]);
+    let mut sim = Simulator::start(&c, &["--nodes", "1", "--lease-seconds", "1"]);
+    wait_ready(&c, &mut sim, &["sim-0"]);
+    c.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: gated}\nspec:\n  nodeName: sim-0\n  \
+         readinessGates: [{conditionType: example.com/lb}]\n  \
+         containers: [{name: c, image: busybox}]\n",
+    )
+    .out();
+    let ready = "{.status.conditions[?(@.type==\"Ready\")]}";
+    let (status, reason) = (
+        "{.status.conditions[?(@.type==\"Ready\")].status}",
+        "{.status.conditions[?(@.type==\"Ready\")].reason}",
+    );
+    eventually("the gated pod's containers ready, the pod not", || {
+        sim.assert_running();
+        pod_field(&c, "gated", "{.status.containerStatuses[0].ready}") == "true"
+            && pod_field(&c, "gated", reason) == "ReadinessGatesNotReady"
+    });
+    assert!(
+        pod_field(&c, "gated", ready).contains(
+            "corresponding condition of pod readiness gate \\\"example.com/lb\\\" does not exist."
+        ),
+        "{}",
+        pod_field(&c, "gated", ready)
+    );
+    // What a load balancer controller does once it routes to the pod.
+    c.kubectl(&[
+        "patch",
+        "pod",
+        "gated",
+        "--subresource=status",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/status/conditions/-","value":{"type":"example.com/lb","status":"True"}}]"#,
+    ])
+    .out();
+    eventually("the pod Ready once its gate is True", || {
+        sim.assert_running();
+        pod_field(&c, "gated", status) == "True"
+    });
+}
+
+#[test]
 fn pod_duration_flags_finish_every_pod() {
     let c = Cluster::start(&[]);
     let mut sim = Simulator::start(

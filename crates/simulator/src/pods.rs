@@ -34,7 +34,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodIP, PodStatus,
+    ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodIP, PodSpec, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
@@ -193,7 +193,8 @@ fn host_network(pod: &Pod) -> bool {
 }
 
 /// Whether a pod's status already has what [`pod_status`] starts: Running, with an IP and
-/// one status per container of the spec, for that container's image.
+/// one status per container of the spec, for that container's image, and a `Ready` condition
+/// that agrees with its readiness gates' conditions (which others set).
 pub(crate) fn in_sync(pod: &Pod) -> bool {
     let (Some(spec), Some(status)) = (&pod.spec, &pod.status) else {
         return false;
@@ -223,6 +224,26 @@ pub(crate) fn in_sync(pod: &Pod) -> bool {
         && ephemeral
             .iter()
             .all(|c| ephemeral_statuses.iter().any(|s| s.name == c.name))
+        && gates_settled(spec, status)
+}
+
+/// Whether the stored `Ready` condition is what the readiness gates' conditions make it.
+fn gates_settled(spec: &PodSpec, status: &PodStatus) -> bool {
+    if spec.readiness_gates.as_ref().is_none_or(Vec::is_empty) {
+        return true;
+    }
+    let all: Vec<ContainerStatus> = [&status.init_container_statuses, &status.container_statuses]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .cloned()
+        .collect();
+    let conditions = status.conditions.as_deref().unwrap_or_default();
+    let phase = status.phase.as_deref().unwrap_or_default();
+    let want = pod::pod_ready_condition(spec, &all, phase, conditions).status;
+    conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == want)
 }
 
 /// The container ID of container `name` of pod `uid` after `restarts` restarts.
