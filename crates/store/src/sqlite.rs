@@ -667,6 +667,26 @@ fn key_string(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
+/// The smallest key greater than `key`.
+fn key_after(key: &str) -> Vec<u8> {
+    let mut next = key.as_bytes().to_vec();
+    next.push(0);
+    next
+}
+
+/// A query of `columns` over the keys live at revision `?2` (their latest version at or
+/// before it, not a deletion), from key `?1` on and, given the parameter number `end`, below
+/// that key; `tail` orders or limits.
+fn live_keys(columns: &str, end: Option<u8>, tail: &str) -> String {
+    let below = end.map(|i| format!("AND l.key < ?{i}")).unwrap_or_default();
+    format!(
+        "SELECT {columns} FROM log l
+         WHERE l.key >= ?1 {below} AND l.rev <= ?2 AND l.deleted = 0
+           AND NOT EXISTS (SELECT 1 FROM log n WHERE n.key = l.key AND n.rev > l.rev AND n.rev <= ?2)
+         {tail}"
+    )
+}
+
 fn range_blocking(
     conn: &mut Connection,
     path: &Path,
@@ -695,10 +715,7 @@ fn range_blocking(
     }
     let mut start = prefix.as_bytes().to_vec();
     if let Some(after) = &opts.after {
-        // The smallest key greater than `after`.
-        let mut next = after.as_bytes().to_vec();
-        next.push(0);
-        start = start.max(next);
+        start = start.max(key_after(after));
     }
     let end = prefix_end(prefix.as_bytes());
     let limit = if opts.limit == 0 {
@@ -706,12 +723,10 @@ fn range_blocking(
     } else {
         opts.limit as i64 + 1
     };
-    let sql = format!(
-        "SELECT l.key, l.rev, l.create_rev, l.version, l.value FROM log l
-         WHERE l.key >= ?1 {} AND l.rev <= ?2 AND l.deleted = 0
-           AND NOT EXISTS (SELECT 1 FROM log n WHERE n.key = l.key AND n.rev > l.rev AND n.rev <= ?2)
-         ORDER BY l.key LIMIT ?3",
-        if end.is_some() { "AND l.key < ?4" } else { "" }
+    let sql = live_keys(
+        "l.key, l.rev, l.create_rev, l.version, l.value",
+        end.is_some().then_some(4),
+        "ORDER BY l.key LIMIT ?3",
     );
     let mut stmt = tx.prepare_cached(&sql).map_err(err)?;
     let map = |r: &rusqlite::Row<'_>| {
@@ -739,14 +754,8 @@ fn range_blocking(
     // Only a page cut short pays for the count, in the same transaction and so at `at`.
     let remaining = match kvs.last() {
         Some(last) if more => {
-            let mut from = last.key.as_bytes().to_vec();
-            from.push(0);
-            let sql = format!(
-                "SELECT count(*) FROM log l
-                 WHERE l.key >= ?1 {} AND l.rev <= ?2 AND l.deleted = 0
-                   AND NOT EXISTS (SELECT 1 FROM log n WHERE n.key = l.key AND n.rev > l.rev AND n.rev <= ?2)",
-                if end.is_some() { "AND l.key < ?3" } else { "" }
-            );
+            let from = key_after(&last.key);
+            let sql = live_keys("count(*)", end.is_some().then_some(3), "");
             let mut stmt = tx.prepare_cached(&sql).map_err(err)?;
             let count: i64 = match &end {
                 Some(end) => stmt.query_row(params![from, at, end], |r| r.get(0)),
