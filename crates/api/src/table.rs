@@ -1428,13 +1428,13 @@ fn row(r: &Resource, mut o: Value, include: Include, now: Timestamp) -> Value {
     Value::Object(row)
 }
 
-/// Builds a `meta.k8s.io/v1` Table for `objects`.
+/// Builds a `meta.k8s.io/v1` Table for `objects`, with the list metadata `meta`
+/// (`resourceVersion`, and for a page `continue` and `remainingItemCount`).
 pub fn table(
     r: &Resource,
     objects: Vec<Value>,
     include: Include,
-    resource_version: &str,
-    continue_token: Option<&str>,
+    meta: Value,
     now: Timestamp,
 ) -> Value {
     let defs: Vec<Value> = columns(r)
@@ -1450,10 +1450,6 @@ pub fn table(
         .into_iter()
         .map(|o| row(r, o, include, now))
         .collect();
-    let mut meta = json!({"resourceVersion": resource_version});
-    if let Some(c) = continue_token {
-        meta["continue"] = Value::from(c);
-    }
     let mut table = serde_json::Map::new();
     table.insert("kind".into(), Value::from("Table"));
     table.insert("apiVersion".into(), Value::from("meta.k8s.io/v1"));
@@ -1914,7 +1910,13 @@ mod tests {
         assert_eq!(row("", "v1", "services", lb)[3], json!("192.0.2.9"));
         let lr = find("", "v1", "limitranges").unwrap();
         let now: Timestamp = NOW.parse().unwrap();
-        let t = table(lr, vec![obj], Include::Metadata, "7", None, now);
+        let t = table(
+            lr,
+            vec![obj],
+            Include::Metadata,
+            json!({"resourceVersion": "7"}),
+            now,
+        );
         assert_eq!(t["columnDefinitions"][1]["name"], "Created At");
         assert_eq!(t["columnDefinitions"][1]["type"], "date");
         assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
@@ -1922,7 +1924,7 @@ mod tests {
         let roles = find("rbac.authorization.k8s.io", "v1", "roles").unwrap();
         assert_eq!(columns(roles)[1].name, "Created At");
         let va = find("storage.k8s.io", "v1", "volumeattachments").unwrap();
-        let t = table(va, vec![], Include::None, "1", None, now);
+        let t = table(va, vec![], Include::None, json!({}), now);
         assert_eq!(t["columnDefinitions"][1]["format"], "name");
         let cj = find("batch", "v1", "cronjobs").unwrap();
         let wide: Vec<&str> = columns(cj)

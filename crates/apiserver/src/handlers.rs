@@ -21,7 +21,9 @@ use crate::authn::{Identity, Tokens};
 use crate::authz;
 use crate::discovery;
 use crate::fieldcheck;
-use crate::registry::{DeleteOptions, ListOptions, Registry, WatchRequest, apply_patch, with_type};
+use crate::registry::{
+    DeleteOptions, ListOptions, ListResult, Registry, WatchRequest, apply_patch, with_type,
+};
 use api::request::{Query, RequestInfo, Target, parse};
 
 /// The largest request body accepted (upstream's default, 3 MiB).
@@ -160,18 +162,8 @@ fn render_one(sv: Served, obj: Value, shape: Shape, query: &Query) -> Result<Val
         Shape::Object => sv.show(obj),
         Shape::Metadata => partial(&obj),
         Shape::Table => {
-            let rv = obj["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap_or("")
-                .to_string();
-            table(
-                r,
-                vec![obj],
-                include(query)?,
-                &rv,
-                None,
-                jiff::Timestamp::now(),
-            )
+            let meta = row_meta(&obj);
+            table(r, vec![obj], include(query)?, meta, jiff::Timestamp::now())
         }
     })
 }
@@ -656,13 +648,15 @@ fn raw_list(c: &Call<'_>) -> bool {
         && !c.query.0.contains_key("fieldSelector")
 }
 
-/// A LIST spliced from the stored objects' bytes, none decoded.
-async fn list_raw(c: &Call<'_>) -> Result<Response, Status> {
-    let r = c.r();
-    let list = c
-        .reg()
-        .list_raw(r, c.ns, &list_options(c.sv, &c.query)?)
-        .await?;
+/// The `metadata` of a one-object Table: the object's resourceVersion.
+fn row_meta(obj: &Value) -> Value {
+    let rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or("");
+    json!({"resourceVersion": rv})
+}
+
+/// A list's `metadata`: its revision and, for a page with more after it, the `continue` token
+/// and `remainingItemCount`.
+fn list_meta<T>(list: &ListResult<T>) -> Value {
     let mut meta = json!({"resourceVersion": list.revision.to_string()});
     if let Some(token) = &list.continue_token {
         meta["continue"] = json!(token);
@@ -670,6 +664,17 @@ async fn list_raw(c: &Call<'_>) -> Result<Response, Status> {
     if let Some(n) = list.remaining_item_count {
         meta["remainingItemCount"] = json!(n);
     }
+    meta
+}
+
+/// A LIST spliced from the stored objects' bytes, none decoded.
+async fn list_raw(c: &Call<'_>) -> Result<Response, Status> {
+    let r = c.r();
+    let list = c
+        .reg()
+        .list_raw(r, c.ns, &list_options(c.sv, &c.query)?)
+        .await?;
+    let meta = list_meta(&list);
     let head = json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": meta});
     let mut body = serde_json::to_vec(&head).expect("encodes");
     body.pop();
@@ -693,25 +698,15 @@ async fn list_raw(c: &Call<'_>) -> Result<Response, Status> {
 async fn list(c: Call<'_>) -> Result<Response, Status> {
     let (r, sv) = (c.r(), c.sv);
     let list = c.reg().list(r, c.ns, &list_options(sv, &c.query)?).await?;
-    let rv = list.revision.to_string();
-    let token = list.continue_token.as_deref();
-    let mut meta = json!({"resourceVersion": rv});
-    if let Some(token) = token {
-        meta["continue"] = json!(token);
-    }
-    let remaining = list.remaining_item_count;
-    if let Some(n) = remaining {
-        meta["remainingItemCount"] = json!(n);
-    }
+    let meta = list_meta(&list);
     let body = match c.shape {
-        Shape::Table => {
-            let now = jiff::Timestamp::now();
-            let mut t = table(r, list.items, include(&c.query)?, &rv, token, now);
-            if let Some(n) = remaining {
-                t["metadata"]["remainingItemCount"] = json!(n);
-            }
-            t
-        }
+        Shape::Table => table(
+            r,
+            list.items,
+            include(&c.query)?,
+            meta,
+            jiff::Timestamp::now(),
+        ),
         Shape::Metadata => {
             let items: Vec<Value> = list.items.iter().map(partial).collect();
             json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items})
@@ -927,11 +922,8 @@ async fn watch(
     let lines = events
         .map(move |(kind, obj)| {
             let object = if shape == Shape::Table && kind != "ERROR" && kind != "BOOKMARK" {
-                let rv = obj["metadata"]["resourceVersion"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string();
-                let mut t = table(r, vec![obj], include, &rv, None, jiff::Timestamp::now());
+                let meta = row_meta(&obj);
+                let mut t = table(r, vec![obj], include, meta, jiff::Timestamp::now());
                 if !first {
                     t["columnDefinitions"] = Value::Null;
                 }

@@ -870,19 +870,9 @@ mod tests {
         use futures::StreamExt;
 
         let dir = tempfile::tempdir().unwrap();
-        let server = crate::start(crate::Config {
-            data_dir: dir.path().to_path_buf(),
-            bind_address: [127, 0, 0, 1].into(),
-            port: 0,
-            datastore_endpoint: String::new(),
-            tls_sans: Vec::new(),
-            write_kubeconfig: None,
-            token_auth_file: None,
-            join_token_file: None,
-            compaction_window: Duration::from_secs(300),
-        })
-        .await
-        .unwrap();
+        let server = crate::start(crate::Config::loopback(dir.path()))
+            .await
+            .unwrap();
         let tls_dir = dir.path().join("tls");
         let ca = std::fs::read_to_string(tls_dir.join("ca.crt")).unwrap();
         let (cert, key) = agent::serving_cert(&tls_dir);

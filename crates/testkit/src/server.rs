@@ -2,7 +2,7 @@
 //! a test whatever runtime the test uses (`#[tokio::test]`'s single thread included), and
 //! dropping it can stop it, wait for the store to close, then remove its data directory.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -49,7 +49,7 @@ impl TestServer {
             .map_err(|e| format!("making a temporary data directory: {e}"))?;
         let (started_tx, started) = oneshot::channel();
         let (stop, stop_rx) = oneshot::channel();
-        let config = config(dir.path());
+        let config = apiserver::Config::loopback(dir.path());
         let thread = std::thread::Builder::new()
             .name("testkit-apiserver".into())
             .spawn(move || serve(config, started_tx, stop_rx))
@@ -117,21 +117,6 @@ impl Running {
     fn join_after(self, error: String) -> String {
         self.stop();
         error
-    }
-}
-
-/// The configuration `rudder server` would use, minus the node agent's join token.
-fn config(data_dir: &Path) -> apiserver::Config {
-    apiserver::Config {
-        data_dir: data_dir.to_path_buf(),
-        bind_address: Ipv4Addr::LOCALHOST.into(),
-        port: 0,
-        datastore_endpoint: String::new(),
-        tls_sans: Vec::new(),
-        write_kubeconfig: None,
-        token_auth_file: None,
-        join_token_file: None,
-        compaction_window: Duration::from_secs(300),
     }
 }
 
