@@ -57,6 +57,23 @@ pub fn patiently(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Waits (as [`patiently`]) until what `read` gives contains `want`; on giving up, shows
+/// what it gave last.
+pub fn patiently_see(what: &str, secs: u64, want: &str, mut read: impl FnMut() -> String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let got = read();
+        if got.contains(want) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting for {what}: wanted {want:?}, last saw {got}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Waits for pod `name` to fail as a whole with `reason`, then checks its phase and message.
 pub fn pod_fails_with(c: &Cluster, name: &str, reason: &str, message: &str) {
     patiently(reason, 60, || {
