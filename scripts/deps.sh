@@ -14,6 +14,7 @@ declare -A NEEDED=(
   [busybox]=busybox-static     # the test image's only binary (statically linked)
   [runc]=runc                  # the node agent's OCI runtime
   [iptables]=iptables          # the CNI bridge plugin masquerades pod traffic, portmap maps host ports
+  [nft]=nftables               # the service proxy programs ClusterIPs and NodePorts with nftables
   [ip]=iproute2                # rudder reset deletes the pod bridge
   [curl]=curl                  # the agent tests call its HTTPS endpoint with a client certificate
 )

@@ -11,30 +11,79 @@ use api::validation::FieldError;
 use serde_json::{Value, json};
 use store::Store;
 
-/// The service CIDR: 10.43.0.0/16 (k3s' default).
-pub const SERVICE_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 43, 0, 0), 16);
+/// A service CIDR: the range ClusterIPs come from (`--service-cidr`, k3s' 10.43.0.0/16 by
+/// default). Its first address belongs to the `kubernetes` Service, its tenth to cluster DNS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceRange {
+    base: Ipv4Addr,
+    bits: u8,
+}
+
+impl Default for ServiceRange {
+    fn default() -> ServiceRange {
+        ServiceRange {
+            base: Ipv4Addr::new(10, 43, 0, 0),
+            bits: 16,
+        }
+    }
+}
+
+impl std::str::FromStr for ServiceRange {
+    type Err = String;
+
+    /// Parses `a.b.c.d/n` (IPv4, a prefix of 8 to 28 bits).
+    fn from_str(s: &str) -> Result<ServiceRange, String> {
+        let bad = || format!("{s:?} is not an IPv4 CIDR such as 10.43.0.0/16");
+        let (ip, bits) = s.split_once('/').ok_or_else(bad)?;
+        let base: Ipv4Addr = ip.parse().map_err(|_| bad())?;
+        let bits: u8 = bits.parse().map_err(|_| bad())?;
+        if !(8..=28).contains(&bits) {
+            return Err(format!("{s:?}: the prefix must be 8 to 28 bits long"));
+        }
+        let mask = u32::MAX << (32 - bits);
+        Ok(ServiceRange {
+            base: Ipv4Addr::from(u32::from(base) & mask),
+            bits,
+        })
+    }
+}
+
+impl std::fmt::Display for ServiceRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.base, self.bits)
+    }
+}
+
+impl ServiceRange {
+    fn mask(self) -> u32 {
+        u32::MAX << (32 - self.bits)
+    }
+
+    /// Whether `ip` is in the range.
+    pub fn contains(self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.base)
+    }
+
+    /// The range's `n`th address (1: the `kubernetes` Service's, 10: cluster DNS's).
+    pub fn nth(self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.base) + n)
+    }
+
+    fn random(self) -> Ipv4Addr {
+        let size = 1u32 << (32 - self.bits);
+        // Skip the network address and the broadcast address.
+        self.nth(1 + random_u32() % (size - 2))
+    }
+}
 /// The NodePort range.
 pub const NODE_PORTS: (u16, u16) = (30000, 32767);
 
 const IP_PREFIX: &str = "/registry/ranges/serviceips/";
 const PORT_PREFIX: &str = "/registry/ranges/servicenodeports/";
 
-fn in_cidr(ip: Ipv4Addr) -> bool {
-    let (base, bits) = SERVICE_CIDR;
-    let mask = u32::MAX << (32 - bits);
-    u32::from(ip) & mask == u32::from(base) & mask
-}
-
 fn random_u32() -> u32 {
     let b = uuid::Uuid::new_v4().into_bytes();
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
-}
-
-fn random_ip() -> Ipv4Addr {
-    let (base, bits) = SERVICE_CIDR;
-    let size = 1u32 << (32 - bits);
-    // Skip the network address and the broadcast address.
-    Ipv4Addr::from(u32::from(base) + 1 + random_u32() % (size - 2))
 }
 
 fn random_port() -> u16 {
@@ -98,12 +147,13 @@ fn wants_node_ports(svc: &Value) -> bool {
 /// NodePorts. On error, nothing stays reserved. Returns the keys reserved.
 pub async fn allocate(
     store: &dyn Store,
+    range: ServiceRange,
     r: &Resource,
     svc: &mut Value,
     owner: &str,
 ) -> Result<Vec<String>, Status> {
     let mut taken = Vec::new();
-    let result = allocate_into(store, r, svc, owner, &mut taken).await;
+    let result = allocate_into(store, range, r, svc, owner, &mut taken).await;
     if result.is_err() {
         for key in &taken {
             let _ = store.delete(key, None).await;
@@ -114,6 +164,7 @@ pub async fn allocate(
 
 async fn allocate_into(
     store: &dyn Store,
+    range: ServiceRange,
     r: &Resource,
     svc: &mut Value,
     owner: &str,
@@ -134,7 +185,7 @@ async fn allocate_into(
             "" => {
                 let mut found = None;
                 for _ in 0..256 {
-                    let ip = random_ip();
+                    let ip = range.random();
                     let key = format!("{IP_PREFIX}{ip}");
                     if reserve(store, &key, owner).await? {
                         taken.push(key);
@@ -151,13 +202,12 @@ async fn allocate_into(
                 let ip: Ipv4Addr = text.parse().map_err(|_| {
                     invalid(field, json!(text), "must be a valid IP address".into())
                 })?;
-                if !in_cidr(ip) {
-                    let (base, bits) = SERVICE_CIDR;
+                if !range.contains(ip) {
                     return Err(invalid(
                         field,
                         json!(text),
                         format!(
-                            "failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {base}/{bits}"
+                            "failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {range}"
                         ),
                     ));
                 }
@@ -332,11 +382,22 @@ mod tests {
 
     #[test]
     fn random_picks_stay_in_range() {
+        let range = ServiceRange::default();
         for _ in 0..1000 {
-            let ip = random_ip();
-            assert!(in_cidr(ip) && ip != SERVICE_CIDR.0 && ip != Ipv4Addr::new(10, 43, 255, 255));
+            let ip = range.random();
+            assert!(range.contains(ip) && ip != range.nth(0) && ip != range.nth(65535));
             assert!((NODE_PORTS.0..=NODE_PORTS.1).contains(&random_port()));
         }
-        assert!(!in_cidr(Ipv4Addr::new(10, 44, 0, 1)));
+        assert!(!range.contains(Ipv4Addr::new(10, 44, 0, 1)));
+        assert_eq!(range.to_string(), "10.43.0.0/16");
+    }
+
+    #[test]
+    fn ranges_parse_to_their_network() {
+        let r: ServiceRange = "10.230.7.9/20".parse().unwrap();
+        assert_eq!(r.to_string(), "10.230.0.0/20");
+        assert_eq!(r.nth(10), Ipv4Addr::new(10, 230, 0, 10));
+        assert!("10.0.0.0/30".parse::<ServiceRange>().is_err());
+        assert!("fd00::/108".parse::<ServiceRange>().is_err());
     }
 }

@@ -31,6 +31,8 @@ pub struct Registry {
     cacher: Cacher,
     /// The admission steps every create and update passes.
     admission: Arc<admission::Chain>,
+    /// Where ClusterIPs come from.
+    service_range: allocator::ServiceRange,
 }
 
 /// What a list asks for.
@@ -235,7 +237,21 @@ impl Registry {
             store,
             cacher: Cacher::default(),
             admission: Default::default(),
+            service_range: Default::default(),
         }
+    }
+
+    /// The same registry, handing out ClusterIPs from `range`.
+    pub fn with_service_range(self, range: allocator::ServiceRange) -> Registry {
+        Registry {
+            service_range: range,
+            ..self
+        }
+    }
+
+    /// The range ClusterIPs come from.
+    pub fn service_range(&self) -> allocator::ServiceRange {
+        self.service_range
     }
 
     /// The store underneath, for health checks.
@@ -460,7 +476,8 @@ impl Registry {
             {
                 return Err(Status::already_exists(r, &name));
             }
-            reserved = allocator::allocate(&*self.store, r, &mut obj, &key).await?;
+            reserved =
+                allocator::allocate(&*self.store, self.service_range, r, &mut obj, &key).await?;
         }
         match self.store.create(&key, encode(&obj)).await {
             Ok(kv) => {

@@ -46,6 +46,11 @@ pub struct Config {
     pub join_token_file: Option<PathBuf>,
     /// How much history the store keeps for watches.
     pub compaction_window: Duration,
+    /// Where ClusterIPs come from.
+    pub service_cidr: crate::allocator::ServiceRange,
+    /// The address pods reach this server at through the `kubernetes` Service (its
+    /// Endpoints and EndpointSlice); none leaves them empty.
+    pub advertise_address: Option<IpAddr>,
 }
 
 impl Config {
@@ -62,6 +67,8 @@ impl Config {
             token_auth_file: None,
             join_token_file: None,
             compaction_window: Duration::from_secs(300),
+            service_cidr: Default::default(),
+            advertise_address: None,
         }
     }
 }
@@ -123,11 +130,11 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         "kubernetes.default",
         "kubernetes.default.svc",
         "kubernetes.default.svc.cluster.local",
-        bootstrap::KUBERNETES_SERVICE_IP,
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
+    sans.push(config.service_cidr.nth(1).to_string());
     sans.extend(host_name());
     if !config.bind_address.is_unspecified() {
         sans.push(config.bind_address.to_string());
@@ -152,11 +159,6 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     let store = store::open(&endpoint, Duration::from_secs(60)).await?;
     tracing::info!(store = %store.describe(), "store ready");
     let compactor = store::compactor::spawn(store.clone(), config.compaction_window);
-    let registry = Registry::new(store);
-    bootstrap::ensure_defaults(&registry, config.port)
-        .await
-        .map_err(|s| Error::Other(format!("creating default objects: {s}")))?;
-
     let listener = TcpListener::bind((config.bind_address, config.port))
         .await
         .map_err(|e| {
@@ -168,6 +170,11 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     let address = listener
         .local_addr()
         .map_err(|e| Error::Other(e.to_string()))?;
+    let registry = Registry::new(store).with_service_range(config.service_cidr);
+    bootstrap::ensure_defaults(&registry, address.port(), config.advertise_address)
+        .await
+        .map_err(|s| Error::Other(format!("creating default objects: {s}")))?;
+
     let url = format!("https://127.0.0.1:{}", address.port());
     let kubeconfig = config.data_dir.join("kubeconfig.yaml");
     let kc = pki::kubeconfig(&pki, &url);

@@ -502,6 +502,11 @@ pub(crate) struct ServerArgs {
     #[arg(long)]
     pub(crate) token_auth_file: Option<std::path::PathBuf>,
 
+    /// The range ClusterIPs come from; its first address is the `kubernetes` Service's, its
+    /// tenth cluster DNS's.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    pub(crate) service_cidr: apiserver::allocator::ServiceRange,
+
     /// How long the store keeps history for watches before compacting it (e.g. 300s, 5m).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub(crate) etcd_compaction_interval: std::time::Duration,
@@ -527,6 +532,16 @@ pub(crate) struct ServerArgs {
     /// simulated ones).
     #[arg(long)]
     pub(crate) disable_agent: bool,
+
+    /// Do not run the service proxy beside the node agent (ClusterIPs and NodePorts then
+    /// reach nothing on this node).
+    #[arg(long)]
+    pub(crate) disable_kube_proxy: bool,
+
+    /// The nftables table (family ip) the service proxy owns; two clusters on one host need
+    /// two names.
+    #[arg(long, default_value = "rudder")]
+    pub(crate) proxy_table: String,
 
     #[command(flatten)]
     pub(crate) agent: AgentArgs,
@@ -666,6 +681,10 @@ pub(crate) struct ResetArgs {
     /// The node's pod bridge, deleted.
     #[arg(long, default_value = agent::DEFAULT_BRIDGE)]
     pub(crate) bridge: String,
+
+    /// The service proxy's nftables table, deleted.
+    #[arg(long, default_value = "rudder")]
+    pub(crate) proxy_table: String,
 }
 
 /// Options of the container monitor (`rudder shim`), which the agent starts itself.

@@ -161,6 +161,11 @@ fn main() -> std::process::ExitCode {
                 for line in agent::reset(&data_dir, &opts.bridge).await? {
                     println!("{line}");
                 }
+                let table = proxy::rules::remove(&opts.proxy_table);
+                match proxy::host::Host::apply(&proxy::host::Nft, &table).await {
+                    Ok(()) => println!("removed the nftables table ip {}", opts.proxy_table),
+                    Err(e) => eprintln!("rudder reset: {e}"),
+                }
                 Ok(())
             }
             cli::Command::Shim(_) => unreachable!("handled before the runtime starts"),

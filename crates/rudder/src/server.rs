@@ -121,6 +121,10 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
         token_auth_file: opts.token_auth_file,
         join_token_file: Some(token_file.clone()),
         compaction_window: opts.etcd_compaction_interval,
+        service_cidr: opts.service_cidr,
+        // Pods reach the API through the `kubernetes` Service; a loopback address is no use
+        // to them, so a server bound to one leaves that Service without endpoints.
+        advertise_address: advertise.filter(|ip| !ip.is_loopback()),
     };
     let server = apiserver::start(config)
         .await
@@ -188,6 +192,25 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
             };
             if let Err(e) = agent::run(client, config, shutdown).await {
                 tracing::error!("the node agent stopped: {e:#}");
+            }
+        }));
+    }
+    if !opts.disable_agent && !opts.disable_kube_proxy && is_root() {
+        // The proxy reads every Service and EndpointSlice, as upstream's system:kube-proxy.
+        let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;
+        let config = proxy::rules::Config {
+            table: opts.proxy_table.clone(),
+            cluster_cidr: Some(opts.controllers.cluster_cidr.clone()),
+            service_cidr: Some(opts.service_cidr.to_string()),
+        };
+        let mut stopped = stopped.clone();
+        components.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.changed().await;
+            };
+            let host = std::sync::Arc::new(proxy::host::Nft);
+            if let Err(e) = proxy::run(client, config, host, shutdown).await {
+                tracing::error!("the service proxy stopped: {e:#}");
             }
         }));
     }

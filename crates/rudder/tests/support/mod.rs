@@ -14,8 +14,9 @@ pub struct Cluster {
     pub port: u16,
     child: Option<Child>,
     extra: Vec<String>,
-    /// The node agent's pod bridge, when the server runs an agent.
-    bridge: Option<String>,
+    /// The network number of the server's node agent, if it runs one: its pod bridge is
+    /// `rdt<net>`, its service proxy's table `rudder-t<net>`.
+    net: Option<u8>,
 }
 
 pub fn free_port() -> u16 {
@@ -27,6 +28,7 @@ pub fn free_port() -> u16 {
 }
 
 /// The result of one kubectl run.
+#[derive(Debug)]
 pub struct Run {
     pub ok: bool,
     pub stdout: String,
@@ -71,7 +73,7 @@ impl Cluster {
                 .chain(extra.iter().copied())
                 .map(str::to_string)
                 .collect(),
-            bridge: None,
+            net: None,
         };
         c.spawn();
         c
@@ -94,6 +96,12 @@ impl Cluster {
             &free_port().to_string(),
             "--pod-log-dir",
             &dir.path().join("pod-logs").display().to_string(),
+            // Clusters running side by side on this host: a service range and a proxy
+            // table each.
+            "--service-cidr",
+            &format!("10.{}.0.0/16", net + 30),
+            "--proxy-table",
+            &format!("rudder-t{net}"),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -104,7 +112,7 @@ impl Cluster {
             port: free_port(),
             child: None,
             extra: args,
-            bridge: Some(bridge),
+            net: Some(net),
         };
         c.spawn();
         c
@@ -116,14 +124,19 @@ impl Cluster {
     }
 
     fn spawn(&mut self) {
+        // Loopback only, unless the test says otherwise.
+        let bind = if self.extra.iter().any(|a| a == "--bind-address") {
+            &[][..]
+        } else {
+            &["--bind-address", "127.0.0.1"][..]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_rudder"))
             .arg("server")
             .arg("--data-dir")
             .arg(self.dir.path())
             .arg("--https-listen-port")
             .arg(self.port.to_string())
-            .arg("--bind-address")
-            .arg("127.0.0.1")
+            .args(bind)
             .args(&self.extra)
             .stdout(Stdio::null())
             // A file, not a pipe: a pipe nobody reads fills up and blocks the server's logging.
@@ -248,13 +261,15 @@ impl Drop for Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if let Some(bridge) = &self.bridge {
+        if let Some(net) = self.net {
             let _ = Command::new(env!("CARGO_BIN_EXE_rudder"))
                 .arg("reset")
                 .arg("--data-dir")
                 .arg(self.agent_dir())
                 .arg("--bridge")
-                .arg(bridge)
+                .arg(format!("rdt{net}"))
+                .arg("--proxy-table")
+                .arg(format!("rudder-t{net}"))
                 .stdout(Stdio::null())
                 .status();
         }

@@ -1,0 +1,111 @@
+//! The service proxy: makes each Service's ClusterIP (and NodePort) reach its endpoints by
+//! programming the kernel with nftables, as upstream kube-proxy's nftables mode does.
+//!
+//! It owns one nftables table (`rudder` by default, family `ip`) and nothing else: every
+//! change rebuilds that table in one `nft -f` transaction ([`rules::render`]), and no other
+//! table is read or flushed. It talks to the cluster only through the Kubernetes API (a
+//! watch on Services and EndpointSlices) and to the host only through [`host::Host`].
+//!
+//! Start reading at [`run`]; then [`model::service_ports`] (what to program, pure) and
+//! [`rules::render`] (how, pure). [`host::Recording`] stands in for the kernel in tests.
+
+pub mod host;
+pub mod model;
+pub mod rules;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+
+/// How long changes gather before the rules are rebuilt once for all of them.
+const SETTLE: Duration = Duration::from_millis(50);
+
+/// Follows Services and EndpointSlices and keeps the kernel's rules in step until `shutdown`,
+/// then removes the table.
+pub async fn run(
+    client: kube::Client,
+    config: rules::Config,
+    host: Arc<dyn host::Host>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), host::Error> {
+    // Bridged pod-to-pod traffic must pass the IP hooks, or a reply from a Service's endpoint
+    // on the same bridge skips the reverse translation.
+    host.sysctl("net.bridge.bridge-nf-call-iptables", "1")?;
+    host.sysctl("net.ipv4.ip_forward", "1")?;
+    let (services, svc_writer) = reflector::store::<Service>();
+    let (slices, slice_writer) = reflector::store::<EndpointSlice>();
+    let svc_events = reflector::reflector(
+        svc_writer,
+        watcher(Api::<Service>::all(client.clone()), Default::default()),
+    )
+    .default_backoff();
+    let slice_events = reflector::reflector(
+        slice_writer,
+        watcher(Api::<EndpointSlice>::all(client), Default::default()),
+    )
+    .default_backoff();
+    // Which of the two lists are complete: rules are written only once both are.
+    let mut listed = [false, false];
+    let mut events = std::pin::pin!(futures::stream::select(
+        svc_events.map(|e| (0, e.map(|e| listed_all(&e)))),
+        slice_events.map(|e| (1, e.map(|e| listed_all(&e)))),
+    ));
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut applied = String::new();
+    let mut dirty = false;
+    loop {
+        let ready = listed == [true, true];
+        tokio::select! {
+            () = &mut shutdown => break,
+            event = events.next() => match event {
+                Some((which, Ok(done))) => {
+                    listed[which] |= done;
+                    dirty = true;
+                }
+                Some((_, Err(e))) => tracing::warn!("watching Services and EndpointSlices: {e}"),
+                None => break,
+            },
+            () = tokio::time::sleep(SETTLE), if dirty && ready => {
+                dirty = false;
+                sync(&*host, &config, &services, &slices, &mut applied).await;
+            }
+        }
+    }
+    host.apply(&rules::remove(&config.table)).await
+}
+
+fn listed_all<K>(event: &watcher::Event<K>) -> bool {
+    matches!(event, watcher::Event::InitDone)
+}
+
+/// Renders the rules and applies them if they changed since the last success.
+async fn sync(
+    host: &dyn host::Host,
+    config: &rules::Config,
+    services: &Store<Service>,
+    slices: &Store<EndpointSlice>,
+    applied: &mut String,
+) {
+    let (services, slices) = (services.state(), slices.state());
+    let ports = model::service_ports(
+        services.iter().map(Arc::as_ref),
+        slices.iter().map(Arc::as_ref),
+    );
+    let script = rules::render(config, &ports);
+    if script == *applied {
+        return;
+    }
+    match host.apply(&script).await {
+        Ok(()) => {
+            tracing::debug!(ports = ports.len(), "service rules applied");
+            *applied = script;
+        }
+        Err(e) => tracing::error!("{e}"),
+    }
+}

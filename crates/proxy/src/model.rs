@@ -1,0 +1,274 @@
+//! What the proxy must program, computed from Services and EndpointSlices alone: one
+//! [`ServicePort`] per port of every Service that has a ClusterIP, with the endpoints its
+//! traffic goes to. Pure: the rules are rendered from this in `rules.rs`.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use k8s_openapi::api::core::v1::{Service, ServicePort as SpecPort};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
+
+/// The label linking an EndpointSlice to its Service.
+const SERVICE_NAME: &str = "kubernetes.io/service-name";
+
+/// A transport protocol, as nftables names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// SCTP.
+    Sctp,
+}
+
+impl Protocol {
+    fn parse(p: Option<&str>) -> Option<Protocol> {
+        match p.unwrap_or("TCP") {
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            "SCTP" => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+
+    /// nftables' name: `tcp`, `udp`, `sctp`.
+    pub fn nft(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+/// One port of one Service, and where its traffic goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePort {
+    /// `namespace/name/protocol/port-name` (the port number when unnamed): names its chains.
+    pub id: String,
+    /// The ClusterIP.
+    pub cluster_ip: Ipv4Addr,
+    /// The protocol.
+    pub protocol: Protocol,
+    /// The Service's port.
+    pub port: u16,
+    /// The NodePort, for NodePort and LoadBalancer Services.
+    pub node_port: Option<u16>,
+    /// The endpoints traffic goes to (sorted; empty: rejected).
+    pub endpoints: Vec<SocketAddrV4>,
+}
+
+/// The ports of every Service with a ClusterIP, sorted by id.
+pub fn service_ports<'a>(
+    services: impl IntoIterator<Item = &'a Service>,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+) -> Vec<ServicePort> {
+    let mut by_service: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
+    for slice in slices {
+        if slice.address_type != "IPv4" {
+            continue;
+        }
+        let labels = slice.metadata.labels.as_ref();
+        if let (Some(ns), Some(svc)) = (
+            slice.metadata.namespace.clone(),
+            labels.and_then(|l| l.get(SERVICE_NAME)).cloned(),
+        ) {
+            by_service.entry((ns, svc)).or_default().push(slice);
+        }
+    }
+    let mut out = Vec::new();
+    for svc in services {
+        let ns = svc.metadata.namespace.clone().unwrap_or_default();
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let slices = by_service
+            .get(&(ns.clone(), name.clone()))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        out.extend(ports_of(svc, &format!("{ns}/{name}"), slices));
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    out
+}
+
+fn ports_of(svc: &Service, id: &str, slices: &[&EndpointSlice]) -> Vec<ServicePort> {
+    let Some(spec) = &svc.spec else {
+        return Vec::new();
+    };
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return Vec::new();
+    }
+    let Some(ip) = spec
+        .cluster_ip
+        .as_deref()
+        .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+    else {
+        return Vec::new();
+    };
+    spec.ports
+        .iter()
+        .flatten()
+        .filter_map(|p| {
+            let protocol = Protocol::parse(p.protocol.as_deref())?;
+            let port = u16::try_from(p.port).ok()?;
+            let label = p.name.clone().unwrap_or_else(|| port.to_string());
+            Some(ServicePort {
+                id: format!("{id}/{}/{label}", protocol.nft()),
+                cluster_ip: ip,
+                protocol,
+                port,
+                node_port: p.node_port.and_then(|n| u16::try_from(n).ok()),
+                endpoints: endpoints_for(p, slices),
+            })
+        })
+        .collect()
+}
+
+/// The endpoints of a Service port: the ready ones; when there is none, the serving ones that
+/// are terminating (as upstream, so connections drain during a rollout).
+fn endpoints_for(port: &SpecPort, slices: &[&EndpointSlice]) -> Vec<SocketAddrV4> {
+    let want = port.name.as_deref().unwrap_or("");
+    let protocol = port.protocol.as_deref().unwrap_or("TCP");
+    let mut ready = Vec::new();
+    let mut terminating = Vec::new();
+    for slice in slices {
+        let Some(target) = slice.ports.iter().flatten().find_map(|p| {
+            let same = p.name.as_deref().unwrap_or("") == want
+                && p.protocol.as_deref().unwrap_or("TCP") == protocol;
+            same.then_some(p.port).flatten()
+        }) else {
+            continue;
+        };
+        let Ok(target) = u16::try_from(target) else {
+            continue;
+        };
+        for e in &slice.endpoints {
+            let list = match state(e) {
+                State::Ready => &mut ready,
+                State::Draining => &mut terminating,
+                State::Out => continue,
+            };
+            list.extend(
+                e.addresses
+                    .iter()
+                    .filter_map(|a| a.parse::<Ipv4Addr>().ok())
+                    .map(|a| SocketAddrV4::new(a, target)),
+            );
+        }
+    }
+    let mut chosen = if ready.is_empty() { terminating } else { ready };
+    chosen.sort();
+    chosen.dedup();
+    chosen
+}
+
+enum State {
+    Ready,
+    Draining,
+    Out,
+}
+
+fn state(e: &Endpoint) -> State {
+    let c = e.conditions.clone().unwrap_or_default();
+    let ready = c.ready.unwrap_or(true);
+    let serving = c.serving.unwrap_or(ready);
+    let terminating = c.terminating.unwrap_or(false);
+    if ready && !terminating {
+        State::Ready
+    } else if serving && terminating {
+        State::Draining
+    } else {
+        State::Out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn svc(v: serde_json::Value) -> Service {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn slice(v: serde_json::Value) -> EndpointSlice {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn web() -> Service {
+        svc(json!({"metadata": {"name": "web", "namespace": "default"},
+            "spec": {"clusterIP": "10.43.0.5", "type": "NodePort", "ports": [
+                {"name": "http", "port": 80, "targetPort": "http", "nodePort": 30080},
+                {"name": "dns", "port": 53, "protocol": "UDP"}]}}))
+    }
+
+    fn web_slice(endpoints: serde_json::Value) -> EndpointSlice {
+        slice(
+            json!({"metadata": {"name": "web-abc", "namespace": "default",
+                "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
+                      {"name": "dns", "port": 5353, "protocol": "UDP"}],
+            "endpoints": endpoints}),
+        )
+    }
+
+    #[test]
+    fn ports_take_their_target_from_the_slice_port_of_the_same_name() {
+        let s = web_slice(json!([
+            {"addresses": ["10.42.0.7"], "conditions": {"ready": true}},
+            {"addresses": ["10.42.0.6"]},
+        ]));
+        let ports = service_ports([&web()], [&s]);
+        assert_eq!(ports.len(), 2);
+        assert_eq!(ports[0].id, "default/web/tcp/http");
+        assert_eq!(ports[0].node_port, Some(30080));
+        assert_eq!(
+            ports[0].endpoints,
+            [
+                "10.42.0.6:8080".parse().unwrap(),
+                "10.42.0.7:8080".parse().unwrap()
+            ]
+        );
+        assert_eq!(ports[1].id, "default/web/udp/dns");
+        assert_eq!(
+            ports[1].endpoints,
+            [
+                "10.42.0.6:5353".parse().unwrap(),
+                "10.42.0.7:5353".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn terminating_endpoints_serve_only_when_nothing_is_ready() {
+        let draining = json!({"addresses": ["10.42.0.9"],
+            "conditions": {"ready": false, "serving": true, "terminating": true}});
+        let both = web_slice(json!([draining, {"addresses": ["10.42.0.7"]},
+            {"addresses": ["10.42.0.8"], "conditions": {"ready": false}}]));
+        let ports = service_ports([&web()], [&both]);
+        assert_eq!(ports[0].endpoints, ["10.42.0.7:8080".parse().unwrap()]);
+        let only = web_slice(json!([draining]));
+        let ports = service_ports([&web()], [&only]);
+        assert_eq!(ports[0].endpoints, ["10.42.0.9:8080".parse().unwrap()]);
+    }
+
+    #[test]
+    fn headless_and_external_name_services_get_nothing() {
+        let headless = svc(json!({"metadata": {"name": "h", "namespace": "a"},
+            "spec": {"clusterIP": "None", "ports": [{"port": 80}]}}));
+        let external = svc(json!({"metadata": {"name": "e", "namespace": "a"},
+            "spec": {"type": "ExternalName", "externalName": "example.com"}}));
+        assert!(service_ports([&headless, &external], []).is_empty());
+    }
+
+    #[test]
+    fn slices_of_other_services_and_families_are_ignored() {
+        let mut other = web_slice(json!([{"addresses": ["10.42.0.7"]}]));
+        other.metadata.namespace = Some("elsewhere".into());
+        let mut v6 = web_slice(json!([{"addresses": ["fd00::7"]}]));
+        v6.address_type = "IPv6".into();
+        let ports = service_ports([&web()], [&other, &v6]);
+        assert!(ports.iter().all(|p| p.endpoints.is_empty()));
+    }
+}

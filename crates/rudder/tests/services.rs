@@ -1,0 +1,217 @@
+//! Services end to end, as root: the service proxy's nftables rules carry ClusterIP and
+//! NodePort traffic from the host and from pods to real containers, driven by the real
+//! kubectl.
+
+#[path = "support/pods.rs"]
+mod pods;
+mod support;
+#[path = "../../image/tests/support/testimage.rs"]
+mod testimage;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use pods::{busybox, get, jsonpath, node_ready, patiently};
+use support::{Cluster, eventually};
+
+/// This test's network number: pods in 10.213.0.0/16, Services in 10.243.0.0/16.
+const NET: u8 = 213;
+
+fn web_manifest(image: &str) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 3
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: httpd
+        image: {image}
+        command: [sh, -c, 'hostname > /var/www/index.html && exec httpd -f -p 8080 -h /var/www']
+        ports: [{{containerPort: 8080, name: http}}]
+        readinessProbe:
+          httpGet: {{path: /, port: http}}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: client}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: c
+    image: {image}
+    command: [sleep, '3600']
+"
+    )
+}
+
+/// What `GET /` at `ip:port` answers (the serving pod's name), from the host.
+fn from_host(ip: &str, port: u16) -> Option<String> {
+    let body = pods::http_get_path(ip, port, "/")?;
+    Some(body.split("\r\n\r\n").nth(1)?.trim().to_string())
+}
+
+/// What `GET /` answers inside pod `client`.
+fn from_pod(c: &Cluster, url: &str) -> String {
+    // (busybox's wget -T crashes: `timeout` bounds it instead.)
+    let r = c.kubectl(&["exec", "client", "--", "timeout", "5", "wget", "-qO-", url]);
+    if r.ok {
+        r.stdout.trim().to_string()
+    } else {
+        r.stderr
+    }
+}
+
+/// The rules of this cluster's proxy table.
+fn ruleset() -> String {
+    let out = Command::new("nft")
+        .args(["list", "table", "ip", &format!("rudder-t{NET}")])
+        .output()
+        .expect("nft");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn cluster_ips_and_node_ports_reach_every_ready_pod() {
+    let image = busybox();
+    // Bound to every address, not only loopback: pods reach the API server through the
+    // node's address.
+    let c = Cluster::start_with_agent("node-v", NET, &["--bind-address", "0.0.0.0"]);
+    node_ready(&c, "node-v");
+    c.apply(&web_manifest(&image.name)).out();
+    patiently("three ready web pods", 90, || {
+        jsonpath(&c, &["deployment", "web"], "{.status.readyReplicas}") == "3"
+    });
+    patiently("the client pod", 60, || {
+        jsonpath(&c, &["pod", "client"], "{.status.phase}") == "Running"
+    });
+    let names: BTreeSet<String> = get(
+        &c,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ],
+    )
+    .split_whitespace()
+    .map(str::to_string)
+    .collect();
+
+    // A named target port, resolved through the EndpointSlice.
+    c.kubectl(&[
+        "expose",
+        "deployment",
+        "web",
+        "--port",
+        "80",
+        "--target-port",
+        "http",
+    ])
+    .out();
+    let ip = jsonpath(&c, &["service", "web"], "{.spec.clusterIP}");
+    assert!(ip.starts_with("10.243."), "{ip}");
+
+    // From the host, every replica answers in turn.
+    let mut seen = BTreeSet::new();
+    eventually("every replica through the ClusterIP from the host", || {
+        seen.extend(from_host(&ip, 80));
+        seen == names
+    });
+    // ... and from a pod, by address (a pod's traffic is routed through the node).
+    let mut seen = BTreeSet::new();
+    pods::patiently_see(
+        "every replica through the ClusterIP from a pod",
+        60,
+        "all",
+        || {
+            seen.insert(from_pod(&c, &format!("http://{ip}")));
+            if names.is_subset(&seen) {
+                "all".into()
+            } else {
+                format!("{seen:?}")
+            }
+        },
+    );
+    // A pod reaching itself through its own Service (hairpin).
+    let own = names.iter().next().unwrap();
+    let url = format!("http://{ip}");
+    let r = c.kubectl(&["exec", own, "--", "timeout", "5", "wget", "-qO-", &url]);
+    assert!(r.ok, "{r:?}");
+
+    // The kubernetes Service leads to this API server, from a pod too.
+    let api = jsonpath(&c, &["service", "kubernetes"], "{.spec.clusterIP}");
+    assert_eq!(api, "10.243.0.1");
+    let version = c.kubectl(&[
+        "exec",
+        "client",
+        "--",
+        "timeout",
+        "5",
+        "wget",
+        "-qO-",
+        "--no-check-certificate",
+        "https://10.243.0.1/version",
+    ]);
+    // The test image's busybox speaks too old a TLS for rustls to agree with, so the
+    // handshake's refusal is what shows that this API server answered.
+    assert!(
+        version.stdout.contains("\"gitVersion\"") || version.stderr.contains("TLS error from peer"),
+        "{version:?}"
+    );
+
+    // NodePort: on the node's address.
+    c.kubectl(&[
+        "patch",
+        "service",
+        "web",
+        "-p",
+        r#"{"spec":{"type":"NodePort"}}"#,
+    ])
+    .out();
+    let node_port: u16 = jsonpath(&c, &["service", "web"], "{.spec.ports[0].nodePort}")
+        .parse()
+        .unwrap();
+    let node_ip = jsonpath(
+        &c,
+        &["node", "node-v"],
+        "{.status.addresses[?(@.type==\"InternalIP\")].address}",
+    );
+    let mut seen = BTreeSet::new();
+    eventually("every replica through the NodePort", || {
+        seen.extend(from_host(&node_ip, node_port));
+        seen == names
+    });
+
+    // No endpoints: refused at once, as is an address of the range no Service holds.
+    c.kubectl(&["scale", "deployment", "web", "--replicas", "0"])
+        .out();
+    eventually("the ClusterIP refusing connections", || refused(&ip, 80));
+    assert!(refused("10.243.255.254", 80));
+    assert!(
+        ruleset().contains("ip daddr 10.243.0.0/16 reject"),
+        "{}",
+        ruleset()
+    );
+
+    // Deleting the Service removes what it added.
+    c.kubectl(&["delete", "service", "web"]).out();
+    eventually("the Service's rules gone", || !ruleset().contains(&ip));
+}
+
+/// Whether a TCP connection to `ip:port` from the host is refused (not timed out).
+fn refused(ip: &str, port: u16) -> bool {
+    let addr = format!("{ip}:{port}").parse().unwrap();
+    matches!(
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
+}
