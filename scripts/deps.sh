@@ -17,6 +17,7 @@ declare -A NEEDED=(
   [nft]=nftables               # the service proxy programs ClusterIPs and NodePorts with nftables
   [ip]=iproute2                # rudder reset deletes the pod bridge
   [curl]=curl                  # the agent tests call its HTTPS endpoint with a client certificate
+  [dig]=dnsutils               # the cluster DNS tests ask with Debian's dig
 )
 
 # file -> Debian package that provides it: what the build reads that no command on PATH shows.

@@ -65,6 +65,18 @@ pub struct Config {
     pub image_gc: ImageGc,
     /// Sysctls allowed beyond the safe set (`kernel.msg*`: a prefix).
     pub allowed_unsafe_sysctls: Vec<String>,
+    /// The cluster DNS address and domain (the kubelet's `--cluster-dns`, `--cluster-domain`):
+    /// `ClusterFirst` pods resolve through it. None: they use the node's resolvers.
+    pub cluster_dns: Option<ClusterDns>,
+}
+
+/// Where a node's pods find cluster DNS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterDns {
+    /// The DNS server's address (the `kube-dns` Service's).
+    pub address: IpAddr,
+    /// The cluster domain, `cluster.local` by default.
+    pub domain: String,
 }
 
 /// The image garbage collector's policy (the kubelet's image GC settings).

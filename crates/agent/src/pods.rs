@@ -318,7 +318,14 @@ impl PodState {
                 ports: Vec::new(),
             }
         };
-        write_etc(&dir, pod, &hostname, sandbox.ip()).map_err(|e| e.to_string())?;
+        write_etc(
+            &dir,
+            pod,
+            &hostname,
+            sandbox.ip(),
+            ctx.config.cluster_dns.as_ref(),
+        )
+        .map_err(|e| e.to_string())?;
         std::fs::write(
             dir.join("sandbox.json"),
             serde_json::to_vec(&sandbox).unwrap_or_default(),
@@ -1503,7 +1510,14 @@ fn image_user(user: &str, layers: &[PathBuf]) -> (u32, u32) {
 }
 
 /// /etc/hosts, /etc/hostname and /etc/resolv.conf for the pod's containers.
-fn write_etc(dir: &Path, pod: &Pod, hostname: &str, ip: &str) -> std::io::Result<()> {
+fn write_etc(
+    dir: &Path,
+    pod: &Pod,
+    hostname: &str,
+    ip: &str,
+    dns: Option<&crate::ClusterDns>,
+) -> std::io::Result<()> {
+    let domain = dns.map_or("cluster.local", |d| d.domain.as_str());
     let mut hosts = String::from(
         "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n",
     );
@@ -1515,7 +1529,7 @@ fn write_etc(dir: &Path, pod: &Pod, hostname: &str, ip: &str) -> std::io::Result
             .filter(|s| !s.is_empty())
             .map(|s| {
                 format!(
-                    "{hostname}.{s}.{}.svc.cluster.local\t",
+                    "{hostname}.{s}.{}.svc.{domain}\t",
                     pod.namespace().unwrap_or_default()
                 )
             })
@@ -1535,15 +1549,34 @@ fn write_etc(dir: &Path, pod: &Pod, hostname: &str, ip: &str) -> std::io::Result
     std::fs::write(dir.join("hosts"), hosts)?;
     std::fs::write(dir.join("hostname"), format!("{hostname}\n"))?;
     let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    std::fs::write(dir.join("resolv.conf"), resolv_conf(&spec, &host))
+    let namespace = pod.namespace().unwrap_or_default();
+    let text = resolv_conf(&spec, &host, dns.map(|d| (d, namespace.as_str())));
+    std::fs::write(dir.join("resolv.conf"), text)
 }
 
-/// The pod's resolv.conf, as the kubelet makes it: the node's (`Default`, and the cluster-first
-/// policies while the agent knows no cluster DNS service, as the kubelet without
-/// `--cluster-dns`), or nothing (`None`), then `dnsConfig`'s nameservers (three at most in
-/// all) and searches appended and its options merged by name.
-fn resolv_conf(spec: &k8s_openapi::api::core::v1::PodSpec, host: &str) -> String {
+/// Whether a pod resolves through cluster DNS, as the kubelet decides: `ClusterFirst` (the
+/// default) unless on the host's network, `ClusterFirstWithHostNet` always.
+fn cluster_first(spec: &k8s_openapi::api::core::v1::PodSpec) -> bool {
+    let host_network = spec.host_network.unwrap_or(false);
+    match spec.dns_policy.as_deref().unwrap_or("ClusterFirst") {
+        "ClusterFirst" => !host_network,
+        "ClusterFirstWithHostNet" => true,
+        _ => false,
+    }
+}
+
+/// The pod's resolv.conf, as the kubelet makes it: cluster DNS for the cluster-first policies
+/// when the node has it (`dns`, with the pod's namespace), the service search domains before
+/// the node's and `ndots:5`; else the node's (`Default`, and cluster-first without cluster
+/// DNS, as the kubelet without `--cluster-dns`), or nothing (`None`); then `dnsConfig`'s
+/// nameservers (three at most in all) and searches appended and its options merged by name.
+fn resolv_conf(
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    host: &str,
+    dns: Option<(&crate::ClusterDns, &str)>,
+) -> String {
     let (mut servers, mut searches, mut options) = (Vec::new(), Vec::new(), Vec::new());
+    let cluster = dns.filter(|_| cluster_first(spec));
     if spec.dns_policy.as_deref() != Some("None") {
         for line in host.lines() {
             let mut words = line.split_whitespace();
@@ -1555,6 +1588,23 @@ fn resolv_conf(spec: &k8s_openapi::api::core::v1::PodSpec, host: &str) -> String
                 _ => {}
             }
         }
+    }
+    if let Some((dns, namespace)) = cluster {
+        // The node's nameservers give way; its search domains follow the cluster's.
+        servers = vec![dns.address.to_string()];
+        let d = &dns.domain;
+        let mut all = vec![
+            format!("{namespace}.svc.{d}"),
+            format!("svc.{d}"),
+            d.clone(),
+        ];
+        for s in searches {
+            if !all.contains(&s) {
+                all.push(s);
+            }
+        }
+        searches = all;
+        options = vec!["ndots:5".to_string()];
     }
     if let Some(cfg) = &spec.dns_config {
         for n in cfg.nameservers.iter().flatten() {
@@ -1884,7 +1934,7 @@ mod tests {
             serde_json::from_value(v).unwrap()
         };
         assert_eq!(
-            resolv_conf(&spec(serde_json::json!({"containers": []})), host),
+            resolv_conf(&spec(serde_json::json!({"containers": []})), host, None),
             "nameserver 10.0.0.2\nsearch corp.example\noptions ndots:2 edns0\n"
         );
         let custom = spec(
@@ -1893,7 +1943,7 @@ mod tests {
             "options": [{"name": "ndots", "value": "5"}]}}),
         );
         assert_eq!(
-            resolv_conf(&custom, host),
+            resolv_conf(&custom, host, None),
             "nameserver 1.1.1.1\nsearch resolv.conf.local\noptions ndots:5\n"
         );
         let merged = spec(
@@ -1902,8 +1952,41 @@ mod tests {
             "options": [{"name": "ndots", "value": "5"}, {"name": "single-request"}]}}),
         );
         assert_eq!(
-            resolv_conf(&merged, host),
+            resolv_conf(&merged, host, None),
             "nameserver 10.0.0.2\nnameserver 1.1.1.1\nnameserver 8.8.8.8\nsearch corp.example\noptions edns0 ndots:5 single-request\n"
+        );
+    }
+
+    #[test]
+    fn cluster_first_pods_resolve_through_cluster_dns() {
+        let host = "nameserver 10.0.0.2\nsearch corp.example\noptions edns0\n";
+        let dns = crate::ClusterDns {
+            address: "10.43.0.10".parse().unwrap(),
+            domain: "cluster.local".into(),
+        };
+        let spec = |v: serde_json::Value| -> k8s_openapi::api::core::v1::PodSpec {
+            serde_json::from_value(v).unwrap()
+        };
+        assert_eq!(
+            resolv_conf(
+                &spec(serde_json::json!({"containers": []})),
+                host,
+                Some((&dns, "web"))
+            ),
+            "nameserver 10.43.0.10\nsearch web.svc.cluster.local svc.cluster.local cluster.local corp.example\noptions ndots:5\n"
+        );
+        // On the host's network, ClusterFirst means the node's resolvers ...
+        let host_net = spec(serde_json::json!({"containers": [], "hostNetwork": true}));
+        assert!(
+            resolv_conf(&host_net, host, Some((&dns, "web"))).starts_with("nameserver 10.0.0.2\n")
+        );
+        // ... unless ClusterFirstWithHostNet says otherwise.
+        let with = spec(serde_json::json!({"containers": [], "hostNetwork": true,
+            "dnsPolicy": "ClusterFirstWithHostNet",
+            "dnsConfig": {"options": [{"name": "ndots", "value": "2"}]}}));
+        assert_eq!(
+            resolv_conf(&with, host, Some((&dns, "kube-system"))),
+            "nameserver 10.43.0.10\nsearch kube-system.svc.cluster.local svc.cluster.local cluster.local corp.example\noptions ndots:2\n"
         );
     }
 

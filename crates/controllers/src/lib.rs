@@ -38,6 +38,7 @@ mod resource_quota;
 mod root_ca;
 pub mod runtime;
 mod serviceaccount;
+mod servicelb;
 mod statefulset;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -116,6 +117,7 @@ const REGISTRY: &[(&str, Start)] = &[
     ),
     ("serviceaccount-controller", serviceaccount::start),
     ("root-ca-certificate-publisher-controller", root_ca::start),
+    ("service-lb-controller", servicelb::start),
     (
         "certificatesigningrequest-approving-controller",
         csrapproving::start,

@@ -55,6 +55,9 @@ pub struct ServicePort {
     pub port: u16,
     /// The NodePort, for NodePort and LoadBalancer Services.
     pub node_port: Option<u16>,
+    /// Other addresses that lead to the port: `externalIPs` and the load balancer's ingress
+    /// addresses (sorted).
+    pub external: Vec<Ipv4Addr>,
     /// The endpoints traffic goes to (sorted; empty: rejected).
     pub endpoints: Vec<SocketAddrV4>,
 }
@@ -105,6 +108,7 @@ fn ports_of(svc: &Service, id: &str, slices: &[&EndpointSlice]) -> Vec<ServicePo
     else {
         return Vec::new();
     };
+    let external = external_addresses(svc);
     spec.ports
         .iter()
         .flatten()
@@ -118,10 +122,32 @@ fn ports_of(svc: &Service, id: &str, slices: &[&EndpointSlice]) -> Vec<ServicePo
                 protocol,
                 port,
                 node_port: p.node_port.and_then(|n| u16::try_from(n).ok()),
+                external: external.clone(),
                 endpoints: endpoints_for(p, slices),
             })
         })
         .collect()
+}
+
+/// `externalIPs` and `status.loadBalancer.ingress` addresses (IPv4), sorted.
+fn external_addresses(svc: &Service) -> Vec<Ipv4Addr> {
+    let spec_ips = svc
+        .spec
+        .iter()
+        .flat_map(|s| s.external_ips.iter().flatten().cloned());
+    let ingress = svc
+        .status
+        .iter()
+        .flat_map(|s| s.load_balancer.iter())
+        .flat_map(|lb| lb.ingress.iter().flatten())
+        .filter_map(|i| i.ip.clone());
+    let mut ips: Vec<Ipv4Addr> = spec_ips
+        .chain(ingress)
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
 }
 
 /// The endpoints of a Service port: the ready ones; when there is none, the serving ones that
@@ -197,7 +223,8 @@ mod tests {
 
     fn web() -> Service {
         svc(json!({"metadata": {"name": "web", "namespace": "default"},
-            "spec": {"clusterIP": "10.43.0.5", "type": "NodePort", "ports": [
+            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.2"}, {"hostname": "lb.example"}]}},
+            "spec": {"clusterIP": "10.43.0.5", "type": "NodePort", "externalIPs": ["198.51.100.7"], "ports": [
                 {"name": "http", "port": 80, "targetPort": "http", "nodePort": 30080},
                 {"name": "dns", "port": 53, "protocol": "UDP"}]}}))
     }
@@ -223,6 +250,11 @@ mod tests {
         assert_eq!(ports.len(), 2);
         assert_eq!(ports[0].id, "default/web/tcp/http");
         assert_eq!(ports[0].node_port, Some(30080));
+        let external: Vec<Ipv4Addr> = vec![
+            "192.0.2.2".parse().unwrap(),
+            "198.51.100.7".parse().unwrap(),
+        ];
+        assert_eq!(ports[0].external, external);
         assert_eq!(
             ports[0].endpoints,
             [

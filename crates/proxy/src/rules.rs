@@ -3,14 +3,15 @@
 //! follows upstream kube-proxy's nftables mode:
 //!
 //! - `services` is reached from the NAT prerouting and output hooks; a verdict map keyed by
-//!   address, protocol and port sends each ClusterIP port (and, for local destinations, each
-//!   NodePort) to its Service's chain;
+//!   address, protocol and port sends each ClusterIP port, external IP and load balancer
+//!   address (and, for local destinations, each NodePort) to its Service's chain;
 //! - a Service chain marks traffic from outside the pod network for masquerading, then picks
 //!   an endpoint chain at random; an endpoint chain marks hairpin traffic (a pod reaching
 //!   itself) and DNATs to the endpoint;
 //! - what still goes to a ClusterIP after DNAT (a port without endpoints, or one the Service
 //!   does not have) is rejected, and so is anything else addressed to the service range, so
-//!   no such packet leaves by the default route.
+//!   no such packet leaves by the default route; an address the node holds itself (cluster
+//!   DNS listens on its Service's address) is delivered.
 
 use std::fmt::Write;
 
@@ -85,14 +86,17 @@ fn maps(ports: &[ServicePort]) -> String {
     let served = ports.iter().filter(|p| !p.endpoints.is_empty());
     let by_ip: Vec<String> = served
         .clone()
-        .map(|p| {
-            format!(
-                "{} . {} . {} : goto {}",
-                p.cluster_ip,
-                p.protocol.nft(),
-                p.port,
-                service_chain_name(p)
-            )
+        .flat_map(|p| {
+            std::iter::once(&p.cluster_ip)
+                .chain(&p.external)
+                .map(move |ip| {
+                    format!(
+                        "{ip} . {} . {} : goto {}",
+                        p.protocol.nft(),
+                        p.port,
+                        service_chain_name(p)
+                    )
+                })
         })
         .collect();
     let by_node_port: Vec<String> = served
@@ -122,7 +126,7 @@ fn elements(items: &[String]) -> String {
 
 fn fixed_chains(config: &Config) -> String {
     let mut s = format!(
-        "  chain services {{\n    ip daddr . meta l4proto . th dport vmap @service-ips\n    fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports\n  }}\n  chain mark-for-masquerade {{\n    meta mark set meta mark | {MASQUERADE_MARK:#x}\n  }}\n  chain masquerading {{\n    meta mark & {MASQUERADE_MARK:#x} == 0 return\n    meta mark set meta mark ^ {MASQUERADE_MARK:#x}\n    masquerade fully-random\n  }}\n  chain cluster-ips-check {{\n    ip daddr @cluster-ips reject\n"
+        "  chain services {{\n    ip daddr . meta l4proto . th dport vmap @service-ips\n    fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports\n  }}\n  chain mark-for-masquerade {{\n    meta mark set meta mark | {MASQUERADE_MARK:#x}\n  }}\n  chain masquerading {{\n    meta mark & {MASQUERADE_MARK:#x} == 0 return\n    meta mark set meta mark ^ {MASQUERADE_MARK:#x}\n    masquerade fully-random\n  }}\n  chain cluster-ips-check {{\n    fib daddr type local return\n    ip daddr @cluster-ips reject\n"
     );
     if let Some(range) = &config.service_cidr {
         let _ = writeln!(s, "    ip daddr {range} reject");
@@ -184,6 +188,7 @@ mod tests {
             protocol: Protocol::Tcp,
             port: 80,
             node_port: Some(30080),
+            external: vec!["192.0.2.2".parse().unwrap()],
             endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
         }
     }
@@ -193,7 +198,7 @@ mod tests {
         let s = render(&config(), &[web(&["10.42.0.6:8080", "10.42.0.7:8080"])]);
         assert!(s.starts_with("add table ip rudder\ndelete table ip rudder\ntable ip rudder {\n"));
         assert!(
-            s.contains("elements = { 10.43.0.5 . tcp . 80 : goto service-default/web/tcp/http }"),
+            s.contains("elements = { 10.43.0.5 . tcp . 80 : goto service-default/web/tcp/http, 192.0.2.2 . tcp . 80 : goto service-default/web/tcp/http }"),
             "{s}"
         );
         assert!(
@@ -219,7 +224,7 @@ mod tests {
         );
         assert!(!s.contains("chain service-"), "{s}");
         assert!(
-            s.contains("ip daddr @cluster-ips reject\n    ip daddr 10.43.0.0/16 reject\n"),
+            s.contains("fib daddr type local return\n    ip daddr @cluster-ips reject\n    ip daddr 10.43.0.0/16 reject\n"),
             "{s}"
         );
     }

@@ -538,6 +538,11 @@ pub(crate) struct ServerArgs {
     #[arg(long)]
     pub(crate) disable_kube_proxy: bool,
 
+    /// Do not serve cluster DNS (the `kube-dns` Service's address then answers nothing, and
+    /// pods use the node's resolvers unless --cluster-dns names another server).
+    #[arg(long)]
+    pub(crate) disable_cluster_dns: bool,
+
     /// The nftables table (family ip) the service proxy owns; two clusters on one host need
     /// two names.
     #[arg(long, default_value = "rudder")]
@@ -606,6 +611,16 @@ pub(crate) struct AgentArgs {
     /// prefix (`kernel.msg*,net.core.somaxconn`).
     #[arg(long, value_delimiter = ',')]
     pub(crate) allowed_unsafe_sysctls: Vec<String>,
+
+    /// The cluster DNS address `ClusterFirst` pods resolve through [`rudder server`: the tenth
+    /// address of --service-cidr, where its DNS listens; `rudder agent`: none, the node's
+    /// resolvers].
+    #[arg(long)]
+    pub(crate) cluster_dns: Option<std::net::IpAddr>,
+
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub(crate) cluster_domain: String,
 }
 
 /// Options of `rudder agent`: a kubeconfig with the node's credentials, or a server and a
@@ -685,6 +700,10 @@ pub(crate) struct ResetArgs {
     /// The service proxy's nftables table, deleted.
     #[arg(long, default_value = "rudder")]
     pub(crate) proxy_table: String,
+
+    /// The cluster DNS address, taken off the loopback device.
+    #[arg(long, default_value = "10.43.0.10")]
+    pub(crate) cluster_dns: std::net::IpAddr,
 }
 
 /// Options of the container monitor (`rudder shim`), which the agent starts itself.

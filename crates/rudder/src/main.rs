@@ -6,6 +6,7 @@
 mod bench;
 mod cli;
 mod client;
+mod cluster_dns;
 mod metrics;
 mod server;
 
@@ -160,6 +161,9 @@ fn main() -> std::process::ExitCode {
                 }
                 for line in agent::reset(&data_dir, &opts.bridge).await? {
                     println!("{line}");
+                }
+                if runtime::address::remove_local(opts.cluster_dns).await? {
+                    println!("removed {} from lo", opts.cluster_dns);
                 }
                 let table = proxy::rules::remove(&opts.proxy_table);
                 match proxy::host::Host::apply(&proxy::host::Nft, &table).await {

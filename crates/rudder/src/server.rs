@@ -76,6 +76,10 @@ pub(crate) fn agent_config(
             min_age: args.image_gc_min_age,
         },
         allowed_unsafe_sysctls: args.allowed_unsafe_sysctls.clone(),
+        cluster_dns: args.cluster_dns.map(|address| agent::ClusterDns {
+            address,
+            domain: args.cluster_domain.clone(),
+        }),
     })
 }
 
@@ -156,13 +160,19 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
                 opts.bind_address
             }
         });
-        let config = agent_config(
+        let mut config = agent_config(
             &opts.agent,
             data_dir.join("agent"),
             Some(node_ip),
             true,
             None,
         )?;
+        if config.cluster_dns.is_none() && !opts.disable_cluster_dns {
+            config.cluster_dns = Some(agent::ClusterDns {
+                address: opts.service_cidr.nth(10).into(),
+                domain: opts.agent.cluster_domain.clone(),
+            });
+        }
         let mut sans = vec![
             config.node_name.clone(),
             node_ip.to_string(),
@@ -213,6 +223,14 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
                 tracing::error!("the service proxy stopped: {e:#}");
             }
         }));
+    }
+    if !opts.disable_agent && !opts.disable_cluster_dns && is_root() {
+        let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;
+        let dns = crate::cluster_dns::Options {
+            address: opts.service_cidr.nth(10),
+            domain: opts.agent.cluster_domain.clone(),
+        };
+        components.push(crate::cluster_dns::start(client, dns, stopped.clone()).await?);
     }
     if !opts.disable_scheduler {
         let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;

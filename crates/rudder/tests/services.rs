@@ -1,6 +1,6 @@
 //! Services end to end, as root: the service proxy's nftables rules carry ClusterIP and
-//! NodePort traffic from the host and from pods to real containers, driven by the real
-//! kubectl.
+//! NodePort traffic from the host and from pods to real containers, and cluster DNS answers
+//! Debian's `dig` and the pods, driven by the real kubectl.
 
 #[path = "support/pods.rs"]
 mod pods;
@@ -14,8 +14,10 @@ use std::process::Command;
 use pods::{busybox, get, jsonpath, node_ready, patiently};
 use support::{Cluster, eventually};
 
-/// This test's network number: pods in 10.213.0.0/16, Services in 10.243.0.0/16.
+/// The proxy test's network number: pods in 10.213.0.0/16, Services in 10.243.0.0/16.
 const NET: u8 = 213;
+/// The DNS test's: pods in 10.214.0.0/16, Services in 10.244.0.0/16, DNS at 10.244.0.10.
+const DNS_NET: u8 = 214;
 
 fn web_manifest(image: &str) -> String {
     format!(
@@ -191,6 +193,28 @@ fn cluster_ips_and_node_ports_reach_every_ready_pod() {
         seen == names
     });
 
+    // LoadBalancer: the node's address in the status, shown by kubectl, answering on the
+    // Service's port.
+    c.kubectl(&[
+        "patch",
+        "service",
+        "web",
+        "-p",
+        r#"{"spec":{"type":"LoadBalancer"}}"#,
+    ])
+    .out();
+    eventually("the load balancer's address", || {
+        get(&c, &["get", "service", "web", "--no-headers"])
+            .split_whitespace()
+            .nth(3)
+            == Some(node_ip.as_str())
+    });
+    let mut seen = BTreeSet::new();
+    eventually("every replica through the load balancer", || {
+        seen.extend(from_host(&node_ip, 80));
+        seen == names
+    });
+
     // No endpoints: refused at once, as is an address of the range no Service holds.
     c.kubectl(&["scale", "deployment", "web", "--replicas", "0"])
         .out();
@@ -214,4 +238,131 @@ fn refused(ip: &str, port: u16) -> bool {
         std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)),
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
     )
+}
+
+/// `dig @10.244.0.10 <args> +short`, one answer per line.
+fn dig(args: &[&str]) -> String {
+    let out = Command::new("dig")
+        .arg("@10.244.0.10")
+        .args(["+time=2", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("dig (Debian: dnsutils)");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn short(args: &[&str]) -> Vec<String> {
+    let mut args = args.to_vec();
+    args.push("+short");
+    let mut lines: Vec<String> = dig(&args).lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn cluster_dns_answers_services_endpoints_and_pods() {
+    let image = busybox();
+    let c = Cluster::start_with_agent("node-w", DNS_NET, &[]);
+    node_ready(&c, "node-w");
+    let svc = jsonpath(
+        &c,
+        &["service", "kube-dns", "-n", "kube-system"],
+        "{.spec.clusterIP}",
+    );
+    assert_eq!(svc, "10.244.0.10");
+    c.apply(&web_manifest(&image.name).replace("replicas: 3", "replicas: 2"))
+        .out();
+    c.apply(
+        "apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: peers}
+spec:
+  clusterIP: None
+  selector: {app: web}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: elsewhere}
+spec:
+  type: ExternalName
+  externalName: example.org
+",
+    )
+    .out();
+    patiently("two ready web pods", 90, || {
+        jsonpath(&c, &["deployment", "web"], "{.status.readyReplicas}") == "2"
+    });
+    let ip = jsonpath(&c, &["service", "web"], "{.spec.clusterIP}");
+    let mut pod_ips: Vec<String> = get(
+        &c,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].status.podIP}",
+        ],
+    )
+    .split_whitespace()
+    .map(str::to_string)
+    .collect();
+    pod_ips.sort();
+
+    // A Service, its named port, its address backwards.
+    eventually("the web Service in DNS", || {
+        short(&["web.default.svc.cluster.local"]) == [ip.clone()]
+    });
+    assert_eq!(
+        short(&["_http._tcp.web.default.svc.cluster.local", "SRV"]),
+        ["0 100 80 web.default.svc.cluster.local."]
+    );
+    assert_eq!(short(&["-x", &ip]), ["web.default.svc.cluster.local."]);
+    // A headless Service: every ready pod.
+    eventually("both pods under the headless Service", || {
+        short(&["peers.default.svc.cluster.local"]) == pod_ips
+    });
+    // ExternalName: a CNAME; pod names: the dashed address.
+    assert_eq!(
+        short(&["elsewhere.default.svc.cluster.local", "CNAME"]),
+        ["example.org."]
+    );
+    assert_eq!(short(&["1-2-3-4.default.pod.cluster.local"]), ["1.2.3.4"]);
+    // A name that is not there: NXDOMAIN with the zone's SOA, over TCP too.
+    let missing = dig(&["nothere.default.svc.cluster.local", "+tcp"]);
+    assert!(missing.contains("status: NXDOMAIN"), "{missing}");
+    assert!(
+        missing.contains("SOA\tns.dns.cluster.local. hostmaster.cluster.local."),
+        "{missing}"
+    );
+
+    // A ClusterFirst pod resolves through cluster DNS.
+    patiently("the client pod", 60, || {
+        jsonpath(&c, &["pod", "client"], "{.status.phase}") == "Running"
+    });
+    let resolv = get(&c, &["exec", "client", "--", "cat", "/etc/resolv.conf"]);
+    assert!(
+        resolv.starts_with("nameserver 10.244.0.10\nsearch default.svc.cluster.local svc.cluster.local cluster.local"),
+        "{resolv}"
+    );
+    assert!(resolv.ends_with("options ndots:5"), "{resolv}");
+    let looked_up = get(
+        &c,
+        &[
+            "exec",
+            "client",
+            "--",
+            "nslookup",
+            "web.default.svc.cluster.local",
+        ],
+    );
+    assert!(looked_up.contains(&ip), "{looked_up}");
 }

@@ -13,6 +13,7 @@
 //! Start reading at [`shim`], which shows a container's life from `runc create` to its exit
 //! file, then [`spec`].
 
+pub mod address;
 pub mod attach;
 pub mod cgroups;
 pub mod cni;

@@ -99,7 +99,7 @@ impl Cluster {
             // Clusters running side by side on this host: a service range and a proxy
             // table each.
             "--service-cidr",
-            &format!("10.{}.0.0/16", net + 30),
+            &format!("10.{}.0.0/16", u16::from(net) + 30),
             "--proxy-table",
             &format!("rudder-t{net}"),
         ]
@@ -270,6 +270,8 @@ impl Drop for Cluster {
                 .arg(format!("rdt{net}"))
                 .arg("--proxy-table")
                 .arg(format!("rudder-t{net}"))
+                .arg("--cluster-dns")
+                .arg(format!("10.{}.0.10", u16::from(net) + 30))
                 .stdout(Stdio::null())
                 .status();
         }
