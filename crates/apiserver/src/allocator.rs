@@ -171,75 +171,86 @@ async fn allocate_into(
     taken: &mut Vec<String>,
 ) -> Result<(), Status> {
     let name = svc["metadata"]["name"].as_str().unwrap_or("").to_string();
-    let invalid = |field: &str, value: Value, why: String| {
-        Status::invalid(r, &name, &[FieldError::invalid(field, &value, why)])
-    };
-    let ty = svc["spec"]["type"]
-        .as_str()
-        .unwrap_or("ClusterIP")
-        .to_string();
-    if ty != "ExternalName" {
-        let requested = svc["spec"]["clusterIP"].as_str().unwrap_or("").to_string();
-        let ip = match requested.as_str() {
-            "None" => None,
-            "" => {
-                let mut found = None;
-                for _ in 0..256 {
-                    let ip = range.random();
-                    let key = format!("{IP_PREFIX}{ip}");
-                    if reserve(store, &key, owner).await? {
-                        taken.push(key);
-                        found = Some(ip);
-                        break;
-                    }
-                }
-                Some(found.ok_or_else(|| {
-                    Status::internal("failed to allocate a service IP: range is full")
-                })?)
-            }
-            text => {
-                let field = "spec.clusterIPs[0]";
-                let ip: Ipv4Addr = text.parse().map_err(|_| {
-                    invalid(field, json!(text), "must be a valid IP address".into())
-                })?;
-                if !range.contains(ip) {
-                    return Err(invalid(
-                        field,
-                        json!(text),
-                        format!(
-                            "failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {range}"
-                        ),
-                    ));
-                }
-                let key = format!("{IP_PREFIX}{ip}");
-                if !reserve(store, &key, owner).await? {
-                    return Err(invalid(
-                        field,
-                        json!(text),
-                        format!("failed to allocate IP {ip}: provided IP is already allocated"),
-                    ));
-                }
-                taken.push(key);
-                Some(ip)
-            }
-        };
-        match ip {
-            Some(ip) => {
-                svc["spec"]["clusterIP"] = json!(ip.to_string());
-                svc["spec"]["clusterIPs"] = json!([ip.to_string()]);
-            }
-            None => {
-                svc["spec"]["clusterIPs"] = json!(["None"]);
-            }
-        }
-        svc["spec"]["ipFamilies"] = json!(["IPv4"]);
-        svc["spec"]["ipFamilyPolicy"] = json!("SingleStack");
-        svc["spec"]["internalTrafficPolicy"] = json!("Cluster");
+    if svc["spec"]["type"] != "ExternalName" {
+        allocate_cluster_ip(store, range, r, svc, owner, taken).await?;
     }
     if wants_node_ports(svc) {
         svc["spec"]["externalTrafficPolicy"] = json!("Cluster");
         allocate_node_ports(store, r, svc, owner, &name, taken, &[]).await?;
     }
+    Ok(())
+}
+
+/// Gives a Service that uses one its ClusterIP (the one asked for, or one picked at random),
+/// and the fields that go with it.
+async fn allocate_cluster_ip(
+    store: &dyn Store,
+    range: ServiceRange,
+    r: &Resource,
+    svc: &mut Value,
+    owner: &str,
+    taken: &mut Vec<String>,
+) -> Result<(), Status> {
+    let name = svc["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let invalid = |field: &str, value: Value, why: String| {
+        Status::invalid(r, &name, &[FieldError::invalid(field, &value, why)])
+    };
+    let requested = svc["spec"]["clusterIP"].as_str().unwrap_or("").to_string();
+    let ip = match requested.as_str() {
+        "None" => None,
+        "" => {
+            let mut found = None;
+            for _ in 0..256 {
+                let ip = range.random();
+                let key = format!("{IP_PREFIX}{ip}");
+                if reserve(store, &key, owner).await? {
+                    taken.push(key);
+                    found = Some(ip);
+                    break;
+                }
+            }
+            Some(found.ok_or_else(|| {
+                Status::internal("failed to allocate a service IP: range is full")
+            })?)
+        }
+        text => {
+            let field = "spec.clusterIPs[0]";
+            let ip: Ipv4Addr = text
+                .parse()
+                .map_err(|_| invalid(field, json!(text), "must be a valid IP address".into()))?;
+            if !range.contains(ip) {
+                return Err(invalid(
+                    field,
+                    json!(text),
+                    format!(
+                        "failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {range}"
+                    ),
+                ));
+            }
+            let key = format!("{IP_PREFIX}{ip}");
+            if !reserve(store, &key, owner).await? {
+                return Err(invalid(
+                    field,
+                    json!(text),
+                    format!("failed to allocate IP {ip}: provided IP is already allocated"),
+                ));
+            }
+            taken.push(key);
+            Some(ip)
+        }
+    };
+    match ip {
+        Some(ip) => {
+            svc["spec"]["clusterIP"] = json!(ip.to_string());
+            svc["spec"]["clusterIPs"] = json!([ip.to_string()]);
+        }
+        None => {
+            svc["spec"]["clusterIPs"] = json!(["None"]);
+        }
+    }
+    svc["spec"]["ipFamilies"] = json!(["IPv4"]);
+    svc["spec"]["ipFamilyPolicy"] = json!("SingleStack");
+    svc["spec"]["internalTrafficPolicy"] = json!("Cluster");
     Ok(())
 }
 
@@ -329,16 +340,24 @@ async fn node_port(
     }
 }
 
-/// On update: NodePorts for a Service that now needs them (new ports, or a type change).
+/// On update: a ClusterIP for a Service that needs one again (out of ExternalName), NodePorts
+/// for one that now needs them (new ports, or a type change).
 /// Returns the keys reserved, for release if the update fails.
 pub async fn allocate_on_update(
     store: &dyn Store,
+    range: ServiceRange,
     r: &Resource,
     old: &Value,
     new: &mut Value,
     owner: &str,
 ) -> Result<Vec<String>, Status> {
     let mut taken = Vec::new();
+    // Out of ExternalName: the Service needs an address again.
+    if new["spec"]["type"] != "ExternalName"
+        && new["spec"]["clusterIP"].as_str().unwrap_or("").is_empty()
+    {
+        allocate_cluster_ip(store, range, r, new, owner, &mut taken).await?;
+    }
     if !wants_node_ports(new) {
         if let Some(ports) = new["spec"]["ports"].as_array_mut() {
             for p in ports {
@@ -364,8 +383,15 @@ pub async fn allocate_on_update(
     }
 }
 
-/// After an update: gives back the NodePorts `old` held that `new` no longer does.
+/// After an update: gives back the ClusterIP and NodePorts `old` held that `new` no longer
+/// does.
 pub async fn release_dropped(store: &dyn Store, old: &Value, new: &Value) {
+    if let Some(ip) = old["spec"]["clusterIP"].as_str()
+        && ip.parse::<Ipv4Addr>().is_ok()
+        && new["spec"]["clusterIP"].as_str() != Some(ip)
+    {
+        let _ = store.delete(&format!("{IP_PREFIX}{ip}"), None).await;
+    }
     let kept = if wants_node_ports(new) {
         node_ports(new)
     } else {

@@ -608,7 +608,15 @@ impl Registry {
                 return Ok(new);
             }
             let reserved = if is_service(r) {
-                allocator::allocate_on_update(&*self.store, r, &current, &mut new, &key).await?
+                allocator::allocate_on_update(
+                    &*self.store,
+                    self.service_range,
+                    r,
+                    &current,
+                    &mut new,
+                    &key,
+                )
+                .await?
             } else {
                 Vec::new()
             };
@@ -992,6 +1000,7 @@ fn carry_over(r: &Resource, current: &Value, mut new: Value, sub: Option<&str>) 
         ("certificates.k8s.io", "certificatesigningrequests", None) => {
             set_pointer(&mut new, "/spec", current.get("spec").cloned())
         }
+        ("", "services", None) => strategy::service::drop_type_dependent(current, &mut new),
         // As upstream's binding: the pod is scheduled.
         ("", "pods", Some("binding")) => {
             let scheduled = json!({"type": "PodScheduled", "status": "True",

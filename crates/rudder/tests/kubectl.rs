@@ -699,6 +699,41 @@ fn services_get_cluster_ips_and_node_ports_once() {
         "{}",
         immutable.stderr
     );
+
+    // Into ExternalName: the address and the node ports go (and return to the range), as
+    // upstream; an ExternalName Service names its target and holds no address.
+    let external = r#"{"spec":{"type":"ExternalName","externalName":"example.org"}}"#;
+    c.kubectl(&["patch", "svc", "web", "-p", external]).out();
+    let got = c.kubectl(&["get", "svc", "web", "-o", "jsonpath={.spec}"]);
+    let spec: serde_json::Value = serde_json::from_str(got.out()).unwrap();
+    assert!(spec.get("clusterIP").is_none(), "{spec}");
+    assert!(spec["ports"][0].get("nodePort").is_none(), "{spec}");
+    let bad = c.kubectl(&[
+        "patch",
+        "svc",
+        "second",
+        "-p",
+        r#"{"spec":{"type":"ExternalName","clusterIP":"10.43.0.12"}}"#,
+    ]);
+    assert!(
+        bad.err().contains("spec.externalName: Required value")
+            && bad
+                .err()
+                .contains("spec.clusterIPs: Forbidden: may not be set for ExternalName services"),
+        "{}",
+        bad.stderr
+    );
+    // ... and back: a new address from the range.
+    c.kubectl(&[
+        "patch",
+        "svc",
+        "web",
+        "-p",
+        r#"{"spec":{"type":"ClusterIP","externalName":null}}"#,
+    ])
+    .out();
+    let ip = c.kubectl(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    assert!(ip.out().starts_with("10.43."), "{}", ip.stdout);
 }
 
 #[test]

@@ -5,6 +5,7 @@
 pub mod csr;
 mod defaults;
 mod ephemeral;
+pub(crate) mod service;
 
 use api::Resource;
 use api::selector::LabelSelector;
@@ -597,28 +598,7 @@ pub fn validate(r: &Resource, obj: &Value) -> Vec<FieldError> {
                 &mut errs,
             );
         }
-        ("", "services") => {
-            for (i, p) in obj["spec"]["ports"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
-                if !(1..=65535).contains(&port) {
-                    errs.push(FieldError::invalid(
-                        format!("spec.ports[{i}].port"),
-                        &json!(port),
-                        "must be between 1 and 65535, inclusive",
-                    ));
-                }
-            }
-            let ty = obj["spec"]["type"].as_str().unwrap_or("ClusterIP");
-            const TYPES: &[&str] = &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
-            if !TYPES.contains(&ty) {
-                errs.push(FieldError::not_supported("spec.type", &json!(ty), TYPES));
-            }
-        }
+        ("", "services") => errs.extend(service::validate(obj)),
         ("certificates.k8s.io", "certificatesigningrequests") => errs.extend(csr::validate(obj)),
         ("", "configmaps") => {
             config_key_errors(&obj["data"], "data", &mut errs);
@@ -680,7 +660,8 @@ pub fn validate_update(
         ("", "services")
             if old["spec"]["clusterIP"]
                 .as_str()
-                .is_some_and(|ip| !ip.is_empty()) =>
+                .is_some_and(|ip| !ip.is_empty())
+                && !service::cluster_ip_may_change(old, new) =>
         {
             immutable(old, new, "/spec/clusterIP", &mut errs)
         }
