@@ -1,13 +1,14 @@
 //! The service proxy: makes each Service's ClusterIP (and NodePort) reach its endpoints by
 //! programming the kernel with nftables, as upstream kube-proxy's nftables mode does.
 //!
-//! It owns one nftables table (`rudder` by default, family `ip`) and nothing else: every
-//! change rebuilds that table in one `nft -f` transaction ([`rules::render`]), and no other
-//! table is read or flushed. It talks to the cluster only through the Kubernetes API (a
+//! It owns one nftables table (`rudder` by default, family `ip`) and nothing else: each
+//! change is one `nft -f` transaction that rewrites only the chains, sets and map elements
+//! that differ from what the last one left ([`rules::Ruleset`]); the first builds the table
+//! afresh. No other table is read or flushed. It talks to the cluster only through the Kubernetes API (a
 //! watch on Services and EndpointSlices) and to the host only through [`host::Host`].
 //!
 //! Start reading at [`run`]; then [`model::service_ports`] (what to program, pure) and
-//! [`rules::render`] (how, pure). [`host::Recording`] stands in for the kernel in tests.
+//! [`rules::Ruleset`] (how, pure). [`host::Recording`] stands in for the kernel in tests.
 
 pub mod host;
 pub mod model;
@@ -57,7 +58,7 @@ pub async fn run(
         slice_events.map(|e| (1, e.map(|e| listed_all(&e)))),
     ));
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut applied = String::new();
+    let mut applied = None;
     let mut dirty = false;
     loop {
         let ready = listed == [true, true];
@@ -84,28 +85,32 @@ fn listed_all<K>(event: &watcher::Event<K>) -> bool {
     matches!(event, watcher::Event::InitDone)
 }
 
-/// Renders the rules and applies them if they changed since the last success.
+/// Applies what changed since the last success (everything, after a failure).
 async fn sync(
     host: &dyn host::Host,
     config: &rules::Config,
     services: &Store<Service>,
     slices: &Store<EndpointSlice>,
-    applied: &mut String,
+    applied: &mut Option<rules::Ruleset>,
 ) {
     let (services, slices) = (services.state(), slices.state());
     let ports = model::service_ports(
         services.iter().map(Arc::as_ref),
         slices.iter().map(Arc::as_ref),
     );
-    let script = rules::render(config, &ports);
-    if script == *applied {
+    let wanted = rules::Ruleset::build(config, &ports);
+    let script = wanted.script(&config.table, applied.as_ref());
+    if script.is_empty() {
         return;
     }
     match host.apply(&script).await {
         Ok(()) => {
             tracing::debug!(ports = ports.len(), "service rules applied");
-            *applied = script;
+            *applied = Some(wanted);
         }
-        Err(e) => tracing::error!("{e}"),
+        Err(e) => {
+            tracing::error!("{e}");
+            *applied = None;
+        }
     }
 }

@@ -58,6 +58,8 @@ pub struct ServicePort {
     /// Other addresses that lead to the port: `externalIPs` and the load balancer's ingress
     /// addresses (sorted).
     pub external: Vec<Ipv4Addr>,
+    /// Session affinity `ClientIP`: how long, in seconds, a client sticks to its endpoint.
+    pub affinity: Option<u32>,
     /// The endpoints traffic goes to (sorted; empty: rejected).
     pub endpoints: Vec<SocketAddrV4>,
 }
@@ -109,6 +111,7 @@ fn ports_of(svc: &Service, id: &str, slices: &[&EndpointSlice]) -> Vec<ServicePo
         return Vec::new();
     };
     let external = external_addresses(svc);
+    let affinity = affinity(svc);
     spec.ports
         .iter()
         .flatten()
@@ -123,10 +126,27 @@ fn ports_of(svc: &Service, id: &str, slices: &[&EndpointSlice]) -> Vec<ServicePo
                 port,
                 node_port: p.node_port.and_then(|n| u16::try_from(n).ok()),
                 external: external.clone(),
+                affinity,
                 endpoints: endpoints_for(p, slices),
             })
         })
         .collect()
+}
+
+/// The seconds a client sticks to an endpoint under `sessionAffinity: ClientIP` (upstream's
+/// default: three hours).
+fn affinity(svc: &Service) -> Option<u32> {
+    let spec = svc.spec.as_ref()?;
+    if spec.session_affinity.as_deref() != Some("ClientIP") {
+        return None;
+    }
+    let timeout = spec
+        .session_affinity_config
+        .as_ref()
+        .and_then(|c| c.client_ip.as_ref())
+        .and_then(|c| c.timeout_seconds)
+        .and_then(|t| u32::try_from(t).ok());
+    Some(timeout.unwrap_or(10_800))
 }
 
 /// `externalIPs` and `status.loadBalancer.ingress` addresses (IPv4), sorted.
@@ -255,6 +275,7 @@ mod tests {
             "198.51.100.7".parse().unwrap(),
         ];
         assert_eq!(ports[0].external, external);
+        assert_eq!(ports[0].affinity, None);
         assert_eq!(
             ports[0].endpoints,
             [
@@ -283,6 +304,18 @@ mod tests {
         let only = web_slice(json!([draining]));
         let ports = service_ports([&web()], [&only]);
         assert_eq!(ports[0].endpoints, ["10.42.0.9:8080".parse().unwrap()]);
+    }
+
+    #[test]
+    fn client_ip_affinity_lasts_three_hours_unless_told() {
+        let mut sticky = web();
+        let spec = sticky.spec.as_mut().unwrap();
+        spec.session_affinity = Some("ClientIP".into());
+        assert_eq!(service_ports([&sticky], [])[0].affinity, Some(10_800));
+        let spec = sticky.spec.as_mut().unwrap();
+        spec.session_affinity_config =
+            serde_json::from_value(json!({"clientIP": {"timeoutSeconds": 60}})).unwrap();
+        assert_eq!(service_ports([&sticky], [])[0].affinity, Some(60));
     }
 
     #[test]

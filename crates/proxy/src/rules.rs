@@ -1,24 +1,32 @@
-//! The nftables ruleset for a list of [`ServicePort`]s, as one `nft -f` script that replaces
-//! the proxy's own table in a single transaction and touches no other table. The layout
-//! follows upstream kube-proxy's nftables mode:
+//! The nftables rules for a list of [`ServicePort`]s, in the proxy's own table and no other.
+//! [`Ruleset::build`] computes what the table must hold; [`Ruleset::script`] turns it into
+//! one `nft -f` script, a single transaction, that either builds the table afresh or, given
+//! what the last script left, touches only the chains, sets and map elements that changed
+//! (so session-affinity sets keep their entries). The layout follows upstream kube-proxy's
+//! nftables mode:
 //!
 //! - `services` is reached from the NAT prerouting and output hooks; a verdict map keyed by
 //!   address, protocol and port sends each ClusterIP port, external IP and load balancer
 //!   address (and, for local destinations, each NodePort) to its Service's chain;
-//! - a Service chain marks traffic from outside the pod network for masquerading, then picks
-//!   an endpoint chain at random; an endpoint chain marks hairpin traffic (a pod reaching
-//!   itself) and DNATs to the endpoint;
+//! - a Service chain marks traffic from outside the pod network for masquerading, sends a
+//!   client remembered by session affinity back to its endpoint, else picks an endpoint chain
+//!   at random; an endpoint chain marks hairpin traffic (a pod reaching itself), remembers
+//!   the client when the Service asks for affinity, and DNATs to the endpoint;
 //! - what still goes to a ClusterIP after DNAT (a port without endpoints, or one the Service
 //!   does not have) is rejected, and so is anything else addressed to the service range, so
 //!   no such packet leaves by the default route; an address the node holds itself (cluster
 //!   DNS listens on its Service's address) is delivered.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::model::ServicePort;
 
 /// The bit of the packet mark that asks for masquerading (upstream's 0x4000).
 const MASQUERADE_MARK: u32 = 0x4000;
+
+/// The sets and maps whose elements change with the Services.
+const ELEMENT_SETS: [&str; 3] = ["cluster-ips", "service-ips", "service-nodeports"];
 
 /// What the rules depend on besides the Services.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,30 +39,233 @@ pub struct Config {
     pub service_cidr: Option<String>,
 }
 
-/// The script that makes the table hold exactly the rules for `ports`.
-pub fn render(config: &Config, ports: &[ServicePort]) -> String {
-    let t = &config.table;
-    let mut s = String::new();
-    // Create the table if absent so that deleting it cannot fail, then build it afresh: one
-    // transaction, so packets see the old rules or the new ones, never a mix.
-    let _ = writeln!(s, "add table ip {t}\ndelete table ip {t}\ntable ip {t} {{");
-    s.push_str(&hooks());
-    s.push_str(&maps(ports));
-    s.push_str(&fixed_chains(config));
-    for p in ports {
-        s.push_str(&service_chain(config, p));
-        for (i, e) in p.endpoints.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "  chain {} {{\n    ip saddr {} jump mark-for-masquerade\n    meta l4proto {} dnat to {e}\n  }}",
-                endpoint_chain(p, i),
-                e.ip(),
-                p.protocol.nft()
-            );
+/// What the table must hold: chains with their rules, sets with their definitions, and the
+/// elements of the three sets the Services fill.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Ruleset {
+    chains: BTreeMap<String, Vec<String>>,
+    sets: BTreeMap<String, String>,
+    elements: BTreeMap<&'static str, Vec<String>>,
+}
+
+impl Ruleset {
+    /// The rules for `ports`.
+    pub fn build(config: &Config, ports: &[ServicePort]) -> Ruleset {
+        let mut r = Ruleset::default();
+        r.fixed(config);
+        r.elements = elements(ports);
+        for p in ports.iter().filter(|p| !p.endpoints.is_empty()) {
+            r.service(config, p);
+        }
+        r
+    }
+
+    /// The script that makes the table hold this ruleset: afresh, or from `previous` (what
+    /// the last successful script left) touching only what differs.
+    pub fn script(&self, table: &str, previous: Option<&Ruleset>) -> String {
+        match previous {
+            // A set defined differently cannot be changed in place: start again.
+            Some(old)
+                if old
+                    .sets
+                    .iter()
+                    .all(|(n, d)| self.sets.get(n).is_none_or(|x| x == d)) =>
+            {
+                self.update(table, old)
+            }
+            _ => self.fresh(table),
         }
     }
-    s.push_str("}\n");
-    s
+
+    fn fresh(&self, t: &str) -> String {
+        // Create the table if absent so that deleting it cannot fail, then build it afresh.
+        let mut s = format!("add table ip {t}\ndelete table ip {t}\ntable ip {t} {{\n");
+        for (name, def) in &self.sets {
+            let _ = writeln!(s, "  {def_kind} {name} {{ {def} }}", def_kind = kind(name));
+        }
+        for name in ELEMENT_SETS {
+            let _ = writeln!(s, "  {} {name} {{ {} }}", kind(name), element_type(name));
+        }
+        for (name, rules) in &self.chains {
+            let _ = writeln!(s, "  chain {name} {{");
+            for rule in rules {
+                let _ = writeln!(s, "    {rule}");
+            }
+            s.push_str("  }\n");
+        }
+        s.push_str("}\n");
+        s.push_str(&self.fill(t, None));
+        s
+    }
+
+    fn update(&self, t: &str, old: &Ruleset) -> String {
+        let mut s = String::new();
+        for (name, def) in self.sets.iter().filter(|(n, _)| !old.sets.contains_key(*n)) {
+            let _ = writeln!(s, "add set ip {t} {name} {{ {def} }}");
+        }
+        // Every new chain exists before any rule or map element names it.
+        for name in self.chains.keys().filter(|n| !old.chains.contains_key(*n)) {
+            let _ = writeln!(s, "add chain ip {t} {name}");
+        }
+        for (name, rules) in &self.chains {
+            if old.chains.get(name) == Some(rules) {
+                continue;
+            }
+            let _ = writeln!(s, "flush chain ip {t} {name}");
+            for rule in rules {
+                let _ = writeln!(s, "add rule ip {t} {name} {rule}");
+            }
+        }
+        s.push_str(&self.fill(t, Some(old)));
+        // Last, what nothing refers to any more.
+        // Emptied first, all of them, so that no gone chain still jumps to another.
+        let gone: Vec<&String> = old
+            .chains
+            .keys()
+            .filter(|n| !self.chains.contains_key(*n))
+            .collect();
+        for name in &gone {
+            let _ = writeln!(s, "flush chain ip {t} {name}");
+        }
+        for name in &gone {
+            let _ = writeln!(s, "delete chain ip {t} {name}");
+        }
+        for name in old.sets.keys().filter(|n| !self.sets.contains_key(*n)) {
+            let _ = writeln!(s, "delete set ip {t} {name}");
+        }
+        s
+    }
+
+    /// Flushes and refills the element sets that differ from `old`'s.
+    fn fill(&self, t: &str, old: Option<&Ruleset>) -> String {
+        let mut s = String::new();
+        for name in ELEMENT_SETS {
+            let items = self
+                .elements
+                .get(name)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let before = old.map(|o| o.elements.get(name).map(Vec::as_slice).unwrap_or_default());
+            if before == Some(items) {
+                continue;
+            }
+            if old.is_some() {
+                let _ = writeln!(s, "flush {} ip {t} {name}", kind(name));
+            }
+            if !items.is_empty() {
+                let _ = writeln!(s, "add element ip {t} {name} {{ {} }}", items.join(", "));
+            }
+        }
+        s
+    }
+
+    fn fixed(&mut self, config: &Config) {
+        for (name, ty, hook, prio, body) in [
+            (
+                "nat-prerouting",
+                "nat",
+                "prerouting",
+                "dstnat",
+                "jump services",
+            ),
+            ("nat-output", "nat", "output", "-100", "jump services"),
+            (
+                "nat-postrouting",
+                "nat",
+                "postrouting",
+                "srcnat",
+                "jump masquerading",
+            ),
+            (
+                "filter-forward",
+                "filter",
+                "forward",
+                "filter",
+                "jump cluster-ips-check",
+            ),
+            (
+                "filter-output",
+                "filter",
+                "output",
+                "filter",
+                "jump cluster-ips-check",
+            ),
+        ] {
+            self.chain(
+                name,
+                [
+                    format!("type {ty} hook {hook} priority {prio}; policy accept;"),
+                    body.into(),
+                ],
+            );
+        }
+        self.chain(
+            "services",
+            [
+                "ip daddr . meta l4proto . th dport vmap @service-ips".into(),
+                "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports".into(),
+            ],
+        );
+        self.chain(
+            "mark-for-masquerade",
+            [format!("meta mark set meta mark | {MASQUERADE_MARK:#x}")],
+        );
+        self.chain(
+            "masquerading",
+            [
+                format!("meta mark & {MASQUERADE_MARK:#x} == 0 return"),
+                format!("meta mark set meta mark ^ {MASQUERADE_MARK:#x}"),
+                "masquerade fully-random".into(),
+            ],
+        );
+        let mut check = vec![
+            "fib daddr type local return".to_string(),
+            "ip daddr @cluster-ips reject".to_string(),
+        ];
+        check.extend(
+            config
+                .service_cidr
+                .iter()
+                .map(|r| format!("ip daddr {r} reject")),
+        );
+        self.chain("cluster-ips-check", check);
+    }
+
+    fn chain(&mut self, name: &str, rules: impl IntoIterator<Item = String>) {
+        self.chains
+            .insert(name.to_string(), rules.into_iter().collect());
+    }
+
+    fn service(&mut self, config: &Config, p: &ServicePort) {
+        let mut rules = vec![match &config.cluster_cidr {
+            Some(cidr) => format!("ip saddr != {cidr} jump mark-for-masquerade"),
+            None => "jump mark-for-masquerade".to_string(),
+        }];
+        for i in 0..p.endpoints.len() {
+            let e = p.endpoints[i];
+            let mut ep = vec![format!("ip saddr {} jump mark-for-masquerade", e.ip())];
+            if let Some(timeout) = p.affinity {
+                let set = affinity_set(p, i);
+                rules.push(format!("ip saddr @{set} goto {}", endpoint_chain(p, i)));
+                self.sets.insert(
+                    set.clone(),
+                    format!("type ipv4_addr; flags dynamic,timeout; timeout {timeout}s;"),
+                );
+                ep.push(format!("update @{set} {{ ip saddr }}"));
+            }
+            ep.push(format!("meta l4proto {} dnat to {e}", p.protocol.nft()));
+            self.chain(&endpoint_chain(p, i), ep);
+        }
+        let picks: Vec<String> = (0..p.endpoints.len())
+            .map(|i| format!("{i} : goto {}", endpoint_chain(p, i)))
+            .collect();
+        rules.push(format!(
+            "numgen random mod {} vmap {{ {} }}",
+            p.endpoints.len(),
+            picks.join(", ")
+        ));
+        self.chain(&service_chain(p), rules);
+    }
 }
 
 /// The script that removes the table (and nothing else).
@@ -62,30 +273,29 @@ pub fn remove(table: &str) -> String {
     format!("add table ip {table}\ndelete table ip {table}\n")
 }
 
-fn hooks() -> String {
-    [
-        ("nat-prerouting", "nat", "prerouting", "dstnat", "jump services"),
-        ("nat-output", "nat", "output", "-100", "jump services"),
-        ("nat-postrouting", "nat", "postrouting", "srcnat", "jump masquerading"),
-        ("filter-forward", "filter", "forward", "filter", "jump cluster-ips-check"),
-        ("filter-output", "filter", "output", "filter", "jump cluster-ips-check"),
-    ]
-    .iter()
-    .map(|(name, ty, hook, prio, body)| {
-        format!(
-            "  chain {name} {{\n    type {ty} hook {hook} priority {prio}; policy accept;\n    {body}\n  }}\n"
-        )
-    })
-    .collect()
+fn kind(name: &str) -> &'static str {
+    if name.starts_with("service-") {
+        "map"
+    } else {
+        "set"
+    }
 }
 
-fn maps(ports: &[ServicePort]) -> String {
+fn element_type(name: &str) -> &'static str {
+    match name {
+        "cluster-ips" => "type ipv4_addr;",
+        "service-ips" => "type ipv4_addr . inet_proto . inet_service : verdict;",
+        _ => "type inet_proto . inet_service : verdict;",
+    }
+}
+
+fn elements(ports: &[ServicePort]) -> BTreeMap<&'static str, Vec<String>> {
     let mut ips: Vec<String> = ports.iter().map(|p| p.cluster_ip.to_string()).collect();
     ips.sort();
     ips.dedup();
-    let served = ports.iter().filter(|p| !p.endpoints.is_empty());
-    let by_ip: Vec<String> = served
-        .clone()
+    let served: Vec<&ServicePort> = ports.iter().filter(|p| !p.endpoints.is_empty()).collect();
+    let by_ip = served
+        .iter()
         .flat_map(|p| {
             std::iter::once(&p.cluster_ip)
                 .chain(&p.external)
@@ -94,48 +304,30 @@ fn maps(ports: &[ServicePort]) -> String {
                         "{ip} . {} . {} : goto {}",
                         p.protocol.nft(),
                         p.port,
-                        service_chain_name(p)
+                        service_chain(p)
                     )
                 })
         })
         .collect();
-    let by_node_port: Vec<String> = served
+    let by_node_port = served
+        .iter()
         .filter_map(|p| {
             let n = p.node_port?;
             Some(format!(
                 "{} . {n} : goto {}",
                 p.protocol.nft(),
-                service_chain_name(p)
+                service_chain(p)
             ))
         })
         .collect();
-    format!(
-        "  set cluster-ips {{\n    type ipv4_addr\n{}  }}\n  map service-ips {{\n    type ipv4_addr . inet_proto . inet_service : verdict\n{}  }}\n  map service-nodeports {{\n    type inet_proto . inet_service : verdict\n{}  }}\n",
-        elements(&ips),
-        elements(&by_ip),
-        elements(&by_node_port)
-    )
+    BTreeMap::from([
+        ("cluster-ips", ips),
+        ("service-ips", by_ip),
+        ("service-nodeports", by_node_port),
+    ])
 }
 
-fn elements(items: &[String]) -> String {
-    if items.is_empty() {
-        return String::new();
-    }
-    format!("    elements = {{ {} }}\n", items.join(", "))
-}
-
-fn fixed_chains(config: &Config) -> String {
-    let mut s = format!(
-        "  chain services {{\n    ip daddr . meta l4proto . th dport vmap @service-ips\n    fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @service-nodeports\n  }}\n  chain mark-for-masquerade {{\n    meta mark set meta mark | {MASQUERADE_MARK:#x}\n  }}\n  chain masquerading {{\n    meta mark & {MASQUERADE_MARK:#x} == 0 return\n    meta mark set meta mark ^ {MASQUERADE_MARK:#x}\n    masquerade fully-random\n  }}\n  chain cluster-ips-check {{\n    fib daddr type local return\n    ip daddr @cluster-ips reject\n"
-    );
-    if let Some(range) = &config.service_cidr {
-        let _ = writeln!(s, "    ip daddr {range} reject");
-    }
-    s.push_str("  }\n");
-    s
-}
-
-fn service_chain_name(p: &ServicePort) -> String {
+fn service_chain(p: &ServicePort) -> String {
     format!("service-{}", p.id)
 }
 
@@ -145,27 +337,9 @@ fn endpoint_chain(p: &ServicePort, i: usize) -> String {
     format!("endpoint-{}__{}/{}", p.id, e.ip(), e.port())
 }
 
-fn service_chain(config: &Config, p: &ServicePort) -> String {
-    if p.endpoints.is_empty() {
-        return String::new();
-    }
-    let mut s = format!("  chain {} {{\n", service_chain_name(p));
-    match &config.cluster_cidr {
-        Some(cidr) => {
-            let _ = writeln!(s, "    ip saddr != {cidr} jump mark-for-masquerade");
-        }
-        None => s.push_str("    jump mark-for-masquerade\n"),
-    }
-    let picks: Vec<String> = (0..p.endpoints.len())
-        .map(|i| format!("{i} : goto {}", endpoint_chain(p, i)))
-        .collect();
-    let _ = writeln!(
-        s,
-        "    numgen random mod {} vmap {{ {} }}\n  }}",
-        p.endpoints.len(),
-        picks.join(", ")
-    );
-    s
+fn affinity_set(p: &ServicePort, i: usize) -> String {
+    let e = p.endpoints[i];
+    format!("affinity-{}__{}/{}", p.id, e.ip(), e.port())
 }
 
 #[cfg(test)]
@@ -189,24 +363,23 @@ mod tests {
             port: 80,
             node_port: Some(30080),
             external: vec!["192.0.2.2".parse().unwrap()],
+            affinity: None,
             endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
         }
     }
 
+    fn fresh(ports: &[ServicePort]) -> String {
+        Ruleset::build(&config(), ports).script("rudder", None)
+    }
+
     #[test]
     fn a_service_port_goes_to_a_random_endpoint() {
-        let s = render(&config(), &[web(&["10.42.0.6:8080", "10.42.0.7:8080"])]);
+        let s = fresh(&[web(&["10.42.0.6:8080", "10.42.0.7:8080"])]);
         assert!(s.starts_with("add table ip rudder\ndelete table ip rudder\ntable ip rudder {\n"));
+        assert!(s.contains("add element ip rudder service-ips { 10.43.0.5 . tcp . 80 : goto service-default/web/tcp/http, 192.0.2.2 . tcp . 80 : goto service-default/web/tcp/http }"), "{s}");
+        assert!(s.contains("add element ip rudder service-nodeports { tcp . 30080 : goto service-default/web/tcp/http }"), "{s}");
         assert!(
-            s.contains("elements = { 10.43.0.5 . tcp . 80 : goto service-default/web/tcp/http, 192.0.2.2 . tcp . 80 : goto service-default/web/tcp/http }"),
-            "{s}"
-        );
-        assert!(
-            s.contains("elements = { tcp . 30080 : goto service-default/web/tcp/http }"),
-            "{s}"
-        );
-        assert!(
-            s.contains("ip saddr != 10.42.0.0/16 jump mark-for-masquerade"),
+            s.contains("    ip saddr != 10.42.0.0/16 jump mark-for-masquerade\n"),
             "{s}"
         );
         assert!(s.contains(
@@ -217,31 +390,90 @@ mod tests {
 
     #[test]
     fn a_port_without_endpoints_keeps_only_its_address_to_be_rejected() {
-        let s = render(&config(), &[web(&[])]);
+        let s = fresh(&[web(&[])]);
         assert!(
-            s.contains("set cluster-ips {\n    type ipv4_addr\n    elements = { 10.43.0.5 }"),
+            s.contains("add element ip rudder cluster-ips { 10.43.0.5 }"),
             "{s}"
         );
         assert!(!s.contains("chain service-"), "{s}");
-        assert!(
-            s.contains("fib daddr type local return\n    ip daddr @cluster-ips reject\n    ip daddr 10.43.0.0/16 reject\n"),
-            "{s}"
-        );
+        assert!(s.contains("    fib daddr type local return\n    ip daddr @cluster-ips reject\n    ip daddr 10.43.0.0/16 reject\n"), "{s}");
     }
 
     #[test]
     fn an_empty_cluster_still_has_its_hooks_and_checks() {
-        let s = render(&config(), &[]);
+        let s = fresh(&[]);
         assert!(s.contains("type nat hook prerouting priority dstnat; policy accept;"));
         assert!(
             s.contains(
-                "map service-ips {\n    type ipv4_addr . inet_proto . inet_service : verdict\n  }"
+                "  map service-ips { type ipv4_addr . inet_proto . inet_service : verdict; }"
             ),
             "{s}"
         );
+        assert!(!s.contains("add element"), "{s}");
         assert_eq!(
             remove("rudder"),
             "add table ip rudder\ndelete table ip rudder\n"
         );
+    }
+
+    #[test]
+    fn an_update_touches_only_what_changed() {
+        let before = Ruleset::build(&config(), &[web(&["10.42.0.6:8080", "10.42.0.7:8080"])]);
+        let after = Ruleset::build(&config(), &[web(&["10.42.0.7:8080"])]);
+        let s = after.script("rudder", Some(&before));
+        assert_eq!(
+            s,
+            "flush chain ip rudder service-default/web/tcp/http\n\
+             add rule ip rudder service-default/web/tcp/http ip saddr != 10.42.0.0/16 jump mark-for-masquerade\n\
+             add rule ip rudder service-default/web/tcp/http numgen random mod 1 vmap { 0 : goto endpoint-default/web/tcp/http__10.42.0.7/8080 }\n\
+             flush chain ip rudder endpoint-default/web/tcp/http__10.42.0.6/8080\n\
+             delete chain ip rudder endpoint-default/web/tcp/http__10.42.0.6/8080\n"
+        );
+        // Nothing changed: nothing to do.
+        assert_eq!(after.script("rudder", Some(&after)), "");
+        // The Service gone: its map entries first, then its chains.
+        let gone = Ruleset::build(&config(), &[]).script("rudder", Some(&after));
+        assert!(gone.starts_with("flush set ip rudder cluster-ips\nflush map ip rudder service-ips\nflush map ip rudder service-nodeports\nflush chain ip rudder endpoint-"), "{gone}");
+        assert!(
+            gone.ends_with("delete chain ip rudder service-default/web/tcp/http\n"),
+            "{gone}"
+        );
+    }
+
+    #[test]
+    fn session_affinity_remembers_clients_in_sets_that_updates_keep() {
+        let sticky = |eps: &[&str]| ServicePort {
+            affinity: Some(10800),
+            ..web(eps)
+        };
+        let one = Ruleset::build(&config(), &[sticky(&["10.42.0.6:8080"])]);
+        let s = one.script("rudder", None);
+        let set = "affinity-default/web/tcp/http__10.42.0.6/8080";
+        assert!(
+            s.contains(&format!(
+                "  set {set} {{ type ipv4_addr; flags dynamic,timeout; timeout 10800s; }}"
+            )),
+            "{s}"
+        );
+        assert!(
+            s.contains(&format!(
+                "    ip saddr @{set} goto endpoint-default/web/tcp/http__10.42.0.6/8080\n"
+            )),
+            "{s}"
+        );
+        assert!(
+            s.contains(&format!(
+                "    update @{set} {{ ip saddr }}\n    meta l4proto tcp dnat to 10.42.0.6:8080\n"
+            )),
+            "{s}"
+        );
+        // A second endpoint adds its set and leaves the first one's (and its clients) be.
+        let two = Ruleset::build(&config(), &[sticky(&["10.42.0.6:8080", "10.42.0.7:8080"])]);
+        let s = two.script("rudder", Some(&one));
+        assert!(
+            s.starts_with("add set ip rudder affinity-default/web/tcp/http__10.42.0.7/8080 {"),
+            "{s}"
+        );
+        assert!(!s.contains(&format!("set ip rudder {set}")), "{s}");
     }
 }

@@ -215,6 +215,21 @@ fn cluster_ips_and_node_ports_reach_every_ready_pod() {
         seen == names
     });
 
+    // Session affinity: one client, one pod, however often it asks.
+    c.kubectl(&[
+        "patch",
+        "service",
+        "web",
+        "-p",
+        r#"{"spec":{"sessionAffinity":"ClientIP"}}"#,
+    ])
+    .out();
+    eventually("the affinity rules", || {
+        ruleset().contains("update @affinity-")
+    });
+    let answers: BTreeSet<String> = (0..10).filter_map(|_| from_host(&ip, 80)).collect();
+    assert_eq!(answers.len(), 1, "{answers:?}");
+
     // No endpoints: refused at once, as is an address of the range no Service holds.
     c.kubectl(&["scale", "deployment", "web", "--replicas", "0"])
         .out();
@@ -229,6 +244,9 @@ fn cluster_ips_and_node_ports_reach_every_ready_pod() {
     // Deleting the Service removes what it added.
     c.kubectl(&["delete", "service", "web"]).out();
     eventually("the Service's rules gone", || !ruleset().contains(&ip));
+    // Every change went in as an update of the table: nft refused none of them.
+    let log = std::fs::read_to_string(c.dir.path().join("server.log")).unwrap();
+    assert!(!log.contains("nft refused"), "{log}");
 }
 
 /// Whether a TCP connection to `ip:port` from the host is refused (not timed out).
