@@ -97,6 +97,7 @@ async fn sync(
     let ports = model::service_ports(
         services.iter().map(Arc::as_ref),
         slices.iter().map(Arc::as_ref),
+        config.node.as_deref(),
     );
     let wanted = rules::Ruleset::build(config, &ports);
     let script = wanted.script(&config.table, applied.as_ref());

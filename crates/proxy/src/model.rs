@@ -60,14 +60,20 @@ pub struct ServicePort {
     pub external: Vec<Ipv4Addr>,
     /// Session affinity `ClientIP`: how long, in seconds, a client sticks to its endpoint.
     pub affinity: Option<u32>,
-    /// The endpoints traffic goes to (sorted; empty: rejected).
+    /// The endpoints traffic goes to (sorted; empty: rejected); with `internalTrafficPolicy:
+    /// Local`, only this node's.
     pub endpoints: Vec<SocketAddrV4>,
+    /// With `externalTrafficPolicy: Local`: this node's endpoints, where traffic from outside
+    /// the cluster goes, its client address kept (none: such traffic is dropped).
+    pub local_endpoints: Option<Vec<SocketAddrV4>>,
 }
 
-/// The ports of every Service with a ClusterIP, sorted by id.
+/// The ports of every Service with a ClusterIP, sorted by id, as seen from node `node` (whose
+/// endpoints are the local ones).
 pub fn service_ports<'a>(
     services: impl IntoIterator<Item = &'a Service>,
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    node: Option<&str>,
 ) -> Vec<ServicePort> {
     let mut by_service: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
     for slice in slices {
@@ -90,13 +96,18 @@ pub fn service_ports<'a>(
             .get(&(ns.clone(), name.clone()))
             .map(Vec::as_slice)
             .unwrap_or_default();
-        out.extend(ports_of(svc, &format!("{ns}/{name}"), slices));
+        out.extend(ports_of(svc, &format!("{ns}/{name}"), slices, node));
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
     out
 }
 
-fn ports_of(svc: &Service, id: &str, slices: &[&EndpointSlice]) -> Vec<ServicePort> {
+fn ports_of(
+    svc: &Service,
+    id: &str,
+    slices: &[&EndpointSlice],
+    node: Option<&str>,
+) -> Vec<ServicePort> {
     let Some(spec) = &svc.spec else {
         return Vec::new();
     };
@@ -112,6 +123,8 @@ fn ports_of(svc: &Service, id: &str, slices: &[&EndpointSlice]) -> Vec<ServicePo
     };
     let external = external_addresses(svc);
     let affinity = affinity(svc);
+    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
     spec.ports
         .iter()
         .flatten()
@@ -119,6 +132,7 @@ fn ports_of(svc: &Service, id: &str, slices: &[&EndpointSlice]) -> Vec<ServicePo
             let protocol = Protocol::parse(p.protocol.as_deref())?;
             let port = u16::try_from(p.port).ok()?;
             let label = p.name.clone().unwrap_or_else(|| port.to_string());
+            let candidates = candidates(p, slices, node);
             Some(ServicePort {
                 id: format!("{id}/{}/{label}", protocol.nft()),
                 cluster_ip: ip,
@@ -127,7 +141,8 @@ fn ports_of(svc: &Service, id: &str, slices: &[&EndpointSlice]) -> Vec<ServicePo
                 node_port: p.node_port.and_then(|n| u16::try_from(n).ok()),
                 external: external.clone(),
                 affinity,
-                endpoints: endpoints_for(p, slices),
+                endpoints: candidates.pick(internal_local),
+                local_endpoints: external_local.then(|| candidates.pick(true)),
             })
         })
         .collect()
@@ -170,13 +185,35 @@ fn external_addresses(svc: &Service) -> Vec<Ipv4Addr> {
     ips
 }
 
-/// The endpoints of a Service port: the ready ones; when there is none, the serving ones that
-/// are terminating (as upstream, so connections drain during a rollout).
-fn endpoints_for(port: &SpecPort, slices: &[&EndpointSlice]) -> Vec<SocketAddrV4> {
+/// The endpoints a Service port might use, with their state and whether they are local.
+struct Candidates(Vec<(SocketAddrV4, State, bool)>);
+
+impl Candidates {
+    /// The ready endpoints (of this node only, if `local`); when there is none, the serving
+    /// ones that are terminating (as upstream, so connections drain during a rollout).
+    fn pick(&self, local: bool) -> Vec<SocketAddrV4> {
+        let here = |l: &bool| !local || *l;
+        let of = |want: State| -> Vec<SocketAddrV4> {
+            self.0
+                .iter()
+                .filter(|(_, s, l)| *s == want && here(l))
+                .map(|(a, _, _)| *a)
+                .collect()
+        };
+        let mut chosen = of(State::Ready);
+        if chosen.is_empty() {
+            chosen = of(State::Draining);
+        }
+        chosen.sort();
+        chosen.dedup();
+        chosen
+    }
+}
+
+fn candidates(port: &SpecPort, slices: &[&EndpointSlice], node: Option<&str>) -> Candidates {
     let want = port.name.as_deref().unwrap_or("");
     let protocol = port.protocol.as_deref().unwrap_or("TCP");
-    let mut ready = Vec::new();
-    let mut terminating = Vec::new();
+    let mut all = Vec::new();
     for slice in slices {
         let Some(target) = slice.ports.iter().flatten().find_map(|p| {
             let same = p.name.as_deref().unwrap_or("") == want
@@ -189,25 +226,20 @@ fn endpoints_for(port: &SpecPort, slices: &[&EndpointSlice]) -> Vec<SocketAddrV4
             continue;
         };
         for e in &slice.endpoints {
-            let list = match state(e) {
-                State::Ready => &mut ready,
-                State::Draining => &mut terminating,
-                State::Out => continue,
-            };
-            list.extend(
+            let local = node.is_some() && e.node_name.as_deref() == node;
+            let state = state(e);
+            all.extend(
                 e.addresses
                     .iter()
                     .filter_map(|a| a.parse::<Ipv4Addr>().ok())
-                    .map(|a| SocketAddrV4::new(a, target)),
+                    .map(|a| (SocketAddrV4::new(a, target), state, local)),
             );
         }
     }
-    let mut chosen = if ready.is_empty() { terminating } else { ready };
-    chosen.sort();
-    chosen.dedup();
-    chosen
+    Candidates(all)
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Ready,
     Draining,
@@ -266,7 +298,7 @@ mod tests {
             {"addresses": ["10.42.0.7"], "conditions": {"ready": true}},
             {"addresses": ["10.42.0.6"]},
         ]));
-        let ports = service_ports([&web()], [&s]);
+        let ports = service_ports([&web()], [&s], None);
         assert_eq!(ports.len(), 2);
         assert_eq!(ports[0].id, "default/web/tcp/http");
         assert_eq!(ports[0].node_port, Some(30080));
@@ -299,11 +331,33 @@ mod tests {
             "conditions": {"ready": false, "serving": true, "terminating": true}});
         let both = web_slice(json!([draining, {"addresses": ["10.42.0.7"]},
             {"addresses": ["10.42.0.8"], "conditions": {"ready": false}}]));
-        let ports = service_ports([&web()], [&both]);
+        let ports = service_ports([&web()], [&both], None);
         assert_eq!(ports[0].endpoints, ["10.42.0.7:8080".parse().unwrap()]);
         let only = web_slice(json!([draining]));
-        let ports = service_ports([&web()], [&only]);
+        let ports = service_ports([&web()], [&only], None);
         assert_eq!(ports[0].endpoints, ["10.42.0.9:8080".parse().unwrap()]);
+    }
+
+    #[test]
+    fn local_traffic_policies_keep_to_this_nodes_endpoints() {
+        let s = web_slice(json!([
+            {"addresses": ["10.42.0.7"], "nodeName": "here"},
+            {"addresses": ["10.42.1.7"], "nodeName": "there"},
+        ]));
+        let mut svc = web();
+        let ports = service_ports([&svc], [&s], Some("here"));
+        assert_eq!(ports[0].endpoints.len(), 2);
+        assert_eq!(ports[0].local_endpoints, None);
+        let spec = svc.spec.as_mut().unwrap();
+        spec.internal_traffic_policy = Some("Local".into());
+        spec.external_traffic_policy = Some("Local".into());
+        let ports = service_ports([&svc], [&s], Some("here"));
+        let here: Vec<SocketAddrV4> = vec!["10.42.0.7:8080".parse().unwrap()];
+        assert_eq!(ports[0].endpoints, here);
+        assert_eq!(ports[0].local_endpoints, Some(here));
+        let elsewhere = service_ports([&svc], [&s], Some("third"));
+        assert!(elsewhere[0].endpoints.is_empty());
+        assert_eq!(elsewhere[0].local_endpoints, Some(vec![]));
     }
 
     #[test]
@@ -311,11 +365,11 @@ mod tests {
         let mut sticky = web();
         let spec = sticky.spec.as_mut().unwrap();
         spec.session_affinity = Some("ClientIP".into());
-        assert_eq!(service_ports([&sticky], [])[0].affinity, Some(10_800));
+        assert_eq!(service_ports([&sticky], [], None)[0].affinity, Some(10_800));
         let spec = sticky.spec.as_mut().unwrap();
         spec.session_affinity_config =
             serde_json::from_value(json!({"clientIP": {"timeoutSeconds": 60}})).unwrap();
-        assert_eq!(service_ports([&sticky], [])[0].affinity, Some(60));
+        assert_eq!(service_ports([&sticky], [], None)[0].affinity, Some(60));
     }
 
     #[test]
@@ -324,7 +378,7 @@ mod tests {
             "spec": {"clusterIP": "None", "ports": [{"port": 80}]}}));
         let external = svc(json!({"metadata": {"name": "e", "namespace": "a"},
             "spec": {"type": "ExternalName", "externalName": "example.com"}}));
-        assert!(service_ports([&headless, &external], []).is_empty());
+        assert!(service_ports([&headless, &external], [], None).is_empty());
     }
 
     #[test]
@@ -333,7 +387,7 @@ mod tests {
         other.metadata.namespace = Some("elsewhere".into());
         let mut v6 = web_slice(json!([{"addresses": ["fd00::7"]}]));
         v6.address_type = "IPv6".into();
-        let ports = service_ports([&web()], [&other, &v6]);
+        let ports = service_ports([&web()], [&other, &v6], None);
         assert!(ports.iter().all(|p| p.endpoints.is_empty()));
     }
 }

@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::net::SocketAddrV4;
 
 use crate::model::ServicePort;
 
@@ -37,6 +38,8 @@ pub struct Config {
     pub cluster_cidr: Option<String>,
     /// The service range: traffic to an address of it that no Service holds is rejected.
     pub service_cidr: Option<String>,
+    /// This node's name: its endpoints are the local ones of the `Local` traffic policies.
+    pub node: Option<String>,
 }
 
 /// What the table must hold: chains with their rules, sets with their definitions, and the
@@ -54,7 +57,7 @@ impl Ruleset {
         let mut r = Ruleset::default();
         r.fixed(config);
         r.elements = elements(ports);
-        for p in ports.iter().filter(|p| !p.endpoints.is_empty()) {
+        for p in ports.iter().filter(|p| outside_path(p).is_some()) {
             r.service(config, p);
         }
         r
@@ -236,35 +239,80 @@ impl Ruleset {
             .insert(name.to_string(), rules.into_iter().collect());
     }
 
+    /// A Service port's chains: its endpoints', the cluster path's (`service-...`) and, with
+    /// `externalTrafficPolicy: Local`, the outside path's (`external-...`).
     fn service(&mut self, config: &Config, p: &ServicePort) {
-        let mut rules = vec![match &config.cluster_cidr {
-            Some(cidr) => format!("ip saddr != {cidr} jump mark-for-masquerade"),
-            None => "jump mark-for-masquerade".to_string(),
-        }];
-        for i in 0..p.endpoints.len() {
-            let e = p.endpoints[i];
-            let mut ep = vec![format!("ip saddr {} jump mark-for-masquerade", e.ip())];
-            if let Some(timeout) = p.affinity {
-                let set = affinity_set(p, i);
-                rules.push(format!("ip saddr @{set} goto {}", endpoint_chain(p, i)));
-                self.sets.insert(
-                    set.clone(),
-                    format!("type ipv4_addr; flags dynamic,timeout; timeout {timeout}s;"),
-                );
-                ep.push(format!("update @{set} {{ ip saddr }}"));
-            }
-            ep.push(format!("meta l4proto {} dnat to {e}", p.protocol.nft()));
-            self.chain(&endpoint_chain(p, i), ep);
+        let mut all: Vec<SocketAddrV4> = p.endpoints.clone();
+        all.extend(p.local_endpoints.iter().flatten().copied());
+        all.sort();
+        all.dedup();
+        for e in &all {
+            self.endpoint(p, *e);
         }
-        let picks: Vec<String> = (0..p.endpoints.len())
-            .map(|i| format!("{i} : goto {}", endpoint_chain(p, i)))
+        if !p.endpoints.is_empty() {
+            let mut rules = vec![match &config.cluster_cidr {
+                Some(cidr) => format!("ip saddr != {cidr} jump mark-for-masquerade"),
+                None => "jump mark-for-masquerade".to_string(),
+            }];
+            rules.extend(self.pick(p, &p.endpoints));
+            self.chain(&service_chain(p), rules);
+        }
+        if let Some(local) = p
+            .local_endpoints
+            .as_ref()
+            .filter(|_| outside_path(p) == Some(external_chain(p)))
+        {
+            // Pods reaching an outside address take the cluster path; the rest keeps its
+            // client address and stays on this node, or is dropped.
+            let mut rules = Vec::new();
+            if let (Some(cidr), false) = (&config.cluster_cidr, p.endpoints.is_empty()) {
+                rules.push(format!("ip saddr {cidr} goto {}", service_chain(p)));
+            }
+            if local.is_empty() {
+                rules.push("drop".to_string());
+            } else {
+                rules.extend(self.pick(p, local));
+            }
+            self.chain(&external_chain(p), rules);
+        }
+    }
+
+    /// An endpoint's chain: hairpin traffic masqueraded, the client remembered under
+    /// affinity, then the translation.
+    fn endpoint(&mut self, p: &ServicePort, e: SocketAddrV4) {
+        let mut rules = vec![format!("ip saddr {} jump mark-for-masquerade", e.ip())];
+        if let Some(timeout) = p.affinity {
+            let set = affinity_set(p, e);
+            self.sets.insert(
+                set.clone(),
+                format!("type ipv4_addr; flags dynamic,timeout; timeout {timeout}s;"),
+            );
+            rules.push(format!("update @{set} {{ ip saddr }}"));
+        }
+        rules.push(format!("meta l4proto {} dnat to {e}", p.protocol.nft()));
+        self.chain(&endpoint_chain(p, e), rules);
+    }
+
+    /// The rules choosing among `endpoints`: a remembered client's, else one at random.
+    fn pick(&self, p: &ServicePort, endpoints: &[SocketAddrV4]) -> Vec<String> {
+        let mut rules = Vec::new();
+        if p.affinity.is_some() {
+            for e in endpoints {
+                let (set, chain) = (affinity_set(p, *e), endpoint_chain(p, *e));
+                rules.push(format!("ip saddr @{set} goto {chain}"));
+            }
+        }
+        let picks: Vec<String> = endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| format!("{i} : goto {}", endpoint_chain(p, *e)))
             .collect();
         rules.push(format!(
             "numgen random mod {} vmap {{ {} }}",
-            p.endpoints.len(),
+            endpoints.len(),
             picks.join(", ")
         ));
-        self.chain(&service_chain(p), rules);
+        rules
     }
 }
 
@@ -293,33 +341,27 @@ fn elements(ports: &[ServicePort]) -> BTreeMap<&'static str, Vec<String>> {
     let mut ips: Vec<String> = ports.iter().map(|p| p.cluster_ip.to_string()).collect();
     ips.sort();
     ips.dedup();
-    let served: Vec<&ServicePort> = ports.iter().filter(|p| !p.endpoints.is_empty()).collect();
-    let by_ip = served
-        .iter()
-        .flat_map(|p| {
-            std::iter::once(&p.cluster_ip)
-                .chain(&p.external)
-                .map(move |ip| {
-                    format!(
-                        "{ip} . {} . {} : goto {}",
-                        p.protocol.nft(),
-                        p.port,
-                        service_chain(p)
-                    )
-                })
-        })
-        .collect();
-    let by_node_port = served
-        .iter()
-        .filter_map(|p| {
-            let n = p.node_port?;
-            Some(format!(
-                "{} . {n} : goto {}",
-                p.protocol.nft(),
+    let (mut by_ip, mut by_node_port) = (Vec::new(), Vec::new());
+    for p in ports {
+        let proto = p.protocol.nft();
+        if !p.endpoints.is_empty() {
+            by_ip.push(format!(
+                "{} . {proto} . {} : goto {}",
+                p.cluster_ip,
+                p.port,
                 service_chain(p)
-            ))
-        })
-        .collect();
+            ));
+        }
+        let Some(outside) = outside_path(p) else {
+            continue;
+        };
+        for ip in &p.external {
+            by_ip.push(format!("{ip} . {proto} . {} : goto {outside}", p.port));
+        }
+        if let Some(n) = p.node_port {
+            by_node_port.push(format!("{proto} . {n} : goto {outside}"));
+        }
+    }
     BTreeMap::from([
         ("cluster-ips", ips),
         ("service-ips", by_ip),
@@ -331,14 +373,30 @@ fn service_chain(p: &ServicePort) -> String {
     format!("service-{}", p.id)
 }
 
-fn endpoint_chain(p: &ServicePort, i: usize) -> String {
-    let e = p.endpoints[i];
+/// Where traffic to a port's outside addresses (external IPs, load balancer addresses,
+/// NodePorts) goes: the outside path under a Local policy, else the cluster path; nowhere
+/// (refused) without any endpoint.
+fn outside_path(p: &ServicePort) -> Option<String> {
+    let local = p.local_endpoints.as_ref();
+    if local.is_some_and(|l| !l.is_empty() || !p.endpoints.is_empty()) {
+        Some(external_chain(p))
+    } else if !p.endpoints.is_empty() {
+        Some(service_chain(p))
+    } else {
+        None
+    }
+}
+
+fn external_chain(p: &ServicePort) -> String {
+    format!("external-{}", p.id)
+}
+
+fn endpoint_chain(p: &ServicePort, e: SocketAddrV4) -> String {
     // nft names take no colon: upstream's `__address/port`.
     format!("endpoint-{}__{}/{}", p.id, e.ip(), e.port())
 }
 
-fn affinity_set(p: &ServicePort, i: usize) -> String {
-    let e = p.endpoints[i];
+fn affinity_set(p: &ServicePort, e: SocketAddrV4) -> String {
     format!("affinity-{}__{}/{}", p.id, e.ip(), e.port())
 }
 
@@ -352,6 +410,7 @@ mod tests {
             table: "rudder".into(),
             cluster_cidr: Some("10.42.0.0/16".into()),
             service_cidr: Some("10.43.0.0/16".into()),
+            node: None,
         }
     }
 
@@ -365,6 +424,7 @@ mod tests {
             external: vec!["192.0.2.2".parse().unwrap()],
             affinity: None,
             endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
+            local_endpoints: None,
         }
     }
 
@@ -437,6 +497,26 @@ mod tests {
         assert!(
             gone.ends_with("delete chain ip rudder service-default/web/tcp/http\n"),
             "{gone}"
+        );
+    }
+
+    #[test]
+    fn outside_traffic_under_a_local_policy_keeps_its_client_and_this_node() {
+        let mut p = web(&["10.42.0.6:8080", "10.42.1.6:8080"]);
+        p.local_endpoints = Some(vec!["10.42.0.6:8080".parse().unwrap()]);
+        let s = fresh(&[p.clone()]);
+        assert!(s.contains("10.43.0.5 . tcp . 80 : goto service-default/web/tcp/http, 192.0.2.2 . tcp . 80 : goto external-default/web/tcp/http }"), "{s}");
+        assert!(
+            s.contains("{ tcp . 30080 : goto external-default/web/tcp/http }"),
+            "{s}"
+        );
+        assert!(s.contains("  chain external-default/web/tcp/http {\n    ip saddr 10.42.0.0/16 goto service-default/web/tcp/http\n    numgen random mod 1 vmap { 0 : goto endpoint-default/web/tcp/http__10.42.0.6/8080 }\n  }"), "{s}");
+        // No endpoint here: outside traffic is dropped, the cluster path still served.
+        p.local_endpoints = Some(vec![]);
+        let s = fresh(&[p]);
+        assert!(
+            s.contains("goto service-default/web/tcp/http\n    drop\n  }"),
+            "{s}"
         );
     }
 

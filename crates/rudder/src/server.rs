@@ -146,6 +146,8 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
     // The control-plane components are API clients of this server, as upstream's are.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut components = Vec::new();
+    // The node this process runs, if any: the proxy's local endpoints are its.
+    let mut node = None;
     if opts.disable_agent {
         tracing::info!("no node agent (--disable-agent): pods run on other nodes only");
     } else if !is_root() {
@@ -173,6 +175,7 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
                 domain: opts.agent.cluster_domain.clone(),
             });
         }
+        node = Some(config.node_name.clone());
         let mut sans = vec![
             config.node_name.clone(),
             node_ip.to_string(),
@@ -205,13 +208,14 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
             }
         }));
     }
-    if !opts.disable_agent && !opts.disable_kube_proxy && is_root() {
+    if let Some(node) = node.filter(|_| !opts.disable_kube_proxy) {
         // The proxy reads every Service and EndpointSlice, as upstream's system:kube-proxy.
         let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;
         let config = proxy::rules::Config {
             table: opts.proxy_table.clone(),
             cluster_cidr: Some(opts.controllers.cluster_cidr.clone()),
             service_cidr: Some(opts.service_cidr.to_string()),
+            node: Some(node),
         };
         let mut stopped = stopped.clone();
         components.push(tokio::spawn(async move {

@@ -59,6 +59,15 @@ fn from_host(ip: &str, port: u16) -> Option<String> {
     Some(body.split("\r\n\r\n").nth(1)?.trim().to_string())
 }
 
+/// Waits until every pod of `names` has answered at `ip:port`, from the host.
+fn every_replica_answers(what: &str, ip: &str, port: u16, names: &BTreeSet<String>) {
+    let mut seen = BTreeSet::new();
+    eventually(what, || {
+        seen.extend(from_host(ip, port));
+        seen == *names
+    });
+}
+
 /// What `GET /` answers inside pod `client`.
 fn from_pod(c: &Cluster, url: &str) -> String {
     // (busybox's wget -T crashes: `timeout` bounds it instead.)
@@ -77,6 +86,52 @@ fn ruleset() -> String {
         .output()
         .expect("nft");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// From pods: every replica through the ClusterIP, a pod through its own Service (hairpin),
+/// and the API server through the `kubernetes` Service.
+fn from_pods(c: &Cluster, ip: &str, names: &BTreeSet<String>) {
+    // ... and from a pod, by address (a pod's traffic is routed through the node).
+    let mut seen = BTreeSet::new();
+    pods::patiently_see(
+        "every replica through the ClusterIP from a pod",
+        60,
+        "all",
+        || {
+            seen.insert(from_pod(c, &format!("http://{ip}")));
+            if names.is_subset(&seen) {
+                "all".into()
+            } else {
+                format!("{seen:?}")
+            }
+        },
+    );
+    // A pod reaching itself through its own Service (hairpin).
+    let own = names.iter().next().unwrap();
+    let url = format!("http://{ip}");
+    let r = c.kubectl(&["exec", own, "--", "timeout", "5", "wget", "-qO-", &url]);
+    assert!(r.ok, "{r:?}");
+
+    // The kubernetes Service leads to this API server, from a pod too.
+    let api = jsonpath(c, &["service", "kubernetes"], "{.spec.clusterIP}");
+    assert_eq!(api, "10.243.0.1");
+    let version = c.kubectl(&[
+        "exec",
+        "client",
+        "--",
+        "timeout",
+        "5",
+        "wget",
+        "-qO-",
+        "--no-check-certificate",
+        "https://10.243.0.1/version",
+    ]);
+    // The test image's busybox speaks too old a TLS for rustls to agree with, so the
+    // handshake's refusal is what shows that this API server answered.
+    assert!(
+        version.stdout.contains("\"gitVersion\"") || version.stderr.contains("TLS error from peer"),
+        "{version:?}"
+    );
 }
 
 #[test]
@@ -123,52 +178,13 @@ fn cluster_ips_and_node_ports_reach_every_ready_pod() {
     assert!(ip.starts_with("10.243."), "{ip}");
 
     // From the host, every replica answers in turn.
-    let mut seen = BTreeSet::new();
-    eventually("every replica through the ClusterIP from the host", || {
-        seen.extend(from_host(&ip, 80));
-        seen == names
-    });
-    // ... and from a pod, by address (a pod's traffic is routed through the node).
-    let mut seen = BTreeSet::new();
-    pods::patiently_see(
-        "every replica through the ClusterIP from a pod",
-        60,
-        "all",
-        || {
-            seen.insert(from_pod(&c, &format!("http://{ip}")));
-            if names.is_subset(&seen) {
-                "all".into()
-            } else {
-                format!("{seen:?}")
-            }
-        },
+    every_replica_answers(
+        "every replica through the ClusterIP from the host",
+        &ip,
+        80,
+        &names,
     );
-    // A pod reaching itself through its own Service (hairpin).
-    let own = names.iter().next().unwrap();
-    let url = format!("http://{ip}");
-    let r = c.kubectl(&["exec", own, "--", "timeout", "5", "wget", "-qO-", &url]);
-    assert!(r.ok, "{r:?}");
-
-    // The kubernetes Service leads to this API server, from a pod too.
-    let api = jsonpath(&c, &["service", "kubernetes"], "{.spec.clusterIP}");
-    assert_eq!(api, "10.243.0.1");
-    let version = c.kubectl(&[
-        "exec",
-        "client",
-        "--",
-        "timeout",
-        "5",
-        "wget",
-        "-qO-",
-        "--no-check-certificate",
-        "https://10.243.0.1/version",
-    ]);
-    // The test image's busybox speaks too old a TLS for rustls to agree with, so the
-    // handshake's refusal is what shows that this API server answered.
-    assert!(
-        version.stdout.contains("\"gitVersion\"") || version.stderr.contains("TLS error from peer"),
-        "{version:?}"
-    );
+    from_pods(&c, &ip, &names);
 
     // NodePort: on the node's address.
     c.kubectl(&[
@@ -187,11 +203,12 @@ fn cluster_ips_and_node_ports_reach_every_ready_pod() {
         &["node", "node-v"],
         "{.status.addresses[?(@.type==\"InternalIP\")].address}",
     );
-    let mut seen = BTreeSet::new();
-    eventually("every replica through the NodePort", || {
-        seen.extend(from_host(&node_ip, node_port));
-        seen == names
-    });
+    every_replica_answers(
+        "every replica through the NodePort",
+        &node_ip,
+        node_port,
+        &names,
+    );
 
     // LoadBalancer: the node's address in the status, shown by kubectl, answering on the
     // Service's port.
@@ -209,11 +226,26 @@ fn cluster_ips_and_node_ports_reach_every_ready_pod() {
             .nth(3)
             == Some(node_ip.as_str())
     });
-    let mut seen = BTreeSet::new();
-    eventually("every replica through the load balancer", || {
-        seen.extend(from_host(&node_ip, 80));
-        seen == names
+    every_replica_answers(
+        "every replica through the load balancer",
+        &node_ip,
+        80,
+        &names,
+    );
+
+    // externalTrafficPolicy Local: outside traffic goes to this node's pods (all of them,
+    // on the one node), by a path of its own that keeps the client's address.
+    let local = r#"{"spec":{"externalTrafficPolicy":"Local"}}"#;
+    c.kubectl(&["patch", "service", "web", "-p", local]).out();
+    eventually("the outside path", || {
+        ruleset().contains("chain external-default/web/")
     });
+    every_replica_answers(
+        "every replica through the load balancer, locally",
+        &node_ip,
+        80,
+        &names,
+    );
 
     // Session affinity: one client, one pod, however often it asks.
     c.kubectl(&[
