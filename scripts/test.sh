@@ -14,6 +14,9 @@ cargo fmt --all -- --check
 step "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "conformance page"
+python3 scripts/conformance.py --check
+
 step "fuzzing (short runs)"
 ./scripts/fuzz.sh 15
 

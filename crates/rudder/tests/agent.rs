@@ -19,6 +19,7 @@ fn http_get(ip: &str, port: u16) -> Option<String> {
     pods::http_get_path(ip, port, "/")
 }
 
+// conformance: 462
 #[test]
 #[expect(
     clippy::too_many_lines,
@@ -228,6 +229,7 @@ spec:
     });
 }
 
+// conformance: 318, 347
 #[test]
 #[expect(
     clippy::too_many_lines,
@@ -430,7 +432,7 @@ spec:
     });
 }
 
-// conformance: 512
+// conformance: 267, 389, 415, 469, 512, 522, 559
 #[test]
 #[expect(
     clippy::too_many_lines,
@@ -705,6 +707,7 @@ fn volumes_the_agent_cannot_provide_keep_the_pod_from_starting(c: &Cluster, img:
     );
 }
 
+// conformance: 274, 276, 309, 540
 #[test]
 fn hooks_sidecars_deadlines_and_host_ports() {
     let image = busybox();
@@ -940,6 +943,7 @@ fn unused_images_are_garbage_collected_and_used_ones_kept() {
     patiently("the image collected", 60, || !images().contains("busybox"));
 }
 
+// conformance: 320, 372
 #[test]
 #[expect(
     clippy::too_many_lines,
@@ -1203,6 +1207,7 @@ spec:
     );
 }
 
+// conformance: 281, 283, 382, 383, 384, 408, 409, 416, 417, 433
 #[test]
 #[expect(
     clippy::too_many_lines,
@@ -1502,7 +1507,7 @@ fn finished_logs(c: &Cluster, pod: &str, container: &str) -> String {
 /// resourceFieldRef items of downwardAPI volumes and projected downwardAPI sources: the
 /// container's limits and requests with their divisors, the node's allocatable without a limit.
 fn downward_api_volumes_expose_resources(c: &Cluster, img: &str) {
-    // conformance: 526-531, 568, 584-589
+    // conformance: 526, 527, 528, 529, 530, 531, 568, 584, 585, 586, 587, 588, 589, 590
     let item = |path: &str, container: &str, resource: &str, divisor: &str| {
         format!(
             "{{path: {path}, resourceFieldRef: {{containerName: {container}, resource: {resource}{divisor}}}}}"

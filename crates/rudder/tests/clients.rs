@@ -41,6 +41,7 @@ fn without_root_ca() -> Cluster {
     Cluster::start(&["--disable-controller", "root-ca-certificate-publisher"])
 }
 
+// conformance: 170, 171
 #[test]
 fn python_client_paginates_and_resumes_watches() {
     let c = without_root_ca();
@@ -53,6 +54,7 @@ fn a_thousand_concurrent_conflicting_updates_have_exactly_one_winner() {
     assert!(run_python(&c, "conflicts_test.py").contains("conflicts: ok"));
 }
 
+// conformance: 171
 #[test]
 fn kube_rs_lists_in_pages_and_resumes_watches() {
     use futures::{StreamExt, TryStreamExt};

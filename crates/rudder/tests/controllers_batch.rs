@@ -68,6 +68,7 @@ fn job(name: &str, spec: &str, annotations: &str) -> String {
     )
 }
 
+// conformance: 229
 #[test]
 fn jobs_complete_their_pods_with_bounded_parallelism_and_indexes() {
     let c = Cluster::start(&[]);

@@ -241,6 +241,7 @@ fn headless_services_get_endpoints_and_empty_services_a_placeholder_slice() {
     );
 }
 
+// conformance: 444
 #[test]
 fn hand_written_endpoints_of_a_selectorless_service_are_mirrored() {
     let c = Cluster::start(&[]);
@@ -329,6 +330,7 @@ fn hand_written_endpoints_of_a_selectorless_service_are_mirrored() {
     });
 }
 
+// conformance: 667
 #[test]
 fn every_namespace_gets_a_default_service_account_and_the_root_ca() {
     let c = Cluster::start(&[]);

@@ -233,6 +233,7 @@ fn foreground_deletion_waits_for_the_blocking_dependents() {
     });
 }
 
+// conformance: 123
 #[test]
 fn foreground_deletion_through_an_ownership_cycle_completes() {
     let c = Cluster::start(&[]);
@@ -381,6 +382,7 @@ fn a_dependent_of_two_owners_loses_only_the_deleted_ones_reference() {
     });
 }
 
+// conformance: 133
 #[test]
 fn deleting_a_namespace_empties_and_removes_it() {
     let c = Cluster::start(&[]);

@@ -310,6 +310,7 @@ fn parallel(name: &str, policy: &str) -> String {
     )
 }
 
+// conformance: 254
 #[test]
 fn parallel_sets_create_and_delete_all_at_once_and_claims_follow_the_retention_policy() {
     let c = Cluster::start(&[]);

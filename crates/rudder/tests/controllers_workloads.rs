@@ -399,6 +399,7 @@ fn recreate_deployments_replace_every_pod_at_once() {
     assert_eq!(sizes, ["0", "2"]);
 }
 
+// conformance: 220
 #[test]
 fn budgets_count_healthy_pods_and_drain_stops_at_them() {
     let c = Cluster::start(&[]);
@@ -470,6 +471,7 @@ fn budgets_count_healthy_pods_and_drain_stops_at_them() {
     });
 }
 
+// conformance: 201
 #[test]
 fn daemon_sets_follow_nodes_and_roll_out() {
     let c = Cluster::start(&[]);
@@ -552,6 +554,7 @@ fn daemon_sets_follow_nodes_and_roll_out() {
     });
 }
 
+// conformance: 120, 125
 #[test]
 fn deleting_a_deployment_cascades_as_asked() {
     let c = Cluster::start(&[]);

@@ -27,6 +27,7 @@ spec:
         - containerPort: 80
 ";
 
+// conformance: 489
 #[test]
 fn a_new_cluster_has_its_namespaces_and_the_kubernetes_service() {
     let c = Cluster::start(&[]);
@@ -637,6 +638,7 @@ fn the_same_flow_runs_on_etcd() {
     drop(etcd);
 }
 
+// conformance: 477, 480
 #[test]
 fn services_get_cluster_ips_and_node_ports_once() {
     let c = Cluster::start(&[]);

@@ -44,6 +44,7 @@ fn node_of(c: &Cluster, pod: &str) -> String {
         .to_string()
 }
 
+// conformance: 644, 645
 #[test]
 fn pods_go_where_they_fit_and_say_why_when_nothing_fits() {
     let c = Cluster::start(&[]);
@@ -253,7 +254,7 @@ fn topology_spread_levels_zones_and_anti_affinity_keeps_replicas_apart() {
     });
 }
 
-// conformance: 655
+// conformance: 653, 655
 #[test]
 fn a_high_priority_pod_preempts_a_low_priority_one_on_a_simulated_node() {
     let c = Cluster::start(&[]);
@@ -540,6 +541,7 @@ fn condition_message(c: &Cluster, pod: &str) -> String {
     .to_string()
 }
 
+// conformance: 653
 #[test]
 fn host_ports_conflict_and_preemption_spares_pods_a_budget_protects() {
     let addr = format!("127.0.0.1:{}", support::free_port());

@@ -134,6 +134,7 @@ fn from_pods(c: &Cluster, ip: &str, names: &BTreeSet<String>) {
     );
 }
 
+// conformance: 488
 #[test]
 fn cluster_ips_and_node_ports_reach_every_ready_pod() {
     let image = busybox();
@@ -309,6 +310,7 @@ fn short(args: &[&str]) -> Vec<String> {
     lines
 }
 
+// conformance: 427, 430
 #[test]
 fn cluster_dns_answers_services_endpoints_and_pods() {
     let image = busybox();
@@ -386,6 +388,27 @@ spec:
         ["example.org."]
     );
     assert_eq!(short(&["1-2-3-4.default.pod.cluster.local"]), ["1.2.3.4"]);
+    // The ExternalName changed, then the Service turned ClusterIP: DNS follows.
+    let name = "elsewhere.default.svc.cluster.local";
+    c.kubectl(&[
+        "patch",
+        "service",
+        "elsewhere",
+        "-p",
+        r#"{"spec":{"externalName":"example.net"}}"#,
+    ])
+    .out();
+    eventually("the new CNAME", || {
+        short(&[name, "CNAME"]) == ["example.net."]
+    });
+    let to_cluster_ip =
+        r#"{"spec":{"type":"ClusterIP","externalName":null,"ports":[{"port":80}]}}"#;
+    c.kubectl(&["patch", "service", "elsewhere", "-p", to_cluster_ip])
+        .out();
+    let address = jsonpath(&c, &["service", "elsewhere"], "{.spec.clusterIP}");
+    eventually("an A record for the ClusterIP", || {
+        short(&[name]) == [address.clone()]
+    });
     // A name that is not there: NXDOMAIN with the zone's SOA, over TCP too.
     let missing = dig(&["nothere.default.svc.cluster.local", "+tcp"]);
     assert!(missing.contains("status: NXDOMAIN"), "{missing}");

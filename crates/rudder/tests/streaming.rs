@@ -113,6 +113,7 @@ fn run_pod(c: &Cluster, manifest: &str, name: &str) {
     });
 }
 
+// conformance: 305
 #[test]
 #[expect(
     clippy::too_many_lines,
@@ -343,6 +344,7 @@ fn port_forward(
     child
 }
 
+// conformance: 360
 #[test]
 fn port_forward_over_websocket_and_spdy() {
     let image = busybox();

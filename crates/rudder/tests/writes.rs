@@ -43,7 +43,6 @@ fn jsonpath(c: &Cluster, what: &[&str], path: &str) -> String {
     c.kubectl(&args).out().to_string()
 }
 
-// conformance: 691
 #[test]
 fn dry_runs_in_the_body_or_the_url_change_nothing() {
     let c = Cluster::start(&[]);
@@ -214,7 +213,7 @@ fn impersonation_is_refused_not_ignored() {
     assert!(group.err().contains("is forbidden"), "{}", group.stderr);
 }
 
-// conformance: 269, 391, 521, 616, 652
+// conformance: 269, 391, 521
 #[test]
 fn empty_keys_immutable_objects_and_priority_values_are_refused() {
     let c = Cluster::start(&[]);
