@@ -68,6 +68,55 @@ fn every_replica_answers(what: &str, ip: &str, port: u16, names: &BTreeSet<Strin
     });
 }
 
+/// An ExternalName Service turned NodePort gets an address and a node port, and both lead to
+/// the pods.
+fn external_name_turned_node_port_serves(c: &Cluster, node_ip: &str, names: &BTreeSet<String>) {
+    c.apply(
+        "apiVersion: v1
+kind: Service
+metadata: {name: turned}
+spec:
+  type: ExternalName
+  externalName: example.org
+  selector: {app: web}
+  ports: [{port: 80, targetPort: http}]
+",
+    )
+    .out();
+    let to_node_port = r#"{"spec":{"type":"NodePort","externalName":null}}"#;
+    c.kubectl(&["patch", "service", "turned", "-p", to_node_port])
+        .out();
+    let ip = jsonpath(c, &["service", "turned"], "{.spec.clusterIP}");
+    let port: u16 = jsonpath(c, &["service", "turned"], "{.spec.ports[0].nodePort}")
+        .parse()
+        .unwrap();
+    every_replica_answers("the turned Service's address", &ip, 80, names);
+    every_replica_answers("the turned Service's node port", node_ip, port, names);
+    c.kubectl(&["delete", "service", "turned"]).out();
+}
+
+/// Session affinity: under ClientIP one client gets one pod at every target, however often it
+/// asks; back to None, every pod answers again; under ClientIP once more, one pod.
+fn affinity_pins_clients(c: &Cluster, targets: &[(&str, u16)], names: &BTreeSet<String>) {
+    for affinity in ["ClientIP", "None", "ClientIP"] {
+        let patch = format!(r#"{{"spec":{{"sessionAffinity":"{affinity}"}}}}"#);
+        c.kubectl(&["patch", "service", "web", "-p", &patch]).out();
+        let pinned = affinity == "ClientIP";
+        eventually("the affinity rules", || {
+            ruleset().contains("update @affinity-") == pinned
+        });
+        for (ip, port) in targets {
+            if pinned {
+                let answers: BTreeSet<String> =
+                    (0..10).filter_map(|_| from_host(ip, *port)).collect();
+                assert_eq!(answers.len(), 1, "{ip}:{port}: {answers:?}");
+            } else {
+                every_replica_answers("every replica without affinity", ip, *port, names);
+            }
+        }
+    }
+}
+
 /// What `GET /` answers inside pod `client`.
 fn from_pod(c: &Cluster, url: &str) -> String {
     // (busybox's wget -T crashes: `timeout` bounds it instead.)
@@ -134,7 +183,7 @@ fn from_pods(c: &Cluster, ip: &str, names: &BTreeSet<String>) {
     );
 }
 
-// conformance: 488
+// conformance: 482, 483, 487, 488
 #[test]
 fn cluster_ips_and_node_ports_reach_every_ready_pod() {
     let image = busybox();
@@ -248,20 +297,10 @@ fn cluster_ips_and_node_ports_reach_every_ready_pod() {
         &names,
     );
 
-    // Session affinity: one client, one pod, however often it asks.
-    c.kubectl(&[
-        "patch",
-        "service",
-        "web",
-        "-p",
-        r#"{"spec":{"sessionAffinity":"ClientIP"}}"#,
-    ])
-    .out();
-    eventually("the affinity rules", || {
-        ruleset().contains("update @affinity-")
-    });
-    let answers: BTreeSet<String> = (0..10).filter_map(|_| from_host(&ip, 80)).collect();
-    assert_eq!(answers.len(), 1, "{answers:?}");
+    external_name_turned_node_port_serves(&c, &node_ip, &names);
+
+    // Session affinity, through the ClusterIP and the NodePort.
+    affinity_pins_clients(&c, &[(&ip, 80), (&node_ip, node_port)], &names);
 
     // No endpoints: refused at once, as is an address of the range no Service holds.
     c.kubectl(&["scale", "deployment", "web", "--replicas", "0"])
