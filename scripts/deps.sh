@@ -18,6 +18,8 @@ declare -A NEEDED=(
   [ip]=iproute2                # rudder reset deletes the pod bridge
   [curl]=curl                  # the agent tests call its HTTPS endpoint with a client certificate
   [dig]=dnsutils               # the cluster DNS tests ask with Debian's dig
+  [dnsperf]=dnsperf            # rudder bench dns loads both DNS servers with it
+  [knotd]=knot                 # rudder bench dns compares cluster DNS with Knot DNS
 )
 
 # file -> Debian package that provides it: what the build reads that no command on PATH shows.

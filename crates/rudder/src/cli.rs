@@ -288,6 +288,25 @@ pub(crate) enum BenchTarget {
     /// Streaming (as root): exec round trips and port-forward throughput through the API
     /// server, against a direct connection to the pod. Starts its own server and agent.
     Streaming(StreamingBench),
+    /// Cluster DNS: queries/s and latency under Debian's dnsperf, against Knot DNS serving the
+    /// same records, in the same run.
+    Dns(DnsBench),
+}
+
+/// Options of `rudder bench dns`.
+#[derive(Debug, Args)]
+pub(crate) struct DnsBench {
+    /// Print one JSON object on the last line instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// Services (one A record each) both servers hold.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) services: usize,
+
+    /// How long dnsperf asks each server (seconds).
+    #[arg(long, default_value_t = 10)]
+    pub(crate) seconds: u64,
 }
 
 /// Options of `rudder bench streaming`.

@@ -180,6 +180,7 @@ fn main() -> std::process::ExitCode {
                 cli::BenchTarget::Controllers(opts) => bench::controllers::run(opts).await,
                 cli::BenchTarget::Pods(opts) => bench::pods::run(opts).await,
                 cli::BenchTarget::Streaming(opts) => bench::streaming::run(opts).await,
+                cli::BenchTarget::Dns(opts) => bench::dns::run(opts).await,
             },
         }
     });

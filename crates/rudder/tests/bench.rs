@@ -197,3 +197,38 @@ fn bench_controllers_reports_every_key() {
         );
     }
 }
+
+#[test]
+fn bench_dns_reports_every_key() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rudder"))
+        .args([
+            "bench",
+            "dns",
+            "--json",
+            "--services",
+            "50",
+            "--seconds",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    for key in [
+        "rudder_qps",
+        "knot_qps",
+        "rudder_over_knot",
+        "rudder_avg_latency_ms",
+    ] {
+        assert!(
+            v[key].as_f64().is_some_and(|n| n > 0.0),
+            "{key} missing in {v}"
+        );
+    }
+    assert_eq!(v["services"], 50);
+}

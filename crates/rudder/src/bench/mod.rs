@@ -4,6 +4,7 @@
 pub(crate) mod api;
 mod client;
 pub(crate) mod controllers;
+pub(crate) mod dns;
 pub(crate) mod pods;
 pub(crate) mod scheduler;
 pub(crate) mod store;
