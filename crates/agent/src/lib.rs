@@ -342,8 +342,11 @@ pub async fn reset(data_dir: &Path, bridge: &str) -> Result<Vec<String>> {
         }
         done.push(format!("pod {uid} torn down"));
     }
-    // The QoS parent groups go too once empty (other agents' pods keep theirs).
-    runtime::cgroups::remove("/rudder");
+    // The QoS parent groups go too once empty. Not recursively: another agent's container
+    // that just exited has an empty group its agent has yet to read (its OOM kill count).
+    for parent in ["/rudder/burstable", "/rudder/besteffort", "/rudder"] {
+        runtime::cgroups::remove_if_empty(parent);
+    }
     for m in runtime::rootfs::unmount_below(data_dir) {
         done.push(format!("unmounted {}", m.display()));
     }

@@ -136,6 +136,14 @@ pub fn remove(path: &str) -> Vec<String> {
     left
 }
 
+/// Removes the group `path` itself if it is empty (no tasks, no child groups), in every
+/// hierarchy, leaving its children alone: for parents that several agents share.
+pub fn remove_if_empty(path: &str) {
+    for dir in dirs(path) {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
 fn remove_tree(dir: &Path, left: &mut Vec<String>) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
