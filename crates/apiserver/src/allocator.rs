@@ -175,10 +175,17 @@ async fn allocate_into(
         allocate_cluster_ip(store, range, r, svc, owner, taken).await?;
     }
     if wants_node_ports(svc) {
-        svc["spec"]["externalTrafficPolicy"] = json!("Cluster");
+        default(svc, "externalTrafficPolicy", "Cluster");
         allocate_node_ports(store, r, svc, owner, &name, taken, &[]).await?;
     }
     Ok(())
+}
+
+/// Sets `spec.<field>` to `value` unless the Service says otherwise.
+fn default(svc: &mut Value, field: &str, value: &str) {
+    if svc["spec"].get(field).is_none_or(Value::is_null) {
+        svc["spec"][field] = json!(value);
+    }
 }
 
 /// Gives a Service that uses one its ClusterIP (the one asked for, or one picked at random),
@@ -250,7 +257,7 @@ async fn allocate_cluster_ip(
     }
     svc["spec"]["ipFamilies"] = json!(["IPv4"]);
     svc["spec"]["ipFamilyPolicy"] = json!("SingleStack");
-    svc["spec"]["internalTrafficPolicy"] = json!("Cluster");
+    default(svc, "internalTrafficPolicy", "Cluster");
     Ok(())
 }
 

@@ -110,6 +110,26 @@ async fn services_are_deleted_by_label_and_the_kubernetes_service_is_listed() {
         .filter_map(|s| s.metadata.name)
         .collect();
     assert_eq!(left, ["three"]);
+    // Traffic policies asked for on create are kept (the server defaults only what is unset).
+    let local: Service = serde_json::from_value(json!({
+        "metadata": {"name": "local"},
+        "spec": {"type": "NodePort", "ports": [{"port": 80}],
+                 "internalTrafficPolicy": "Local", "externalTrafficPolicy": "Local"},
+    }))
+    .unwrap();
+    let spec = api
+        .create(&PostParams::default(), &local)
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
+    let policies = (spec.internal_traffic_policy, spec.external_traffic_policy);
+    assert_eq!(policies, (Some("Local".into()), Some("Local".into())));
+    let defaulted = api.get("three").await.unwrap().spec.unwrap();
+    assert_eq!(
+        defaulted.internal_traffic_policy.as_deref(),
+        Some("Cluster")
+    );
     let everywhere: Api<Service> = Api::all(server.client());
     let all = everywhere.list(&ListParams::default()).await.unwrap();
     assert!(
