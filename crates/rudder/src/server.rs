@@ -146,8 +146,10 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
     // The control-plane components are API clients of this server, as upstream's are.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut components = Vec::new();
-    // The node this process runs, if any: the proxy's local endpoints are its.
+    // The node this process runs, if any: the proxy's local endpoints are its, and cluster
+    // DNS serves its pods at the range's tenth address.
     let mut node = None;
+    let cluster_dns = (!opts.disable_cluster_dns).then(|| opts.service_cidr.nth(10));
     if opts.disable_agent {
         tracing::info!("no node agent (--disable-agent): pods run on other nodes only");
     } else if !is_root() {
@@ -169,9 +171,9 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
             true,
             None,
         )?;
-        if config.cluster_dns.is_none() && !opts.disable_cluster_dns {
-            config.cluster_dns = Some(agent::ClusterDns {
-                address: opts.service_cidr.nth(10).into(),
+        if config.cluster_dns.is_none() {
+            config.cluster_dns = cluster_dns.map(|address| agent::ClusterDns {
+                address: address.into(),
                 domain: opts.agent.cluster_domain.clone(),
             });
         }
@@ -208,6 +210,14 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
             }
         }));
     }
+    if let (Some(address), true) = (cluster_dns, node.is_some()) {
+        let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;
+        let dns = crate::cluster_dns::Options {
+            address,
+            domain: opts.agent.cluster_domain.clone(),
+        };
+        components.push(crate::cluster_dns::start(client, dns, stopped.clone()).await?);
+    }
     if let Some(node) = node.filter(|_| !opts.disable_kube_proxy) {
         // The proxy reads every Service and EndpointSlice, as upstream's system:kube-proxy.
         let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;
@@ -227,14 +237,6 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
                 tracing::error!("the service proxy stopped: {e:#}");
             }
         }));
-    }
-    if !opts.disable_agent && !opts.disable_cluster_dns && is_root() {
-        let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;
-        let dns = crate::cluster_dns::Options {
-            address: opts.service_cidr.nth(10),
-            domain: opts.agent.cluster_domain.clone(),
-        };
-        components.push(crate::cluster_dns::start(client, dns, stopped.clone()).await?);
     }
     if !opts.disable_scheduler {
         let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;

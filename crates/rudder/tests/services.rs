@@ -53,6 +53,15 @@ spec:
     )
 }
 
+/// One field (a JSONPath below the object) of every web pod.
+fn web_pods(c: &Cluster, field: &str) -> BTreeSet<String> {
+    let path = format!("jsonpath={{.items[*].{field}}}");
+    get(c, &["get", "pods", "-l", "app=web", "-o", &path])
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
 /// What `GET /` at `ip:port` answers (the serving pod's name), from the host.
 fn from_host(ip: &str, port: u16) -> Option<String> {
     let body = pods::http_get_path(ip, port, "/")?;
@@ -198,20 +207,7 @@ fn cluster_ips_and_node_ports_reach_every_ready_pod() {
     patiently("the client pod", 60, || {
         jsonpath(&c, &["pod", "client"], "{.status.phase}") == "Running"
     });
-    let names: BTreeSet<String> = get(
-        &c,
-        &[
-            "get",
-            "pods",
-            "-l",
-            "app=web",
-            "-o",
-            "jsonpath={.items[*].metadata.name}",
-        ],
-    )
-    .split_whitespace()
-    .map(str::to_string)
-    .collect();
+    let names = web_pods(&c, "metadata.name");
 
     // A named target port, resolved through the EndpointSlice.
     c.kubectl(&[
@@ -392,21 +388,7 @@ spec:
         jsonpath(&c, &["deployment", "web"], "{.status.readyReplicas}") == "2"
     });
     let ip = jsonpath(&c, &["service", "web"], "{.spec.clusterIP}");
-    let mut pod_ips: Vec<String> = get(
-        &c,
-        &[
-            "get",
-            "pods",
-            "-l",
-            "app=web",
-            "-o",
-            "jsonpath={.items[*].status.podIP}",
-        ],
-    )
-    .split_whitespace()
-    .map(str::to_string)
-    .collect();
-    pod_ips.sort();
+    let pod_ips: Vec<String> = web_pods(&c, "status.podIP").into_iter().collect();
 
     // A Service, its named port, its address backwards.
     eventually("the web Service in DNS", || {
