@@ -15,6 +15,7 @@ declare -A NEEDED=(
   [runc]=runc                  # the node agent's OCI runtime
   [iptables]=iptables          # the CNI bridge plugin masquerades pod traffic, portmap maps host ports
   [nft]=nftables               # the service proxy programs ClusterIPs and NodePorts with nftables
+  [conntrack]=conntrack        # the service proxy forgets UDP flows to endpoints that are gone
   [ip]=iproute2                # rudder reset deletes the pod bridge
   [curl]=curl                  # the agent tests call its HTTPS endpoint with a client certificate
   [dig]=dnsutils               # the cluster DNS tests ask with Debian's dig

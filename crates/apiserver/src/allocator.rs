@@ -127,12 +127,14 @@ fn held(svc: &Value) -> Vec<String> {
     keys
 }
 
+/// The node ports `svc` holds: its ports' and its health check's.
 fn node_ports(svc: &Value) -> Vec<i64> {
     svc["spec"]["ports"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|p| p.get("nodePort").and_then(Value::as_i64))
+        .chain(svc["spec"]["healthCheckNodePort"].as_i64())
         .collect()
 }
 
@@ -176,7 +178,15 @@ async fn allocate_into(
     }
     if wants_node_ports(svc) {
         default(svc, "externalTrafficPolicy", "Cluster");
-        allocate_node_ports(store, r, svc, owner, &name, taken, &[]).await?;
+        let mut claim = Claim {
+            store,
+            r,
+            owner,
+            name: &name,
+            taken,
+            already: &[],
+        };
+        claim.node_ports(svc).await?;
     }
     Ok(())
 }
@@ -261,89 +271,92 @@ async fn allocate_cluster_ip(
     Ok(())
 }
 
-async fn allocate_node_ports(
-    store: &dyn Store,
-    r: &Resource,
-    svc: &mut Value,
-    owner: &str,
-    name: &str,
-    taken: &mut Vec<String>,
-    already: &[i64],
-) -> Result<(), Status> {
-    let ports = svc["spec"]["ports"]
-        .as_array_mut()
-        .map(std::mem::take)
-        .unwrap_or_default();
-    let mut out = Vec::with_capacity(ports.len());
-    let mut result = Ok(());
-    for (i, mut p) in ports.into_iter().enumerate() {
-        if result.is_ok() {
-            result = node_port(store, r, &mut p, i, owner, name, taken, already).await;
-        }
-        out.push(p);
-    }
-    svc["spec"]["ports"] = Value::Array(out);
-    result
+/// One Service's node port allocation: where, for whom, what it took so far, and which
+/// ports it already held before an update.
+struct Claim<'a> {
+    store: &'a dyn Store,
+    r: &'a Resource,
+    owner: &'a str,
+    name: &'a str,
+    taken: &'a mut Vec<String>,
+    already: &'a [i64],
 }
 
-#[allow(clippy::too_many_arguments)] // one port's allocation needs the whole context
-async fn node_port(
-    store: &dyn Store,
-    r: &Resource,
-    p: &mut Value,
-    i: usize,
-    owner: &str,
-    name: &str,
-    taken: &mut Vec<String>,
-    already: &[i64],
-) -> Result<(), Status> {
-    let field = format!("spec.ports[{i}].nodePort");
-    match p.get("nodePort").and_then(Value::as_i64) {
-        Some(port) if already.contains(&port) => Ok(()),
-        Some(port) => {
-            let (lo, hi) = NODE_PORTS;
-            if !(i64::from(lo)..=i64::from(hi)).contains(&port) {
-                return Err(Status::invalid(
-                    r,
-                    name,
-                    &[FieldError::invalid(
+impl Claim<'_> {
+    /// Every port's `nodePort`, then the health check's port when the Service needs one.
+    async fn node_ports(&mut self, svc: &mut Value) -> Result<(), Status> {
+        let ports = svc["spec"]["ports"]
+            .as_array_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(ports.len());
+        let mut result = Ok(());
+        for (i, mut p) in ports.into_iter().enumerate() {
+            if result.is_ok() {
+                let field = format!("spec.ports[{i}].nodePort");
+                result = self.port(&mut p, "nodePort", field).await;
+            }
+            out.push(p);
+        }
+        svc["spec"]["ports"] = Value::Array(out);
+        result?;
+        if crate::strategy::service::needs_health_check(svc) {
+            let field = "spec.healthCheckNodePort".to_string();
+            self.port(&mut svc["spec"], "healthCheckNodePort", field)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The port in `slot[key]`: reserved as asked, or picked at random when unset.
+    async fn port(&mut self, slot: &mut Value, key: &str, field: String) -> Result<(), Status> {
+        match slot.get(key).and_then(Value::as_i64).filter(|p| *p != 0) {
+            Some(port) if self.already.contains(&port) => Ok(()),
+            Some(port) => {
+                let (lo, hi) = NODE_PORTS;
+                if !(i64::from(lo)..=i64::from(hi)).contains(&port) {
+                    return Err(self.invalid(
                         field,
-                        &json!(port),
+                        port,
                         format!(
                             "provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
                         ),
-                    )],
-                ));
-            }
-            let key = format!("{PORT_PREFIX}{port}");
-            if !reserve(store, &key, owner).await? {
-                return Err(Status::invalid(
-                    r,
-                    name,
-                    &[FieldError::invalid(
-                        field,
-                        &json!(port),
-                        "provided port is already allocated",
-                    )],
-                ));
-            }
-            taken.push(key);
-            Ok(())
-        }
-        None => {
-            for _ in 0..256 {
-                let port = random_port();
-                let key = format!("{PORT_PREFIX}{port}");
-                if reserve(store, &key, owner).await? {
-                    taken.push(key);
-                    p["nodePort"] = json!(port);
-                    return Ok(());
+                    ));
                 }
+                let key = format!("{PORT_PREFIX}{port}");
+                if !reserve(self.store, &key, self.owner).await? {
+                    return Err(self.invalid(
+                        field,
+                        port,
+                        "provided port is already allocated".into(),
+                    ));
+                }
+                self.taken.push(key);
+                Ok(())
             }
-            Err(Status::internal(
-                "failed to allocate a node port: range is full",
-            ))
+            None => {
+                for _ in 0..256 {
+                    let port = random_port();
+                    let reserved = format!("{PORT_PREFIX}{port}");
+                    if reserve(self.store, &reserved, self.owner).await? {
+                        self.taken.push(reserved);
+                        slot[key] = json!(port);
+                        return Ok(());
+                    }
+                }
+                Err(Status::internal(
+                    "failed to allocate a node port: range is full",
+                ))
+            }
         }
+    }
+
+    fn invalid(&self, field: String, port: i64, why: String) -> Status {
+        Status::invalid(
+            self.r,
+            self.name,
+            &[FieldError::invalid(field, &json!(port), why)],
+        )
     }
 }
 
@@ -379,7 +392,23 @@ pub async fn allocate_on_update(
     } else {
         Vec::new()
     };
-    match allocate_node_ports(store, r, new, owner, &name, &mut taken, &already).await {
+    // As upstream: a health check port the update left out is the one held before.
+    if crate::strategy::service::needs_health_check(old)
+        && crate::strategy::service::needs_health_check(new)
+        && new["spec"]["healthCheckNodePort"].as_i64().unwrap_or(0) == 0
+    {
+        new["spec"]["healthCheckNodePort"] = old["spec"]["healthCheckNodePort"].clone();
+    }
+    let mut claim = Claim {
+        store,
+        r,
+        owner,
+        name: &name,
+        taken: &mut taken,
+        already: &already,
+    };
+    let result = claim.node_ports(new).await;
+    match result {
         Ok(()) => Ok(taken),
         Err(e) => {
             for key in &taken {

@@ -1,9 +1,12 @@
-//! The proxy's only contact with the host: applying an nftables script and setting a sysctl.
-//! [`Nft`] runs Debian's `nft`; [`Recording`] keeps what it is given, for tests without root.
+//! The proxy's only contact with the kernel: applying an nftables script, forgetting tracked
+//! UDP flows and setting a sysctl. [`Nft`] runs Debian's `nft` and `conntrack`; [`Recording`]
+//! keeps what it is given, for tests without root.
 
 use std::sync::Mutex;
 
 use tokio::io::AsyncWriteExt;
+
+use crate::conntrack::Flow;
 
 /// What programming the kernel can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +17,9 @@ pub enum Error {
     /// `nft` refused the script.
     #[error("nft refused the rules: {0}")]
     Refused(String),
+    /// `conntrack` could not be run or failed.
+    #[error("deleting tracked flows (Debian: apt-get install conntrack): {0}")]
+    Conntrack(String),
     /// A sysctl could not be written.
     #[error("setting {0}: {1}")]
     Sysctl(String, #[source] std::io::Error),
@@ -24,6 +30,8 @@ pub enum Error {
 pub trait Host: Send + Sync {
     /// Applies an `nft -f` script, as one transaction.
     async fn apply(&self, script: &str) -> Result<(), Error>;
+    /// Deletes the tracked flows `flow` describes (none found is no error).
+    async fn forget(&self, flow: &Flow) -> Result<(), Error>;
     /// Writes `value` to `/proc/sys/<key>` (dots as slashes) if the key exists.
     fn sysctl(&self, key: &str, value: &str) -> Result<(), Error>;
 }
@@ -59,6 +67,22 @@ impl Host for Nft {
         }
     }
 
+    async fn forget(&self, flow: &Flow) -> Result<(), Error> {
+        let out = tokio::process::Command::new("conntrack")
+            .args(flow.args())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| Error::Conntrack(e.to_string()))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // It exits 1 when nothing matched.
+        if out.status.success() || stderr.contains("0 flow entries") {
+            Ok(())
+        } else {
+            Err(Error::Conntrack(stderr.trim().to_string()))
+        }
+    }
+
     fn sysctl(&self, key: &str, value: &str) -> Result<(), Error> {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
         match std::fs::write(&path, value) {
@@ -75,6 +99,8 @@ impl Host for Nft {
 pub struct Recording {
     /// Every script applied, in order.
     pub scripts: Mutex<Vec<String>>,
+    /// Every flow forgotten, in order.
+    pub forgotten: Mutex<Vec<Flow>>,
     /// Every sysctl set, in order.
     pub sysctls: Mutex<Vec<(String, String)>>,
 }
@@ -83,6 +109,11 @@ pub struct Recording {
 impl Host for Recording {
     async fn apply(&self, script: &str) -> Result<(), Error> {
         self.scripts.lock().expect("lock").push(script.to_string());
+        Ok(())
+    }
+
+    async fn forget(&self, flow: &Flow) -> Result<(), Error> {
+        self.forgotten.lock().expect("lock").push(flow.clone());
         Ok(())
     }
 

@@ -10,6 +10,8 @@
 //! Start reading at [`run`]; then [`model::service_ports`] (what to program, pure) and
 //! [`rules::Ruleset`] (how, pure). [`host::Recording`] stands in for the kernel in tests.
 
+pub mod conntrack;
+pub mod health;
 pub mod host;
 pub mod model;
 pub mod rules;
@@ -39,6 +41,8 @@ pub async fn run(
     // on the same bridge skips the reverse translation.
     host.sysctl("net.bridge.bridge-nf-call-iptables", "1")?;
     host.sysctl("net.ipv4.ip_forward", "1")?;
+    // NodePorts on 127.0.0.1: translated packets keep their loopback source until masqueraded.
+    host.sysctl("net.ipv4.conf.all.route_localnet", "1")?;
     let (services, svc_writer) = reflector::store::<Service>();
     let (slices, slice_writer) = reflector::store::<EndpointSlice>();
     let svc_events = reflector::reflector(
@@ -58,7 +62,7 @@ pub async fn run(
         slice_events.map(|e| (1, e.map(|e| listed_all(&e)))),
     ));
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut applied = None;
+    let mut state = Applied::default();
     let mut dirty = false;
     loop {
         let ready = listed == [true, true];
@@ -74,7 +78,7 @@ pub async fn run(
             },
             () = tokio::time::sleep(SETTLE), if dirty && ready => {
                 dirty = false;
-                sync(&*host, &config, &services, &slices, &mut applied).await;
+                sync(&*host, &config, &services, &slices, &mut state).await;
             }
         }
     }
@@ -85,13 +89,25 @@ fn listed_all<K>(event: &watcher::Event<K>) -> bool {
     matches!(event, watcher::Event::InitDone)
 }
 
-/// Applies what changed since the last success (everything, after a failure).
+/// What the kernel and the health check ports hold since the last successful sync.
+#[derive(Default)]
+struct Applied {
+    /// The rules (none after a failure: the next sync rebuilds the table).
+    rules: Option<rules::Ruleset>,
+    /// The ports they were built from.
+    ports: Vec<model::ServicePort>,
+    /// The health check node ports' servers.
+    health: health::Servers,
+}
+
+/// Applies what changed since the last success (everything, after a failure), forgets the
+/// UDP flows the change left stale and updates the health check ports.
 async fn sync(
     host: &dyn host::Host,
     config: &rules::Config,
     services: &Store<Service>,
     slices: &Store<EndpointSlice>,
-    applied: &mut Option<rules::Ruleset>,
+    state: &mut Applied,
 ) {
     let (services, slices) = (services.state(), slices.state());
     let ports = model::service_ports(
@@ -99,19 +115,22 @@ async fn sync(
         slices.iter().map(Arc::as_ref),
         config.node.as_deref(),
     );
+    state.health.update(model::health_checks(&ports));
     let wanted = rules::Ruleset::build(config, &ports);
-    let script = wanted.script(&config.table, applied.as_ref());
-    if script.is_empty() {
-        return;
-    }
-    match host.apply(&script).await {
-        Ok(()) => {
-            tracing::debug!(ports = ports.len(), "service rules applied");
-            *applied = Some(wanted);
-        }
-        Err(e) => {
+    let script = wanted.script(&config.table, state.rules.as_ref());
+    if !script.is_empty() {
+        if let Err(e) = host.apply(&script).await {
             tracing::error!("{e}");
-            *applied = None;
+            state.rules = None;
+            return;
+        }
+        tracing::debug!(ports = ports.len(), "service rules applied");
+        state.rules = Some(wanted);
+    }
+    for flow in conntrack::stale(&state.ports, &ports) {
+        if let Err(e) = host.forget(&flow).await {
+            tracing::warn!("{e}");
         }
     }
+    state.ports = ports;
 }

@@ -66,6 +66,49 @@ pub struct ServicePort {
     /// With `externalTrafficPolicy: Local`: this node's endpoints, where traffic from outside
     /// the cluster goes, its client address kept (none: such traffic is dropped).
     pub local_endpoints: Option<Vec<SocketAddrV4>>,
+    /// The Service's `healthCheckNodePort`, where load balancers ask whether this node has
+    /// local endpoints.
+    pub health_check: Option<u16>,
+}
+
+/// What a Service's health check node port answers on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// The Service's namespace.
+    pub namespace: String,
+    /// The Service's name.
+    pub name: String,
+    /// How many of its endpoints (addresses) run on this node.
+    pub local_endpoints: usize,
+}
+
+/// The health check node ports of `ports`' Services, each with its Service's local endpoints.
+pub fn health_checks(ports: &[ServicePort]) -> BTreeMap<u16, HealthCheck> {
+    let mut out: BTreeMap<u16, (HealthCheck, Vec<Ipv4Addr>)> = BTreeMap::new();
+    for p in ports {
+        let Some(port) = p.health_check else {
+            continue;
+        };
+        let mut id = p.id.splitn(3, '/');
+        let (namespace, name) = (id.next().unwrap_or(""), id.next().unwrap_or(""));
+        let (_, addresses) = out.entry(port).or_insert_with(|| {
+            let check = HealthCheck {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                local_endpoints: 0,
+            };
+            (check, Vec::new())
+        });
+        addresses.extend(p.local_endpoints.iter().flatten().map(|e| *e.ip()));
+    }
+    out.into_iter()
+        .map(|(port, (mut check, mut addresses))| {
+            addresses.sort();
+            addresses.dedup();
+            check.local_endpoints = addresses.len();
+            (port, check)
+        })
+        .collect()
 }
 
 /// The ports of every Service with a ClusterIP, sorted by id, as seen from node `node` (whose
@@ -125,6 +168,9 @@ fn ports_of(
     let affinity = affinity(svc);
     let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
     let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+    let health_check = spec
+        .health_check_node_port
+        .and_then(|n| u16::try_from(n).ok());
     spec.ports
         .iter()
         .flatten()
@@ -143,6 +189,7 @@ fn ports_of(
                 affinity,
                 endpoints: candidates.pick(internal_local),
                 local_endpoints: external_local.then(|| candidates.pick(true)),
+                health_check,
             })
         })
         .collect()
@@ -358,6 +405,28 @@ mod tests {
         let elsewhere = service_ports([&svc], [&s], Some("third"));
         assert!(elsewhere[0].endpoints.is_empty());
         assert_eq!(elsewhere[0].local_endpoints, Some(vec![]));
+    }
+
+    #[test]
+    fn a_health_check_counts_the_services_local_addresses_once() {
+        let s = web_slice(json!([
+            {"addresses": ["10.42.0.7"], "nodeName": "here"},
+            {"addresses": ["10.42.1.7"], "nodeName": "there"},
+        ]));
+        let mut svc = web();
+        let spec = svc.spec.as_mut().unwrap();
+        spec.type_ = Some("LoadBalancer".into());
+        spec.external_traffic_policy = Some("Local".into());
+        spec.health_check_node_port = Some(31000);
+        let check = |node| health_checks(&service_ports([&svc], [&s], Some(node)));
+        let here = check("here");
+        let expected = HealthCheck {
+            namespace: "default".into(),
+            name: "web".into(),
+            local_endpoints: 1,
+        };
+        assert_eq!(here.get(&31000), Some(&expected));
+        assert_eq!(check("third")[&31000].local_endpoints, 0);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!
 //! - `services` is reached from the NAT prerouting and output hooks; a verdict map keyed by
 //!   address, protocol and port sends each ClusterIP port, external IP and load balancer
-//!   address (and, for local destinations, each NodePort) to its Service's chain;
+//!   address (and, for local destinations, each NodePort) to its Service's chain; the node's
+//!   own clients reach NodePorts on 127.0.0.1 as well;
 //! - a Service chain marks traffic from outside the pod network for masquerading, sends a
 //!   client remembered by session affinity back to its endpoint, else picks an endpoint chain
 //!   at random; an endpoint chain marks hairpin traffic (a pod reaching itself), remembers
@@ -169,39 +170,60 @@ impl Ruleset {
                 "nat",
                 "prerouting",
                 "dstnat",
-                "jump services",
+                &["jump services"][..],
             ),
-            ("nat-output", "nat", "output", "-100", "jump services"),
+            (
+                "nat-output",
+                "nat",
+                "output",
+                "-100",
+                // NodePorts answer on 127.0.0.1 too, for the node's own clients.
+                &[
+                    "jump services",
+                    "ip daddr 127.0.0.1 meta l4proto . th dport vmap @service-nodeports",
+                ],
+            ),
             (
                 "nat-postrouting",
                 "nat",
                 "postrouting",
                 "srcnat",
-                "jump masquerading",
+                &["jump masquerading"],
+            ),
+            (
+                "filter-input",
+                "filter",
+                "input",
+                "filter",
+                &["jump localhost-check"],
             ),
             (
                 "filter-forward",
                 "filter",
                 "forward",
                 "filter",
-                "jump cluster-ips-check",
+                &["jump cluster-ips-check"],
             ),
             (
                 "filter-output",
                 "filter",
                 "output",
                 "filter",
-                "jump cluster-ips-check",
+                &["jump cluster-ips-check"],
             ),
         ] {
-            self.chain(
-                name,
-                [
-                    format!("type {ty} hook {hook} priority {prio}; policy accept;"),
-                    body.into(),
-                ],
-            );
+            let mut rules = vec![format!(
+                "type {ty} hook {hook} priority {prio}; policy accept;"
+            )];
+            rules.extend(body.iter().map(|r| (*r).to_string()));
+            self.chain(name, rules);
         }
+        // Localhost NodePorts need `route_localnet`, which would also let packets from the
+        // network reach the node's 127.0.0.1 services; as upstream, those are dropped.
+        self.chain(
+            "localhost-check",
+            ["ip daddr 127.0.0.0/8 ip saddr != 127.0.0.0/8 ct state != { established, related } ct status & dnat == 0 drop".into()],
+        );
         self.chain(
             "services",
             [
@@ -265,8 +287,12 @@ impl Ruleset {
             // Pods reaching an outside address take the cluster path; the rest keeps its
             // client address and stays on this node, or is dropped.
             let mut rules = Vec::new();
-            if let (Some(cidr), false) = (&config.cluster_cidr, p.endpoints.is_empty()) {
-                rules.push(format!("ip saddr {cidr} goto {}", service_chain(p)));
+            if !p.endpoints.is_empty() {
+                // The node's own clients (127.0.0.1 above all) take the cluster path too.
+                if let Some(cidr) = &config.cluster_cidr {
+                    rules.push(format!("ip saddr {cidr} goto {}", service_chain(p)));
+                }
+                rules.push(format!("fib saddr type local goto {}", service_chain(p)));
             }
             if local.is_empty() {
                 rules.push("drop".to_string());
@@ -425,6 +451,7 @@ mod tests {
             affinity: None,
             endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
             local_endpoints: None,
+            health_check: None,
         }
     }
 
@@ -462,6 +489,13 @@ mod tests {
     #[test]
     fn an_empty_cluster_still_has_its_hooks_and_checks() {
         let s = fresh(&[]);
+        assert!(s.contains("  chain nat-output {\n    type nat hook output priority -100; policy accept;\n    jump services\n    ip daddr 127.0.0.1 meta l4proto . th dport vmap @service-nodeports\n  }"), "{s}");
+        assert!(
+            s.contains(
+                "type filter hook input priority filter; policy accept;\n    jump localhost-check\n"
+            ),
+            "{s}"
+        );
         assert!(s.contains("type nat hook prerouting priority dstnat; policy accept;"));
         assert!(
             s.contains(
@@ -510,7 +544,7 @@ mod tests {
             s.contains("{ tcp . 30080 : goto external-default/web/tcp/http }"),
             "{s}"
         );
-        assert!(s.contains("  chain external-default/web/tcp/http {\n    ip saddr 10.42.0.0/16 goto service-default/web/tcp/http\n    numgen random mod 1 vmap { 0 : goto endpoint-default/web/tcp/http__10.42.0.6/8080 }\n  }"), "{s}");
+        assert!(s.contains("  chain external-default/web/tcp/http {\n    ip saddr 10.42.0.0/16 goto service-default/web/tcp/http\n    fib saddr type local goto service-default/web/tcp/http\n    numgen random mod 1 vmap { 0 : goto endpoint-default/web/tcp/http__10.42.0.6/8080 }\n  }"), "{s}");
         // No endpoint here: outside traffic is dropped, the cluster path still served.
         p.local_endpoints = Some(vec![]);
         let s = fresh(&[p]);

@@ -255,6 +255,12 @@ fn cluster_ips_and_node_ports_reach_every_ready_pod() {
         node_port,
         &names,
     );
+    every_replica_answers(
+        "every replica through the NodePort on 127.0.0.1",
+        "127.0.0.1",
+        node_port,
+        &names,
+    );
 
     // LoadBalancer: the node's address in the status, shown by kubectl, answering on the
     // Service's port.
@@ -292,6 +298,23 @@ fn cluster_ips_and_node_ports_reach_every_ready_pod() {
         80,
         &names,
     );
+    every_replica_answers(
+        "every replica through the NodePort on 127.0.0.1, locally",
+        "127.0.0.1",
+        node_port,
+        &names,
+    );
+    let health: u16 = jsonpath(&c, &["service", "web"], "{.spec.healthCheckNodePort}")
+        .parse()
+        .unwrap();
+    eventually(
+        "the health check node port counting three endpoints",
+        || {
+            health_check(&node_ip, health).is_some_and(|h| {
+                h.starts_with("HTTP/1.0 200 OK") && h.contains(r#""localEndpoints":3,"#)
+            })
+        },
+    );
 
     external_name_turned_node_port_serves(&c, &node_ip, &names);
 
@@ -302,6 +325,10 @@ fn cluster_ips_and_node_ports_reach_every_ready_pod() {
     c.kubectl(&["scale", "deployment", "web", "--replicas", "0"])
         .out();
     eventually("the ClusterIP refusing connections", || refused(&ip, 80));
+    eventually("the health check node port unavailable", || {
+        health_check(&node_ip, health)
+            .is_some_and(|h| h.starts_with("HTTP/1.0 503") && h.contains(r#""localEndpoints":0,"#))
+    });
     assert!(refused("10.243.255.254", 80));
     assert!(
         ruleset().contains("ip daddr 10.243.0.0/16 reject"),
@@ -309,12 +336,85 @@ fn cluster_ips_and_node_ports_reach_every_ready_pod() {
         ruleset()
     );
 
+    udp_flows_follow_their_endpoint(&c, &node_ip);
+
     // Deleting the Service removes what it added.
     c.kubectl(&["delete", "service", "web"]).out();
+    eventually("the health check node port closed", || {
+        refused(&node_ip, health)
+    });
     eventually("the Service's rules gone", || !ruleset().contains(&ip));
     // Every change went in as an update of the table: nft refused none of them.
     let log = std::fs::read_to_string(c.dir.path().join("server.log")).unwrap();
     assert!(!log.contains("nft refused"), "{log}");
+}
+
+/// The health check node port's whole answer.
+fn health_check(ip: &str, port: u16) -> Option<String> {
+    pods::http_get_path(ip, port, "/")
+}
+
+/// A UDP echo on the host: answers every datagram with `name`, until the test ends.
+fn udp_answering(ip: &str, name: &'static str) -> u16 {
+    let socket = std::net::UdpSocket::bind((ip, 0)).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = [0; 64];
+        while let Ok((_, from)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(name.as_bytes(), from);
+        }
+    });
+    port
+}
+
+/// UDP through a ClusterIP to endpoints on the host (a Service without selector, its
+/// EndpointSlice made by hand): a client keeps its source port while the endpoint changes,
+/// and its next datagram reaches the new endpoint, because the proxy forgot the old flow
+/// (else the kernel would keep translating it to the old endpoint, still answering).
+fn udp_flows_follow_their_endpoint(c: &Cluster, node_ip: &str) {
+    let bridge = format!("10.{NET}.0.1");
+    let (one, two) = (udp_answering(node_ip, "one"), udp_answering(&bridge, "two"));
+    let manifest = |address: &str, port: u16| {
+        format!(
+            "apiVersion: v1
+kind: Service
+metadata: {{name: echo}}
+spec:
+  ports: [{{name: echo, port: 53, protocol: UDP}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: echo-1
+  labels: {{kubernetes.io/service-name: echo}}
+addressType: IPv4
+ports: [{{name: echo, port: {port}, protocol: UDP}}]
+endpoints: [{{addresses: ['{address}']}}]
+"
+        )
+    };
+    c.apply(&manifest(node_ip, one)).out();
+    let ip = jsonpath(c, &["service", "echo"], "{.spec.clusterIP}");
+    let client = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    client
+        .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    let ask = || {
+        client.send_to(b"?", (ip.as_str(), 53)).ok()?;
+        let mut buf = [0; 64];
+        let n = client.recv(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    eventually("UDP through the ClusterIP", || {
+        ask().as_deref() == Some("one")
+    });
+    c.apply(&manifest(&bridge, two)).out();
+    eventually(
+        "the same client's next datagram at the new endpoint",
+        || ask().as_deref() == Some("two"),
+    );
+    c.kubectl(&["delete", "service", "echo"]).out();
+    c.kubectl(&["delete", "endpointslice", "echo-1"]).out();
 }
 
 /// Whether a TCP connection to `ip:port` from the host is refused (not timed out).

@@ -144,3 +144,56 @@ async fn services_are_deleted_by_label_and_the_kubernetes_service_is_listed() {
             .collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn a_local_load_balancer_holds_a_health_check_port_until_its_policy_changes() {
+    let server = TestServer::start().await;
+    let api: Api<Service> = Api::namespaced(server.client(), "default");
+    let lb: Service = serde_json::from_value(json!({
+        "metadata": {"name": "lb"},
+        "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local", "ports": [{"port": 80}]},
+    }))
+    .unwrap();
+    let created = api.create(&PostParams::default(), &lb).await.unwrap();
+    let port = created
+        .spec
+        .unwrap()
+        .health_check_node_port
+        .expect("a health check port");
+    assert!((30000..=32767).contains(&port), "{port}");
+
+    // Taken: another Service may not ask for it.
+    let mut other = service("other", "b");
+    let spec = other.spec.as_mut().unwrap();
+    spec.type_ = Some("LoadBalancer".into());
+    spec.external_traffic_policy = Some("Local".into());
+    spec.health_check_node_port = Some(port);
+    let err = api
+        .create(&PostParams::default(), &other)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "spec.healthCheckNodePort: Invalid value: {port}: provided port is already allocated"
+                .replace("{port}", &port.to_string())
+                .as_str()
+        ),
+        "{err}"
+    );
+
+    // An update that leaves it out keeps it; the Cluster policy gives it back.
+    let mut replaced = api.get("lb").await.unwrap();
+    replaced.spec.as_mut().unwrap().health_check_node_port = None;
+    let kept = api
+        .replace("lb", &PostParams::default(), &replaced)
+        .await
+        .unwrap();
+    assert_eq!(kept.spec.unwrap().health_check_node_port, Some(port));
+    let cluster = json!({"spec": {"externalTrafficPolicy": "Cluster"}});
+    let patched = api
+        .patch("lb", &PatchParams::default(), &Patch::Merge(&cluster))
+        .await
+        .unwrap();
+    assert_eq!(patched.spec.unwrap().health_check_node_port, None);
+    api.create(&PostParams::default(), &other).await.unwrap();
+}

@@ -21,6 +21,12 @@ fn needs_node_ports(svc: &Value) -> bool {
     matches!(service_type(svc), "NodePort" | "LoadBalancer")
 }
 
+/// Whether the Service gets a health check node port: a load balancer that keeps traffic on
+/// the nodes with local endpoints asks each node through it.
+pub(crate) fn needs_health_check(svc: &Value) -> bool {
+    service_type(svc) == "LoadBalancer" && svc["spec"]["externalTrafficPolicy"] == "Local"
+}
+
 /// The rules of a Service on its own.
 pub(super) fn validate(svc: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
@@ -38,6 +44,12 @@ pub(super) fn validate(svc: &Value) -> Vec<FieldError> {
                 "must be between 1 and 65535, inclusive",
             ));
         }
+    }
+    if svc["spec"]["healthCheckNodePort"].as_i64().unwrap_or(0) != 0 && !needs_health_check(svc) {
+        errs.push(FieldError::forbidden(
+            "spec.healthCheckNodePort",
+            "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'",
+        ));
     }
     let ty = service_type(svc);
     if !TYPES.contains(&ty) {
@@ -91,12 +103,11 @@ pub(crate) fn drop_type_dependent(old: &Value, new: &mut Value) {
             p.as_object_mut().map(|m| m.remove("nodePort"));
         }
     }
-    if needs_node_ports(old) && !needs_node_ports(new) {
-        for field in ["externalTrafficPolicy", "healthCheckNodePort"] {
-            if same(new, field) {
-                remove(new, field);
-            }
-        }
+    if needs_node_ports(old) && !needs_node_ports(new) && same(new, "externalTrafficPolicy") {
+        remove(new, "externalTrafficPolicy");
+    }
+    if needs_health_check(old) && !needs_health_check(new) && same(new, "healthCheckNodePort") {
+        remove(new, "healthCheckNodePort");
     }
     if service_type(new) != "LoadBalancer" {
         remove(new, "allocateLoadBalancerNodePorts");
@@ -167,6 +178,27 @@ mod tests {
             [
                 "spec.externalName: Required value",
                 "spec.clusterIPs: Forbidden: may not be set for ExternalName services"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_health_check_port_goes_with_the_local_policy() {
+        let mut old = node_port_service();
+        old["spec"]["type"] = json!("LoadBalancer");
+        old["spec"]["externalTrafficPolicy"] = json!("Local");
+        old["spec"]["healthCheckNodePort"] = json!(31000);
+        assert!(validate(&old).is_empty());
+        let mut new = old.clone();
+        new["spec"]["externalTrafficPolicy"] = json!("Cluster");
+        drop_type_dependent(&old, &mut new);
+        assert!(new["spec"].get("healthCheckNodePort").is_none());
+        new["spec"]["healthCheckNodePort"] = json!(31001);
+        let errs: Vec<String> = validate(&new).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            errs,
+            [
+                "spec.healthCheckNodePort: Forbidden: may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'"
             ]
         );
     }
