@@ -21,6 +21,9 @@ declare -A NEEDED=(
   [dig]=dnsutils               # the cluster DNS tests ask with Debian's dig
   [dnsperf]=dnsperf            # rudder bench dns loads both DNS servers with it
   [knotd]=knot                 # rudder bench dns compares cluster DNS with Knot DNS
+  [iperf3]=iperf3              # rudder bench services measures ClusterIP throughput with it
+  [wrk]=wrk                    # rudder bench ingress loads both proxies with it
+  [nginx]=nginx-light          # rudder bench ingress compares the Ingress proxy with nginx
 )
 
 # file -> Debian package that provides it: what the build reads that no command on PATH shows.
@@ -59,6 +62,16 @@ ensure_deps() {
       apt-get update -qq
       # shellcheck disable=SC2086
       apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+      # nginx and knot are benchmark tools here, not services, but Debian starts them on
+      # install where systemd runs (nginx on port 80, the Ingress controller's): stop and
+      # disable what this run installed.
+      if command -v systemctl >/dev/null 2>&1; then
+        for pair in nginx-light:nginx knot:knot; do
+          if [[ " $pkgs " == *" ${pair%%:*} "* ]]; then
+            systemctl disable --now "${pair#*:}" >/dev/null 2>&1 || true
+          fi
+        done
+      fi
     else
       echo "error: missing packages: $pkgs (as root: apt-get install $pkgs)" >&2
       exit 1

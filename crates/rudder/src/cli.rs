@@ -291,6 +291,53 @@ pub(crate) enum BenchTarget {
     /// Cluster DNS: queries/s and latency under Debian's dnsperf, against Knot DNS serving the
     /// same records, in the same run.
     Dns(DnsBench),
+    /// The service proxy (as root): ClusterIP throughput and connection latency against the
+    /// pod address directly (Debian's iperf3), and rule updates with many Services against
+    /// reloading the whole table; in network namespaces of its own.
+    Services(ServicesBench),
+    /// The Ingress controller's proxy: requests/s and latency under Debian's wrk, against
+    /// Debian's nginx proxying to the same backend, in the same run.
+    Ingress(IngressBench),
+}
+
+/// Options of `rudder bench ingress`.
+#[derive(Debug, Args)]
+pub(crate) struct IngressBench {
+    /// Print one JSON object on the last line instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// Connections wrk keeps open.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) connections: usize,
+
+    /// How long wrk loads each proxy, per run (seconds).
+    #[arg(long, default_value_t = 5)]
+    pub(crate) seconds: u64,
+}
+
+/// Options of `rudder bench services`.
+#[derive(Debug, Args)]
+pub(crate) struct ServicesBench {
+    /// Print one JSON object on the last line instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// Services in the proxy's table (one endpoint each).
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) services: usize,
+
+    /// Endpoint changes timed, one Service each.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) updates: usize,
+
+    /// Connections timed for latency, each way.
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) connections: usize,
+
+    /// How long iperf3 sends each way (seconds).
+    #[arg(long, default_value_t = 5)]
+    pub(crate) seconds: u64,
 }
 
 /// Options of `rudder bench dns`.
@@ -566,6 +613,19 @@ pub(crate) struct ServerArgs {
     /// two names.
     #[arg(long, default_value = "rudder")]
     pub(crate) proxy_table: String,
+
+    /// Do not run the Ingress controller beside the node agent (Ingresses of class `rudder`
+    /// then route nothing).
+    #[arg(long)]
+    pub(crate) disable_ingress: bool,
+
+    /// The port the Ingress controller serves HTTP on, on every address of the node.
+    #[arg(long, default_value_t = 80)]
+    pub(crate) ingress_http_port: u16,
+
+    /// The port the Ingress controller serves HTTPS on, on every address of the node.
+    #[arg(long, default_value_t = 443)]
+    pub(crate) ingress_https_port: u16,
 
     #[command(flatten)]
     pub(crate) agent: AgentArgs,

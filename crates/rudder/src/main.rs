@@ -181,6 +181,8 @@ fn main() -> std::process::ExitCode {
                 cli::BenchTarget::Pods(opts) => bench::pods::run(opts).await,
                 cli::BenchTarget::Streaming(opts) => bench::streaming::run(opts).await,
                 cli::BenchTarget::Dns(opts) => bench::dns::run(opts).await,
+                cli::BenchTarget::Services(opts) => bench::services::run(opts).await,
+                cli::BenchTarget::Ingress(opts) => bench::ingress::run(opts).await,
             },
         }
     });

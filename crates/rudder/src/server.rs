@@ -149,6 +149,7 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
     // The node this process runs, if any: the proxy's local endpoints are its, and cluster
     // DNS serves its pods at the range's tenth address.
     let mut node = None;
+    let mut node_address = None;
     let cluster_dns = (!opts.disable_cluster_dns).then(|| opts.service_cidr.nth(10));
     if opts.disable_agent {
         tracing::info!("no node agent (--disable-agent): pods run on other nodes only");
@@ -178,6 +179,7 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
             });
         }
         node = Some(config.node_name.clone());
+        node_address = Some(node_ip);
         let mut sans = vec![
             config.node_name.clone(),
             node_ip.to_string(),
@@ -235,6 +237,30 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
             let host = std::sync::Arc::new(proxy::host::Nft);
             if let Err(e) = proxy::run(client, config, host, shutdown).await {
                 tracing::error!("the service proxy stopped: {e:#}");
+            }
+        }));
+    }
+    if let Some(address) = node_address.filter(|_| !opts.disable_ingress) {
+        let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;
+        let config = ingress::Config {
+            class: "rudder".into(),
+            http: Some(std::net::SocketAddr::from((
+                [0, 0, 0, 0],
+                opts.ingress_http_port,
+            ))),
+            https: Some(std::net::SocketAddr::from((
+                [0, 0, 0, 0],
+                opts.ingress_https_port,
+            ))),
+            status_addresses: vec![address],
+        };
+        let mut stopped = stopped.clone();
+        components.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.changed().await;
+            };
+            if let Err(e) = ingress::run(client, config, shutdown).await {
+                tracing::error!("the Ingress controller stopped: {e}");
             }
         }));
     }

@@ -232,3 +232,69 @@ fn bench_dns_reports_every_key() {
     }
     assert_eq!(v["services"], 50);
 }
+
+/// Runs `rudder bench <args> --json` and returns its JSON object, every `keys` positive.
+fn bench_json(args: &[&str], keys: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_rudder"))
+        .arg("bench")
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    for key in keys {
+        assert!(
+            v[key].as_f64().is_some_and(|n| n > 0.0),
+            "{key} missing in {v}"
+        );
+    }
+    v
+}
+
+#[test]
+fn bench_services_reports_every_key_and_leaves_no_namespace() {
+    let v = bench_json(
+        &[
+            "services",
+            "--services",
+            "200",
+            "--updates",
+            "3",
+            "--connections",
+            "20",
+            "--seconds",
+            "1",
+        ],
+        &[
+            "direct_gbps",
+            "cluster_ip_gbps",
+            "cluster_ip_over_direct",
+            "cluster_ip_connect_p99_us",
+            "update_p99_ms",
+            "full_load_ms",
+        ],
+    );
+    assert_eq!(v["services"], 200);
+    let namespaces = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let listed = String::from_utf8_lossy(&namespaces.stdout);
+    assert!(!listed.contains("rudder-bench-"), "{listed}");
+}
+
+#[test]
+fn bench_ingress_reports_every_key() {
+    bench_json(
+        &["ingress", "--seconds", "1", "--connections", "4"],
+        &[
+            "rudder_rps",
+            "nginx_rps",
+            "rudder_over_nginx",
+            "rudder_p99_ms",
+        ],
+    );
+}

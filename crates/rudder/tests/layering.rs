@@ -21,6 +21,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("simulator", &["api", "pod"]),
     ("proxy", &["api"]),
     ("dns", &["api"]),
+    ("ingress", &[]),
     ("agent", &["api", "image", "pod", "runtime", "tls"]),
     // Images (registry, layers) and the host side of containers (runc, namespaces, CNI).
     ("image", &[]),

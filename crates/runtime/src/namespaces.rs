@@ -7,6 +7,24 @@ use anyhow::{Context, Result};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 
+/// Runs `f` on a thread of its own that has entered the network namespace at `path` (an
+/// `ip netns` or pod namespace file), and returns its result. Only that thread changes
+/// namespace; sockets it opens stay in the namespace after it ends.
+pub fn in_network<T: Send + 'static>(
+    path: &Path,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let path = path.to_path_buf();
+    std::thread::spawn(move || -> Result<T> {
+        nix::sched::setns(file, CloneFlags::CLONE_NEWNET)
+            .with_context(|| format!("entering {}", path.display()))?;
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("a thread in a network namespace panicked"))?
+}
+
 /// Which of the pod's namespaces are its own (the rest are the host's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Own {

@@ -12,6 +12,7 @@
 //! Not yet here: the requesting user (Pod Security and webhooks need it), and the delete and
 //! connect operations.
 
+mod default_ingress_class;
 mod default_toleration_seconds;
 mod limit_ranger;
 mod namespace_lifecycle;
@@ -101,6 +102,7 @@ impl Default for Chain {
                 Box::new(priority::Priority::default()),
                 Box::new(runtime_class::RuntimeClass),
                 Box::new(default_toleration_seconds::DefaultTolerationSeconds),
+                Box::new(default_ingress_class::DefaultIngressClass),
             ],
             validating: vec![
                 Box::new(namespace_lifecycle::NamespaceLifecycle),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Service;
 
-use super::Report;
+use super::{Report, on_path, rss_bytes};
 use crate::cli::DnsBench;
 
 /// What dnsperf measured against one server.
@@ -95,12 +95,6 @@ pub(crate) async fn run(opts: DnsBench) -> Result<()> {
     Ok(())
 }
 
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        || Path::new("/usr/sbin").join(tool).is_file()
-}
-
 fn service(i: usize) -> Result<Service> {
     Ok(serde_json::from_value(serde_json::json!({
         "metadata": {"name": format!("svc-{i}"), "namespace": "bench"},
@@ -128,13 +122,6 @@ fn query_file(names: &[String]) -> String {
 
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
-}
-
-fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * 4096)
 }
 
 fn free_port() -> Result<u16> {

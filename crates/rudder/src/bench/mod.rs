@@ -5,8 +5,10 @@ pub(crate) mod api;
 mod client;
 pub(crate) mod controllers;
 pub(crate) mod dns;
+pub(crate) mod ingress;
 pub(crate) mod pods;
 pub(crate) mod scheduler;
+pub(crate) mod services;
 pub(crate) mod store;
 pub(crate) mod streaming;
 
@@ -92,6 +94,21 @@ pub(crate) fn simulated_nodes(nodes: usize) -> simulator::Options {
         taints: Vec::new(),
         lease_interval: std::time::Duration::from_secs(10),
     }
+}
+
+/// Whether `tool` is on PATH (or in /usr/sbin, which a root shell may lack).
+pub(crate) fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        || std::path::Path::new("/usr/sbin").join(tool).is_file()
+}
+
+/// This process's resident memory, in bytes.
+pub(crate) fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
 }
 
 /// Operations per second.
