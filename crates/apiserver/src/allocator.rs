@@ -283,27 +283,27 @@ struct Claim<'a> {
 }
 
 impl Claim<'_> {
-    /// Every port's `nodePort`, then the health check's port when the Service needs one.
+    /// Every port's `nodePort`, then the health check's port when the Service needs one:
+    /// first the ports asked for, then random ones for the rest (so a random pick cannot take
+    /// a port this same Service asks for).
     async fn node_ports(&mut self, svc: &mut Value) -> Result<(), Status> {
-        let ports = svc["spec"]["ports"]
-            .as_array_mut()
-            .map(std::mem::take)
-            .unwrap_or_default();
-        let mut out = Vec::with_capacity(ports.len());
-        let mut result = Ok(());
-        for (i, mut p) in ports.into_iter().enumerate() {
-            if result.is_ok() {
-                let field = format!("spec.ports[{i}].nodePort");
-                result = self.port(&mut p, "nodePort", field).await;
+        let health = crate::strategy::service::needs_health_check(svc);
+        for explicit in [true, false] {
+            let asked =
+                |slot: &Value, key: &str| slot.get(key).and_then(Value::as_i64).unwrap_or(0) != 0;
+            let count = svc["spec"]["ports"].as_array().map_or(0, Vec::len);
+            for i in 0..count {
+                let p = &mut svc["spec"]["ports"][i];
+                if asked(p, "nodePort") == explicit {
+                    self.port(p, "nodePort", format!("spec.ports[{i}].nodePort"))
+                        .await?;
+                }
             }
-            out.push(p);
-        }
-        svc["spec"]["ports"] = Value::Array(out);
-        result?;
-        if crate::strategy::service::needs_health_check(svc) {
-            let field = "spec.healthCheckNodePort".to_string();
-            self.port(&mut svc["spec"], "healthCheckNodePort", field)
-                .await?;
+            let spec = &mut svc["spec"];
+            if health && asked(spec, "healthCheckNodePort") == explicit {
+                let field = "spec.healthCheckNodePort".to_string();
+                self.port(spec, "healthCheckNodePort", field).await?;
+            }
         }
         Ok(())
     }

@@ -607,7 +607,8 @@ impl Registry {
             if dry_run || new == current {
                 return Ok(new);
             }
-            let reserved = if is_service(r) {
+            // A status write leaves the spec as it was: nothing to allocate.
+            let reserved = if is_service(r) && sub.is_none() {
                 allocator::allocate_on_update(
                     &*self.store,
                     self.service_range,
@@ -641,7 +642,8 @@ impl Registry {
                     .await
                     .map(|kv| kv.mod_revision)
             };
-            if result.is_err() {
+            // Reserved for an object that is not kept: given back.
+            if result.is_err() || gone {
                 for k in &reserved {
                     let _ = self.store.delete(k, None).await;
                 }

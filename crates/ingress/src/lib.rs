@@ -65,15 +65,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// Our IngressClass could not be read or created.
-    #[error("ensuring the IngressClass {class}: {source}")]
-    Class {
-        /// The class's name.
-        class: String,
-        /// Why.
-        #[source]
-        source: kube::Error,
-    },
     /// The self-signed default certificate could not be made.
     #[error("making the default certificate: {0}")]
     DefaultCert(String),
@@ -97,12 +88,10 @@ pub async fn run(
     let acceptor = TlsAcceptor::from(Arc::new(tls_config));
     let http = bind(config.http).await?;
     let https = bind(config.https).await?;
-    class::ensure(client.clone(), &config.class)
-        .await
-        .map_err(|source| Error::Class {
-            class: config.class.clone(),
-            source,
-        })?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    if !ensure_class(&client, &config.class, &mut shutdown).await {
+        return Ok(());
+    }
     let proxy = Arc::new(proxy::Proxy::new());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = || {
@@ -121,11 +110,31 @@ pub async fn run(
         status: status::Writer::new(client.clone(), &config.status_addresses),
     };
     let follow = async {
-        follow::follow(client, sinks, shutdown).await;
+        follow::follow(client, sinks, &mut shutdown).await;
         let _ = stop.send(true);
     };
     tokio::join!(follow, optional(serve_http), optional(serve_https));
     Ok(())
+}
+
+/// Makes sure our IngressClass exists, trying again (the API may be briefly away) until it
+/// does, or until `shutdown` (false).
+async fn ensure_class(
+    client: &kube::Client,
+    class: &str,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> bool {
+    let mut pause = std::time::Duration::from_millis(500);
+    loop {
+        match class::ensure(client.clone(), class).await {
+            Ok(()) => return true,
+            Err(e) => tracing::warn!("ensuring the IngressClass {class}: {e}; trying again"),
+        }
+        tokio::select! {
+            () = shutdown.as_mut() => return false,
+            () = tokio::time::sleep(pause) => pause = (pause * 2).min(std::time::Duration::from_secs(30)),
+        }
+    }
 }
 
 /// A listener on `addr`, if one is wanted.

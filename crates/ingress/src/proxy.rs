@@ -16,7 +16,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -35,6 +35,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_IDLE: Duration = Duration::from_secs(90);
 /// How long open connections get to finish their requests once listening stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client may take to send a request's headers (a slow client holds a connection).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle connections kept per endpoint.
+const POOL_MAX_IDLE: usize = 64;
+/// TCP keepalive on connections to endpoints (a pod gone without a FIN is noticed).
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 /// How long to wait after a failed accept (out of file descriptors, say) before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -80,8 +86,12 @@ impl Proxy {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
+        connector.set_keepalive(Some(TCP_KEEPALIVE));
+        // The pool's timer: without one, idle connections would only expire when reused.
         let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE)
+            .pool_max_idle_per_host(POOL_MAX_IDLE)
             .build(connector);
         Proxy {
             table: RwLock::new(Arc::new(Table::default())),
@@ -161,7 +171,12 @@ impl Proxy {
             let proxy = self.clone();
             async move { Ok::<_, Infallible>(proxy.handle(req, conn).await) }
         });
-        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT);
+        builder.http2().timer(TokioTimer::new());
         let served = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         if let Err(e) = watcher.watch(served.into_owned()).await {
             tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
@@ -277,7 +292,10 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The request to send `endpoint`: HTTP/1.1 to its address, the original `Host` kept,
-/// hop-by-hop headers dropped (but for an upgrade's), the `X-Forwarded-*` headers set.
+/// hop-by-hop headers dropped (but for an upgrade's), HTTP/2's split cookies joined into one
+/// header (RFC 9113 section 8.2.3), the `X-Forwarded-*` headers set. `X-Forwarded-For` is the
+/// client's address alone, as ingress-nginx by default: what a client says there is not
+/// trusted.
 fn forwarded<B>(
     req: Request<B>,
     endpoint: SocketAddr,
@@ -299,15 +317,20 @@ fn forwarded<B>(
         headers.insert(header::HOST, host.clone());
         headers.insert("x-forwarded-host", host);
     }
-    let client_ip = conn.peer.ip().to_string();
-    let forwarded_for = headers
-        .get_all("x-forwarded-for")
+    let cookies: Vec<&str> = headers
+        .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .chain([client_ip.as_str()])
-        .collect::<Vec<_>>()
-        .join(", ");
-    headers.insert("x-forwarded-for", HeaderValue::try_from(forwarded_for)?);
+        .collect();
+    if cookies.len() > 1 {
+        let joined = HeaderValue::try_from(cookies.join("; "))?;
+        headers.insert(header::COOKIE, joined);
+    }
+    let client_ip = conn.peer.ip().to_string();
+    headers.insert(
+        "x-forwarded-for",
+        HeaderValue::try_from(client_ip.as_str())?,
+    );
     headers.insert("x-forwarded-proto", HeaderValue::from_static(conn.scheme));
     headers.insert("x-forwarded-port", HeaderValue::from(conn.port));
     headers.insert("x-real-ip", HeaderValue::try_from(client_ip)?);
@@ -408,6 +431,8 @@ mod tests {
             ("x-forwarded-for", "198.51.100.1"),
             ("x-forwarded-proto", "gopher"),
             ("connection", "close"),
+            ("cookie", "a=1"),
+            ("cookie", "b=2"),
         ]);
         *req.version_mut() = Version::HTTP_2;
         let out = forwarded(
@@ -423,7 +448,10 @@ mod tests {
         let h = out.headers();
         assert_eq!(h["host"], "a.test:8443");
         assert_eq!(h["x-forwarded-host"], "a.test:8443");
-        assert_eq!(h["x-forwarded-for"], "198.51.100.1, 192.0.2.7");
+        // What the client claimed is replaced by its address; split cookies are joined.
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=2");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-port"], "8443");
         assert_eq!(h["x-real-ip"], "192.0.2.7");

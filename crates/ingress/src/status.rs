@@ -1,36 +1,58 @@
 //! Ingress status: each of our Ingresses' `status.loadBalancer.ingress` lists the addresses
-//! the controller is configured to announce, written (a merge patch of the status
-//! subresource) only where it differs.
+//! the controller announces, written (a merge patch of the status subresource) only when one
+//! is missing. Several servers each run a controller announcing its own node's address: each
+//! adds its own to what is there and none removes another's (else they would overwrite each
+//! other for ever); an address no Node has any more is dropped when the list is written.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::networking::v1::{Ingress, IngressLoadBalancerIngress};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 
 /// The field manager our status patches are recorded under.
 const FIELD_MANAGER: &str = "rudder-ingress";
 
-/// The load-balancer entries announcing `addresses`, in order.
-pub fn wanted(addresses: &[IpAddr]) -> Vec<IngressLoadBalancerIngress> {
-    addresses
-        .iter()
-        .map(|ip| IngressLoadBalancerIngress {
-            ip: Some(ip.to_string()),
-            ..IngressLoadBalancerIngress::default()
-        })
-        .collect()
-}
-
-/// Whether `ingress`'s status lists other entries than `wanted`.
-pub fn differs(ingress: &Ingress, wanted: &[IngressLoadBalancerIngress]) -> bool {
-    let current = ingress
+/// The entries `ingress`'s status lists.
+fn current(ingress: &Ingress) -> &[IngressLoadBalancerIngress] {
+    ingress
         .status
         .as_ref()
         .and_then(|s| s.load_balancer.as_ref())
         .and_then(|lb| lb.ingress.as_deref())
-        .unwrap_or_default();
-    current != wanted
+        .unwrap_or_default()
+}
+
+/// Whether one of `own` is not in `ingress`'s status.
+pub fn missing(ingress: &Ingress, own: &[IpAddr]) -> bool {
+    let listed: BTreeSet<&str> = current(ingress)
+        .iter()
+        .filter_map(|e| e.ip.as_deref())
+        .collect();
+    own.iter()
+        .any(|ip| !listed.contains(ip.to_string().as_str()))
+}
+
+/// The entries to write: the listed addresses some Node still has (all of them when the
+/// Nodes are not known) and `own`, sorted.
+pub fn merged(
+    ingress: &Ingress,
+    own: &[IpAddr],
+    nodes: Option<&BTreeSet<String>>,
+) -> Vec<IngressLoadBalancerIngress> {
+    let mut ips: BTreeSet<String> = current(ingress)
+        .iter()
+        .filter_map(|e| e.ip.clone())
+        .filter(|ip| nodes.is_none_or(|n| n.contains(ip)))
+        .collect();
+    ips.extend(own.iter().map(ToString::to_string));
+    ips.into_iter()
+        .map(|ip| IngressLoadBalancerIngress {
+            ip: Some(ip),
+            ..IngressLoadBalancerIngress::default()
+        })
+        .collect()
 }
 
 /// The merge patch that sets the entries to `wanted` (a merge patch replaces a list whole).
@@ -41,7 +63,7 @@ pub fn patch(wanted: &[IngressLoadBalancerIngress]) -> serde_json::Value {
 /// Writes our Ingresses' status, remembering what it already wrote.
 pub struct Writer {
     client: kube::Client,
-    wanted: Vec<IngressLoadBalancerIngress>,
+    own: Vec<IpAddr>,
     /// The resourceVersion each Ingress had when its status was patched: the same version
     /// seen again is only the watch lagging behind the patch.
     patched: HashMap<(String, String), String>,
@@ -52,34 +74,36 @@ impl Writer {
     pub fn new(client: kube::Client, addresses: &[IpAddr]) -> Writer {
         Writer {
             client,
-            wanted: wanted(addresses),
+            own: addresses.to_vec(),
             patched: HashMap::new(),
         }
     }
 
-    /// Patches the status of each of `ingresses` that differs; false if a patch failed (the
-    /// caller retries later).
+    /// Patches the status of each of `ingresses` that lacks one of our addresses; false if a
+    /// patch failed (the caller retries later).
     pub async fn sync(&mut self, ingresses: &[&Ingress]) -> bool {
-        if self.wanted.is_empty() {
-            return true;
-        }
         let mut ok = true;
+        let mut nodes = None;
         for ing in ingresses {
             let (Some(ns), Some(name)) = (&ing.metadata.namespace, &ing.metadata.name) else {
                 continue;
             };
             let key = (ns.clone(), name.clone());
             let version = ing.metadata.resource_version.clone().unwrap_or_default();
-            if !differs(ing, &self.wanted) || self.patched.get(&key) == Some(&version) {
+            if !missing(ing, &self.own) || self.patched.get(&key) == Some(&version) {
                 continue;
             }
+            if nodes.is_none() {
+                nodes = Some(self.node_addresses().await);
+            }
+            let wanted = merged(ing, &self.own, nodes.as_ref().and_then(Option::as_ref));
             let api = Api::<Ingress>::namespaced(self.client.clone(), ns);
             let params = PatchParams {
                 field_manager: Some(FIELD_MANAGER.to_owned()),
                 ..PatchParams::default()
             };
             match api
-                .patch_status(name, &params, &Patch::Merge(patch(&self.wanted)))
+                .patch_status(name, &params, &Patch::Merge(patch(&wanted)))
                 .await
             {
                 Ok(_) => {
@@ -106,6 +130,24 @@ impl Writer {
             .retain(|(ns, name), _| live.contains(&(ns.as_str(), name.as_str())));
         ok
     }
+
+    /// Every address of every Node, or `None` if they cannot be listed.
+    async fn node_addresses(&self) -> Option<BTreeSet<String>> {
+        let nodes = Api::<Node>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+            .inspect_err(|e| tracing::debug!("listing nodes: {e}"))
+            .ok()?;
+        Some(
+            nodes
+                .items
+                .iter()
+                .filter_map(|n| n.status.as_ref()?.addresses.as_ref())
+                .flatten()
+                .map(|a| a.address.clone())
+                .collect(),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -122,40 +164,39 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn the_wanted_entries_are_the_addresses_in_order() {
-        let addresses = ["10.0.0.2".parse().unwrap(), "fd00::1".parse().unwrap()];
-        let ips: Vec<_> = wanted(&addresses)
-            .into_iter()
-            .map(|e| e.ip.unwrap())
-            .collect();
-        assert_eq!(ips, ["10.0.0.2", "fd00::1"]);
+    fn ips(entries: &[IngressLoadBalancerIngress]) -> Vec<&str> {
+        entries.iter().filter_map(|e| e.ip.as_deref()).collect()
     }
 
     #[test]
-    fn status_differs_unless_it_lists_exactly_the_wanted_entries() {
-        let want = wanted(&["10.0.0.2".parse().unwrap()]);
-        assert!(differs(&ingress(json!({})), &want));
-        assert!(!differs(
-            &ingress(json!({"loadBalancer": {"ingress": [{"ip": "10.0.0.2"}]}})),
-            &want
-        ));
-        assert!(differs(
-            &ingress(
-                json!({"loadBalancer": {"ingress": [{"ip": "10.0.0.2"}, {"ip": "10.0.0.3"}]}})
-            ),
-            &want
-        ));
-        assert!(differs(
-            &ingress(json!({"loadBalancer": {"ingress": [{"hostname": "lb.test"}]}})),
-            &want
-        ));
-        assert!(!differs(&ingress(json!({})), &[]));
+    fn only_a_missing_own_address_asks_for_a_write() {
+        let own = ["10.0.0.2".parse().unwrap()];
+        assert!(missing(&ingress(json!({})), &own));
+        let both =
+            ingress(json!({"loadBalancer": {"ingress": [{"ip": "10.0.0.3"}, {"ip": "10.0.0.2"}]}}));
+        assert!(!missing(&both, &own));
+        assert!(!missing(&ingress(json!({})), &[]));
+    }
+
+    #[test]
+    fn another_servers_address_stays_while_a_node_has_it() {
+        let own = ["10.0.0.2".parse().unwrap()];
+        let other =
+            ingress(json!({"loadBalancer": {"ingress": [{"ip": "10.0.0.3"}, {"ip": "10.0.0.9"}]}}));
+        let nodes: BTreeSet<String> = ["10.0.0.2", "10.0.0.3"].map(String::from).into();
+        assert_eq!(
+            ips(&merged(&other, &own, Some(&nodes))),
+            ["10.0.0.2", "10.0.0.3"]
+        );
+        assert_eq!(
+            ips(&merged(&other, &own, None)),
+            ["10.0.0.2", "10.0.0.3", "10.0.0.9"]
+        );
     }
 
     #[test]
     fn the_patch_replaces_the_list() {
-        let want = wanted(&["10.0.0.2".parse().unwrap()]);
+        let want = merged(&ingress(json!({})), &["10.0.0.2".parse().unwrap()], None);
         assert_eq!(
             patch(&want),
             json!({"status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.2"}]}}})

@@ -15,7 +15,8 @@ use tokio::task::JoinHandle;
 
 use crate::model::HealthCheck;
 
-type Checks = Arc<RwLock<BTreeMap<u16, HealthCheck>>>;
+/// The checks by port, and whether the proxy's last rules went in.
+type Checks = Arc<RwLock<(BTreeMap<u16, HealthCheck>, bool)>>;
 
 /// The servers, one per health check node port, each answering from the latest counts.
 #[derive(Default)]
@@ -25,8 +26,9 @@ pub struct Servers {
 }
 
 impl Servers {
-    /// Serves exactly `checks`: opens the ports that are new, closes the ones gone.
-    pub fn update(&mut self, checks: BTreeMap<u16, HealthCheck>) {
+    /// Serves exactly `checks`: opens the ports that are new, closes the ones gone. While the
+    /// proxy is not `healthy` (its rules did not go in), every port answers 503.
+    pub fn update(&mut self, checks: BTreeMap<u16, HealthCheck>, healthy: bool) {
         self.listening.retain(|port, task| {
             let keep = checks.contains_key(port);
             if !keep {
@@ -46,7 +48,7 @@ impl Servers {
                 Err(e) => tracing::warn!("health check node port {port}: {e}"),
             }
         }
-        *self.checks.write().unwrap_or_else(|e| e.into_inner()) = checks;
+        *self.checks.write().unwrap_or_else(|e| e.into_inner()) = (checks, healthy);
     }
 }
 
@@ -67,15 +69,21 @@ fn bind(port: u16) -> std::io::Result<tokio::net::TcpListener> {
 
 async fn serve(listener: tokio::net::TcpListener, port: u16, checks: Checks) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, most likely: wait rather than spin.
+                tracing::debug!("health check node port {port}: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let checks = checks.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |_request| {
                 let answer = {
                     let checks = checks.read().unwrap_or_else(|e| e.into_inner());
-                    checks.get(&port).map(answer)
+                    checks.0.get(&port).map(|c| answer(c, checks.1))
                 };
                 async move { Ok::<_, Infallible>(answer.unwrap_or_else(gone)) }
             });
@@ -89,13 +97,13 @@ async fn serve(listener: tokio::net::TcpListener, port: u16, checks: Checks) {
 }
 
 /// Upstream's answer: the Service, its local endpoints and the proxy's health; 200 when
-/// this node has an endpoint, else 503.
-fn answer(check: &HealthCheck) -> Response<Full<Bytes>> {
+/// this node has a ready endpoint and its rules are in, else 503.
+fn answer(check: &HealthCheck, healthy: bool) -> Response<Full<Bytes>> {
     let body = format!(
-        r#"{{"service":{{"namespace":"{}","name":"{}"}},"localEndpoints":{},"serviceProxyHealthy":true}}"#,
+        r#"{{"service":{{"namespace":"{}","name":"{}"}},"localEndpoints":{},"serviceProxyHealthy":{healthy}}}"#,
         check.namespace, check.name, check.local_endpoints
     );
-    let status = if check.local_endpoints > 0 {
+    let status = if check.local_endpoints > 0 && healthy {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -126,11 +134,16 @@ mod tests {
             name: "web".into(),
             local_endpoints: 2,
         };
-        let ok = answer(&check);
+        let ok = answer(&check, true);
         assert_eq!(ok.status(), StatusCode::OK);
         assert_eq!(ok.headers()["X-Load-Balancing-Endpoint-Weight"], "2");
+        let unhealthy = answer(&check, false);
+        assert_eq!(unhealthy.status(), StatusCode::SERVICE_UNAVAILABLE);
         check.local_endpoints = 0;
-        assert_eq!(answer(&check).status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            answer(&check, true).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 
     #[tokio::test]
@@ -145,7 +158,7 @@ mod tests {
             local_endpoints: 1,
         };
         let mut servers = Servers::default();
-        servers.update(BTreeMap::from([(port, check)]));
+        servers.update(BTreeMap::from([(port, check)]), true);
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .unwrap();
@@ -158,7 +171,7 @@ mod tests {
         stream.read_to_string(&mut text).await.unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
         assert!(text.ends_with(r#"{"service":{"namespace":"default","name":"web"},"localEndpoints":1,"serviceProxyHealthy":true}"#), "{text}");
-        servers.update(BTreeMap::new());
+        servers.update(BTreeMap::new(), true);
         assert!(servers.listening.is_empty());
     }
 }

@@ -41,8 +41,6 @@ pub async fn run(
     // on the same bridge skips the reverse translation.
     host.sysctl("net.bridge.bridge-nf-call-iptables", "1")?;
     host.sysctl("net.ipv4.ip_forward", "1")?;
-    // NodePorts on 127.0.0.1: translated packets keep their loopback source until masqueraded.
-    host.sysctl("net.ipv4.conf.all.route_localnet", "1")?;
     let (services, svc_writer) = reflector::store::<Service>();
     let (slices, slice_writer) = reflector::store::<EndpointSlice>();
     let svc_events = reflector::reflector(
@@ -78,12 +76,19 @@ pub async fn run(
             },
             () = tokio::time::sleep(SETTLE), if dirty && ready => {
                 dirty = false;
-                sync(&*host, &config, &services, &slices, &mut state).await;
+                sync(&host, &config, &services, &slices, &mut state).await;
             }
         }
     }
     host.apply(&rules::remove(&config.table)).await
 }
+
+/// NodePorts on 127.0.0.1 need it: translated packets keep their loopback source until
+/// masqueraded. It would also let the network reach the node's loopback services, which the
+/// table's `localhost-check` prevents, so it is turned on only once the table is there. As
+/// upstream's kube-proxy, the proxy leaves it on when it stops (other proxies on the host may
+/// rely on it).
+const LOCALNET: &str = "net.ipv4.conf.all.route_localnet";
 
 fn listed_all<K>(event: &watcher::Event<K>) -> bool {
     matches!(event, watcher::Event::InitDone)
@@ -98,12 +103,14 @@ struct Applied {
     ports: Vec<model::ServicePort>,
     /// The health check node ports' servers.
     health: health::Servers,
+    /// Whether `route_localnet` is on.
+    localnet: bool,
 }
 
 /// Applies what changed since the last success (everything, after a failure), forgets the
 /// UDP flows the change left stale and updates the health check ports.
 async fn sync(
-    host: &dyn host::Host,
+    host: &Arc<dyn host::Host>,
     config: &rules::Config,
     services: &Store<Service>,
     slices: &Store<EndpointSlice>,
@@ -115,22 +122,42 @@ async fn sync(
         slices.iter().map(Arc::as_ref),
         config.node.as_deref(),
     );
-    state.health.update(model::health_checks(&ports));
     let wanted = rules::Ruleset::build(config, &ports);
     let script = wanted.script(&config.table, state.rules.as_ref());
+    let first = state.rules.is_none() && state.ports.is_empty();
     if !script.is_empty() {
         if let Err(e) = host.apply(&script).await {
             tracing::error!("{e}");
             state.rules = None;
+            state.health.update(model::health_checks(&ports), false);
             return;
         }
         tracing::debug!(ports = ports.len(), "service rules applied");
         state.rules = Some(wanted);
     }
-    for flow in conntrack::stale(&state.ports, &ports) {
-        if let Err(e) = host.forget(&flow).await {
-            tracing::warn!("{e}");
+    state.health.update(model::health_checks(&ports), true);
+    if !state.localnet {
+        match host.sysctl(LOCALNET, "1") {
+            Ok(_) => state.localnet = true,
+            Err(e) => tracing::warn!("NodePorts on 127.0.0.1 stay closed: {e}"),
         }
+    }
+    // After a (re)start nothing is known of the flows before: those left are kept.
+    let stale = if first {
+        Vec::new()
+    } else {
+        conntrack::stale(&state.ports, &ports)
+    };
+    if !stale.is_empty() {
+        // One `conntrack` run per flow: beside the rules, not in their way.
+        let host = host.clone();
+        tokio::spawn(async move {
+            for flow in stale {
+                if let Err(e) = host.forget(&flow).await {
+                    tracing::warn!("{e}");
+                }
+            }
+        });
     }
     state.ports = ports;
 }

@@ -69,6 +69,9 @@ pub struct ServicePort {
     /// The Service's `healthCheckNodePort`, where load balancers ask whether this node has
     /// local endpoints.
     pub health_check: Option<u16>,
+    /// With a health check: this node's ready endpoints (terminating ones do not count, as
+    /// upstream, so a draining node stops getting new connections).
+    pub local_ready: Vec<SocketAddrV4>,
 }
 
 /// What a Service's health check node port answers on this node.
@@ -78,7 +81,7 @@ pub struct HealthCheck {
     pub namespace: String,
     /// The Service's name.
     pub name: String,
-    /// How many of its endpoints (addresses) run on this node.
+    /// How many of its ready endpoints (addresses) run on this node.
     pub local_endpoints: usize,
 }
 
@@ -99,7 +102,7 @@ pub fn health_checks(ports: &[ServicePort]) -> BTreeMap<u16, HealthCheck> {
             };
             (check, Vec::new())
         });
-        addresses.extend(p.local_endpoints.iter().flatten().map(|e| *e.ip()));
+        addresses.extend(p.local_ready.iter().map(|e| *e.ip()));
     }
     out.into_iter()
         .map(|(port, (mut check, mut addresses))| {
@@ -189,6 +192,11 @@ fn ports_of(
                 affinity,
                 endpoints: candidates.pick(internal_local),
                 local_endpoints: external_local.then(|| candidates.pick(true)),
+                local_ready: if health_check.is_some() {
+                    candidates.ready(true)
+                } else {
+                    Vec::new()
+                },
                 health_check,
             })
         })
@@ -239,18 +247,26 @@ impl Candidates {
     /// The ready endpoints (of this node only, if `local`); when there is none, the serving
     /// ones that are terminating (as upstream, so connections drain during a rollout).
     fn pick(&self, local: bool) -> Vec<SocketAddrV4> {
-        let here = |l: &bool| !local || *l;
-        let of = |want: State| -> Vec<SocketAddrV4> {
-            self.0
-                .iter()
-                .filter(|(_, s, l)| *s == want && here(l))
-                .map(|(a, _, _)| *a)
-                .collect()
-        };
-        let mut chosen = of(State::Ready);
+        let chosen = self.of(State::Ready, local);
         if chosen.is_empty() {
-            chosen = of(State::Draining);
+            self.of(State::Draining, local)
+        } else {
+            chosen
         }
+    }
+
+    /// The ready endpoints (of this node only, if `local`), sorted.
+    fn ready(&self, local: bool) -> Vec<SocketAddrV4> {
+        self.of(State::Ready, local)
+    }
+
+    fn of(&self, want: State, local: bool) -> Vec<SocketAddrV4> {
+        let mut chosen: Vec<SocketAddrV4> = self
+            .0
+            .iter()
+            .filter(|(_, s, l)| *s == want && (!local || *l))
+            .map(|(a, _, _)| *a)
+            .collect();
         chosen.sort();
         chosen.dedup();
         chosen
@@ -411,6 +427,8 @@ mod tests {
     fn a_health_check_counts_the_services_local_addresses_once() {
         let s = web_slice(json!([
             {"addresses": ["10.42.0.7"], "nodeName": "here"},
+            {"addresses": ["10.42.0.8"], "nodeName": "here",
+             "conditions": {"ready": false, "serving": true, "terminating": true}},
             {"addresses": ["10.42.1.7"], "nodeName": "there"},
         ]));
         let mut svc = web();

@@ -452,6 +452,7 @@ mod tests {
             endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
             local_endpoints: None,
             health_check: None,
+            local_ready: Vec::new(),
         }
     }
 

@@ -164,6 +164,17 @@ fn from_pods(c: &Cluster, ip: &str, names: &BTreeSet<String>) {
             }
         },
     );
+    // By name, through cluster DNS: the short name and the FQDN.
+    for url in ["http://web", "http://web.default.svc.cluster.local"] {
+        pods::patiently_see(url, 60, "a web pod", || {
+            let answer = from_pod(c, url);
+            if names.contains(&answer) {
+                "a web pod".into()
+            } else {
+                answer
+            }
+        });
+    }
     // A pod reaching itself through its own Service (hairpin).
     let own = names.iter().next().unwrap();
     let url = format!("http://{ip}");
@@ -208,6 +219,7 @@ fn cluster_ips_and_node_ports_reach_every_ready_pod() {
         jsonpath(&c, &["pod", "client"], "{.status.phase}") == "Running"
     });
     let names = web_pods(&c, "metadata.name");
+    let before = ruleset();
 
     // A named target port, resolved through the EndpointSlice.
     c.kubectl(&[
@@ -344,6 +356,8 @@ fn cluster_ips_and_node_ports_reach_every_ready_pod() {
         refused(&node_ip, health)
     });
     eventually("the Service's rules gone", || !ruleset().contains(&ip));
+    // ... all of them: the table is as it was before the first Service of this test.
+    eventually("the table as before", || ruleset() == before);
     // Every change went in as an update of the table: nft refused none of them.
     let log = std::fs::read_to_string(c.dir.path().join("server.log")).unwrap();
     assert!(!log.contains("nft refused"), "{log}");
@@ -548,6 +562,32 @@ spec:
         "{resolv}"
     );
     assert!(resolv.ends_with("options ndots:5"), "{resolv}");
+    // dnsPolicy None: only the pod's own dnsConfig.
+    c.apply(&format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: own-dns}}
+spec:
+  terminationGracePeriodSeconds: 0
+  dnsPolicy: None
+  dnsConfig:
+    nameservers: [192.0.2.53]
+    searches: [corp.example]
+    options: [{{name: ndots, value: '2'}}]
+  containers:
+  - {{name: c, image: {}, command: [sleep, '3600']}}
+",
+        image.name
+    ))
+    .out();
+    patiently("the own-dns pod", 60, || {
+        jsonpath(&c, &["pod", "own-dns"], "{.status.phase}") == "Running"
+    });
+    let own = get(&c, &["exec", "own-dns", "--", "cat", "/etc/resolv.conf"]);
+    assert_eq!(
+        own, "nameserver 192.0.2.53\nsearch corp.example\noptions ndots:2",
+        "{own}"
+    );
     let looked_up = get(
         &c,
         &[

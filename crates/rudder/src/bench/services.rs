@@ -182,6 +182,7 @@ fn filler(n: usize) -> Vec<ServicePort> {
                 endpoints: vec![SocketAddrV4::new(filler_endpoint(i), 8080)],
                 local_endpoints: None,
                 health_check: None,
+                local_ready: Vec::new(),
             }
         })
         .collect()
@@ -207,6 +208,7 @@ fn target() -> Vec<ServicePort> {
             endpoints: vec![SocketAddrV4::new(SERVER, port)],
             local_endpoints: None,
             health_check: None,
+            local_ready: Vec::new(),
         })
         .collect()
 }
