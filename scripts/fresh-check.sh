@@ -28,7 +28,8 @@ Checks README's first command on a minimal Debian 12 (bookworm) root, as root:
      is left in the root, unmounts everything, and checks the host for leftovers (mounts,
      processes, network devices, iptables rules).
 
-The chroot shares the host's network: ports 6443 and 10250 must be free.
+The chroot shares the host's network: ports 6443, 10250, 80 and 443 (the Ingress
+controller's) must be free.
 
 Options:
   --fresh        debootstrap again (else DIR/base is reused once complete)
