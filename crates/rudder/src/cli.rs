@@ -41,6 +41,35 @@ pub(crate) enum Command {
     Shim(ShimArgs),
 }
 
+/// Where the service proxy of `rudder agent` puts its rules and what they must know of the
+/// networks.
+#[derive(Debug, Args)]
+pub(crate) struct ProxyOptions {
+    /// The pod network: Service traffic from elsewhere is masqueraded (none: all of it is).
+    #[arg(long)]
+    pub(crate) cluster_cidr: Option<String>,
+
+    /// The service range: traffic to an address of it that no Service holds is rejected.
+    #[arg(long, default_value = "10.43.0.0/16")]
+    pub(crate) service_cidr: apiserver::allocator::ServiceRange,
+
+    /// The nftables table (family ip) the proxy owns.
+    #[arg(long, default_value = "rudder")]
+    pub(crate) proxy_table: String,
+}
+
+impl ProxyOptions {
+    /// The proxy's configuration for node `node`.
+    pub(crate) fn config(&self, node: Option<String>) -> proxy::rules::Config {
+        proxy::rules::Config {
+            table: self.proxy_table.clone(),
+            cluster_cidr: self.cluster_cidr.clone(),
+            service_cidr: Some(self.service_cidr.to_string()),
+            node,
+        }
+    }
+}
+
 /// Options of `rudder scheduler`.
 #[derive(Debug, Args)]
 pub(crate) struct SchedulerArgs {
@@ -731,6 +760,14 @@ pub(crate) struct AgentCommandArgs {
     /// [default: /var/lib/rudder/agent].
     #[arg(long, default_value = "/var/lib/rudder/agent")]
     pub(crate) data_dir: std::path::PathBuf,
+
+    /// Do not run the service proxy beside the agent (ClusterIPs and NodePorts then reach
+    /// nothing on this node). It runs with the node's own credentials.
+    #[arg(long)]
+    pub(crate) disable_kube_proxy: bool,
+
+    #[command(flatten)]
+    pub(crate) proxy: ProxyOptions,
 
     #[command(flatten)]
     pub(crate) agent: AgentArgs,

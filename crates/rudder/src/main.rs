@@ -122,10 +122,12 @@ fn main() -> std::process::ExitCode {
             cli::Command::Agent(opts) => {
                 let config =
                     server::agent_config(&opts.agent, opts.data_dir.clone(), None, false, None)?;
+                let proxy = (!opts.disable_kube_proxy)
+                    .then(|| opts.proxy.config(Some(config.node_name.clone())));
                 match (&opts.kubeconfig, &opts.server) {
                     (Some(kubeconfig), _) => {
                         let client = client::from_kubeconfig(kubeconfig).await?;
-                        agent::run(client, config, shutdown()).await
+                        with_proxy(client, config, proxy).await
                     }
                     (None, Some(url)) => {
                         // Join with the token: the node's own certificates, then its endpoint.
@@ -145,7 +147,7 @@ fn main() -> std::process::ExitCode {
                             tls: Some(tls),
                             ..config
                         };
-                        agent::run(client, config, shutdown()).await
+                        with_proxy(client, config, proxy).await
                     }
                     (None, None) => {
                         anyhow::bail!("give --kubeconfig, or --server with --token or --token-file")
@@ -235,6 +237,35 @@ fn images(opts: cli::ImagesArgs) -> anyhow::Result<()> {
 }
 
 /// Completes on SIGINT or SIGTERM.
+/// Runs the node agent and, if configured, the service proxy beside it with the same
+/// credentials, until a signal or the agent ends; the proxy then removes its table.
+async fn with_proxy(
+    client: kube::Client,
+    config: agent::Config,
+    proxy: Option<proxy::rules::Config>,
+) -> anyhow::Result<()> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let proxy = proxy.map(|proxy_config| {
+        let (client, mut stopped) = (client.clone(), stopped.clone());
+        tokio::spawn(async move {
+            let host = std::sync::Arc::new(proxy::host::Nft);
+            let until = async move {
+                let _ = stopped.changed().await;
+            };
+            if let Err(e) = proxy::run(client, proxy_config, host, until).await {
+                tracing::error!("the service proxy stopped: {e}");
+            }
+        })
+    });
+    drop(stopped);
+    let result = agent::run(client, config, shutdown()).await;
+    let _ = stop.send(true);
+    if let Some(proxy) = proxy {
+        let _ = proxy.await;
+    }
+    result
+}
+
 async fn shutdown() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("a SIGTERM handler installs");

@@ -14,6 +14,8 @@ use support::{Cluster, free_port};
 
 /// The pod bridge of the joined node (never created: no pod runs), removed by `rudder reset`.
 const BRIDGE: &str = "rdj0";
+/// The joined node's service proxy table.
+const PROXY_TABLE: &str = "rudder-tj";
 
 /// A `rudder agent` joined with the token; stopped with SIGTERM and its host state reset
 /// (`rudder reset`) when dropped, also when the test fails.
@@ -53,6 +55,13 @@ impl Agent {
             .arg("--pod-log-dir")
             .arg(self.dir.path().join("logs"))
             .args(["--bridge", BRIDGE, "--pod-cidr", "10.209.0.0/24"])
+            // The service proxy runs beside it, with the node's credentials.
+            .args([
+                "--proxy-table",
+                PROXY_TABLE,
+                "--cluster-cidr",
+                "10.209.0.0/16",
+            ])
             .stdout(Stdio::null())
             .stderr(
                 std::fs::OpenOptions::new()
@@ -99,7 +108,7 @@ impl Drop for Agent {
             .arg("reset")
             .arg("--data-dir")
             .arg(self.data())
-            .args(["--bridge", BRIDGE])
+            .args(["--bridge", BRIDGE, "--proxy-table", PROXY_TABLE])
             .stdout(Stdio::null())
             .status();
     }
@@ -156,6 +165,11 @@ fn a_node_joins_with_the_token_and_gets_its_certificates_signed() {
             .split_whitespace()
             .nth(1)
             == Some("Ready")
+    });
+    // The service proxy beside it, with the node's credentials: the kubernetes Service's
+    // address is in its table.
+    patiently("the joined node's proxy table", &mut agent, |_| {
+        proxy_table().contains("10.43.0.1")
     });
 
     // Two requests, both approved and issued: the client certificate asked by the token's
@@ -385,4 +399,14 @@ spec:
         2
     );
     agent.stop();
+    assert_eq!(proxy_table(), "", "the proxy's table outlived the agent");
+}
+
+/// The joined node's proxy table, as `nft` lists it (empty when there is none).
+fn proxy_table() -> String {
+    let out = Command::new("nft")
+        .args(["list", "table", "ip", PROXY_TABLE])
+        .output()
+        .expect("nft");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

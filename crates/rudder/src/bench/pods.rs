@@ -91,6 +91,8 @@ impl BenchNode {
                 "127.0.0.1",
                 "--bridge",
                 BRIDGE,
+                // Pods only: the agent's memory without the service proxy's.
+                "--disable-kube-proxy",
             ])
             // Joining as a node does: a token, then certificates, then the agent's endpoint.
             .arg("--server")
