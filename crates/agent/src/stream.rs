@@ -955,39 +955,17 @@ impl Target {
             Network::Pod(path) => Some(path.clone()),
             Network::Host => None,
         };
-        let (tx, rx) = tokio::sync::oneshot::channel();
         // Entering a namespace changes the calling thread only: a thread of its own, which ends
         // after connecting (the socket stays in the pod's namespace).
-        std::thread::spawn(move || {
-            let result = (|| -> Result<std::net::TcpStream, String> {
-                if let Some(path) = &netns {
-                    let file = std::fs::File::open(path)
-                        .map_err(|e| format!("opening {}: {e}", path.display()))?;
-                    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
-                        .map_err(|e| format!("entering {}: {e}", path.display()))?;
-                }
-                let timeout = Duration::from_secs(10);
-                let v4 = std::net::TcpStream::connect_timeout(
-                    &(std::net::Ipv4Addr::LOCALHOST, port).into(),
-                    timeout,
-                );
-                match v4 {
-                    Ok(s) => Ok(s),
-                    Err(e4) => std::net::TcpStream::connect_timeout(
-                        &(std::net::Ipv6Addr::LOCALHOST, port).into(),
-                        timeout,
-                    )
-                    .map_err(|e6| {
-                        format!(
-                            "failed to connect to localhost:{port} inside namespace {:?}, IPv4: dial tcp4 127.0.0.1:{port}: {e4} IPv6 dial tcp6 [::1]:{port}: {e6}",
-                            netns.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "host".into())
-                        )
-                    }),
-                }
-            })();
-            let _ = tx.send(result);
+        let stream = tokio::task::spawn_blocking(move || match netns {
+            Some(path) => {
+                let name = path.display().to_string();
+                runtime::namespaces::in_network(&path, move || loopback(port, &name))
+                    .map_err(|e| format!("{e:#}"))?
+            }
+            None => loopback(port, "host"),
         });
-        let stream = rx
+        let stream = stream
             .await
             .map_err(|_| "the connecting thread failed".to_string())??;
         stream.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -1002,6 +980,24 @@ impl Target {
             self.uid
         )
     }
+}
+
+/// A connection to `port` on the calling thread's loopback (of namespace `netns`, named in
+/// the error): 127.0.0.1, then ::1, in the kubelet's words.
+fn loopback(port: u16, netns: &str) -> Result<std::net::TcpStream, String> {
+    let timeout = Duration::from_secs(10);
+    let v4 = std::net::TcpStream::connect_timeout(
+        &(std::net::Ipv4Addr::LOCALHOST, port).into(),
+        timeout,
+    );
+    v4.or_else(|e4| {
+        std::net::TcpStream::connect_timeout(&(std::net::Ipv6Addr::LOCALHOST, port).into(), timeout)
+            .map_err(|e6| {
+                format!(
+                    "failed to connect to localhost:{port} inside namespace {netns:?}, IPv4: dial tcp4 127.0.0.1:{port}: {e4} IPv6 dial tcp6 [::1]:{port}: {e6}"
+                )
+            })
+    })
 }
 
 /// Port-forwarding over SPDY: each connection the client opens is a pair of streams, `error`

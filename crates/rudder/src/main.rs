@@ -245,19 +245,7 @@ async fn with_proxy(
     proxy: Option<proxy::rules::Config>,
 ) -> anyhow::Result<()> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let proxy = proxy.map(|proxy_config| {
-        let (client, mut stopped) = (client.clone(), stopped.clone());
-        tokio::spawn(async move {
-            let host = std::sync::Arc::new(proxy::host::Nft);
-            let until = async move {
-                let _ = stopped.changed().await;
-            };
-            if let Err(e) = proxy::run(client, proxy_config, host, until).await {
-                tracing::error!("the service proxy stopped: {e}");
-            }
-        })
-    });
-    drop(stopped);
+    let proxy = proxy.map(|c| server::spawn_proxy(client.clone(), c, stopped));
     let result = agent::run(client, config, shutdown()).await;
     let _ = stop.send(true);
     if let Some(proxy) = proxy {

@@ -31,6 +31,23 @@ fn default_route_ip() -> Option<std::net::IpAddr> {
     socket.local_addr().ok().map(|a| a.ip())
 }
 
+/// Runs the service proxy on the kernel until `stopped` changes; it then removes its table.
+pub(crate) fn spawn_proxy(
+    client: kube::Client,
+    config: proxy::rules::Config,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.changed().await;
+        };
+        let host = std::sync::Arc::new(proxy::host::Nft);
+        if let Err(e) = proxy::run(client, config, host, shutdown).await {
+            tracing::error!("the service proxy stopped: {e:#}");
+        }
+    })
+}
+
 /// The agent's configuration from its flags.
 pub(crate) fn agent_config(
     args: &crate::cli::AgentArgs,
@@ -229,16 +246,7 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
             service_cidr: Some(opts.service_cidr.to_string()),
             node: Some(node),
         };
-        let mut stopped = stopped.clone();
-        components.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.changed().await;
-            };
-            let host = std::sync::Arc::new(proxy::host::Nft);
-            if let Err(e) = proxy::run(client, config, host, shutdown).await {
-                tracing::error!("the service proxy stopped: {e:#}");
-            }
-        }));
+        components.push(spawn_proxy(client, config, stopped.clone()));
     }
     if let Some(address) = node_address.filter(|_| !opts.disable_ingress) {
         let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;

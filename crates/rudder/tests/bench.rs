@@ -94,142 +94,73 @@ fn a_bad_endpoint_is_a_clear_error() {
 
 #[test]
 fn bench_api_reports_every_key() {
-    let out = Command::new(env!("CARGO_BIN_EXE_rudder"))
-        .args([
-            "bench",
+    bench_json(
+        &[
             "api",
-            "--json",
             "--pods",
             "50",
             "--configmaps",
             "20",
             "--clients",
             "4",
-        ])
-        .args(["--watchers", "10", "--updates", "5"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+            "--watchers",
+            "10",
+            "--updates",
+            "5",
+        ],
+        &[
+            "create_per_s",
+            "store_write_per_s",
+            "create_p99_ms",
+            "list_10k_ms",
+            "watch_p99_ms",
+            "rss_idle_mb",
+            "rss_loaded_mb",
+        ],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    for key in [
-        "create_per_s",
-        "store_write_per_s",
-        "create_p99_ms",
-        "list_10k_ms",
-        "watch_p99_ms",
-        "rss_idle_mb",
-        "rss_loaded_mb",
-    ] {
-        assert!(
-            v[key].as_f64().is_some_and(|n| n > 0.0),
-            "{key} missing in {v}"
-        );
-    }
 }
 
 #[test]
 fn bench_scheduler_reports_every_key() {
-    let out = Command::new(env!("CARGO_BIN_EXE_rudder"))
-        .args([
-            "bench",
-            "scheduler",
-            "--json",
-            "--nodes",
-            "20",
-            "--pods",
-            "60",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = bench_json(
+        &["scheduler", "--nodes", "20", "--pods", "60"],
+        &["plain_pods_per_s", "spread_pods_per_s", "attempt_p99_ms"],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    for key in ["plain_pods_per_s", "spread_pods_per_s", "attempt_p99_ms"] {
-        assert!(
-            v[key].as_f64().is_some_and(|n| n > 0.0),
-            "{key} missing in {v}"
-        );
-    }
     assert_eq!(v["nodes"], 20);
 }
 
 #[test]
 fn bench_controllers_reports_every_key() {
-    let out = Command::new(env!("CARGO_BIN_EXE_rudder"))
-        .args([
-            "bench",
+    bench_json(
+        &[
             "controllers",
-            "--json",
             "--nodes",
             "3",
             "--replicas",
             "20",
             "--deployments",
             "3",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        &[
+            "available_s",
+            "rollout_s",
+            "many_available_s",
+            "writes_per_pod",
+        ],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    for key in [
-        "available_s",
-        "rollout_s",
-        "many_available_s",
-        "writes_per_pod",
-    ] {
-        assert!(
-            v[key].as_f64().is_some_and(|n| n > 0.0),
-            "{key} missing in {v}"
-        );
-    }
 }
 
 #[test]
 fn bench_dns_reports_every_key() {
-    let out = Command::new(env!("CARGO_BIN_EXE_rudder"))
-        .args([
-            "bench",
-            "dns",
-            "--json",
-            "--services",
-            "50",
-            "--seconds",
-            "1",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = bench_json(
+        &["dns", "--services", "50", "--seconds", "1"],
+        &[
+            "rudder_qps",
+            "knot_qps",
+            "rudder_over_knot",
+            "rudder_avg_latency_ms",
+        ],
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    for key in [
-        "rudder_qps",
-        "knot_qps",
-        "rudder_over_knot",
-        "rudder_avg_latency_ms",
-    ] {
-        assert!(
-            v[key].as_f64().is_some_and(|n| n > 0.0),
-            "{key} missing in {v}"
-        );
-    }
     assert_eq!(v["services"], 50);
 }
 

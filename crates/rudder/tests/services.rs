@@ -322,7 +322,7 @@ fn cluster_ips_and_node_ports_reach_every_ready_pod() {
     eventually(
         "the health check node port counting three endpoints",
         || {
-            health_check(&node_ip, health).is_some_and(|h| {
+            pods::http_get_path(&node_ip, health, "/").is_some_and(|h| {
                 h.starts_with("HTTP/1.0 200 OK") && h.contains(r#""localEndpoints":3,"#)
             })
         },
@@ -338,7 +338,7 @@ fn cluster_ips_and_node_ports_reach_every_ready_pod() {
         .out();
     eventually("the ClusterIP refusing connections", || refused(&ip, 80));
     eventually("the health check node port unavailable", || {
-        health_check(&node_ip, health)
+        pods::http_get_path(&node_ip, health, "/")
             .is_some_and(|h| h.starts_with("HTTP/1.0 503") && h.contains(r#""localEndpoints":0,"#))
     });
     assert!(refused("10.243.255.254", 80));
@@ -361,11 +361,6 @@ fn cluster_ips_and_node_ports_reach_every_ready_pod() {
     // Every change went in as an update of the table: nft refused none of them.
     let log = std::fs::read_to_string(c.dir.path().join("server.log")).unwrap();
     assert!(!log.contains("nft refused"), "{log}");
-}
-
-/// The health check node port's whole answer.
-fn health_check(ip: &str, port: u16) -> Option<String> {
-    pods::http_get_path(ip, port, "/")
 }
 
 /// A UDP echo on the host: answers every datagram with `name`, until the test ends.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::Service;
 
-use super::{Report, on_path, rss_bytes};
+use super::{Report, free_port, on_path, rss_bytes};
 use crate::cli::DnsBench;
 
 /// What dnsperf measured against one server.
@@ -122,12 +122,6 @@ fn query_file(names: &[String]) -> String {
 
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// Knot DNS serving the same A records from a zone file, on `port`.

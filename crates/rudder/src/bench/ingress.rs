@@ -19,7 +19,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::Ingress;
 use serde_json::json;
 
-use super::{Report, on_path};
+use super::{Report, free_port, on_path};
 use crate::cli::IngressBench;
 
 /// What wrk measured through one proxy.
@@ -235,12 +235,6 @@ fn millis(s: &str) -> Option<f64> {
         return None;
     };
     Some(number.parse::<f64>().ok()? * scale)
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// Waits until `port` answers 200 for `bench.example`.

@@ -103,6 +103,13 @@ pub(crate) fn on_path(tool: &str) -> bool {
         || std::path::Path::new("/usr/sbin").join(tool).is_file()
 }
 
+/// A loopback port nothing listens on just now (TCP; free for UDP too, most likely).
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// This process's resident memory, in bytes.
 pub(crate) fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")

@@ -171,19 +171,9 @@ fn filler(n: usize) -> Vec<ServicePort> {
     (0..n)
         .map(|i| {
             let [_, _, hi, lo] = (u32::try_from(i).unwrap_or(0) + 256).to_be_bytes();
-            ServicePort {
-                id: format!("bench/svc-{i}/tcp/http"),
-                cluster_ip: Ipv4Addr::new(10, 252, hi, lo),
-                protocol: Protocol::Tcp,
-                port: 80,
-                node_port: None,
-                external: Vec::new(),
-                affinity: None,
-                endpoints: vec![SocketAddrV4::new(filler_endpoint(i), 8080)],
-                local_endpoints: None,
-                health_check: None,
-                local_ready: Vec::new(),
-            }
+            let ip = Ipv4Addr::new(10, 252, hi, lo);
+            let endpoint = SocketAddrV4::new(filler_endpoint(i), 8080);
+            service_port(&format!("svc-{i}/tcp/http"), ip, 80, endpoint)
         })
         .collect()
 }
@@ -197,20 +187,28 @@ fn filler_endpoint(i: usize) -> Ipv4Addr {
 fn target() -> Vec<ServicePort> {
     [("iperf", IPERF_PORT), ("echo", ECHO_PORT)]
         .into_iter()
-        .map(|(name, port)| ServicePort {
-            id: format!("bench/target/tcp/{name}"),
-            cluster_ip: CLUSTER_IP,
-            protocol: Protocol::Tcp,
-            port,
-            node_port: None,
-            external: Vec::new(),
-            affinity: None,
-            endpoints: vec![SocketAddrV4::new(SERVER, port)],
-            local_endpoints: None,
-            health_check: None,
-            local_ready: Vec::new(),
+        .map(|(name, port)| {
+            let endpoint = SocketAddrV4::new(SERVER, port);
+            service_port(&format!("target/tcp/{name}"), CLUSTER_IP, port, endpoint)
         })
         .collect()
+}
+
+/// A TCP port `name` (in namespace `bench`) of a ClusterIP Service with one endpoint.
+fn service_port(name: &str, ip: Ipv4Addr, port: u16, endpoint: SocketAddrV4) -> ServicePort {
+    ServicePort {
+        id: format!("bench/{name}"),
+        cluster_ip: ip,
+        protocol: Protocol::Tcp,
+        port,
+        node_port: None,
+        external: Vec::new(),
+        affinity: None,
+        endpoints: vec![endpoint],
+        local_endpoints: None,
+        health_check: None,
+        local_ready: Vec::new(),
+    }
 }
 
 /// The client, server and router namespaces; deleted (with their links) when dropped.
