@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use api::resources::find;
 use serde_json::{Value, json};
 
-use crate::registry::Registry;
+use crate::registry::{Caller, Registry};
 
 /// Namespaces created at start-up.
 pub const SYSTEM_NAMESPACES: &[&str] =
@@ -23,7 +23,7 @@ pub async fn ensure_defaults(
     let namespaces = find("", "v1", "namespaces").expect("served");
     for ns in SYSTEM_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        ignore_existing(registry.create(namespaces, None, obj, false).await)?;
+        ignore_existing(registry.create(namespaces, None, obj, Caller::SERVER).await)?;
     }
     let services = find("", "v1", "services").expect("served");
     let ip = registry.service_range().nth(1).to_string();
@@ -39,7 +39,11 @@ pub async fn ensure_defaults(
             "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
         },
     });
-    ignore_existing(registry.create(services, Some("default"), svc, false).await)?;
+    ignore_existing(
+        registry
+            .create(services, Some("default"), svc, Caller::SERVER)
+            .await,
+    )?;
     if let Some(address) = advertise {
         put(registry, ("", "v1", "endpoints"), endpoints(address, port)).await?;
         put(
@@ -64,7 +68,7 @@ pub async fn ensure_defaults(
     ] {
         let pc = json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
             "metadata": {"name": name}, "value": value, "description": description});
-        ignore_existing(registry.create(classes, None, pc, false).await)?;
+        ignore_existing(registry.create(classes, None, pc, Caller::SERVER).await)?;
     }
     Ok(())
 }
@@ -106,7 +110,9 @@ async fn put(
     let r = find(group, version, plural).expect("served");
     let ns = Some("default");
     match registry.get(r, ns, "kubernetes").await {
-        Err(s) if s.code == 404 => ignore_existing(registry.create(r, ns, obj, false).await),
+        Err(s) if s.code == 404 => {
+            ignore_existing(registry.create(r, ns, obj, Caller::SERVER).await)
+        }
         Err(s) => Err(s),
         Ok(current) => {
             let same = ["subsets", "endpoints", "ports"]
@@ -117,7 +123,7 @@ async fn put(
             }
             obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
             registry
-                .update(r, ns, "kubernetes", obj, None, false)
+                .update(r, ns, "kubernetes", obj, None, Caller::SERVER)
                 .await
                 .map(drop)
         }

@@ -12,14 +12,14 @@ use api::selector::LabelSelector;
 use serde_json::{Value, json};
 
 use crate::object::now;
-use crate::registry::{DeleteOptions, ListOptions, Registry};
+use crate::registry::{Caller, DeleteOptions, ListOptions, Registry};
 
 /// What an eviction request asks for.
-pub struct Eviction {
+pub struct Eviction<'a> {
     /// The delete options to delete the pod with.
     pub options: DeleteOptions,
-    /// `dryRun=All`.
-    pub dry_run: bool,
+    /// Who evicts, and whether only as a dry run.
+    pub caller: Caller<'a>,
 }
 
 fn resource(group: &str, version: &str, plural: &str) -> &'static api::Resource {
@@ -52,7 +52,7 @@ pub fn check_body(name: &str, body: &Value) -> Result<(), Status> {
 }
 
 /// Evicts pod `name` in `ns`.
-pub async fn evict(reg: &Registry, ns: &str, name: &str, ev: Eviction) -> Result<(), Status> {
+pub async fn evict(reg: &Registry, ns: &str, name: &str, ev: Eviction<'_>) -> Result<(), Status> {
     let pods = resource("", "v1", "pods");
     let pod = reg.get(pods, Some(ns), name).await?;
     let phase = pod["status"]["phase"].as_str().unwrap_or("");
@@ -137,7 +137,7 @@ pub async fn evict(reg: &Registry, ns: &str, name: &str, ev: Eviction) -> Result
                 0,
             ));
         }
-        if ev.dry_run {
+        if ev.caller.dry_run {
             return Ok(());
         }
         let mut updated = pdb.clone();
@@ -155,7 +155,14 @@ pub async fn evict(reg: &Registry, ns: &str, name: &str, ev: Eviction) -> Result
             );
         }
         match reg
-            .update(pdbs, Some(ns), &pdb_name, updated, Some("status"), false)
+            .update(
+                pdbs,
+                Some(ns),
+                &pdb_name,
+                updated,
+                Some("status"),
+                Caller::SERVER,
+            )
             .await
         {
             Ok(_) => return delete(reg, &pod, ev).await,
@@ -180,12 +187,12 @@ fn put_condition(status: &mut Value, condition: Value) {
 }
 
 /// Marks the pod as a disruption target, then deletes it.
-async fn delete(reg: &Registry, pod: &Value, ev: Eviction) -> Result<(), Status> {
+async fn delete(reg: &Registry, pod: &Value, ev: Eviction<'_>) -> Result<(), Status> {
     let pods = resource("", "v1", "pods");
     let ns = pod["metadata"]["namespace"].as_str();
     let name = pod["metadata"]["name"].as_str().unwrap_or("");
-    if ev.dry_run {
-        reg.delete(pods, ns, name, &ev.options, true).await?;
+    if ev.caller.dry_run {
+        reg.delete(pods, ns, name, &ev.options, ev.caller).await?;
         return Ok(());
     }
     let mut marked = pod.clone();
@@ -199,7 +206,7 @@ async fn delete(reg: &Registry, pod: &Value, ev: Eviction) -> Result<(), Status>
     );
     if pod["metadata"].get("deletionTimestamp").is_none() {
         let updated = reg
-            .update(pods, ns, name, marked, Some("status"), false)
+            .update(pods, ns, name, marked, Some("status"), ev.caller)
             .await?;
         let mut options = ev.options;
         if options.resource_version.is_some() {
@@ -207,10 +214,10 @@ async fn delete(reg: &Registry, pod: &Value, ev: Eviction) -> Result<(), Status>
                 .as_str()
                 .map(str::to_string);
         }
-        reg.delete(pods, ns, name, &options, false).await?;
+        reg.delete(pods, ns, name, &options, ev.caller).await?;
         return Ok(());
     }
-    reg.delete(pods, ns, name, &ev.options, false).await?;
+    reg.delete(pods, ns, name, &ev.options, ev.caller).await?;
     Ok(())
 }
 
@@ -230,16 +237,24 @@ mod tests {
             .unwrap();
         let reg = Registry::new(Arc::new(s));
         let ns = resource("", "v1", "namespaces");
-        reg.create(ns, None, json!({"metadata": {"name": "default"}}), false)
-            .await
-            .unwrap();
+        reg.create(
+            ns,
+            None,
+            json!({"metadata": {"name": "default"}}),
+            Caller::SERVER,
+        )
+        .await
+        .unwrap();
         (dir, reg)
     }
 
-    fn eviction(dry_run: bool) -> Eviction {
+    fn eviction(dry_run: bool) -> Eviction<'static> {
         Eviction {
             options: DeleteOptions::default(),
-            dry_run,
+            caller: Caller {
+                user: None,
+                dry_run,
+            },
         }
     }
 
@@ -250,16 +265,23 @@ mod tests {
             Some("default"),
             json!({"metadata": {"name": name, "labels": labels},
                    "spec": {"containers": [{"name": "c", "image": "nginx"}]}}),
-            false,
+            Caller::SERVER,
         )
         .await
         .unwrap();
         let mut p = reg.get(pods, Some("default"), name).await.unwrap();
         p["status"]["phase"] = json!(phase);
         p["status"]["conditions"] = json!([{"type": "Ready", "status": "True"}]);
-        reg.update(pods, Some("default"), name, p, Some("status"), false)
-            .await
-            .unwrap();
+        reg.update(
+            pods,
+            Some("default"),
+            name,
+            p,
+            Some("status"),
+            Caller::SERVER,
+        )
+        .await
+        .unwrap();
     }
 
     async fn pdb(reg: &Registry, name: &str, status: Option<Value>) {
@@ -269,16 +291,23 @@ mod tests {
             Some("default"),
             json!({"metadata": {"name": name},
                    "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}}),
-            false,
+            Caller::SERVER,
         )
         .await
         .unwrap();
         if let Some(s) = status {
             let mut p = reg.get(pdbs, Some("default"), name).await.unwrap();
             p["status"] = s;
-            reg.update(pdbs, Some("default"), name, p, Some("status"), false)
-                .await
-                .unwrap();
+            reg.update(
+                pdbs,
+                Some("default"),
+                name,
+                p,
+                Some("status"),
+                Caller::SERVER,
+            )
+            .await
+            .unwrap();
         }
     }
 

@@ -22,7 +22,7 @@ use crate::authz;
 use crate::discovery;
 use crate::fieldcheck;
 use crate::registry::{
-    DeleteOptions, ListOptions, ListResult, Registry, WatchRequest, apply_patch, with_type,
+    Caller, DeleteOptions, ListOptions, ListResult, Registry, WatchRequest, apply_patch, with_type,
 };
 use api::request::{Query, RequestInfo, Target, parse};
 
@@ -547,6 +547,7 @@ struct Call<'a> {
     headers: HeaderMap,
     shape: Shape,
     dry_run: bool,
+    who: &'a Identity,
 }
 
 impl Call<'_> {
@@ -557,6 +558,19 @@ impl Call<'_> {
     /// The stored resource.
     fn r(&self) -> &'static Resource {
         self.sv.stored
+    }
+
+    /// Who writes, and whether only as a dry run.
+    fn caller(&self) -> Caller<'_> {
+        self.caller_dry(self.dry_run)
+    }
+
+    /// Who writes, with the dry run a delete or eviction body decided.
+    fn caller_dry(&self, dry_run: bool) -> Caller<'_> {
+        Caller {
+            user: Some(self.who),
+            dry_run,
+        }
     }
 }
 
@@ -587,6 +601,7 @@ async fn resource(
         name: info.name.clone().unwrap_or_default(),
         shape: negotiate(req.headers()),
         dry_run: query.dry_run(),
+        who,
         headers: req.headers().clone(),
         query,
     };
@@ -608,7 +623,7 @@ async fn resource(
             let (ns, name) = (info.namespace.clone(), info.name.clone());
             watch(app, c.sv, ns, name, &c.query, c.shape).await
         }
-        ("create", None) => create(&c, req, who).await,
+        ("create", None) => create(&c, req).await,
         ("create", Some("binding")) => bind(&c, req).await,
         ("create", Some("eviction")) => evict(&c, req).await,
         (
@@ -620,7 +635,10 @@ async fn resource(
         ("delete", None) => {
             let body = read_body(req.into_body()).await?;
             let (opts, dry_run) = delete_options(&c.query, &c.headers, &body)?;
-            ok(&c.sv.show(reg.delete(r, c.ns, name, &opts, dry_run).await?))
+            ok(&c.sv.show(
+                reg.delete(r, c.ns, name, &opts, c.caller_dry(dry_run))
+                    .await?,
+            ))
         }
         ("deletecollection", None) => delete_collection(&c, req).await,
         ("get", Some("proxy")) if r.plural == "nodes" => {
@@ -724,7 +742,8 @@ async fn list(c: Call<'_>) -> Result<Response, Status> {
 }
 
 /// CREATE. A CertificateSigningRequest's requestor is whoever sent it, whatever the body says.
-async fn create(c: &Call<'_>, req: Request, who: &Identity) -> Result<Response, Status> {
+async fn create(c: &Call<'_>, req: Request) -> Result<Response, Status> {
+    let who = c.who;
     let r = c.r();
     let body = read_body(req.into_body()).await?;
     let (mut obj, duplicates) = decode_object(&c.headers, &body, r.kind)?;
@@ -738,7 +757,7 @@ async fn create(c: &Call<'_>, req: Request, who: &Identity) -> Result<Response, 
             spec.remove("extra");
         }
     }
-    let created = c.reg().create(r, c.ns, obj, c.dry_run).await?;
+    let created = c.reg().create(r, c.ns, obj, c.caller()).await?;
     Ok(with_warnings(
         json_response(StatusCode::CREATED, &c.sv.show(created)),
         &warnings,
@@ -749,7 +768,9 @@ async fn create(c: &Call<'_>, req: Request, who: &Identity) -> Result<Response, 
 async fn bind(c: &Call<'_>, req: Request) -> Result<Response, Status> {
     let body = read_body(req.into_body()).await?;
     let binding = decode_body(&c.headers, &body, "Binding")?;
-    c.reg().bind(c.r(), c.ns, &c.name, &binding).await?;
+    c.reg()
+        .bind(c.r(), c.ns, &c.name, &binding, c.caller())
+        .await?;
     created_status()
 }
 
@@ -761,7 +782,7 @@ async fn evict(c: &Call<'_>, req: Request) -> Result<Response, Status> {
     let doc = &eviction["deleteOptions"];
     let ev = crate::eviction::Eviction {
         options: delete_options_of(&Query::default(), doc)?,
-        dry_run: eviction_dry_run(&c.query, doc)?,
+        caller: c.caller_dry(eviction_dry_run(&c.query, doc)?),
     };
     crate::eviction::evict(c.reg(), c.ns.unwrap_or("default"), &c.name, ev).await?;
     created_status()
@@ -776,7 +797,7 @@ async fn update(c: &Call<'_>, req: Request, sub: Option<&str>) -> Result<Respons
     let obj = c.sv.store(obj)?;
     let updated = c
         .reg()
-        .update(r, c.ns, &c.name, obj, sub, c.dry_run)
+        .update(r, c.ns, &c.name, obj, sub, c.caller())
         .await?;
     Ok(with_warnings(
         json_response(StatusCode::OK, &c.sv.show(updated)),
@@ -791,7 +812,7 @@ async fn update_scale(c: &Call<'_>, req: Request) -> Result<Response, Status> {
     let set = |_: &Value| Ok(scale.clone());
     ok(&c
         .reg()
-        .set_scale(c.r(), c.ns, &c.name, set, c.dry_run)
+        .set_scale(c.r(), c.ns, &c.name, set, c.caller())
         .await?)
 }
 
@@ -815,7 +836,7 @@ async fn patch(c: &Call<'_>, req: Request, sub: Option<&str>) -> Result<Response
             let warnings = patch_warnings(c, kind, &patch).await?;
             let patched = c
                 .reg()
-                .patch(c.sv.asked, c.ns, &c.name, (kind, &patch), sub, c.dry_run)
+                .patch(c.sv.asked, c.ns, &c.name, (kind, &patch), sub, c.caller())
                 .await?;
             Ok(with_warnings(
                 json_response(StatusCode::OK, &c.sv.show(patched)),
@@ -826,7 +847,7 @@ async fn patch(c: &Call<'_>, req: Request, sub: Option<&str>) -> Result<Response
             let apply = |scale: &Value| apply_patch(kind, scale, &patch);
             ok(&c
                 .reg()
-                .set_scale(c.r(), c.ns, &c.name, apply, c.dry_run)
+                .set_scale(c.r(), c.ns, &c.name, apply, c.caller())
                 .await?)
         }
         Some(_) => Err(Status::method_not_supported(c.r(), "patch")),
@@ -870,7 +891,10 @@ async fn delete_collection(c: &Call<'_>, req: Request) -> Result<Response, Statu
     for item in list.items {
         let item_ns = item["metadata"]["namespace"].as_str();
         let item_name = item["metadata"]["name"].as_str().unwrap_or("");
-        match reg.delete(r, item_ns, item_name, &opts, dry_run).await {
+        match reg
+            .delete(r, item_ns, item_name, &opts, c.caller_dry(dry_run))
+            .await
+        {
             Ok(obj) => deleted.push(sv.show(obj)),
             Err(s) if s.code == 404 => {}
             Err(s) => return Err(s),

@@ -1,6 +1,6 @@
 //! Small helpers over objects in their JSON form: metadata access and system fields.
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 /// `metadata.<field>` as a string, or "".
 pub fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
@@ -57,6 +57,32 @@ pub fn spec_part(obj: &Value) -> Value {
         m.remove("status");
     }
     v
+}
+
+/// Sets (or, with `None`, removes) the field at a JSON pointer of plain object keys,
+/// creating the objects on the way.
+pub fn set_pointer(doc: &mut Value, path: &str, value: Option<Value>) {
+    let mut keys: Vec<&str> = path.split('/').skip(1).collect();
+    let leaf = keys.pop().expect("a pointer names a field");
+    let mut at = doc;
+    for k in keys {
+        if !at.get(k).is_some_and(Value::is_object) {
+            if value.is_none() {
+                return;
+            }
+            at[k] = json!({});
+        }
+        at = &mut at[k];
+    }
+    match (value, at.as_object_mut()) {
+        (Some(v), Some(m)) => {
+            m.insert(leaf.into(), v);
+        }
+        (None, Some(m)) => {
+            m.remove(leaf);
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]

@@ -16,8 +16,9 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use store::{KeyValue, RangeOptions, Revision, Store, WatchEvent, WatchOptions};
 
+use crate::authn::Identity;
 use crate::cacher::{Cacher, Item};
-use crate::object::{finalizers, meta_mut, meta_str, name_suffix, now, spec_part};
+use crate::object::{finalizers, meta_mut, meta_str, name_suffix, now, set_pointer, spec_part};
 use crate::strategy;
 use crate::{admission, allocator};
 
@@ -95,26 +96,32 @@ pub struct DeleteOptions {
     pub resource_version: Option<String>,
 }
 
+/// Who asks for a write, and whether it is only tried: what the admission chain learns of the
+/// request besides the object.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Caller<'a> {
+    /// The requesting user; `None` for the server's own writes (its bootstrap objects).
+    pub user: Option<&'a Identity>,
+    /// `dryRun=All`: everything but the store write.
+    pub dry_run: bool,
+}
+
+impl Caller<'_> {
+    /// The server itself, writing for real.
+    pub const SERVER: Caller<'static> = Caller {
+        user: None,
+        dry_run: false,
+    };
+
+    /// The server itself, only trying the write.
+    pub const SERVER_DRY_RUN: Caller<'static> = Caller {
+        user: None,
+        dry_run: true,
+    };
+}
+
 /// How often a create with `generateName` tries a fresh name before giving up.
 const GENERATE_NAME_ATTEMPTS: u32 = 8;
-
-/// The namespaces NamespaceLifecycle admission never lets go.
-const IMMORTAL_NAMESPACES: [&str; 3] = ["default", "kube-system", "kube-public"];
-
-/// Refuses to delete a namespace the cluster cannot do without, in upstream's words.
-fn immortal(r: &Resource, name: &str) -> Result<(), Status> {
-    if r.group.is_empty() && r.plural == "namespaces" && IMMORTAL_NAMESPACES.contains(&name) {
-        return Err(Status {
-            details: Some(json!({"name": name, "kind": "namespaces"})),
-            ..Status::new(
-                403,
-                "Forbidden",
-                format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
-            )
-        });
-    }
-    Ok(())
-}
 
 fn store_error(r: &Resource, name: &str, e: store::Error) -> Status {
     match e {
@@ -382,7 +389,7 @@ impl Registry {
         r: &Resource,
         ns: Option<&str>,
         obj: Value,
-        dry_run: bool,
+        who: Caller<'_>,
     ) -> Result<Value, Status> {
         let generated = meta_str(&obj, "name").is_empty()
             && obj["metadata"]["generateName"]
@@ -391,7 +398,7 @@ impl Registry {
         let mut attempts = if generated { GENERATE_NAME_ATTEMPTS } else { 1 };
         loop {
             attempts -= 1;
-            match self.create_once(r, ns, obj.clone(), dry_run).await {
+            match self.create_once(r, ns, obj.clone(), who).await {
                 Err(s) if s.reason == "AlreadyExists" && attempts > 0 => continue,
                 other => return other,
             }
@@ -403,7 +410,7 @@ impl Registry {
         r: &Resource,
         ns: Option<&str>,
         mut obj: Value,
-        dry_run: bool,
+        who: Caller<'_>,
     ) -> Result<Value, Status> {
         check_type(r, &mut obj)?;
         set_namespace(r, ns, &mut obj)?;
@@ -442,7 +449,8 @@ impl Registry {
             subresource: None,
             namespace: ns,
             old: None,
-            dry_run,
+            user: who.user,
+            dry_run: who.dry_run,
         };
         self.admission.admit(self, &attributes, &mut obj).await?;
         let name = meta_str(&obj, "name").to_string();
@@ -451,7 +459,7 @@ impl Registry {
             return Err(Status::invalid(r, &name, &errs));
         }
         self.admission.validate(self, &attributes, &obj).await?;
-        if dry_run {
+        if who.dry_run {
             if self
                 .store
                 .get(&r.key(ns, &name))
@@ -502,7 +510,7 @@ impl Registry {
         name: &str,
         mut obj: Value,
         sub: Option<&str>,
-        dry_run: bool,
+        who: Caller<'_>,
     ) -> Result<Value, Status> {
         check_type(r, &mut obj)?;
         set_namespace(r, ns, &mut obj)?;
@@ -519,7 +527,7 @@ impl Registry {
             r,
             ns,
             name,
-            dry_run,
+            who,
             |current| {
                 if !expected.is_empty() && expected != meta_str(current, "resourceVersion") {
                     return Err(Status::conflict(r, name));
@@ -541,7 +549,7 @@ impl Registry {
         name: &str,
         (kind, patch): (PatchType, &Value),
         sub: Option<&str>,
-        dry_run: bool,
+        who: Caller<'_>,
     ) -> Result<Value, Status> {
         let precondition = patch
             .pointer("/metadata/resourceVersion")
@@ -552,7 +560,7 @@ impl Registry {
             r,
             ns,
             name,
-            dry_run,
+            who,
             |current| {
                 if let Some(rv) = &precondition
                     && rv != meta_str(current, "resourceVersion")
@@ -578,7 +586,7 @@ impl Registry {
         r: &Resource,
         ns: Option<&str>,
         name: &str,
-        dry_run: bool,
+        who: Caller<'_>,
         transform: impl Fn(&Value) -> Result<Value, Status>,
         sub: Option<&str>,
     ) -> Result<Value, Status> {
@@ -599,12 +607,13 @@ impl Registry {
                 subresource: sub,
                 namespace: ns,
                 old: Some(&current),
-                dry_run,
+                user: who.user,
+                dry_run: who.dry_run,
             };
             self.admission.admit(self, &attributes, &mut new).await?;
             new = finish_update(r, &current, new, sub)?;
             self.admission.validate(self, &attributes, &new).await?;
-            if dry_run || new == current {
+            if who.dry_run || new == current {
                 return Ok(new);
             }
             // A status write leaves the spec as it was: nothing to allocate.
@@ -630,7 +639,7 @@ impl Registry {
                     .as_i64()
                     .unwrap_or(0)
                     == 0
-                && !holds_namespace(r, &new);
+                && !strategy::of(r).holds_deletion(&new);
             let result = if gone {
                 self.store
                     .delete(&key, Some(kv.mod_revision))
@@ -693,14 +702,14 @@ impl Registry {
         ns: Option<&str>,
         name: &str,
         scale_change: impl Fn(&Value) -> Result<Value, Status>,
-        dry_run: bool,
+        who: Caller<'_>,
     ) -> Result<Value, Status> {
         let updated = self
             .guaranteed_update(
                 r,
                 ns,
                 name,
-                dry_run,
+                who,
                 |current| {
                     let scale = scale_change(&Self::scale_of(current))?;
                     let replicas = scale["spec"]["replicas"].as_i64().unwrap_or(0);
@@ -732,6 +741,7 @@ impl Registry {
         ns: Option<&str>,
         name: &str,
         binding: &Value,
+        who: Caller<'_>,
     ) -> Result<(), Status> {
         let node = binding["target"]["name"].as_str().unwrap_or("").to_string();
         if node.is_empty() {
@@ -745,7 +755,10 @@ impl Registry {
             r,
             ns,
             name,
-            false,
+            Caller {
+                dry_run: false,
+                ..who
+            },
             |current| {
                 if current["metadata"].get("deletionTimestamp").is_some() {
                     return Err(Status::conflict_because(
@@ -781,7 +794,7 @@ impl Registry {
         ns: Option<&str>,
         name: &str,
         opts: &DeleteOptions,
-        dry_run: bool,
+        who: Caller<'_>,
     ) -> Result<Value, Status> {
         let key = r.key(ns, name);
         loop {
@@ -792,7 +805,16 @@ impl Registry {
                 .map_err(|e| store_error(r, name, e))?;
             let kv = kv.ok_or_else(|| Status::not_found(r, name))?;
             let current = decode(&kv)?;
-            immortal(r, name)?;
+            let attributes = admission::Attributes {
+                operation: admission::Operation::Delete,
+                resource: r,
+                subresource: None,
+                namespace: ns,
+                old: Some(&current),
+                user: who.user,
+                dry_run: who.dry_run,
+            };
+            self.admission.validate(self, &attributes, &current).await?;
             if let Some(uid) = &opts.uid
                 && uid != meta_str(&current, "uid")
             {
@@ -828,22 +850,11 @@ impl Registry {
                 }
                 _ => {}
             }
-            let is_pod = r.group.is_empty() && r.plural == "pods";
-            let grace = if is_pod
-                && current["spec"]["nodeName"]
-                    .as_str()
-                    .is_some_and(|n| !n.is_empty())
-            {
-                opts.grace_period
-                    .or(current["spec"]["terminationGracePeriodSeconds"].as_i64())
-                    .unwrap_or(30)
-            } else {
-                0
-            };
-            let is_namespace = r.group.is_empty() && r.plural == "namespaces";
-            let hold = !fins.is_empty() || grace > 0 || holds_namespace(r, &current);
+            let strategy = strategy::of(r);
+            let grace = strategy.deletion_grace(&current, opts.grace_period);
+            let hold = !fins.is_empty() || grace > 0 || strategy.holds_deletion(&current);
             if !hold {
-                if dry_run {
+                if who.dry_run {
                     return Ok(current);
                 }
                 return match self.store.delete(&key, Some(kv.mod_revision)).await {
@@ -868,10 +879,8 @@ impl Registry {
             if fins.is_empty() {
                 m.remove("finalizers");
             }
-            if is_namespace {
-                marked["status"] = json!({"phase": "Terminating"});
-            }
-            if dry_run {
+            strategy.mark_deleting(&mut marked);
+            if who.dry_run {
                 return Ok(marked);
             }
             match self
@@ -985,46 +994,7 @@ fn carry_over(r: &Resource, current: &Value, mut new: Value, sub: Option<&str>) 
         }
     }
     strategy::defaults(r, &mut new);
-    match (r.group, r.plural, sub) {
-        // Fields only their own subresource writes.
-        ("", "pods", None) => {
-            set_pointer(
-                &mut new,
-                "/spec/ephemeralContainers",
-                current.pointer("/spec/ephemeralContainers").cloned(),
-            );
-        }
-        ("", "namespaces", None) => set_pointer(
-            &mut new,
-            "/spec/finalizers",
-            current.pointer("/spec/finalizers").cloned(),
-        ),
-        ("certificates.k8s.io", "certificatesigningrequests", None) => {
-            set_pointer(&mut new, "/spec", current.get("spec").cloned())
-        }
-        ("", "services", None) => strategy::service::drop_type_dependent(current, &mut new),
-        // As upstream's binding: the pod is scheduled.
-        ("", "pods", Some("binding")) => {
-            let scheduled = json!({"type": "PodScheduled", "status": "True",
-                "lastProbeTime": null, "lastTransitionTime": now()});
-            let mut conditions: Vec<Value> = new["status"]["conditions"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|c| c["type"] != "PodScheduled")
-                .collect();
-            conditions.push(scheduled);
-            new["status"]["conditions"] = json!(conditions);
-        }
-        ("", "pods", Some("ephemeralcontainers")) => {
-            strategy::default_containers(&mut new["spec"], &["ephemeralContainers"])
-        }
-        ("certificates.k8s.io", "certificatesigningrequests", Some(_)) => {
-            strategy::csr::stamp_conditions(current, &mut new, &now())
-        }
-        _ => {}
-    }
+    strategy::prepare_for_update(r, current, &mut new, sub);
     new
 }
 
@@ -1151,16 +1121,6 @@ fn change_event(
     Some((kind, with_type(r, (*c.object).clone())))
 }
 
-/// Whether a namespace's own finalizers (`spec.finalizers`, which the namespace controller
-/// removes once the namespace is empty) still keep it.
-fn holds_namespace(r: &Resource, obj: &Value) -> bool {
-    r.group.is_empty()
-        && r.plural == "namespaces"
-        && obj["spec"]["finalizers"]
-            .as_array()
-            .is_some_and(|f| !f.is_empty())
-}
-
 /// The one field a field-scoped subresource writes, as a JSON pointer.
 fn scoped_field(sub: &str) -> Option<&'static str> {
     Some(match sub {
@@ -1170,32 +1130,6 @@ fn scoped_field(sub: &str) -> Option<&'static str> {
         "ephemeralcontainers" => "/spec/ephemeralContainers",
         _ => return None,
     })
-}
-
-/// Sets (or, with `None`, removes) the field at a JSON pointer of plain object keys,
-/// creating the objects on the way.
-fn set_pointer(doc: &mut Value, path: &str, value: Option<Value>) {
-    let mut keys: Vec<&str> = path.split('/').skip(1).collect();
-    let leaf = keys.pop().expect("a pointer names a field");
-    let mut at = doc;
-    for k in keys {
-        if !at.get(k).is_some_and(Value::is_object) {
-            if value.is_none() {
-                return;
-            }
-            at[k] = json!({});
-        }
-        at = &mut at[k];
-    }
-    match (value, at.as_object_mut()) {
-        (Some(v), Some(m)) => {
-            m.insert(leaf.into(), v);
-        }
-        (None, Some(m)) => {
-            m.remove(leaf);
-        }
-        _ => {}
-    }
 }
 
 /// Applies a patch of any type: the one place patch failures become `Status`es.
@@ -1338,6 +1272,7 @@ fn set_namespace(r: &Resource, ns: Option<&str>, obj: &mut Value) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::Caller;
     use store::sqlite::{SqliteOptions, SqliteStore};
 
     /// A registry on a fresh store holding configmaps cm-00..cm-09 in `default`, the first
@@ -1349,14 +1284,21 @@ mod tests {
             .unwrap();
         let reg = Registry::new(Arc::new(s));
         let ns = api::resources::find("", "v1", "namespaces").unwrap();
-        reg.create(ns, None, json!({"metadata": {"name": "default"}}), false)
-            .await
-            .unwrap();
+        reg.create(
+            ns,
+            None,
+            json!({"metadata": {"name": "default"}}),
+            Caller::SERVER,
+        )
+        .await
+        .unwrap();
         let cms = api::resources::find("", "v1", "configmaps").unwrap();
         for i in 0..10 {
             let labels = if i < 3 { json!({"x": "y"}) } else { json!({}) };
             let cm = json!({"metadata": {"name": format!("cm-{i:02}"), "labels": labels}});
-            reg.create(cms, Some("default"), cm, false).await.unwrap();
+            reg.create(cms, Some("default"), cm, Caller::SERVER)
+                .await
+                .unwrap();
         }
         (dir, reg, cms)
     }
@@ -1443,13 +1385,19 @@ mod tests {
             cms,
             Some("default"),
             json!({"metadata": {"name": "cm-10"}}),
-            false,
+            Caller::SERVER,
         )
         .await
         .unwrap();
-        reg.delete(cms, Some("default"), "cm-04", &Default::default(), false)
-            .await
-            .unwrap();
+        reg.delete(
+            cms,
+            Some("default"),
+            "cm-04",
+            &Default::default(),
+            Caller::SERVER,
+        )
+        .await
+        .unwrap();
         let now = reg.store().current_revision().await.unwrap();
         reg.store().compact(now).await.unwrap();
 

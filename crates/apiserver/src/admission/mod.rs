@@ -9,8 +9,9 @@
 //! (it decides from the [`Attributes`] whether the request concerns it), and put it in the
 //! list in [`Chain::default`], where upstream's order places it.
 //!
-//! Not yet here: the requesting user (Pod Security and webhooks need it), and the delete and
-//! connect operations.
+//! A deletion passes the validating steps only, with the stored object. Not yet here: the
+//! connect operation, and the NodeRestriction step (its pod half runs in the handler, see
+//! `authz::node::restrict_pods`).
 
 mod default_ingress_class;
 mod default_toleration_seconds;
@@ -25,6 +26,7 @@ use api::{Resource, Status};
 use futures::future::BoxFuture;
 use serde_json::Value;
 
+use crate::authn::Identity;
 use crate::registry::Registry;
 
 /// What the request does to the object.
@@ -34,6 +36,8 @@ pub enum Operation {
     Create,
     /// A change to a stored one.
     Update,
+    /// A deletion; the object the steps see is the stored one.
+    Delete,
 }
 
 /// What an admission step learns of a request (upstream's `admission.Attributes`).
@@ -46,8 +50,10 @@ pub struct Attributes<'a> {
     pub subresource: Option<&'a str>,
     /// The object's namespace, for namespaced resources.
     pub namespace: Option<&'a str>,
-    /// The stored object an update replaces.
+    /// The stored object an update replaces or a deletion removes.
     pub old: Option<&'a Value>,
+    /// The requesting user; `None` for the server's own writes.
+    pub user: Option<&'a Identity>,
     /// Whether nothing is to be persisted.
     pub dry_run: bool,
 }

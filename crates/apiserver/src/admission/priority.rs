@@ -148,7 +148,7 @@ mod tests {
     use serde_json::json;
     use store::sqlite::{SqliteOptions, SqliteStore};
 
-    use crate::registry::Registry;
+    use crate::registry::{Caller, Registry};
 
     #[tokio::test]
     async fn pods_take_their_class_or_the_global_default() {
@@ -163,12 +163,12 @@ mod tests {
             find("scheduling.k8s.io", "v1", "priorityclasses"),
             find("", "v1", "pods"),
         );
-        reg.create(ns, None, json!({"metadata": {"name": "d"}}), false)
+        reg.create(ns, None, json!({"metadata": {"name": "d"}}), Caller::SERVER)
             .await
             .unwrap();
         for (name, value, default) in [("base", 5, true), ("gold", 100, false)] {
             let pc = json!({"metadata": {"name": name}, "value": value, "globalDefault": default});
-            reg.create(classes, None, pc, false).await.unwrap();
+            reg.create(classes, None, pc, Caller::SERVER).await.unwrap();
         }
         let pod = |name: &str, class: Option<&str>| {
             let mut p = json!({"metadata": {"name": name},
@@ -179,19 +179,19 @@ mod tests {
             p
         };
         let plain = reg
-            .create(pods, Some("d"), pod("a", None), false)
+            .create(pods, Some("d"), pod("a", None), Caller::SERVER)
             .await
             .unwrap();
         assert_eq!(plain["spec"]["priority"], 5);
         assert_eq!(plain["spec"]["priorityClassName"], "base");
         let gold = reg
-            .create(pods, Some("d"), pod("b", Some("gold")), false)
+            .create(pods, Some("d"), pod("b", Some("gold")), Caller::SERVER)
             .await
             .unwrap();
         assert_eq!(gold["spec"]["priority"], 100);
         assert_eq!(gold["spec"]["preemptionPolicy"], "PreemptLowerPriority");
         let e = reg
-            .create(pods, Some("d"), pod("c", Some("nope")), false)
+            .create(pods, Some("d"), pod("c", Some("nope")), Caller::SERVER)
             .await
             .unwrap_err();
         assert_eq!(

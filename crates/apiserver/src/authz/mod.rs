@@ -115,6 +115,7 @@ mod tests {
 
     use super::*;
     use crate::authn::{BOOTSTRAPPERS, Tokens};
+    use crate::registry::Caller;
 
     /// The resource request `method path` (a watch when `watch`).
     fn parse(path: &str, method: &str, watch: bool) -> RequestInfo {
@@ -206,14 +207,14 @@ mod tests {
             find("namespaces"),
             None,
             json!({"metadata": {"name": "d"}}),
-            false,
+            Caller::SERVER,
         )
         .await
         .unwrap();
         let pod = json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1",
             "containers": [{"name": "c", "image": "x"}],
             "volumes": [{"name": "v", "secret": {"secretName": "mine"}}]}});
-        reg.create(find("pods"), Some("d"), pod, false)
+        reg.create(find("pods"), Some("d"), pod, Caller::SERVER)
             .await
             .unwrap();
         let node = Identity::new("system:node:n1".into(), vec!["system:nodes".into()]);

@@ -4,6 +4,36 @@
 use api::validation::FieldError;
 use serde_json::{Value, json};
 
+use super::Strategy;
+use crate::object::{now, set_pointer};
+
+/// The CertificateSigningRequest strategy.
+pub(super) struct CertificateSigningRequest;
+
+impl Strategy for CertificateSigningRequest {
+    fn prepare_for_update(&self, old: &Value, new: &mut Value, sub: Option<&str>) {
+        match sub {
+            // The request itself never changes.
+            None => set_pointer(new, "/spec", old.get("spec").cloned()),
+            Some(_) => stamp_conditions(old, new, &now()),
+        }
+    }
+
+    fn validate(&self, obj: &Value, errs: &mut Vec<FieldError>) {
+        errs.extend(validate(obj));
+    }
+
+    fn validate_update(
+        &self,
+        old: &Value,
+        new: &Value,
+        sub: Option<&str>,
+        errs: &mut Vec<FieldError>,
+    ) {
+        errs.extend(validate_update(old, new, sub == Some("approval")));
+    }
+}
+
 /// Conditions that decide a request; each may only be `True`, and none may be removed.
 const DECISIONS: [&str; 3] = ["Approved", "Denied", "Failed"];
 
@@ -15,7 +45,7 @@ fn conditions(obj: &Value) -> &[Value] {
 }
 
 /// Checks a new request: a PEM `CERTIFICATE REQUEST` and a signer.
-pub fn validate(obj: &Value) -> Vec<FieldError> {
+pub(super) fn validate(obj: &Value) -> Vec<FieldError> {
     use base64::Engine;
     let mut errs = Vec::new();
     match obj["spec"]["request"].as_str() {
@@ -41,7 +71,7 @@ pub fn validate(obj: &Value) -> Vec<FieldError> {
 
 /// Fills in empty condition timestamps: `lastUpdateTime` now, `lastTransitionTime` carried
 /// over from the old condition of the same type and status, else now.
-pub fn stamp_conditions(old: &Value, new: &mut Value, now: &str) {
+pub(super) fn stamp_conditions(old: &Value, new: &mut Value, now: &str) {
     let before = conditions(old).to_vec();
     let Some(list) = new["status"]["conditions"].as_array_mut() else {
         return;
@@ -64,7 +94,7 @@ pub fn stamp_conditions(old: &Value, new: &mut Value, now: &str) {
 }
 
 /// Checks an update's conditions; `approval` says whether it came through `/approval`.
-pub fn validate_update(old: &Value, new: &Value, approval: bool) -> Vec<FieldError> {
+pub(super) fn validate_update(old: &Value, new: &Value, approval: bool) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let (was, now) = (conditions(old), conditions(new));
     let mut seen: Vec<&str> = Vec::new();

@@ -3,8 +3,66 @@
 //! no use for it, the server may have filled it in, and the update left it as it was. The
 //! addresses and ports wiped are given back by the allocator after the write.
 
-use api::validation::FieldError;
+use api::validation::{FieldError, NameRule};
 use serde_json::{Value, json};
+
+use super::{Strategy, immutable, set_default};
+
+/// The Service strategy.
+pub(super) struct Service;
+
+impl Strategy for Service {
+    fn name_rule(&self) -> NameRule {
+        NameRule::Dns1035
+    }
+
+    fn defaults(&self, obj: &mut Value) {
+        set_default(obj, "spec", json!({}));
+        let spec = &mut obj["spec"];
+        set_default(spec, "type", json!("ClusterIP"));
+        set_default(spec, "sessionAffinity", json!("None"));
+        for p in spec
+            .get_mut("ports")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            set_default(p, "protocol", json!("TCP"));
+            let port = p.get("port").cloned().unwrap_or(Value::Null);
+            set_default(p, "targetPort", port);
+        }
+    }
+
+    fn prepare_for_create(&self, obj: &mut Value) {
+        set_default(obj, "status", json!({"loadBalancer": {}}));
+    }
+
+    fn prepare_for_update(&self, old: &Value, new: &mut Value, sub: Option<&str>) {
+        if sub.is_none() {
+            drop_type_dependent(old, new);
+        }
+    }
+
+    fn validate(&self, obj: &Value, errs: &mut Vec<FieldError>) {
+        errs.extend(validate(obj));
+    }
+
+    fn validate_update(
+        &self,
+        old: &Value,
+        new: &Value,
+        _sub: Option<&str>,
+        errs: &mut Vec<FieldError>,
+    ) {
+        if old["spec"]["clusterIP"]
+            .as_str()
+            .is_some_and(|ip| !ip.is_empty())
+            && !cluster_ip_may_change(old, new)
+        {
+            immutable(old, new, "/spec/clusterIP", errs);
+        }
+    }
+}
 
 /// The Service types upstream knows.
 const TYPES: &[&str] = &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
@@ -28,7 +86,7 @@ pub(crate) fn needs_health_check(svc: &Value) -> bool {
 }
 
 /// The rules of a Service on its own.
-pub(super) fn validate(svc: &Value) -> Vec<FieldError> {
+fn validate(svc: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
     for (i, p) in svc["spec"]["ports"]
         .as_array()
@@ -72,12 +130,12 @@ pub(super) fn validate(svc: &Value) -> Vec<FieldError> {
 }
 
 /// Whether an update may change the ClusterIP: only to or from ExternalName, as upstream.
-pub(super) fn cluster_ip_may_change(old: &Value, new: &Value) -> bool {
+fn cluster_ip_may_change(old: &Value, new: &Value) -> bool {
     !needs_cluster_ip(old) || !needs_cluster_ip(new)
 }
 
 /// Wipes what the new type has no use for, when the update left it as it was.
-pub(crate) fn drop_type_dependent(old: &Value, new: &mut Value) {
+fn drop_type_dependent(old: &Value, new: &mut Value) {
     let same = |new: &Value, field: &str| old["spec"].get(field) == new["spec"].get(field);
     if needs_cluster_ip(old) && !needs_cluster_ip(new) {
         for (field, kept) in [
