@@ -29,6 +29,24 @@ use kube::runtime::{WatchStreamExt, watcher};
 /// How long changes gather before the rules are rebuilt once for all of them.
 const SETTLE: Duration = Duration::from_millis(50);
 
+/// After a failed sync the next waits this long, doubling with each failure up to
+/// [`RETRY_MAX`], whether or not anything changed (upstream's proxy retries a failed sync
+/// on a timer too).
+const RETRY_MIN: Duration = Duration::from_millis(500);
+
+/// The longest wait between two failed syncs.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// How long to wait before the next sync after `failures` failed ones in a row.
+fn wait_before_sync(failures: u32) -> Duration {
+    match failures {
+        0 => SETTLE,
+        n => RETRY_MIN
+            .saturating_mul(1 << (n - 1).min(16))
+            .min(RETRY_MAX),
+    }
+}
+
 /// Follows Services and EndpointSlices and keeps the kernel's rules in step until `shutdown`,
 /// then removes the table.
 pub async fn run(
@@ -62,6 +80,7 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut state = Applied::default();
     let mut dirty = false;
+    let mut failures = 0;
     loop {
         let ready = listed == [true, true];
         tokio::select! {
@@ -74,9 +93,11 @@ pub async fn run(
                 Some((_, Err(e))) => tracing::warn!("watching Services and EndpointSlices: {e}"),
                 None => break,
             },
-            () = tokio::time::sleep(SETTLE), if dirty && ready => {
-                dirty = false;
-                sync(&host, &config, &services, &slices, &mut state).await;
+            () = tokio::time::sleep(wait_before_sync(failures)), if dirty && ready => {
+                let applied = sync(&host, &config, &services, &slices, &mut state).await;
+                // A failed sync is tried again, changes or not.
+                dirty = !applied;
+                failures = if applied { 0 } else { failures + 1 };
             }
         }
     }
@@ -108,14 +129,15 @@ struct Applied {
 }
 
 /// Applies what changed since the last success (everything, after a failure), forgets the
-/// UDP flows the change left stale and updates the health check ports.
+/// UDP flows the change left stale and updates the health check ports. Whether the rules
+/// went in.
 async fn sync(
     host: &Arc<dyn host::Host>,
     config: &rules::Config,
     services: &Store<Service>,
     slices: &Store<EndpointSlice>,
     state: &mut Applied,
-) {
+) -> bool {
     let (services, slices) = (services.state(), slices.state());
     let ports = model::service_ports(
         services.iter().map(Arc::as_ref),
@@ -130,7 +152,7 @@ async fn sync(
             tracing::error!("{e}");
             state.rules = None;
             state.health.update(model::health_checks(&ports), false);
-            return;
+            return false;
         }
         tracing::debug!(ports = ports.len(), "service rules applied");
         state.rules = Some(wanted);
@@ -160,4 +182,20 @@ async fn sync(
         });
     }
     state.ports = ports;
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_syncs_are_retried_ever_more_slowly() {
+        let waits: Vec<u128> = (0..9).map(|n| wait_before_sync(n).as_millis()).collect();
+        assert_eq!(
+            waits,
+            [50, 500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000]
+        );
+        assert_eq!(wait_before_sync(u32::MAX), RETRY_MAX);
+    }
 }
