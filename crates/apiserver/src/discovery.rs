@@ -1,9 +1,19 @@
 //! Discovery (legacy and aggregated `apidiscovery.k8s.io/v2`) and the OpenAPI v3 index that
 //! kubectl consults before `apply` and `create -f`.
+//!
+//! The discovery documents are typed structs, not `serde_json::Value`s: a `Value` object
+//! writes its keys sorted, while clients and upstream's tests read these documents as text
+//! in the field order of upstream's Go types (`metav1.APIResourceList` and friends in
+//! apimachinery's `pkg/apis/meta/v1/types.go`, `apidiscovery/v2` in `k8s.io/api`). Each
+//! struct lists its fields in that order; a field Go marks `omitempty` is skipped when
+//! empty, and every other field is always written.
 
 use api::Resource;
 use api::resources::{RESOURCES, VERBS, groups};
+use base64::Engine as _;
+use serde::Serialize;
 use serde_json::{Value, json};
+use sha2::Digest as _;
 
 use crate::typed::{self, ApiType, Typed};
 
@@ -21,22 +31,52 @@ pub fn wants_aggregated(accept: &str) -> bool {
     })
 }
 
+/// Go's `omitempty` for a list.
+fn is_empty<T>(list: &&[T]) -> bool {
+    list.is_empty()
+}
+
+/// `metav1.GroupVersionKind`: a subresource's kind, or a response's in aggregated discovery.
+/// No field is `omitempty`: the core group is written as `""`.
+#[derive(Clone, Copy, Serialize)]
+struct Gvk {
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+}
+
 /// The subresources Rudder serves, with the kind and verbs discovery reports for each.
-fn subresource_info(r: &Resource, sub: &str) -> Option<(Value, &'static [&'static str])> {
-    let same = json!({"group": "", "version": "", "kind": r.kind});
+fn subresource_info(r: &Resource, sub: &str) -> Option<(Gvk, &'static [&'static str])> {
+    let same = Gvk {
+        group: "",
+        version: "",
+        kind: r.kind,
+    };
     match sub {
         "status" => Some((same, &["get", "patch", "update"])),
         "scale" => Some((
-            json!({"group": "autoscaling", "version": "v1", "kind": "Scale"}),
+            Gvk {
+                group: "autoscaling",
+                version: "v1",
+                kind: "Scale",
+            },
             &["get", "patch", "update"],
         )),
         "binding" => Some((
-            json!({"group": "", "version": "", "kind": "Binding"}),
+            Gvk {
+                group: "",
+                version: "",
+                kind: "Binding",
+            },
             &["create"],
         )),
         // kubectl drain evicts only when discovery lists this with the policy group.
         "eviction" => Some((
-            json!({"group": "policy", "version": "v1", "kind": "Eviction"}),
+            Gvk {
+                group: "policy",
+                version: "v1",
+                kind: "Eviction",
+            },
             &["create"],
         )),
         "finalize" => Some((same, &["update"])),
@@ -47,52 +87,174 @@ fn subresource_info(r: &Resource, sub: &str) -> Option<(Value, &'static [&'stati
 
 fn served_subresources(
     r: &Resource,
-) -> impl Iterator<Item = (&'static str, Value, &'static [&'static str])> + '_ {
+) -> impl Iterator<Item = (&'static str, Gvk, &'static [&'static str])> + '_ {
     r.subresources
         .iter()
         .filter_map(|s| subresource_info(r, s).map(|(kind, verbs)| (*s, kind, verbs)))
 }
 
-/// `/api`: the core group's versions.
-pub fn core_versions(server_address: &str) -> Value {
-    json!({
-        "kind": "APIVersions",
-        "versions": ["v1"],
-        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}],
-    })
+/// Upstream's `storageVersionHash` of a resource: the first 8 bytes of the SHA-256 of
+/// `<group>/<version>/<kind>` of the version it is stored as (`/v1/Pod` for the core group),
+/// in standard base64. A resource served over another's storage (events.k8s.io/v1 events
+/// are core v1 Events, autoscaling/v1 HPAs are autoscaling/v2 ones) has its storage's hash,
+/// so both versions report the same value, as upstream's do.
+fn storage_version_hash(r: &Resource) -> String {
+    let stored = api::convert::storage_of(r).unwrap_or(r);
+    let gvk = format!("{}/{}/{}", stored.group, stored.version, stored.kind);
+    let sum = sha2::Sha256::digest(gvk.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(&sum.as_slice()[..8])
 }
 
-fn group_entry(name: &str, versions: &[&str]) -> Value {
-    let vs: Vec<Value> = versions
+/// `/api`'s document: `metav1.APIVersions`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiVersions {
+    // TypeMeta; upstream leaves apiVersion empty here.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    api_version: &'static str,
+    versions: &'static [&'static str],
+    #[serde(rename = "serverAddressByClientCIDRs")]
+    server_address_by_client_cidrs: Vec<ServerAddressByClientCidr>,
+}
+
+/// `metav1.ServerAddressByClientCIDR`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ServerAddressByClientCidr {
+    #[serde(rename = "clientCIDR")]
+    client_cidr: &'static str,
+    server_address: String,
+}
+
+/// `/api`: the core group's versions.
+pub fn core_versions(server_address: &str) -> ApiVersions {
+    ApiVersions {
+        kind: "APIVersions",
+        api_version: "",
+        versions: &["v1"],
+        server_address_by_client_cidrs: vec![ServerAddressByClientCidr {
+            client_cidr: "0.0.0.0/0",
+            server_address: server_address.to_string(),
+        }],
+    }
+}
+
+/// `/apis`'s document: `metav1.APIGroupList`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiGroupList {
+    kind: &'static str,
+    api_version: &'static str,
+    groups: Vec<ApiGroup>,
+}
+
+/// `/apis/<group>`'s document, and one group of `/apis`: `metav1.APIGroup`.
+///
+/// Its last field, `serverAddressByClientCIDRs` (`omitempty`), is left out: upstream's
+/// aggregator, which serves these paths, does not fill it in either.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiGroup {
+    // TypeMeta: empty (so left out) inside an APIGroupList.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    api_version: &'static str,
+    name: &'static str,
+    versions: Vec<GroupVersionForDiscovery>,
+    // `omitempty` on a Go struct never omits it.
+    preferred_version: GroupVersionForDiscovery,
+}
+
+/// `metav1.GroupVersionForDiscovery`.
+#[derive(Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GroupVersionForDiscovery {
+    group_version: String,
+    version: &'static str,
+}
+
+fn group_entry(name: &'static str, versions: &[&'static str]) -> ApiGroup {
+    let versions: Vec<GroupVersionForDiscovery> = versions
         .iter()
-        .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
+        .map(|&v| GroupVersionForDiscovery {
+            group_version: format!("{name}/{v}"),
+            version: v,
+        })
         .collect();
-    json!({"name": name, "versions": vs, "preferredVersion": vs[0]})
+    ApiGroup {
+        kind: "",
+        api_version: "",
+        name,
+        preferred_version: versions[0].clone(),
+        versions,
+    }
 }
 
 /// `/apis`: every named group.
-pub fn group_list() -> Value {
-    let groups: Vec<Value> = groups()
+pub fn group_list() -> ApiGroupList {
+    let groups = groups()
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
         .map(|(g, vs)| group_entry(g, &vs))
         .collect();
-    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+    ApiGroupList {
+        kind: "APIGroupList",
+        api_version: "v1",
+        groups,
+    }
 }
 
 /// `/apis/<group>`, if the group exists.
-pub fn group(name: &str) -> Option<Value> {
+pub fn group(name: &str) -> Option<ApiGroup> {
     let (g, vs) = groups()
         .into_iter()
         .find(|(g, _)| *g == name && !g.is_empty())?;
-    let mut v = group_entry(g, &vs);
-    v["kind"] = json!("APIGroup");
-    v["apiVersion"] = json!("v1");
-    Some(v)
+    Some(ApiGroup {
+        kind: "APIGroup",
+        api_version: "v1",
+        ..group_entry(g, &vs)
+    })
+}
+
+/// `/api/v1`'s and `/apis/<group>/<version>`'s document: `metav1.APIResourceList`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiResourceList {
+    kind: &'static str,
+    api_version: &'static str,
+    group_version: String,
+    resources: Vec<ApiResource>,
+}
+
+/// `metav1.APIResource`: a resource or (`name` with a `/`) a subresource.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ApiResource {
+    name: String,
+    // Not `omitempty`: subresources write `""`.
+    singular_name: &'static str,
+    namespaced: bool,
+    // Set only when a subresource's kind is of another group (deployments/scale).
+    #[serde(skip_serializing_if = "str::is_empty")]
+    group: &'static str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    version: &'static str,
+    kind: &'static str,
+    verbs: &'static [&'static str],
+    #[serde(skip_serializing_if = "is_empty")]
+    short_names: &'static [&'static str],
+    #[serde(skip_serializing_if = "is_empty")]
+    categories: &'static [&'static str],
+    // Resources only; subresources leave it empty.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    storage_version_hash: String,
 }
 
 /// `/api/v1` or `/apis/<group>/<version>`: the legacy APIResourceList.
-pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+pub fn resource_list(group: &str, version: &str) -> Option<ApiResourceList> {
     let rs: Vec<&Resource> = RESOURCES
         .iter()
         .filter(|r| r.group == group && r.version == version)
@@ -100,35 +262,33 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     if rs.is_empty() {
         return None;
     }
-    let mut out = Vec::new();
+    let mut resources = Vec::new();
     for r in rs {
-        let mut entry = json!({
-            "name": r.plural,
-            "singularName": r.singular,
-            "namespaced": r.namespaced,
-            "kind": r.kind,
-            "verbs": VERBS,
+        resources.push(ApiResource {
+            name: r.plural.to_string(),
+            singular_name: r.singular,
+            namespaced: r.namespaced,
+            group: "",
+            version: "",
+            kind: r.kind,
+            verbs: VERBS,
+            short_names: r.short_names,
+            categories: r.categories,
+            storage_version_hash: storage_version_hash(r),
         });
-        if !r.short_names.is_empty() {
-            entry["shortNames"] = json!(r.short_names);
-        }
-        if !r.categories.is_empty() {
-            entry["categories"] = json!(r.categories);
-        }
-        out.push(entry);
         for (sub, kind, verbs) in served_subresources(r) {
-            let mut e = json!({
-                "name": format!("{}/{sub}", r.plural),
-                "singularName": "",
-                "namespaced": r.namespaced,
-                "kind": kind["kind"],
-                "verbs": verbs,
+            resources.push(ApiResource {
+                name: format!("{}/{sub}", r.plural),
+                singular_name: "",
+                namespaced: r.namespaced,
+                group: kind.group,
+                version: kind.version,
+                kind: kind.kind,
+                verbs,
+                short_names: &[],
+                categories: &[],
+                storage_version_hash: String::new(),
             });
-            if kind["group"] != "" {
-                e["group"] = kind["group"].clone();
-                e["version"] = kind["version"].clone();
-            }
-            out.push(e);
         }
     }
     let group_version = if group.is_empty() {
@@ -136,59 +296,145 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     } else {
         format!("{group}/{version}")
     };
-    Some(
-        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": out}),
-    )
+    Some(ApiResourceList {
+        kind: "APIResourceList",
+        api_version: "v1",
+        group_version,
+        resources,
+    })
 }
 
-fn aggregated_group(name: &str, versions: &[&str]) -> Value {
-    let vs: Vec<Value> = versions
+/// The aggregated discovery document: `apidiscovery.k8s.io/v2` `APIGroupDiscoveryList`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiGroupDiscoveryList {
+    kind: &'static str,
+    api_version: &'static str,
+    metadata: ListMeta,
+    items: Vec<ApiGroupDiscovery>,
+}
+
+/// An empty `metav1.ListMeta`: `{}` (each of its fields is `omitempty`).
+#[derive(Serialize)]
+struct ListMeta {}
+
+/// `APIGroupDiscovery`. Its TypeMeta is empty, so left out.
+#[derive(Serialize)]
+struct ApiGroupDiscovery {
+    metadata: GroupMeta,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    versions: Vec<ApiVersionDiscovery>,
+}
+
+/// The `metav1.ObjectMeta` of a group: its name (none for the core group) and the zero
+/// creation timestamp, which Go writes as `null`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GroupMeta {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    name: &'static str,
+    creation_timestamp: (),
+}
+
+/// `APIVersionDiscovery`.
+#[derive(Serialize)]
+struct ApiVersionDiscovery {
+    version: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    resources: Vec<ApiResourceDiscovery>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    freshness: &'static str,
+}
+
+/// `APIResourceDiscovery`. `responseKind` is a Go pointer marked `omitempty`, but upstream
+/// always sets it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ApiResourceDiscovery {
+    resource: &'static str,
+    response_kind: Gvk,
+    scope: &'static str,
+    singular_resource: &'static str,
+    verbs: &'static [&'static str],
+    #[serde(skip_serializing_if = "is_empty")]
+    short_names: &'static [&'static str],
+    #[serde(skip_serializing_if = "is_empty")]
+    categories: &'static [&'static str],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    subresources: Vec<ApiSubresourceDiscovery>,
+}
+
+/// `APISubresourceDiscovery`. `responseKind` is always set, as upstream does;
+/// `acceptedTypes` (`omitempty`) is never set, so left out.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ApiSubresourceDiscovery {
+    subresource: &'static str,
+    response_kind: Gvk,
+    verbs: &'static [&'static str],
+}
+
+fn aggregated_group(name: &'static str, versions: &[&'static str]) -> ApiGroupDiscovery {
+    let versions = versions
         .iter()
-        .map(|v| {
-            let resources: Vec<Value> = RESOURCES
+        .map(|&v| {
+            let resources = RESOURCES
                 .iter()
-                .filter(|r| r.group == name && r.version == *v)
-                .map(|r| {
-                    let mut e = json!({
-                        "resource": r.plural,
-                        "responseKind": {"group": "", "version": "", "kind": r.kind},
-                        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
-                        "singularResource": r.singular,
-                        "verbs": VERBS,
-                    });
-                    if !r.short_names.is_empty() {
-                        e["shortNames"] = json!(r.short_names);
-                    }
-                    if !r.categories.is_empty() {
-                        e["categories"] = json!(r.categories);
-                    }
-                    let subs: Vec<Value> = served_subresources(r)
-                        .map(|(sub, kind, verbs)| json!({"subresource": sub, "responseKind": kind, "verbs": verbs}))
-                        .collect();
-                    if !subs.is_empty() {
-                        e["subresources"] = json!(subs);
-                    }
-                    e
+                .filter(|r| r.group == name && r.version == v)
+                .map(|r| ApiResourceDiscovery {
+                    resource: r.plural,
+                    response_kind: Gvk {
+                        group: "",
+                        version: "",
+                        kind: r.kind,
+                    },
+                    scope: if r.namespaced {
+                        "Namespaced"
+                    } else {
+                        "Cluster"
+                    },
+                    singular_resource: r.singular,
+                    verbs: VERBS,
+                    short_names: r.short_names,
+                    categories: r.categories,
+                    subresources: served_subresources(r)
+                        .map(|(sub, kind, verbs)| ApiSubresourceDiscovery {
+                            subresource: sub,
+                            response_kind: kind,
+                            verbs,
+                        })
+                        .collect(),
                 })
                 .collect();
-            json!({"version": v, "resources": resources, "freshness": "Current"})
+            ApiVersionDiscovery {
+                version: v,
+                resources,
+                freshness: "Current",
+            }
         })
         .collect();
-    let mut metadata = json!({"creationTimestamp": null});
-    if !name.is_empty() {
-        metadata["name"] = json!(name);
+    ApiGroupDiscovery {
+        metadata: GroupMeta {
+            name,
+            creation_timestamp: (),
+        },
+        versions,
     }
-    json!({"metadata": metadata, "versions": vs})
 }
 
 /// The aggregated discovery document for `/api` (core) or `/apis` (named groups).
-pub fn aggregated(core: bool) -> Value {
-    let items: Vec<Value> = groups()
+pub fn aggregated(core: bool) -> ApiGroupDiscoveryList {
+    let items = groups()
         .into_iter()
         .filter(|(g, _)| g.is_empty() == core)
         .map(|(g, vs)| aggregated_group(g, &vs))
         .collect();
-    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
+    ApiGroupDiscoveryList {
+        kind: "APIGroupDiscoveryList",
+        api_version: "apidiscovery.k8s.io/v2",
+        metadata: ListMeta {},
+        items,
+    }
 }
 
 /// The key of a group/version in the OpenAPI v3 index: `api/v1`, `apis/apps/v1`.
@@ -411,7 +657,7 @@ mod tests {
 
     #[test]
     fn documents() {
-        let core = aggregated(true);
+        let core = serde_json::to_value(aggregated(true)).unwrap();
         assert_eq!(core["items"].as_array().unwrap().len(), 1);
         assert!(core["items"][0]["metadata"].get("name").is_none());
         let pods = core["items"][0]["versions"][0]["resources"]
@@ -423,7 +669,7 @@ mod tests {
             .clone();
         assert_eq!(pods["scope"], "Namespaced");
         assert_eq!(pods["shortNames"], json!(["po"]));
-        let apps = resource_list("apps", "v1").unwrap();
+        let apps = serde_json::to_value(resource_list("apps", "v1").unwrap()).unwrap();
         assert!(
             apps["resources"]
                 .as_array()
@@ -433,7 +679,7 @@ mod tests {
         );
         assert!(resource_list("nope", "v1").is_none());
         assert!(
-            group_list()["groups"]
+            serde_json::to_value(group_list()).unwrap()["groups"]
                 .as_array()
                 .unwrap()
                 .iter()
@@ -464,5 +710,172 @@ mod tests {
             spec.contains("#/components/schemas/io.k8s.api.apps.v1.DeploymentSpec"),
             "{spec}"
         );
+    }
+
+    const ALL_VERBS: &str =
+        r#"["create","delete","deletecollection","get","list","patch","update","watch"]"#;
+
+    /// One entry of an APIResourceList, as text.
+    fn entry(list: &ApiResourceList, name: &str) -> String {
+        let r = list.resources.iter().find(|r| r.name == name).unwrap();
+        serde_json::to_string(r).unwrap()
+    }
+
+    #[test]
+    fn resource_entries_in_upstream_field_order() {
+        let core = resource_list("", "v1").unwrap();
+        assert_eq!(
+            entry(&core, "pods"),
+            format!(
+                r#"{{"name":"pods","singularName":"pod","namespaced":true,"kind":"Pod","verbs":{ALL_VERBS},"shortNames":["po"],"categories":["all"],"storageVersionHash":"xPOwRZ+Yhw8="}}"#
+            )
+        );
+        assert_eq!(
+            entry(&core, "pods/status"),
+            r#"{"name":"pods/status","singularName":"","namespaced":true,"kind":"Pod","verbs":["get","patch","update"]}"#
+        );
+        assert_eq!(
+            entry(&core, "pods/eviction"),
+            r#"{"name":"pods/eviction","singularName":"","namespaced":true,"group":"policy","version":"v1","kind":"Eviction","verbs":["create"]}"#
+        );
+        // No shortNames or categories: both left out.
+        assert_eq!(
+            entry(&core, "secrets"),
+            format!(
+                r#"{{"name":"secrets","singularName":"secret","namespaced":true,"kind":"Secret","verbs":{ALL_VERBS},"storageVersionHash":"S6u1pOWzb84="}}"#
+            )
+        );
+        let apps = resource_list("apps", "v1").unwrap();
+        assert_eq!(
+            entry(&apps, "deployments/scale"),
+            r#"{"name":"deployments/scale","singularName":"","namespaced":true,"group":"autoscaling","version":"v1","kind":"Scale","verbs":["get","patch","update"]}"#
+        );
+    }
+
+    #[test]
+    fn legacy_documents_in_upstream_field_order() {
+        assert_eq!(
+            serde_json::to_string(&core_versions("10.0.0.1:6443")).unwrap(),
+            r#"{"kind":"APIVersions","versions":["v1"],"serverAddressByClientCIDRs":[{"clientCIDR":"0.0.0.0/0","serverAddress":"10.0.0.1:6443"}]}"#
+        );
+        let apps = r#""name":"apps","versions":[{"groupVersion":"apps/v1","version":"v1"}],"preferredVersion":{"groupVersion":"apps/v1","version":"v1"}"#;
+        assert_eq!(
+            serde_json::to_string(&group("apps").unwrap()).unwrap(),
+            format!(r#"{{"kind":"APIGroup","apiVersion":"v1",{apps}}}"#)
+        );
+        assert!(group("").is_none());
+        let list = serde_json::to_string(&group_list()).unwrap();
+        let head = format!(r#"{{"kind":"APIGroupList","apiVersion":"v1","groups":[{{{apps}}},"#);
+        assert!(list.starts_with(&head), "{list}");
+        // The preferred version is the first served: autoscaling/v2 before v1.
+        assert!(
+            list.contains(r#"{"name":"autoscaling","versions":[{"groupVersion":"autoscaling/v2","version":"v2"},{"groupVersion":"autoscaling/v1","version":"v1"}],"preferredVersion":{"groupVersion":"autoscaling/v2","version":"v2"}}"#),
+            "{list}"
+        );
+        let core = serde_json::to_string(&resource_list("", "v1").unwrap()).unwrap();
+        let head = format!(
+            r#"{{"kind":"APIResourceList","apiVersion":"v1","groupVersion":"v1","resources":[{{"name":"namespaces","singularName":"namespace","namespaced":false,"kind":"Namespace","verbs":{ALL_VERBS},"shortNames":["ns"],"storageVersionHash":"Q3oi5N2YM8M="}},{{"name":"namespaces/status","#
+        );
+        assert!(core.starts_with(&head), "{core}");
+        let apps = serde_json::to_string(&resource_list("apps", "v1").unwrap()).unwrap();
+        assert!(
+            apps.starts_with(
+                r#"{"kind":"APIResourceList","apiVersion":"v1","groupVersion":"apps/v1","resources":[{"name":"deployments","#
+            ),
+            "{apps}"
+        );
+    }
+
+    #[test]
+    fn aggregated_documents_in_upstream_field_order() {
+        let core = serde_json::to_string(&aggregated(true)).unwrap();
+        let ns = r#"{"group":"","version":"","kind":"Namespace"}"#;
+        let head = format!(
+            r#"{{"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v2","metadata":{{}},"items":[{{"metadata":{{"creationTimestamp":null}},"versions":[{{"version":"v1","resources":[{{"resource":"namespaces","responseKind":{ns},"scope":"Cluster","singularResource":"namespace","verbs":{ALL_VERBS},"shortNames":["ns"],"subresources":[{{"subresource":"status","responseKind":{ns},"verbs":["get","patch","update"]}},{{"subresource":"finalize","responseKind":{ns},"verbs":["update"]}}]}},"#
+        );
+        assert!(core.starts_with(&head), "{core}");
+        assert!(core.ends_with(r#"}],"freshness":"Current"}]}]}"#), "{core}");
+        // No storageVersionHash in aggregated discovery: APIResourceDiscovery has none.
+        assert!(!core.contains("storageVersionHash"));
+        let named = serde_json::to_string(&aggregated(false)).unwrap();
+        let head = format!(
+            r#"{{"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v2","metadata":{{}},"items":[{{"metadata":{{"name":"apps","creationTimestamp":null}},"versions":[{{"version":"v1","resources":[{{"resource":"deployments","responseKind":{{"group":"","version":"","kind":"Deployment"}},"scope":"Namespaced","singularResource":"deployment","verbs":{ALL_VERBS},"shortNames":["deploy"],"categories":["all"],"subresources":[{{"subresource":"status","responseKind":{{"group":"","version":"","kind":"Deployment"}},"verbs":["get","patch","update"]}},{{"subresource":"scale","responseKind":{{"group":"autoscaling","version":"v1","kind":"Scale"}},"verbs":["get","patch","update"]}}]}},"#
+        );
+        assert!(named.starts_with(&head), "{named}");
+    }
+
+    /// The hashes upstream's API server reports (its `storageversionhashdata` test table).
+    #[test]
+    fn storage_version_hashes_match_upstream() {
+        let upstream = [
+            ("v1/configmaps", "qFsyl6wFWjQ="),
+            ("v1/endpoints", "fWeeMqaN/OA="),
+            ("v1/events", "r2yiGXH7wu8="),
+            ("v1/limitranges", "EBKMFVe6cwo="),
+            ("v1/namespaces", "Q3oi5N2YM8M="),
+            ("v1/nodes", "XwShjMxG9Fs="),
+            ("v1/persistentvolumeclaims", "QWTyNDq0dC4="),
+            ("v1/persistentvolumes", "HN/zwEC+JgM="),
+            ("v1/pods", "xPOwRZ+Yhw8="),
+            ("v1/podtemplates", "LIXB2x4IFpk="),
+            ("v1/replicationcontrollers", "Jond2If31h0="),
+            ("v1/resourcequotas", "8uhSgffRX6w="),
+            ("v1/secrets", "S6u1pOWzb84="),
+            ("v1/serviceaccounts", "pbx9ZvyFpBE="),
+            ("v1/services", "0/CO1lhkEBI="),
+            ("apps/v1/controllerrevisions", "85nkx63pcBU="),
+            ("apps/v1/daemonsets", "dd7pWHUlMKQ="),
+            ("apps/v1/deployments", "8aSe+NMegvE="),
+            ("apps/v1/replicasets", "P1RzHs8/mWQ="),
+            ("apps/v1/statefulsets", "H+vl74LkKdo="),
+            ("batch/v1/jobs", "mudhfqk/qZY="),
+            ("batch/v1/cronjobs", "sd5LIXh4Fjs="),
+            // Both versions are stored as autoscaling/v2.
+            ("autoscaling/v2/horizontalpodautoscalers", "qwQve8ut294="),
+            ("autoscaling/v1/horizontalpodautoscalers", "qwQve8ut294="),
+            ("policy/v1/poddisruptionbudgets", "EVWiDmWqyJw="),
+            ("networking.k8s.io/v1/ingresses", "39NQlfNR+bo="),
+            ("networking.k8s.io/v1/ingressclasses", "l/iqIbDgFyQ="),
+            ("networking.k8s.io/v1/networkpolicies", "YpfwF18m1G8="),
+            ("storage.k8s.io/v1/storageclasses", "K+m6uJwbjGY="),
+            ("storage.k8s.io/v1/csidrivers", "hL6j/rwBV5w="),
+            ("storage.k8s.io/v1/csinodes", "Pe62DkZtjuo="),
+            ("storage.k8s.io/v1/volumeattachments", "tJx/ezt6UDU="),
+            ("rbac.authorization.k8s.io/v1/roles", "7FuwZcIIItM="),
+            ("rbac.authorization.k8s.io/v1/rolebindings", "eGsCzGH6b1g="),
+            ("rbac.authorization.k8s.io/v1/clusterroles", "bYE5ZWDrJ44="),
+            (
+                "rbac.authorization.k8s.io/v1/clusterrolebindings",
+                "48tpQ8gZHFc=",
+            ),
+            ("coordination.k8s.io/v1/leases", "gqkMMb/YqFM="),
+            ("scheduling.k8s.io/v1/priorityclasses", "1QwjyaZjj3Y="),
+            ("discovery.k8s.io/v1/endpointslices", "qgS0xkrxYAI="),
+            // Stored as core v1 Events.
+            ("events.k8s.io/v1/events", "r2yiGXH7wu8="),
+            (
+                "certificates.k8s.io/v1/certificatesigningrequests",
+                "95fRKMXA+00=",
+            ),
+            ("node.k8s.io/v1/runtimeclasses", "WQTu1GL3T2Q="),
+            (
+                "admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+                "Sqi0GUgDaX0=",
+            ),
+            (
+                "admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+                "B0wHjQmsGNk=",
+            ),
+        ];
+        for r in RESOURCES {
+            let key = format!("{}/{}", r.api_version(), r.plural);
+            let want = upstream.iter().find(|(k, _)| *k == key);
+            let want = want.unwrap_or_else(|| panic!("no upstream hash listed for {key}"));
+            assert_eq!(storage_version_hash(r), want.1, "{key}");
+            // The same value in the served list.
+            let list = resource_list(r.group, r.version).unwrap();
+            let served = list.resources.iter().find(|e| e.name == r.plural).unwrap();
+            assert_eq!(served.storage_version_hash, want.1, "{key}");
+        }
     }
 }

@@ -51,11 +51,15 @@ pub struct Connection {
 }
 
 /// A JSON response.
-pub fn json_response(code: StatusCode, value: &Value) -> Response {
+pub fn json_response<T: serde::Serialize + ?Sized>(code: StatusCode, value: &T) -> Response {
     json_with_type(code, value, "application/json")
 }
 
-fn json_with_type(code: StatusCode, value: &Value, content_type: &str) -> Response {
+fn json_with_type<T: serde::Serialize + ?Sized>(
+    code: StatusCode,
+    value: &T,
+    content_type: &str,
+) -> Response {
     let mut resp = (code, serde_json::to_vec(value).expect("JSON values encode")).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
