@@ -622,6 +622,7 @@ async fn resource(
         }
         ("get", Some("scale")) => ok(&Registry::scale_of(&reg.get(r, c.ns, name).await?)),
         ("list", None) if raw_list(&c) => list_raw(&c).await,
+        ("list", None) if c.shape == Shape::Table => list_table(&c).await,
         ("list", None) => list(c).await,
         ("watch", None) => {
             let (ns, name) = (info.namespace.clone(), info.name.clone());
@@ -708,39 +709,53 @@ async fn list_raw(c: &Call<'_>) -> Result<Response, Status> {
         body.extend_from_slice(item);
     }
     body.extend_from_slice(b"]}");
+    Ok(json_bytes(body))
+}
+
+/// A 200 answer with a JSON body already written.
+fn json_bytes(body: Vec<u8>) -> Response {
     let mut resp = (StatusCode::OK, body).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    Ok(resp)
+    resp
 }
 
-/// A LIST in the negotiated shape: objects, a Table or partial metadata.
+/// A LIST as a Table: each object becomes its row's JSON as it is read, so that the objects
+/// are never all decoded at once.
+async fn list_table(c: &Call<'_>) -> Result<Response, Status> {
+    let r = c.r();
+    let (include, now) = (include(&c.query)?, jiff::Timestamp::now());
+    let opts = list_options(c.sv, &c.query)?;
+    let rows = c
+        .reg()
+        .list_map(r, c.ns, &opts, |obj| {
+            serde_json::to_vec(&api::table::row(r, obj, include, now)).expect("JSON encodes")
+        })
+        .await?;
+    Ok(json_bytes(api::table::table_json(
+        r,
+        list_meta(&rows),
+        &rows.items,
+    )))
+}
+
+/// A LIST of objects or of their partial metadata (a Table: [`list_table`]).
 async fn list(c: Call<'_>) -> Result<Response, Status> {
     let (r, sv) = (c.r(), c.sv);
     let list = c.reg().list(r, c.ns, &list_options(sv, &c.query)?).await?;
     let meta = list_meta(&list);
-    let body = match c.shape {
-        Shape::Table => table(
-            r,
-            list.items,
-            include(&c.query)?,
-            meta,
-            jiff::Timestamp::now(),
-        ),
-        Shape::Metadata => {
-            let items: Vec<Value> = list.items.iter().map(partial).collect();
-            json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items})
-        }
-        Shape::Object => {
-            let items: Vec<Value> = if sv.converted() {
-                list.items.into_iter().map(|i| sv.show(i)).collect()
-            } else {
-                list.items
-            };
-            json!({"kind": sv.asked.list_kind(), "apiVersion": sv.asked.api_version(), "metadata": meta, "items": items})
-        }
+    let body = if c.shape == Shape::Metadata {
+        let items: Vec<Value> = list.items.iter().map(partial).collect();
+        json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "items": items})
+    } else {
+        let items: Vec<Value> = if sv.converted() {
+            list.items.into_iter().map(|i| sv.show(i)).collect()
+        } else {
+            list.items
+        };
+        json!({"kind": sv.asked.list_kind(), "apiVersion": sv.asked.api_version(), "metadata": meta, "items": items})
     };
     ok(&body)
 }

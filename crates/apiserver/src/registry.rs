@@ -283,11 +283,23 @@ impl Registry {
         ns: Option<&str>,
         opts: &ListOptions,
     ) -> Result<ListResult, Status> {
+        self.list_map(r, ns, opts, |obj| obj).await
+    }
+
+    /// LIST, each object that passes the selectors kept as what `map` makes of it, at once:
+    /// a Table LIST keeps rows, and no decoded object outlives its turn.
+    pub async fn list_map<T>(
+        &self,
+        r: &Resource,
+        ns: Option<&str>,
+        opts: &ListOptions,
+        map: impl Fn(Value) -> T,
+    ) -> Result<ListResult<T>, Status> {
         self.scan(r, ns, opts, |kv| {
             let obj = decode(kv)?;
             let keep =
                 opts.labels.matches(obj["metadata"].get("labels")) && opts.fields.matches(&obj);
-            Ok(keep.then_some(obj))
+            Ok(keep.then(|| map(obj)))
         })
         .await
     }

@@ -332,7 +332,7 @@ pub enum Include {
 
 /// One object's row: its cells and, as `include` asks, its metadata or itself. Built by
 /// moving values into maps (`json!` would serialize every borrowed value anew).
-fn row(r: &Resource, mut o: Value, include: Include, now: Timestamp) -> Value {
+pub fn row(r: &Resource, mut o: Value, include: Include, now: Timestamp) -> Value {
     let mut row = serde_json::Map::new();
     row.insert("cells".into(), Value::Array(cells(r, &o, now)));
     let object = match include {
@@ -356,15 +356,9 @@ fn row(r: &Resource, mut o: Value, include: Include, now: Timestamp) -> Value {
     Value::Object(row)
 }
 
-/// Builds a `meta.k8s.io/v1` Table for `objects`, with the list metadata `meta`
-/// (`resourceVersion`, and for a page `continue` and `remainingItemCount`).
-pub fn table(
-    r: &Resource,
-    objects: Vec<Value>,
-    include: Include,
-    meta: Value,
-    now: Timestamp,
-) -> Value {
+/// A Table without its rows: kind, list metadata `meta` (`resourceVersion`, and for a page
+/// `continue` and `remainingItemCount`) and the column definitions.
+fn head(r: &Resource, meta: Value) -> serde_json::Map<String, Value> {
     let defs: Vec<Value> = columns(r)
         .iter()
         .map(|c| {
@@ -374,17 +368,50 @@ pub fn table(
             json!({"name": c.name, "type": c.kind, "format": format, "description": c.name, "priority": c.priority})
         })
         .collect();
-    let rows: Vec<Value> = objects
-        .into_iter()
-        .map(|o| row(r, o, include, now))
-        .collect();
     let mut table = serde_json::Map::new();
     table.insert("kind".into(), Value::from("Table"));
     table.insert("apiVersion".into(), Value::from("meta.k8s.io/v1"));
     table.insert("metadata".into(), meta);
     table.insert("columnDefinitions".into(), Value::Array(defs));
+    table
+}
+
+/// Builds a `meta.k8s.io/v1` Table for `objects`, with the list metadata `meta`
+/// (`resourceVersion`, and for a page `continue` and `remainingItemCount`).
+pub fn table(
+    r: &Resource,
+    objects: Vec<Value>,
+    include: Include,
+    meta: Value,
+    now: Timestamp,
+) -> Value {
+    let rows: Vec<Value> = objects
+        .into_iter()
+        .map(|o| row(r, o, include, now))
+        .collect();
+    let mut table = head(r, meta);
     table.insert("rows".into(), Value::Array(rows));
     Value::Object(table)
+}
+
+/// The JSON text of the Table [`table`] builds, from its rows already written one by one
+/// (each a [`row`] as JSON): a long LIST keeps each object only while its row is made.
+pub fn table_json(r: &Resource, meta: Value, rows: &[Vec<u8>]) -> Vec<u8> {
+    let head = Value::Object(head(r, meta));
+    let size = rows.iter().map(|row| row.len() + 1).sum::<usize>() + 4096;
+    let mut out = Vec::with_capacity(size);
+    serde_json::to_writer(&mut out, &head).expect("JSON values always encode");
+    // The keys are written sorted, so `rows` comes last, as in `table`'s.
+    out.pop();
+    out.extend_from_slice(b",\"rows\":[");
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(row);
+    }
+    out.extend_from_slice(b"]}");
+    out
 }
 
 /// What the printers' tests share: a fixed clock and a one-row printer.
@@ -470,5 +497,30 @@ mod tests {
             .map(|c| c.name)
             .collect();
         assert_eq!(wide, ["Containers", "Images", "Selector"]);
+    }
+
+    #[test]
+    fn rows_written_one_by_one_make_the_same_table() {
+        let now: Timestamp = NOW.parse().unwrap();
+        let pods = find("", "v1", "pods").unwrap();
+        let pod = |name: &str| {
+            json!({"metadata": {"name": name, "namespace": "d", "resourceVersion": "3"},
+                "spec": {"containers": [{"name": "c", "image": "nginx"}], "nodeName": "n1"},
+                "status": {"phase": "Running", "podIP": "10.42.0.5"}})
+        };
+        let meta = json!({"resourceVersion": "9", "continue": "x", "remainingItemCount": 2});
+        for include in [Include::None, Include::Metadata, Include::Object] {
+            for objects in [vec![], vec![pod("a")], vec![pod("a"), pod("b")]] {
+                let whole = table(pods, objects.clone(), include, meta.clone(), now);
+                let rows: Vec<Vec<u8>> = objects
+                    .into_iter()
+                    .map(|o| serde_json::to_vec(&row(pods, o, include, now)).unwrap())
+                    .collect();
+                assert_eq!(
+                    String::from_utf8(table_json(pods, meta.clone(), &rows)).unwrap(),
+                    serde_json::to_string(&whole).unwrap()
+                );
+            }
+        }
     }
 }
