@@ -253,12 +253,16 @@ struct ApiResource {
     storage_version_hash: String,
 }
 
+/// The resources served in `group`/`version`, in the resource table's order.
+fn served_in<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = &'static Resource> + 'a {
+    RESOURCES
+        .iter()
+        .filter(move |r| r.group == group && r.version == version)
+}
+
 /// `/api/v1` or `/apis/<group>/<version>`: the legacy APIResourceList.
 pub fn resource_list(group: &str, version: &str) -> Option<ApiResourceList> {
-    let rs: Vec<&Resource> = RESOURCES
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-        .collect();
+    let rs: Vec<&Resource> = served_in(group, version).collect();
     if rs.is_empty() {
         return None;
     }
@@ -378,9 +382,7 @@ fn aggregated_group(name: &'static str, versions: &[&'static str]) -> ApiGroupDi
     let versions = versions
         .iter()
         .map(|&v| {
-            let resources = RESOURCES
-                .iter()
-                .filter(|r| r.group == name && r.version == v)
+            let resources = served_in(name, v)
                 .map(|r| ApiResourceDiscovery {
                     resource: r.plural,
                     response_kind: Gvk {

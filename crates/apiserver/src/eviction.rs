@@ -223,29 +223,13 @@ async fn delete(reg: &Registry, pod: &Value, ev: Eviction<'_>) -> Result<(), Sta
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use serde_json::json;
-    use store::sqlite::{SqliteOptions, SqliteStore};
 
     use super::*;
 
     async fn registry() -> (tempfile::TempDir, Registry) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(dir.path().join("db"), SqliteOptions { durable: false })
-            .await
-            .unwrap();
-        let reg = Registry::new(Arc::new(s));
-        let ns = resource("", "v1", "namespaces");
-        reg.create(
-            ns,
-            None,
-            json!({"metadata": {"name": "default"}}),
-            Caller::SERVER,
-        )
-        .await
-        .unwrap();
-        (dir, reg)
+        crate::registry::scratch(&["default"]).await
     }
 
     fn eviction(dry_run: bool) -> Eviction<'static> {

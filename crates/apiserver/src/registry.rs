@@ -112,12 +112,6 @@ impl Caller<'_> {
         user: None,
         dry_run: false,
     };
-
-    /// The server itself, only trying the write.
-    pub const SERVER_DRY_RUN: Caller<'static> = Caller {
-        user: None,
-        dry_run: true,
-    };
 }
 
 /// How often a create with `generateName` tries a fresh name before giving up.
@@ -1281,29 +1275,33 @@ fn set_namespace(r: &Resource, ns: Option<&str>, obj: &mut Value) -> Result<(), 
     Ok(())
 }
 
+/// A registry for unit tests, on a fresh store in a temporary directory (kept while the
+/// directory lives), holding the namespaces `namespaces`.
+#[cfg(test)]
+pub(crate) async fn scratch(namespaces: &[&str]) -> (tempfile::TempDir, Registry) {
+    use store::sqlite::{SqliteOptions, SqliteStore};
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path().join("db"), SqliteOptions { durable: false })
+        .await
+        .unwrap();
+    let reg = Registry::new(Arc::new(s));
+    let ns = api::resources::find("", "v1", "namespaces").unwrap();
+    for name in namespaces {
+        let obj = json!({"metadata": {"name": name}});
+        reg.create(ns, None, obj, Caller::SERVER).await.unwrap();
+    }
+    (dir, reg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::registry::Caller;
-    use store::sqlite::{SqliteOptions, SqliteStore};
 
     /// A registry on a fresh store holding configmaps cm-00..cm-09 in `default`, the first
     /// three labelled `x=y`.
     async fn ten_configmaps() -> (tempfile::TempDir, Registry, &'static Resource) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(dir.path().join("db"), SqliteOptions { durable: false })
-            .await
-            .unwrap();
-        let reg = Registry::new(Arc::new(s));
-        let ns = api::resources::find("", "v1", "namespaces").unwrap();
-        reg.create(
-            ns,
-            None,
-            json!({"metadata": {"name": "default"}}),
-            Caller::SERVER,
-        )
-        .await
-        .unwrap();
+        let (dir, reg) = scratch(&["default"]).await;
         let cms = api::resources::find("", "v1", "configmaps").unwrap();
         for i in 0..10 {
             let labels = if i < 3 { json!({"x": "y"}) } else { json!({}) };

@@ -64,28 +64,14 @@ fn deletable(a: &Attributes<'_>, obj: &Value) -> Result<(), Status> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use serde_json::json;
-    use store::sqlite::{SqliteOptions, SqliteStore};
 
     use crate::authn::Identity;
-    use crate::registry::{Caller, Registry};
+    use crate::registry::Caller;
 
     #[tokio::test]
     async fn deletes_pass_the_chain_and_the_cluster_keeps_its_namespaces() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(dir.path().join("db"), SqliteOptions { durable: false })
-            .await
-            .unwrap();
-        let reg = Registry::new(Arc::new(s));
+        let (_dir, reg) = crate::registry::scratch(&["default", "scratch"]).await;
         let namespaces = api::resources::find("", "v1", "namespaces").unwrap();
-        for name in ["default", "scratch"] {
-            let ns = json!({"metadata": {"name": name}});
-            reg.create(namespaces, None, ns, Caller::SERVER)
-                .await
-                .unwrap();
-        }
         let admin = Identity {
             user: "admin".into(),
             groups: vec!["system:masters".into()],

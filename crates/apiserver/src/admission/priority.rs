@@ -143,29 +143,19 @@ fn keep_priority(old: &Value, new: &mut Value) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use serde_json::json;
-    use store::sqlite::{SqliteOptions, SqliteStore};
 
-    use crate::registry::{Caller, Registry};
+    use crate::registry::Caller;
 
     #[tokio::test]
     async fn pods_take_their_class_or_the_global_default() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(dir.path().join("db"), SqliteOptions { durable: false })
-            .await
-            .unwrap();
-        let reg = Registry::new(Arc::new(s));
+        let (_dir, reg) = crate::registry::scratch(&["d"]).await;
         let find = |g, v, p| api::resources::find(g, v, p).unwrap();
-        let (ns, classes, pods) = (
-            find("", "v1", "namespaces"),
+        let (classes, pods) = (
             find("scheduling.k8s.io", "v1", "priorityclasses"),
             find("", "v1", "pods"),
         );
-        reg.create(ns, None, json!({"metadata": {"name": "d"}}), Caller::SERVER)
-            .await
-            .unwrap();
         for (name, value, default) in [("base", 5, true), ("gold", 100, false)] {
             let pc = json!({"metadata": {"name": name}, "value": value, "globalDefault": default});
             reg.create(classes, None, pc, Caller::SERVER).await.unwrap();

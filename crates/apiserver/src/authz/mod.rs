@@ -108,10 +108,8 @@ pub fn forbidden(target: &Target, path: &str, user: &str, reason: &str) -> Statu
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use serde_json::json;
-    use store::sqlite::{SqliteOptions, SqliteStore};
 
     use super::*;
     use crate::authn::{BOOTSTRAPPERS, Tokens};
@@ -127,11 +125,7 @@ mod tests {
 
     /// The built-in chain over a registry on a temporary store (kept while the dir lives).
     async fn chain() -> (tempfile::TempDir, Registry, Chain) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(dir.path().join("db"), SqliteOptions { durable: false })
-            .await
-            .unwrap();
-        let reg = Registry::new(Arc::new(s));
+        let (dir, reg) = crate::registry::scratch(&[]).await;
         (dir, reg.clone(), Chain::new(reg))
     }
 
