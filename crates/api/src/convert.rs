@@ -12,7 +12,7 @@ use crate::resources::{Resource, find};
 
 /// The resource whose storage `r` shares, when `r` is served by conversion.
 pub fn storage_of(r: &Resource) -> Option<&'static Resource> {
-    match (r.group, r.version, r.plural) {
+    match (r.group.as_str(), r.version.as_str(), r.plural.as_str()) {
         ("events.k8s.io", "v1", "events") => find("", "v1", "events"),
         ("autoscaling", "v1", "horizontalpodautoscalers") => {
             find("autoscaling", "v2", "horizontalpodautoscalers")
@@ -34,7 +34,7 @@ const EVENT_FIELDS: &[(&str, &str)] = &[
 
 /// A field selector label of `r` as its storage names it; `None` if `r` does not offer it.
 pub fn field_label(r: &Resource, label: &str) -> Option<String> {
-    if (r.group, r.plural) != ("events.k8s.io", "events") {
+    if r.group_plural() != ("events.k8s.io", "events") {
         return Some(label.to_string());
     }
     if let Some(rest) = label.strip_prefix("regarding.") {
@@ -69,7 +69,7 @@ pub fn to_storage(r: &Resource, obj: Value) -> Value {
     let Some(storage) = storage_of(r) else {
         return obj;
     };
-    let mut out = match r.group {
+    let mut out = match r.group.as_str() {
         "events.k8s.io" => rename(obj, EVENT_FIELDS, true),
         _ => hpa::v1_to_v2(obj),
     };
@@ -82,7 +82,7 @@ pub fn from_storage(r: &Resource, obj: Value) -> Value {
     if storage_of(r).is_none() {
         return obj;
     }
-    let mut out = match r.group {
+    let mut out = match r.group.as_str() {
         "events.k8s.io" => rename(obj, EVENT_FIELDS, false),
         _ => hpa::v2_to_v1(obj),
     };

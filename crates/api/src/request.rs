@@ -2,16 +2,17 @@
 //! address (upstream's `RequestInfo`), and the list/watch query options.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::Resource;
 use crate::Status;
-use crate::resources::find;
+use crate::resources::Catalog;
 
 /// What an API request addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestInfo {
     /// The resource.
-    pub resource: &'static Resource,
+    pub resource: Arc<Resource>,
     /// The namespace in the URL.
     pub namespace: Option<String>,
     /// The object name, for requests on one object.
@@ -40,8 +41,9 @@ pub enum Target {
 /// Subresources of namespaces, told apart from resources inside a namespace.
 const NAMESPACE_SUBRESOURCES: &[&str] = &["status", "finalize"];
 
-/// Parses an API path and method. `watch` is the `watch` query parameter.
-pub fn parse(path: &str, method: &str, watch: bool) -> Result<Target, Status> {
+/// Parses an API path and method against the resources `served` now. `watch` is the `watch`
+/// query parameter.
+pub fn parse(path: &str, method: &str, watch: bool, served: &Catalog) -> Result<Target, Status> {
     let parts: Vec<&str> = path
         .trim_matches('/')
         .split('/')
@@ -78,13 +80,15 @@ pub fn parse(path: &str, method: &str, watch: bool) -> Result<Target, Status> {
         [r, n, "proxy", ..] => (*r, Some(n.to_string()), Some("proxy".to_string())),
         _ => return Err(Status::path_not_found()),
     };
-    let resource = find(group, version, plural).ok_or_else(Status::path_not_found)?;
+    let resource = served
+        .find(group, version, plural)
+        .ok_or_else(Status::path_not_found)?;
     if plural == "namespaces" {
         // `/api/v1/namespaces/x` names the namespace itself.
         namespace = None;
     }
     if let Some(sub) = &subresource
-        && !resource.subresources.contains(&sub.as_str())
+        && !resource.has_subresource(sub)
     {
         return Err(Status::path_not_found());
     }
@@ -195,7 +199,7 @@ mod tests {
     use super::*;
 
     fn info(path: &str, method: &str) -> RequestInfo {
-        match parse(path, method, false).unwrap() {
+        match parse(path, method, false, &Catalog::new()).unwrap() {
             Target::Resource(r) => r,
             other => panic!("{other:?}"),
         }
@@ -206,7 +210,7 @@ mod tests {
         let r = info("/api/v1/namespaces/default/pods/web", "GET");
         assert_eq!(
             (
-                r.resource.plural,
+                r.resource.plural.as_str(),
                 r.namespace.as_deref(),
                 r.name.as_deref(),
                 r.verb
@@ -217,17 +221,17 @@ mod tests {
         assert_eq!(r.verb, "list");
         let r = info("/api/v1/namespaces/kube-system", "GET");
         assert_eq!(
-            (r.resource.plural, r.name.as_deref(), r.namespace),
+            (r.resource.plural.as_str(), r.name.as_deref(), r.namespace),
             ("namespaces", Some("kube-system"), None)
         );
         let r = info("/api/v1/namespaces/x/status", "PUT");
         assert_eq!(
-            (r.resource.plural, r.subresource.as_deref(), r.verb),
+            (r.resource.plural.as_str(), r.subresource.as_deref(), r.verb),
             ("namespaces", Some("status"), "update")
         );
         let r = info("/apis/apps/v1/namespaces/d/deployments/web/scale", "PATCH");
         assert_eq!(
-            (r.resource.plural, r.subresource.as_deref(), r.verb),
+            (r.resource.plural.as_str(), r.subresource.as_deref(), r.verb),
             ("deployments", Some("scale"), "patch")
         );
         let r = info("/api/v1/pods", "GET");
@@ -239,9 +243,17 @@ mod tests {
             info("/api/v1/namespaces/d/configmaps", "DELETE").verb,
             "deletecollection"
         );
-        assert!(parse("/api/v1/namespaces/d/nodes", "GET", false).is_err());
-        assert!(parse("/api/v1/widgets", "GET", false).is_err());
-        assert!(parse("/api/v1/namespaces/d/pods/p/nonsense", "GET", false).is_err());
+        assert!(parse("/api/v1/namespaces/d/nodes", "GET", false, &Catalog::new()).is_err());
+        assert!(parse("/api/v1/widgets", "GET", false, &Catalog::new()).is_err());
+        assert!(
+            parse(
+                "/api/v1/namespaces/d/pods/p/nonsense",
+                "GET",
+                false,
+                &Catalog::new()
+            )
+            .is_err()
+        );
         // Streaming is `create`, a WebSocket GET included; a node's proxy takes a path.
         let r = info("/api/v1/namespaces/d/pods/p/exec", "GET");
         assert_eq!((r.subresource.as_deref(), r.verb), (Some("exec"), "create"));
@@ -255,12 +267,42 @@ mod tests {
             (r.name.as_deref(), r.subresource.as_deref(), r.verb),
             (Some("p:80"), Some("proxy"), "options")
         );
-        assert!(parse("/api/v1/namespaces/d/pods/p/logs/x", "GET", false).is_err());
-        assert_eq!(parse("/apis", "GET", false).unwrap(), Target::Groups);
+        assert!(
+            parse(
+                "/api/v1/namespaces/d/pods/p/logs/x",
+                "GET",
+                false,
+                &Catalog::new()
+            )
+            .is_err()
+        );
         assert_eq!(
-            parse("/apis/apps/v1", "GET", false).unwrap(),
+            parse("/apis", "GET", false, &Catalog::new()).unwrap(),
+            Target::Groups
+        );
+        assert_eq!(
+            parse("/apis/apps/v1", "GET", false, &Catalog::new()).unwrap(),
             Target::ResourceList("apps".into(), "v1".into())
         );
+    }
+
+    #[test]
+    fn resources_added_at_run_time_parse_until_removed() {
+        let served = Catalog::new();
+        let path = "/apis/example.com/v1/namespaces/d/widgets/w/scale";
+        assert!(parse(path, "GET", false, &served).is_err());
+        let mut widgets = crate::resources::find("apps", "v1", "deployments")
+            .unwrap()
+            .clone();
+        (widgets.group, widgets.kind, widgets.plural) =
+            ("example.com".into(), "Widget".into(), "widgets".into());
+        served.add(widgets);
+        let Target::Resource(r) = parse(path, "GET", false, &served).unwrap() else {
+            panic!("a resource request");
+        };
+        assert_eq!((r.resource.kind.as_str(), r.verb), ("Widget", "get"));
+        assert!(served.remove("example.com", "v1", "widgets"));
+        assert!(parse(path, "GET", false, &served).is_err());
     }
 
     #[test]

@@ -1,35 +1,67 @@
-//! The built-in resources Rudder serves: one static table, upstream's names and shapes.
+//! The resources Rudder serves: the built-in table, upstream's names and shapes, and the
+//! [`Catalog`] of what is served right now, which grows and shrinks at run time (custom
+//! resources and aggregated APIs add entries; removing them stops serving them).
 //!
 //! Each [`Resource`] says where it lives in the API (group, version, plural), how it is
 //! addressed (namespaced or cluster-wide), what discovery shows for it (short names,
 //! categories, verbs, subresources), where it is stored (upstream's etcd key prefixes, so
-//! `etcdctl` users find objects where they expect), and which fields a field selector may use.
+//! `etcdctl` users find objects where they expect), which fields a field selector may use,
+//! and where its `scale` subresource reads and writes replicas.
+
+use std::sync::{Arc, LazyLock, RwLock};
 
 /// One resource of the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Resource {
     /// API group; "" for the core group.
-    pub group: &'static str,
+    pub group: String,
     /// API version within the group.
-    pub version: &'static str,
+    pub version: String,
     /// The object kind.
-    pub kind: &'static str,
+    pub kind: String,
     /// The plural resource name used in URLs.
-    pub plural: &'static str,
+    pub plural: String,
     /// The singular name.
-    pub singular: &'static str,
+    pub singular: String,
     /// Whether objects live in a namespace.
     pub namespaced: bool,
     /// Short names kubectl accepts.
-    pub short_names: &'static [&'static str],
+    pub short_names: Vec<String>,
     /// Categories, such as `all`.
-    pub categories: &'static [&'static str],
+    pub categories: Vec<String>,
     /// Subresources served under `<plural>/<name>/`.
-    pub subresources: &'static [&'static str],
+    pub subresources: Vec<String>,
     /// The key prefix under `/registry/` (upstream's, e.g. `minions` for nodes).
-    pub storage: &'static str,
+    pub storage: String,
     /// Fields a field selector may use besides `metadata.name` and `metadata.namespace`.
-    pub fields: &'static [&'static str],
+    pub fields: Vec<String>,
+    /// Where the `scale` subresource finds replicas, for resources that have one.
+    pub scale: Option<ScalePaths>,
+}
+
+/// Where a resource keeps what its `scale` subresource shows: paths in upstream's
+/// `.spec.replicas` form, as a CustomResourceDefinition's `subresources.scale` names them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ScalePaths {
+    /// The desired replicas, written by a scale update.
+    pub spec_replicas: String,
+    /// The observed replicas.
+    pub status_replicas: String,
+    /// The pods' label selector: a string in selector syntax, or (for the built-in
+    /// workloads) a label selector object rendered to that syntax.
+    pub label_selector: Option<String>,
+}
+
+impl ScalePaths {
+    /// The paths of the built-in workloads: `.spec.replicas`, `.status.replicas` and the
+    /// selector in `.spec.selector`.
+    pub fn workload() -> ScalePaths {
+        ScalePaths {
+            spec_replicas: ".spec.replicas".into(),
+            status_replicas: ".status.replicas".into(),
+            label_selector: Some(".spec.selector".into()),
+        }
+    }
 }
 
 /// The verbs every resource supports.
@@ -64,6 +96,11 @@ impl Resource {
         }
     }
 
+    /// The group and plural, to match a resource on: `("apps", "deployments")`.
+    pub fn group_plural(&self) -> (&str, &str) {
+        (&self.group, &self.plural)
+    }
+
     /// The kind of the list type, e.g. `PodList`.
     pub fn list_kind(&self) -> String {
         format!("{}List", self.kind)
@@ -89,7 +126,12 @@ impl Resource {
     pub fn selectable(&self, field: &str) -> bool {
         field == "metadata.name"
             || (field == "metadata.namespace" && self.namespaced)
-            || self.fields.contains(&field)
+            || self.fields.iter().any(|f| f == field)
+    }
+
+    /// Whether `<plural>/<name>/<sub>` is served.
+    pub fn has_subresource(&self, sub: &str) -> bool {
+        self.subresources.iter().any(|s| s == sub)
     }
 }
 
@@ -104,20 +146,33 @@ macro_rules! resources {
        $namespaced:literal [$($short:literal),*] $categories:ident $subresources:expr,
        $storage:literal [$($field:literal),*];)*) => {
         /// Every built-in resource, in discovery order.
-        pub static RESOURCES: &[Resource] = &[$(Resource {
-            group: $group,
-            version: $version,
-            kind: $kind,
-            plural: $plural,
-            singular: $singular,
+        static BUILTIN: LazyLock<Vec<Resource>> = LazyLock::new(|| vec![$(built_in(Resource {
+            group: $group.into(),
+            version: $version.into(),
+            kind: $kind.into(),
+            plural: $plural.into(),
+            singular: $singular.into(),
             namespaced: $namespaced,
-            short_names: &[$($short),*],
-            categories: $categories,
-            subresources: $subresources,
-            storage: $storage,
-            fields: &[$($field),*],
-        }),*];
+            short_names: strings(&[$($short),*]),
+            categories: strings($categories),
+            subresources: strings($subresources),
+            storage: $storage.into(),
+            fields: strings(&[$($field),*]),
+            scale: None,
+        })),*]);
     };
+}
+
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// A built-in resource with a `scale` subresource keeps its replicas where workloads do.
+fn built_in(mut r: Resource) -> Resource {
+    if r.has_subresource("scale") {
+        r.scale = Some(ScalePaths::workload());
+    }
+    r
 }
 
 resources! {
@@ -170,21 +225,100 @@ resources! {
     "admissionregistration.k8s.io" "v1" "ValidatingWebhookConfiguration" "validatingwebhookconfigurations" "validatingwebhookconfiguration" false [] NONE &[], "validatingwebhookconfigurations" [];
 }
 
-/// The resource served at `group/version` under `plural`.
+/// Every built-in resource, in discovery order.
+pub fn builtin() -> &'static [Resource] {
+    &BUILTIN
+}
+
+/// The built-in resource at `group/version` under `plural`.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
-    RESOURCES
+    BUILTIN
         .iter()
         .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
-/// The groups in discovery order, each with its versions (newest first).
-pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
-    let mut out: Vec<(&str, Vec<&str>)> = Vec::new();
-    for r in RESOURCES {
+/// The resources served right now: the built-in ones, then those added at run time, in the
+/// order they were added. Readers take a snapshot; a change replaces it whole, so a request
+/// sees one consistent list.
+#[derive(Debug)]
+pub struct Catalog {
+    served: RwLock<Arc<Vec<Arc<Resource>>>>,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Catalog::new()
+    }
+}
+
+impl Catalog {
+    /// A catalog of the built-in resources.
+    pub fn new() -> Catalog {
+        let served = builtin().iter().cloned().map(Arc::new).collect();
+        Catalog {
+            served: RwLock::new(Arc::new(served)),
+        }
+    }
+
+    /// What is served now.
+    pub fn snapshot(&self) -> Arc<Vec<Arc<Resource>>> {
+        self.served.read().expect("catalog lock").clone()
+    }
+
+    /// The resource served at `group/version` under `plural`.
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<Arc<Resource>> {
+        self.snapshot()
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.plural == plural)
+            .cloned()
+    }
+
+    /// Serves `r`, replacing what was served at its group, version and plural.
+    pub fn add(&self, r: Resource) {
+        self.change(|list| {
+            list.retain(|o| !same_place(o, &r));
+            list.push(Arc::new(r));
+        });
+    }
+
+    /// Stops serving `group/version` `plural`; whether it was served.
+    pub fn remove(&self, group: &str, version: &str, plural: &str) -> bool {
+        let mut removed = false;
+        self.change(|list| {
+            let before = list.len();
+            list.retain(|o| !(o.group == group && o.version == version && o.plural == plural));
+            removed = list.len() != before;
+        });
+        removed
+    }
+
+    /// The groups in discovery order, each with its versions in the order first served.
+    pub fn groups(&self) -> Vec<(String, Vec<String>)> {
+        groups_of(self.snapshot().iter().map(|r| &**r))
+    }
+
+    fn change(&self, edit: impl FnOnce(&mut Vec<Arc<Resource>>)) {
+        let mut served = self.served.write().expect("catalog lock");
+        let mut list = Vec::clone(&served);
+        edit(&mut list);
+        *served = Arc::new(list);
+    }
+}
+
+fn same_place(a: &Resource, b: &Resource) -> bool {
+    (&a.group, &a.version, &a.plural) == (&b.group, &b.version, &b.plural)
+}
+
+/// The groups of `resources` in the order first seen, each with its versions.
+fn groups_of<'a>(resources: impl Iterator<Item = &'a Resource>) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for r in resources {
         match out.iter_mut().find(|(g, _)| *g == r.group) {
-            Some((_, versions)) if !versions.contains(&r.version) => versions.push(r.version),
+            Some((_, versions)) if !versions.contains(&r.version) => {
+                versions.push(r.version.clone())
+            }
             Some(_) => {}
-            None => out.push((r.group, vec![r.version])),
+            None => out.push((r.group.clone(), vec![r.version.clone()])),
         }
     }
     out
@@ -211,22 +345,55 @@ mod tests {
 
     #[test]
     fn every_resource_is_unique_and_named_consistently() {
-        for (i, a) in RESOURCES.iter().enumerate() {
+        let all = builtin();
+        for (i, a) in all.iter().enumerate() {
             assert!(
                 a.plural.chars().all(|c| c.is_ascii_lowercase()),
                 "{}",
                 a.plural
             );
             assert_eq!(a.singular, a.kind.to_ascii_lowercase(), "{}", a.plural);
-            for b in &RESOURCES[i + 1..] {
+            for b in &all[i + 1..] {
                 assert!(
-                    (a.group, a.version, a.plural) != (b.group, b.version, b.plural),
+                    (a.group.as_str(), a.version.as_str(), a.plural.as_str())
+                        != (b.group.as_str(), b.version.as_str(), b.plural.as_str()),
                     "{} listed twice",
                     a.plural
                 );
             }
         }
-        assert_eq!(groups()[0], ("", vec!["v1"]));
+        assert_eq!(
+            Catalog::new().groups()[0],
+            (String::new(), vec!["v1".into()])
+        );
+    }
+
+    #[test]
+    fn the_catalog_replaces_and_removes_entries() {
+        let served = Catalog::new();
+        let mut crons = find("batch", "v1", "cronjobs").unwrap().clone();
+        crons.group = "example.com".into();
+        served.add(crons.clone());
+        crons.short_names = vec!["cr".into()];
+        served.add(crons.clone());
+        let found = served.find("example.com", "v1", "cronjobs").unwrap();
+        assert_eq!(found.short_names, ["cr"]);
+        assert_eq!(served.snapshot().len(), builtin().len() + 1);
+        let groups = served.groups();
+        assert_eq!(
+            groups.last().unwrap(),
+            &("example.com".into(), vec!["v1".into()])
+        );
+        assert!(served.remove("example.com", "v1", "cronjobs"));
+        assert!(!served.remove("example.com", "v1", "cronjobs"));
+        assert_eq!(served.snapshot().len(), builtin().len());
+    }
+
+    #[test]
+    fn workloads_scale_where_upstream_keeps_replicas() {
+        let deploy = find("apps", "v1", "deployments").unwrap();
+        assert_eq!(deploy.scale, Some(ScalePaths::workload()));
+        assert_eq!(find("apps", "v1", "daemonsets").unwrap().scale, None);
     }
 
     #[test]

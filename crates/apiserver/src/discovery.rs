@@ -1,5 +1,5 @@
-//! Discovery (legacy and aggregated `apidiscovery.k8s.io/v2`) and the OpenAPI v3 index that
-//! kubectl consults before `apply` and `create -f`.
+//! Discovery, legacy and aggregated (`apidiscovery.k8s.io/v2`), of the resources the
+//! [`Catalog`] serves now: a resource added at run time shows on the next request.
 //!
 //! The discovery documents are typed structs, not `serde_json::Value`s: a `Value` object
 //! writes its keys sorted, while clients and upstream's tests read these documents as text
@@ -9,13 +9,10 @@
 //! empty, and every other field is always written.
 
 use api::Resource;
-use api::resources::{RESOURCES, VERBS, groups};
+use api::resources::{Catalog, VERBS};
 use base64::Engine as _;
 use serde::Serialize;
-use serde_json::{Value, json};
 use sha2::Digest as _;
-
-use crate::typed::{self, ApiType, Typed};
 
 /// The Content-Type of an aggregated discovery document.
 pub const AGGREGATED_CONTENT_TYPE: &str =
@@ -31,18 +28,13 @@ pub fn wants_aggregated(accept: &str) -> bool {
     })
 }
 
-/// Go's `omitempty` for a list.
-fn is_empty<T>(list: &&[T]) -> bool {
-    list.is_empty()
-}
-
 /// `metav1.GroupVersionKind`: a subresource's kind, or a response's in aggregated discovery.
 /// No field is `omitempty`: the core group is written as `""`.
-#[derive(Clone, Copy, Serialize)]
+#[derive(Clone, Serialize)]
 struct Gvk {
     group: &'static str,
     version: &'static str,
-    kind: &'static str,
+    kind: String,
 }
 
 /// The subresources Rudder serves, with the kind and verbs discovery reports for each.
@@ -50,7 +42,7 @@ fn subresource_info(r: &Resource, sub: &str) -> Option<(Gvk, &'static [&'static 
     let same = Gvk {
         group: "",
         version: "",
-        kind: r.kind,
+        kind: r.kind.clone(),
     };
     match sub {
         "status" => Some((same, &["get", "patch", "update"])),
@@ -58,7 +50,7 @@ fn subresource_info(r: &Resource, sub: &str) -> Option<(Gvk, &'static [&'static 
             Gvk {
                 group: "autoscaling",
                 version: "v1",
-                kind: "Scale",
+                kind: "Scale".into(),
             },
             &["get", "patch", "update"],
         )),
@@ -66,7 +58,7 @@ fn subresource_info(r: &Resource, sub: &str) -> Option<(Gvk, &'static [&'static 
             Gvk {
                 group: "",
                 version: "",
-                kind: "Binding",
+                kind: "Binding".into(),
             },
             &["create"],
         )),
@@ -75,7 +67,7 @@ fn subresource_info(r: &Resource, sub: &str) -> Option<(Gvk, &'static [&'static 
             Gvk {
                 group: "policy",
                 version: "v1",
-                kind: "Eviction",
+                kind: "Eviction".into(),
             },
             &["create"],
         )),
@@ -87,10 +79,10 @@ fn subresource_info(r: &Resource, sub: &str) -> Option<(Gvk, &'static [&'static 
 
 fn served_subresources(
     r: &Resource,
-) -> impl Iterator<Item = (&'static str, Gvk, &'static [&'static str])> + '_ {
+) -> impl Iterator<Item = (&str, Gvk, &'static [&'static str])> + '_ {
     r.subresources
         .iter()
-        .filter_map(|s| subresource_info(r, s).map(|(kind, verbs)| (*s, kind, verbs)))
+        .filter_map(|s| subresource_info(r, s).map(|(kind, verbs)| (s.as_str(), kind, verbs)))
 }
 
 /// Upstream's `storageVersionHash` of a resource: the first 8 bytes of the SHA-256 of
@@ -162,7 +154,7 @@ pub struct ApiGroup {
     kind: &'static str,
     #[serde(skip_serializing_if = "str::is_empty")]
     api_version: &'static str,
-    name: &'static str,
+    name: String,
     versions: Vec<GroupVersionForDiscovery>,
     // `omitempty` on a Go struct never omits it.
     preferred_version: GroupVersionForDiscovery,
@@ -173,13 +165,13 @@ pub struct ApiGroup {
 #[serde(rename_all = "camelCase")]
 struct GroupVersionForDiscovery {
     group_version: String,
-    version: &'static str,
+    version: String,
 }
 
-fn group_entry(name: &'static str, versions: &[&'static str]) -> ApiGroup {
+fn group_entry(name: String, versions: Vec<String>) -> ApiGroup {
     let versions: Vec<GroupVersionForDiscovery> = versions
-        .iter()
-        .map(|&v| GroupVersionForDiscovery {
+        .into_iter()
+        .map(|v| GroupVersionForDiscovery {
             group_version: format!("{name}/{v}"),
             version: v,
         })
@@ -194,11 +186,12 @@ fn group_entry(name: &'static str, versions: &[&'static str]) -> ApiGroup {
 }
 
 /// `/apis`: every named group.
-pub fn group_list() -> ApiGroupList {
-    let groups = groups()
+pub fn group_list(served: &Catalog) -> ApiGroupList {
+    let groups = served
+        .groups()
         .into_iter()
         .filter(|(g, _)| !g.is_empty())
-        .map(|(g, vs)| group_entry(g, &vs))
+        .map(|(g, vs)| group_entry(g, vs))
         .collect();
     ApiGroupList {
         kind: "APIGroupList",
@@ -208,14 +201,15 @@ pub fn group_list() -> ApiGroupList {
 }
 
 /// `/apis/<group>`, if the group exists.
-pub fn group(name: &str) -> Option<ApiGroup> {
-    let (g, vs) = groups()
+pub fn group(served: &Catalog, name: &str) -> Option<ApiGroup> {
+    let (g, vs) = served
+        .groups()
         .into_iter()
         .find(|(g, _)| *g == name && !g.is_empty())?;
     Some(ApiGroup {
         kind: "APIGroup",
         api_version: "v1",
-        ..group_entry(g, &vs)
+        ..group_entry(g, vs)
     })
 }
 
@@ -235,62 +229,65 @@ pub struct ApiResourceList {
 struct ApiResource {
     name: String,
     // Not `omitempty`: subresources write `""`.
-    singular_name: &'static str,
+    singular_name: String,
     namespaced: bool,
     // Set only when a subresource's kind is of another group (deployments/scale).
     #[serde(skip_serializing_if = "str::is_empty")]
     group: &'static str,
     #[serde(skip_serializing_if = "str::is_empty")]
     version: &'static str,
-    kind: &'static str,
+    kind: String,
     verbs: &'static [&'static str],
-    #[serde(skip_serializing_if = "is_empty")]
-    short_names: &'static [&'static str],
-    #[serde(skip_serializing_if = "is_empty")]
-    categories: &'static [&'static str],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    short_names: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    categories: Vec<String>,
     // Resources only; subresources leave it empty.
     #[serde(skip_serializing_if = "String::is_empty")]
     storage_version_hash: String,
 }
 
-/// The resources served in `group`/`version`, in the resource table's order.
-fn served_in<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = &'static Resource> + 'a {
-    RESOURCES
+/// The resources served in `group`/`version`, in the catalog's order.
+fn served_in(served: &Catalog, group: &str, version: &str) -> Vec<std::sync::Arc<Resource>> {
+    let snapshot = served.snapshot();
+    snapshot
         .iter()
-        .filter(move |r| r.group == group && r.version == version)
+        .filter(|r| r.group == group && r.version == version)
+        .cloned()
+        .collect()
 }
 
 /// `/api/v1` or `/apis/<group>/<version>`: the legacy APIResourceList.
-pub fn resource_list(group: &str, version: &str) -> Option<ApiResourceList> {
-    let rs: Vec<&Resource> = served_in(group, version).collect();
+pub fn resource_list(served: &Catalog, group: &str, version: &str) -> Option<ApiResourceList> {
+    let rs = served_in(served, group, version);
     if rs.is_empty() {
         return None;
     }
     let mut resources = Vec::new();
-    for r in rs {
+    for r in &rs {
         resources.push(ApiResource {
-            name: r.plural.to_string(),
-            singular_name: r.singular,
+            name: r.plural.clone(),
+            singular_name: r.singular.clone(),
             namespaced: r.namespaced,
             group: "",
             version: "",
-            kind: r.kind,
+            kind: r.kind.clone(),
             verbs: VERBS,
-            short_names: r.short_names,
-            categories: r.categories,
+            short_names: r.short_names.clone(),
+            categories: r.categories.clone(),
             storage_version_hash: storage_version_hash(r),
         });
         for (sub, kind, verbs) in served_subresources(r) {
             resources.push(ApiResource {
                 name: format!("{}/{sub}", r.plural),
-                singular_name: "",
+                singular_name: String::new(),
                 namespaced: r.namespaced,
                 group: kind.group,
                 version: kind.version,
                 kind: kind.kind,
                 verbs,
-                short_names: &[],
-                categories: &[],
+                short_names: Vec::new(),
+                categories: Vec::new(),
                 storage_version_hash: String::new(),
             });
         }
@@ -335,15 +332,15 @@ struct ApiGroupDiscovery {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct GroupMeta {
-    #[serde(skip_serializing_if = "str::is_empty")]
-    name: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    name: String,
     creation_timestamp: (),
 }
 
 /// `APIVersionDiscovery`.
 #[derive(Serialize)]
 struct ApiVersionDiscovery {
-    version: &'static str,
+    version: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     resources: Vec<ApiResourceDiscovery>,
     #[serde(skip_serializing_if = "str::is_empty")]
@@ -355,15 +352,15 @@ struct ApiVersionDiscovery {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ApiResourceDiscovery {
-    resource: &'static str,
+    resource: String,
     response_kind: Gvk,
     scope: &'static str,
-    singular_resource: &'static str,
+    singular_resource: String,
     verbs: &'static [&'static str],
-    #[serde(skip_serializing_if = "is_empty")]
-    short_names: &'static [&'static str],
-    #[serde(skip_serializing_if = "is_empty")]
-    categories: &'static [&'static str],
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    short_names: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    categories: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     subresources: Vec<ApiSubresourceDiscovery>,
 }
@@ -373,35 +370,36 @@ struct ApiResourceDiscovery {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ApiSubresourceDiscovery {
-    subresource: &'static str,
+    subresource: String,
     response_kind: Gvk,
     verbs: &'static [&'static str],
 }
 
-fn aggregated_group(name: &'static str, versions: &[&'static str]) -> ApiGroupDiscovery {
+fn aggregated_group(served: &Catalog, name: String, versions: Vec<String>) -> ApiGroupDiscovery {
     let versions = versions
-        .iter()
-        .map(|&v| {
-            let resources = served_in(name, v)
+        .into_iter()
+        .map(|v| {
+            let resources = served_in(served, &name, &v)
+                .iter()
                 .map(|r| ApiResourceDiscovery {
-                    resource: r.plural,
+                    resource: r.plural.clone(),
                     response_kind: Gvk {
                         group: "",
                         version: "",
-                        kind: r.kind,
+                        kind: r.kind.clone(),
                     },
                     scope: if r.namespaced {
                         "Namespaced"
                     } else {
                         "Cluster"
                     },
-                    singular_resource: r.singular,
+                    singular_resource: r.singular.clone(),
                     verbs: VERBS,
-                    short_names: r.short_names,
-                    categories: r.categories,
+                    short_names: r.short_names.clone(),
+                    categories: r.categories.clone(),
                     subresources: served_subresources(r)
                         .map(|(sub, kind, verbs)| ApiSubresourceDiscovery {
-                            subresource: sub,
+                            subresource: sub.to_string(),
                             response_kind: kind,
                             verbs,
                         })
@@ -425,11 +423,12 @@ fn aggregated_group(name: &'static str, versions: &[&'static str]) -> ApiGroupDi
 }
 
 /// The aggregated discovery document for `/api` (core) or `/apis` (named groups).
-pub fn aggregated(core: bool) -> ApiGroupDiscoveryList {
-    let items = groups()
+pub fn aggregated(served: &Catalog, core: bool) -> ApiGroupDiscoveryList {
+    let items = served
+        .groups()
         .into_iter()
         .filter(|(g, _)| g.is_empty() == core)
-        .map(|(g, vs)| aggregated_group(g, &vs))
+        .map(|(g, vs)| aggregated_group(served, g, vs))
         .collect();
     ApiGroupDiscoveryList {
         kind: "APIGroupDiscoveryList",
@@ -439,212 +438,14 @@ pub fn aggregated(core: bool) -> ApiGroupDiscoveryList {
     }
 }
 
-/// The key of a group/version in the OpenAPI v3 index: `api/v1`, `apis/apps/v1`.
-fn openapi_key(group: &str, version: &str) -> String {
-    if group.is_empty() {
-        format!("api/{version}")
-    } else {
-        format!("apis/{group}/{version}")
-    }
-}
-
-/// `/openapi/v3`: the index of per-group/version documents.
-pub fn openapi_index() -> Value {
-    let mut paths = serde_json::Map::new();
-    for (g, vs) in groups() {
-        for v in vs {
-            let key = openapi_key(g, v);
-            paths.insert(key.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={}", env!("CARGO_PKG_VERSION"))}));
-        }
-    }
-    json!({"paths": paths})
-}
-
-/// `/openapi/v3/<key>`: one group/version's paths and object schemas.
-///
-/// Each resource's item path has get/put/patch/delete operations carrying
-/// `x-kubernetes-group-version-kind` and the `fieldValidation` parameter, which is what
-/// kubectl checks before it leaves validation to the server. The schemas (k8s-openapi's,
-/// under upstream's names such as `io.k8s.api.core.v1.Pod`) are what `kubectl explain`
-/// reads. The PATCH operations do not advertise strategic merge patch bodies, so kubectl
-/// computes those patches from its compiled-in types, not from these schemas. Documents are
-/// built once and kept.
-pub fn openapi_document(key: &str) -> Option<std::sync::Arc<Value>> {
-    static DOCS: std::sync::OnceLock<
-        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Value>>>,
-    > = std::sync::OnceLock::new();
-    let docs = DOCS.get_or_init(Default::default);
-    if let Some(doc) = docs.lock().expect("poisoned").get(key) {
-        return Some(doc.clone());
-    }
-    let doc = std::sync::Arc::new(build_openapi_document(key)?);
-    docs.lock()
-        .expect("poisoned")
-        .insert(key.to_string(), doc.clone());
-    Some(doc)
-}
-
-/// Where a field sits in the schema: the struct that has it and its Go type.
-#[derive(Debug, PartialEq)]
-pub struct SchemaField {
-    /// The struct's name, as Go calls it (`DeploymentSpec`).
-    pub parent: String,
-    /// The field's Go type (`int32`, `[]v1.Container`, `map[string]string`).
-    pub go_type: String,
-}
-
-/// Follows `path` through the resource's OpenAPI schema to its last field.
-pub fn schema_field(r: &Resource, path: &[crate::fieldcheck::Step]) -> Option<SchemaField> {
-    use crate::fieldcheck::Step;
-    let doc = openapi_document(&openapi_key(r.group, r.version))?;
-    let schemas = &doc["components"]["schemas"];
-    let name_of = |node: &Value| -> Option<String> {
-        let reference = node["$ref"]
-            .as_str()
-            .or_else(|| node["allOf"][0]["$ref"].as_str())?;
-        Some(reference.rsplit('/').next()?.to_string())
-    };
-    let mut parent = typed::visit(r, SchemaName)?;
-    let mut node = &schemas[&parent];
-    for step in path {
-        if let Some(name) = name_of(node) {
-            node = &schemas[&name];
-            parent = name;
-        }
-        node = match step {
-            Step::Key(k) if node["properties"].get(k).is_some() => &node["properties"][k],
-            Step::Key(_) => node.get("additionalProperties")?,
-            Step::Index(_) => node.get("items")?,
-        };
-    }
-    fn go_type(node: &Value, name_of: &dyn Fn(&Value) -> Option<String>) -> String {
-        if let Some(name) = name_of(node) {
-            let mut parts = name.rsplit('.');
-            let ty = parts.next().unwrap_or_default();
-            return format!("{}.{ty}", parts.next().unwrap_or_default());
-        }
-        match (node["type"].as_str(), node["format"].as_str()) {
-            (Some("integer"), Some(f)) => f.to_string(),
-            (Some("integer"), None) => "int64".into(),
-            (Some("number"), _) => "float64".into(),
-            (Some("boolean"), _) => "bool".into(),
-            (Some("array"), _) => format!("[]{}", go_type(&node["items"], name_of)),
-            (Some("object"), _) if node.get("additionalProperties").is_some() => format!(
-                "map[string]{}",
-                go_type(&node["additionalProperties"], name_of)
-            ),
-            _ => "string".into(),
-        }
-    }
-    let parent = parent.rsplit('.').next().unwrap_or_default().to_string();
-    Some(SchemaField {
-        parent,
-        go_type: go_type(node, &name_of),
-    })
-}
-
-/// A resource's schema name (`io.k8s.api.apps.v1.Deployment`).
-struct SchemaName;
-
-impl Typed for SchemaName {
-    type Out = String;
-    fn visit<T: ApiType>(self) -> String {
-        T::schema_name().into_owned()
-    }
-}
-
-/// Adds a resource's schema (and those it refers to) to a generator; answers its name.
-struct AddSchema<'a>(&'a mut schemars::SchemaGenerator);
-
-impl Typed for AddSchema<'_> {
-    type Out = String;
-    fn visit<T: ApiType>(self) -> String {
-        self.0.subschema_for::<T>();
-        T::schema_name().into_owned()
-    }
-}
-
-/// `/openapi/v2`: every served type in one Swagger 2.0 document (JSON), for older clients
-/// and tools that still read it. Built once and kept.
-pub fn openapi_v2() -> std::sync::Arc<Value> {
-    static DOC: std::sync::OnceLock<std::sync::Arc<Value>> = std::sync::OnceLock::new();
-    DOC.get_or_init(|| {
-        std::sync::Arc::new(build_document(true, |_| true).expect("resources are served"))
-    })
-    .clone()
-}
-
-fn build_openapi_document(key: &str) -> Option<Value> {
-    build_document(false, |r| openapi_key(r.group, r.version) == key)
-}
-
-/// The paths and schemas of the resources `keep` selects, as OpenAPI v3 or (`v2`) Swagger 2.0.
-fn build_document(v2: bool, keep: impl Fn(&Resource) -> bool) -> Option<Value> {
-    let mut paths = serde_json::Map::new();
-    let mut settings = schemars::generate::SchemaSettings::openapi3();
-    if v2 {
-        settings.definitions_path = "/definitions".into();
-    }
-    let mut generator = settings.into_generator();
-    let mut kinds = Vec::new();
-    for r in RESOURCES.iter().filter(|r| keep(r)) {
-        let base = if r.group.is_empty() {
-            format!("/api/{}", r.version)
-        } else {
-            format!("/apis/{}/{}", r.group, r.version)
-        };
-        let item = if r.namespaced {
-            format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
-        } else {
-            format!("{base}/{}/{{name}}", r.plural)
-        };
-        let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
-        let params: Vec<Value> = ["dryRun", "fieldManager", "fieldValidation"]
-            .iter()
-            .map(|name| {
-                let ty = json!({"type": "string", "uniqueItems": true});
-                if v2 {
-                    json!({"name": name, "in": "query", "type": "string", "uniqueItems": true})
-                } else {
-                    json!({"name": name, "in": "query", "schema": ty})
-                }
-            })
-            .collect();
-        let tag = openapi_key(r.group, r.version).replace('/', "_");
-        let op = |action: &str| {
-            json!({
-                "tags": [tag],
-                "operationId": format!("{action}{}", r.kind),
-                "parameters": params,
-                "x-kubernetes-action": action,
-                "x-kubernetes-group-version-kind": gvk,
-            })
-        };
-        paths.insert(item, json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}));
-        if let Some(name) = typed::visit(r, AddSchema(&mut generator)) {
-            kinds.push((name, gvk));
-        }
-    }
-    if paths.is_empty() {
-        return None;
-    }
-    let mut schemas = generator.take_definitions(true);
-    for (name, gvk) in kinds {
-        if let Some(Value::Object(schema)) = schemas.get_mut(&name) {
-            schema.insert("x-kubernetes-group-version-kind".into(), json!([gvk]));
-        }
-    }
-    let info = json!({"title": "Kubernetes", "version": "v1.33.0"});
-    Some(if v2 {
-        json!({"swagger": "2.0", "info": info, "paths": paths, "definitions": schemas})
-    } else {
-        json!({"openapi": "3.0.0", "info": info, "paths": paths, "components": {"schemas": schemas}})
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn catalog() -> Catalog {
+        Catalog::new()
+    }
 
     #[test]
     fn accept_headers() {
@@ -659,7 +460,7 @@ mod tests {
 
     #[test]
     fn documents() {
-        let core = serde_json::to_value(aggregated(true)).unwrap();
+        let core = serde_json::to_value(aggregated(&catalog(), true)).unwrap();
         assert_eq!(core["items"].as_array().unwrap().len(), 1);
         assert!(core["items"][0]["metadata"].get("name").is_none());
         let pods = core["items"][0]["versions"][0]["resources"]
@@ -671,7 +472,7 @@ mod tests {
             .clone();
         assert_eq!(pods["scope"], "Namespaced");
         assert_eq!(pods["shortNames"], json!(["po"]));
-        let apps = serde_json::to_value(resource_list("apps", "v1").unwrap()).unwrap();
+        let apps = serde_json::to_value(resource_list(&catalog(), "apps", "v1").unwrap()).unwrap();
         assert!(
             apps["resources"]
                 .as_array()
@@ -679,38 +480,13 @@ mod tests {
                 .iter()
                 .any(|r| r["name"] == "deployments/scale" && r["group"] == "autoscaling")
         );
-        assert!(resource_list("nope", "v1").is_none());
+        assert!(resource_list(&catalog(), "nope", "v1").is_none());
         assert!(
-            serde_json::to_value(group_list()).unwrap()["groups"]
+            serde_json::to_value(group_list(&catalog())).unwrap()["groups"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .any(|g| g["name"] == "apps")
-        );
-        let idx = openapi_index();
-        assert!(
-            idx["paths"]["apis/apps/v1"]["serverRelativeURL"]
-                .as_str()
-                .unwrap()
-                .starts_with("/openapi/v3/apis/apps/v1?hash=")
-        );
-        let doc = openapi_document("apis/apps/v1").unwrap();
-        let patch =
-            &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
-        assert_eq!(
-            patch["x-kubernetes-group-version-kind"]["kind"],
-            "Deployment"
-        );
-        assert!(openapi_document("apis/nope/v1").is_none());
-        let schema = &doc["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"];
-        assert_eq!(
-            schema["x-kubernetes-group-version-kind"][0]["kind"],
-            "Deployment"
-        );
-        let spec = schema["properties"]["spec"].to_string();
-        assert!(
-            spec.contains("#/components/schemas/io.k8s.api.apps.v1.DeploymentSpec"),
-            "{spec}"
         );
     }
 
@@ -725,7 +501,7 @@ mod tests {
 
     #[test]
     fn resource_entries_in_upstream_field_order() {
-        let core = resource_list("", "v1").unwrap();
+        let core = resource_list(&catalog(), "", "v1").unwrap();
         assert_eq!(
             entry(&core, "pods"),
             format!(
@@ -747,7 +523,7 @@ mod tests {
                 r#"{{"name":"secrets","singularName":"secret","namespaced":true,"kind":"Secret","verbs":{ALL_VERBS},"storageVersionHash":"S6u1pOWzb84="}}"#
             )
         );
-        let apps = resource_list("apps", "v1").unwrap();
+        let apps = resource_list(&catalog(), "apps", "v1").unwrap();
         assert_eq!(
             entry(&apps, "deployments/scale"),
             r#"{"name":"deployments/scale","singularName":"","namespaced":true,"group":"autoscaling","version":"v1","kind":"Scale","verbs":["get","patch","update"]}"#
@@ -762,11 +538,11 @@ mod tests {
         );
         let apps = r#""name":"apps","versions":[{"groupVersion":"apps/v1","version":"v1"}],"preferredVersion":{"groupVersion":"apps/v1","version":"v1"}"#;
         assert_eq!(
-            serde_json::to_string(&group("apps").unwrap()).unwrap(),
+            serde_json::to_string(&group(&catalog(), "apps").unwrap()).unwrap(),
             format!(r#"{{"kind":"APIGroup","apiVersion":"v1",{apps}}}"#)
         );
-        assert!(group("").is_none());
-        let list = serde_json::to_string(&group_list()).unwrap();
+        assert!(group(&catalog(), "").is_none());
+        let list = serde_json::to_string(&group_list(&catalog())).unwrap();
         let head = format!(r#"{{"kind":"APIGroupList","apiVersion":"v1","groups":[{{{apps}}},"#);
         assert!(list.starts_with(&head), "{list}");
         // The preferred version is the first served: autoscaling/v2 before v1.
@@ -774,12 +550,13 @@ mod tests {
             list.contains(r#"{"name":"autoscaling","versions":[{"groupVersion":"autoscaling/v2","version":"v2"},{"groupVersion":"autoscaling/v1","version":"v1"}],"preferredVersion":{"groupVersion":"autoscaling/v2","version":"v2"}}"#),
             "{list}"
         );
-        let core = serde_json::to_string(&resource_list("", "v1").unwrap()).unwrap();
+        let core = serde_json::to_string(&resource_list(&catalog(), "", "v1").unwrap()).unwrap();
         let head = format!(
             r#"{{"kind":"APIResourceList","apiVersion":"v1","groupVersion":"v1","resources":[{{"name":"namespaces","singularName":"namespace","namespaced":false,"kind":"Namespace","verbs":{ALL_VERBS},"shortNames":["ns"],"storageVersionHash":"Q3oi5N2YM8M="}},{{"name":"namespaces/status","#
         );
         assert!(core.starts_with(&head), "{core}");
-        let apps = serde_json::to_string(&resource_list("apps", "v1").unwrap()).unwrap();
+        let apps =
+            serde_json::to_string(&resource_list(&catalog(), "apps", "v1").unwrap()).unwrap();
         assert!(
             apps.starts_with(
                 r#"{"kind":"APIResourceList","apiVersion":"v1","groupVersion":"apps/v1","resources":[{"name":"deployments","#
@@ -790,7 +567,7 @@ mod tests {
 
     #[test]
     fn aggregated_documents_in_upstream_field_order() {
-        let core = serde_json::to_string(&aggregated(true)).unwrap();
+        let core = serde_json::to_string(&aggregated(&catalog(), true)).unwrap();
         let ns = r#"{"group":"","version":"","kind":"Namespace"}"#;
         let head = format!(
             r#"{{"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v2","metadata":{{}},"items":[{{"metadata":{{"creationTimestamp":null}},"versions":[{{"version":"v1","resources":[{{"resource":"namespaces","responseKind":{ns},"scope":"Cluster","singularResource":"namespace","verbs":{ALL_VERBS},"shortNames":["ns"],"subresources":[{{"subresource":"status","responseKind":{ns},"verbs":["get","patch","update"]}},{{"subresource":"finalize","responseKind":{ns},"verbs":["update"]}}]}},"#
@@ -799,7 +576,7 @@ mod tests {
         assert!(core.ends_with(r#"}],"freshness":"Current"}]}]}"#), "{core}");
         // No storageVersionHash in aggregated discovery: APIResourceDiscovery has none.
         assert!(!core.contains("storageVersionHash"));
-        let named = serde_json::to_string(&aggregated(false)).unwrap();
+        let named = serde_json::to_string(&aggregated(&catalog(), false)).unwrap();
         let head = format!(
             r#"{{"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v2","metadata":{{}},"items":[{{"metadata":{{"name":"apps","creationTimestamp":null}},"versions":[{{"version":"v1","resources":[{{"resource":"deployments","responseKind":{{"group":"","version":"","kind":"Deployment"}},"scope":"Namespaced","singularResource":"deployment","verbs":{ALL_VERBS},"shortNames":["deploy"],"categories":["all"],"subresources":[{{"subresource":"status","responseKind":{{"group":"","version":"","kind":"Deployment"}},"verbs":["get","patch","update"]}},{{"subresource":"scale","responseKind":{{"group":"autoscaling","version":"v1","kind":"Scale"}},"verbs":["get","patch","update"]}}]}},"#
         );
@@ -869,15 +646,45 @@ mod tests {
                 "B0wHjQmsGNk=",
             ),
         ];
-        for r in RESOURCES {
+        for r in api::resources::builtin() {
             let key = format!("{}/{}", r.api_version(), r.plural);
             let want = upstream.iter().find(|(k, _)| *k == key);
             let want = want.unwrap_or_else(|| panic!("no upstream hash listed for {key}"));
             assert_eq!(storage_version_hash(r), want.1, "{key}");
             // The same value in the served list.
-            let list = resource_list(r.group, r.version).unwrap();
+            let list = resource_list(&catalog(), &r.group, &r.version).unwrap();
             let served = list.resources.iter().find(|e| e.name == r.plural).unwrap();
             assert_eq!(served.storage_version_hash, want.1, "{key}");
         }
+    }
+
+    #[test]
+    fn a_resource_added_at_run_time_is_discovered_until_removed() {
+        let served = catalog();
+        let mut widgets = api::resources::find("apps", "v1", "deployments")
+            .unwrap()
+            .clone();
+        (
+            widgets.group,
+            widgets.kind,
+            widgets.plural,
+            widgets.singular,
+        ) = (
+            "example.com".into(),
+            "Widget".into(),
+            "widgets".into(),
+            "widget".into(),
+        );
+        served.add(widgets);
+        let list = resource_list(&served, "example.com", "v1").unwrap();
+        assert!(entry(&list, "widgets").contains(r#""kind":"Widget""#));
+        assert!(entry(&list, "widgets/scale").contains(r#""kind":"Scale""#));
+        assert!(group(&served, "example.com").is_some());
+        let named = serde_json::to_value(aggregated(&served, false)).unwrap();
+        let last = named["items"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["metadata"]["name"], "example.com");
+        served.remove("example.com", "v1", "widgets");
+        assert!(resource_list(&served, "example.com", "v1").is_none());
+        assert!(group(&served, "example.com").is_none());
     }
 }

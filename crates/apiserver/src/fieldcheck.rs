@@ -134,7 +134,7 @@ fn roundtrip<T: ApiType>(r: &Resource, obj: &mut Value) -> Decoded {
                     Step::Index(_) => None,
                 })
                 .collect();
-            let target = match crate::discovery::schema_field(r, &path) {
+            let target = match crate::openapi::schema_field(r, &path) {
                 Some(f) => format!(
                     "Go struct field {}.{} of type {}",
                     f.parent,

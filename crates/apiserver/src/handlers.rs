@@ -21,6 +21,7 @@ use crate::authn::{Identity, Tokens};
 use crate::authz;
 use crate::discovery;
 use crate::fieldcheck;
+use crate::openapi;
 use crate::registry::{
     Caller, DeleteOptions, ListOptions, ListResult, Registry, WatchRequest, apply_patch, with_type,
 };
@@ -129,15 +130,18 @@ fn partial(obj: &Value) -> Value {
 
 /// The resource a request names, and the one whose storage serves it: the same one, except
 /// for versions served by conversion (`api::convert`).
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Served {
-    asked: &'static Resource,
-    stored: &'static Resource,
+    asked: Arc<Resource>,
+    stored: Arc<Resource>,
 }
 
 impl Served {
-    fn of(asked: &'static Resource) -> Served {
-        let stored = api::convert::storage_of(asked).unwrap_or(asked);
+    fn of(asked: Arc<Resource>) -> Served {
+        let stored = match api::convert::storage_of(&asked) {
+            Some(s) => Arc::new(s.clone()),
+            None => asked.clone(),
+        };
         Served { asked, stored }
     }
 
@@ -147,7 +151,7 @@ impl Served {
 
     /// A stored object as the request's version shows it.
     fn show(&self, obj: Value) -> Value {
-        with_type(self.asked, api::convert::from_storage(self.asked, obj))
+        with_type(&self.asked, api::convert::from_storage(&self.asked, obj))
     }
 
     /// A request body in the storage version, once it is checked to be of the asked version.
@@ -155,13 +159,13 @@ impl Served {
         if !self.converted() {
             return Ok(obj);
         }
-        crate::registry::check_type(self.asked, &mut obj)?;
-        Ok(api::convert::to_storage(self.asked, obj))
+        crate::registry::check_type(&self.asked, &mut obj)?;
+        Ok(api::convert::to_storage(&self.asked, obj))
     }
 }
 
-fn render_one(sv: Served, obj: Value, shape: Shape, query: &Query) -> Result<Value, Status> {
-    let r = sv.stored;
+fn render_one(sv: &Served, obj: Value, shape: Shape, query: &Query) -> Result<Value, Status> {
+    let r = &sv.stored;
     Ok(match shape {
         Shape::Object => sv.show(obj),
         Shape::Metadata => partial(&obj),
@@ -281,7 +285,9 @@ pub async fn api(State(app): State<Arc<App>>, req: Request) -> Response {
         return status_response(&s);
     }
     let query = Query::parse(req.uri().query());
-    let target = match parse(req.uri().path(), req.method().as_str(), query.flag("watch")) {
+    let served = app.registry.served();
+    let (path, method) = (req.uri().path(), req.method().as_str());
+    let target = match parse(path, method, query.flag("watch"), served) {
         Ok(t) => t,
         Err(s) => return status_response(&s),
     };
@@ -316,7 +322,7 @@ pub async fn api(State(app): State<Arc<App>>, req: Request) -> Response {
     match target {
         Target::CoreVersions if aggregated => json_with_type(
             StatusCode::OK,
-            &discovery::aggregated(true),
+            &discovery::aggregated(served, true),
             discovery::AGGREGATED_CONTENT_TYPE,
         ),
         Target::CoreVersions => {
@@ -324,15 +330,15 @@ pub async fn api(State(app): State<Arc<App>>, req: Request) -> Response {
         }
         Target::Groups if aggregated => json_with_type(
             StatusCode::OK,
-            &discovery::aggregated(false),
+            &discovery::aggregated(served, false),
             discovery::AGGREGATED_CONTENT_TYPE,
         ),
-        Target::Groups => json_response(StatusCode::OK, &discovery::group_list()),
-        Target::Group(g) => match discovery::group(&g) {
+        Target::Groups => json_response(StatusCode::OK, &discovery::group_list(served)),
+        Target::Group(g) => match discovery::group(served, &g) {
             Some(v) => json_response(StatusCode::OK, &v),
             None => status_response(&Status::path_not_found()),
         },
-        Target::ResourceList(g, v) => match discovery::resource_list(&g, &v) {
+        Target::ResourceList(g, v) => match discovery::resource_list(served, &g, &v) {
             Some(v) => json_response(StatusCode::OK, &v),
             None => status_response(&Status::path_not_found()),
         },
@@ -389,7 +395,7 @@ fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
     resp
 }
 
-fn list_options(sv: Served, query: &Query) -> Result<ListOptions, Status> {
+fn list_options(sv: &Served, query: &Query) -> Result<ListOptions, Status> {
     let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))
         .map_err(Status::bad_request)?;
     let mut fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""))
@@ -401,7 +407,7 @@ fn list_options(sv: Served, query: &Query) -> Result<ListOptions, Status> {
     }
     // Filtering happens on stored objects, under the storage version's field names.
     for (field, _, _) in &mut fields.0 {
-        if let Some(stored) = api::convert::field_label(sv.asked, field) {
+        if let Some(stored) = api::convert::field_label(&sv.asked, field) {
             *field = stored;
         }
     }
@@ -560,8 +566,8 @@ impl Call<'_> {
     }
 
     /// The stored resource.
-    fn r(&self) -> &'static Resource {
-        self.sv.stored
+    fn r(&self) -> &Resource {
+        &self.sv.stored
     }
 
     /// Who writes, and whether only as a dry run.
@@ -612,7 +618,7 @@ async fn resource(
     let (r, reg, name) = (c.r(), c.reg(), c.name.as_str());
     match (info.verb, info.subresource.as_deref()) {
         ("get", None) => ok(&render_one(
-            c.sv,
+            &c.sv,
             reg.get(r, c.ns, name).await?,
             c.shape,
             &c.query,
@@ -620,13 +626,13 @@ async fn resource(
         ("get", Some("status" | "approval" | "ephemeralcontainers")) => {
             ok(&c.sv.show(reg.get(r, c.ns, name).await?))
         }
-        ("get", Some("scale")) => ok(&Registry::scale_of(&reg.get(r, c.ns, name).await?)),
+        ("get", Some("scale")) => ok(&crate::scale::scale_of(r, &reg.get(r, c.ns, name).await?)?),
         ("list", None) if raw_list(&c) => list_raw(&c).await,
         ("list", None) if c.shape == Shape::Table => list_table(&c).await,
         ("list", None) => list(c).await,
         ("watch", None) => {
             let (ns, name) = (info.namespace.clone(), info.name.clone());
-            watch(app, c.sv, ns, name, &c.query, c.shape).await
+            watch(app, c.sv.clone(), ns, name, &c.query, c.shape).await
         }
         ("create", None) => create(&c, req).await,
         ("create", Some("binding")) => bind(&c, req).await,
@@ -651,7 +657,7 @@ async fn resource(
         }
         (_, Some("proxy")) if r.plural == "pods" || r.plural == "services" => {
             let ns = c.ns.unwrap_or("default").to_string();
-            crate::podproxy::proxy(reg, &app.kubelet, r.plural, &ns, name, req).await
+            crate::podproxy::proxy(reg, &app.kubelet, &r.plural, &ns, name, req).await
         }
         ("get", Some("log")) => logs(&c, req).await,
         ("create", Some(sub @ ("exec" | "attach" | "portforward"))) => {
@@ -695,7 +701,7 @@ async fn list_raw(c: &Call<'_>) -> Result<Response, Status> {
     let r = c.r();
     let list = c
         .reg()
-        .list_raw(r, c.ns, &list_options(c.sv, &c.query)?)
+        .list_raw(r, c.ns, &list_options(&c.sv, &c.query)?)
         .await?;
     let meta = list_meta(&list);
     let head = json!({"kind": r.list_kind(), "apiVersion": r.api_version(), "metadata": meta});
@@ -727,7 +733,7 @@ fn json_bytes(body: Vec<u8>) -> Response {
 async fn list_table(c: &Call<'_>) -> Result<Response, Status> {
     let r = c.r();
     let (include, now) = (include(&c.query)?, jiff::Timestamp::now());
-    let opts = list_options(c.sv, &c.query)?;
+    let opts = list_options(&c.sv, &c.query)?;
     let rows = c
         .reg()
         .list_map(r, c.ns, &opts, |obj| {
@@ -743,7 +749,7 @@ async fn list_table(c: &Call<'_>) -> Result<Response, Status> {
 
 /// A LIST of objects or of their partial metadata (a Table: [`list_table`]).
 async fn list(c: Call<'_>) -> Result<Response, Status> {
-    let (r, sv) = (c.r(), c.sv);
+    let (r, sv) = (c.r(), &c.sv);
     let list = c.reg().list(r, c.ns, &list_options(sv, &c.query)?).await?;
     let meta = list_meta(&list);
     let body = if c.shape == Shape::Metadata {
@@ -765,8 +771,8 @@ async fn create(c: &Call<'_>, req: Request) -> Result<Response, Status> {
     let who = c.who;
     let r = c.r();
     let body = read_body(req.into_body()).await?;
-    let (mut obj, duplicates) = decode_object(&c.headers, &body, r.kind)?;
-    let warnings = field_check(c.sv.asked, &c.query, &mut obj, &duplicates)?;
+    let (mut obj, duplicates) = decode_object(&c.headers, &body, &r.kind)?;
+    let warnings = field_check(&c.sv.asked, &c.query, &mut obj, &duplicates)?;
     let mut obj = c.sv.store(obj)?;
     if r.kind == "CertificateSigningRequest" && obj["spec"].is_object() {
         obj["spec"]["username"] = json!(who.user);
@@ -811,8 +817,8 @@ async fn evict(c: &Call<'_>, req: Request) -> Result<Response, Status> {
 async fn update(c: &Call<'_>, req: Request, sub: Option<&str>) -> Result<Response, Status> {
     let r = c.r();
     let body = read_body(req.into_body()).await?;
-    let (mut obj, duplicates) = decode_object(&c.headers, &body, r.kind)?;
-    let warnings = field_check(c.sv.asked, &c.query, &mut obj, &duplicates)?;
+    let (mut obj, duplicates) = decode_object(&c.headers, &body, &r.kind)?;
+    let warnings = field_check(&c.sv.asked, &c.query, &mut obj, &duplicates)?;
     let obj = c.sv.store(obj)?;
     let updated = c
         .reg()
@@ -855,7 +861,7 @@ async fn patch(c: &Call<'_>, req: Request, sub: Option<&str>) -> Result<Response
             let warnings = patch_warnings(c, kind, &patch).await?;
             let patched = c
                 .reg()
-                .patch(c.sv.asked, c.ns, &c.name, (kind, &patch), sub, c.caller())
+                .patch(&c.sv.asked, c.ns, &c.name, (kind, &patch), sub, c.caller())
                 .await?;
             Ok(with_warnings(
                 json_response(StatusCode::OK, &c.sv.show(patched)),
@@ -884,9 +890,9 @@ async fn patch_warnings(
         return Ok(Vec::new());
     }
     let current = c.reg().get(c.r(), c.ns, &c.name).await?;
-    let current = api::convert::from_storage(c.sv.asked, current);
+    let current = api::convert::from_storage(&c.sv.asked, current);
     let mut patched = apply_patch(kind, &current, patch)?;
-    fieldcheck::check(c.sv.asked, directive, &mut patched, &[]).map_err(|s| {
+    fieldcheck::check(&c.sv.asked, directive, &mut patched, &[]).map_err(|s| {
         Status::invalid(
             c.r(),
             &c.name,
@@ -902,7 +908,7 @@ async fn patch_warnings(
 /// DELETECOLLECTION: every listed object deleted with the same options; one gone meanwhile
 /// is skipped.
 async fn delete_collection(c: &Call<'_>, req: Request) -> Result<Response, Status> {
-    let (r, reg, sv) = (c.r(), c.reg(), c.sv);
+    let (r, reg, sv) = (c.r(), c.reg(), &c.sv);
     let body = read_body(req.into_body()).await?;
     let (opts, dry_run) = delete_options(&c.query, &c.headers, &body)?;
     let list = reg.list(r, c.ns, &list_options(sv, &c.query)?).await?;
@@ -942,7 +948,7 @@ async fn watch(
     query: &Query,
     shape: Shape,
 ) -> Result<Response, Status> {
-    let mut opts = list_options(sv, query)?;
+    let mut opts = list_options(&sv, query)?;
     if let Some(name) = name {
         opts.fields.0.push(("metadata.name".into(), true, name));
     }
@@ -958,15 +964,15 @@ async fn watch(
         .and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(1800));
-    let r = sv.stored;
-    let events = app.registry.watch(r, ns.as_deref(), req).await?;
+    let r = sv.stored.clone();
+    let events = app.registry.watch(r.clone(), ns.as_deref(), req).await?;
     let include = include(query)?;
     let mut first = true;
     let lines = events
         .map(move |(kind, obj)| {
             let object = if shape == Shape::Table && kind != "ERROR" && kind != "BOOKMARK" {
                 let meta = row_meta(&obj);
-                let mut t = table(r, vec![obj], include, meta, jiff::Timestamp::now());
+                let mut t = table(&r, vec![obj], include, meta, jiff::Timestamp::now());
                 if !first {
                     t["columnDefinitions"] = Value::Null;
                 }
@@ -1016,14 +1022,14 @@ pub async fn openapi(State(app): State<Arc<App>>, req: Request) -> Response {
                 "only application/json is served for /openapi/v2",
             ));
         }
-        return json_response(StatusCode::OK, discovery::openapi_v2().as_ref());
+        return json_response(StatusCode::OK, openapi::v2(app.registry.served()).as_ref());
     }
     if path == "/openapi/v3" {
-        return json_response(StatusCode::OK, &discovery::openapi_index());
+        return json_response(StatusCode::OK, &openapi::index(app.registry.served()));
     }
     match path
         .strip_prefix("/openapi/v3/")
-        .and_then(discovery::openapi_document)
+        .and_then(|key| openapi::document(app.registry.served(), key))
     {
         Some(doc) => json_response(StatusCode::OK, doc.as_ref()),
         None => status_response(&Status::path_not_found()),

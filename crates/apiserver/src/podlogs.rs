@@ -45,19 +45,13 @@ pub(crate) const MAX_ERROR_BODY: usize = 50_000;
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The kind `PodLogOptions` validation errors are reported against.
-static POD_LOG_OPTIONS: Resource = Resource {
-    group: "",
-    version: "v1",
-    kind: "PodLogOptions",
-    plural: "",
-    singular: "",
-    namespaced: false,
-    short_names: &[],
-    categories: &[],
-    subresources: &[],
-    storage: "",
-    fields: &[],
-};
+fn pod_log_options() -> Resource {
+    Resource {
+        kind: "PodLogOptions".into(),
+        version: "v1".into(),
+        ..Resource::default()
+    }
+}
 
 /// How the API server connects to node agents: TLS with its kubelet-client certificate,
 /// verifying the agent's serving certificate against the cluster CA, or not at all.
@@ -221,7 +215,7 @@ impl LogOptions {
             _ => {}
         }
         if !errors.is_empty() {
-            return Err(Status::invalid(&POD_LOG_OPTIONS, name, &errors));
+            return Err(Status::invalid(&pod_log_options(), name, &errors));
         }
         Ok(opts)
     }

@@ -34,6 +34,8 @@ pub struct Registry {
     admission: Arc<admission::Chain>,
     /// Where ClusterIPs come from.
     service_range: allocator::ServiceRange,
+    /// The resources served now.
+    served: Arc<api::resources::Catalog>,
 }
 
 /// What a list asks for.
@@ -239,7 +241,13 @@ impl Registry {
             cacher: Cacher::default(),
             admission: Default::default(),
             service_range: Default::default(),
+            served: Default::default(),
         }
+    }
+
+    /// The resources served now: the built-in ones and those added at run time.
+    pub fn served(&self) -> &api::resources::Catalog {
+        &self.served
     }
 
     /// The same registry, handing out ClusterIPs from `range`.
@@ -587,7 +595,7 @@ impl Registry {
 
     /// Read, transform, write with compare-and-swap, retrying when someone else wrote in
     /// between (upstream's `GuaranteedUpdate`).
-    async fn guaranteed_update(
+    pub(crate) async fn guaranteed_update(
         &self,
         r: &Resource,
         ns: Option<&str>,
@@ -679,65 +687,6 @@ impl Registry {
                 Err(e) => return Err(store_error(r, name, e)),
             }
         }
-    }
-
-    /// The `scale` subresource of a workload, as an `autoscaling/v1` Scale.
-    pub fn scale_of(obj: &Value) -> Value {
-        let selector = api::selector::LabelSelector::from_any(&obj["spec"]["selector"])
-            .map(|s| s.to_string())
-            .unwrap_or_default();
-        json!({
-            "kind": "Scale",
-            "apiVersion": "autoscaling/v1",
-            "metadata": {
-                "name": obj["metadata"]["name"],
-                "namespace": obj["metadata"]["namespace"],
-                "uid": obj["metadata"]["uid"],
-                "resourceVersion": obj["metadata"]["resourceVersion"],
-                "creationTimestamp": obj["metadata"]["creationTimestamp"],
-            },
-            "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(0)},
-            "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector},
-        })
-    }
-
-    /// Sets `spec.replicas` through the `scale` subresource (PUT or PATCH of a Scale).
-    pub async fn set_scale(
-        &self,
-        r: &Resource,
-        ns: Option<&str>,
-        name: &str,
-        scale_change: impl Fn(&Value) -> Result<Value, Status>,
-        who: Caller<'_>,
-    ) -> Result<Value, Status> {
-        let updated = self
-            .guaranteed_update(
-                r,
-                ns,
-                name,
-                who,
-                |current| {
-                    let scale = scale_change(&Self::scale_of(current))?;
-                    let replicas = scale["spec"]["replicas"].as_i64().unwrap_or(0);
-                    if replicas < 0 {
-                        return Err(Status::invalid(
-                            r,
-                            name,
-                            &[api::validation::FieldError::invalid(
-                                "spec.replicas",
-                                &json!(replicas),
-                                "must be greater than or equal to 0",
-                            )],
-                        ));
-                    }
-                    let mut new = current.clone();
-                    new["spec"]["replicas"] = json!(replicas);
-                    Ok(new)
-                },
-                None,
-            )
-            .await?;
-        Ok(Self::scale_of(&updated))
     }
 
     /// The `binding` subresource: assigns a pod to a node, once.
@@ -909,7 +858,7 @@ impl Registry {
     /// selectors (an object leaving the selection is DELETED, one entering it ADDED).
     pub async fn watch(
         &self,
-        r: &'static Resource,
+        r: Arc<Resource>,
         ns: Option<&str>,
         req: WatchRequest,
     ) -> Result<futures::stream::BoxStream<'static, Event>, Status> {
@@ -934,7 +883,7 @@ impl Registry {
             _ => {
                 let list = self
                     .list(
-                        r,
+                        &r,
                         ns,
                         &ListOptions {
                             labels: req.labels.clone(),
@@ -946,7 +895,7 @@ impl Registry {
                 initial = list
                     .items
                     .into_iter()
-                    .map(|o| ("ADDED", with_type(r, o)))
+                    .map(|o| ("ADDED", with_type(&r, o)))
                     .collect();
                 if req.initial_events {
                     initial.push((
@@ -971,12 +920,12 @@ impl Registry {
             .store
             .watch(&prefix, from, opts)
             .await
-            .map_err(|e| store_error(r, "", e))?;
+            .map_err(|e| store_error(&r, "", e))?;
         let (labels, fields, bookmarks) = (req.labels, req.fields, req.bookmarks);
         let matches =
             move |o: &Value| labels.matches(o["metadata"].get("labels")) && fields.matches(o);
         let live = events.filter_map(move |ev| {
-            let out = translate(r, ev, &matches, bookmarks, from);
+            let out = translate(&r, ev, &matches, bookmarks, from);
             async move { out }
         });
         Ok(futures::stream::iter(initial).chain(live).boxed())
@@ -991,7 +940,7 @@ fn carry_over(r: &Resource, current: &Value, mut new: Value, sub: Option<&str>) 
         let value = new.pointer(path).cloned();
         new = current.clone();
         set_pointer(&mut new, path, value);
-    } else if r.subresources.contains(&"status") {
+    } else if r.has_subresource("status") {
         match current.get("status") {
             Some(s) => new["status"] = s.clone(),
             None => {
@@ -1062,7 +1011,7 @@ fn finish_update(
 /// A client watch fed by the watch cache: the snapshot or the replay, then the live feed,
 /// filtered by namespace (key prefix) and selectors. A lagging client's watch ends.
 fn cached_watch(
-    r: &'static Resource,
+    r: Arc<Resource>,
     prefix: String,
     req: WatchRequest,
     sub: crate::cacher::Subscription,
@@ -1074,19 +1023,21 @@ fn cached_watch(
         Some(objects) => objects
             .iter()
             .filter(|(key, o)| key.starts_with(&prefix) && matches(o))
-            .map(|(_, o)| ("ADDED", with_type(r, (**o).clone())))
+            .map(|(_, o)| ("ADDED", with_type(&r, (**o).clone())))
             .collect(),
         None => sub
             .replay
             .iter()
-            .filter_map(|c| change_event(r, &prefix, c, &matches))
+            .filter_map(|c| change_event(&r, &prefix, c, &matches))
             .collect(),
     };
     let live = tokio_stream::wrappers::BroadcastStream::new(sub.live)
         .take_while(|item| std::future::ready(item.is_ok()))
         .filter_map(move |item| {
             let out = match item {
-                Ok(Item::Change(c)) if c.revision > start => change_event(r, &prefix, &c, &matches),
+                Ok(Item::Change(c)) if c.revision > start => {
+                    change_event(&r, &prefix, &c, &matches)
+                }
                 Ok(Item::Progress(rev)) if bookmarks => Some((
                     "BOOKMARK",
                     json!({

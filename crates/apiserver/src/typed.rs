@@ -17,7 +17,7 @@ pub trait Typed {
 
 macro_rules! types {
     ($r:expr, $v:expr; $($group:literal $kind:literal => $ty:ty),* $(,)?) => {
-        match ($r.group, $r.kind) {
+        match ($r.group.as_str(), $r.kind.as_str()) {
             $(($group, $kind) => Some($v.visit::<$ty>()),)*
             _ => None,
         }
@@ -33,7 +33,7 @@ pub fn visit<V: Typed>(r: &Resource, v: V) -> Option<V::Out> {
         networking::v1 as net, node::v1 as node, policy::v1 as policy, rbac::v1 as rbac,
         scheduling::v1 as sched, storage::v1 as storage,
     };
-    if (r.group, r.version) == ("autoscaling", "v1") {
+    if (r.group.as_str(), r.version.as_str()) == ("autoscaling", "v1") {
         return Some(v.visit::<hpa1::HorizontalPodAutoscaler>());
     }
     types!(r, v;
@@ -80,7 +80,7 @@ mod tests {
 
     #[test]
     fn every_served_resource_has_its_type() {
-        for r in api::resources::RESOURCES {
+        for r in api::resources::builtin() {
             let name = visit(r, Name).unwrap_or_else(|| panic!("{} has no typed form", r.plural));
             assert!(
                 name.ends_with(&format!(".{}", r.kind)),

@@ -78,7 +78,7 @@ fn counted(name: &str) -> Option<&'static api::resources::Resource> {
     if (group, plural) == ("", "pods") {
         return None;
     }
-    api::resources::RESOURCES
+    api::resources::builtin()
         .iter()
         .find(|r| r.group == group && r.plural == plural && r.namespaced)
 }
@@ -123,20 +123,16 @@ async fn reconcile(quota: Arc<ResourceQuota>, ctx: Arc<Ctx>) -> Result<Action> {
         }
         for r in listed {
             let ar = ApiResource {
-                group: r.group.into(),
-                version: r.version.into(),
-                api_version: if r.group.is_empty() {
-                    r.version.into()
-                } else {
-                    format!("{}/{}", r.group, r.version)
-                },
-                kind: r.kind.into(),
-                plural: r.plural.into(),
+                group: r.group.clone(),
+                version: r.version.clone(),
+                api_version: r.api_version(),
+                kind: r.kind.clone(),
+                plural: r.plural.clone(),
             };
             let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ns, &ar);
             for obj in api.list(&ListParams::default()).await?.items {
                 let v = serde_json::to_value(&obj)?;
-                for (k, n) in api::quota::usage(r.group, r.plural, &v) {
+                for (k, n) in api::quota::usage(&r.group, &r.plural, &v) {
                     if let Some(u) = used.get_mut(&k) {
                         *u += n;
                     }
@@ -176,15 +172,21 @@ mod tests {
     #[test]
     fn quota_names_map_to_served_resources() {
         assert_eq!(
-            counted("count/deployments.apps").map(|r| r.kind),
+            counted("count/deployments.apps").map(|r| r.kind.as_str()),
             Some("Deployment")
         );
-        assert_eq!(counted("configmaps").map(|r| r.kind), Some("ConfigMap"));
         assert_eq!(
-            counted("services.nodeports").map(|r| r.kind),
+            counted("configmaps").map(|r| r.kind.as_str()),
+            Some("ConfigMap")
+        );
+        assert_eq!(
+            counted("services.nodeports").map(|r| r.kind.as_str()),
             Some("Service")
         );
-        assert_eq!(counted("count/secrets").map(|r| r.kind), Some("Secret"));
+        assert_eq!(
+            counted("count/secrets").map(|r| r.kind.as_str()),
+            Some("Secret")
+        );
         assert!(counted("pods").is_none());
         assert!(counted("requests.cpu").is_none());
         assert!(counted("count/nodes").is_none(), "cluster-scoped");

@@ -95,7 +95,7 @@ fn default_cells(obj: &Value, _now: Timestamp) -> Vec<Value> {
 
 /// The printer of a resource, [`DEFAULT`] for those upstream prints no columns of its own for.
 fn printer(r: &Resource) -> &'static Printer {
-    match (r.group, r.plural) {
+    match r.group_plural() {
         ("", "namespaces") => &core::NAMESPACES,
         ("", "pods") => &core::PODS,
         ("", "podtemplates") => &core::POD_TEMPLATES,
@@ -345,7 +345,7 @@ pub fn row(r: &Resource, mut o: Value, include: Include, now: Timestamp) -> Valu
             Some(Value::Object(partial))
         }
         Include::Object => {
-            o["kind"] = Value::from(r.kind);
+            o["kind"] = Value::from(r.kind.as_str());
             o["apiVersion"] = Value::from(r.api_version());
             Some(o)
         }
@@ -443,7 +443,7 @@ mod testing {
 mod tests {
     use super::testing::{NOW, meta};
     use super::*;
-    use crate::resources::{RESOURCES, find};
+    use crate::resources::{builtin, find};
 
     #[test]
     fn durations_print_like_kubectl() {
@@ -462,7 +462,7 @@ mod tests {
     #[test]
     fn every_resource_has_as_many_cells_as_columns() {
         let now: Timestamp = NOW.parse().unwrap();
-        for r in RESOURCES {
+        for r in builtin() {
             let obj = json!({"metadata": meta()});
             assert_eq!(columns(r).len(), cells(r, &obj, now).len(), "{}", r.plural);
         }

@@ -110,7 +110,7 @@ impl ResourceQuota {
 
 /// The quotas that cover `obj`, with its usage added; a refusal if one cannot take it.
 fn charged(found: &[Quota], r: &Resource, obj: &Value) -> Result<Vec<Quota>, Status> {
-    let usage = api::quota::usage(r.group, r.plural, obj);
+    let usage = api::quota::usage(&r.group, &r.plural, obj);
     let mut writes = Vec::new();
     for (key, revision, quota) in found {
         let scopes: Vec<String> = quota["spec"]["scopes"]
@@ -119,7 +119,7 @@ fn charged(found: &[Quota], r: &Resource, obj: &Value) -> Result<Vec<Quota>, Sta
             .flatten()
             .filter_map(|s| s.as_str().map(str::to_string))
             .collect();
-        if !api::quota::covers(&scopes, r.plural, obj) {
+        if !api::quota::covers(&scopes, &r.plural, obj) {
             continue;
         }
         let refuse = |why: String| forbidden_as(r, &name_of(obj), &why);

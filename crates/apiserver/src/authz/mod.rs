@@ -87,7 +87,7 @@ impl Chain {
 pub fn forbidden(target: &Target, path: &str, user: &str, reason: &str) -> Status {
     let s = match target {
         Target::Resource(info) => Status::forbidden(
-            info.resource,
+            &info.resource,
             info.name.as_deref().unwrap_or(""),
             user,
             info.verb,
@@ -117,7 +117,7 @@ mod tests {
 
     /// The resource request `method path` (a watch when `watch`).
     fn parse(path: &str, method: &str, watch: bool) -> RequestInfo {
-        match api::request::parse(path, method, watch).unwrap() {
+        match api::request::parse(path, method, watch, &Default::default()).unwrap() {
             Target::Resource(info) => info,
             other => panic!("{path} is not a resource request: {other:?}"),
         }

@@ -55,12 +55,12 @@ impl NodeAuthorizer {
     /// Whether the node may read the object `info` names, for the kinds reached only through
     /// a pod; true for every other request.
     async fn related(&self, node: &str, info: &RequestInfo) -> Result<bool, Status> {
-        let r = info.resource;
+        let r = &*info.resource;
         let Some(name) = info.name.as_deref().filter(|_| r.group.is_empty()) else {
             return Ok(true);
         };
         if !matches!(
-            r.plural,
+            r.plural.as_str(),
             "secrets" | "configmaps" | "persistentvolumeclaims" | "persistentvolumes"
         ) {
             return Ok(true);
@@ -72,11 +72,11 @@ impl NodeAuthorizer {
 /// Refuses what node `node` may not do to a pod not bound to it: `Ok(())` for every other
 /// request.
 pub async fn restrict_pods(reg: &Registry, node: &str, info: &RequestInfo) -> Result<(), Status> {
-    let r = info.resource;
+    let r = &*info.resource;
     let Some(name) = info.name.as_deref().filter(|_| r.group.is_empty()) else {
         return Ok(());
     };
-    let what = match (r.plural, info.subresource.as_deref(), info.verb) {
+    let what = match (r.plural.as_str(), info.subresource.as_deref(), info.verb) {
         ("pods", Some("status"), "update" | "patch") => "update pod status for",
         ("pods", None, "delete") => "delete",
         ("pods", Some("eviction"), _) => "evict",
@@ -113,8 +113,12 @@ fn node_may(node: &str, info: &RequestInfo) -> bool {
     let verb = info.verb;
     let read = matches!(verb, "get" | "list" | "watch");
     let own = info.name.as_deref() == Some(node);
-    let r = info.resource;
-    match (r.group, r.plural, info.subresource.as_deref()) {
+    let r = &*info.resource;
+    match (
+        r.group.as_str(),
+        r.plural.as_str(),
+        info.subresource.as_deref(),
+    ) {
         ("", "nodes", None) => {
             read || verb == "create" || (own && matches!(verb, "update" | "patch" | "delete"))
         }
@@ -152,8 +156,8 @@ async fn related(
     info: &RequestInfo,
     name: &str,
 ) -> Result<bool, Status> {
-    let r = info.resource;
-    let kind = r.plural;
+    let r = &*info.resource;
+    let kind = r.plural.as_str();
     let pods = node_pods(
         reg,
         node,
@@ -161,7 +165,9 @@ async fn related(
     )
     .await?;
     if kind != "persistentvolumes" {
-        return Ok(pods.iter().any(|p| uses(p, kind).iter().any(|n| n == name)));
+        return Ok(pods
+            .iter()
+            .any(|p| uses(p, kind).iter().any(|n| n == name)));
     }
     // A volume is the node's when one of its pods' claims is bound to it.
     for p in &pods {

@@ -86,7 +86,7 @@ impl Strategy for Generic {}
 
 /// The strategy of `r`: the one list of kinds with behaviour of their own.
 pub fn of(r: &Resource) -> &'static dyn Strategy {
-    match (r.group, r.plural) {
+    match r.group_plural() {
         ("", "pods") => &pod::Pod,
         ("", "services") => &service::Service,
         ("", "namespaces") => &namespace::Namespace,
