@@ -136,6 +136,7 @@ impl Resource {
 }
 
 const ALL: &[&str] = &["all"];
+const API_EXTENSIONS: &[&str] = &["api-extensions"];
 const NONE: &[&str] = &[];
 const STATUS: &[&str] = &["status"];
 const STATUS_SCALE: &[&str] = &["status", "scale"];
@@ -223,6 +224,7 @@ resources! {
     "node.k8s.io" "v1" "RuntimeClass" "runtimeclasses" "runtimeclass" false [] NONE &[], "runtimeclasses" [];
     "admissionregistration.k8s.io" "v1" "MutatingWebhookConfiguration" "mutatingwebhookconfigurations" "mutatingwebhookconfiguration" false [] NONE &[], "mutatingwebhookconfigurations" [];
     "admissionregistration.k8s.io" "v1" "ValidatingWebhookConfiguration" "validatingwebhookconfigurations" "validatingwebhookconfiguration" false [] NONE &[], "validatingwebhookconfigurations" [];
+    "apiextensions.k8s.io" "v1" "CustomResourceDefinition" "customresourcedefinitions" "customresourcedefinition" false ["crd", "crds"] API_EXTENSIONS STATUS, "apiextensions.k8s.io/customresourcedefinitions" [];
 }
 
 /// Every built-in resource, in discovery order.

@@ -92,7 +92,12 @@ fn served_subresources(
 /// so both versions report the same value, as upstream's do.
 fn storage_version_hash(r: &Resource) -> String {
     let stored = api::convert::storage_of(r).unwrap_or(r);
-    let gvk = format!("{}/{}/{}", stored.group, stored.version, stored.kind);
+    // Upstream still encodes CustomResourceDefinitions in etcd as v1beta1.
+    let version = match stored.group_plural() {
+        ("apiextensions.k8s.io", "customresourcedefinitions") => "v1beta1",
+        _ => &stored.version,
+    };
+    let gvk = format!("{}/{version}/{}", stored.group, stored.kind);
     let sum = sha2::Sha256::digest(gvk.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(&sum.as_slice()[..8])
 }
@@ -644,6 +649,10 @@ mod tests {
             (
                 "admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
                 "B0wHjQmsGNk=",
+            ),
+            (
+                "apiextensions.k8s.io/v1/customresourcedefinitions",
+                "jfWCUB31mvA=",
             ),
         ];
         for r in api::resources::builtin() {

@@ -96,6 +96,7 @@ pub struct Server {
     app: Arc<App>,
     listener: tokio::task::JoinHandle<()>,
     compactor: tokio::task::JoinHandle<()>,
+    custom_resources: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
@@ -108,6 +109,7 @@ impl Server {
     pub async fn shutdown(self) -> Result<(), Error> {
         self.listener.abort();
         self.compactor.abort();
+        self.custom_resources.abort();
         self.app.registry.store().close().await?;
         Ok(())
     }
@@ -174,6 +176,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     bootstrap::ensure_defaults(&registry, address.port(), config.advertise_address)
         .await
         .map_err(|s| Error::Other(format!("creating default objects: {s}")))?;
+    let custom_resources = crate::customresources::start(registry.clone()).await;
 
     let url = format!("https://127.0.0.1:{}", address.port());
     let kubeconfig = config.data_dir.join("kubeconfig.yaml");
@@ -212,6 +215,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         app,
         listener,
         compactor,
+        custom_resources,
     })
 }
 

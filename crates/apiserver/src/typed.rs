@@ -33,6 +33,7 @@ pub fn visit<V: Typed>(r: &Resource, v: V) -> Option<V::Out> {
         networking::v1 as net, node::v1 as node, policy::v1 as policy, rbac::v1 as rbac,
         scheduling::v1 as sched, storage::v1 as storage,
     };
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as crd;
     if (r.group.as_str(), r.version.as_str()) == ("autoscaling", "v1") {
         return Some(v.visit::<hpa1::HorizontalPodAutoscaler>());
     }
@@ -63,6 +64,7 @@ pub fn visit<V: Typed>(r: &Resource, v: V) -> Option<V::Out> {
         "admissionregistration.k8s.io" "MutatingWebhookConfiguration" => adm::MutatingWebhookConfiguration,
         "admissionregistration.k8s.io" "ValidatingWebhookConfiguration" => adm::ValidatingWebhookConfiguration,
         "events.k8s.io" "Event" => events::Event,
+        "apiextensions.k8s.io" "CustomResourceDefinition" => crd::CustomResourceDefinition,
     )
 }
 

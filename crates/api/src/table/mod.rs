@@ -1,6 +1,8 @@
 //! Server-side printing: the columns `kubectl get` shows for each resource, computed from the
 //! object as upstream's printers compute them, and the `Table` object that carries them.
 //!
+//! Custom resources print their name and age.
+//!
 //! Upstream's API server prints every row wide (all columns, whatever their priority); kubectl
 //! hides the priority-1 columns unless asked for `-o wide`. Resources upstream has no printer
 //! for (limit ranges, roles, cluster roles) get its default table: `Name` and `Created At`.
@@ -84,6 +86,13 @@ static DEFAULT: Printer = Printer {
     cells: default_cells,
 };
 
+/// The table of a custom resource whose definition names no columns: the name, and the
+/// `Age` column upstream's definitions default to (a date, printed as an age).
+static CUSTOM: Printer = Printer {
+    columns: &[NAME, col("Age", "date", 0)],
+    cells: |obj, now| vec![name(obj), age(obj, now)],
+};
+
 fn default_cells(obj: &Value, _now: Timestamp) -> Vec<Value> {
     let created = str_at(obj, "metadata.creationTimestamp");
     let created = match created.parse::<Timestamp>() {
@@ -135,7 +144,8 @@ fn printer(r: &Resource) -> &'static Printer {
             "admissionregistration.k8s.io",
             "mutatingwebhookconfigurations" | "validatingwebhookconfigurations",
         ) => &access::WEBHOOK_CONFIGURATIONS,
-        _ => &DEFAULT,
+        _ if crate::resources::find(&r.group, &r.version, &r.plural).is_some() => &DEFAULT,
+        _ => &CUSTOM,
     }
 }
 

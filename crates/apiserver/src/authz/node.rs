@@ -165,9 +165,7 @@ async fn related(
     )
     .await?;
     if kind != "persistentvolumes" {
-        return Ok(pods
-            .iter()
-            .any(|p| uses(p, kind).iter().any(|n| n == name)));
+        return Ok(pods.iter().any(|p| uses(p, kind).iter().any(|n| n == name)));
     }
     // A volume is the node's when one of its pods' claims is bound to it.
     for p in &pods {

@@ -11,6 +11,7 @@
 
 mod batch;
 mod config;
+pub(crate) mod crd;
 mod csr;
 mod defaults;
 mod ephemeral;
@@ -109,6 +110,7 @@ pub fn of(r: &Resource) -> &'static dyn Strategy {
         ("scheduling.k8s.io", "priorityclasses") => &scheduling::PriorityClass,
         ("storage.k8s.io", "storageclasses") => &storage::STORAGE_CLASSES,
         ("storage.k8s.io", "csidrivers") => &storage::CSI_DRIVERS,
+        ("apiextensions.k8s.io", "customresourcedefinitions") => &crd::CustomResourceDefinition,
         _ => &Generic,
     }
 }
