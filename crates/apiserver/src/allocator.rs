@@ -101,7 +101,7 @@ async fn reserve(store: &dyn Store, key: &str, owner: &str) -> Result<bool, Stat
 }
 
 /// Gives back every address and port `svc` holds.
-pub async fn release(store: &dyn Store, svc: &Value) {
+async fn release(store: &dyn Store, svc: &Value) {
     for key in held(svc) {
         if let Err(e) = store.delete(&key, None).await
             && !matches!(e, store::Error::NotFound { .. })
@@ -147,7 +147,7 @@ fn wants_node_ports(svc: &Value) -> bool {
 
 /// Allocates what a new Service needs: its ClusterIP (unless headless or ExternalName) and
 /// NodePorts. On error, nothing stays reserved. Returns the keys reserved.
-pub async fn allocate(
+async fn allocate(
     store: &dyn Store,
     range: ServiceRange,
     r: &Resource,
@@ -363,7 +363,7 @@ impl Claim<'_> {
 /// On update: a ClusterIP for a Service that needs one again (out of ExternalName), NodePorts
 /// for one that now needs them (new ports, or a type change).
 /// Returns the keys reserved, for release if the update fails.
-pub async fn allocate_on_update(
+async fn allocate_on_update(
     store: &dyn Store,
     range: ServiceRange,
     r: &Resource,
@@ -421,7 +421,7 @@ pub async fn allocate_on_update(
 
 /// After an update: gives back the ClusterIP and NodePorts `old` held that `new` no longer
 /// does.
-pub async fn release_dropped(store: &dyn Store, old: &Value, new: &Value) {
+async fn release_dropped(store: &dyn Store, old: &Value, new: &Value) {
     if let Some(ip) = old["spec"]["clusterIP"].as_str()
         && ip.parse::<Ipv4Addr>().is_ok()
         && new["spec"]["clusterIP"].as_str() != Some(ip)
@@ -435,6 +435,83 @@ pub async fn release_dropped(store: &dyn Store, old: &Value, new: &Value) {
     };
     for port in node_ports(old).into_iter().filter(|p| !kept.contains(p)) {
         let _ = store.delete(&format!("{PORT_PREFIX}{port}"), None).await;
+    }
+}
+
+/// What a write reserves in the store beside its object, for the kinds that reserve
+/// anything (a Service's ClusterIPs and node ports): the registry calls these at the same
+/// points of every create, update and delete, whatever the kind, and they do nothing for a
+/// kind that reserves nothing.
+pub(crate) struct Reservations<'a> {
+    /// Where reservations are kept.
+    pub(crate) store: &'a dyn Store,
+    /// Where ClusterIPs come from.
+    pub(crate) range: ServiceRange,
+}
+
+fn reserves(r: &Resource) -> bool {
+    r.group.is_empty() && r.plural == "services"
+}
+
+impl Reservations<'_> {
+    /// Before a create: reserves what the new object needs, unless an object is already
+    /// stored at `key` (then the create is refused as upstream refuses it). Returns the keys
+    /// reserved, for [`Self::give_back`] if the write fails.
+    pub(crate) async fn create(
+        &self,
+        r: &Resource,
+        obj: &mut Value,
+        key: &str,
+    ) -> Result<Vec<String>, Status> {
+        if !reserves(r) {
+            return Ok(Vec::new());
+        }
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let exists = self.store.get(key).await;
+        match exists {
+            Ok(Some(_)) => return Err(Status::already_exists(r, &name)),
+            Ok(None) => {}
+            Err(e) => return Err(Status::internal(format!("reading {key}: {e}"))),
+        }
+        allocate(self.store, self.range, r, obj, key).await
+    }
+
+    /// Before an update through `sub` (`None`: the object itself; a subresource write
+    /// reserves nothing): what the changed object needs now.
+    pub(crate) async fn update(
+        &self,
+        r: &Resource,
+        current: &Value,
+        new: &mut Value,
+        key: &str,
+        sub: Option<&str>,
+    ) -> Result<Vec<String>, Status> {
+        if !reserves(r) || sub.is_some() {
+            return Ok(Vec::new());
+        }
+        allocate_on_update(self.store, self.range, r, current, new, key).await
+    }
+
+    /// After a failed write: gives back what was reserved for it.
+    pub(crate) async fn give_back(&self, reserved: &[String]) {
+        for k in reserved {
+            let _ = self.store.delete(k, None).await;
+        }
+    }
+
+    /// After a write stored `new` (`None`: the object is gone): gives back what `current`
+    /// held and `new` no longer does.
+    pub(crate) async fn written(&self, r: &Resource, current: &Value, new: Option<&Value>) {
+        if !reserves(r) {
+            return;
+        }
+        match new {
+            Some(new) => release_dropped(self.store, current, new).await,
+            None => release(self.store, current).await,
+        }
     }
 }
 

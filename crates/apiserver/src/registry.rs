@@ -142,10 +142,6 @@ fn store_error(r: &Resource, name: &str, e: store::Error) -> Status {
     }
 }
 
-fn is_service(r: &Resource) -> bool {
-    r.group.is_empty() && r.plural == "services"
-}
-
 /// Decodes a stored object and sets its resourceVersion.
 fn decode(kv: &KeyValue) -> Result<Value, Status> {
     decode_at(&kv.value, kv.mod_revision)
@@ -242,6 +238,14 @@ impl Registry {
             admission: Default::default(),
             service_range: Default::default(),
             served: Default::default(),
+        }
+    }
+
+    /// What writes reserve beside their objects (a Service's addresses and ports).
+    fn reservations(&self) -> allocator::Reservations<'_> {
+        allocator::Reservations {
+            store: &*self.store,
+            range: self.service_range,
         }
     }
 
@@ -486,21 +490,7 @@ impl Registry {
             return Ok(obj);
         }
         let key = r.key(ns, &name);
-        let mut reserved = Vec::new();
-        if is_service(r) {
-            // Allocate only for a Service that does not exist yet.
-            if self
-                .store
-                .get(&key)
-                .await
-                .map_err(|e| store_error(r, &name, e))?
-                .is_some()
-            {
-                return Err(Status::already_exists(r, &name));
-            }
-            reserved =
-                allocator::allocate(&*self.store, self.service_range, r, &mut obj, &key).await?;
-        }
+        let reserved = self.reservations().create(r, &mut obj, &key).await?;
         match self.store.create(&key, encode(&obj)).await {
             Ok(kv) => {
                 meta_mut(&mut obj)
@@ -508,9 +498,7 @@ impl Registry {
                 Ok(obj)
             }
             Err(e) => {
-                for k in &reserved {
-                    let _ = self.store.delete(k, None).await;
-                }
+                self.reservations().give_back(&reserved).await;
                 Err(store_error(r, &name, e))
             }
         }
@@ -630,20 +618,10 @@ impl Registry {
             if who.dry_run || new == current {
                 return Ok(new);
             }
-            // A status write leaves the spec as it was: nothing to allocate.
-            let reserved = if is_service(r) && sub.is_none() {
-                allocator::allocate_on_update(
-                    &*self.store,
-                    self.service_range,
-                    r,
-                    &current,
-                    &mut new,
-                    &key,
-                )
-                .await?
-            } else {
-                Vec::new()
-            };
+            let reserved = self
+                .reservations()
+                .update(r, &current, &mut new, &key, sub)
+                .await?;
             // As upstream's ShouldDeleteDuringUpdate: a graceful deletion in progress (a pod
             // whose kubelet still stops it) is not finished by an update, only by the
             // kubelet's delete with grace 0.
@@ -667,19 +645,12 @@ impl Registry {
             };
             // Reserved for an object that is not kept: given back.
             if result.is_err() || gone {
-                for k in &reserved {
-                    let _ = self.store.delete(k, None).await;
-                }
+                self.reservations().give_back(&reserved).await;
             }
             match result {
                 Ok(rev) => {
-                    if is_service(r) {
-                        if gone {
-                            allocator::release(&*self.store, &current).await;
-                        } else {
-                            allocator::release_dropped(&*self.store, &current, &new).await;
-                        }
-                    }
+                    let kept = (!gone).then_some(&new);
+                    self.reservations().written(r, &current, kept).await;
                     meta_mut(&mut new).insert("resourceVersion".into(), json!(rev.to_string()));
                     return Ok(new);
                 }
@@ -814,9 +785,7 @@ impl Registry {
                 }
                 return match self.store.delete(&key, Some(kv.mod_revision)).await {
                     Ok(_) => {
-                        if is_service(r) {
-                            allocator::release(&*self.store, &current).await;
-                        }
+                        self.reservations().written(r, &current, None).await;
                         Ok(current)
                     }
                     Err(store::Error::Conflict { .. }) => continue,
