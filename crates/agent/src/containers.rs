@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use runtime::host::Host;
 use runtime::shim::Exit;
 use serde::{Deserialize, Serialize};
 
@@ -92,7 +93,7 @@ impl Record {
 }
 
 /// Every container recorded under `data`, for recovery after a restart.
-pub(crate) fn load_all(data: &Path) -> Vec<Record> {
+pub(crate) fn load_all(host: &dyn Host, data: &Path) -> Vec<Record> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(data.join("containers"))
         .into_iter()
@@ -101,14 +102,14 @@ pub(crate) fn load_all(data: &Path) -> Vec<Record> {
     {
         let Ok(bytes) = std::fs::read(e.path().join("meta.json")) else {
             // Never got as far as its metadata: nothing was started from it.
-            let _ = runtime::rootfs::Snapshot::under(&e.path()).remove();
+            let _ = host.remove_rootfs(&e.path());
             let _ = std::fs::remove_dir_all(e.path());
             continue;
         };
         let Ok(meta) = serde_json::from_slice::<Meta>(&bytes) else {
             continue;
         };
-        let exit = runtime::shim::read_exit(&exit_file(data, &meta.id));
+        let exit = host.exit(&exit_file(data, &meta.id));
         let released = !dir(data, &meta.id).join("rootfs").exists();
         out.push(Record {
             meta,

@@ -40,7 +40,7 @@ fn collect(ctx: &Ctx, policy: &ImageGc) -> anyhow::Result<u64> {
         return Ok(0);
     }
     let goal = used.saturating_sub(capacity * u64::from(policy.low) / 100);
-    let in_use: BTreeSet<String> = crate::containers::load_all(&ctx.config.data_dir)
+    let in_use: BTreeSet<String> = crate::containers::load_all(&*ctx.host, &ctx.config.data_dir)
         .into_iter()
         .map(|r| r.meta.image_id)
         .collect();

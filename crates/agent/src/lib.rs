@@ -7,9 +7,11 @@
 //! runtime's state in `runtime/`, `cni/`) and the pod log directory. It talks to the control
 //! plane only through the Kubernetes API (a kube `Client`); host work (namespaces, mounts,
 //! cgroups, runc, CNI) goes through the `runtime` crate, images through the `image` crate.
+//! The pod workers reach the machine only through the `runtime::host::Host` trait they hold
+//! (`pods::Ctx::host`), so their decisions are tested against a fake without root.
 //!
-//! Start reading at [`run`], then `pods.rs` (one worker per pod: `PodState::sync`), then
-//! `status.rs` (what the pod's status says).
+//! Start reading at [`run`], then `pods/` (one worker per pod: `PodState::sync` in
+//! `pods/sync.rs`), then `status.rs` (what the pod's status says).
 
 pub mod bootstrap;
 mod containers;
@@ -161,18 +163,21 @@ pub async fn run(
     runtime::cni::ensure_masquerade(&subnet, &config.bridge).await?;
     tracing::info!(subnet, bridge = %config.bridge, "pod network: CNI configuration {}", conflist.display());
     let memory = node::memory_kib() * 1024;
-    let ctx = Arc::new(pods::Ctx {
-        client: client.clone(),
-        config: config.clone(),
-        runc,
-        images,
+    let machine = runtime::host::Local {
+        runc: runc.clone(),
+        monitor: std::env::current_exe()
+            .context("finding the rudder binary for the container monitor")?,
         network: runtime::cni::Network {
             config: conflist,
             plugin_dirs: plugin_dirs(),
         },
+    };
+    let ctx = Arc::new(pods::Ctx {
+        client: client.clone(),
+        config: config.clone(),
+        host: Arc::new(machine),
+        images,
         events: events::Recorder::new(client.clone(), config.node_name.clone()),
-        exe: std::env::current_exe()
-            .context("finding the rudder binary for the container monitor")?,
         capacity: env::Allocatable {
             cpus: std::thread::available_parallelism()
                 .map(|n| n.get() as u64)
@@ -213,7 +218,7 @@ pub async fn run(
                 node_logs: PathBuf::from("/var/log"),
             };
             let streaming = stream::Streaming {
-                runc: ctx.runc.clone(),
+                runc,
                 data: config.data_dir.clone(),
                 container: {
                     let ctx = ctx.clone();

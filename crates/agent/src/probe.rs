@@ -395,24 +395,14 @@ pub(crate) async fn hook(
 
 /// Runs a command in a running container (`runc exec`); its output, or the failure.
 pub(crate) async fn exec_in(ctx: &Ctx, id: &str, command: &[String]) -> Result<String, String> {
-    let out = tokio::process::Command::new(&ctx.runc.binary)
-        .arg("--root")
-        .arg(&ctx.runc.root)
-        .arg("exec")
-        .arg(id)
-        .args(command)
-        .kill_on_drop(true)
-        .output()
+    let out = ctx
+        .host
+        .exec(id, command)
         .await
         .map_err(|e| e.to_string())?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(text)
+    if out.success {
+        Ok(out.output)
     } else {
-        Err(text.trim().to_string())
+        Err(out.output.trim().to_string())
     }
 }

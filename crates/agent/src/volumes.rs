@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::{
     EmptyDirVolumeSource, HostPathVolumeSource, KeyToPath, Pod, Volume,
 };
-use nix::mount::{MntFlags, MsFlags};
+use runtime::host::Host;
 
 use crate::env::{Allocatable, Sources};
 
@@ -292,6 +292,7 @@ fn count_files(dir: &Path) -> usize {
 /// can be provided. A volume of a type this agent cannot provide is an error, never replaced
 /// by an empty directory: the pod must not run believing its data is kept.
 pub(crate) async fn ensure(
+    host: &dyn Host,
     pod: &Pod,
     pod_dir: &Path,
     sources: &Sources,
@@ -306,7 +307,7 @@ pub(crate) async fn ensure(
         .into_iter()
         .flatten()
     {
-        let volume = ensure_one(pod, v, &base.join(&v.name), sources, at)
+        let volume = ensure_one(host, pod, v, &base.join(&v.name), sources, at)
             .await
             .map_err(|e| format!("MountVolume.SetUp failed for volume {:?} : {e}", v.name))?;
         out.insert(v.name.clone(), volume);
@@ -316,6 +317,7 @@ pub(crate) async fn ensure(
 
 /// Sets up one volume in `dir` (emptyDir and projected kinds) or checks its host path.
 async fn ensure_one(
+    host: &dyn Host,
     pod: &Pod,
     v: &Volume,
     dir: &Path,
@@ -324,7 +326,7 @@ async fn ensure_one(
 ) -> Result<HostVolume, String> {
     let io = |e: std::io::Error| e.to_string();
     if let Some(e) = &v.empty_dir {
-        return empty_dir(e, dir, fs_group(pod));
+        return empty_dir(host, e, dir, fs_group(pod));
     }
     if let Some(h) = &v.host_path {
         return host_path(h);
@@ -355,6 +357,7 @@ fn source_kind(v: &Volume) -> String {
 /// An emptyDir, set up once (later calls leave it as the containers made it): mode 0777, or a
 /// tmpfs mounted with mode 1777; then given to the pod's fsGroup, read-write.
 fn empty_dir(
+    host: &dyn Host,
     e: &EmptyDirVolumeSource,
     dir: &Path,
     fs_group: Option<u32>,
@@ -364,7 +367,7 @@ fn empty_dir(
     std::fs::create_dir_all(dir).map_err(io)?;
     let memory = e.medium.as_deref() == Some("Memory");
     let fresh = if memory {
-        !runtime::rootfs::is_mounted(dir)
+        !host.is_mounted(dir)
     } else {
         created
     };
@@ -375,14 +378,8 @@ fn empty_dir(
             .and_then(|q| api::quantity::Quantity::parse(&q.0).ok())
             .map(|q| format!(",size={}", q.units()))
             .unwrap_or_default();
-        nix::mount::mount(
-            Some("tmpfs"),
-            dir,
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some(format!("mode=1777{size}").as_str()),
-        )
-        .map_err(|e| format!("mounting tmpfs: {e}"))?;
+        host.mount_tmpfs(dir, &format!("mode=1777{size}"))
+            .map_err(|e| format!("mounting tmpfs: {e}"))?;
     } else if fresh {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).map_err(io)?;
     }
@@ -433,14 +430,14 @@ fn host_path(h: &HostPathVolumeSource) -> Result<HostVolume, String> {
 }
 
 /// Unmounts the pod's tmpfs volumes; the directory itself goes with the pod's.
-pub(crate) fn teardown(pod_dir: &Path) {
+pub(crate) fn teardown(host: &dyn Host, pod_dir: &Path) {
     for e in std::fs::read_dir(volumes_dir(pod_dir))
         .into_iter()
         .flatten()
         .flatten()
     {
-        if runtime::rootfs::is_mounted(&e.path()) {
-            let _ = nix::mount::umount2(&e.path(), MntFlags::MNT_DETACH);
+        if host.is_mounted(&e.path()) {
+            host.unmount(&e.path());
         }
     }
 }

@@ -6,6 +6,10 @@
 //! ([`seccomp`]), CNI plugin invocation ([`cni`]) and the CRI log format ([`logs`]). It needs
 //! root and a Linux host.
 //!
+//! [`host`] gathers the operations the agent's pod workers perform into one trait, with the
+//! real machine behind it and, with the `fake` feature, a recording fake for tests without
+//! root.
+//!
 //! It must not touch the Kubernetes API or know about pods as API objects: the agent
 //! (`crates/agent`) turns pods into the plain values these modules take. Images come to it
 //! as unpacked layer directories.
@@ -17,6 +21,7 @@ pub mod address;
 pub mod attach;
 pub mod cgroups;
 pub mod cni;
+pub mod host;
 pub mod logs;
 pub mod namespaces;
 pub mod rootfs;
