@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use crate::authn::{Identity, Tokens};
 use crate::authz;
+use crate::connect;
 use crate::discovery;
 use crate::fieldcheck;
 use crate::openapi;
@@ -616,6 +617,19 @@ async fn resource(
         query,
     };
     let (r, reg, name) = (c.r(), c.reg(), c.name.as_str());
+    if let Some(sub) = info.subresource.as_deref()
+        && let Some(kind) = connect::of(r, info.verb, sub)
+    {
+        let (ns, query) = (c.ns, &c.query);
+        let target = connect::Target {
+            r,
+            ns,
+            name,
+            sub,
+            query,
+        };
+        return connect::serve(app, kind, target, req).await;
+    }
     match (info.verb, info.subresource.as_deref()) {
         ("get", None) => ok(&render_one(
             &c.sv,
@@ -652,18 +666,6 @@ async fn resource(
             ))
         }
         ("deletecollection", None) => delete_collection(&c, req).await,
-        ("get", Some("proxy")) if r.plural == "nodes" => {
-            crate::podlogs::node_proxy(reg, &app.kubelet, name, req.uri()).await
-        }
-        (_, Some("proxy")) if r.plural == "pods" || r.plural == "services" => {
-            let ns = c.ns.unwrap_or("default").to_string();
-            crate::podproxy::proxy(reg, &app.kubelet, &r.plural, &ns, name, req).await
-        }
-        ("get", Some("log")) => logs(&c, req).await,
-        ("create", Some(sub @ ("exec" | "attach" | "portforward"))) => {
-            let (ns, sub) = (c.ns.unwrap_or("default").to_string(), sub.to_string());
-            crate::podstream::proxy(reg, &app.kubelet, &ns, name, &sub, req).await
-        }
         (verb, _) => Err(Status::method_not_supported(r, verb)),
     }
 }
@@ -931,15 +933,6 @@ async fn delete_collection(c: &Call<'_>, req: Request) -> Result<Response, Statu
 }
 
 /// `pods/log`, over plain HTTP or a WebSocket.
-async fn logs(c: &Call<'_>, mut req: Request) -> Result<Response, Status> {
-    let ns = c.ns.unwrap_or("default");
-    let logs = crate::podlogs::logs(c.reg(), &c.app.kubelet, ns, &c.name, &c.query).await?;
-    if crate::wsstream::is_websocket(&c.headers) {
-        return Ok(crate::wsstream::stream(&mut req, logs.into_body()));
-    }
-    Ok(logs)
-}
-
 async fn watch(
     app: &App,
     sv: Served,

@@ -18,6 +18,7 @@ pub mod authn;
 pub mod authz;
 pub mod bootstrap;
 pub mod cacher;
+mod connect;
 pub mod customresources;
 pub mod discovery;
 pub mod eviction;
