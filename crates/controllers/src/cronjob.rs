@@ -20,6 +20,7 @@
 //! `Forbid`: skip while one runs, `Replace`: delete the running ones first). It then sets
 //! `status.active` and `lastScheduleTime` and syncs again at the next scheduled time.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -727,11 +728,55 @@ impl Sync<'_> {
 
     /// Reconciles the active list with the Jobs, then starts the due schedule if any.
     /// Returns when to sync again.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "written before the 150-line limit; to be split along its steps (issue 15)"
-    )]
     async fn run(&self, cj: &mut CronJob, children: &[Arc<Job>]) -> Result<Option<Duration>> {
+        self.note_children(cj, children).await?;
+        self.drop_missing(cj, children).await?;
+        if cj.metadata.deletion_timestamp.is_some() {
+            return Ok(None);
+        }
+        let Some(spec) = cj.spec.clone() else {
+            return Ok(None);
+        };
+        let Some((schedule, tz)) = self.schedule(cj, &spec).await else {
+            return Ok(None);
+        };
+        let scheduled = match self.due(cj, &spec, &schedule, &tz).await {
+            ControlFlow::Continue(t) => t,
+            ControlFlow::Break(then) => return Ok(then),
+        };
+        let policy = spec.concurrency_policy.as_deref().unwrap_or("Allow");
+        if policy == "Forbid" && !active(cj).is_empty() {
+            self.event(
+                cj,
+                Type::Normal,
+                "JobAlreadyActive",
+                "Not starting job because prior execution is running and concurrency policy is Forbid",
+            )
+            .await;
+            return Ok(self.next_sync(cj, &schedule, &tz));
+        }
+        if policy == "Replace" {
+            self.replace_active(cj).await?;
+        }
+        let Some(job) = self.create_job(cj, &spec, scheduled, &tz).await? else {
+            return Ok(None);
+        };
+        let status = cj.status.get_or_insert_with(Default::default);
+        status
+            .active
+            .get_or_insert_with(Vec::new)
+            .push(ObjectReference {
+                resource_version: job.metadata.resource_version.clone(),
+                ..job.object_ref(&())
+            });
+        status.last_schedule_time = Some(Time(scheduled));
+        Ok(self.next_sync(cj, &schedule, &tz))
+    }
+
+    /// Takes note of the CronJob's Jobs: a finished one leaves the active list (its
+    /// completion may be the last successful time), an unfinished one not in the list is
+    /// reported unless a fresh read of the CronJob lists it.
+    async fn note_children(&self, cj: &mut CronJob, children: &[Arc<Job>]) -> Result<()> {
         let cronjobs: Api<CronJob> =
             Api::namespaced(self.ctx.client.clone(), &cj.namespace().unwrap_or_default());
         for job in children {
@@ -776,7 +821,12 @@ impl Sync<'_> {
                 }
             }
         }
-        // Active Jobs neither in the cache nor in the API are gone.
+        Ok(())
+    }
+
+    /// Drops from the active list the Jobs neither in the cache nor in the API: they are
+    /// gone.
+    async fn drop_missing(&self, cj: &mut CronJob, children: &[Arc<Job>]) -> Result<()> {
         let known: Vec<String> = children.iter().map(|j| job_uid(j).to_string()).collect();
         for r in active(cj).to_vec() {
             let uid = r.uid.clone().unwrap_or_default();
@@ -802,13 +852,14 @@ impl Sync<'_> {
                 drop_active(cj, &uid);
             }
         }
-        if cj.metadata.deletion_timestamp.is_some() {
-            return Ok(None);
-        }
-        let Some(spec) = cj.spec.clone() else {
-            return Ok(None);
-        };
-        let tz = match zone_of(&spec) {
+        Ok(())
+    }
+
+    /// The schedule and its time zone, or None when nothing is to be scheduled: the
+    /// CronJob is suspended, or its time zone or schedule cannot be read (a warning event
+    /// says which).
+    async fn schedule(&self, cj: &CronJob, spec: &CronJobSpec) -> Option<(Schedule, TimeZone)> {
+        let tz = match zone_of(spec) {
             Ok(tz) => tz,
             Err(e) => {
                 let name = spec.time_zone.clone().unwrap_or_default();
@@ -819,11 +870,11 @@ impl Sync<'_> {
                     &format!("invalid timeZone: {name:?}: {e}"),
                 )
                 .await;
-                return Ok(None);
+                return None;
             }
         };
         if spec.suspend == Some(true) {
-            return Ok(None);
+            return None;
         }
         let parsed = Schedule::parse(&spec.schedule);
         if spec.schedule.contains("TZ") {
@@ -838,9 +889,9 @@ impl Sync<'_> {
             )
             .await;
         }
-        let (schedule, tz) = match parsed {
-            Ok((s, Some(zone))) => (s, TimeZone::get(&zone).unwrap_or(tz)),
-            Ok((s, None)) => (s, tz),
+        match parsed {
+            Ok((s, Some(zone))) => Some((s, TimeZone::get(&zone).unwrap_or(tz))),
+            Ok((s, None)) => Some((s, tz)),
             Err(e) => {
                 self.event(
                     cj,
@@ -849,33 +900,27 @@ impl Sync<'_> {
                     &format!("unparseable schedule: {:?} : {e}", spec.schedule),
                 )
                 .await;
-                return Ok(None);
+                None
             }
-        };
-        let created = cj
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map_or(self.now, |t| t.0);
-        let last = || {
-            cj.status
-                .as_ref()
-                .and_then(|s| s.last_schedule_time.as_ref())
-                .map(|t| t.0)
-        };
-        let next = |cj: &CronJob| {
-            let last = cj
-                .status
-                .as_ref()
-                .and_then(|s| s.last_schedule_time.as_ref())
-                .map(|t| t.0);
-            until_next(&schedule, &tz, created, last, self.now)
-        };
+        }
+    }
+
+    /// The scheduled time a Job is due for (`Continue`), or when to sync again instead
+    /// (`Break`): no time is due, the time is past the starting deadline, or its Job was
+    /// started already.
+    async fn due(
+        &self,
+        cj: &CronJob,
+        spec: &CronJobSpec,
+        schedule: &Schedule,
+        tz: &TimeZone,
+    ) -> ControlFlow<Option<Duration>, Timestamp> {
+        let last = last_scheduled(cj);
         let scheduled = match most_recent(
-            &schedule,
-            &tz,
-            created,
-            last(),
+            schedule,
+            tz,
+            created_at(cj, self.now),
+            last,
             spec.starting_deadline_seconds,
             self.now,
         ) {
@@ -887,9 +932,9 @@ impl Sync<'_> {
                     &format!("invalid schedule: {} : {e}", spec.schedule),
                 )
                 .await;
-                return Ok(None);
+                return ControlFlow::Break(None);
             }
-            Ok((_, None, _)) => return Ok(next(cj)),
+            Ok((_, None, _)) => return ControlFlow::Break(self.next_sync(cj, schedule, tz)),
             Ok((_, Some(t), missed)) => {
                 if missed == Missed::Many {
                     self.event(
@@ -917,49 +962,66 @@ impl Sync<'_> {
                 ),
             )
             .await;
-            return Ok(next(cj));
+            return ControlFlow::Break(self.next_sync(cj, schedule, tz));
         }
         let name = job_name(&cj.name_any(), scheduled);
         if active(cj)
             .iter()
             .any(|r| r.name.as_deref() == Some(name.as_str()))
-            || last() == Some(scheduled)
+            || last == Some(scheduled)
         {
-            return Ok(next(cj));
+            return ControlFlow::Break(self.next_sync(cj, schedule, tz));
         }
-        let policy = spec.concurrency_policy.as_deref().unwrap_or("Allow");
-        if policy == "Forbid" && !active(cj).is_empty() {
-            self.event(
-                cj,
-                Type::Normal,
-                "JobAlreadyActive",
-                "Not starting job because prior execution is running and concurrency policy is Forbid",
-            )
-            .await;
-            return Ok(next(cj));
-        }
-        if policy == "Replace" {
-            for r in active(cj).to_vec() {
-                let job = match self.jobs.get(r.name.as_deref().unwrap_or("")).await {
-                    Ok(j) => j,
-                    Err(e) => {
-                        self.event(cj, Type::Warning, "FailedGet", &format!("Get job: {e}"))
-                            .await;
-                        return Err(e.into());
-                    }
-                };
-                if !self.delete_job(cj, &job).await {
-                    return Err(anyhow::anyhow!(
-                        "could not replace job {}/{}",
-                        job.namespace().unwrap_or_default(),
-                        job.name_any()
-                    )
-                    .into());
+        ControlFlow::Continue(scheduled)
+    }
+
+    /// When to sync again: at the schedule's next time (upstream's
+    /// `nextScheduleTimeDuration`).
+    fn next_sync(&self, cj: &CronJob, schedule: &Schedule, tz: &TimeZone) -> Option<Duration> {
+        until_next(
+            schedule,
+            tz,
+            created_at(cj, self.now),
+            last_scheduled(cj),
+            self.now,
+        )
+    }
+
+    /// Deletes the active Jobs, for `concurrencyPolicy: Replace`.
+    async fn replace_active(&self, cj: &mut CronJob) -> Result<()> {
+        for r in active(cj).to_vec() {
+            let job = match self.jobs.get(r.name.as_deref().unwrap_or("")).await {
+                Ok(j) => j,
+                Err(e) => {
+                    self.event(cj, Type::Warning, "FailedGet", &format!("Get job: {e}"))
+                        .await;
+                    return Err(e.into());
                 }
+            };
+            if !self.delete_job(cj, &job).await {
+                return Err(anyhow::anyhow!(
+                    "could not replace job {}/{}",
+                    job.namespace().unwrap_or_default(),
+                    job.name_any()
+                )
+                .into());
             }
         }
-        let wanted = job_for(cj, &spec, scheduled, &tz);
-        let job = match self.jobs.create(&PostParams::default(), &wanted).await {
+        Ok(())
+    }
+
+    /// Creates the Job for `scheduled`. A Job of its name made before (the status not
+    /// written then) is taken if it is ours and not yet active; None when there is nothing
+    /// to record.
+    async fn create_job(
+        &self,
+        cj: &CronJob,
+        spec: &CronJobSpec,
+        scheduled: Timestamp,
+        tz: &TimeZone,
+    ) -> Result<Option<Job>> {
+        let wanted = job_for(cj, spec, scheduled, tz);
+        match self.jobs.create(&PostParams::default(), &wanted).await {
             Ok(job) => {
                 self.event(
                     cj,
@@ -968,20 +1030,20 @@ impl Sync<'_> {
                     &format!("Created job {}", job.name_any()),
                 )
                 .await;
-                job
+                Ok(Some(job))
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 // Created before, and the status not written then: take it if it is ours.
-                let job = self.jobs.get(&name).await?;
+                let job = self.jobs.get(&job_name(&cj.name_any(), scheduled)).await?;
                 let ours = pods::controller_of(&job.metadata)
                     .is_some_and(|c| Some(&c.uid) == cj.metadata.uid.as_ref());
                 if !ours || in_active(cj, job_uid(&job)) {
                     return Ok(None);
                 }
-                job
+                Ok(Some(job))
             }
             Err(kube::Error::Api(s)) if s.message.contains("being terminated") => {
-                return Err(kube::Error::Api(s).into());
+                Err(kube::Error::Api(s).into())
             }
             Err(e) => {
                 self.event(
@@ -991,20 +1053,23 @@ impl Sync<'_> {
                     &format!("Error creating job: {e}"),
                 )
                 .await;
-                return Err(e.into());
+                Err(e.into())
             }
-        };
-        let status = cj.status.get_or_insert_with(Default::default);
-        status
-            .active
-            .get_or_insert_with(Vec::new)
-            .push(ObjectReference {
-                resource_version: job.metadata.resource_version.clone(),
-                ..job.object_ref(&())
-            });
-        status.last_schedule_time = Some(Time(scheduled));
-        Ok(next(cj))
+        }
     }
+}
+
+/// When the CronJob was created (`now` when it does not say).
+fn created_at(cj: &CronJob, now: Timestamp) -> Timestamp {
+    cj.metadata.creation_timestamp.as_ref().map_or(now, |t| t.0)
+}
+
+/// The CronJob's last scheduled time (`status.lastScheduleTime`).
+fn last_scheduled(cj: &CronJob) -> Option<Timestamp> {
+    cj.status
+        .as_ref()
+        .and_then(|s| s.last_schedule_time.as_ref())
+        .map(|t| t.0)
 }
 
 #[cfg(test)]

@@ -203,10 +203,6 @@ fn max_unavailable_and_surge(ds: &DaemonSet, desired: i32) -> (i32, i32) {
     (unavailable, surge)
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "written before the 150-line limit; to be split along its steps (issue 15)"
-)]
 async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
     let Some(ds) = ctx.sets.get(&ObjectRef::from_obj(ds.as_ref())) else {
         return Ok(Action::await_change());
@@ -245,32 +241,85 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
         .unwrap_or(0);
     let hash = crate::deployment::template_hash(Some(&template), collisions);
     ensure_revision(&ctx, &ds, &template, &hash).await?;
-    // Pods by node.
-    let mut by_node: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
-    for p in &mine {
-        if let Some(n) = target_node(p) {
-            by_node.entry(n).or_default().push(p.clone());
-        }
-    }
-    let nodes = ctx.nodes.state();
     let min_ready = ds
         .spec
         .as_ref()
         .and_then(|s| s.min_ready_seconds)
         .unwrap_or(0);
     let now = jiff::Timestamp::now();
-    let is_new = |p: &Pod| p.labels().get(REVISION_HASH) == Some(&hash);
-    let mut create: Vec<String> = Vec::new();
-    let mut delete: Vec<Arc<Pod>> = Vec::new();
-    let mut failed: Vec<(Arc<Pod>, String)> = Vec::new();
-    let mut counts = Counts::default();
+    let plan = plan(
+        &ds,
+        &template,
+        &hash,
+        &mine,
+        &ctx.nodes.state(),
+        min_ready,
+        now,
+    );
+    if synced && ds.metadata.deletion_timestamp.is_none() {
+        let control = PodControl::new(pod_api, ds.as_ref(), &ctx.events, &ctx.expectations);
+        act(&ctx, &ds, &control, &template, &hash, &plan).await?;
+    }
+    let counts = &plan.counts;
+    let status = status_of(&ds, counts, collisions);
+    let old = serde_json::to_value(&ds.status).unwrap_or_default();
+    if status != old {
+        let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ns);
+        api.patch_status(
+            &ds.name_any(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(runtime::status_patch(&old, &status)),
+        )
+        .await?;
+    }
+    if min_ready > 0 && counts.ready != counts.available {
+        return Ok(Action::requeue(Duration::from_secs(min_ready as u64)));
+    }
+    Ok(Action::await_change())
+}
+
+/// What a sync does with a set's pods, and the counts its status reports.
+#[derive(Default)]
+struct Plan {
+    /// Nodes to create a pod on.
+    create: Vec<String>,
+    /// Pods to delete.
+    delete: Vec<Arc<Pod>>,
+    /// Failed pods to delete (they are made again), with their node.
+    failed: Vec<(Arc<Pod>, String)>,
+    counts: Counts,
+}
+
+/// Decides node by node which of the set's pods `mine` go and which nodes get one: a node
+/// that should run the set keeps the oldest pod of each revision (`hash` the current one),
+/// failed pods are replaced, pods of other nodes go; then the rolling update of the nodes
+/// running only old pods.
+fn plan(
+    ds: &DaemonSet,
+    template: &PodTemplateSpec,
+    hash: &str,
+    mine: &[Arc<Pod>],
+    nodes: &[Arc<Node>],
+    min_ready: i32,
+    now: jiff::Timestamp,
+) -> Plan {
+    // Pods by node.
+    let mut by_node: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
+    for p in mine {
+        if let Some(n) = target_node(p) {
+            by_node.entry(n).or_default().push(p.clone());
+        }
+    }
+    let is_new = |p: &Pod| p.labels().get(REVISION_HASH).is_some_and(|h| h == hash);
+    let mut plan = Plan::default();
+    let (create, delete, counts) = (&mut plan.create, &mut plan.delete, &mut plan.counts);
     // Nodes whose only pods are old (for the rolling update).
     let mut old_only: Vec<(String, Vec<Arc<Pod>>)> = Vec::new();
     let mut unavailable_nodes = 0;
-    for node in &nodes {
+    for node in nodes {
         let name = node.name_any();
         let mut here = by_node.remove(&name).unwrap_or_default();
-        let run = should_run(&template, node);
+        let run = should_run(template, node);
         if !run {
             if !here.is_empty() {
                 counts.misscheduled += 1;
@@ -283,7 +332,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
         let (dead, alive): (Vec<_>, Vec<_>) =
             here.drain(..).partition(|p| pod::phase(p) == "Failed");
         for p in dead {
-            failed.push((p, name.clone()));
+            plan.failed.push((p, name.clone()));
         }
         let mut alive = alive;
         if alive.is_empty() {
@@ -335,50 +384,79 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
         .unwrap_or("RollingUpdate")
         == "RollingUpdate";
     if rolling && !old_only.is_empty() {
-        let (max_unavailable, max_surge) = max_unavailable_and_surge(&ds, counts.desired);
-        let mut budget = max_unavailable - unavailable_nodes;
-        let mut surge = max_surge;
-        for (node, old) in old_only {
-            let available = old.iter().any(|p| pods::is_available(p, min_ready, now));
-            if !available {
-                // An unavailable old pod costs nothing to replace.
-                delete.extend(old);
-            } else if max_surge > 0 {
-                if surge > 0 {
-                    create.push(node);
-                    surge -= 1;
-                }
-            } else if budget > 0 {
-                delete.extend(old);
-                budget -= 1;
+        roll(ds, old_only, unavailable_nodes, min_ready, now, &mut plan);
+    }
+    plan
+}
+
+/// The rolling update of the nodes running only old pods (`old_only`), while
+/// `unavailable_nodes` are unavailable: an unavailable old pod goes at once; an available
+/// one gets a new pod beside it within `maxSurge`, else goes within `maxUnavailable`.
+fn roll(
+    ds: &DaemonSet,
+    old_only: Vec<(String, Vec<Arc<Pod>>)>,
+    unavailable_nodes: i32,
+    min_ready: i32,
+    now: jiff::Timestamp,
+    plan: &mut Plan,
+) {
+    let (max_unavailable, max_surge) = max_unavailable_and_surge(ds, plan.counts.desired);
+    let mut budget = max_unavailable - unavailable_nodes;
+    let mut surge = max_surge;
+    for (node, old) in old_only {
+        let available = old.iter().any(|p| pods::is_available(p, min_ready, now));
+        if !available {
+            // An unavailable old pod costs nothing to replace.
+            plan.delete.extend(old);
+        } else if max_surge > 0 {
+            if surge > 0 {
+                plan.create.push(node);
+                surge -= 1;
             }
+        } else if budget > 0 {
+            plan.delete.extend(old);
+            budget -= 1;
         }
     }
-    if synced && ds.metadata.deletion_timestamp.is_none() {
-        let control = PodControl::new(pod_api, ds.as_ref(), &ctx.events, &ctx.expectations);
-        for (p, node) in &failed {
-            ctx.events
-                .publish(
-                    &reference(ds.as_ref()),
-                    Type::Warning,
-                    "FailedDaemonPod",
-                    &format!(
-                        "Found failed daemon pod {ns}/{} on node {node}, will try to kill it",
-                        p.name_any()
-                    ),
-                )
-                .await;
-            control.delete(p).await?;
-        }
-        for p in &delete {
-            control.delete(p).await?;
-        }
-        for node in &create {
-            control
-                .create(&pod_for(&ds, &template, node, &hash))
-                .await?;
-        }
+}
+
+/// Carries out `plan`: deletes the failed pods (with an event each) and the unwanted ones,
+/// then creates the missing ones; the first error ends it.
+async fn act(
+    ctx: &Ctx,
+    ds: &DaemonSet,
+    control: &PodControl<'_>,
+    template: &PodTemplateSpec,
+    hash: &str,
+    plan: &Plan,
+) -> Result<()> {
+    let ns = ds.namespace().unwrap_or_default();
+    for (p, node) in &plan.failed {
+        ctx.events
+            .publish(
+                &reference(ds),
+                Type::Warning,
+                "FailedDaemonPod",
+                &format!(
+                    "Found failed daemon pod {ns}/{} on node {node}, will try to kill it",
+                    p.name_any()
+                ),
+            )
+            .await;
+        control.delete(p).await?;
     }
+    for p in &plan.delete {
+        control.delete(p).await?;
+    }
+    for node in &plan.create {
+        control.create(&pod_for(ds, template, node, hash)).await?;
+    }
+    Ok(())
+}
+
+/// The status a sync writes: zero counts left out (but for the four upstream always
+/// writes), and the collision count when there were collisions.
+fn status_of(ds: &DaemonSet, counts: &Counts, collisions: i32) -> Value {
     let status = json!({
         "currentNumberScheduled": counts.current,
         "numberMisscheduled": counts.misscheduled,
@@ -405,20 +483,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action> {
     if collisions > 0 {
         status["collisionCount"] = json!(collisions);
     }
-    let old = serde_json::to_value(&ds.status).unwrap_or_default();
-    if status != old {
-        let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ns);
-        api.patch_status(
-            &ds.name_any(),
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(runtime::status_patch(&old, &status)),
-        )
-        .await?;
-    }
-    if min_ready > 0 && counts.ready != counts.available {
-        return Ok(Action::requeue(Duration::from_secs(min_ready as u64)));
-    }
-    Ok(Action::await_change())
+    status
 }
 
 #[derive(Default)]

@@ -1034,87 +1034,8 @@ fn status_of(
             &stamp,
         )
     });
-    let previous = old["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == "Progressing"))
-        .cloned();
-    let paused = d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
     let new_name = sets.new.as_ref().map(|rs| rs.name_any());
-    let complete =
-        counts.updated == replicas && counts.replicas == replicas && counts.available == replicas;
-    let progressing = if paused {
-        Some(condition(
-            old,
-            "Progressing",
-            "Unknown",
-            "DeploymentPaused",
-            "Deployment is paused",
-            &stamp,
-        ))
-    } else if previous
-        .as_ref()
-        .is_some_and(|p| p["reason"] == "DeploymentPaused")
-    {
-        Some(condition(
-            old,
-            "Progressing",
-            "Unknown",
-            "DeploymentResumed",
-            "Deployment is resumed",
-            &stamp,
-        ))
-    } else if d
-        .spec
-        .as_ref()
-        .and_then(|s| s.progress_deadline_seconds)
-        .is_none()
-    {
-        None
-    } else if complete && let Some(name) = &new_name {
-        Some(condition(
-            old,
-            "Progressing",
-            "True",
-            "NewReplicaSetAvailable",
-            &format!("ReplicaSet \"{name}\" has successfully progressed."),
-            &stamp,
-        ))
-    } else if let Some((reason, message)) = earned.filter(|_| !complete) {
-        Some(condition(
-            old,
-            "Progressing",
-            "True",
-            &reason,
-            &message,
-            &stamp,
-        ))
-    } else if made_progress(old, counts)
-        && let Some(name) = &new_name
-    {
-        Some(condition(
-            old,
-            "Progressing",
-            "True",
-            "ReplicaSetUpdated",
-            &format!("ReplicaSet \"{name}\" is progressing."),
-            &stamp,
-        ))
-    } else if timed_out(d, previous.as_ref(), now) {
-        let what = new_name
-            .map(|n| format!("ReplicaSet \"{n}\""))
-            .unwrap_or_else(|| format!("Deployment \"{}\"", d.name_any()));
-        Some(condition(
-            old,
-            "Progressing",
-            "False",
-            "ProgressDeadlineExceeded",
-            &format!("{what} has timed out progressing."),
-            &stamp,
-        ))
-    } else {
-        previous
-    };
-    if let Some(p) = progressing {
+    if let Some(p) = progressing(d, old, counts, new_name, earned, now, &stamp) {
         conditions.push(p);
     }
     // A ReplicaSet's failure to create pods shows on its Deployment.
@@ -1138,6 +1059,100 @@ fn status_of(
     }
     status["conditions"] = Value::Array(conditions);
     status
+}
+
+/// The Progressing condition: Unknown while paused and once resumed, none without a
+/// progress deadline, True when the new ReplicaSet is available, as `earned` says, or while
+/// it progresses, False past the deadline, else as it was (upstream's `syncRolloutStatus`).
+fn progressing(
+    d: &Deployment,
+    old: &Value,
+    counts: &Counts,
+    new_name: Option<String>,
+    earned: Option<(String, String)>,
+    now: jiff::Timestamp,
+    stamp: &str,
+) -> Option<Value> {
+    let replicas = replicas_of(d);
+    let previous = old["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Progressing"))
+        .cloned();
+    let paused = d.spec.as_ref().and_then(|s| s.paused).unwrap_or(false);
+    let complete =
+        counts.updated == replicas && counts.replicas == replicas && counts.available == replicas;
+    if paused {
+        Some(condition(
+            old,
+            "Progressing",
+            "Unknown",
+            "DeploymentPaused",
+            "Deployment is paused",
+            stamp,
+        ))
+    } else if previous
+        .as_ref()
+        .is_some_and(|p| p["reason"] == "DeploymentPaused")
+    {
+        Some(condition(
+            old,
+            "Progressing",
+            "Unknown",
+            "DeploymentResumed",
+            "Deployment is resumed",
+            stamp,
+        ))
+    } else if d
+        .spec
+        .as_ref()
+        .and_then(|s| s.progress_deadline_seconds)
+        .is_none()
+    {
+        None
+    } else if complete && let Some(name) = &new_name {
+        Some(condition(
+            old,
+            "Progressing",
+            "True",
+            "NewReplicaSetAvailable",
+            &format!("ReplicaSet \"{name}\" has successfully progressed."),
+            stamp,
+        ))
+    } else if let Some((reason, message)) = earned.filter(|_| !complete) {
+        Some(condition(
+            old,
+            "Progressing",
+            "True",
+            &reason,
+            &message,
+            stamp,
+        ))
+    } else if made_progress(old, counts)
+        && let Some(name) = &new_name
+    {
+        Some(condition(
+            old,
+            "Progressing",
+            "True",
+            "ReplicaSetUpdated",
+            &format!("ReplicaSet \"{name}\" is progressing."),
+            stamp,
+        ))
+    } else if timed_out(d, previous.as_ref(), now) {
+        let what = new_name
+            .map(|n| format!("ReplicaSet \"{n}\""))
+            .unwrap_or_else(|| format!("Deployment \"{}\"", d.name_any()));
+        Some(condition(
+            old,
+            "Progressing",
+            "False",
+            "ProgressDeadlineExceeded",
+            &format!("{what} has timed out progressing."),
+            stamp,
+        ))
+    } else {
+        previous
+    }
 }
 
 /// Whether the counts moved forward since the last status (upstream's
