@@ -272,8 +272,24 @@ fn authenticate(app: &App, conn: &Connection, headers: &HeaderMap) -> Option<Ide
     app.tokens.authenticate(auth)
 }
 
-/// Every `/api` and `/apis` request.
+/// Every `/api` and `/apis` request, in a `request` span (method, path, then the user and the
+/// answer's code) that whatever is logged while serving it carries.
 pub async fn api(State(app): State<Arc<App>>, req: Request) -> Response {
+    use tracing::Instrument as _;
+    let span = tracing::debug_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        user = tracing::field::Empty,
+        code = tracing::field::Empty,
+    );
+    let resp = serve(app, req).instrument(span.clone()).await;
+    span.record("code", resp.status().as_u16());
+    tracing::debug!(parent: &span, "answered");
+    resp
+}
+
+async fn serve(app: Arc<App>, req: Request) -> Response {
     let conn = req
         .extensions()
         .get::<Connection>()
@@ -282,6 +298,7 @@ pub async fn api(State(app): State<Arc<App>>, req: Request) -> Response {
     let Some(who) = authenticate(&app, &conn, req.headers()) else {
         return status_response(&Status::unauthorized());
     };
+    tracing::Span::current().record("user", who.user.as_str());
     if let Err(s) = crate::authn::refuse_impersonation(&who, req.headers()) {
         return status_response(&s);
     }
