@@ -11,6 +11,7 @@
 //! Start reading at [`resources`], then [`status`].
 
 pub mod convert;
+pub mod crdschema;
 pub mod patch;
 pub mod protobuf;
 pub mod quantity;

@@ -8,7 +8,10 @@
 //! `etcdctl` users find objects where they expect), which fields a field selector may use,
 //! and where its `scale` subresource reads and writes replicas.
 
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, LazyLock, RwLock};
+
+use serde_json::Value;
 
 /// One resource of the API.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -37,6 +40,19 @@ pub struct Resource {
     pub fields: Vec<String>,
     /// Where the `scale` subresource finds replicas, for resources that have one.
     pub scale: Option<ScalePaths>,
+    /// A custom resource's schema, from its definition: what its objects are pruned to,
+    /// defaulted by and validated against.
+    pub schema: Option<Schema>,
+}
+
+/// A custom resource version's OpenAPI v3 schema (`schema.openAPIV3Schema`), shared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schema(pub Arc<Value>);
+
+impl Hash for Schema {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.0.to_string().hash(h);
+    }
 }
 
 /// Where a resource keeps what its `scale` subresource shows: paths in upstream's
@@ -160,6 +176,7 @@ macro_rules! resources {
             storage: $storage.into(),
             fields: strings(&[$($field),*]),
             scale: None,
+            schema: None,
         })),*]);
     };
 }

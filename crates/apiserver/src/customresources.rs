@@ -9,14 +9,15 @@
 //! gone; then the loop removes the cleanup finalizer, the definition goes, and so does its
 //! resource. The strategy (`strategy::crd`) holds the definition's own rules.
 //!
-//! Not here yet: schemas (validation, pruning, defaulting), additional printer columns,
-//! conversion between versions, and name conflicts between definitions.
+//! Each served version carries its schema, which the custom resource strategy
+//! (`strategy::custom`) prunes, defaults and validates objects by. Not here yet: additional
+//! printer columns, conversion between versions, and name conflicts between definitions.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::resources::ScalePaths;
+use api::resources::{ScalePaths, Schema};
 use api::{Resource, Status};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -85,6 +86,9 @@ fn version_resource(crd: &Value, version: &Value) -> Resource {
         storage: format!("{group}/{plural}"),
         fields,
         scale,
+        schema: version
+            .pointer("/schema/openAPIV3Schema")
+            .map(|s| Schema(Arc::new(s.clone()))),
         group,
         kind,
         plural,

@@ -175,11 +175,10 @@ fn versions(spec: &Value, errs: &mut Vec<FieldError>) {
             ));
         }
         seen.push(name);
-        if v.pointer("/schema/openAPIV3Schema").is_none() {
-            errs.push(FieldError::required(
-                format!("spec.versions[{i}].schema.openAPIV3Schema"),
-                "schemas are required",
-            ));
+        let path = format!("spec.versions[{i}].schema.openAPIV3Schema");
+        match v.pointer("/schema/openAPIV3Schema") {
+            None => errs.push(FieldError::required(path, "schemas are required")),
+            Some(schema) => errs.extend(api::crdschema::structural_errors(schema, &path)),
         }
     }
 }

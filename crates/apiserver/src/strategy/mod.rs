@@ -13,6 +13,7 @@ mod batch;
 mod config;
 pub(crate) mod crd;
 mod csr;
+mod custom;
 mod defaults;
 mod ephemeral;
 mod namespace;
@@ -85,8 +86,35 @@ pub struct Generic;
 
 impl Strategy for Generic {}
 
-/// The strategy of `r`: the one list of kinds with behaviour of their own.
-pub fn of(r: &Resource) -> &'static dyn Strategy {
+/// A resource's strategy: a built-in kind's, or a custom resource's built from its schema.
+pub(crate) enum Of {
+    /// A built-in kind's (or [`Generic`]).
+    Static(&'static dyn Strategy),
+    /// A custom resource's.
+    Custom(custom::Custom),
+}
+
+impl std::ops::Deref for Of {
+    type Target = dyn Strategy;
+
+    fn deref(&self) -> &(dyn Strategy + 'static) {
+        match self {
+            Of::Static(s) => *s,
+            Of::Custom(c) => c,
+        }
+    }
+}
+
+/// The strategy of `r`: a custom resource's from its schema, else a built-in kind's.
+pub(crate) fn of(r: &Resource) -> Of {
+    match &r.schema {
+        Some(schema) => Of::Custom(custom::Custom(schema.0.clone())),
+        None => Of::Static(built_in(r)),
+    }
+}
+
+/// The one list of built-in kinds with behaviour of their own.
+fn built_in(r: &Resource) -> &'static dyn Strategy {
     match r.group_plural() {
         ("", "pods") => &pod::Pod,
         ("", "services") => &service::Service,
