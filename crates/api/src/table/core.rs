@@ -42,6 +42,20 @@ pub(super) static PODS: Printer = Printer {
     cells: pod_cells,
 };
 
+/// What [`pod_cells`] reads (the printers' tests check that a pod cut down to these prints
+/// the same).
+pub(super) const POD_FIELDS: &[&str] = &[
+    "metadata.name",
+    "metadata.creationTimestamp",
+    "metadata.deletionTimestamp",
+    "spec.containers.name",
+    "spec.initContainers.name",
+    "spec.initContainers.restartPolicy",
+    "spec.nodeName",
+    "spec.readinessGates",
+    "status",
+];
+
 /// The Ready, Status and Restarts cells of a pod, following upstream's reading of container
 /// states: init containers first, then the app containers (the first one's state wins).
 fn pod_state(pod: &Value, now: Timestamp) -> (String, String, String) {
