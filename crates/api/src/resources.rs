@@ -43,6 +43,25 @@ pub struct Resource {
     /// A custom resource's schema, from its definition: what its objects are pruned to,
     /// defaulted by and validated against.
     pub schema: Option<Schema>,
+    /// A custom resource's `additionalPrinterColumns`, shown after its name by `kubectl get`.
+    pub columns: Vec<PrinterColumn>,
+}
+
+/// One of a custom resource's `additionalPrinterColumns`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct PrinterColumn {
+    /// The header.
+    pub name: String,
+    /// `string`, `integer`, `number`, `boolean` or `date`.
+    pub kind: String,
+    /// A format hint (`name`, `int32`, ...), passed on to clients.
+    pub format: String,
+    /// What the column shows, passed on to clients.
+    pub description: String,
+    /// 0 for the default view, more for `-o wide` only.
+    pub priority: u8,
+    /// Where in the object the cell comes from, a JSONPath such as `.status.replicas`.
+    pub json_path: String,
 }
 
 /// A custom resource version's OpenAPI v3 schema (`schema.openAPIV3Schema`), shared.
@@ -177,6 +196,7 @@ macro_rules! resources {
             fields: strings(&[$($field),*]),
             scale: None,
             schema: None,
+            columns: Vec::new(),
         })),*]);
     };
 }

@@ -10,14 +10,14 @@
 //! resource. The strategy (`strategy::crd`) holds the definition's own rules.
 //!
 //! Each served version carries its schema, which the custom resource strategy
-//! (`strategy::custom`) prunes, defaults and validates objects by. Not here yet: additional
-//! printer columns, conversion between versions, and name conflicts between definitions.
+//! (`strategy::custom`) prunes, defaults and validates objects by, and its printer columns.
+//! Not here yet: conversion between versions, and name conflicts between definitions.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::resources::{ScalePaths, Schema};
+use api::resources::{PrinterColumn, ScalePaths, Schema};
 use api::{Resource, Status};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -89,10 +89,31 @@ fn version_resource(crd: &Value, version: &Value) -> Resource {
         schema: version
             .pointer("/schema/openAPIV3Schema")
             .map(|s| Schema(Arc::new(s.clone()))),
+        columns: printer_columns(version),
         group,
         kind,
         plural,
     }
+}
+
+/// A version's `additionalPrinterColumns`.
+fn printer_columns(version: &Value) -> Vec<PrinterColumn> {
+    let columns = version["additionalPrinterColumns"].as_array();
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    columns
+        .into_iter()
+        .flatten()
+        .map(|c| PrinterColumn {
+            name: text(&c["name"]),
+            kind: text(&c["type"]),
+            format: text(&c["format"]),
+            description: text(&c["description"]),
+            priority: c["priority"]
+                .as_u64()
+                .map_or(0, |p| u8::try_from(p).unwrap_or(u8::MAX)),
+            json_path: text(&c["jsonPath"]),
+        })
+        .collect()
 }
 
 /// The resources a definition serves: one per served version.

@@ -16,6 +16,8 @@
 //! `networking`, `access`, `cluster`); `printer` is the one place that maps a resource to
 //! its printer.
 
+use std::borrow::Cow;
+
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
@@ -27,26 +29,30 @@ pub use raw::row_json;
 mod access;
 mod cluster;
 mod core;
+mod custom;
 mod networking;
 mod raw;
 mod storage;
 mod workloads;
 
 /// One column of a table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
     /// The header, as kubectl upper-cases it.
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// `string`, `integer`, `boolean` or `date`.
-    pub kind: &'static str,
+    pub kind: Cow<'static, str>,
+    /// A format hint: `name` for the object's name column, else mostly empty.
+    pub format: Cow<'static, str>,
     /// 0 for the default view, 1 for `-o wide` only.
     pub priority: u8,
 }
 
 const fn col(name: &'static str, kind: &'static str, priority: u8) -> Column {
     Column {
-        name,
-        kind,
+        name: Cow::Borrowed(name),
+        kind: Cow::Borrowed(kind),
+        format: Cow::Borrowed(""),
         priority,
     }
 }
@@ -165,11 +171,17 @@ fn fields_read(r: &Resource) -> Option<&'static raw::Wanted> {
 
 /// The columns of a resource's table.
 pub fn columns(r: &Resource) -> Vec<Column> {
+    if !r.columns.is_empty() {
+        return custom::columns(&r.columns);
+    }
     printer(r).columns.to_vec()
 }
 
 /// One row's cells, in the order of [`columns`].
 pub fn cells(r: &Resource, obj: &Value, now: Timestamp) -> Vec<Value> {
+    if !r.columns.is_empty() {
+        return custom::cells(&r.columns, obj, now);
+    }
     (printer(r).cells)(obj, now)
 }
 
@@ -391,7 +403,7 @@ fn head(r: &Resource, meta: Value) -> serde_json::Map<String, Value> {
         .map(|c| {
             // upstream marks the attacher of a VolumeAttachment as a name too.
             let named = c.name == "Name" || (r.plural == "volumeattachments" && c.name == "Attacher");
-            let format = if named { "name" } else { "" };
+            let format = if named { "name" } else { &c.format };
             json!({"name": c.name, "type": c.kind, "format": format, "description": c.name, "priority": c.priority})
         })
         .collect();
@@ -529,10 +541,10 @@ mod tests {
         let t = table(va, vec![], Include::None, json!({}), now);
         assert_eq!(t["columnDefinitions"][1]["format"], "name");
         let cj = find("batch", "v1", "cronjobs").unwrap();
-        let wide: Vec<&str> = columns(cj)
-            .iter()
+        let wide: Vec<String> = columns(cj)
+            .into_iter()
             .filter(|c| c.priority == 1)
-            .map(|c| c.name)
+            .map(|c| c.name.into_owned())
             .collect();
         assert_eq!(wide, ["Containers", "Images", "Selector"]);
     }
