@@ -1,7 +1,8 @@
 //! CustomResourceDefinitions with the real kubectl: a definition is served once established
 //! (discovery, `api-resources`, get as a table, the scale subresource), survives a restart,
 //! is refused with upstream's words when malformed, and takes its objects with it when
-//! deleted.
+//! deleted; its objects are pruned, defaulted and validated by its schema and printed with
+//! its columns.
 
 mod support;
 
@@ -125,4 +126,104 @@ fn custom_resources_are_served_while_their_definition_is() {
     .out();
     let none = c.kubectl(&["get", "widgets", "-A", "-o", "name"]);
     assert_eq!(none.out(), "");
+}
+
+const GADGETS: &str = "\
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: gadgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: gadgets, kind: Gadget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [replicas]
+            properties:
+              replicas: {type: integer, minimum: 0}
+              color: {type: string, default: red, enum: [red, blue]}
+    additionalPrinterColumns:
+    - {name: Replicas, type: integer, jsonPath: .spec.replicas}
+    - {name: Color, type: string, jsonPath: .spec.color}
+    - {name: Age, type: date, jsonPath: .metadata.creationTimestamp}
+";
+
+#[test]
+fn custom_objects_follow_their_schema() {
+    let c = Cluster::start(&[]);
+    c.apply(GADGETS).out();
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/gadgets.example.com",
+    ])
+    .out();
+    let gadget = |spec: &str| {
+        format!("apiVersion: example.com/v1\nkind: Gadget\nmetadata: {{name: g}}\nspec: {spec}\n")
+    };
+    let refused = c.apply(&gadget("{replicas: many}"));
+    assert!(
+        refused.err().contains(
+            "spec.replicas: Invalid value: \"string\": spec.replicas in body must be of type integer: \"string\""
+        ),
+        "{}",
+        refused.stderr
+    );
+    let refused = c.apply(&gadget("{replicas: -1, color: green}"));
+    let err = refused.err();
+    assert!(
+        err.contains("spec.replicas: Invalid value: -1: spec.replicas in body should be greater than or equal to 0"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "spec.color: Unsupported value: \"green\": supported values: \"red\", \"blue\""
+        ),
+        "{err}"
+    );
+    let refused = c.apply(&gadget("{color: blue}"));
+    assert!(
+        refused.err().contains("spec.replicas: Required value"),
+        "{}",
+        refused.stderr
+    );
+
+    // Defaults filled in; what the schema does not know is dropped.
+    c.kubectl_in(
+        &["create", "--validate=false", "-f", "-"],
+        Some(&gadget("{replicas: 2, size: 9}")),
+    )
+    .out();
+    let spec = c.kubectl(&["get", "gadget", "g", "-o", "jsonpath={.spec}"]);
+    assert_eq!(spec.out(), r#"{"color":"red","replicas":2}"#);
+    // The definition's printer columns.
+    let table = c.kubectl(&["get", "gadgets"]);
+    let rows: Vec<Vec<&str>> = table
+        .out()
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["NAME", "REPLICAS", "COLOR", "AGE"]);
+    assert_eq!(rows[1][..3], ["g", "2", "red"]);
+
+    let structural = GADGETS.replace(
+        "replicas: {type: integer, minimum: 0}",
+        "replicas: {minimum: 0}",
+    );
+    let refused = c.apply(&structural);
+    assert!(
+        refused.err().contains(
+            "spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[replicas].type: Required value: must not be empty for specified object fields"
+        ),
+        "{}",
+        refused.stderr
+    );
 }
