@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use api::Resource;
 use api::resources::{Catalog, builtin};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 
 use crate::typed::{self, ApiType, Typed};
@@ -188,6 +189,40 @@ impl Typed for AddSchema<'_> {
     }
 }
 
+/// A custom resource's schema name, as upstream publishes it: the group reversed, then
+/// version and kind (`com.example.stable.v1.CronTab`).
+fn custom_name(r: &Resource) -> String {
+    let group: Vec<&str> = r.group.rsplit('.').collect();
+    format!("{}.{}.{}", group.join("."), r.version, r.kind)
+}
+
+/// A custom resource's published schema: its definition's, with `apiVersion`, `kind` and
+/// `metadata` (ObjectMeta's schema) added as upstream adds them.
+fn custom_schema(r: &Resource, schema: &Value, v2: bool) -> (String, Value) {
+    let mut out = schema.clone();
+    let meta = if v2 {
+        "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+    } else {
+        "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+    };
+    if let Some(obj) = out.as_object_mut() {
+        let props = obj.entry("properties").or_insert_with(|| json!({}));
+        if let Some(props) = props.as_object_mut() {
+            let text = |what: &str| json!({"type": "string", "description": what});
+            props.insert(
+                "apiVersion".into(),
+                text("The version of the schema the object is written in."),
+            );
+            props.insert("kind".into(), text("The kind of the object."));
+            props.insert(
+                "metadata".into(),
+                json!({"allOf": [{"$ref": meta}], "description": "The object's metadata."}),
+            );
+        }
+    }
+    (custom_name(r), out)
+}
+
 /// The paths and schemas of `resources`, as OpenAPI v3 or (`v2`) Swagger 2.0.
 fn build_document(v2: bool, resources: &[&Resource]) -> Option<Value> {
     let mut paths = serde_json::Map::new();
@@ -197,6 +232,7 @@ fn build_document(v2: bool, resources: &[&Resource]) -> Option<Value> {
     }
     let mut generator = settings.into_generator();
     let mut kinds = Vec::new();
+    let mut custom = Vec::new();
     for r in resources {
         let base = if r.group.is_empty() {
             format!("/api/{}", r.version)
@@ -233,12 +269,19 @@ fn build_document(v2: bool, resources: &[&Resource]) -> Option<Value> {
         paths.insert(item, json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}));
         if let Some(name) = typed::visit(r, AddSchema(&mut generator)) {
             kinds.push((name, gvk));
+        } else if let Some(schema) = &r.schema {
+            generator.subschema_for::<ObjectMeta>();
+            custom.push(custom_schema(r, &schema.0, v2));
+            kinds.push((custom_name(r), gvk));
         }
     }
     if paths.is_empty() {
         return None;
     }
     let mut schemas = generator.take_definitions(true);
+    for (name, schema) in custom {
+        schemas.insert(name, schema);
+    }
     for (name, gvk) in kinds {
         if let Some(Value::Object(schema)) = schemas.get_mut(&name) {
             schema.insert("x-kubernetes-group-version-kind".into(), json!([gvk]));
@@ -305,5 +348,38 @@ mod tests {
         );
         served.remove("apps", "v1", "widgets");
         assert_eq!(url(&index(&served)), before);
+    }
+
+    #[test]
+    fn custom_resources_publish_their_schema() {
+        let served = Catalog::new();
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object"}}});
+        served.add(Resource {
+            group: "stable.example.com".into(),
+            version: "v1".into(),
+            kind: "CronTab".into(),
+            plural: "crontabs".into(),
+            namespaced: true,
+            schema: Some(api::resources::Schema(Arc::new(schema))),
+            ..Resource::default()
+        });
+        let doc = document(&served, "apis/stable.example.com/v1").unwrap();
+        let published = &doc["components"]["schemas"]["com.example.stable.v1.CronTab"];
+        assert_eq!(
+            published["x-kubernetes-group-version-kind"][0]["kind"],
+            "CronTab"
+        );
+        assert_eq!(published["properties"]["spec"]["type"], "object");
+        let meta = published["properties"]["metadata"]["allOf"][0]["$ref"]
+            .as_str()
+            .unwrap();
+        let meta = meta.rsplit('/').next().unwrap();
+        assert!(doc["components"]["schemas"].get(meta).is_some(), "{meta}");
+        let v2 = v2(&served);
+        assert!(
+            v2["definitions"]
+                .get("com.example.stable.v1.CronTab")
+                .is_some()
+        );
     }
 }

@@ -214,6 +214,12 @@ fn custom_objects_follow_their_schema() {
     assert_eq!(rows[0], ["NAME", "REPLICAS", "COLOR", "AGE"]);
     assert_eq!(rows[1][..3], ["g", "2", "red"]);
 
+    // The schema is published: kubectl explain reads it.
+    let explain = c.kubectl(&["explain", "gadgets.spec.replicas"]);
+    let text = explain.out();
+    assert!(text.contains("KIND:       Gadget"), "{text}");
+    assert!(text.contains("FIELD: replicas <integer>"), "{text}");
+
     let structural = GADGETS.replace(
         "replicas: {type: integer, minimum: 0}",
         "replicas: {minimum: 0}",
