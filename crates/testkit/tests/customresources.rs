@@ -204,14 +204,8 @@ async fn the_definition_status_is_read_replaced_and_patched() {
         .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    assert!(
-        patched
-            .metadata
-            .labels
-            .unwrap_or_default()
-            .get("patched")
-            .is_none()
-    );
+    let labels = patched.metadata.labels.unwrap_or_default();
+    assert!(!labels.contains_key("patched"), "{labels:?}");
     let conditions = crds
         .get(name)
         .await
