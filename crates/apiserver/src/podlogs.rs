@@ -853,16 +853,85 @@ mod tests {
         }
     }
 
+    /// The admin as a client of the API server at `port`: the same TLS plumbing as towards
+    /// agents, another certificate.
+    struct Admin {
+        tls: Arc<rustls::ClientConfig>,
+        port: u16,
+    }
+
+    impl Admin {
+        /// Sends one request on a new connection.
+        async fn request(
+            &self,
+            method: &'static str,
+            path: String,
+            body: Option<Value>,
+        ) -> hyper::Response<hyper::body::Incoming> {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .unwrap();
+            let stream = tokio_rustls::TlsConnector::from(self.tls.clone())
+                .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+                .await
+                .unwrap();
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let body = body.map(|b| b.to_string()).unwrap_or_default();
+            let req = hyper::Request::builder()
+                .method(method)
+                .uri(path)
+                .header(header::HOST, "127.0.0.1")
+                .header(
+                    header::CONTENT_TYPE,
+                    if method == "PATCH" {
+                        "application/merge-patch+json"
+                    } else {
+                        "application/json"
+                    },
+                )
+                .body(http_body_util::Full::new(Bytes::from(body)))
+                .unwrap();
+            send.send_request(req).await.unwrap()
+        }
+
+        /// A GET of `/api/v1/namespaces/default/pods/<path>`.
+        async fn log(&self, path: &str) -> hyper::Response<hyper::body::Incoming> {
+            self.request(
+                "GET",
+                format!("/api/v1/namespaces/default/pods/{path}"),
+                None,
+            )
+            .await
+        }
+    }
+
+    /// A response's status code and body.
+    async fn text(resp: hyper::Response<hyper::body::Incoming>) -> (u16, String) {
+        let code = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (code, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// A pod with containers `app` and `waiting`, on `node` if given.
+    fn two_container_pod(name: &str, node: Option<&str>) -> Value {
+        let mut p = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"containers": [{"name": "app", "image": "busybox"}, {"name": "waiting", "image": "busybox"}]},
+        });
+        if let Some(n) = node {
+            p["spec"]["nodeName"] = json!(n);
+        }
+        p
+    }
+
     /// The whole path by hand: a real API server, a Node pointing at a stand-in agent, a
     /// pod on it, and `pods/log` requests with the admin's certificate.
     #[tokio::test]
-    #[expect(
-        clippy::too_many_lines,
-        reason = "an end-to-end scenario written before the 150-line limit; split it when it next changes"
-    )]
     async fn logs_are_proxied_from_the_node_agent_and_streamed() {
-        use futures::StreamExt;
-
         let dir = tempfile::tempdir().unwrap();
         let server = crate::start(crate::Config::loopback(dir.path()))
             .await
@@ -878,101 +947,73 @@ mod tests {
             &std::fs::read_to_string(tls_dir.join("admin.key")).unwrap(),
         )
         .unwrap();
-        let api_port = server.address.port();
-        let request = |method: &'static str, path: String, body: Option<Value>| {
-            let tls = admin.verified.clone();
-            async move {
-                let tcp = tokio::net::TcpStream::connect(("127.0.0.1", api_port))
-                    .await
-                    .unwrap();
-                let stream = tokio_rustls::TlsConnector::from(tls)
-                    .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
-                    .await
-                    .unwrap();
-                let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
-                let body = body.map(|b| b.to_string()).unwrap_or_default();
-                let req = hyper::Request::builder()
-                    .method(method)
-                    .uri(path)
-                    .header(header::HOST, "127.0.0.1")
-                    .header(
-                        header::CONTENT_TYPE,
-                        if method == "PATCH" {
-                            "application/merge-patch+json"
-                        } else {
-                            "application/json"
-                        },
-                    )
-                    .body(http_body_util::Full::new(Bytes::from(body)))
-                    .unwrap();
-                send.send_request(req).await.unwrap()
-            }
+        let admin = Admin {
+            tls: admin.verified.clone(),
+            port: server.address.port(),
         };
-        let text = |resp: hyper::Response<hyper::body::Incoming>| async move {
-            let code = resp.status().as_u16();
-            let body = resp.into_body().collect().await.unwrap().to_bytes();
-            (code, String::from_utf8_lossy(&body).into_owned())
-        };
+        register_node(&admin, agent.port()).await;
+        create_pods(&admin).await;
+        log_requests_are_checked(&admin).await;
+        followed_log_streams(&admin).await;
+        agent_certificates_are_verified_when_asked(&ca, &tls_dir).await;
+        server.shutdown().await.unwrap();
+    }
+
+    /// Registers node n1 with the stand-in agent's address, as an agent would.
+    async fn register_node(admin: &Admin, agent_port: u16) {
         let node = json!({
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": "n1"},
             "status": {
                 "addresses": [{"type": "Hostname", "address": "n1"}, {"type": "InternalIP", "address": "127.0.0.1"}],
-                "daemonEndpoints": {"kubeletEndpoint": {"Port": agent.port()}},
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": agent_port}},
             },
         });
-        let (code, body) = text(request("POST", "/api/v1/nodes".into(), Some(node)).await).await;
+        let (code, body) = text(
+            admin
+                .request("POST", "/api/v1/nodes".into(), Some(node))
+                .await,
+        )
+        .await;
         assert_eq!(code, 201, "{body}");
         // The status is the node's to write: set it through the subresource as an agent would.
         let (code, body) = text(
-            request(
+            admin.request(
                 "PATCH",
                 "/api/v1/nodes/n1/status".into(),
                 Some(json!({"status": {
                     "addresses": [{"type": "Hostname", "address": "n1"}, {"type": "InternalIP", "address": "127.0.0.1"}],
-                    "daemonEndpoints": {"kubeletEndpoint": {"Port": agent.port()}},
+                    "daemonEndpoints": {"kubeletEndpoint": {"Port": agent_port}},
                 }})),
             )
             .await,
         )
         .await;
         assert_eq!(code, 200, "{body}");
-        let pod = |name: &str, node: Option<&str>| {
-            let mut p = json!({
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": name, "namespace": "default"},
-                "spec": {"containers": [{"name": "app", "image": "busybox"}, {"name": "waiting", "image": "busybox"}]},
-            });
-            if let Some(n) = node {
-                p["spec"]["nodeName"] = json!(n);
-            }
-            p
-        };
+    }
+
+    /// Pod web on n1 and pod pending on no node.
+    async fn create_pods(admin: &Admin) {
         for (name, node) in [("web", Some("n1")), ("pending", None)] {
             let (code, body) = text(
-                request(
-                    "POST",
-                    "/api/v1/namespaces/default/pods".into(),
-                    Some(pod(name, node)),
-                )
-                .await,
+                admin
+                    .request(
+                        "POST",
+                        "/api/v1/namespaces/default/pods".into(),
+                        Some(two_container_pod(name, node)),
+                    )
+                    .await,
             )
             .await;
             assert_eq!(code, 201, "{body}");
         }
-        let log = |path: &str| {
-            request(
-                "GET",
-                format!("/api/v1/namespaces/default/pods/{path}"),
-                None,
-            )
-        };
+    }
 
+    /// Requests for no, a missing or a waiting container, or with a bad parameter, fail as
+    /// upstream's do; a pod on no node has nothing to show.
+    async fn log_requests_are_checked(admin: &Admin) {
         // Two containers and none named: upstream's message.
-        let (code, body) = text(log("web/log").await).await;
+        let (code, body) = text(admin.log("web/log").await).await;
         assert_eq!(code, 400);
         assert!(
             body.contains(
@@ -980,19 +1021,19 @@ mod tests {
             ),
             "{body}"
         );
-        let (code, body) = text(log("web/log?container=nope").await).await;
+        let (code, body) = text(admin.log("web/log?container=nope").await).await;
         assert_eq!(code, 400);
         assert!(
             body.contains("container nope is not valid for pod web"),
             "{body}"
         );
-        let (code, body) = text(log("web/log?container=app&tailLines=-3").await).await;
+        let (code, body) = text(admin.log("web/log?container=app&tailLines=-3").await).await;
         assert_eq!(code, 422, "{body}");
         // Not on a node: nothing to show.
-        let (code, body) = text(log("pending/log?container=app").await).await;
+        let (code, body) = text(admin.log("pending/log?container=app").await).await;
         assert_eq!((code, body.as_str()), (204, ""));
         // The agent's own refusal comes back in its words.
-        let (code, body) = text(log("web/log?container=waiting").await).await;
+        let (code, body) = text(admin.log("web/log?container=waiting").await).await;
         assert_eq!(code, 400);
         let status: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(status["reason"], "BadRequest");
@@ -1000,9 +1041,15 @@ mod tests {
             status["message"],
             "container \"waiting\" in pod \"web\" is waiting to start: ContainerCreating"
         );
+    }
 
-        // A followed log streams: the first line arrives well before the agent ends.
-        let resp = log("web/log?container=app&follow=true&tailLines=5&timestamps=true").await;
+    /// A followed log streams: the first line arrives well before the agent ends.
+    async fn followed_log_streams(admin: &Admin) {
+        use futures::StreamExt;
+
+        let resp = admin
+            .log("web/log?container=app&follow=true&tailLines=5&timestamps=true")
+            .await;
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()[header::CONTENT_TYPE], "text/plain");
         let started = std::time::Instant::now();
@@ -1023,15 +1070,19 @@ mod tests {
             seen,
             "query: follow=true&tailLines=5&timestamps=true\nline 0\nline 1\nline 2\n"
         );
+    }
 
+    /// Without verification, a serving certificate from elsewhere is accepted; with it, not;
+    /// an agent that is not there is a dial error.
+    async fn agent_certificates_are_verified_when_asked(ca: &str, tls_dir: &std::path::Path) {
         // Without verification, a serving certificate from elsewhere is accepted; with it, not.
         let foreign = tempfile::tempdir().unwrap();
         let foreign_pki = crate::pki::ensure(foreign.path(), &["localhost".to_string()]).unwrap();
         let (fcert, fkey) = agent::serving_cert(foreign.path());
-        let foreign_agent = agent::start(&ca, &fcert, &fkey).await;
+        let foreign_agent = agent::start(ca, &fcert, &fkey).await;
         drop(foreign_pki);
         let client = KubeletClient::new(
-            &ca,
+            ca,
             &std::fs::read_to_string(tls_dir.join("kubelet-client.crt")).unwrap(),
             &std::fs::read_to_string(tls_dir.join("kubelet-client.key")).unwrap(),
         )
@@ -1076,6 +1127,5 @@ mod tests {
             .unwrap_err();
         assert_eq!((e.code, e.reason), (500, ""));
         assert!(e.message.contains("dial tcp 127.0.0.1:"), "{}", e.message);
-        server.shutdown().await.unwrap();
     }
 }

@@ -112,54 +112,17 @@ fn node_kubeconfig(creds: &apiserver::pki::NodeCredentials, url: &str) -> String
     )
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "written before the 150-line limit; to be split along its steps (issue 15)"
-)]
-pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
-    let data_dir = opts.data_dir.unwrap_or_else(default_data_dir);
+pub(crate) async fn run(mut opts: ServerArgs) -> Result<()> {
+    let data_dir = opts.data_dir.take().unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
-    // The address other nodes join at: the bind address, or the host's default route's; the
-    // serving certificate names it.
-    let advertise = if opts.bind_address.is_unspecified() {
-        default_route_ip()
-    } else {
-        Some(opts.bind_address)
-    };
-    let mut tls_sans = opts.tls_san;
-    if let Some(ip) = advertise.filter(|ip| !tls_sans.contains(&ip.to_string())) {
-        tls_sans.push(ip.to_string());
-    }
+    let advertise = advertise_address(opts.bind_address);
     let token_file = data_dir.join("token");
-    let config = apiserver::Config {
-        data_dir: data_dir.clone(),
-        bind_address: opts.bind_address,
-        port: opts.https_listen_port,
-        datastore_endpoint: opts.datastore_endpoint,
-        tls_sans,
-        write_kubeconfig: opts.write_kubeconfig,
-        token_auth_file: opts.token_auth_file,
-        join_token_file: Some(token_file.clone()),
-        compaction_window: opts.etcd_compaction_interval,
-        service_cidr: opts.service_cidr,
-        // Pods reach the API through the `kubernetes` Service; a loopback address is no use
-        // to them, so a server bound to one leaves that Service without endpoints.
-        advertise_address: advertise.filter(|ip| !ip.is_loopback()),
-    };
+    let config = api_config(&mut opts, &data_dir, advertise, &token_file);
     let server = apiserver::start(config)
         .await
         .context("starting the API server")?;
-    let join = std::net::SocketAddr::new(
-        advertise.unwrap_or([127, 0, 0, 1].into()),
-        server.address.port(),
-    );
-    eprintln!(
-        "Rudder is serving the Kubernetes API at https://127.0.0.1:{}\n  export KUBECONFIG={}\n  kubectl get namespaces\nTo join a node to this cluster, run on it (as root):\n  rudder agent --server https://{join} --token-file {}  (copy the file over first)",
-        server.address.port(),
-        server.kubeconfig.display(),
-        token_file.display()
-    );
+    print_banner(&server, advertise, &token_file);
     // The control-plane components are API clients of this server, as upstream's are.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut components = Vec::new();
@@ -175,59 +138,11 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
             "no node agent: running containers needs root (run as root, or pass --disable-agent to silence this)"
         );
     } else {
-        let node_ip = opts.agent.node_ip.unwrap_or_else(|| {
-            if opts.bind_address.is_unspecified() {
-                default_route_ip().unwrap_or(opts.bind_address)
-            } else {
-                opts.bind_address
-            }
-        });
-        let mut config = agent_config(
-            &opts.agent,
-            data_dir.join("agent"),
-            Some(node_ip),
-            true,
-            None,
-        )?;
-        if config.cluster_dns.is_none() {
-            config.cluster_dns = cluster_dns.map(|address| agent::ClusterDns {
-                address: address.into(),
-                domain: opts.agent.cluster_domain.clone(),
-            });
-        }
-        node = Some(config.node_name.clone());
-        node_address = Some(node_ip);
-        let mut sans = vec![
-            config.node_name.clone(),
-            node_ip.to_string(),
-            "localhost".to_string(),
-        ];
-        sans.dedup();
-        let creds =
-            apiserver::pki::node_credentials(&data_dir.join("tls"), &config.node_name, &sans)
-                .context("issuing the node agent's certificates")?;
-        let kubeconfig = data_dir.join("agent").join("kubeconfig.yaml");
-        apiserver::pki::write_private(
-            &kubeconfig,
-            &node_kubeconfig(
-                &creds,
-                &format!("https://127.0.0.1:{}", server.address.port()),
-            ),
-        )?;
-        let client = crate::client::from_kubeconfig(&kubeconfig).await?;
-        let config = agent::Config {
-            tls: Some((creds.ca_cert, creds.serving_cert, creds.serving_key)),
-            ..config
-        };
-        let mut stopped = stopped.clone();
-        components.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.changed().await;
-            };
-            if let Err(e) = agent::run(client, config, shutdown).await {
-                tracing::error!("the node agent stopped: {e:#}");
-            }
-        }));
+        let (name, address, agent) =
+            start_agent(&opts, &data_dir, &server, cluster_dns, stopped.clone()).await?;
+        node = Some(name);
+        node_address = Some(address);
+        components.push(agent);
     }
     if let (Some(address), true) = (cluster_dns, node.is_some()) {
         let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;
@@ -249,93 +164,247 @@ pub(crate) async fn run(opts: ServerArgs) -> Result<()> {
         components.push(spawn_proxy(client, config, stopped.clone()));
     }
     if let Some(address) = node_address.filter(|_| !opts.disable_ingress) {
-        let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;
-        let config = ingress::Config {
-            class: "rudder".into(),
-            http: Some(std::net::SocketAddr::from((
-                [0, 0, 0, 0],
-                opts.ingress_http_port,
-            ))),
-            https: Some(std::net::SocketAddr::from((
-                [0, 0, 0, 0],
-                opts.ingress_https_port,
-            ))),
-            status_addresses: vec![address],
-        };
-        let mut stopped = stopped.clone();
-        components.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.changed().await;
-            };
-            if let Err(e) = ingress::run(client, config, shutdown).await {
-                tracing::error!("the Ingress controller stopped: {e}");
-            }
-        }));
+        components.push(start_ingress(&opts, &server, address, stopped.clone()).await?);
     }
     if !opts.disable_scheduler {
-        let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;
-        let metrics = std::sync::Arc::new(scheduler::metrics::Metrics::default());
-        if let Some(addr) = opts.scheduler_metrics_bind_address {
-            // Bind before going on, so a taken address stops the start-up with its reason.
-            let listener = crate::metrics::bind(addr).await?;
-            let (metrics, mut stopped) = (metrics.clone(), stopped.clone());
-            components.push(tokio::spawn(async move {
-                tokio::select! {
-                    r = crate::metrics::serve(listener, metrics) => {
-                        if let Err(e) = r {
-                            tracing::error!("the scheduler's metrics endpoint stopped: {e:#}");
-                        }
-                    }
-                    _ = stopped.changed() => {}
-                }
-            }));
-        }
-        let mut stopped = stopped.clone();
-        components.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.changed().await;
-            };
-            let election = election::Election::new("kube-scheduler");
-            if let Err(e) = scheduler::run(client, None, Some(election), metrics, shutdown).await {
-                tracing::error!("the scheduler stopped: {e:#}");
-            }
-        }));
+        components.extend(start_scheduler(&opts, &server, &stopped).await?);
     }
     if !opts.disable_controller_manager {
-        let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;
-        let mut options = opts
-            .controllers
-            .options(crate::client::ca_of(&server.kubeconfig)?);
-        // The cluster CA signs the certificates node agents ask for when they join.
-        let tls = data_dir.join("tls");
-        let read = |f: &str| {
-            std::fs::read_to_string(tls.join(f))
-                .with_context(|| format!("reading {}", tls.join(f).display()))
-        };
-        options.cluster_signing = Some((read("ca.crt")?, read("ca.key")?));
-        controllers::check(&options)?;
-        let mut stopped = stopped.clone();
-        components.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.changed().await;
-            };
-            let election = election::Election::new("kube-controller-manager");
-            if let Err(e) = controllers::run(client, options, Some(election), shutdown).await {
-                tracing::error!("the controller manager stopped: {e:#}");
-            }
-        }));
+        components
+            .push(start_controller_manager(&opts, &server, &data_dir, stopped.clone()).await?);
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    wait_for_signal().await?;
     tracing::info!("shutting down");
     let _ = stop.send(true);
     for c in components {
         let _ = c.await;
     }
     server.shutdown().await.context("closing the store")?;
+    Ok(())
+}
+
+/// The address other nodes join at: the bind address, or the host's default route's.
+fn advertise_address(bind_address: std::net::IpAddr) -> Option<std::net::IpAddr> {
+    if bind_address.is_unspecified() {
+        default_route_ip()
+    } else {
+        Some(bind_address)
+    }
+}
+
+/// The API server's configuration from the server's flags (it takes those only it reads).
+fn api_config(
+    opts: &mut ServerArgs,
+    data_dir: &std::path::Path,
+    advertise: Option<std::net::IpAddr>,
+    token_file: &std::path::Path,
+) -> apiserver::Config {
+    // The serving certificate names the address other nodes join at.
+    let mut tls_sans = std::mem::take(&mut opts.tls_san);
+    if let Some(ip) = advertise.filter(|ip| !tls_sans.contains(&ip.to_string())) {
+        tls_sans.push(ip.to_string());
+    }
+    apiserver::Config {
+        data_dir: data_dir.to_path_buf(),
+        bind_address: opts.bind_address,
+        port: opts.https_listen_port,
+        datastore_endpoint: std::mem::take(&mut opts.datastore_endpoint),
+        tls_sans,
+        write_kubeconfig: opts.write_kubeconfig.take(),
+        token_auth_file: opts.token_auth_file.take(),
+        join_token_file: Some(token_file.to_path_buf()),
+        compaction_window: opts.etcd_compaction_interval,
+        service_cidr: opts.service_cidr,
+        // Pods reach the API through the `kubernetes` Service; a loopback address is no use
+        // to them, so a server bound to one leaves that Service without endpoints.
+        advertise_address: advertise.filter(|ip| !ip.is_loopback()),
+    }
+}
+
+/// Tells the user where the API is served and how a node joins.
+fn print_banner(
+    server: &apiserver::Server,
+    advertise: Option<std::net::IpAddr>,
+    token_file: &std::path::Path,
+) {
+    let join = std::net::SocketAddr::new(
+        advertise.unwrap_or([127, 0, 0, 1].into()),
+        server.address.port(),
+    );
+    eprintln!(
+        "Rudder is serving the Kubernetes API at https://127.0.0.1:{}\n  export KUBECONFIG={}\n  kubectl get namespaces\nTo join a node to this cluster, run on it (as root):\n  rudder agent --server https://{join} --token-file {}  (copy the file over first)",
+        server.address.port(),
+        server.kubeconfig.display(),
+        token_file.display()
+    );
+}
+
+/// Starts the node agent of this host, with a client certificate of its own; returns the
+/// node's name, its address and the agent's task.
+async fn start_agent(
+    opts: &ServerArgs,
+    data_dir: &std::path::Path,
+    server: &apiserver::Server,
+    cluster_dns: Option<std::net::Ipv4Addr>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<(String, std::net::IpAddr, tokio::task::JoinHandle<()>)> {
+    let node_ip = opts.agent.node_ip.unwrap_or_else(|| {
+        if opts.bind_address.is_unspecified() {
+            default_route_ip().unwrap_or(opts.bind_address)
+        } else {
+            opts.bind_address
+        }
+    });
+    let mut config = agent_config(
+        &opts.agent,
+        data_dir.join("agent"),
+        Some(node_ip),
+        true,
+        None,
+    )?;
+    if config.cluster_dns.is_none() {
+        config.cluster_dns = cluster_dns.map(|address| agent::ClusterDns {
+            address: address.into(),
+            domain: opts.agent.cluster_domain.clone(),
+        });
+    }
+    let node = config.node_name.clone();
+    let mut sans = vec![
+        config.node_name.clone(),
+        node_ip.to_string(),
+        "localhost".to_string(),
+    ];
+    sans.dedup();
+    let creds = apiserver::pki::node_credentials(&data_dir.join("tls"), &config.node_name, &sans)
+        .context("issuing the node agent's certificates")?;
+    let kubeconfig = data_dir.join("agent").join("kubeconfig.yaml");
+    apiserver::pki::write_private(
+        &kubeconfig,
+        &node_kubeconfig(
+            &creds,
+            &format!("https://127.0.0.1:{}", server.address.port()),
+        ),
+    )?;
+    let client = crate::client::from_kubeconfig(&kubeconfig).await?;
+    let config = agent::Config {
+        tls: Some((creds.ca_cert, creds.serving_cert, creds.serving_key)),
+        ..config
+    };
+    let agent = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.changed().await;
+        };
+        if let Err(e) = agent::run(client, config, shutdown).await {
+            tracing::error!("the node agent stopped: {e:#}");
+        }
+    });
+    Ok((node, node_ip, agent))
+}
+
+/// Starts the Ingress controller, listening on every address and reporting `address`.
+async fn start_ingress(
+    opts: &ServerArgs,
+    server: &apiserver::Server,
+    address: std::net::IpAddr,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;
+    let config = ingress::Config {
+        class: "rudder".into(),
+        http: Some(std::net::SocketAddr::from((
+            [0, 0, 0, 0],
+            opts.ingress_http_port,
+        ))),
+        https: Some(std::net::SocketAddr::from((
+            [0, 0, 0, 0],
+            opts.ingress_https_port,
+        ))),
+        status_addresses: vec![address],
+    };
+    Ok(tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.changed().await;
+        };
+        if let Err(e) = ingress::run(client, config, shutdown).await {
+            tracing::error!("the Ingress controller stopped: {e}");
+        }
+    }))
+}
+
+/// Starts the scheduler and, when asked for, its metrics endpoint; returns their tasks.
+async fn start_scheduler(
+    opts: &ServerArgs,
+    server: &apiserver::Server,
+    stopped: &tokio::sync::watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut components = Vec::new();
+    let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;
+    let metrics = std::sync::Arc::new(scheduler::metrics::Metrics::default());
+    if let Some(addr) = opts.scheduler_metrics_bind_address {
+        // Bind before going on, so a taken address stops the start-up with its reason.
+        let listener = crate::metrics::bind(addr).await?;
+        let (metrics, mut stopped) = (metrics.clone(), stopped.clone());
+        components.push(tokio::spawn(async move {
+            tokio::select! {
+                r = crate::metrics::serve(listener, metrics) => {
+                    if let Err(e) = r {
+                        tracing::error!("the scheduler's metrics endpoint stopped: {e:#}");
+                    }
+                }
+                _ = stopped.changed() => {}
+            }
+        }));
+    }
+    let mut stopped = stopped.clone();
+    components.push(tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.changed().await;
+        };
+        let election = election::Election::new("kube-scheduler");
+        if let Err(e) = scheduler::run(client, None, Some(election), metrics, shutdown).await {
+            tracing::error!("the scheduler stopped: {e:#}");
+        }
+    }));
+    Ok(components)
+}
+
+/// Starts the controller manager, which signs joining nodes' certificates with the cluster CA.
+async fn start_controller_manager(
+    opts: &ServerArgs,
+    server: &apiserver::Server,
+    data_dir: &std::path::Path,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;
+    let mut options = opts
+        .controllers
+        .options(crate::client::ca_of(&server.kubeconfig)?);
+    // The cluster CA signs the certificates node agents ask for when they join.
+    let tls = data_dir.join("tls");
+    let read = |f: &str| {
+        std::fs::read_to_string(tls.join(f))
+            .with_context(|| format!("reading {}", tls.join(f).display()))
+    };
+    options.cluster_signing = Some((read("ca.crt")?, read("ca.key")?));
+    controllers::check(&options)?;
+    Ok(tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.changed().await;
+        };
+        let election = election::Election::new("kube-controller-manager");
+        if let Err(e) = controllers::run(client, options, Some(election), shutdown).await {
+            tracing::error!("the controller manager stopped: {e:#}");
+        }
+    }))
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn wait_for_signal() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
     Ok(())
 }

@@ -21,10 +21,6 @@ fn http_get(ip: &str, port: u16) -> Option<String> {
 
 // conformance: 462
 #[test]
-#[expect(
-    clippy::too_many_lines,
-    reason = "an end-to-end scenario written before the 150-line limit; split it when it next changes"
-)]
 fn pods_run_as_containers_with_logs_network_and_graceful_deletion() {
     let image = busybox();
     let c = Cluster::start_with_agent("node-a", 201, &[]);
@@ -33,12 +29,21 @@ fn pods_run_as_containers_with_logs_network_and_graceful_deletion() {
     assert!(nodes.contains("control-plane"), "{nodes}");
     assert!(nodes.contains("runc://"), "{nodes}");
 
-    // kubectl run: the container runs, the pod completes, its output is in the logs.
+    a_run_completes_with_its_logs(&c, &image.name);
+    let pods = web_pods_serve_at_their_addresses(&c, &image.name);
+    let (first_name, first_ip) = &pods[0];
+    another_pod_reaches_a_web_pod(&c, &image.name, first_name, first_ip);
+    api_server_proxies_to_pods_and_services(&c, first_name);
+    graceful_deletion_within_the_grace_period(&c, first_name, first_ip);
+}
+
+/// `kubectl run`: the container runs, the pod completes, its output is in the logs.
+fn a_run_completes_with_its_logs(c: &Cluster, image: &str) {
     c.kubectl(&[
         "run",
         "hi",
         "--image",
-        &image.name,
+        image,
         "--restart=Never",
         "--",
         "echo",
@@ -46,27 +51,31 @@ fn pods_run_as_containers_with_logs_network_and_graceful_deletion() {
     ])
     .out();
     patiently("the pod to succeed", 60, || {
-        jsonpath(&c, &["pod", "hi"], "{.status.phase}") == "Succeeded"
+        jsonpath(c, &["pod", "hi"], "{.status.phase}") == "Succeeded"
     });
-    assert_eq!(get(&c, &["logs", "hi"]), "hi");
+    assert_eq!(get(c, &["logs", "hi"]), "hi");
     // Following a finished container's log ends with it.
-    assert_eq!(get(&c, &["logs", "-f", "hi"]), "hi");
-    let line = get(&c, &["get", "pod", "hi", "--no-headers"]);
+    assert_eq!(get(c, &["logs", "-f", "hi"]), "hi");
+    let line = get(c, &["get", "pod", "hi", "--no-headers"]);
     assert!(line.contains("Completed"), "{line}");
     assert_eq!(
         jsonpath(
-            &c,
+            c,
             &["pod", "hi"],
             "{.status.containerStatuses[0].state.terminated.exitCode}"
         ),
         "0"
     );
-    let stamped = get(&c, &["logs", "hi", "--timestamps"]);
+    let stamped = get(c, &["logs", "hi", "--timestamps"]);
     assert!(
         stamped.ends_with(" hi") && stamped.contains('T'),
         "{stamped}"
     );
+}
 
+/// A Deployment of three web servers, Ready through a readiness probe, each serving at an
+/// address of its own; returns their names and addresses.
+fn web_pods_serve_at_their_addresses(c: &Cluster, image: &str) -> Vec<(String, String)> {
     // A Deployment of three web servers: distinct addresses, reachable from the host and from
     // another pod, Ready through a readiness probe.
     let manifest = format!(
@@ -89,14 +98,14 @@ spec:
           httpGet: {{path: /, port: http}}
           periodSeconds: 1
 ",
-        image.name
+        image
     );
     c.apply(&manifest).out();
     patiently("three ready web pods", 90, || {
-        jsonpath(&c, &["deployment", "web"], "{.status.readyReplicas}") == "3"
+        jsonpath(c, &["deployment", "web"], "{.status.readyReplicas}") == "3"
     });
     let pods = get(
-        &c,
+        c,
         &[
             "get",
             "pods",
@@ -126,12 +135,16 @@ spec:
             "{name} at {ip}: {body}"
         );
     }
-    let (first_name, first_ip) = &pods[0];
+    pods
+}
+
+/// A pod reaches a web server at its address.
+fn another_pod_reaches_a_web_pod(c: &Cluster, image: &str, first_name: &str, first_ip: &str) {
     c.kubectl(&[
         "run",
         "client",
         "--image",
-        &image.name,
+        image,
         "--restart=Never",
         "--",
         "wget",
@@ -140,17 +153,19 @@ spec:
     ])
     .out();
     patiently("the client pod to finish", 60, || {
-        jsonpath(&c, &["pod", "client"], "{.status.phase}") == "Succeeded"
+        jsonpath(c, &["pod", "client"], "{.status.phase}") == "Succeeded"
     });
     assert_eq!(
-        get(&c, &["logs", "client"]),
+        get(c, &["logs", "client"]),
         format!("hello from {first_name}")
     );
+}
 
-    // The API server's proxy subresources: to a pod's port, and to a service's endpoints.
+/// The API server's proxy subresources: to a pod's port, and to a service's endpoints.
+fn api_server_proxies_to_pods_and_services(c: &Cluster, first_name: &str) {
     assert_eq!(
         get(
-            &c,
+            c,
             &[
                 "get",
                 "--raw",
@@ -187,7 +202,7 @@ spec:
     .out();
     patiently("the service's endpoints", 60, || {
         get(
-            &c,
+            c,
             &[
                 "get",
                 "--raw",
@@ -208,7 +223,10 @@ spec:
         "{}",
         absent.stderr
     );
+}
 
+/// Graceful deletion within the grace period; the Deployment replaces the pod.
+fn graceful_deletion_within_the_grace_period(c: &Cluster, first_name: &str, first_ip: &str) {
     // Graceful deletion: the pod goes within its grace period (3 s; httpd ignores SIGTERM as
     // pid 1, so it takes the SIGKILL), and its address stops answering.
     let t0 = std::time::Instant::now();
@@ -221,20 +239,16 @@ spec:
     );
     assert!(http_get(first_ip, 8080).is_none());
     patiently("the replacement", 90, || {
-        jsonpath(&c, &["deployment", "web"], "{.status.readyReplicas}") == "3"
+        jsonpath(c, &["deployment", "web"], "{.status.readyReplicas}") == "3"
     });
     c.kubectl(&["delete", "deployment", "web"]).out();
     patiently("the web pods gone", 60, || {
-        get(&c, &["get", "pods", "-l", "app=web", "-o", "name"]).is_empty()
+        get(c, &["get", "pods", "-l", "app=web", "-o", "name"]).is_empty()
     });
 }
 
 // conformance: 318, 347
 #[test]
-#[expect(
-    clippy::too_many_lines,
-    reason = "an end-to-end scenario written before the 150-line limit; split it when it next changes"
-)]
 fn failing_containers_report_like_upstream() {
     let image = busybox();
     let c = Cluster::start_with_agent("node-b", 202, &[]);
@@ -304,56 +318,69 @@ spec:
     );
     c.apply(&manifest).out();
 
-    // Crash loop: restarts with back-off, the previous attempt's logs.
+    crash_loop_with_back_off(&c);
+    missing_command_is_a_start_error(&c);
+    missing_image_backs_off(&c);
+    missing_config_map_holds_the_container_until_created(&c);
+    guaranteed_pod_group_carries_the_summed_limits(&c);
+    over_its_memory_limit_oom_killed(&c);
+}
+
+/// Crash loop: restarts with back-off, the previous attempt's logs.
+fn crash_loop_with_back_off(c: &Cluster) {
     patiently("CrashLoopBackOff", 90, || {
-        let line = get(&c, &["get", "pod", "crash", "--no-headers"]);
+        let line = get(c, &["get", "pod", "crash", "--no-headers"]);
         line.contains("CrashLoopBackOff")
             && jsonpath(
-                &c,
+                c,
                 &["pod", "crash"],
                 "{.status.containerStatuses[0].restartCount}",
             )
             .parse::<u32>()
             .is_ok_and(|n| n >= 2)
     });
-    assert_eq!(get(&c, &["logs", "crash", "--previous"]), "crashing");
+    assert_eq!(get(c, &["logs", "crash", "--previous"]), "crashing");
     assert_eq!(
         jsonpath(
-            &c,
+            c,
             &["pod", "crash"],
             "{.status.containerStatuses[0].lastState.terminated.exitCode}"
         ),
         "3"
     );
+}
 
-    // A command that does not exist: StartError, exit code 128, the runtime's message.
+/// A command that does not exist: StartError, exit code 128, the runtime's message.
+fn missing_command_is_a_start_error(c: &Cluster) {
     patiently("the start error", 60, || {
         jsonpath(
-            &c,
+            c,
             &["pod", "nocmd"],
             "{.status.containerStatuses[0].state.terminated.reason}",
         ) == "StartError"
     });
     assert_eq!(
         jsonpath(
-            &c,
+            c,
             &["pod", "nocmd"],
             "{.status.containerStatuses[0].state.terminated.exitCode}"
         ),
         "128"
     );
     let msg = jsonpath(
-        &c,
+        c,
         &["pod", "nocmd"],
         "{.status.containerStatuses[0].state.terminated.message}",
     );
     assert!(msg.contains("no-such-command"), "{msg}");
-    assert_eq!(jsonpath(&c, &["pod", "nocmd"], "{.status.phase}"), "Failed");
+    assert_eq!(jsonpath(c, &["pod", "nocmd"], "{.status.phase}"), "Failed");
+}
 
-    // A missing image: ErrImagePull, then ImagePullBackOff.
+/// A missing image: ErrImagePull, then ImagePullBackOff.
+fn missing_image_backs_off(c: &Cluster) {
     patiently("ErrImagePull", 60, || {
         let reason = jsonpath(
-            &c,
+            c,
             &["pod", "noimage"],
             "{.status.containerStatuses[0].state.waiting.reason}",
         );
@@ -361,13 +388,13 @@ spec:
     });
     patiently("ImagePullBackOff", 60, || {
         jsonpath(
-            &c,
+            c,
             &["pod", "noimage"],
             "{.status.containerStatuses[0].state.waiting.reason}",
         ) == "ImagePullBackOff"
     });
     let events = get(
-        &c,
+        c,
         &[
             "get",
             "events",
@@ -376,14 +403,17 @@ spec:
         ],
     );
     assert!(events.contains("Failed to pull image"), "{events}");
+}
 
+/// A missing ConfigMap: CreateContainerConfigError with upstream's message, until it exists.
+fn missing_config_map_holds_the_container_until_created(c: &Cluster) {
     // A missing ConfigMap: CreateContainerConfigError with upstream's message.
     patiently("CreateContainerConfigError", 60, || {
-        get(&c, &["get", "pod", "nocm", "--no-headers"]).contains("CreateContainerConfigError")
+        get(c, &["get", "pod", "nocm", "--no-headers"]).contains("CreateContainerConfigError")
     });
     assert_eq!(
         jsonpath(
-            &c,
+            c,
             &["pod", "nocm"],
             "{.status.containerStatuses[0].state.waiting.message}"
         ),
@@ -393,18 +423,20 @@ spec:
     c.kubectl(&["create", "configmap", "absent", "--from-literal=k=v"])
         .out();
     patiently("nocm running", 60, || {
-        jsonpath(&c, &["pod", "nocm"], "{.status.phase}") == "Running"
+        jsonpath(c, &["pod", "nocm"], "{.status.phase}") == "Running"
     });
+}
 
-    // A Guaranteed pod's group carries the sums of its containers' limits.
+/// A Guaranteed pod's group carries the sums of its containers' limits.
+fn guaranteed_pod_group_carries_the_summed_limits(c: &Cluster) {
     patiently("the limited pod running", 60, || {
-        jsonpath(&c, &["pod", "limited"], "{.status.phase}") == "Running"
+        jsonpath(c, &["pod", "limited"], "{.status.phase}") == "Running"
     });
     assert_eq!(
-        jsonpath(&c, &["pod", "limited"], "{.status.qosClass}"),
+        jsonpath(c, &["pod", "limited"], "{.status.qosClass}"),
         "Guaranteed"
     );
-    let uid = jsonpath(&c, &["pod", "limited"], "{.metadata.uid}");
+    let uid = jsonpath(c, &["pod", "limited"], "{.metadata.uid}");
     let read = |candidates: &[String]| {
         candidates
             .iter()
@@ -425,23 +457,33 @@ spec:
         format!("/sys/fs/cgroup/{group}/cpu.max"),
     ]);
     assert!(cpu == "25000" || cpu == "25000 100000", "{cpu}");
+}
 
+/// Over its memory limit: OOMKilled.
+fn over_its_memory_limit_oom_killed(c: &Cluster) {
     // Over its memory limit: OOMKilled (filling 48 MiB can take a minute on a loaded machine).
     patiently_see("the OOM kill", 120, "\"reason\":\"OOMKilled\"", || {
-        jsonpath(&c, &["pod", "hog"], "{.status.containerStatuses[0].state}")
+        jsonpath(c, &["pod", "hog"], "{.status.containerStatuses[0].state}")
     });
 }
 
 // conformance: 267, 389, 415, 469, 512, 522, 559
 #[test]
-#[expect(
-    clippy::too_many_lines,
-    reason = "an end-to-end scenario written before the 150-line limit; split it when it next changes"
-)]
 fn config_maps_and_secrets_reach_env_and_volumes_and_containers_survive_restarts() {
     let image = busybox();
     let mut c = Cluster::start_with_agent("node-c", 203, &[]);
     node_ready(&c, "node-c");
+    create_config_map_and_secret(&c);
+    reader_sees_env_and_volumes(&c, &image.name);
+    config_map_change_reaches_the_volume(&c);
+    stats_summary_and_node_proxy(&c);
+    containers_survive_the_agent_restart(&mut c);
+    deleting_the_pod_leaves_no_mounts(&c);
+    volumes_the_agent_cannot_provide_keep_the_pod_from_starting(&c, &image.name);
+}
+
+/// A ConfigMap (with bytes that are not UTF-8) and a Secret.
+fn create_config_map_and_secret(c: &Cluster) {
     // Bytes that are not UTF-8: kubectl puts them in binaryData.
     let blob = c.dir.path().join("blob");
     std::fs::write(&blob, [0xff, 0xfe, b'x']).unwrap();
@@ -462,6 +504,10 @@ fn config_maps_and_secrets_reach_env_and_volumes_and_containers_survive_restarts
         "--from-literal=password=s3cret",
     ])
     .out();
+}
+
+/// A pod reads both through its environment and its volumes.
+fn reader_sees_env_and_volumes(c: &Cluster, image: &str) {
     let manifest = format!(
         "apiVersion: v1
 kind: Pod
@@ -494,11 +540,11 @@ spec:
   - name: scratch
     emptyDir: {{medium: Memory, sizeLimit: 1Mi}}
 ",
-        image.name
+        image
     );
     c.apply(&manifest.replace("$(COLOUR)", "$(colour)")).out();
     patiently("the reader running", 60, || {
-        jsonpath(&c, &["pod", "reader"], "{.status.phase}") == "Running"
+        jsonpath(c, &["pod", "reader"], "{.status.phase}") == "Running"
     });
     patiently("the first line", 30, || {
         c.kubectl(&["logs", "reader"])
@@ -517,7 +563,7 @@ spec:
     assert_eq!(first, "hello s3cret reader blue");
     assert_eq!(
         get(
-            &c,
+            c,
             &[
                 "exec",
                 "reader",
@@ -531,7 +577,10 @@ spec:
         ),
         "ff fe 78"
     );
-    // A change to the ConfigMap reaches the volume (not the environment).
+}
+
+/// A change to the ConfigMap reaches the volume (not the environment).
+fn config_map_change_reaches_the_volume(c: &Cluster) {
     c.kubectl(&[
         "patch",
         "configmap",
@@ -543,10 +592,13 @@ spec:
     patiently("the new content in the volume", 60, || {
         c.kubectl(&["logs", "reader", "--tail", "1"]).stdout.trim() == "bonjour"
     });
+}
 
+/// The agent's /stats/summary, its health and logs, directly and through the node proxy.
+fn stats_summary_and_node_proxy(c: &Cluster) {
     // The agent's /stats/summary (for metrics-server): the pod and its container, from cgroups.
     let port = jsonpath(
-        &c,
+        c,
         &["node", "node-c"],
         "{.status.daemonEndpoints.kubeletEndpoint.Port}",
     );
@@ -589,46 +641,50 @@ spec:
     assert!(!anonymous.success());
     // The same through the API server's node proxy.
     let proxied = get(
-        &c,
+        c,
         &["get", "--raw", "/api/v1/nodes/node-c/proxy/stats/summary"],
     );
     let proxied: serde_json::Value = serde_json::from_str(&proxied).unwrap();
     assert_eq!(proxied["node"]["nodeName"], "node-c");
     assert_eq!(
-        get(&c, &["get", "--raw", "/api/v1/nodes/node-c/proxy/healthz"]),
+        get(c, &["get", "--raw", "/api/v1/nodes/node-c/proxy/healthz"]),
         "ok"
     );
     // The node's /var/log, as the kubelet's /logs/ serves it.
-    let listing = get(&c, &["get", "--raw", "/api/v1/nodes/node-c/proxy/logs/"]);
+    let listing = get(c, &["get", "--raw", "/api/v1/nodes/node-c/proxy/logs/"]);
     assert!(
         listing.starts_with("<!doctype html>") && listing.contains("<pre>"),
         "{listing}"
     );
+}
 
-    // The agent restarts (with the server): no container restarts.
+/// The agent restarts (with the server): no container restarts.
+fn containers_survive_the_agent_restart(c: &mut Cluster) {
     let id = jsonpath(
-        &c,
+        c,
         &["pod", "reader"],
         "{.status.containerStatuses[0].containerID}",
     );
     assert!(id.starts_with("runc://"), "{id}");
     c.restart();
-    node_ready(&c, "node-c");
+    node_ready(c, "node-c");
     consistently(
         "the container running on, unrestarted, after the agent's restart",
         Duration::from_secs(3),
         || {
             let status = "{.status.containerStatuses[0].containerID} \
                           {.status.containerStatuses[0].restartCount} {.status.phase}";
-            jsonpath(&c, &["pod", "reader"], status) == format!("{id} 0 Running")
+            jsonpath(c, &["pod", "reader"], status) == format!("{id} 0 Running")
         },
     );
     // Logs follow on after the restart too.
     patiently("logs after the restart", 30, || {
         c.kubectl(&["logs", "reader", "--tail", "1"]).stdout.trim() == "bonjour"
     });
+}
 
-    // Deleting the pod leaves nothing mounted under the agent's directory.
+/// Deleting the pod leaves nothing mounted under the agent's directory.
+fn deleting_the_pod_leaves_no_mounts(c: &Cluster) {
     c.kubectl(&["delete", "pod", "reader", "--grace-period", "1"])
         .out();
     let dir = std::fs::canonicalize(c.agent_dir()).unwrap();
@@ -640,8 +696,6 @@ spec:
                 .lines()
                 .any(|l| l.contains(dir.join("containers").to_str().unwrap()))
     });
-
-    volumes_the_agent_cannot_provide_keep_the_pod_from_starting(&c, &image.name);
 }
 
 /// An nfs volume (this node has no NFS client) and a claim placed on the node directly: the
@@ -945,10 +999,6 @@ fn unused_images_are_garbage_collected_and_used_ones_kept() {
 
 // conformance: 320, 372
 #[test]
-#[expect(
-    clippy::too_many_lines,
-    reason = "an end-to-end scenario written before the 150-line limit; split it when it next changes"
-)]
 fn pull_secrets_seccomp_and_grpc_and_https_probes() {
     // A registry that wants a password: pulls fail without the pod's pull secret.
     let registry = testimage::Registry::start_with_basic_auth();
@@ -957,18 +1007,31 @@ fn pull_secrets_seccomp_and_grpc_and_https_probes() {
     let image = registry.push_layout(layout.path(), "1", "private/busybox");
     let c = Cluster::start_with_agent("node-h", 210, &[]);
     node_ready(&c, "node-h");
-    c.kubectl(&["run", "nosecret", "--image", &image, "--", "sleep", "3600"])
+    pulls_fail_without_the_pull_secret(&c, &registry, &image);
+    seccomp_pods_with_each_profile(&c, &image);
+    seccomp_profiles_filter_as_asked(&c);
+    // Probes over gRPC and HTTPS, against servers on the host (a host-network pod's address is
+    // the node's).
+    let servers = probe_servers::ProbeServers::start(&c.dir.path().join("tls"));
+    probes_over_grpc_and_https_on_the_host_network(&c, &image, &servers);
+    failing_probes_are_reported_and_acted_on(&c, &servers);
+    a_repeated_event_is_counted(&c);
+}
+
+/// Without credentials the pull fails as unauthorized; the pull secret the later pods use.
+fn pulls_fail_without_the_pull_secret(c: &Cluster, registry: &testimage::Registry, image: &str) {
+    c.kubectl(&["run", "nosecret", "--image", image, "--", "sleep", "3600"])
         .out();
     patiently("ErrImagePull without credentials", 60, || {
         let reason = jsonpath(
-            &c,
+            c,
             &["pod", "nosecret"],
             "{.status.containerStatuses[0].state.waiting.reason}",
         );
         reason == "ErrImagePull" || reason == "ImagePullBackOff"
     });
     let msg = jsonpath(
-        &c,
+        c,
         &["pod", "nosecret"],
         "{.status.containerStatuses[0].state.waiting.message}",
     );
@@ -986,7 +1049,11 @@ fn pull_secrets_seccomp_and_grpc_and_https_probes() {
         testimage::REGISTRY_PASSWORD,
     ])
     .out();
+}
 
+/// seccomp: pods with the runtime's default profile, a Localhost profile of their own, a
+/// missing one, and none; a profile path out of the directory is refused.
+fn seccomp_pods_with_each_profile(c: &Cluster, image: &str) {
     // seccomp: the runtime's default profile refuses new namespaces; a Localhost profile of
     // one's own is read from the agent's directory; without a profile, nothing is filtered.
     let profiles = c.agent_dir().join("seccomp/profiles");
@@ -1040,15 +1107,20 @@ spec:
         "{}",
         bad.err()
     );
+}
+
+/// The runtime's default profile refuses new namespaces; the Localhost profile refuses
+/// mkdir; without a profile, nothing is filtered; a missing profile fails the container.
+fn seccomp_profiles_filter_as_asked(c: &Cluster) {
     for name in ["unconfined", "confined", "own"] {
         patiently("the seccomp pods running", 60, || {
-            get(&c, &["logs", name]).contains("Seccomp:")
+            get(c, &["logs", name]).contains("Seccomp:")
         });
     }
     patiently("the logs complete", 10, || {
-        get(&c, &["logs", "own"]).contains("unshared")
+        get(c, &["logs", "own"]).contains("unshared")
     });
-    let logs = |name: &str| get(&c, &["logs", name]);
+    let logs = |name: &str| get(c, &["logs", name]);
     let unconfined = logs("unconfined");
     assert!(unconfined.contains("Seccomp:\t0"), "{unconfined}");
     assert!(unconfined.contains("unshared"), "{unconfined}");
@@ -1064,13 +1136,13 @@ spec:
     assert!(!own.contains("made"), "{own}");
     patiently("CreateContainerError for a missing profile", 60, || {
         jsonpath(
-            &c,
+            c,
             &["pod", "lost"],
             "{.status.containerStatuses[0].state.waiting.reason}",
         ) == "CreateContainerError"
     });
     let msg = jsonpath(
-        &c,
+        c,
         &["pod", "lost"],
         "{.status.containerStatuses[0].state.waiting.message}",
     );
@@ -1078,10 +1150,23 @@ spec:
         msg.contains("cannot load seccomp profile") && msg.contains("absent.json"),
         "{msg}"
     );
+}
 
-    // Probes over gRPC and HTTPS, against servers on the host (a host-network pod's address is
-    // the node's).
-    let servers = probe_servers::ProbeServers::start(&c.dir.path().join("tls"));
+/// The readiness of container `container` of pod `probed`.
+fn ready(c: &Cluster, container: &str) -> String {
+    jsonpath(
+        c,
+        &["pod", "probed"],
+        &format!("{{.status.containerStatuses[?(@.name==\"{container}\")].ready}}"),
+    )
+}
+
+/// Readiness over gRPC and HTTPS, in a pod on the host's network.
+fn probes_over_grpc_and_https_on_the_host_network(
+    c: &Cluster,
+    image: &str,
+    servers: &probe_servers::ProbeServers,
+) {
     let manifest = format!(
         "apiVersion: v1
 kind: Pod
@@ -1122,25 +1207,18 @@ spec:
         https = servers.https_port,
     );
     c.apply(&manifest).out();
-    let ready = |container: &str| {
-        jsonpath(
-            &c,
-            &["pod", "probed"],
-            &format!("{{.status.containerStatuses[?(@.name==\"{container}\")].ready}}"),
-        )
-    };
     patiently("gRPC and HTTPS readiness", 60, || {
-        ready("grpc") == "true" && ready("https") == "true"
+        ready(c, "grpc") == "true" && ready(c, "https") == "true"
     });
-    assert_eq!(ready("unknown"), "false");
+    assert_eq!(ready(c, "unknown"), "false");
     // On the host's network: the host's name and hosts file, plus the pod's aliases.
     let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     assert_eq!(
-        get(&c, &["exec", "probed", "-c", "grpc", "--", "hostname"]),
+        get(c, &["exec", "probed", "-c", "grpc", "--", "hostname"]),
         host_name.trim()
     );
     let hosts = get(
-        &c,
+        c,
         &["exec", "probed", "-c", "grpc", "--", "cat", "/etc/hosts"],
     );
     assert!(!hosts.contains("Kubernetes-managed"), "{hosts}");
@@ -1148,14 +1226,18 @@ spec:
         hosts.contains("# Entries added by HostAliases.\n10.9.9.9\talias.example"),
         "{hosts}"
     );
+}
+
+/// Failing probes: readiness lost, a restart for liveness, and events saying why.
+fn failing_probes_are_reported_and_acted_on(c: &Cluster, servers: &probe_servers::ProbeServers) {
     servers.status.store(
         probe_servers::NOT_SERVING,
         std::sync::atomic::Ordering::SeqCst,
     );
-    patiently("gRPC readiness lost", 30, || ready("grpc") == "false");
+    patiently("gRPC readiness lost", 30, || ready(c, "grpc") == "false");
     patiently("the broken container restarted", 60, || {
         jsonpath(
-            &c,
+            c,
             &["pod", "probed"],
             "{.status.containerStatuses[?(@.name==\"broken\")].restartCount}",
         )
@@ -1164,7 +1246,7 @@ spec:
             >= 1
     });
     let events = get(
-        &c,
+        c,
         &[
             "get",
             "events",
@@ -1180,18 +1262,21 @@ spec:
     ] {
         assert!(events.contains(text), "{text}\n{events}");
     }
-    // A repeated event is one Event whose count goes up, shown as kubectl does.
+}
+
+/// A repeated event is one Event whose count goes up, shown as kubectl does.
+fn a_repeated_event_is_counted(c: &Cluster) {
     patiently("a repeated event counted", 60, || {
-        get(&c, &["describe", "pod", "probed"]).contains(" over ")
+        get(c, &["describe", "pod", "probed"]).contains(" over ")
     });
-    let describe = get(&c, &["describe", "pod", "probed"]);
+    let describe = get(c, &["describe", "pod", "probed"]);
     let repeated = describe
         .lines()
         .find(|l| l.contains("(x") && l.contains(" over "))
         .unwrap_or_default();
     assert!(repeated.contains("kubelet"), "{describe}");
     let events = get(
-        &c,
+        c,
         &[
             "get",
             "events",
@@ -1207,19 +1292,11 @@ spec:
     );
 }
 
-// conformance: 281, 283, 382, 383, 384, 408, 409, 416, 417, 433
-#[test]
-#[expect(
-    clippy::too_many_lines,
-    reason = "an end-to-end scenario written before the 150-line limit; split it when it next changes"
-)]
-fn termination_messages_sysctls_sub_paths_dns_and_runtime_classes() {
-    let image = busybox();
-    let c = Cluster::start_with_agent("node-i", 211, &["--allowed-unsafe-sysctls", "kernel.msg*"]);
-    node_ready(&c, "node-i");
-    let pod = |name: &str, spec: &str, container: &str| {
-        format!(
-            "apiVersion: v1
+/// A pod of one container `c` that is not restarted, with an emptyDir volume `work`; `spec`
+/// and `container` are lines of the pod's and the container's spec.
+fn one_container_pod(image: &str, name: &str, spec: &str, container: &str) -> String {
+    format!(
+        "apiVersion: v1
 kind: Pod
 metadata: {{name: {name}}}
 spec:
@@ -1231,13 +1308,32 @@ spec:
   - name: c
     image: {}
 {container}",
-            image.name
-        )
-    };
+        image
+    )
+}
+
+// conformance: 281, 283, 382, 383, 384, 408, 409, 416, 417, 433
+#[test]
+fn termination_messages_sysctls_sub_paths_dns_and_runtime_classes() {
+    let image = busybox();
+    let c = Cluster::start_with_agent("node-i", 211, &["--allowed-unsafe-sysctls", "kernel.msg*"]);
+    node_ready(&c, "node-i");
+    apply_termination_message_pods(&c, &image.name);
+    let host_value = apply_sysctl_pods(&c, &image.name);
+    apply_sub_path_pods(&c, &image.name);
+    runtime_classes_admit_pods_by_name(&c, &image.name);
+    apply_dns_none_pod(&c, &image.name);
+    pods_finish_as_upstream_s_do(&c, &host_value);
+    bad_sub_paths_are_refused(&c);
+}
+
+/// A failing and a succeeding container whose log is their message on error only.
+fn apply_termination_message_pods(c: &Cluster, image: &str) {
     // A failing container's log is its message under FallbackToLogsOnError; a successful one's
     // is not.
     for (name, code) in [("fails", 1), ("succeeds", 0)] {
-        c.apply(&pod(
+        c.apply(&one_container_pod(
+            image,
             name,
             "",
             &format!(
@@ -1246,28 +1342,37 @@ spec:
         ))
         .out();
     }
+}
+
+/// Pods setting a safe, an unsafe, an allowed unsafe and invalid sysctls; returns the host's
+/// value of the safe one.
+fn apply_sysctl_pods(c: &Cluster, image: &str) -> String {
     // A safe sysctl is set in the pod's own namespace; an unsafe one is refused.
     let host_value = std::fs::read_to_string("/proc/sys/kernel/shm_rmid_forced").unwrap();
-    c.apply(&pod(
+    c.apply(&one_container_pod(
+        image,
         "safe",
         "  securityContext: {sysctls: [{name: kernel.shm_rmid_forced, value: '1'}]}",
         "    command: [cat, /proc/sys/kernel/shm_rmid_forced]\n",
     ))
     .out();
-    c.apply(&pod(
+    c.apply(&one_container_pod(
+        image,
         "unsafe",
         "  securityContext: {sysctls: [{name: net.core.somaxconn, value: '1000'}]}",
         "    command: ['true']\n",
     ))
     .out();
     // One allowed with --allowed-unsafe-sysctls.
-    c.apply(&pod(
+    c.apply(&one_container_pod(
+        image,
         "allowed",
         "  securityContext: {sysctls: [{name: kernel.msgmax, value: '10000'}]}",
         "    command: [cat, /proc/sys/kernel/msgmax]\n",
     ))
     .out();
-    let invalid = c.apply(&pod(
+    let invalid = c.apply(&one_container_pod(
+        image,
         "invalid",
         "  securityContext: {sysctls: [{name: 'foo-', value: '1'}, {name: 'bar..', value: '1'}]}",
         "    command: ['true']\n",
@@ -1282,13 +1387,19 @@ spec:
             invalid.err()
         );
     }
+    host_value
+}
+
+/// Pods with subPathExpr mounts: one expanded, one absolute and one upward.
+fn apply_sub_path_pods(c: &Cluster, image: &str) {
     // subPathExpr: expanded from the container's variables; absolute paths and '..' refused.
     let env = |value: &str| {
         format!(
             "    env:\n    - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}\n    - {{name: WHERE, value: '{value}'}}\n"
         )
     };
-    c.apply(&pod(
+    c.apply(&one_container_pod(
+            image,
         "expanded",
         "",
         &format!(
@@ -1298,7 +1409,8 @@ spec:
     ))
     .out();
     for (name, value) in [("absolute", "/tmp"), ("upward", "..")] {
-        c.apply(&pod(
+        c.apply(&one_container_pod(
+            image,
             name,
             "",
             &format!(
@@ -1308,7 +1420,10 @@ spec:
         ))
         .out();
     }
+}
 
+/// RuntimeClasses: admitted by name, with their overhead.
+fn runtime_classes_admit_pods_by_name(c: &Cluster, image: &str) {
     // RuntimeClasses: admitted by name, with their overhead; run only by the agent's handler.
     c.apply(
         "apiVersion: node.k8s.io/v1
@@ -1324,19 +1439,22 @@ handler: kata
 ",
     )
     .out();
-    c.apply(&pod(
+    c.apply(&one_container_pod(
+        image,
         "classy",
         "  runtimeClassName: plain",
         "    command: ['true']\n",
     ))
     .out();
-    c.apply(&pod(
+    c.apply(&one_container_pod(
+        image,
         "virtual",
         "  runtimeClassName: vm",
         "    command: ['true']\n",
     ))
     .out();
-    let absent = c.apply(&pod(
+    let absent = c.apply(&one_container_pod(
+        image,
         "nowhere",
         "  runtimeClassName: absent",
         "    command: ['true']\n",
@@ -1349,19 +1467,29 @@ handler: kata
         absent.err()
     );
     assert_eq!(
-        jsonpath(&c, &["pod", "classy"], "{.spec.overhead.memory}"),
+        jsonpath(c, &["pod", "classy"], "{.spec.overhead.memory}"),
         "16Mi"
     );
+}
+
+/// A pod with dnsPolicy None.
+fn apply_dns_none_pod(c: &Cluster, image: &str) {
     // dnsPolicy None: exactly the pod's dnsConfig.
-    c.apply(&pod(
+    c.apply(&one_container_pod(
+            image,
         "resolver",
         "  dnsPolicy: None\n  dnsConfig: {nameservers: [1.1.1.1], searches: [resolv.conf.local], options: [{name: ndots, value: '2'}]}",
         "    command: [cat, /etc/resolv.conf]\n",
     ))
     .out();
+}
+
+/// The pods finish with their messages, sysctls, sub-paths, runtime handlers and resolver
+/// configuration, or are refused as upstream's kubelet refuses them.
+fn pods_finish_as_upstream_s_do(c: &Cluster, host_value: &str) {
     let terminated = |name: &str, field: &str| {
         jsonpath(
-            &c,
+            c,
             &["pod", name],
             &format!("{{.status.containerStatuses[0].state.terminated.{field}}}"),
         )
@@ -1373,18 +1501,18 @@ handler: kata
     });
     assert_eq!(terminated("fails", "message"), "one\nDONE");
     assert_eq!(terminated("succeeds", "message"), "");
-    assert_eq!(get(&c, &["logs", "safe"]), "1");
+    assert_eq!(get(c, &["logs", "safe"]), "1");
     assert_eq!(
         std::fs::read_to_string("/proc/sys/kernel/shm_rmid_forced").unwrap(),
         host_value
     );
-    assert_eq!(get(&c, &["logs", "expanded"]), "f");
+    assert_eq!(get(c, &["logs", "expanded"]), "f");
     patiently("the runtime-class pod to finish", 30, || {
         terminated("classy", "reason") == "Completed"
     });
     patiently("no runtime for the vm handler", 30, || {
         get(
-            &c,
+            c,
             &[
                 "get",
                 "events",
@@ -1398,11 +1526,11 @@ handler: kata
         !terminated("resolver", "reason").is_empty()
     });
     assert_eq!(
-        get(&c, &["logs", "resolver"]),
+        get(c, &["logs", "resolver"]),
         "nameserver 1.1.1.1\nsearch resolv.conf.local\noptions ndots:2"
     );
     pods::pod_fails_with(
-        &c,
+        c,
         "unsafe",
         "SysctlForbidden",
         "Pod was rejected: forbidden sysctl: \"net.core.somaxconn\" not allowlisted",
@@ -1410,7 +1538,11 @@ handler: kata
     patiently("the allowed sysctl pod to finish", 30, || {
         !terminated("allowed", "reason").is_empty()
     });
-    assert_eq!(get(&c, &["logs", "allowed"]), "10000");
+    assert_eq!(get(c, &["logs", "allowed"]), "10000");
+}
+
+/// Absolute and upward sub-paths are refused: CreateContainerConfigError.
+fn bad_sub_paths_are_refused(c: &Cluster) {
     for (name, msg) in [
         (
             "absolute",
@@ -1426,7 +1558,7 @@ handler: kata
             60,
             || {
                 jsonpath(
-                    &c,
+                    c,
                     &["pod", name],
                     "{.status.containerStatuses[0].state.waiting.reason}",
                 ) == "CreateContainerConfigError"
@@ -1434,7 +1566,7 @@ handler: kata
         );
         assert_eq!(
             jsonpath(
-                &c,
+                c,
                 &["pod", name],
                 "{.status.containerStatuses[0].state.waiting.message}"
             ),

@@ -20,15 +20,20 @@ fn pod_on(c: &Cluster, name: &str, node: &str, tolerations: &str) {
 }
 
 #[test]
-#[expect(
-    clippy::too_many_lines,
-    reason = "an end-to-end scenario written before the 150-line limit; split it when it next changes"
-)]
 fn a_silent_node_turns_not_ready_and_its_pods_leave_after_their_toleration() {
     let c = Cluster::start(&["--node-monitor-grace-period", "3s"]);
     let _sim = Simulator::start(&c, &["--nodes", "2", "--lease-seconds", "1"]);
+    nodes_ready_with_pod_cidrs(&c);
+    pods_running_with_default_tolerations(&c);
+    silenced_node_turns_not_ready_and_tainted(&c);
+    only_the_hasty_pod_is_evicted(&c);
+    revived_node_turns_ready_and_untainted(&c);
+}
+
+/// Both simulated nodes turn Ready and get a pod CIDR each.
+fn nodes_ready_with_pod_cidrs(c: &Cluster) {
     eventually("two Ready nodes", || {
-        get(&c, &["get", "nodes", "--no-headers"])
+        get(c, &["get", "nodes", "--no-headers"])
             .lines()
             .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
             .count()
@@ -37,7 +42,7 @@ fn a_silent_node_turns_not_ready_and_its_pods_leave_after_their_toleration() {
     // Node IPAM: a /24 of the cluster CIDR each.
     eventually("pod CIDRs", || {
         let cidrs = get(
-            &c,
+            c,
             &[
                 "get",
                 "nodes",
@@ -49,25 +54,30 @@ fn a_silent_node_turns_not_ready_and_its_pods_leave_after_their_toleration() {
         cidrs.sort();
         cidrs == ["10.42.0.0/24", "10.42.1.0/24"]
     });
+}
+
+/// Three pods run, two on sim-0 (one tolerating unreachable for two seconds only), with the
+/// default tolerations added.
+fn pods_running_with_default_tolerations(c: &Cluster) {
     // Defaults from DefaultTolerationSeconds: five minutes.
-    pod_on(&c, "patient", "sim-0", "");
+    pod_on(c, "patient", "sim-0", "");
     pod_on(
-        &c,
+        c,
         "hasty",
         "sim-0",
         "  tolerations: [{key: node.kubernetes.io/unreachable, operator: Exists, \
          effect: NoExecute, tolerationSeconds: 2}]\n",
     );
-    pod_on(&c, "elsewhere", "sim-1", "");
+    pod_on(c, "elsewhere", "sim-1", "");
     eventually("the pods running", || {
         get(
-            &c,
+            c,
             &["get", "pods", "-o", "jsonpath={.items[*].status.phase}"],
         ) == "Running Running Running"
     });
     assert_eq!(
         get(
-            &c,
+            c,
             &[
                 "get",
                 "pod",
@@ -78,18 +88,21 @@ fn a_silent_node_turns_not_ready_and_its_pods_leave_after_their_toleration() {
         ),
         "300"
     );
+}
 
+/// sim-0 stops heartbeating: NotReady, NodeStatusUnknown, tainted unreachable.
+fn silenced_node_turns_not_ready_and_tainted(c: &Cluster) {
     c.kubectl(&["annotate", "node", "sim-0", "simulate.rudder.dev/dead=true"])
         .out();
     eventually("sim-0 NotReady", || {
-        get(&c, &["get", "node", "sim-0", "--no-headers"])
+        get(c, &["get", "node", "sim-0", "--no-headers"])
             .split_whitespace()
             .nth(1)
             == Some("NotReady")
     });
     assert_eq!(
         get(
-            &c,
+            c,
             &[
                 "get",
                 "node",
@@ -102,7 +115,7 @@ fn a_silent_node_turns_not_ready_and_its_pods_leave_after_their_toleration() {
     );
     eventually("the unreachable taints", || {
         get(
-            &c,
+            c,
             &[
                 "get",
                 "node",
@@ -112,10 +125,14 @@ fn a_silent_node_turns_not_ready_and_its_pods_leave_after_their_toleration() {
             ],
         ) == "node.kubernetes.io/unreachable:NoSchedule node.kubernetes.io/unreachable:NoExecute"
     });
+}
+
+/// The pod tolerating two seconds is evicted, the others stay.
+fn only_the_hasty_pod_is_evicted(c: &Cluster) {
     // The pod tolerating two seconds is evicted (it stays Terminating: its kubelet is gone).
     eventually("the hasty pod evicted", || {
         !get(
-            &c,
+            c,
             &[
                 "get",
                 "pod",
@@ -128,7 +145,7 @@ fn a_silent_node_turns_not_ready_and_its_pods_leave_after_their_toleration() {
     });
     assert_eq!(
         get(
-            &c,
+            c,
             &[
                 "get",
                 "pod",
@@ -140,7 +157,7 @@ fn a_silent_node_turns_not_ready_and_its_pods_leave_after_their_toleration() {
         "DeletionByTaintManager"
     );
     let evicted = get(
-        &c,
+        c,
         &[
             "get",
             "events",
@@ -154,7 +171,7 @@ fn a_silent_node_turns_not_ready_and_its_pods_leave_after_their_toleration() {
     for still in ["patient", "elsewhere"] {
         assert!(
             get(
-                &c,
+                c,
                 &[
                     "get",
                     "pod",
@@ -167,17 +184,20 @@ fn a_silent_node_turns_not_ready_and_its_pods_leave_after_their_toleration() {
             "{still} was evicted"
         );
     }
+}
 
+/// sim-0 heartbeats again.
+fn revived_node_turns_ready_and_untainted(c: &Cluster) {
     // Back to life: Ready again, the taints go.
     c.kubectl(&["annotate", "node", "sim-0", "simulate.rudder.dev/dead-"])
         .out();
     eventually("sim-0 Ready and untainted", || {
-        get(&c, &["get", "node", "sim-0", "--no-headers"])
+        get(c, &["get", "node", "sim-0", "--no-headers"])
             .split_whitespace()
             .nth(1)
             == Some("Ready")
             && get(
-                &c,
+                c,
                 &["get", "node", "sim-0", "-o", "jsonpath={.spec.taints}"],
             )
             .is_empty()

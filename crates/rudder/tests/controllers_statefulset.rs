@@ -87,11 +87,12 @@ const WEB: &str = "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: 
     storageClassName: local\n      \
     accessModes: [ReadWriteOnce]\n      resources: {requests: {storage: 1Gi}}\n";
 
+/// The image of pod `pod`'s first container.
+fn image_of(c: &Cluster, pod: &str) -> String {
+    jsonpath(c, &["pod", pod], "{.spec.containers[0].image}")
+}
+
 #[test]
-#[expect(
-    clippy::too_many_lines,
-    reason = "an end-to-end scenario written before the 150-line limit; split it when it next changes"
-)]
 fn ordered_sets_start_in_order_with_claims_scale_down_and_roll_out_to_the_partition() {
     let c = Cluster::start(&[]);
     let _sim = Simulator::start(&c, &["--nodes", "2"]);
@@ -100,6 +101,17 @@ fn ordered_sets_start_in_order_with_claims_scale_down_and_roll_out_to_the_partit
         c.kubectl_background(&["get", "pods", "-l", "app=web", "-w", "-o", WATCH], &log);
     // Give the watch a moment to be established before anything happens.
     std::thread::sleep(std::time::Duration::from_secs(2));
+    pods_start_in_ordinal_order(&c, &log);
+    pods_have_identity_claims_and_a_revision(&c);
+    scale_down_from_the_highest_ordinal(&c, &log);
+    let update = roll_out_down_to_the_partition(&c, &log);
+    finish_the_rollout(&c, &update);
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
+
+/// The set rolls out its three pods, each created only once the one before it was Ready.
+fn pods_start_in_ordinal_order(c: &Cluster, log: &Path) {
     c.apply(WEB).out();
     let rollout = c.kubectl(&["rollout", "status", "statefulset/web", "--timeout=120s"]);
     assert!(
@@ -107,13 +119,13 @@ fn ordered_sets_start_in_order_with_claims_scale_down_and_roll_out_to_the_partit
         "{}",
         rollout.stdout
     );
-    assert_eq!(live_pods(&c, "web"), ["web-0", "web-1", "web-2"]);
+    assert_eq!(live_pods(c, "web"), ["web-0", "web-1", "web-2"]);
 
     // Each pod appeared only once the one before it was Ready.
     eventually("the watch to see web-2", || {
-        first(&watched(&log), "web-2", |_| true).is_some()
+        first(&watched(log), "web-2", |_| true).is_some()
     });
-    let lines = watched(&log);
+    let lines = watched(log);
     for (before, after) in [("web-0", "web-1"), ("web-1", "web-2")] {
         let ready = first(&lines, before, |f| f.get(1) == Some(&"True"))
             .unwrap_or_else(|| panic!("{before} never Ready: {lines:?}"));
@@ -124,23 +136,26 @@ fn ordered_sets_start_in_order_with_claims_scale_down_and_roll_out_to_the_partit
         );
     }
     let ready_at = jsonpath(
-        &c,
+        c,
         &["pod", "web-0"],
         "{.status.conditions[?(@.type==\"Ready\")].lastTransitionTime}",
     );
-    let created_at = jsonpath(&c, &["pod", "web-1"], "{.metadata.creationTimestamp}");
+    let created_at = jsonpath(c, &["pod", "web-1"], "{.metadata.creationTimestamp}");
     assert!(created_at >= ready_at, "{created_at} < {ready_at}");
+}
 
+/// Each pod has its stable name, its claim and the set's revision; events and status say so.
+fn pods_have_identity_claims_and_a_revision(c: &Cluster) {
     // Identity, storage and revision.
     assert_eq!(
-        jsonpath(&c, &["pod", "web-1"], "{.spec.hostname} {.spec.subdomain}"),
+        jsonpath(c, &["pod", "web-1"], "{.spec.hostname} {.spec.subdomain}"),
         "web-1 nginx"
     );
-    let update = jsonpath(&c, &["sts", "web"], "{.status.updateRevision}");
+    let update = jsonpath(c, &["sts", "web"], "{.status.updateRevision}");
     assert!(update.starts_with("web-"), "{update}");
     assert_eq!(
         jsonpath(
-            &c,
+            c,
             &["pod", "web-1"],
             "{.metadata.labels.statefulset\\.kubernetes\\.io/pod-name} \
              {.metadata.labels.apps\\.kubernetes\\.io/pod-index} \
@@ -151,22 +166,22 @@ fn ordered_sets_start_in_order_with_claims_scale_down_and_roll_out_to_the_partit
     );
     assert_eq!(
         jsonpath(
-            &c,
+            c,
             &["pod", "web-1"],
             "{.spec.volumes[?(@.name==\"data\")].persistentVolumeClaim.claimName}"
         ),
         "data-web-1"
     );
     assert_eq!(
-        jsonpath(&c, &["pvc"], "{.items[*].metadata.name}"),
+        jsonpath(c, &["pvc"], "{.items[*].metadata.name}"),
         "data-web-0 data-web-1 data-web-2"
     );
     assert_eq!(
-        jsonpath(&c, &["pvc", "data-web-0"], "{.metadata.labels.app}"),
+        jsonpath(c, &["pvc", "data-web-0"], "{.metadata.labels.app}"),
         "web"
     );
     let events = jsonpath(
-        &c,
+        c,
         &["events", "--field-selector", "involvedObject.name=web"],
         "{range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
     );
@@ -179,28 +194,31 @@ fn ordered_sets_start_in_order_with_claims_scale_down_and_roll_out_to_the_partit
     }
     assert_eq!(
         jsonpath(
-            &c,
+            c,
             &["controllerrevisions"],
             "{range .items[*]}{.metadata.name} {.revision}{end}"
         ),
         format!("{update} 1")
     );
     let status = jsonpath(
-        &c,
+        c,
         &["sts", "web"],
         "{.status.replicas} {.status.readyReplicas} {.status.availableReplicas} \
          {.status.currentReplicas} {.status.updatedReplicas} {.status.currentRevision}",
     );
     assert_eq!(status, format!("3 3 3 3 3 {update}"));
+}
 
+/// Scaling down removes the highest ordinal first and keeps the claims; then back to three.
+fn scale_down_from_the_highest_ordinal(c: &Cluster, log: &Path) {
     // Scaling down removes the highest ordinal first, one at a time; claims stay.
     c.kubectl(&["scale", "statefulset", "web", "--replicas=1"])
         .out();
-    eventually("one pod left", || live_pods(&c, "web") == ["web-0"]);
+    eventually("one pod left", || live_pods(c, "web") == ["web-0"]);
     eventually("web-1 seen going", || {
-        first(&watched(&log), "web-1", is_going).is_some()
+        first(&watched(log), "web-1", is_going).is_some()
     });
-    let lines = watched(&log);
+    let lines = watched(log);
     let web2_going = first(&lines, "web-2", is_going).unwrap();
     let web1_going = first(&lines, "web-1", is_going).unwrap();
     assert!(
@@ -208,14 +226,18 @@ fn ordered_sets_start_in_order_with_claims_scale_down_and_roll_out_to_the_partit
         "web-1 went before web-2: {lines:?}"
     );
     assert_eq!(
-        jsonpath(&c, &["pvc"], "{.items[*].metadata.name}"),
+        jsonpath(c, &["pvc"], "{.items[*].metadata.name}"),
         "data-web-0 data-web-1 data-web-2"
     );
     c.kubectl(&["scale", "statefulset", "web", "--replicas=3"])
         .out();
     c.kubectl(&["rollout", "status", "statefulset/web", "--timeout=120s"])
         .out();
+}
 
+/// A rollout with partition 1 replaces web-2 then web-1 and keeps web-0; returns the update
+/// revision.
+fn roll_out_down_to_the_partition(c: &Cluster, log: &Path) -> String {
     // A new image with partition 1: web-2 then web-1 are replaced, web-0 is kept.
     c.kubectl(&[
         "patch",
@@ -225,7 +247,7 @@ fn ordered_sets_start_in_order_with_claims_scale_down_and_roll_out_to_the_partit
         r#"{"spec":{"updateStrategy":{"type":"RollingUpdate","rollingUpdate":{"partition":1}}}}"#,
     ])
     .out();
-    let mark = watched(&log).len();
+    let mark = watched(log).len();
     c.kubectl(&["set", "image", "statefulset/web", "app=nginx:1.26"])
         .out();
     let rollout = c.kubectl(&["rollout", "status", "statefulset/web", "--timeout=120s"]);
@@ -236,11 +258,10 @@ fn ordered_sets_start_in_order_with_claims_scale_down_and_roll_out_to_the_partit
         "{}",
         rollout.stdout
     );
-    let images = |pod: &str| jsonpath(&c, &["pod", pod], "{.spec.containers[0].image}");
-    assert_eq!(images("web-0"), "nginx:1.25");
-    assert_eq!(images("web-1"), "nginx:1.26");
-    assert_eq!(images("web-2"), "nginx:1.26");
-    let lines = watched(&log)[mark..].to_vec();
+    assert_eq!(image_of(c, "web-0"), "nginx:1.25");
+    assert_eq!(image_of(c, "web-1"), "nginx:1.26");
+    assert_eq!(image_of(c, "web-2"), "nginx:1.26");
+    let lines = watched(log)[mark..].to_vec();
     let web2_going = first(&lines, "web-2", is_going).unwrap();
     let web1_going = first(&lines, "web-1", is_going).unwrap();
     assert!(
@@ -248,13 +269,13 @@ fn ordered_sets_start_in_order_with_claims_scale_down_and_roll_out_to_the_partit
         "web-1 updated before web-2: {lines:?}"
     );
     let (current, update) = (
-        jsonpath(&c, &["sts", "web"], "{.status.currentRevision}"),
-        jsonpath(&c, &["sts", "web"], "{.status.updateRevision}"),
+        jsonpath(c, &["sts", "web"], "{.status.currentRevision}"),
+        jsonpath(c, &["sts", "web"], "{.status.updateRevision}"),
     );
     assert_ne!(current, update);
     assert_eq!(
         jsonpath(
-            &c,
+            c,
             &["pod", "web-0"],
             "{.metadata.labels.controller-revision-hash}"
         ),
@@ -262,21 +283,24 @@ fn ordered_sets_start_in_order_with_claims_scale_down_and_roll_out_to_the_partit
     );
     assert_eq!(
         jsonpath(
-            &c,
+            c,
             &["sts", "web"],
             "{.status.currentReplicas} {.status.updatedReplicas}"
         ),
         "1 2"
     );
-    let history = get(&c, &["rollout", "history", "statefulset/web"]);
+    let history = get(c, &["rollout", "history", "statefulset/web"]);
     let revisions: Vec<&str> = history
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .filter(|w| w.parse::<u32>().is_ok())
         .collect();
     assert_eq!(revisions, ["1", "2"], "{history}");
+    update
+}
 
-    // Partition 0 finishes the rollout: the update revision becomes the current one.
+/// Partition 0 finishes the rollout: the update revision becomes the current one.
+fn finish_the_rollout(c: &Cluster, update: &str) {
     c.kubectl(&[
         "patch",
         "statefulset",
@@ -288,11 +312,9 @@ fn ordered_sets_start_in_order_with_claims_scale_down_and_roll_out_to_the_partit
     c.kubectl(&["rollout", "status", "statefulset/web", "--timeout=120s"])
         .out();
     eventually("the rollout complete", || {
-        jsonpath(&c, &["sts", "web"], "{.status.currentRevision}") == update
+        jsonpath(c, &["sts", "web"], "{.status.currentRevision}") == update
     });
-    assert_eq!(images("web-0"), "nginx:1.26");
-    let _ = watch.kill();
-    let _ = watch.wait();
+    assert_eq!(image_of(c, "web-0"), "nginx:1.26");
 }
 
 fn parallel(name: &str, policy: &str) -> String {

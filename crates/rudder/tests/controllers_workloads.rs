@@ -164,13 +164,17 @@ fn image_of(c: &Cluster) -> String {
 }
 
 #[test]
-#[expect(
-    clippy::too_many_lines,
-    reason = "an end-to-end scenario written before the 150-line limit; split it when it next changes"
-)]
 fn deployments_roll_out_without_dropping_below_the_desired_availability() {
     let c = Cluster::start(&[]);
     let _sim = Simulator::start(&c, &["--nodes", "2"]);
+    first_rollout_completes(&c);
+    new_image_rolls_out_keeping_availability(&c);
+    history_and_undo(&c);
+    scale_pause_and_resume(&c);
+}
+
+/// The Deployment rolls out its three replicas and turns Available.
+fn first_rollout_completes(c: &Cluster) {
     c.apply(WEB).out();
     let status = c.kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     assert!(
@@ -181,12 +185,12 @@ fn deployments_roll_out_without_dropping_below_the_desired_availability() {
         status.stdout,
         status.stderr
     );
-    let listed = get(&c, &["get", "deploy", "web", "--no-headers"]);
+    let listed = get(c, &["get", "deploy", "web", "--no-headers"]);
     let cols: Vec<&str> = listed.split_whitespace().collect();
     assert_eq!(&cols[..4], ["web", "3/3", "3", "3"], "{listed}");
     assert_eq!(
         get(
-            &c,
+            c,
             &[
                 "get",
                 "deploy",
@@ -197,7 +201,10 @@ fn deployments_roll_out_without_dropping_below_the_desired_availability() {
         ),
         "MinimumReplicasAvailable"
     );
+}
 
+/// A new image rolls out while a watch sees availability never drop below three.
+fn new_image_rolls_out_keeping_availability(c: &Cluster) {
     // Watch availability through the rollout of a new image.
     let watched = c.dir.path().join("watch.txt");
     let mut watch = c.kubectl_background(
@@ -234,10 +241,13 @@ fn deployments_roll_out_without_dropping_below_the_desired_availability() {
         counts.iter().all(|n| *n >= 3),
         "availability dropped: {counts:?}"
     );
+}
 
+/// The rollout left two ReplicaSets and a history; undo brings the first template back.
+fn history_and_undo(c: &Cluster) {
     // Two ReplicaSets, the old one scaled to zero; history and undo.
     let sets = get(
-        &c,
+        c,
         &[
             "get",
             "rs",
@@ -250,14 +260,14 @@ fn deployments_roll_out_without_dropping_below_the_desired_availability() {
     let mut sizes: Vec<&str> = sets.split_whitespace().collect();
     sizes.sort();
     assert_eq!(sizes, ["0", "3"]);
-    let history = get(&c, &["rollout", "history", "deployment/web"]);
+    let history = get(c, &["rollout", "history", "deployment/web"]);
     assert!(
         history.contains("\n1 ") && history.contains("\n2 "),
         "{history}"
     );
     assert_eq!(
         get(
-            &c,
+            c,
             &[
                 "get",
                 "deploy",
@@ -269,7 +279,7 @@ fn deployments_roll_out_without_dropping_below_the_desired_availability() {
         "2"
     );
     c.kubectl(&["rollout", "undo", "deployment/web"]).out();
-    eventually("the first template back", || image_of(&c) == "nginx:1.25");
+    eventually("the first template back", || image_of(c) == "nginx:1.25");
     let status = c.kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     assert!(
         status.stdout.contains("successfully rolled out"),
@@ -279,7 +289,7 @@ fn deployments_roll_out_without_dropping_below_the_desired_availability() {
     // The first ReplicaSet is reused as revision 3.
     assert_eq!(
         get(
-            &c,
+            c,
             &[
                 "get",
                 "rs",
@@ -292,7 +302,7 @@ fn deployments_roll_out_without_dropping_below_the_desired_availability() {
         "3"
     );
     let events = get(
-        &c,
+        c,
         &[
             "get",
             "events",
@@ -304,13 +314,16 @@ fn deployments_roll_out_without_dropping_below_the_desired_availability() {
     );
     assert!(events.contains("Scaled up replica set web-"), "{events}");
     assert!(events.contains("Scaled down replica set web-"), "{events}");
+}
 
+/// Scaling, and a paused Deployment that rolls out only once resumed.
+fn scale_pause_and_resume(c: &Cluster) {
     // Scaling, pause and resume.
     c.kubectl(&["scale", "deployment/web", "--replicas=5"])
         .out();
     eventually("five available", || {
         get(
-            &c,
+            c,
             &[
                 "get",
                 "deploy",
@@ -325,7 +338,7 @@ fn deployments_roll_out_without_dropping_below_the_desired_availability() {
         .out();
     eventually("the paused condition", || {
         get(
-            &c,
+            c,
             &[
                 "get",
                 "deploy",
@@ -339,7 +352,7 @@ fn deployments_roll_out_without_dropping_below_the_desired_availability() {
         "no rollout while paused",
         Duration::from_millis(500),
         || {
-            get(&c, &["get", "rs", "-l", "app=web", "--no-headers"])
+            get(c, &["get", "rs", "-l", "app=web", "--no-headers"])
                 .lines()
                 .count()
                 == 2
@@ -353,7 +366,7 @@ fn deployments_roll_out_without_dropping_below_the_desired_availability() {
         status.stderr
     );
     assert_eq!(
-        get(&c, &["get", "rs", "-l", "app=web", "--no-headers"])
+        get(c, &["get", "rs", "-l", "app=web", "--no-headers"])
             .lines()
             .count(),
         3

@@ -738,17 +738,24 @@ fn services_get_cluster_ips_and_node_ports_once() {
     assert!(ip.out().starts_with("10.43."), "{}", ip.stdout);
 }
 
+/// Runs `kubectl create ...` and checks it reports `<expect> created`.
+fn created(c: &Cluster, args: &[&str], expect: &str) {
+    assert_eq!(c.kubectl(args).out(), format!("{expect} created\n"));
+}
+
 #[test]
-#[expect(
-    clippy::too_many_lines,
-    reason = "an end-to-end scenario written before the 150-line limit; split it when it next changes"
-)]
 fn kubectl_create_subcommands_send_protobuf_and_it_decodes() {
     let c = Cluster::start(&[]);
-    let created = |args: &[&str], expect: &str| {
-        assert_eq!(c.kubectl(args).out(), format!("{expect} created\n"))
-    };
+    create_configuration_and_access_objects(&c);
+    configuration_and_access_objects_decode(&c);
+    create_workloads_and_their_policies(&c);
+}
+
+/// `kubectl create` of ConfigMaps, Secrets, Namespaces, ServiceAccounts, Services, RBAC,
+/// PriorityClasses and quotas.
+fn create_configuration_and_access_objects(c: &Cluster) {
     created(
+        c,
         &[
             "create",
             "configmap",
@@ -759,6 +766,7 @@ fn kubectl_create_subcommands_send_protobuf_and_it_decodes() {
         "configmap/cm1",
     );
     created(
+        c,
         &[
             "create",
             "secret",
@@ -768,16 +776,19 @@ fn kubectl_create_subcommands_send_protobuf_and_it_decodes() {
         ],
         "secret/s1",
     );
-    created(&["create", "namespace", "team-a"], "namespace/team-a");
+    created(c, &["create", "namespace", "team-a"], "namespace/team-a");
     created(
+        c,
         &["create", "serviceaccount", "robot"],
         "serviceaccount/robot",
     );
     created(
+        c,
         &["create", "service", "clusterip", "web", "--tcp=80:8080"],
         "service/web",
     );
     created(
+        c,
         &[
             "create",
             "role",
@@ -788,17 +799,24 @@ fn kubectl_create_subcommands_send_protobuf_and_it_decodes() {
         "role.rbac.authorization.k8s.io/reader",
     );
     created(
+        c,
         &["create", "rolebinding", "rb", "--role=reader", "--user=bob"],
         "rolebinding.rbac.authorization.k8s.io/rb",
     );
     created(
+        c,
         &["create", "priorityclass", "low", "--value=0"],
         "priorityclass.scheduling.k8s.io/low",
     );
     created(
+        c,
         &["create", "quota", "q", "--hard=pods=10,cpu=2"],
         "resourcequota/q",
     );
+}
+
+/// What those protobuf bodies carried, read back.
+fn configuration_and_access_objects_decode(c: &Cluster) {
     assert_eq!(
         c.kubectl(&["get", "cm", "cm1", "-o", "jsonpath={.data.a}{.data.c}"])
             .out(),
@@ -836,7 +854,13 @@ fn kubectl_create_subcommands_send_protobuf_and_it_decodes() {
             .out(),
         "0"
     );
+}
+
+/// `kubectl create` of Deployments, Jobs, CronJobs, PodDisruptionBudgets and Ingresses, and
+/// what they carried.
+fn create_workloads_and_their_policies(c: &Cluster) {
     created(
+        c,
         &[
             "create",
             "deployment",
@@ -861,6 +885,7 @@ fn kubectl_create_subcommands_send_protobuf_and_it_decodes() {
         "0 d nginx 80"
     );
     created(
+        c,
         &["create", "job", "j", "--image=busybox", "--", "true"],
         "job.batch/j",
     );
@@ -876,6 +901,7 @@ fn kubectl_create_subcommands_send_protobuf_and_it_decodes() {
         "Never [\"true\"]"
     );
     created(
+        c,
         &[
             "create",
             "cronjob",
@@ -886,6 +912,7 @@ fn kubectl_create_subcommands_send_protobuf_and_it_decodes() {
         "cronjob.batch/cj",
     );
     created(
+        c,
         &[
             "create",
             "pdb",
@@ -907,6 +934,7 @@ fn kubectl_create_subcommands_send_protobuf_and_it_decodes() {
         "0"
     );
     created(
+        c,
         &["create", "ingress", "ing", "--rule=example.com/*=web:80"],
         "ingress.networking.k8s.io/ing",
     );

@@ -208,16 +208,21 @@ spec:
 ";
 
 #[test]
-#[expect(
-    clippy::too_many_lines,
-    reason = "an end-to-end scenario written before the 150-line limit; split it when it next changes"
-)]
 fn job_pods_complete_and_annotated_pods_fail_or_restart() {
     // The pod below plays the Job controller's part: the real one stays out of it.
     let c = Cluster::start(&["--disable-controller=job"]);
     let mut sim = Simulator::start(&c, &["--nodes", "1", "--lease-seconds", "1"]);
     wait_ready(&c, &mut sim, &["sim-0"]);
 
+    job_pod_completes_and_others_run_on(&c, &mut sim);
+    annotated_pod_fails(&c, &mut sim);
+    annotated_pod_crash_loops(&c, &mut sim);
+    finished_pods_are_left_alone(&c, &mut sim);
+}
+
+/// A pod owned by the Job succeeds after about a second, with upstream's statuses; a pod of
+/// nobody's runs on.
+fn job_pod_completes_and_others_run_on(c: &Cluster, sim: &mut Simulator) {
     // A pod owned by a Job (as the Job controller would create it) runs about a second and
     // succeeds; a pod of nobody's runs on.
     assert_eq!(c.apply(JOB).out(), "job.batch/pi created\n");
@@ -259,11 +264,11 @@ spec:
     c.apply(&pods).out();
     eventually("the Job's pod Completed", || {
         sim.assert_running();
-        pod_columns(&c, "pi-x7k2p").0 == "Completed"
+        pod_columns(c, "pi-x7k2p").0 == "Completed"
     });
-    assert_eq!(pod_field(&c, "pi-x7k2p", "{.status.phase}"), "Succeeded");
+    assert_eq!(pod_field(c, "pi-x7k2p", "{.status.phase}"), "Succeeded");
     let terminated = pod_field(
-        &c,
+        c,
         "pi-x7k2p",
         "{.status.containerStatuses[0].state.terminated.exitCode} \
          {.status.containerStatuses[0].state.terminated.reason} \
@@ -271,7 +276,7 @@ spec:
     );
     assert_eq!(terminated, "0 Completed false false");
     let times = pod_field(
-        &c,
+        c,
         "pi-x7k2p",
         "{.status.containerStatuses[0].state.terminated.startedAt} \
          {.status.containerStatuses[0].state.terminated.finishedAt}",
@@ -283,7 +288,7 @@ spec:
         "ran one second: {times}"
     );
     let reasons = pod_field(
-        &c,
+        c,
         "pi-x7k2p",
         "{range .status.conditions[*]}{.type}={.status}/{.reason} {end}",
     );
@@ -296,8 +301,11 @@ spec:
         reasons.contains("PodReadyToStartContainers=False/"),
         "{reasons}"
     );
-    assert_eq!(pod_columns(&c, "web"), ("Running".into(), "0".into()));
+    assert_eq!(pod_columns(c, "web"), ("Running".into(), "0".into()));
+}
 
+/// A pod annotated to exit with code 3 fails.
+fn annotated_pod_fails(c: &Cluster, sim: &mut Simulator) {
     // Annotations: exit code 3 at once, never restarted: Failed with reason Error.
     c.apply(
         r#"
@@ -319,16 +327,19 @@ spec:
     .out();
     eventually("the failing pod in Error", || {
         sim.assert_running();
-        pod_columns(&c, "fails").0 == "Error"
+        pod_columns(c, "fails").0 == "Error"
     });
     let failed = pod_field(
-        &c,
+        c,
         "fails",
         "{.status.phase} {.status.containerStatuses[0].state.terminated.exitCode} \
          {.status.containerStatuses[0].state.terminated.reason}",
     );
     assert_eq!(failed, "Failed 3 Error");
+}
 
+/// A pod annotated to exit with code 1 and restarting on failure crash-loops.
+fn annotated_pod_crash_loops(c: &Cluster, sim: &mut Simulator) {
     // The same with restartPolicy OnFailure: restarted again and again after a back-off.
     c.apply(
         r#"
@@ -350,29 +361,32 @@ spec:
     .out();
     eventually("the crashing pod restarted twice", || {
         sim.assert_running();
-        let restarts = pod_field(&c, "crashes", "{.status.containerStatuses[0].restartCount}");
+        let restarts = pod_field(c, "crashes", "{.status.containerStatuses[0].restartCount}");
         restarts.parse::<u32>().is_ok_and(|n| n >= 2)
     });
     let crashing = pod_field(
-        &c,
+        c,
         "crashes",
         "{.status.phase} {.status.containerStatuses[0].lastState.terminated.exitCode}",
     );
     assert_eq!(crashing, "Running 1");
-    let (status, _) = pod_columns(&c, "crashes");
+    let (status, _) = pod_columns(c, "crashes");
     assert!(
         ["CrashLoopBackOff", "Running", "Error"].contains(&status.as_str()),
         "{status}"
     );
+}
 
+/// The finished pods stay finished and the running one runs on.
+fn finished_pods_are_left_alone(c: &Cluster, sim: &mut Simulator) {
     // The Job's pod and the failed one are left alone from then on.
     consistently(
         "the finished pods and the running one left alone",
         Duration::from_secs(1),
         || {
-            pod_columns(&c, "pi-x7k2p").0 == "Completed"
-                && pod_columns(&c, "fails").0 == "Error"
-                && pod_columns(&c, "web") == ("Running".into(), "0".into())
+            pod_columns(c, "pi-x7k2p").0 == "Completed"
+                && pod_columns(c, "fails").0 == "Error"
+                && pod_columns(c, "web") == ("Running".into(), "0".into())
         },
     );
     sim.assert_running();

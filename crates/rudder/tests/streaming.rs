@@ -115,29 +115,39 @@ fn run_pod(c: &Cluster, manifest: &str, name: &str) {
 
 // conformance: 305
 #[test]
-#[expect(
-    clippy::too_many_lines,
-    reason = "an end-to-end scenario written before the 150-line limit; split it when it next changes"
-)]
 fn exec_and_cp_over_websocket_and_spdy() {
     let image = busybox();
     let c = Cluster::start_with_agent("node-s", 206, &[]);
     node_ready(&c, "node-s");
-    // A service before the pod: its link variables are in the pod's environment.
+    service_links_in_the_environment(&c, &image.name);
+    exec_over_websocket_and_spdy(&c);
+    exec_refusals(&c, &image.name);
+    terminal_and_debug(&c, &image.name);
+    let dir = tempfile::tempdir().unwrap();
+    cp_both_ways(&c, dir.path());
+    a_client_going_away_kills_its_process(&c, dir.path());
+    several_sessions_at_once(&c);
+}
+
+/// A Service created before the pod: its link variables are in the pod's environment.
+fn service_links_in_the_environment(c: &Cluster, image: &str) {
     c.kubectl(&["create", "service", "clusterip", "my-db", "--tcp=5432:5432"])
         .out();
-    run_pod(&c, &web_pod(&image.name), "web");
-    let env = get(&c, &["exec", "web", "-c", "httpd", "--", "env"]);
-    let ip = jsonpath(&c, &["service", "my-db"], "{.spec.clusterIP}");
+    run_pod(c, &web_pod(image), "web");
+    let env = get(c, &["exec", "web", "-c", "httpd", "--", "env"]);
+    let ip = jsonpath(c, &["service", "my-db"], "{.spec.clusterIP}");
     assert!(env.contains(&format!("MY_DB_SERVICE_HOST={ip}\n")), "{env}");
     assert!(
         env.contains(&format!("MY_DB_PORT_5432_TCP=tcp://{ip}:5432\n")),
         "{env}"
     );
     assert!(env.contains("KUBERNETES_SERVICE_PORT=443\n"), "{env}");
+}
 
+/// Exec over WebSocket and over SPDY: output, input, exit codes, either container.
+fn exec_over_websocket_and_spdy(c: &Cluster) {
     for bin in ["kubectl", KUBECTL_SPDY] {
-        let k = |args: &[&str], stdin: Option<&str>| kubectl_bin(&c, bin, args, stdin);
+        let k = |args: &[&str], stdin: Option<&str>| kubectl_bin(c, bin, args, stdin);
         // Output, in the container's namespaces with its user, directory and environment.
         let out = k(
             &[
@@ -163,7 +173,7 @@ fn exec_and_cp_over_websocket_and_spdy() {
         assert_eq!(out.stdout, "one\ntwo\n", "{bin}: {}", out.stderr);
         // The exit code comes back.
         let (code, err) = exit_code(
-            &c,
+            c,
             bin,
             &["exec", "web", "-c", "httpd", "--", "sh", "-c", "exit 3"],
         );
@@ -174,7 +184,7 @@ fn exec_and_cp_over_websocket_and_spdy() {
         );
         // A command that does not exist: 127, as upstream's runtimes.
         let (code, err) = exit_code(
-            &c,
+            c,
             bin,
             &["exec", "web", "-c", "httpd", "--", "no-such-command"],
         );
@@ -184,7 +194,10 @@ fn exec_and_cp_over_websocket_and_spdy() {
         let out = k(&["exec", "web", "-c", "side", "--", "id", "-u"], None);
         assert_eq!(out.stdout, "0\n", "{bin}: {}", out.stderr);
     }
+}
 
+/// Upstream's refusals: no such container or pod, a container not running, a finished pod.
+fn exec_refusals(c: &Cluster, image: &str) {
     // Upstream's refusals.
     let err = c
         .kubectl(&["exec", "web", "-c", "nope", "--", "true"])
@@ -211,21 +224,24 @@ fn exec_and_cp_over_websocket_and_spdy() {
         "run",
         "done",
         "--image",
-        &image.name,
+        image,
         "--restart=Never",
         "--",
         "true",
     ])
     .out();
     patiently("the pod to finish", 60, || {
-        jsonpath(&c, &["pod", "done"], "{.status.phase}") == "Succeeded"
+        jsonpath(c, &["pod", "done"], "{.status.phase}") == "Succeeded"
     });
     let err = c.kubectl(&["exec", "done", "--", "true"]).err().to_string();
     assert!(
         err.contains("cannot exec into a container in a completed pod; current phase is Succeeded"),
         "{err}"
     );
+}
 
+/// A terminal, and `kubectl debug` with an ephemeral container sharing the target's processes.
+fn terminal_and_debug(c: &Cluster, image: &str) {
     // A terminal: kubectl under a pseudo-terminal of its own (script(1)).
     let script = format!(
         "kubectl --kubeconfig {} exec -it web -c httpd -- busybox tty",
@@ -241,13 +257,13 @@ fn exec_and_cp_over_websocket_and_spdy() {
 
     // kubectl debug: an ephemeral container that sees the target container's processes.
     let text = on_terminal(
-        &c,
+        c,
         &[
             "debug",
             "-it",
             "web",
             "--image",
-            &image.name,
+            image,
             "--target=httpd",
             "-c",
             "dbg",
@@ -259,22 +275,23 @@ fn exec_and_cp_over_websocket_and_spdy() {
     assert!(text.contains("httpd -f -p 8080"), "{text}");
     patiently("the ephemeral container to end", 60, || {
         jsonpath(
-            &c,
+            c,
             &["pod", "web"],
             "{.status.ephemeralContainerStatuses[0].state.terminated.exitCode}",
         ) == "0"
     });
+}
 
-    // kubectl cp, both ways (tar through exec).
-    let dir = tempfile::tempdir().unwrap();
-    let local = dir.path().join("note.txt");
+/// `kubectl cp`, both ways (tar through exec).
+fn cp_both_ways(c: &Cluster, dir: &Path) {
+    let local = dir.join("note.txt");
     std::fs::write(&local, "copied in\n").unwrap();
     let local_s = local.display().to_string();
     c.kubectl(&["cp", &local_s, "web:/tmp/note.txt", "-c", "httpd"])
         .out();
     let out = c.kubectl(&["exec", "web", "-c", "httpd", "--", "cat", "/tmp/note.txt"]);
     assert_eq!(out.out(), "copied in\n");
-    let back = dir.path().join("back.txt");
+    let back = dir.join("back.txt");
     c.kubectl(&[
         "cp",
         "web:/tmp/note.txt",
@@ -284,19 +301,23 @@ fn exec_and_cp_over_websocket_and_spdy() {
     ])
     .out();
     assert_eq!(std::fs::read_to_string(&back).unwrap(), "copied in\n");
+}
 
-    // A client that goes away: its process is killed.
-    let log = dir.path().join("sleep.log");
+/// A client that goes away: its process is killed.
+fn a_client_going_away_kills_its_process(c: &Cluster, dir: &Path) {
+    let log = dir.join("sleep.log");
     let child = c.kubectl_background(&["exec", "web", "-c", "side", "--", "sleep", "4321"], &log);
     patiently("the exec'd sleep to run", 30, || {
-        get(&c, &["exec", "web", "-c", "side", "--", "ps"]).contains("sleep 4321")
+        get(c, &["exec", "web", "-c", "side", "--", "ps"]).contains("sleep 4321")
     });
     terminate(child);
     patiently("the exec'd sleep to be killed", 30, || {
-        !get(&c, &["exec", "web", "-c", "side", "--", "ps"]).contains("sleep 4321")
+        !get(c, &["exec", "web", "-c", "side", "--", "ps"]).contains("sleep 4321")
     });
+}
 
-    // Several kubectl sessions at once (kube-rs runs 100 in the port-forward test).
+/// Several kubectl sessions at once (kube-rs runs 100 in the port-forward test).
+fn several_sessions_at_once(c: &Cluster) {
     let threads: Vec<_> = (0..10)
         .map(|i| {
             let kubeconfig = c.kubeconfig();

@@ -16,10 +16,6 @@ use store::{Endpoint, RangeOptions, Store, WatchEvent, WatchOptions};
 use super::{Report, per_second, quantile_ms};
 use crate::cli::StoreBench;
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "written before the 150-line limit; to be split along its steps (issue 15)"
-)]
 pub(crate) async fn run(opts: StoreBench) -> Result<()> {
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let endpoint = Endpoint::parse(&opts.datastore_endpoint, scratch.path())?;
@@ -41,10 +37,37 @@ pub(crate) async fn run(opts: StoreBench) -> Result<()> {
     };
 
     progress("sequential writes");
+    sequential_writes(&store, &prefix, &opts, &value, &mut report).await?;
+    progress("concurrent writes");
+    concurrent_writes(&store, &prefix, &opts, &value, &mut report).await?;
+    progress("point reads");
+    point_reads(&store, &prefix, &opts, &mut report).await?;
+    progress("range");
+    range(&store, &prefix, &opts, &value, &mut report).await?;
+    progress("watch latency");
+    watch(&store, &prefix, &opts, &value, &mut report).await?;
+    progress("clearing the earlier phases' keys");
+    clear(&store, &prefix, &opts).await?;
+    progress("updates and compaction");
+    growth(&store, &prefix, &opts, &value, &mut report).await?;
+
+    store.close().await?;
+    report.print(opts.json);
+    Ok(())
+}
+
+/// Creates `opts.seq_writes` keys one after another.
+async fn sequential_writes(
+    store: &Arc<dyn Store>,
+    prefix: &str,
+    opts: &StoreBench,
+    value: &[u8],
+    report: &mut Report,
+) -> Result<()> {
     let started = Instant::now();
     for i in 0..opts.seq_writes {
         store
-            .create(&format!("{prefix}/seq/{i}"), value.clone())
+            .create(&format!("{prefix}/seq/{i}"), value.to_vec())
             .await?;
     }
     report.add(
@@ -52,10 +75,19 @@ pub(crate) async fn run(opts: StoreBench) -> Result<()> {
         "sequential writes/s",
         per_second(opts.seq_writes, started.elapsed()),
     );
+    Ok(())
+}
 
-    progress("concurrent writes");
+/// Creates `opts.concurrent_writes` keys from `opts.writers` tasks.
+async fn concurrent_writes(
+    store: &Arc<dyn Store>,
+    prefix: &str,
+    opts: &StoreBench,
+    value: &[u8],
+    report: &mut Report,
+) -> Result<()> {
     let elapsed = concurrently(opts.writers, opts.concurrent_writes, {
-        let (store, prefix, value) = (store.clone(), prefix.clone(), value.clone());
+        let (store, prefix, value) = (store.clone(), prefix.to_string(), value.to_vec());
         move |i| {
             let (store, value) = (store.clone(), value.clone());
             let key = format!("{prefix}/con/{i}");
@@ -73,11 +105,19 @@ pub(crate) async fn run(opts: StoreBench) -> Result<()> {
         "concurrent writers",
         opts.writers as f64,
     );
+    Ok(())
+}
 
-    progress("point reads");
+/// Reads `opts.reads` of the concurrent phase's keys from `opts.writers` tasks.
+async fn point_reads(
+    store: &Arc<dyn Store>,
+    prefix: &str,
+    opts: &StoreBench,
+    report: &mut Report,
+) -> Result<()> {
     let keys = opts.concurrent_writes.max(1);
     let elapsed = concurrently(opts.writers, opts.reads, {
-        let (store, prefix) = (store.clone(), prefix.clone());
+        let (store, prefix) = (store.clone(), prefix.to_string());
         move |i| {
             let store = store.clone();
             // A scattered but deterministic key order.
@@ -97,11 +137,20 @@ pub(crate) async fn run(opts: StoreBench) -> Result<()> {
         "point reads/s",
         per_second(opts.reads, elapsed),
     );
+    Ok(())
+}
 
-    progress("range");
+/// Creates `opts.range_keys` keys, then times five full ranges over them.
+async fn range(
+    store: &Arc<dyn Store>,
+    prefix: &str,
+    opts: &StoreBench,
+    value: &[u8],
+    report: &mut Report,
+) -> Result<()> {
     let range_prefix = format!("{prefix}/range/");
     concurrently(opts.writers, opts.range_keys, {
-        let (store, range_prefix, value) = (store.clone(), range_prefix.clone(), value.clone());
+        let (store, range_prefix, value) = (store.clone(), range_prefix.clone(), value.to_vec());
         move |i| {
             let (store, value) = (store.clone(), value.clone());
             let key = format!("{range_prefix}{i:06}");
@@ -127,15 +176,19 @@ pub(crate) async fn run(opts: StoreBench) -> Result<()> {
         quantile_ms(&mut samples, 0.5),
     );
     report.add("range_keys", "keys in that range", opts.range_keys as f64);
+    Ok(())
+}
 
-    progress("watch latency");
-    let mut latencies = watch_latency(
-        &store,
-        &format!("{prefix}/watch/"),
-        opts.watch_events,
-        &value,
-    )
-    .await?;
+/// Measures watch delivery of `opts.watch_events` writes.
+async fn watch(
+    store: &Arc<dyn Store>,
+    prefix: &str,
+    opts: &StoreBench,
+    value: &[u8],
+    report: &mut Report,
+) -> Result<()> {
+    let mut latencies =
+        watch_latency(store, &format!("{prefix}/watch/"), opts.watch_events, value).await?;
     report.add(
         "watch_p50_ms",
         "watch delivery p50 (ms)",
@@ -146,8 +199,11 @@ pub(crate) async fn run(opts: StoreBench) -> Result<()> {
         "watch delivery p99 (ms)",
         quantile_ms(&mut latencies, 0.99),
     );
+    Ok(())
+}
 
-    progress("clearing the earlier phases' keys");
+/// Deletes every key the earlier phases wrote, so the growth run's size is its own.
+async fn clear(store: &Arc<dyn Store>, prefix: &str, opts: &StoreBench) -> Result<()> {
     let earlier = store
         .range(&format!("{prefix}/"), RangeOptions::default())
         .await?;
@@ -160,10 +216,19 @@ pub(crate) async fn run(opts: StoreBench) -> Result<()> {
         }
     })
     .await?;
+    Ok(())
+}
 
-    progress("updates and compaction");
+/// The growth run: updates with periodic compaction, then the database's size.
+async fn growth(
+    store: &Arc<dyn Store>,
+    prefix: &str,
+    opts: &StoreBench,
+    value: &[u8],
+    report: &mut Report,
+) -> Result<()> {
     let started = Instant::now();
-    update_run(&store, &format!("{prefix}/upd/"), &opts, &value).await?;
+    update_run(store, &format!("{prefix}/upd/"), opts, value).await?;
     let elapsed = started.elapsed();
     report.add(
         "updates_per_s",
@@ -176,9 +241,6 @@ pub(crate) async fn run(opts: StoreBench) -> Result<()> {
         "database bytes after it and compaction",
         store.db_size().await? as f64,
     );
-
-    store.close().await?;
-    report.print(opts.json);
     Ok(())
 }
 
