@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Error, Result, bail};
 use base64::Engine;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::{
@@ -61,7 +61,7 @@ pub async fn bootstrap(
     node_ips: &[IpAddr],
 ) -> Result<Credentials> {
     let server = server.trim_end_matches('/');
-    anyhow::ensure!(
+    crate::error::ensure!(
         server.starts_with("https://"),
         "the server URL {server:?} must start with https://"
     );
@@ -200,8 +200,8 @@ fn write(path: &Path, contents: &str, mode: u32) -> Result<()> {
 /// The first certificate of a PEM bundle, DER.
 fn first_certificate(pem: &str) -> Result<Vec<u8>> {
     let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
-        .map_err(|e| anyhow::anyhow!("no PEM certificate: {e}"))?;
-    anyhow::ensure!(
+        .map_err(|e| Error::Failed(format!("no PEM certificate: {e}")))?;
+    crate::error::ensure!(
         block.label == "CERTIFICATE",
         "a PEM {:?} block, not a CERTIFICATE",
         block.label
@@ -306,7 +306,7 @@ fn san(name: &str) -> Result<SanType> {
         Ok(ip) => SanType::IpAddress(ip),
         Err(_) => SanType::DnsName(
             name.try_into()
-                .map_err(|e| anyhow::anyhow!("{name:?} is not a DNS name: {e}"))?,
+                .map_err(|e| Error::Failed(format!("{name:?} is not a DNS name: {e}")))?,
         ),
     })
 }
@@ -425,7 +425,7 @@ async fn request(
     let der = first_certificate(&cert)
         .with_context(|| format!("CertificateSigningRequest {name}'s certificate"))?;
     let (_, x) = x509_parser::parse_x509_certificate(&der).context("reading the certificate")?;
-    anyhow::ensure!(
+    crate::error::ensure!(
         x.public_key().subject_public_key.data.as_ref() == key.public_key_raw(),
         "CertificateSigningRequest {name}'s certificate is not for the requested key"
     );

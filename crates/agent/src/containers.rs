@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use runtime::host::Host;
 use runtime::shim::Exit;
 use serde::{Deserialize, Serialize};

@@ -11,7 +11,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// What to run and which streams it has.

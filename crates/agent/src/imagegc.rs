@@ -25,7 +25,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, policy: ImageGc) {
 }
 
 /// Disk use of the filesystem holding `path`: (used bytes, capacity bytes).
-fn disk_use(path: &std::path::Path) -> anyhow::Result<(u64, u64)> {
+fn disk_use(path: &std::path::Path) -> crate::Result<(u64, u64)> {
     let st = nix::sys::statvfs::statvfs(path)?;
     let unit = st.fragment_size();
     let capacity = st.blocks() * unit;
@@ -34,7 +34,7 @@ fn disk_use(path: &std::path::Path) -> anyhow::Result<(u64, u64)> {
 }
 
 /// One pass; the bytes of the images removed.
-fn collect(ctx: &Ctx, policy: &ImageGc) -> anyhow::Result<u64> {
+fn collect(ctx: &Ctx, policy: &ImageGc) -> crate::Result<u64> {
     let (used, capacity) = disk_use(ctx.images.root())?;
     if capacity == 0 || used * 100 < capacity * u64::from(policy.high) {
         return Ok(0);

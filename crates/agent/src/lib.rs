@@ -16,6 +16,7 @@
 pub mod bootstrap;
 mod containers;
 mod env;
+mod error;
 mod events;
 mod exec;
 mod gate;
@@ -34,7 +35,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use crate::error::Context;
+pub use crate::error::{Error, Result};
 
 /// How the agent runs.
 #[derive(Debug, Clone)]

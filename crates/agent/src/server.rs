@@ -44,8 +44,8 @@ pub(crate) fn tls_config(
     ca_pem: &str,
     cert_pem: &str,
     key_pem: &str,
-) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    use anyhow::Context;
+) -> crate::Result<Arc<rustls::ServerConfig>> {
+    use crate::error::Context;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -53,7 +53,7 @@ pub(crate) fn tls_config(
             .add(ca.context("reading the cluster CA")?)
             .context("adding the cluster CA")?;
     }
-    anyhow::ensure!(!roots.is_empty(), "no certificate in the cluster CA PEM");
+    crate::error::ensure!(!roots.is_empty(), "no certificate in the cluster CA PEM");
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
         provider.clone(),
@@ -63,7 +63,7 @@ pub(crate) fn tls_config(
     let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .context("reading the serving certificate")?;
-    anyhow::ensure!(
+    crate::error::ensure!(
         !chain.is_empty(),
         "no certificate in the serving certificate PEM"
     );
@@ -667,7 +667,7 @@ mod tests {
         addr: SocketAddr,
         tls: Arc<rustls::ClientConfig>,
         path: &str,
-    ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+    ) -> crate::Result<hyper::Response<hyper::body::Incoming>> {
         let tcp = tokio::net::TcpStream::connect(addr).await?;
         let name = rustls::pki_types::ServerName::try_from("127.0.0.1")?;
         let stream = tokio_rustls::TlsConnector::from(tls)

@@ -408,7 +408,7 @@ struct Streams {
     resize: Option<Box<dyn Fn(u16, u16) + Send + Sync>>,
     /// Resolves once the process has ended (or, attached, the container). Dropping it before
     /// lets go: an exec'd process is killed, an attached container runs on.
-    ended: futures::future::BoxFuture<'static, anyhow::Result<Exit>>,
+    ended: futures::future::BoxFuture<'static, crate::Result<Exit>>,
 }
 
 fn exec_streams(mut p: Process) -> Streams {
@@ -423,8 +423,8 @@ fn exec_streams(mut p: Process) -> Streams {
 }
 
 /// Attaches to a running container through its monitor's socket in `bundle`.
-async fn attach_streams(bundle: &std::path::Path, req: &exec::Request) -> anyhow::Result<Streams> {
-    use anyhow::Context;
+async fn attach_streams(bundle: &std::path::Path, req: &exec::Request) -> crate::Result<Streams> {
+    use crate::error::Context;
     use runtime::attach;
     use std::os::fd::AsRawFd;
     // Through the directory's descriptor: the socket's full path may be too long to connect to.
@@ -489,7 +489,7 @@ async fn attach_streams(bundle: &std::path::Path, req: &exec::Request) -> anyhow
                 break;
             }
             let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-            anyhow::ensure!(len <= attach::MAX_FRAME, "an attach frame of {len} bytes");
+            crate::error::ensure!(len <= attach::MAX_FRAME, "an attach frame of {len} bytes");
             let mut data = vec![0u8; len];
             from_monitor.read_exact(&mut data).await?;
             let pipe = match head[0] {
@@ -546,7 +546,7 @@ async fn run(
     mut input: mpsc::Receiver<Input>,
     output: mpsc::Sender<(u8, Bytes)>,
     tty: bool,
-) -> anyhow::Result<Exit> {
+) -> crate::Result<Exit> {
     let mut pumps = Vec::new();
     if let Some(out) = streams.stdout.take() {
         pumps.push(tokio::spawn(pump(out, 1, output.clone())));
@@ -592,7 +592,7 @@ async fn run(
         for p in pumps {
             p.abort();
         }
-        anyhow::bail!("the client went away");
+        crate::error::bail!("the client went away");
     };
     let exit = exit?;
     drop(stdin);
@@ -660,7 +660,7 @@ async fn exec_websocket<IO>(
     framing: Framing,
     started: impl Future<Output = Started>,
     req: &exec::Request,
-) -> anyhow::Result<()>
+) -> crate::Result<()>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -696,7 +696,7 @@ where
                 while let Some((channel, data)) = out_rx.recv().await {
                     sink.send(framing.encode(channel, &data)).await?;
                 }
-                anyhow::Ok(())
+                Ok::<(), crate::Error>(())
             };
             let (exit, written) = tokio::join!(run(streams, in_rx, out_tx, req.tty), writer);
             written?;
@@ -723,12 +723,12 @@ where
 async fn spdy_streams(
     session: &mut spdy::Session,
     wanted: &[&str],
-) -> anyhow::Result<HashMap<String, spdy::Stream>> {
+) -> crate::Result<HashMap<String, spdy::Stream>> {
     let mut got = HashMap::new();
     let collect = async {
         while !wanted.iter().all(|w| got.contains_key(*w)) {
             let Some(stream) = session.accept().await else {
-                anyhow::bail!("the connection ended before the streams were opened");
+                crate::error::bail!("the connection ended before the streams were opened");
             };
             let kind = stream.header("streamtype").unwrap_or("").to_string();
             if wanted.contains(&kind.as_str()) {
@@ -739,7 +739,9 @@ async fn spdy_streams(
     };
     tokio::time::timeout(STREAM_CREATION_TIMEOUT, collect)
         .await
-        .map_err(|_| anyhow::anyhow!("timed out waiting for client to create streams"))??;
+        .map_err(|_| {
+            crate::Error::TimedOut("timed out waiting for client to create streams".into())
+        })??;
     Ok(got)
 }
 
@@ -747,7 +749,7 @@ async fn exec_spdy(
     mut session: spdy::Session,
     started: impl Future<Output = Started>,
     req: &exec::Request,
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     let mut wanted = vec!["error"];
     for (yes, name) in [
         (req.stdin, "stdin"),
@@ -820,7 +822,7 @@ async fn exec_spdy(
             for w in writers.values_mut() {
                 w.shutdown().await?;
             }
-            anyhow::Ok(())
+            Ok::<(), crate::Error>(())
         };
         let (exit, written) = tokio::join!(run(streams, in_rx, out_tx, req.tty), writer);
         written.map_err(|e| e.to_string())?;
@@ -831,7 +833,7 @@ async fn exec_spdy(
     let exit = tokio::select! {
         exit = work => exit,
         _ = async { while session.accept().await.is_some() {} } => {
-            anyhow::bail!("the client went away");
+            crate::error::bail!("the client went away");
         }
     };
     let status = exit_status(&req.command, &exit);

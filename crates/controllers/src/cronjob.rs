@@ -999,12 +999,11 @@ impl Sync<'_> {
                 }
             };
             if !self.delete_job(cj, &job).await {
-                return Err(anyhow::anyhow!(
+                return Err(runtime::Error::Failed(format!(
                     "could not replace job {}/{}",
                     job.namespace().unwrap_or_default(),
                     job.name_any()
-                )
-                .into());
+                )));
             }
         }
         Ok(())

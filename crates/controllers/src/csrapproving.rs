@@ -56,7 +56,7 @@ pub(crate) fn start(shared: &Shared, informers: &mut Informers) -> BoxFuture<'st
 }
 
 async fn reconcile(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Result<Action> {
-    let Some(message) = decide(&csr).map_err(|e| anyhow::anyhow!("{e}"))? else {
+    let Some(message) = decide(&csr).map_err(|e| runtime::Error::Failed(e.to_string()))? else {
         return Ok(Action::await_change());
     };
     let mut approved = (*csr).clone();

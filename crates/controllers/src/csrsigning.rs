@@ -51,19 +51,24 @@ pub(crate) struct Authority {
 
 impl Authority {
     /// The CA from its certificate and key (PEM).
-    pub(crate) fn new(cert: &str, key: &str) -> anyhow::Result<Authority> {
-        let key = KeyPair::from_pem(key)
-            .map_err(|e| anyhow::anyhow!("reading the cluster signing key: {e}"))?;
-        let (_, pem) = x509_parser::pem::parse_x509_pem(cert.as_bytes())
-            .map_err(|e| anyhow::anyhow!("reading the cluster signing certificate: {e}"))?;
+    pub(crate) fn new(cert: &str, key: &str) -> Result<Authority> {
+        let key = KeyPair::from_pem(key).map_err(|e| {
+            runtime::Error::Options(format!("reading the cluster signing key: {e}"))
+        })?;
+        let (_, pem) = x509_parser::pem::parse_x509_pem(cert.as_bytes()).map_err(|e| {
+            runtime::Error::Options(format!("reading the cluster signing certificate: {e}"))
+        })?;
         let not_after = pem
             .parse_x509()
-            .map_err(|e| anyhow::anyhow!("reading the cluster signing certificate: {e}"))?
+            .map_err(|e| {
+                runtime::Error::Options(format!("reading the cluster signing certificate: {e}"))
+            })?
             .validity()
             .not_after
             .timestamp();
-        let issuer = Issuer::from_ca_cert_pem(cert, key)
-            .map_err(|e| anyhow::anyhow!("reading the cluster signing certificate: {e}"))?;
+        let issuer = Issuer::from_ca_cert_pem(cert, key).map_err(|e| {
+            runtime::Error::Options(format!("reading the cluster signing certificate: {e}"))
+        })?;
         Ok(Authority { issuer, not_after })
     }
 

@@ -554,7 +554,7 @@ impl Sync<'_> {
                     &Patch::Merge(json!({"status": {"collisionCount": collisions + 1}})),
                 )
                 .await?;
-                Err(Error(anyhow::anyhow!(
+                Err(Error::Failed(format!(
                     "replica set {name} exists with another template; collision count now {}",
                     collisions + 1
                 )))

@@ -137,11 +137,10 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> runtime::Result<Action> 
     }
     if !skipped.is_empty() {
         // Retried after a back-off, as upstream retries: the node may yet show up.
-        return Err(anyhow::anyhow!(
+        return Err(runtime::Error::Failed(format!(
             "skipping pods {} of Service {key}: their node was not found",
             skipped.join(", ")
-        )
-        .into());
+        )));
     }
     Ok(Action::await_change())
 }

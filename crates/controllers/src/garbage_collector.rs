@@ -46,7 +46,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::{AbortHandle, JoinSet};
 
 use crate::events::{Recorder, Type};
-use crate::runtime::{Informers, Shared};
+use crate::runtime::{Error, Informers, Result, Shared};
 
 /// The controller's name, also its events' source.
 const NAME: &str = "garbage-collector-controller";
@@ -781,7 +781,7 @@ impl Collector {
     }
 
     /// Upstream's `attemptToDeleteItem`.
-    async fn attempt_to_delete(&self, uid: &str) -> anyhow::Result<()> {
+    async fn attempt_to_delete(&self, uid: &str) -> Result<()> {
         let Some(item) = self.graph().item(uid) else {
             return Ok(());
         };
@@ -834,7 +834,7 @@ impl Collector {
 
     /// Upstream's `processDeletingDependentsItem`: an owner deleted in the foreground loses
     /// its finalizer once no blocking dependent is left; until then they are deleted.
-    async fn delete_dependents_first(&self, item: &Item) -> anyhow::Result<()> {
+    async fn delete_dependents_first(&self, item: &Item) -> Result<()> {
         let blocking = self.graph().blocking_dependents(&item.identity.uid);
         if blocking.is_empty() {
             return self.remove_finalizer(&item.identity, FOREGROUND).await;
@@ -849,7 +849,7 @@ impl Collector {
 
     /// Upstream's `attemptToOrphanWorker`: the owner's dependents lose their references to
     /// it, then it loses its `orphan` finalizer.
-    async fn orphan(&self, uid: &str) -> anyhow::Result<()> {
+    async fn orphan(&self, uid: &str) -> Result<()> {
         let (owner, dependents) = {
             let graph = self.graph();
             let Some(node) = graph.nodes.get(uid) else {
@@ -874,22 +874,18 @@ impl Collector {
             }
         }
         if !failed.is_empty() {
-            anyhow::bail!(
+            return Err(Error::Failed(format!(
                 "failed to orphan dependents of owner {}: {}",
                 owner.name,
                 failed.join(", ")
-            );
+            )));
         }
         self.remove_finalizer(&owner, ORPHAN).await
     }
 
     /// Where the owner `r` of `dependent` stands; `None` when it never can be told (a
     /// cluster-scoped dependent naming a namespaced kind), which is reported in an event.
-    async fn owner_state(
-        &self,
-        dependent: &Identity,
-        r: &OwnerReference,
-    ) -> anyhow::Result<Option<Owner>> {
+    async fn owner_state(&self, dependent: &Identity, r: &OwnerReference) -> Result<Option<Owner>> {
         let kind = self
             .kinds
             .read()
@@ -897,11 +893,10 @@ impl Collector {
             .get(&(r.api_version.clone(), r.kind.clone()))
             .cloned()
             .ok_or_else(|| {
-                anyhow::anyhow!(
+                Error::Failed(format!(
                     "unable to get REST mapping for {}/{}.",
-                    r.api_version,
-                    r.kind
-                )
+                    r.api_version, r.kind
+                ))
             })?;
         if kind.namespaced && dependent.namespace.is_none() {
             self.report_invalid_namespace(dependent, r).await;
@@ -985,7 +980,7 @@ impl Collector {
     }
 
     /// Applies a JSON patch to the object; one that is gone is fine.
-    async fn json_patch(&self, id: &Identity, ops: Vec<Value>) -> anyhow::Result<()> {
+    async fn json_patch(&self, id: &Identity, ops: Vec<Value>) -> Result<()> {
         let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops))?;
         let outcome = self
             .dynamic(&id.kind, id.namespace.as_deref())
@@ -1000,12 +995,7 @@ impl Collector {
 
     /// Removes the references to `owners` from the object `latest` shows, checking that
     /// nothing moved meanwhile.
-    async fn unlink(
-        &self,
-        id: &Identity,
-        latest: &ObjectMeta,
-        owners: &[String],
-    ) -> anyhow::Result<()> {
+    async fn unlink(&self, id: &Identity, latest: &ObjectMeta, owners: &[String]) -> Result<()> {
         let refs = latest.owner_references.as_deref().unwrap_or_default();
         let drop: Vec<usize> = (0..refs.len())
             .filter(|i| owners.contains(&refs[*i].uid))
@@ -1029,7 +1019,7 @@ impl Collector {
     }
 
     /// Turns off `blockOwnerDeletion` on the object's references.
-    async fn unblock(&self, id: &Identity, latest: &ObjectMeta) -> anyhow::Result<()> {
+    async fn unblock(&self, id: &Identity, latest: &ObjectMeta) -> Result<()> {
         let refs = latest.owner_references.as_deref().unwrap_or_default();
         let mut ops = vec![json!({"op": "test", "path": "/metadata/uid", "value": id.uid})];
         for (i, r) in refs.iter().enumerate().filter(|(_, r)| blocks(r)) {
@@ -1043,12 +1033,7 @@ impl Collector {
     }
 
     /// Deletes the object `latest` shows, if it is still that object unchanged.
-    async fn delete(
-        &self,
-        id: &Identity,
-        latest: &ObjectMeta,
-        policy: &'static str,
-    ) -> anyhow::Result<()> {
+    async fn delete(&self, id: &Identity, latest: &ObjectMeta, policy: &'static str) -> Result<()> {
         tracing::debug!(
             "{NAME}: deleting {} {}/{} ({policy})",
             id.kind.resource.kind,
@@ -1083,7 +1068,7 @@ impl Collector {
     }
 
     /// Removes `finalizer` from the object, if it is still there.
-    async fn remove_finalizer(&self, id: &Identity, finalizer: &str) -> anyhow::Result<()> {
+    async fn remove_finalizer(&self, id: &Identity, finalizer: &str) -> Result<()> {
         let latest = match self
             .get_meta(&id.kind, id.namespace.as_deref(), &id.name)
             .await?

@@ -37,6 +37,8 @@ mod replicaset;
 mod resource_quota;
 mod root_ca;
 pub mod runtime;
+
+pub use runtime::{Error, Result};
 mod serviceaccount;
 mod servicelb;
 mod statefulset;
@@ -158,7 +160,7 @@ fn is_disabled(name: &str, disabled: &[String]) -> bool {
 }
 
 /// Checks `disabled` names against [`controllers`].
-pub fn check(options: &Options) -> anyhow::Result<()> {
+pub fn check(options: &Options) -> Result<()> {
     node_ipam::check(options)?;
     let names = controllers();
     for d in &options.disabled {
@@ -166,10 +168,10 @@ pub fn check(options: &Options) -> anyhow::Result<()> {
             .iter()
             .any(|c| is_disabled(c, std::slice::from_ref(d)))
         {
-            anyhow::bail!(
+            return Err(Error::Options(format!(
                 "unknown controller {d:?}; the controllers are: {}",
                 names.join(", ")
-            );
+            )));
         }
     }
     Ok(())
@@ -182,7 +184,7 @@ pub async fn run(
     options: Options,
     election: Option<election::Election>,
     shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     check(&options)?;
     let options = Arc::new(options);
     let work = async {

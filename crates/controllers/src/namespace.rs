@@ -170,7 +170,7 @@ async fn delete_content(
         }
     }
     if !errors.is_empty() {
-        return Err(anyhow::anyhow!("{}", errors.join(", ")).into());
+        return Err(runtime::Error::Failed(errors.join(", ")));
     }
     Ok((ns, estimate))
 }

@@ -29,22 +29,20 @@ struct Blocks {
 }
 
 impl Blocks {
-    fn parse(cidr: &str, mask: u8) -> anyhow::Result<Blocks> {
-        let (ip, prefix) = cidr
-            .split_once('/')
-            .ok_or_else(|| anyhow::anyhow!("--cluster-cidr {cidr:?} is not an IPv4 CIDR"))?;
+    fn parse(cidr: &str, mask: u8) -> Result<Blocks> {
+        let (ip, prefix) = cidr.split_once('/').ok_or_else(|| {
+            Error::Options(format!("--cluster-cidr {cidr:?} is not an IPv4 CIDR"))
+        })?;
         let ip: Ipv4Addr = ip
             .parse()
-            .map_err(|_| anyhow::anyhow!("--cluster-cidr {cidr:?} is not an IPv4 CIDR"))?;
-        let prefix: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|p| *p <= 32)
-            .ok_or_else(|| anyhow::anyhow!("--cluster-cidr {cidr:?} has no valid prefix"))?;
+            .map_err(|_| Error::Options(format!("--cluster-cidr {cidr:?} is not an IPv4 CIDR")))?;
+        let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32).ok_or_else(|| {
+            Error::Options(format!("--cluster-cidr {cidr:?} has no valid prefix"))
+        })?;
         if mask < prefix || mask > 30 {
-            anyhow::bail!(
+            return Err(Error::Options(format!(
                 "--node-cidr-mask-size {mask} must lie between the cluster CIDR's prefix {prefix} and 30"
-            );
+            )));
         }
         let bits = u32::from(ip);
         let base = if prefix == 0 {
@@ -84,7 +82,7 @@ impl Blocks {
 }
 
 /// Checks `--cluster-cidr` and `--node-cidr-mask-size`.
-pub(crate) fn check(options: &crate::Options) -> anyhow::Result<()> {
+pub(crate) fn check(options: &crate::Options) -> Result<()> {
     Blocks::parse(&options.cluster_cidr, options.node_cidr_mask_size).map(|_| ())
 }
 
@@ -151,7 +149,7 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action> {
             None => {
                 used.extend(given.values().copied());
                 let Some(block) = ctx.blocks.first_free(&used) else {
-                    return Err(Error(anyhow::anyhow!(
+                    return Err(Error::Failed(format!(
                         "no podCIDR left in {} for node {name}",
                         ctx.blocks.block(0),
                     )));

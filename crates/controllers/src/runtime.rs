@@ -21,34 +21,56 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-/// What a reconcile may fail with; the object is tried again after a back-off.
-#[derive(Debug)]
-pub struct Error(pub anyhow::Error);
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:#}", self.0)
-    }
-}
-
-impl std::error::Error for Error {}
-
-impl From<anyhow::Error> for Error {
-    fn from(e: anyhow::Error) -> Error {
-        Error(e)
-    }
+/// What a reconcile may fail with (the object is tried again after a back-off), or
+/// starting the controllers.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An API call failed. Its text is the error's and its sources', joined by `: `.
+    #[error("{}", chain(.0))]
+    Api(kube::Error),
+    /// A JSON document (a patch, an object) could not be made or read.
+    #[error("{}", chain(.0))]
+    Json(serde_json::Error),
+    /// The reconcile cannot finish yet: an object in the way, a node not found, no room
+    /// left, a panic; the message says what.
+    #[error("{0}")]
+    Failed(String),
+    /// A step of a reconcile failed.
+    #[error("{what}: {source}")]
+    Step {
+        /// The step, e.g. `removing the tracking finalizer`.
+        what: &'static str,
+        /// Why it failed.
+        #[source]
+        source: Box<Error>,
+    },
+    /// The options are not valid; the message says which and why.
+    #[error("{0}")]
+    Options(String),
 }
 
 impl From<kube::Error> for Error {
     fn from(e: kube::Error) -> Error {
-        Error(e.into())
+        Error::Api(e)
     }
 }
 
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Error {
-        Error(e.into())
+        Error::Json(e)
     }
+}
+
+/// An error and its sources, joined by `: `.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// A reconcile's outcome.
@@ -360,7 +382,7 @@ where
                                 .map(|s| s.to_string())
                                 .or_else(|| panic.downcast_ref::<String>().cloned())
                                 .unwrap_or_else(|| "a panic".into());
-                            Err(Error(anyhow::anyhow!("reconcile panicked: {what}")))
+                            Err(Error::Failed(format!("reconcile panicked: {what}")))
                         }
                     }
                 }

@@ -74,7 +74,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
     let Some(job) = ctx.jobs.get(&ObjectRef::from_obj(job.as_ref())) else {
         return Ok(Action::await_change());
     };
-    let Some(at) = expires_at(&job).map_err(anyhow::Error::msg)? else {
+    let Some(at) = expires_at(&job).map_err(|e| runtime::Error::Failed(e.to_string()))? else {
         return Ok(Action::await_change());
     };
     if let Some(wait) = left(at, Timestamp::now()) {
@@ -85,7 +85,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action> {
     let Some(fresh) = api.get_opt(&job.name_any()).await? else {
         return Ok(Action::await_change());
     };
-    let Some(at) = expires_at(&fresh).map_err(anyhow::Error::msg)? else {
+    let Some(at) = expires_at(&fresh).map_err(|e| runtime::Error::Failed(e.to_string()))? else {
         return Ok(Action::await_change());
     };
     if let Some(wait) = left(at, Timestamp::now()) {

@@ -5,10 +5,9 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
-
+use crate::Error;
 use crate::digest::sha256;
-use crate::{Image, Store};
+use crate::{Image, Result, Store};
 
 /// The applets linked into `/bin`.
 const APPLETS: &[&str] = &[
@@ -75,8 +74,12 @@ fn layer(busybox: &[u8]) -> Result<Vec<u8>> {
 
 /// Builds the image as an OCI layout in `dir`, named `name` (a full reference).
 fn write_layout(dir: &Path, name: &str) -> Result<()> {
-    let busybox = std::fs::read("/usr/bin/busybox")
-        .context("reading /usr/bin/busybox (Debian: apt-get install busybox-static)")?;
+    let busybox = std::fs::read("/usr/bin/busybox").map_err(|e| {
+        Error::file(
+            "reading /usr/bin/busybox (Debian: apt-get install busybox-static)",
+            e,
+        )
+    })?;
     let tar = layer(&busybox)?;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&tar)?;
@@ -130,6 +133,6 @@ pub fn import(store: &Store, name: &str) -> Result<Image> {
     let mut images = result?;
     match images.pop() {
         Some(image) => Ok(image),
-        None => bail!("importing the busybox image gave no image"),
+        None => Err(Error::NoBusybox),
     }
 }

@@ -22,11 +22,13 @@ pub(crate) fn format_digest(hash: &[u8]) -> String {
 }
 
 /// The hex part of a `sha256:<hex>` digest, which names files in the store.
-pub(crate) fn hex(digest: &str) -> anyhow::Result<&str> {
-    validate_digest(digest).map_err(|e| anyhow::anyhow!(e))?;
+pub(crate) fn hex(digest: &str) -> crate::Result<&str> {
+    validate_digest(digest).map_err(crate::Error::Invalid)?;
     match digest.split_once(':') {
         Some(("sha256", h)) => Ok(h),
-        _ => anyhow::bail!("unsupported digest algorithm in {digest:?} (only sha256 is)"),
+        _ => Err(crate::Error::Invalid(format!(
+            "unsupported digest algorithm in {digest:?} (only sha256 is)"
+        ))),
     }
 }
 

@@ -6,9 +6,9 @@ use std::fs;
 use std::io::{BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
-use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
+use crate::Error;
 use crate::digest::{self, HashReader};
 use crate::layer::{self, remove_tree, tmp_path};
 use crate::manifest::{self, Descriptor, Manifest};
@@ -33,36 +33,39 @@ impl Store {
     /// `org.opencontainers.image.ref.name` when it is a full reference rather than a bare
     /// tag) or from docker's `manifest.json` `RepoTags`; an image without a usable name is
     /// imported unnamed (find it by id).
-    pub fn import(&self, path: &Path) -> anyhow::Result<Vec<Image>> {
-        let meta = fs::metadata(path).with_context(|| format!("importing {}", path.display()))?;
+    pub fn import(&self, path: &Path) -> crate::Result<Vec<Image>> {
+        let importing = |e: Error| Error::Import {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        };
+        let meta = fs::metadata(path).map_err(|e| importing(e.into()))?;
         if meta.is_dir() {
-            return self
-                .import_dir(path)
-                .with_context(|| format!("importing {}", path.display()));
+            return self.import_dir(path).map_err(importing);
         }
         let work = tmp_path(&self.tmp(), "import");
         fs::create_dir(&work)?;
         let result = extract(path, &work).and_then(|()| self.import_dir(&work));
         remove_tree(&work);
-        result.with_context(|| format!("importing {}", path.display()))
+        result.map_err(importing)
     }
 
-    fn import_dir(&self, dir: &Path) -> anyhow::Result<Vec<Image>> {
+    fn import_dir(&self, dir: &Path) -> crate::Result<Vec<Image>> {
         if dir.join("manifest.json").is_file() {
             self.import_docker(dir)
         } else if dir.join("index.json").is_file() {
             self.import_oci(dir)
         } else {
-            bail!(
-                "neither an OCI image layout (no index.json) nor a docker save archive (no manifest.json)"
-            )
+            Err(Error::invalid(
+                "neither an OCI image layout (no index.json) nor a docker save archive (no manifest.json)",
+            ))
         }
     }
 
-    fn import_oci(&self, dir: &Path) -> anyhow::Result<Vec<Image>> {
-        let index = fs::read(dir.join("index.json")).context("reading index.json")?;
-        let Manifest::Index(list) = manifest::parse(&index).map_err(anyhow::Error::msg)? else {
-            bail!("index.json is not an image index");
+    fn import_oci(&self, dir: &Path) -> crate::Result<Vec<Image>> {
+        let index =
+            fs::read(dir.join("index.json")).map_err(|e| Error::file("reading index.json", e))?;
+        let Manifest::Index(list) = manifest::parse(&index).map_err(Error::Invalid)? else {
+            return Err(Error::invalid("index.json is not an image index"));
         };
         let (arch, _) = manifest::host_platform();
         let mut out = Vec::new();
@@ -74,9 +77,7 @@ impl Store {
                 continue;
             }
             let bytes = read_blob(dir, &desc.digest, "manifest")?;
-            let (bytes, manifest_digest) = match manifest::parse(&bytes)
-                .map_err(anyhow::Error::msg)?
-            {
+            let (bytes, manifest_digest) = match manifest::parse(&bytes).map_err(Error::Invalid)? {
                 Manifest::Image { .. } => (bytes, desc.digest.clone()),
                 Manifest::Index(inner) => {
                     let Some(entry) = manifest::select_platform(&inner) else {
@@ -90,9 +91,11 @@ impl Store {
                 }
             };
             let Manifest::Image { config, layers } =
-                manifest::parse(&bytes).map_err(anyhow::Error::msg)?
+                manifest::parse(&bytes).map_err(Error::Invalid)?
             else {
-                bail!("manifest {manifest_digest} is an index inside an index");
+                return Err(Error::invalid(format!(
+                    "manifest {manifest_digest} is an index inside an index"
+                )));
             };
             let config_bytes = read_blob(dir, &config.digest, "config")?;
             let files = layers
@@ -103,7 +106,7 @@ impl Store {
                         digest: Some(l.digest.clone()),
                     })
                 })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+                .collect::<crate::Result<Vec<_>>>()?;
             let size = layers
                 .iter()
                 .map(|l: &Descriptor| l.size.max(0) as u64)
@@ -119,12 +122,14 @@ impl Store {
             out.push(image);
         }
         if out.is_empty() && !list.is_empty() {
-            bail!("no image for linux/{arch} in this layout");
+            return Err(Error::invalid(format!(
+                "no image for linux/{arch} in this layout"
+            )));
         }
         Ok(out)
     }
 
-    fn import_docker(&self, dir: &Path) -> anyhow::Result<Vec<Image>> {
+    fn import_docker(&self, dir: &Path) -> crate::Result<Vec<Image>> {
         #[derive(Deserialize)]
         #[serde(rename_all = "PascalCase")]
         struct Entry {
@@ -135,14 +140,18 @@ impl Store {
             layers: Vec<String>,
         }
         let entries: Vec<Entry> = serde_json::from_slice(
-            &fs::read(dir.join("manifest.json")).context("reading manifest.json")?,
+            &fs::read(dir.join("manifest.json"))
+                .map_err(|e| Error::file("reading manifest.json", e))?,
         )
-        .context("parsing manifest.json")?;
+        .map_err(|source| Error::Json {
+            what: "parsing manifest.json".into(),
+            source,
+        })?;
         let mut out = Vec::new();
         for e in entries {
             let config_path = inside(dir, &e.config)?;
-            let config_bytes =
-                fs::read(&config_path).with_context(|| format!("reading {}", e.config))?;
+            let config_bytes = fs::read(&config_path)
+                .map_err(|err| Error::file(format!("reading {}", e.config), err))?;
             let config_digest = digest::sha256(&config_bytes);
             if let Some(named) = digest_from_blob_path(&e.config) {
                 digest::verify(&config_bytes, &named, "config")?;
@@ -152,7 +161,7 @@ impl Store {
             for l in &e.layers {
                 let path = inside(dir, l)?;
                 size += fs::metadata(&path)
-                    .with_context(|| format!("reading layer {l}"))?
+                    .map_err(|e| Error::file(format!("reading layer {l}"), e))?
                     .len();
                 files.push(LayerFile {
                     path,
@@ -184,14 +193,14 @@ impl Store {
         files: Vec<LayerFile>,
         size: u64,
         manifest: Option<(String, Vec<u8>)>,
-    ) -> anyhow::Result<Image> {
-        let parsed = manifest::parse_config(config_bytes).map_err(anyhow::Error::msg)?;
+    ) -> crate::Result<Image> {
+        let parsed = manifest::parse_config(config_bytes).map_err(Error::Invalid)?;
         if !parsed.diff_ids.is_empty() && parsed.diff_ids.len() != files.len() {
-            bail!(
+            return Err(Error::invalid(format!(
                 "image config {config_digest} lists {} layers, the manifest {}",
                 parsed.diff_ids.len(),
                 files.len()
-            );
+            )));
         }
         // Digests of layers the layout does not name (docker's `<id>/layer.tar`).
         let mut digests = Vec::new();
@@ -200,7 +209,7 @@ impl Store {
                 Some(d) => d.clone(),
                 None => {
                     let file = fs::File::open(&f.path)
-                        .with_context(|| format!("reading {}", f.path.display()))?;
+                        .map_err(|e| Error::file(format!("reading {}", f.path.display()), e))?;
                     HashReader::new(BufReader::new(file)).finish()?.0
                 }
             });
@@ -218,7 +227,7 @@ impl Store {
                 continue;
             }
             let file = fs::File::open(&f.path)
-                .with_context(|| format!("reading layer {}", f.path.display()))?;
+                .map_err(|e| Error::file(format!("reading layer {}", f.path.display()), e))?;
             layer::install(
                 BufReader::new(file),
                 &self.layers_dir(),
@@ -260,15 +269,15 @@ fn oci_names(desc: &Descriptor) -> Vec<String> {
 }
 
 /// `blobs/<algorithm>/<hex>` in a layout.
-fn blob_path(dir: &Path, digest: &str) -> anyhow::Result<PathBuf> {
+fn blob_path(dir: &Path, digest: &str) -> crate::Result<PathBuf> {
     let hex = digest::hex(digest)?;
     Ok(dir.join("blobs/sha256").join(hex))
 }
 
 /// A small blob of a layout, checked against its digest.
-fn read_blob(dir: &Path, digest: &str, what: &'static str) -> anyhow::Result<Vec<u8>> {
+fn read_blob(dir: &Path, digest: &str, what: &'static str) -> crate::Result<Vec<u8>> {
     let path = blob_path(dir, digest)?;
-    let bytes = fs::read(&path).with_context(|| format!("reading {what} {digest}"))?;
+    let bytes = fs::read(&path).map_err(|e| Error::file(format!("reading {what} {digest}"), e))?;
     digest::verify(&bytes, digest, what)?;
     Ok(bytes)
 }
@@ -281,20 +290,23 @@ fn digest_from_blob_path(rel: &str) -> Option<String> {
 }
 
 /// `dir/rel`, refusing paths that leave `dir`.
-fn inside(dir: &Path, rel: &str) -> anyhow::Result<PathBuf> {
+fn inside(dir: &Path, rel: &str) -> crate::Result<PathBuf> {
     let p = Path::new(rel);
     if p.components()
         .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
     {
-        bail!("path {rel:?} in manifest.json leaves the archive");
+        return Err(Error::invalid(format!(
+            "path {rel:?} in manifest.json leaves the archive"
+        )));
     }
     Ok(dir.join(p))
 }
 
 /// Unpacks an archive (tar, optionally gzip or zstd compressed) into `dest`.
-fn extract(archive: &Path, dest: &Path) -> anyhow::Result<()> {
+fn extract(archive: &Path, dest: &Path) -> crate::Result<()> {
     let mut file = BufReader::new(
-        fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?,
+        fs::File::open(archive)
+            .map_err(|e| Error::file(format!("opening {}", archive.display()), e))?,
     );
     let mut head = Vec::with_capacity(4);
     (&mut file).take(4).read_to_end(&mut head)?;
@@ -309,7 +321,8 @@ fn extract(archive: &Path, dest: &Path) -> anyhow::Result<()> {
     let mut tar = tar::Archive::new(reader);
     tar.set_preserve_permissions(false);
     tar.set_preserve_ownerships(false);
-    tar.unpack(dest).context("unpacking the archive")?;
+    tar.unpack(dest)
+        .map_err(|e| Error::file("unpacking the archive", e))?;
     Ok(())
 }
 

@@ -8,8 +8,7 @@ use std::io::{self, Cursor, Read};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::{Context as _, bail};
-
+use crate::Error;
 use crate::digest::{DigestMismatch, HashReader};
 
 /// The xattr overlayfs reads to hide a lower directory's contents.
@@ -47,7 +46,7 @@ fn is_root() -> bool {
 
 /// Unpacks the layer read from `src` into `dest` (an existing, empty directory). The
 /// input is read to its end, so the digests cover all of it.
-pub(crate) fn unpack(src: impl Read, dest: &Path) -> anyhow::Result<Unpacked> {
+pub(crate) fn unpack(src: impl Read, dest: &Path) -> crate::Result<Unpacked> {
     let mut compressed = HashReader::new(src);
     let mut head = Vec::with_capacity(4);
     (&mut compressed).take(4).read_to_end(&mut head)?;
@@ -57,15 +56,16 @@ pub(crate) fn unpack(src: impl Read, dest: &Path) -> anyhow::Result<Unpacked> {
         let decoder: Box<dyn Read + '_> = match compression {
             Compression::None => Box::new(joined),
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(joined)),
-            Compression::Zstd => {
-                Box::new(zstd::stream::read::Decoder::new(joined).context("starting zstd decoder")?)
-            }
+            Compression::Zstd => Box::new(
+                zstd::stream::read::Decoder::new(joined)
+                    .map_err(|e| Error::file("starting zstd decoder", e))?,
+            ),
         };
         let mut tar_stream = HashReader::new(decoder);
         unpack_tar(&mut tar_stream, dest)?;
         tar_stream
             .finish()
-            .context("reading the rest of the layer")?
+            .map_err(|e| Error::file("reading the rest of the layer", e))?
             .0
     };
     let (digest, _) = compressed.finish()?;
@@ -73,24 +73,24 @@ pub(crate) fn unpack(src: impl Read, dest: &Path) -> anyhow::Result<Unpacked> {
 }
 
 /// The entry's path as plain components: leading `/` and `.` dropped, `..` rejected.
-fn clean(path: &Path) -> anyhow::Result<PathBuf> {
+fn clean(path: &Path) -> crate::Result<PathBuf> {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {
             Component::Normal(p) => out.push(p),
             Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
             Component::ParentDir => {
-                bail!(
+                return Err(Error::invalid(format!(
                     "layer entry {:?} has a '..' component (path traversal)",
                     path
-                )
+                )));
             }
         }
     }
     Ok(out)
 }
 
-fn unpack_tar(input: impl Read, dest: &Path) -> anyhow::Result<()> {
+fn unpack_tar(input: impl Read, dest: &Path) -> crate::Result<()> {
     let root = is_root();
     let mut archive = tar::Archive::new(input);
     archive.set_preserve_permissions(true);
@@ -100,9 +100,15 @@ fn unpack_tar(input: impl Read, dest: &Path) -> anyhow::Result<()> {
     // unprivileged unpack (tests) keeps the files as the current user.
     archive.set_preserve_ownerships(root);
     archive.set_unpack_xattrs(root);
-    for entry in archive.entries().context("reading layer tar")? {
-        let mut entry = entry.context("reading layer tar entry")?;
-        let raw = entry.path().context("layer entry path")?.into_owned();
+    for entry in archive
+        .entries()
+        .map_err(|e| Error::file("reading layer tar", e))?
+    {
+        let mut entry = entry.map_err(|e| Error::file("reading layer tar entry", e))?;
+        let raw = entry
+            .path()
+            .map_err(|e| Error::file("layer entry path", e))?
+            .into_owned();
         let rel = clean(&raw)?;
         let Some(name) = rel.file_name().map(|n| n.to_string_lossy().into_owned()) else {
             continue; // the root directory itself
@@ -111,8 +117,11 @@ fn unpack_tar(input: impl Read, dest: &Path) -> anyhow::Result<()> {
             let parent = rel.parent().unwrap_or(Path::new(""));
             let dir = safe_dir(dest, parent)?;
             if target == ".wh..opq" {
-                xattr::set(&dir, OPAQUE_XATTR, b"y").with_context(|| {
-                    format!("marking {} opaque ({OPAQUE_XATTR})", dir.display())
+                xattr::set(&dir, OPAQUE_XATTR, b"y").map_err(|e| {
+                    Error::file(
+                        format!("marking {} opaque ({OPAQUE_XATTR})", dir.display()),
+                        e,
+                    )
                 })?;
             } else if target.starts_with(".wh.") || target.is_empty() {
                 // Other AUFS metadata (.wh..wh.plnk, .wh..wh.aufs): not content.
@@ -122,18 +131,20 @@ fn unpack_tar(input: impl Read, dest: &Path) -> anyhow::Result<()> {
             continue;
         }
         if entry.header().entry_type().is_hard_link()
-            && let Some(link) = entry.link_name().context("hard link target")?
+            && let Some(link) = entry
+                .link_name()
+                .map_err(|e| Error::file("hard link target", e))?
         {
             clean(&link)?;
         }
         let written = entry
             .unpack_in(dest)
-            .with_context(|| format!("unpacking layer entry {}", raw.display()))?;
+            .map_err(|e| Error::file(format!("unpacking layer entry {}", raw.display()), e))?;
         if !written {
-            bail!(
+            return Err(Error::invalid(format!(
                 "layer entry {} would be written outside the layer directory",
                 raw.display()
-            );
+            )));
         }
     }
     Ok(())
@@ -141,29 +152,34 @@ fn unpack_tar(input: impl Read, dest: &Path) -> anyhow::Result<()> {
 
 /// `dest/rel` as a directory, created if missing, refusing to leave `dest` through a
 /// symlink (symlinks that stay inside are followed).
-fn safe_dir(dest: &Path, rel: &Path) -> anyhow::Result<PathBuf> {
+fn safe_dir(dest: &Path, rel: &Path) -> crate::Result<PathBuf> {
     let root = dest.canonicalize()?;
     let mut cur = root.clone();
     for c in rel.components() {
         let next = cur.join(c);
         match fs::symlink_metadata(&next) {
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir(&next).with_context(|| format!("creating {}", next.display()))?
+            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&next)
+                .map_err(|e| Error::file(format!("creating {}", next.display()), e))?,
+            Err(e) => {
+                return Err(e)
+                    .map_err(|e| Error::file(format!("inspecting {}", next.display()), e));
             }
-            Err(e) => return Err(e).with_context(|| format!("inspecting {}", next.display())),
         }
         let canon = next
             .canonicalize()
-            .with_context(|| format!("resolving {}", next.display()))?;
+            .map_err(|e| Error::file(format!("resolving {}", next.display()), e))?;
         if !canon.starts_with(&root) {
-            bail!(
+            return Err(Error::invalid(format!(
                 "layer entry under {} resolves outside the layer directory",
                 rel.display()
-            );
+            )));
         }
         if !canon.is_dir() {
-            bail!("{} is not a directory", next.display());
+            return Err(Error::invalid(format!(
+                "{} is not a directory",
+                next.display()
+            )));
         }
         cur = canon;
     }
@@ -171,18 +187,18 @@ fn safe_dir(dest: &Path, rel: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Replaces whatever is at `path` by an overlayfs whiteout: a character device 0/0.
-fn whiteout(path: &Path) -> anyhow::Result<()> {
+fn whiteout(path: &Path) -> crate::Result<()> {
     use nix::sys::stat::{Mode, SFlag, makedev, mknod};
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => fs::remove_dir_all(path)?,
         Ok(_) => fs::remove_file(path)?,
         Err(_) => {}
     }
-    mknod(path, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).with_context(|| {
-        format!(
-            "creating overlayfs whiteout {} (a 0/0 character device; needs root)",
-            path.display()
-        )
+    mknod(path, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).map_err(|source| {
+        Error::Whiteout {
+            path: path.to_path_buf(),
+            source,
+        }
     })?;
     Ok(())
 }
@@ -208,14 +224,17 @@ pub(crate) fn install(
     tmp: &Path,
     digest: &str,
     diff_id: Option<&str>,
-) -> anyhow::Result<Unpacked> {
+) -> crate::Result<Unpacked> {
     let hex = crate::digest::hex(digest)?;
     let work = tmp_path(tmp, &format!("layer-{}", &hex[..12]));
-    fs::create_dir(&work).with_context(|| format!("creating {}", work.display()))?;
+    fs::create_dir(&work).map_err(|e| Error::file(format!("creating {}", work.display()), e))?;
     let result = (|| {
-        let unpacked = unpack(src, &work).with_context(|| format!("unpacking layer {digest}"))?;
+        let unpacked = unpack(src, &work).map_err(|e| Error::Unpack {
+            digest: digest.to_string(),
+            source: Box::new(e),
+        })?;
         if unpacked.digest != digest {
-            return Err(anyhow::Error::new(DigestMismatch {
+            return Err(Error::DigestMismatch(DigestMismatch {
                 expected: digest.to_string(),
                 actual: unpacked.digest.clone(),
                 what: "layer",
@@ -224,14 +243,14 @@ pub(crate) fn install(
         if let Some(want) = diff_id
             && unpacked.diff_id != want
         {
-            return Err(anyhow::Error::new(DigestMismatch {
-                expected: want.to_string(),
-                actual: unpacked.diff_id.clone(),
-                what: "uncompressed layer",
-            })
-            .context(format!(
-                "layer {digest} does not match the image config's diff id"
-            )));
+            return Err(Error::DiffId {
+                digest: digest.to_string(),
+                source: DigestMismatch {
+                    expected: want.to_string(),
+                    actual: unpacked.diff_id.clone(),
+                    what: "uncompressed layer",
+                },
+            });
         }
         let target = layers.join(hex);
         if let Err(e) = fs::rename(&work, &target) {
@@ -239,7 +258,9 @@ pub(crate) fn install(
                 // Someone else installed it meanwhile: same content, keep theirs.
                 remove_tree(&work);
             } else {
-                return Err(e).with_context(|| format!("moving layer into {}", target.display()));
+                return Err(e).map_err(|e| {
+                    Error::file(format!("moving layer into {}", target.display()), e)
+                });
             }
         }
         Ok(unpacked)
@@ -491,9 +512,9 @@ pub(crate) mod tests {
         let wrong = crate::digest::sha256(b"something else");
 
         let e = install(&blob[..], &layers, &tmp, &wrong, None).unwrap_err();
-        let m = e
-            .downcast_ref::<DigestMismatch>()
-            .expect("a DigestMismatch");
+        let crate::Error::DigestMismatch(m) = &e else {
+            panic!("a DigestMismatch: {e:?}")
+        };
         assert_eq!(m.expected, wrong);
         assert_eq!(m.actual, good);
         assert!(format!("{e:#}").contains(&wrong), "{e:#}");

@@ -28,7 +28,7 @@ mod registries;
 mod store;
 
 pub use digest::DigestMismatch;
-pub use error::{Error, PullError, PullErrorKind};
+pub use error::{Error, PullError, PullErrorKind, Result};
 pub use manifest::ImageConfig;
 pub use reference::{DEFAULT_REGISTRY, Reference};
 pub use registries::{Auth, Registries, auth_from_docker_config};

@@ -145,11 +145,13 @@ fn resolve_error(name: &str, e: &OciDistributionError) -> PullError {
     )
 }
 
-fn local_error(name: &str, e: anyhow::Error) -> PullError {
-    match e.downcast_ref::<DigestMismatch>() {
-        Some(_) => PullError::new(name, PullErrorKind::DigestMismatch, format!("{e:#}")),
-        None => PullError::new(name, PullErrorKind::Local, format!("{e:#}")),
-    }
+fn local_error(name: &str, e: &crate::Error) -> PullError {
+    let kind = if e.is_digest_mismatch() {
+        PullErrorKind::DigestMismatch
+    } else {
+        PullErrorKind::Local
+    };
+    PullError::new(name, kind, e)
 }
 
 fn is_transport(e: &OciDistributionError) -> bool {
@@ -160,6 +162,62 @@ fn is_transport(e: &OciDistributionError) -> bool {
 struct Source {
     client: oci_client::Client,
     oref: oci_client::Reference,
+}
+
+/// The image manifest a pull settled on, and what it lists.
+struct Picked {
+    manifest_bytes: Vec<u8>,
+    manifest_digest: String,
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+}
+
+/// The image manifest for this platform: the top manifest `bytes` itself, or the entry of
+/// the index it is that matches this platform, fetched and checked against its digest.
+async fn pick_manifest(
+    name: &str,
+    src: &Source,
+    oauth: &oci_client::secrets::RegistryAuth,
+    bytes: &[u8],
+    top_digest: &str,
+) -> Result<Picked, PullError> {
+    let unsupported = |m: String| PullError::new(name, PullErrorKind::Unsupported, m);
+    let (manifest_bytes, manifest_digest) = match manifest::parse(bytes).map_err(unsupported)? {
+        Manifest::Image { .. } => (bytes.to_vec(), top_digest.to_string()),
+        Manifest::Index(list) => {
+            let Some(entry) = manifest::select_platform(&list) else {
+                let (arch, _) = manifest::host_platform();
+                return Err(unsupported(format!(
+                    "no match for platform in manifest {top_digest}: linux/{arch} not found"
+                )));
+            };
+            let child = src.oref.clone_with_digest(entry.digest.clone());
+            let (b, _) = src
+                .client
+                .pull_manifest_raw(&child, oauth, manifest::ACCEPTED)
+                .await
+                .map_err(|e| resolve_error(name, &e))?;
+            digest::verify(&b, &entry.digest, "manifest")
+                .map_err(|m| PullError::new(name, PullErrorKind::DigestMismatch, m))?;
+            (b.to_vec(), entry.digest.clone())
+        }
+    };
+    let Manifest::Image { config, layers } =
+        manifest::parse(&manifest_bytes).map_err(unsupported)?
+    else {
+        return Err(unsupported(format!(
+            "manifest {manifest_digest} is an index inside an index"
+        )));
+    };
+    for d in std::iter::once(&config).chain(&layers) {
+        digest::hex(&d.digest).map_err(|e| unsupported(e.to_string()))?;
+    }
+    Ok(Picked {
+        manifest_bytes,
+        manifest_digest,
+        config,
+        layers,
+    })
 }
 
 impl Store {
@@ -202,10 +260,8 @@ impl Store {
         }))
     }
 
-    #[expect(
-        clippy::too_many_lines,
-        reason = "written before the 150-line limit; to be split along its steps (issue 15)"
-    )]
+    /// Pulls from one endpoint: resolves the reference, picks this platform's manifest,
+    /// fetches the config and the layers, then records the image.
     async fn pull_from(
         &self,
         r: &Reference,
@@ -230,46 +286,7 @@ impl Store {
             }
             (None, None) => unreachable!("a parsed reference has a tag or a digest"),
         };
-
-        // The scheme that worked last time first, then the others allowed.
-        let mut schemes = ep.schemes.clone();
-        let known = crate::store::lock_schemes(self).get(&ep.host).copied();
-        if let Some(known) = known
-            && let Some(i) = schemes.iter().position(|s| *s == known)
-        {
-            schemes.swap(0, i);
-        }
-        let mut resolved = None;
-        for (i, scheme) in schemes.iter().enumerate() {
-            let client = client_for(ep, *scheme).map_err(|e| {
-                PullError::new(
-                    name,
-                    PullErrorKind::Local,
-                    format!("creating HTTP client: {}", chain(&e)),
-                )
-            })?;
-            match client
-                .pull_manifest_raw(&oref, &oauth, manifest::ACCEPTED)
-                .await
-            {
-                Ok((bytes, _)) => {
-                    crate::store::lock_schemes(self).insert(ep.host.clone(), *scheme);
-                    resolved = Some((client, bytes));
-                    break;
-                }
-                Err(e) if is_transport(&e) && i + 1 < schemes.len() => {
-                    tracing::debug!(host = %ep.host, ?scheme, error = %chain(&e), "trying the next scheme");
-                }
-                Err(e) => return Err(resolve_error(name, &e)),
-            }
-        }
-        let Some((client, bytes)) = resolved else {
-            return Err(PullError::new(
-                name,
-                PullErrorKind::Registry,
-                "no scheme to try",
-            ));
-        };
+        let (client, bytes) = self.resolve(name, ep, &oref, &oauth).await?;
         let top_digest = digest::sha256(&bytes);
         if let Some(want) = &r.digest
             && *want != top_digest
@@ -282,38 +299,13 @@ impl Store {
             return Err(PullError::new(name, PullErrorKind::DigestMismatch, m));
         }
         let src = Source { client, oref };
-        let unsupported = |m: String| PullError::new(name, PullErrorKind::Unsupported, m);
-        let (manifest_bytes, manifest_digest) =
-            match manifest::parse(&bytes).map_err(unsupported)? {
-                Manifest::Image { .. } => (bytes.to_vec(), top_digest.clone()),
-                Manifest::Index(list) => {
-                    let Some(entry) = manifest::select_platform(&list) else {
-                        let (arch, _) = manifest::host_platform();
-                        return Err(unsupported(format!(
-                            "no match for platform in manifest {top_digest}: linux/{arch} not found"
-                        )));
-                    };
-                    let child = src.oref.clone_with_digest(entry.digest.clone());
-                    let (b, _) = src
-                        .client
-                        .pull_manifest_raw(&child, &oauth, manifest::ACCEPTED)
-                        .await
-                        .map_err(|e| resolve_error(name, &e))?;
-                    digest::verify(&b, &entry.digest, "manifest")
-                        .map_err(|m| PullError::new(name, PullErrorKind::DigestMismatch, m))?;
-                    (b.to_vec(), entry.digest.clone())
-                }
-            };
-        let Manifest::Image { config, layers } =
-            manifest::parse(&manifest_bytes).map_err(unsupported)?
-        else {
-            return Err(unsupported(format!(
-                "manifest {manifest_digest} is an index inside an index"
-            )));
-        };
-        for d in std::iter::once(&config).chain(&layers) {
-            digest::hex(&d.digest).map_err(|e| unsupported(format!("{e:#}")))?;
-        }
+        let picked = pick_manifest(name, &src, &oauth, &bytes, &top_digest).await?;
+        let Picked {
+            manifest_bytes,
+            manifest_digest,
+            config,
+            layers,
+        } = picked;
 
         let _pins = self.pin(
             std::iter::once(config.digest.clone())
@@ -321,37 +313,21 @@ impl Store {
                 .chain(layers.iter().map(|l| l.digest.clone())),
         );
         self.put_blob(&manifest_digest, &manifest_bytes, "manifest")
-            .map_err(|e| local_error(name, e))?;
-
-        // The config.
-        let config_bytes = match self.read_blob(&config.digest) {
-            Some(b) => b,
-            None => {
-                let lock = self.fetch_lock(&config.digest);
-                let _g = lock.lock().await;
-                match self.read_blob(&config.digest) {
-                    Some(b) => b,
-                    None => {
-                        let mut buf = Vec::new();
-                        src.client
-                            .pull_blob(&src.oref, &config.to_oci(), &mut buf)
-                            .await
-                            .map_err(|e| blob_error(name, &config.digest, "config", &e))?;
-                        self.put_blob(&config.digest, &buf, "config")
-                            .map_err(|e| local_error(name, e))?;
-                        buf
-                    }
-                }
-            }
-        };
-        let parsed = manifest::parse_config(&config_bytes).map_err(unsupported)?;
+            .map_err(|e| local_error(name, &e))?;
+        let config_bytes = self.fetch_config(name, &src, &config).await?;
+        let parsed = manifest::parse_config(&config_bytes)
+            .map_err(|m| PullError::new(name, PullErrorKind::Unsupported, m))?;
         if !parsed.diff_ids.is_empty() && parsed.diff_ids.len() != layers.len() {
-            return Err(unsupported(format!(
-                "image config {} lists {} layers, the manifest {}",
-                config.digest,
-                parsed.diff_ids.len(),
-                layers.len()
-            )));
+            return Err(PullError::new(
+                name,
+                PullErrorKind::Unsupported,
+                format!(
+                    "image config {} lists {} layers, the manifest {}",
+                    config.digest,
+                    parsed.diff_ids.len(),
+                    layers.len()
+                ),
+            ));
         }
 
         // The layers, a few at a time. (The futures are made first: a closure inside the
@@ -383,7 +359,77 @@ impl Store {
             config: parsed.config,
             manifest: Some(manifest_digest),
         };
-        self.commit(record).map_err(|e| local_error(name, e))
+        self.commit(record).map_err(|e| local_error(name, &e))
+    }
+
+    /// Fetches the top manifest of `oref` from `ep`: with the scheme that worked last time
+    /// first, then the others allowed. The client whose scheme answered, and the bytes.
+    async fn resolve(
+        &self,
+        name: &str,
+        ep: &Endpoint,
+        oref: &oci_client::Reference,
+        oauth: &oci_client::secrets::RegistryAuth,
+    ) -> Result<(oci_client::Client, Vec<u8>), PullError> {
+        let mut schemes = ep.schemes.clone();
+        let known = crate::store::lock_schemes(self).get(&ep.host).copied();
+        if let Some(known) = known
+            && let Some(i) = schemes.iter().position(|s| *s == known)
+        {
+            schemes.swap(0, i);
+        }
+        for (i, scheme) in schemes.iter().enumerate() {
+            let client = client_for(ep, *scheme).map_err(|e| {
+                PullError::new(
+                    name,
+                    PullErrorKind::Local,
+                    format!("creating HTTP client: {}", chain(&e)),
+                )
+            })?;
+            match client
+                .pull_manifest_raw(oref, oauth, manifest::ACCEPTED)
+                .await
+            {
+                Ok((bytes, _)) => {
+                    crate::store::lock_schemes(self).insert(ep.host.clone(), *scheme);
+                    return Ok((client, bytes.to_vec()));
+                }
+                Err(e) if is_transport(&e) && i + 1 < schemes.len() => {
+                    tracing::debug!(host = %ep.host, ?scheme, error = %chain(&e), "trying the next scheme");
+                }
+                Err(e) => return Err(resolve_error(name, &e)),
+            }
+        }
+        Err(PullError::new(
+            name,
+            PullErrorKind::Registry,
+            "no scheme to try",
+        ))
+    }
+
+    /// The image config: from the store, else downloaded (once, whoever asks) and stored.
+    async fn fetch_config(
+        &self,
+        name: &str,
+        src: &Source,
+        config: &Descriptor,
+    ) -> Result<Vec<u8>, PullError> {
+        if let Some(b) = self.read_blob(&config.digest) {
+            return Ok(b);
+        }
+        let lock = self.fetch_lock(&config.digest);
+        let _g = lock.lock().await;
+        if let Some(b) = self.read_blob(&config.digest) {
+            return Ok(b);
+        }
+        let mut buf = Vec::new();
+        src.client
+            .pull_blob(&src.oref, &config.to_oci(), &mut buf)
+            .await
+            .map_err(|e| blob_error(name, &config.digest, "config", &e))?;
+        self.put_blob(&config.digest, &buf, "config")
+            .map_err(|e| local_error(name, &e))?;
+        Ok(buf)
     }
 
     /// Downloads one layer to `tmp/`, checking its digest as it comes, and unpacks it
@@ -397,7 +443,7 @@ impl Store {
     ) -> Result<(), PullError> {
         let target = self
             .layer_path(&layer.digest)
-            .map_err(|e| local_error(name, e))?;
+            .map_err(|e| local_error(name, &e))?;
         if target.is_dir() {
             return Ok(());
         }
@@ -426,7 +472,7 @@ impl Store {
                 })
                 .await
                 .map_err(|e| PullError::new(name, PullErrorKind::Local, e))
-                .and_then(|r| r.map_err(|e| local_error(name, e)))
+                .and_then(|r| r.map_err(|e| local_error(name, &e)))
             }
             Err(e) => Err(e),
         };
@@ -447,12 +493,9 @@ impl Store {
             .pull_blob_stream(&src.oref, &layer.to_oci())
             .await
             .map_err(|e| blob_error(name, digest, "layer", &e))?;
-        let mut out = tokio::fs::File::create(file).await.map_err(|e| {
-            local_error(
-                name,
-                anyhow::Error::new(e).context("creating download file"),
-            )
-        })?;
+        let mut out = tokio::fs::File::create(file)
+            .await
+            .map_err(|e| local_error(name, &crate::Error::file("creating download file", e)))?;
         let mut hasher = Hasher::new();
         let mut failed = None;
         while let Some(chunk) = stream.next().await {
@@ -460,7 +503,7 @@ impl Store {
                 Ok(bytes) => {
                     hasher.update(&bytes);
                     out.write_all(&bytes).await.map_err(|e| {
-                        local_error(name, anyhow::Error::new(e).context("writing download file"))
+                        local_error(name, &crate::Error::file("writing download file", e))
                     })?;
                 }
                 Err(e) => {
@@ -469,9 +512,9 @@ impl Store {
                 }
             }
         }
-        out.flush().await.map_err(|e| {
-            local_error(name, anyhow::Error::new(e).context("writing download file"))
-        })?;
+        out.flush()
+            .await
+            .map_err(|e| local_error(name, &crate::Error::file("writing download file", e)))?;
         drop(out);
         let verification_failed = failed.as_ref().is_some_and(|e| {
             e.get_ref()

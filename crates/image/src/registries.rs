@@ -6,10 +6,10 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use base64::Engine as _;
 use serde::Deserialize;
 
+use crate::Error;
 use crate::reference::DEFAULT_REGISTRY;
 
 /// Credentials for one registry.
@@ -227,19 +227,24 @@ pub(crate) enum Scheme {
 
 impl Registries {
     /// Reads a `registries.yaml`. A missing file is no configuration at all (like k3s).
-    pub fn load(path: &Path) -> anyhow::Result<Registries> {
+    pub fn load(path: &Path) -> crate::Result<Registries> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Registries::default());
             }
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(e) => {
+                return Err(e).map_err(|e| Error::file(format!("reading {}", path.display()), e));
+            }
         };
-        Registries::from_yaml(&text).with_context(|| format!("parsing {}", path.display()))
+        Registries::from_yaml(&text).map_err(|e| Error::Registries {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })
     }
 
     /// Parses the text of a `registries.yaml`.
-    pub fn from_yaml(text: &str) -> anyhow::Result<Registries> {
+    pub fn from_yaml(text: &str) -> crate::Result<Registries> {
         #[derive(Deserialize, Default)]
         struct File {
             #[serde(default)]
@@ -290,12 +295,15 @@ impl Registries {
                     if let Some(encoded) = a.auth.filter(|s| !s.is_empty()) {
                         let text = base64::engine::general_purpose::STANDARD
                             .decode(encoded.trim())
-                            .context("configs: auth.auth is not base64")?;
-                        let text =
-                            String::from_utf8(text).context("configs: auth.auth is not UTF-8")?;
-                        let (u, p) = text
-                            .split_once(':')
-                            .context("configs: auth.auth is not user:password")?;
+                            .map_err(|e| {
+                                Error::Invalid(format!("configs: auth.auth is not base64: {e}"))
+                            })?;
+                        let text = String::from_utf8(text).map_err(|e| {
+                            Error::Invalid(format!("configs: auth.auth is not UTF-8: {e}"))
+                        })?;
+                        let (u, p) = text.split_once(':').ok_or_else(|| {
+                            Error::invalid("configs: auth.auth is not user:password")
+                        })?;
                         Some(Auth::Basic {
                             username: u.to_string(),
                             password: p.to_string(),
@@ -313,13 +321,13 @@ impl Registries {
                 None => None,
             };
             let tls = c.tls.unwrap_or_default();
-            let ca_pem = match tls.ca_file {
-                Some(path) => Some(
-                    std::fs::read(&path)
-                        .with_context(|| format!("reading ca_file {}", path.display()))?,
-                ),
-                None => None,
-            };
+            let ca_pem =
+                match tls.ca_file {
+                    Some(path) => Some(std::fs::read(&path).map_err(|e| {
+                        Error::file(format!("reading ca_file {}", path.display()), e)
+                    })?),
+                    None => None,
+                };
             out.configs.insert(
                 normalise_host(&host),
                 HostConfig {

@@ -17,9 +17,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::Error;
 use crate::digest::{self, hex};
 use crate::layer::{remove_tree, tmp_path};
 use crate::manifest::ImageConfig;
@@ -109,14 +109,15 @@ impl Drop for Pins {
 impl Store {
     /// Opens (creating if needed) the store in `dir`, emptying its `tmp/`, and loads the
     /// image records, dropping any whose layers or config are missing.
-    pub fn open(dir: &Path) -> anyhow::Result<Store> {
+    pub fn open(dir: &Path) -> crate::Result<Store> {
         for sub in ["blobs/sha256", "layers", "images", "tmp"] {
             let p = dir.join(sub);
-            fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+            fs::create_dir_all(&p)
+                .map_err(|e| Error::file(format!("creating {}", p.display()), e))?;
         }
         let root = dir
             .canonicalize()
-            .with_context(|| format!("resolving {}", dir.display()))?;
+            .map_err(|e| Error::file(format!("resolving {}", dir.display()), e))?;
         for entry in fs::read_dir(root.join("tmp"))? {
             remove_tree(&entry?.path());
         }
@@ -127,7 +128,7 @@ impl Store {
                 continue;
             }
             let record: Record = match fs::read(&path)
-                .map_err(anyhow::Error::from)
+                .map_err(Error::from)
                 .and_then(|b| Ok(serde_json::from_slice(&b)?))
             {
                 Ok(r) => r,
@@ -173,11 +174,11 @@ impl Store {
         self.inner.root.join("layers")
     }
 
-    pub(crate) fn layer_path(&self, digest: &str) -> anyhow::Result<PathBuf> {
+    pub(crate) fn layer_path(&self, digest: &str) -> crate::Result<PathBuf> {
         Ok(self.layers_dir().join(hex(digest)?))
     }
 
-    pub(crate) fn blob_path(&self, digest: &str) -> anyhow::Result<PathBuf> {
+    pub(crate) fn blob_path(&self, digest: &str) -> crate::Result<PathBuf> {
         Ok(self.inner.root.join("blobs/sha256").join(hex(digest)?))
     }
 
@@ -212,15 +213,15 @@ impl Store {
         digest: &str,
         bytes: &[u8],
         what: &'static str,
-    ) -> anyhow::Result<()> {
+    ) -> crate::Result<()> {
         digest::verify(bytes, digest, what)?;
         let path = self.blob_path(digest)?;
         if path.is_file() {
             return Ok(());
         }
         let tmp = tmp_path(&self.tmp(), "blob");
-        fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-        fs::rename(&tmp, &path).with_context(|| format!("storing blob {digest}"))?;
+        fs::write(&tmp, bytes).map_err(|e| Error::file(format!("writing {}", tmp.display()), e))?;
+        fs::rename(&tmp, &path).map_err(|e| Error::file(format!("storing blob {digest}"), e))?;
         Ok(())
     }
 
@@ -261,7 +262,7 @@ impl Store {
         fs::metadata(path).and_then(|m| m.modified()).ok()
     }
 
-    fn write_record(&self, r: &Record) -> anyhow::Result<()> {
+    fn write_record(&self, r: &Record) -> crate::Result<()> {
         let path = self
             .inner
             .root
@@ -269,14 +270,15 @@ impl Store {
             .join(format!("{}.json", hex(&r.id)?));
         let tmp = tmp_path(&self.tmp(), "record");
         fs::write(&tmp, serde_json::to_vec_pretty(r)?)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+            .map_err(|e| Error::file(format!("writing {}", tmp.display()), e))?;
+        fs::rename(&tmp, &path)
+            .map_err(|e| Error::file(format!("writing {}", path.display()), e))?;
         Ok(())
     }
 
     /// Records an image (its layers and config already stored): names it by
     /// `record.references`, taking those names from any other image.
-    pub(crate) fn commit(&self, record: Record) -> anyhow::Result<Image> {
+    pub(crate) fn commit(&self, record: Record) -> crate::Result<Image> {
         let mut images = lock(&self.inner.images);
         let mut changed = Vec::new();
         for (id, other) in images.iter_mut() {
@@ -367,10 +369,10 @@ impl Store {
     /// Removes a name; with an image id, or the image's last name, removes the image.
     /// Then deletes layers and blobs no image uses any more. The caller makes sure no
     /// container still uses the image.
-    pub fn remove(&self, reference_or_id: &str) -> anyhow::Result<()> {
+    pub fn remove(&self, reference_or_id: &str) -> crate::Result<()> {
         let mut images = lock(&self.inner.images);
         let Some(record) = Self::find(&images, reference_or_id).cloned() else {
-            bail!("image {reference_or_id:?}: not found");
+            return Err(Error::NotFound(reference_or_id.to_string()));
         };
         let name = Reference::parse(reference_or_id)
             .ok()
@@ -394,7 +396,8 @@ impl Store {
                     .root
                     .join("images")
                     .join(format!("{}.json", hex(&record.id)?));
-                fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+                fs::remove_file(&path)
+                    .map_err(|e| Error::file(format!("removing {}", path.display()), e))?;
                 images.remove(&record.id);
                 self.collect_garbage(&images);
             }

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result, bail};
 
 async fn ip(args: &[&str]) -> Result<std::process::Output> {
     tokio::process::Command::new("ip")

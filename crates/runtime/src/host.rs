@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use crate::Result;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::Value;

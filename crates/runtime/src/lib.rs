@@ -21,6 +21,7 @@ pub mod address;
 pub mod attach;
 pub mod cgroups;
 pub mod cni;
+mod error;
 pub mod host;
 pub mod logs;
 pub mod namespaces;
@@ -29,3 +30,5 @@ pub mod runc;
 pub mod seccomp;
 pub mod shim;
 pub mod spec;
+
+pub use error::{Error, Result};

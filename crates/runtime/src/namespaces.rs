@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 
@@ -22,7 +22,7 @@ pub fn in_network<T: Send + 'static>(
         Ok(f())
     })
     .join()
-    .map_err(|_| anyhow::anyhow!("a thread in a network namespace panicked"))?
+    .map_err(|_| crate::Error::Panicked("a thread in a network namespace panicked"))?
 }
 
 /// Which of the pod's namespaces are its own (the rest are the host's).
@@ -114,7 +114,7 @@ pub fn create(dir: &Path, own: Own, hostname: &str) -> Result<Paths> {
         Ok(())
     })
     .join()
-    .map_err(|_| anyhow::anyhow!("the namespace thread panicked"))??;
+    .map_err(|_| crate::Error::Panicked("the namespace thread panicked"))??;
     Ok(paths)
 }
 

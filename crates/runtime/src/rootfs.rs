@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result, bail};
 use nix::mount::{MntFlags, MsFlags};
 
 /// The directories of one container's snapshot.

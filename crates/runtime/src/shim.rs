@@ -9,7 +9,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::attach;
@@ -131,11 +131,67 @@ pub fn main(args: Args) -> i32 {
     }
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "written before the 150-line limit; to be split along its steps (issue 15)"
-)]
+/// A created container, as the monitor holds it until it exits.
+struct Created {
+    /// The container's init process.
+    pid: i32,
+    /// Its stdin.
+    stdin: Stdin,
+    /// Its terminal, with a tty.
+    master: Option<Arc<OwnedFd>>,
+    /// The threads copying its output into the log.
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Creates the container, serves attach clients, reports `created <pid>`, then waits for
+/// the container to exit and writes its exit file.
 fn monitor(args: &Args, report: &mut std::io::Stdout) -> Result<()> {
+    let sink = prepare(args)?;
+    let created = create(args, &sink)?;
+    let listener = UnixListener::bind(attach::SOCKET).context("binding the attach socket")?;
+    {
+        let (sink, stdin, master) = (sink.clone(), created.stdin.clone(), created.master.clone());
+        let once = args.stdin_once;
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (sink, stdin, master) = (sink.clone(), stdin.clone(), master.clone());
+                std::thread::spawn(move || attached(conn, &sink, &stdin, master, once));
+            }
+        });
+    }
+    writeln!(report, "created {}", created.pid)?;
+    report.flush()?;
+    // Let go of the agent's pipe: it may go away while the container runs on.
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    nix::unistd::dup2_stdout(&null)?;
+    {
+        let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+        for (stream, bytes) in s.held.take().unwrap_or_default() {
+            s.write(stream, &bytes);
+        }
+    }
+    let exit = wait(created.pid);
+    for r in created.readers {
+        let _ = r.join();
+    }
+    {
+        let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = s.writer.flush();
+        // Attached clients see the end.
+        for (conn, _, _) in s.clients.drain(..) {
+            let _ = conn.shutdown(std::net::Shutdown::Both);
+        }
+    }
+    let _ = std::fs::remove_file(attach::SOCKET);
+    let tmp = args.exit_file.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&exit)?)?;
+    std::fs::rename(&tmp, &args.exit_file)?;
+    Ok(())
+}
+
+/// Becomes the subreaper, opens the log (output held until `created` is reported) and
+/// enters the bundle, clearing the sockets a previous monitor left.
+fn prepare(args: &Args) -> Result<Arc<Mutex<Sink>>> {
     nix::sys::prctl::set_child_subreaper(true).context("becoming a child subreaper")?;
     if let Some(dir) = args.log.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -147,14 +203,23 @@ fn monitor(args: &Args, report: &mut std::io::Stdout) -> Result<()> {
         held: Some(Vec::new()),
         clients: Vec::new(),
     }));
-    let pid_file = args.bundle.join("init.pid");
-    let _ = std::fs::remove_file(&pid_file);
+    let _ = std::fs::remove_file(args.bundle.join(PID_FILE));
     // Sockets by relative names in the bundle: an absolute path may be too long for one.
     std::env::set_current_dir(&args.bundle)
         .with_context(|| format!("entering {}", args.bundle.display()))?;
     for name in [attach::SOCKET, attach::CONSOLE] {
         let _ = std::fs::remove_file(name);
     }
+    Ok(sink)
+}
+
+/// The file `runtime create` writes the container's pid to, in the bundle.
+const PID_FILE: &str = "init.pid";
+
+/// Runs `runtime create`, copying its output into `sink`; the container's pid, stdin and
+/// terminal once it is created, or the runtime's message if it fails.
+fn create(args: &Args, sink: &Arc<Mutex<Sink>>) -> Result<Created> {
+    let pid_file = args.bundle.join(PID_FILE);
     let mut create = std::process::Command::new(&args.runtime);
     create
         .arg("--root")
@@ -240,63 +305,40 @@ fn monitor(args: &Args, report: &mut std::io::Stdout) -> Result<()> {
         .parse()
         .context("the container's pid file")?;
     let master = match terminal {
-        Some(t) => {
-            let master = t
-                .join()
-                .map_err(|_| anyhow::anyhow!("the console thread panicked"))?
-                .context("receiving the container's terminal")?;
-            let output = std::fs::File::from(master.try_clone()?);
-            let sink = sink.clone();
-            readers.push(std::thread::spawn(move || {
-                copy(Stream::Stdout, Box::new(output), &sink)
-            }));
-            if args.stdin {
-                *stdin.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some(Box::new(std::fs::File::from(master.try_clone()?)));
-            }
-            Some(Arc::new(master))
-        }
+        Some(t) => Some(take_terminal(args, t, sink, &stdin, &mut readers)?),
         None => None,
     };
-    let listener = UnixListener::bind(attach::SOCKET).context("binding the attach socket")?;
-    {
-        let (sink, stdin, master) = (sink.clone(), stdin.clone(), master.clone());
-        let once = args.stdin_once;
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let (sink, stdin, master) = (sink.clone(), stdin.clone(), master.clone());
-                std::thread::spawn(move || attached(conn, &sink, &stdin, master, once));
-            }
-        });
+    Ok(Created {
+        pid,
+        stdin,
+        master,
+        readers,
+    })
+}
+
+/// The container's terminal, from the thread that received it: its output copied into
+/// `sink`, and with stdin, it is the container's stdin.
+fn take_terminal(
+    args: &Args,
+    received: std::thread::JoinHandle<std::io::Result<OwnedFd>>,
+    sink: &Arc<Mutex<Sink>>,
+    stdin: &Stdin,
+    readers: &mut Vec<std::thread::JoinHandle<()>>,
+) -> Result<Arc<OwnedFd>> {
+    let master = received
+        .join()
+        .map_err(|_| crate::Error::Panicked("the console thread panicked"))?
+        .context("receiving the container's terminal")?;
+    let output = std::fs::File::from(master.try_clone()?);
+    let sink = sink.clone();
+    readers.push(std::thread::spawn(move || {
+        copy(Stream::Stdout, Box::new(output), &sink)
+    }));
+    if args.stdin {
+        *stdin.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Box::new(std::fs::File::from(master.try_clone()?)));
     }
-    writeln!(report, "created {pid}")?;
-    report.flush()?;
-    // Let go of the agent's pipe: it may go away while the container runs on.
-    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
-    nix::unistd::dup2_stdout(&null)?;
-    {
-        let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
-        for (stream, bytes) in s.held.take().unwrap_or_default() {
-            s.write(stream, &bytes);
-        }
-    }
-    let exit = wait(pid);
-    for r in readers {
-        let _ = r.join();
-    }
-    {
-        let mut s = sink.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = s.writer.flush();
-        // Attached clients see the end.
-        for (conn, _, _) in s.clients.drain(..) {
-            let _ = conn.shutdown(std::net::Shutdown::Both);
-        }
-    }
-    let _ = std::fs::remove_file(attach::SOCKET);
-    let tmp = args.exit_file.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec(&exit)?)?;
-    std::fs::rename(&tmp, &args.exit_file)?;
-    Ok(())
+    Ok(Arc::new(master))
 }
 
 /// Copies one pipe into the log, line by line as it comes.

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use oci_spec::runtime::{Linux, LinuxNamespace, Mount, Process, Spec};
 use serde_json::json;
 

@@ -8,6 +8,7 @@
 
 use serde::Deserialize;
 
+use crate::Error;
 use crate::framework::Plugin;
 use crate::plugins::node_resources_fit::{NodeResourcesFit, Strategy};
 use crate::scheduler::SCHEDULER_NAME;
@@ -77,7 +78,7 @@ struct PluginArgs {
 }
 
 /// A plugin by upstream's name, with its arguments.
-fn plugin(name: &str, args: Option<&serde_json::Value>) -> anyhow::Result<Box<dyn Plugin>> {
+fn plugin(name: &str, args: Option<&serde_json::Value>) -> crate::Result<Box<dyn Plugin>> {
     use crate::plugins::*;
     Ok(match name {
         "NodeResourcesFit" => Box::new(fit(args)?),
@@ -92,11 +93,11 @@ fn plugin(name: &str, args: Option<&serde_json::Value>) -> anyhow::Result<Box<dy
             Box::new(balanced_allocation::NodeResourcesBalancedAllocation)
         }
         "ImageLocality" => Box::new(image_locality::ImageLocality),
-        other => anyhow::bail!("plugin {other:?} does not exist"),
+        other => return Err(Error::Invalid(format!("plugin {other:?} does not exist"))),
     })
 }
 
-fn fit(args: Option<&serde_json::Value>) -> anyhow::Result<NodeResourcesFit> {
+fn fit(args: Option<&serde_json::Value>) -> crate::Result<NodeResourcesFit> {
     let mut fit = NodeResourcesFit::default();
     let Some(strategy) = args.map(|a| &a["scoringStrategy"]).filter(|s| !s.is_null()) else {
         return Ok(fit);
@@ -121,7 +122,11 @@ fn fit(args: Option<&serde_json::Value>) -> anyhow::Result<NodeResourcesFit> {
                     .collect(),
             )
         }
-        other => anyhow::bail!("scoringStrategy.type: Unsupported value: {other:?}"),
+        other => {
+            return Err(Error::Invalid(format!(
+                "scoringStrategy.type: Unsupported value: {other:?}"
+            )));
+        }
     };
     if let Some(resources) = strategy["resources"].as_array() {
         fit.resources = resources
@@ -138,9 +143,8 @@ fn fit(args: Option<&serde_json::Value>) -> anyhow::Result<NodeResourcesFit> {
 }
 
 /// Reads a configuration (YAML or JSON) into its profiles; no profile means the default one.
-pub fn profiles(text: &str) -> anyhow::Result<Vec<Profile>> {
-    let config: Config = serde_saphyr::from_str(text)
-        .map_err(|e| anyhow::anyhow!("reading the scheduler configuration: {e}"))?;
+pub fn profiles(text: &str) -> crate::Result<Vec<Profile>> {
+    let config: Config = serde_saphyr::from_str(text).map_err(|e| Error::Parse(e.to_string()))?;
     if config
         .kind
         .as_deref()
@@ -150,9 +154,10 @@ pub fn profiles(text: &str) -> anyhow::Result<Vec<Profile>> {
             .as_deref()
             .is_some_and(|v| v != "kubescheduler.config.k8s.io/v1")
     {
-        anyhow::bail!(
+        return Err(Error::Invalid(
             "the configuration is not a kubescheduler.config.k8s.io/v1 KubeSchedulerConfiguration"
-        );
+                .into(),
+        ));
     }
     if config.profiles.is_empty() {
         return Ok(vec![Profile::default_profile()]);
@@ -161,7 +166,9 @@ pub fn profiles(text: &str) -> anyhow::Result<Vec<Profile>> {
     for p in config.profiles {
         let name = p.scheduler_name.unwrap_or_else(|| SCHEDULER_NAME.into());
         if out.iter().any(|o| o.scheduler_name == name) {
-            anyhow::bail!("profiles[].schedulerName: Duplicate value: {name:?}");
+            return Err(Error::Invalid(format!(
+                "profiles[].schedulerName: Duplicate value: {name:?}"
+            )));
         }
         let args = |plugin: &str| {
             p.plugin_config

@@ -24,6 +24,23 @@ pub mod scheduler;
 
 use std::sync::Arc;
 
+/// What the scheduler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration document could not be read as YAML or JSON.
+    #[error("reading the scheduler configuration: {0}")]
+    Parse(String),
+    /// The configuration is not valid; the message names the field and why.
+    #[error("{0}")]
+    Invalid(String),
+    /// A watch or the scheduling loop panicked or was cancelled.
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// The scheduler's results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// Runs the default profile against the API `client` reaches, until `shutdown` completes.
 /// With `election`, only while this process holds the election's Lease: a process that
 /// loses it stops scheduling and becomes a candidate again.
@@ -36,7 +53,7 @@ pub async fn run(
     election: Option<election::Election>,
     metrics: Arc<metrics::Metrics>,
     shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     // Refuse a bad configuration before taking part in any election.
     if let Some(text) = config {
         config::profiles(text)?;

@@ -365,7 +365,7 @@ impl Scheduler {
 
     /// Runs the watches and the loop until an error ends a watch for good.
     /// Dropping the future stops them all.
-    pub async fn serve(self: Arc<Self>) -> anyhow::Result<()> {
+    pub async fn serve(self: Arc<Self>) -> crate::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(self.clone().follow::<Node>());
         tasks.spawn(self.clone().follow::<Pod>());
@@ -388,7 +388,7 @@ impl Scheduler {
     /// Follows a watch of every `K`, keeping the state current: objects listed or changed
     /// are applied, deleted ones removed, and after a re-list the ones it no longer shows are
     /// removed too. Each event wakes the scheduling loop.
-    async fn follow<K: Followed>(self: Arc<Self>) -> anyhow::Result<()> {
+    async fn follow<K: Followed>(self: Arc<Self>) -> crate::Result<()> {
         let api: Api<K> = Api::all(self.client.clone());
         let mut known: HashSet<String> = HashSet::new();
         let mut relisted: Option<HashSet<String>> = None;
@@ -475,7 +475,7 @@ impl Scheduler {
         }
     }
 
-    async fn schedule_loop(self: Arc<Self>) -> anyhow::Result<()> {
+    async fn schedule_loop(self: Arc<Self>) -> crate::Result<()> {
         loop {
             let next = {
                 let mut st = self.state();

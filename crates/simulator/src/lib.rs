@@ -66,7 +66,35 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::bail;
+/// What the simulator can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The options are not valid; the message says which and why.
+    #[error("{0}")]
+    Options(String),
+    /// A node could not be registered: `what` says which step for which node.
+    #[error("{what}: {source}")]
+    Register {
+        /// The step and the node, as in "creating node sim-0".
+        what: String,
+        /// The API's answer.
+        #[source]
+        source: kube::Error,
+    },
+    /// A loop that runs until shutdown ended early (a bug).
+    #[error("{0}")]
+    Stopped(&'static str),
+}
+
+/// The simulator's results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Returns early with [`Error::Options`], its message formatted.
+macro_rules! invalid {
+    ($($arg:tt)*) => {
+        return Err(Error::Options(format!($($arg)*)))
+    };
+}
 
 /// The label every simulated node carries (`rudder.dev/simulated=true`), to tell them apart.
 pub const SIMULATED_LABEL: &str = "rudder.dev/simulated";
@@ -192,10 +220,10 @@ impl Options {
 
     /// Checks the options before anything is written: the index range, quantities, names,
     /// labels, taints.
-    pub fn check(&self) -> anyhow::Result<()> {
+    pub fn check(&self) -> Result<()> {
         match self.first_index.checked_add(self.nodes) {
             Some(end) if end <= MAX_NODES => {}
-            _ => bail!(
+            _ => invalid!(
                 "--first-index {} + --nodes {} must be at most {MAX_NODES}, not {}: node indices \
                  go from 0 to {} (each node gets a /24 of pod IPs from 10.64.0.0/10)",
                 self.first_index,
@@ -205,16 +233,16 @@ impl Options {
             ),
         }
         if self.lease_interval.is_zero() {
-            bail!("the lease interval must be at least one second");
+            invalid!("the lease interval must be at least one second");
         }
         let resources = [("cpu", &self.cpu), ("memory", &self.memory)]
             .into_iter()
             .chain(self.extended.iter().map(|(k, v)| (k.as_str(), v)));
         for (name, quantity) in resources {
             match api::quantity::Quantity::parse(quantity) {
-                Ok(q) if q.is_negative() => bail!("{name}: {quantity:?} must not be negative"),
+                Ok(q) if q.is_negative() => invalid!("{name}: {quantity:?} must not be negative"),
                 Ok(_) => {}
-                Err(e) => bail!("{name}: {quantity:?}: {e}"),
+                Err(e) => invalid!("{name}: {quantity:?}: {e}"),
             }
         }
         for (name, _) in &self.extended {
@@ -224,7 +252,7 @@ impl Options {
             let last = nodes::node_name(self, index);
             let errs = api::validation::dns1123_subdomain(&last);
             if !errs.is_empty() {
-                bail!("node name {last:?}: {}", errs.join("; "));
+                invalid!("node name {last:?}: {}", errs.join("; "));
             }
         }
         for (key, value) in &self.labels {
@@ -235,7 +263,7 @@ impl Options {
             name_ok("taint", key)?;
             value_ok("taint", key, value)?;
             if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect.as_str()) {
-                bail!(
+                invalid!(
                     "taint {key}: effect {effect:?} must be one of NoSchedule, PreferNoSchedule, NoExecute"
                 );
             }
@@ -244,18 +272,18 @@ impl Options {
     }
 }
 
-fn name_ok(what: &str, name: &str) -> anyhow::Result<()> {
+fn name_ok(what: &str, name: &str) -> Result<()> {
     let errs = api::validation::qualified_name(name);
     if !errs.is_empty() {
-        bail!("{what} {name:?}: {}", errs.join("; "));
+        invalid!("{what} {name:?}: {}", errs.join("; "));
     }
     Ok(())
 }
 
-fn value_ok(what: &str, key: &str, value: &str) -> anyhow::Result<()> {
+fn value_ok(what: &str, key: &str, value: &str) -> Result<()> {
     let errs = api::validation::label_value(value);
     if !errs.is_empty() {
-        bail!("{what} {key}={value:?}: {}", errs.join("; "));
+        invalid!("{what} {key}={value:?}: {}", errs.join("; "));
     }
     Ok(())
 }
@@ -297,7 +325,7 @@ pub async fn run(
     client: kube::Client,
     opts: Options,
     shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     run_with(client, opts, Behaviour::default(), shutdown).await
 }
 
@@ -312,7 +340,7 @@ pub async fn run_with(
     opts: Options,
     behaviour: Behaviour,
     shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     opts.check()?;
     let sim = Arc::new(Sim {
         client,
@@ -338,10 +366,10 @@ pub async fn run_with(
             // The loops run until shutdown drops this future; they only end early on a bug.
             tokio::select! {
                 () = nodes::keep_alive(sim.clone(), nodes.clone()) => {
-                    bail!("the lease loop stopped")
+                    Err(Error::Stopped("the lease loop stopped"))
                 }
                 () = nodes::watch(sim.clone(), nodes.clone(), revived_tx) => {
-                    bail!("the node watch stopped")
+                    Err(Error::Stopped("the node watch stopped"))
                 }
                 r = pods::run(sim.clone(), nodes.clone(), revived_rx) => r,
             }

@@ -383,7 +383,7 @@ impl NodeTable {
 }
 
 /// Registers every node ([`CONCURRENCY`] at a time); fails on the first node that cannot be.
-pub(crate) async fn register_all(sim: &Sim) -> anyhow::Result<NodeTable> {
+pub(crate) async fn register_all(sim: &Sim) -> crate::Result<NodeTable> {
     let nodes: Vec<SimNode> = futures::stream::iter(sim.opts.indices())
         .map(|i| register(sim, i))
         .buffered(CONCURRENCY)
@@ -393,8 +393,8 @@ pub(crate) async fn register_all(sim: &Sim) -> anyhow::Result<NodeTable> {
 }
 
 /// Creates (or takes over) node `index`, writes its status and its Lease.
-async fn register(sim: &Sim, index: usize) -> anyhow::Result<SimNode> {
-    use anyhow::Context;
+async fn register(sim: &Sim, index: usize) -> crate::Result<SimNode> {
+    let context = |what: String| move |source| crate::Error::Register { what, source };
     let api: Api<Node> = Api::all(sim.client.clone());
     let desired = node_object(&sim.opts, index);
     let name = node_name(&sim.opts, index);
@@ -403,13 +403,13 @@ async fn register(sim: &Sim, index: usize) -> anyhow::Result<SimNode> {
         match retry("creating a node", None, || api.create(&pp, &desired)).await {
             Ok(node) => break node,
             Err(e) if is_conflict(&e) => {}
-            Err(e) => return Err(e).with_context(|| format!("creating node {name}")),
+            Err(e) => return Err(context(format!("creating node {name}"))(e)),
         }
         // It exists: take it over, as a restarted kubelet does.
         let current = match retry("getting a node", None, || api.get(&name)).await {
             Ok(n) => n,
             Err(e) if is_not_found(&e) => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading node {name}")),
+            Err(e) => return Err(context(format!("reading node {name}"))(e)),
         };
         let updated = take_over(current, &desired);
         match retry("updating a node", None, || {
@@ -419,7 +419,7 @@ async fn register(sim: &Sim, index: usize) -> anyhow::Result<SimNode> {
         {
             Ok(node) => break node,
             Err(e) if is_conflict(&e) || is_not_found(&e) => {}
-            Err(e) => return Err(e).with_context(|| format!("taking over node {name}")),
+            Err(e) => return Err(context(format!("taking over node {name}"))(e)),
         }
     };
     let now = Timestamp::now();
@@ -429,12 +429,12 @@ async fn register(sim: &Sim, index: usize) -> anyhow::Result<SimNode> {
             .await
     })
     .await
-    .with_context(|| format!("writing node {name}'s status"))?;
+    .map_err(context(format!("writing node {name}'s status")))?;
     let dead = marked_dead(&node);
     let uid = node.metadata.uid.unwrap_or_default();
     write_lease(sim, &name, &uid)
         .await
-        .with_context(|| format!("writing node {name}'s lease"))?;
+        .map_err(context(format!("writing node {name}'s lease")))?;
     tracing::debug!(node = %name, "registered");
     if dead {
         tracing::info!(node = %name, "the node is marked dead: no more lease renewals, heartbeats or pod updates");

@@ -842,7 +842,7 @@ pub(crate) async fn run(
     sim: Arc<Sim>,
     nodes: Arc<NodeTable>,
     mut revived: UnboundedReceiver<String>,
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     let api: Api<Pod> = Api::all(sim.client.clone());
     let config = watcher::Config::default().fields("spec.nodeName!=");
     let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
@@ -884,7 +884,7 @@ pub(crate) async fn run(
             Some(node) = revived.recv() => kubelet.revive(&node).await,
         }
     }
-    anyhow::bail!("the pod watch ended")
+    Err(crate::Error::Stopped("the pod watch ended"))
 }
 
 impl Kubelet {

@@ -176,7 +176,7 @@ pub(super) struct Managed {
     pub(super) deleted_ready: i32,
     /// When to sync again to create pods held back by a back-off.
     pub(super) retry_in: Option<Duration>,
-    pub(super) error: Option<anyhow::Error>,
+    pub(super) error: Option<crate::runtime::Error>,
 }
 
 impl Sync<'_> {
@@ -185,7 +185,7 @@ impl Sync<'_> {
     pub(super) async fn delete_active(
         &self,
         active: &[Arc<Pod>],
-    ) -> (i32, i32, Option<anyhow::Error>) {
+    ) -> (i32, i32, Option<crate::runtime::Error>) {
         let (mut deleted, mut ready, mut error) = (0, 0, None);
         for pod in active {
             match self.control.delete_unexpected(pod).await {
@@ -206,7 +206,10 @@ impl Sync<'_> {
             if let Err(e) = remove_finalizer(&self.api, pod).await
                 && !matches!(&e, kube::Error::Api(s) if s.code == 404)
             {
-                m.error = Some(anyhow::Error::from(e).context("removing the tracking finalizer"));
+                m.error = Some(crate::runtime::Error::Step {
+                    what: "removing the tracking finalizer",
+                    source: Box::new(e.into()),
+                });
                 continue;
             }
             match self.control.delete(pod).await {

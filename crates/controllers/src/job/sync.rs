@@ -166,12 +166,13 @@ impl Sync<'_> {
             self.record_finished(spec, &status, c).await;
         }
         if let Some(e) = removal_error {
-            return Err(anyhow::Error::from(e)
-                .context("removing the tracking finalizer")
-                .into());
+            return Err(crate::runtime::Error::Step {
+                what: "removing the tracking finalizer",
+                source: Box::new(e.into()),
+            });
         }
         if let Some(e) = error {
-            return Err(e.into());
+            return Err(e);
         }
         if tracking.reached_max {
             retry_in = min_some(retry_in, Some(Duration::from_secs(1)));

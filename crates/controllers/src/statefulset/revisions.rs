@@ -219,7 +219,7 @@ async fn create_revision(
             Err(e) => return Err(api_error(e)),
         }
     }
-    Err(Error(anyhow::anyhow!(
+    Err(Error::Failed(format!(
         "no free name for a new revision of {} after {MAX_COLLISIONS} hash collisions",
         set.name_any()
     )))

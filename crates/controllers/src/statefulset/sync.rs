@@ -24,8 +24,8 @@ use super::{Ctx, POD_INDEX_LABEL, POD_NAME_LABEL};
 /// An API error as upstream prints it: the server's message.
 pub(super) fn api_error(e: kube::Error) -> Error {
     match e {
-        kube::Error::Api(s) => Error(anyhow::anyhow!(s.message)),
-        other => Error(other.into()),
+        kube::Error::Api(s) => Error::Failed(s.message),
+        other => Error::Api(other),
     }
 }
 
@@ -209,12 +209,12 @@ impl Sync<'_> {
                     Err(e) => {
                         let e = api_error(e);
                         self.claim_event("create", &name, pod, Some(&e)).await;
-                        return Err(Error(anyhow::anyhow!("failed to create PVC {name}: {e}")));
+                        return Err(Error::Failed(format!("failed to create PVC {name}: {e}")));
                     }
                 },
             };
             if existing.is_some_and(|c| c.metadata.deletion_timestamp.is_some()) {
-                return Err(Error(anyhow::anyhow!("pvc {name} is being deleted")));
+                return Err(Error::Failed(format!("pvc {name} is being deleted")));
             }
         }
         Ok(())

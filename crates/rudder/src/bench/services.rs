@@ -375,7 +375,10 @@ impl Namespaces {
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T> {
         let path = format!("/var/run/netns/{}", self.name(which));
-        runtime::namespaces::in_network(std::path::Path::new(&path), f)
+        Ok(runtime::namespaces::in_network(
+            std::path::Path::new(&path),
+            f,
+        )?)
     }
 }
 

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use anyhow::{Result, bail};
+use crate::error::{Result, bail};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
@@ -168,7 +168,9 @@ impl Host for Fake {
                 c.started = true;
                 Ok(())
             }
-            None => Err(anyhow::anyhow!("container {id} does not exist")),
+            None => Err(crate::Error::Failed(format!(
+                "container {id} does not exist"
+            ))),
         };
         futures::future::ready(result).boxed()
     }
@@ -189,7 +191,9 @@ impl Host for Fake {
                 }
                 Ok(())
             }
-            _ => Err(anyhow::anyhow!("container {id} is not running")),
+            _ => Err(crate::Error::Failed(format!(
+                "container {id} is not running"
+            ))),
         };
         futures::future::ready(result).boxed()
     }

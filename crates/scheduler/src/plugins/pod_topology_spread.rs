@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::node_affinity::NodeAffinity;
 use super::taint_toleration::TaintToleration;
+use crate::Error;
 use crate::framework::{Cluster, NodeInfo, Normalize, Plugin, PodMatcher, Prepared, Verdict};
 
 /// The PodTopologySpread plugin, with the constraints given to pods that have none.
@@ -43,7 +44,7 @@ impl Default for PodTopologySpread {
 impl PodTopologySpread {
     /// From `PodTopologySpreadArgs`: `defaultingType: List` uses `defaultConstraints`
     /// (none when absent); `System`, or no arguments, upstream's defaults.
-    pub fn from_args(args: Option<&serde_json::Value>) -> anyhow::Result<PodTopologySpread> {
+    pub fn from_args(args: Option<&serde_json::Value>) -> crate::Result<PodTopologySpread> {
         let Some(args) = args.filter(|a| !a.is_null()) else {
             return Ok(PodTopologySpread::default());
         };
@@ -53,27 +54,21 @@ impl PodTopologySpread {
                     .as_array()
                     .is_some_and(|c| !c.is_empty()) =>
             {
-                anyhow::bail!(
-                    "defaultConstraints: Invalid value: \"array\": when .defaultingType is \"System\", .defaultConstraints must be empty"
-                )
+                Err(Error::Invalid("defaultConstraints: Invalid value: \"array\": when .defaultingType is \"System\", .defaultConstraints must be empty".into()))
             }
             "System" => Ok(PodTopologySpread::default()),
             "List" => {
                 let defaults: Vec<TopologySpreadConstraint> = match &args["defaultConstraints"] {
                     serde_json::Value::Null => Vec::new(),
                     list => serde_json::from_value(list.clone())
-                        .map_err(|e| anyhow::anyhow!("defaultConstraints: {e}"))?,
+                        .map_err(|e| Error::Invalid(format!("defaultConstraints: {e}")))?,
                 };
                 if defaults.iter().any(|c| c.label_selector.is_some()) {
-                    anyhow::bail!(
-                        "defaultConstraints[0].labelSelector: Forbidden: constraint must not define a selector, as they deduced for each pod"
-                    );
+                    return Err(Error::Invalid("defaultConstraints[0].labelSelector: Forbidden: constraint must not define a selector, as they deduced for each pod".into()));
                 }
                 Ok(PodTopologySpread { defaults })
             }
-            other => anyhow::bail!(
-                "defaultingType: Unsupported value: {other:?}: supported values: \"List\", \"System\""
-            ),
+            other => Err(Error::Invalid(format!("defaultingType: Unsupported value: {other:?}: supported values: \"List\", \"System\""))),
         }
     }
 }
