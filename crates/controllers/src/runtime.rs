@@ -20,6 +20,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 /// What a reconcile may fail with (the object is tried again after a back-off), or
 /// starting the controllers.
@@ -343,7 +344,8 @@ fn object_key<K: Resource>(obj: &K) -> String {
     }
 }
 
-/// Runs `controller` with `reconcile` until dropped, logging as `name`. Each reconcile waits
+/// Runs `controller` with `reconcile` until dropped, logging as `name`; each reconcile runs in
+/// a `reconcile` span (controller, object). Each reconcile waits
 /// for the caches first; an error or a panic is logged and the object tried again after a
 /// per-object exponential back-off.
 pub fn run<K, C, F>(
@@ -366,9 +368,11 @@ where
             move |obj: Arc<K>, ctx: Arc<C>| {
                 let shared = shared.clone();
                 let failures = f1.clone();
+                let key = object_key(obj.as_ref());
+                // What a reconcile logs says which controller and object.
+                let span = tracing::debug_span!("reconcile", controller = name, object = %key);
                 async move {
                     shared.synced().await;
-                    let key = object_key(obj.as_ref());
                     let outcome = AssertUnwindSafe(reconcile(obj, ctx)).catch_unwind().await;
                     match outcome {
                         Ok(Ok(action)) => {
@@ -386,6 +390,7 @@ where
                         }
                     }
                 }
+                .instrument(span)
             },
             move |obj: Arc<K>, err: &Error, _ctx: Arc<C>| {
                 let key = object_key(obj.as_ref());

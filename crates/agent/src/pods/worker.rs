@@ -1,5 +1,5 @@
-//! The watch on the node's pods and the worker loop: one task per pod, fed the pod's latest
-//! version, that syncs it every second until it is deleted or gone; pods this node ran before
+//! The watch on the node's pods and the worker loop: one task per pod (in a `pod` span naming
+//! it), fed the pod's latest version, that syncs it every second until it is deleted or gone; pods this node ran before
 //! an agent restart are picked up again, or cleaned up when they no longer exist.
 
 use std::collections::{HashMap, HashSet};
@@ -12,6 +12,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::watcher;
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use super::{Ctx, PodState};
 use crate::containers::{self, Record};
@@ -94,6 +95,11 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
         let mut apply =
             |pod: Pod, workers: &mut HashMap<String, watch::Sender<Option<Arc<Pod>>>>| {
                 let uid = pod.uid().unwrap_or_default();
+                let span = tracing::info_span!(
+                    "pod",
+                    pod = %format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()),
+                    uid = %uid,
+                );
                 let pod = Arc::new(pod);
                 if let Some(tx) = workers.get(&uid) {
                     let _ = tx.send(Some(pod));
@@ -102,7 +108,8 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
                 let (tx, rx) = watch::channel(Some(pod));
                 workers.insert(uid.clone(), tx);
                 let rec = recovered.remove(&uid).unwrap_or_default();
-                tasks.spawn(worker(ctx.clone(), uid, rx, rec));
+                // What the worker logs says which pod.
+                tasks.spawn(worker(ctx.clone(), uid, rx, rec).instrument(span));
             };
         match event {
             watcher::Event::Init => seen_in_init.clear(),
