@@ -43,9 +43,8 @@ pub(crate) async fn run(opts: DnsBench) -> Result<()> {
         records.apply_service(&service(i)?);
     }
     let model_mb = (rss_bytes().saturating_sub(before)) as f64 / 1e6;
-    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let (udp, tcp) = udp_and_tcp().await?;
     let port = udp.local_addr()?.port();
-    let tcp = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let server = tokio::spawn(dns::serve(
         udp,
         tcp,
@@ -122,6 +121,22 @@ fn query_file(names: &[String]) -> String {
 
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// A UDP socket and a TCP listener on one free loopback port. The UDP port comes from the
+/// kernel; its TCP twin may be taken by someone else, and then another port is tried.
+async fn udp_and_tcp() -> Result<(tokio::net::UdpSocket, tokio::net::TcpListener)> {
+    let mut last = None;
+    for _ in 0..20 {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+        let port = udp.local_addr()?.port();
+        match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(last.expect("a bind was tried").into())
 }
 
 /// Knot DNS serving the same A records from a zone file, on `port`.
