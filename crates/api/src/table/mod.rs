@@ -153,8 +153,10 @@ fn printer(r: &Resource) -> &'static Printer {
             "admissionregistration.k8s.io",
             "mutatingwebhookconfigurations" | "validatingwebhookconfigurations",
         ) => &access::WEBHOOK_CONFIGURATIONS,
-        _ if crate::resources::find(&r.group, &r.version, &r.plural).is_some() => &DEFAULT,
-        _ => &CUSTOM,
+        // A custom resource (its definition gives it a schema) prints its age; a built-in
+        // kind without a printer, upstream's default table.
+        _ if r.schema.is_some() => &CUSTOM,
+        _ => &DEFAULT,
     }
 }
 
