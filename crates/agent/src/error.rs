@@ -113,21 +113,7 @@ pub enum Error {
 /// The agent's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Says what was being done when an operation failed, giving the [`Error`] variant for its
-/// kind of failure (`None` from an `Option` is [`Error::Missing`]).
-pub(crate) trait Context<T> {
-    /// The failure, described as `what`.
-    fn context(self, what: impl Into<String>) -> Result<T>;
-
-    /// The failure, described by `what()` (only called on failure).
-    fn with_context<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T>;
-}
-
-/// An error that [`Context`] turns into an [`Error`].
-pub(crate) trait Described {
-    /// `self`, as the variant for its kind, described as `what`.
-    fn described(self, what: String) -> Error;
-}
+runtime::error_context!();
 
 impl Described for std::io::Error {
     fn described(self, what: String) -> Error {
@@ -150,15 +136,6 @@ impl Described for kube::Error {
 impl Described for runtime::Error {
     fn described(self, what: String) -> Error {
         Error::Host { what, source: self }
-    }
-}
-
-impl Described for Error {
-    fn described(self, what: String) -> Error {
-        Error::Step {
-            what,
-            source: Box::new(self),
-        }
     }
 }
 
@@ -190,26 +167,6 @@ described!(
     x509_parser::nom::Err<x509_parser::error::X509Error>,
     kube::config::KubeconfigError,
 );
-
-impl<T, E: Described> Context<T> for std::result::Result<T, E> {
-    fn context(self, what: impl Into<String>) -> Result<T> {
-        self.map_err(|e| e.described(what.into()))
-    }
-
-    fn with_context<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T> {
-        self.map_err(|e| e.described(what().into()))
-    }
-}
-
-impl<T> Context<T> for Option<T> {
-    fn context(self, what: impl Into<String>) -> Result<T> {
-        self.ok_or_else(|| Error::Missing(what.into()))
-    }
-
-    fn with_context<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T> {
-        self.ok_or_else(|| Error::Missing(what().into()))
-    }
-}
 
 /// Returns early with [`Error::Failed`], its message formatted.
 macro_rules! bail {

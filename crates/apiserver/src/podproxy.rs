@@ -17,21 +17,6 @@ use crate::podlogs::{self, resource};
 use crate::registry::Registry;
 use api::Status;
 
-/// Headers that belong to one connection, not passed on (RFC 9110 section 7.6.1), and the
-/// caller's credentials for the API server.
-const DROPPED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "authorization",
-];
-
 /// `[scheme:]name[:port]`, as upstream's `SplitSchemeNamePort`.
 fn split(id: &str) -> Result<(&str, &str, &str), Status> {
     let parts: Vec<&str> = id.split(':').collect();
@@ -68,10 +53,13 @@ pub async fn proxy(
         .method(req.method().clone())
         .uri(&path)
         .header(header::HOST, &authority);
-    for (k, v) in req.headers() {
-        if k != header::HOST && !DROPPED.contains(&k.as_str()) {
-            forward = forward.header(k, v);
-        }
+    let mut headers = req.headers().clone();
+    tls::strip_hop_by_hop(&mut headers);
+    // The caller's credentials are for the API server, not the pod.
+    headers.remove(header::AUTHORIZATION);
+    headers.remove(header::HOST);
+    if let Some(h) = forward.headers_mut() {
+        h.extend(headers);
     }
     let forward = forward
         .body(req.into_body())
@@ -100,11 +88,9 @@ pub async fn proxy(
     let (parts, body) = answer.into_parts();
     let mut out = Response::new(Body::new(body));
     *out.status_mut() = parts.status;
-    for (k, v) in &parts.headers {
-        if !DROPPED.contains(&k.as_str()) {
-            out.headers_mut().append(k.clone(), v.clone());
-        }
-    }
+    let mut headers = parts.headers;
+    tls::strip_hop_by_hop(&mut headers);
+    *out.headers_mut() = headers;
     Ok(out)
 }
 

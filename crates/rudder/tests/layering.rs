@@ -21,12 +21,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("simulator", &["api", "pod"]),
     ("proxy", &["api"]),
     ("dns", &["api"]),
-    ("ingress", &[]),
+    ("ingress", &["tls"]),
     ("agent", &["api", "image", "pod", "runtime", "tls"]),
     // Images (registry, layers) and the host side of containers (runc, namespaces, CNI).
     ("image", &[]),
     ("runtime", &[]),
-    // The TLS accept loop and unverified-server verifier the HTTPS servers and clients share.
+    // The TLS accept loop, unverified-server verifier and hop-by-hop headers that the HTTPS
+    // servers, clients and proxies share.
     ("tls", &[]),
     // The middle test tier (the API server in-process): a dev-dependency only, see below.
     ("testkit", &["api", "store", "apiserver"]),

@@ -85,29 +85,7 @@ pub enum Error {
 /// This crate's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Says what was being done when an operation failed, giving the [`Error`] variant for
-/// its kind of failure (`None` from an `Option` is [`Error::Missing`]).
-pub(crate) trait Context<T> {
-    /// The failure, described as `what`.
-    fn context(self, what: impl Into<String>) -> Result<T>;
-
-    /// The failure, described by `what()` (only called on failure).
-    fn with_context<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T>
-    where
-        Self: Sized,
-    {
-        self.context_lazily(|| what().into())
-    }
-
-    /// [`Context::with_context`]'s work.
-    fn context_lazily(self, what: impl FnOnce() -> String) -> Result<T>;
-}
-
-/// An error that [`Context`] turns into an [`Error`].
-pub(crate) trait Described {
-    /// `self`, as the variant for its kind, described as `what`.
-    fn described(self, what: String) -> Error;
-}
+crate::error_context!();
 
 impl Described for std::io::Error {
     fn described(self, what: String) -> Error {
@@ -139,35 +117,6 @@ impl Described for std::num::ParseIntError {
     }
 }
 
-impl Described for Error {
-    fn described(self, what: String) -> Error {
-        Error::Step {
-            what,
-            source: Box::new(self),
-        }
-    }
-}
-
-impl<T, E: Described> Context<T> for std::result::Result<T, E> {
-    fn context(self, what: impl Into<String>) -> Result<T> {
-        self.map_err(|e| e.described(what.into()))
-    }
-
-    fn context_lazily(self, what: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|e| e.described(what()))
-    }
-}
-
-impl<T> Context<T> for Option<T> {
-    fn context(self, what: impl Into<String>) -> Result<T> {
-        self.ok_or_else(|| Error::Missing(what.into()))
-    }
-
-    fn context_lazily(self, what: impl FnOnce() -> String) -> Result<T> {
-        self.ok_or_else(|| Error::Missing(what()))
-    }
-}
-
 /// Returns early with [`Error::Failed`], its message formatted.
 macro_rules! bail {
     ($($arg:tt)*) => {
@@ -175,3 +124,59 @@ macro_rules! bail {
     };
 }
 pub(crate) use bail;
+
+/// Defines, in the calling module, `Context` (says what was being done when an operation
+/// failed) and `Described` (an error that `Context` turns into the module's `Error`, giving
+/// the variant for its kind), for a module that has `Error` with `Missing(String)` and
+/// `Step { what, source: Box<Error> }` variants and a `Result` alias. `None` from an
+/// `Option` becomes `Error::Missing`; one of the module's own errors becomes `Error::Step`.
+/// This crate and the agent each call it once; each says how its sources are described.
+#[macro_export]
+macro_rules! error_context {
+    () => {
+        /// Says what was being done when an operation failed, giving the [`Error`] variant
+        /// for its kind of failure (`None` from an `Option` is [`Error::Missing`]).
+        pub(crate) trait Context<T> {
+            /// The failure, described as `what`.
+            fn context(self, what: impl Into<String>) -> Result<T>;
+
+            /// The failure, described by `what()` (only called on failure).
+            fn with_context<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T>;
+        }
+
+        /// An error that [`Context`] turns into an [`Error`].
+        pub(crate) trait Described {
+            /// `self`, as the variant for its kind, described as `what`.
+            fn described(self, what: String) -> Error;
+        }
+
+        impl Described for Error {
+            fn described(self, what: String) -> Error {
+                Error::Step {
+                    what,
+                    source: Box::new(self),
+                }
+            }
+        }
+
+        impl<T, E: Described> Context<T> for std::result::Result<T, E> {
+            fn context(self, what: impl Into<String>) -> Result<T> {
+                self.map_err(|e| e.described(what.into()))
+            }
+
+            fn with_context<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T> {
+                self.map_err(|e| e.described(what().into()))
+            }
+        }
+
+        impl<T> Context<T> for Option<T> {
+            fn context(self, what: impl Into<String>) -> Result<T> {
+                self.ok_or_else(|| Error::Missing(what.into()))
+            }
+
+            fn with_context<S: Into<String>>(self, what: impl FnOnce() -> S) -> Result<T> {
+                self.ok_or_else(|| Error::Missing(what().into()))
+            }
+        }
+    };
+}
