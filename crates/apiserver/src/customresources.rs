@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use api::resources::{PrinterColumn, ScalePaths, Schema};
 use api::{Resource, Status};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 
 use crate::registry::{Caller, DeleteOptions, ListOptions, Registry, WatchRequest};
@@ -161,26 +161,34 @@ impl Loop {
                 tokio::time::sleep(RESYNC).await;
                 continue;
             };
-            // Every event, or every RESYNC without one, looks at all definitions again.
+            // Events that come while a sync runs are answered by the next one, so a burst
+            // (the watch's replay of every definition at start) costs one sync, not one each.
+            // Without events the loop waits, polling only while a definition waits for its
+            // objects to go.
             loop {
-                self.sync_all().await;
-                match tokio::time::timeout(RESYNC, events.next()).await {
-                    Ok(Some(_)) | Err(_) => {}
-                    Ok(None) => break,
+                let pending = self.sync_all().await;
+                let next = if pending {
+                    tokio::time::timeout(RESYNC, events.next()).await.ok()
+                } else {
+                    Some(events.next().await)
+                };
+                if matches!(next, Some(None)) || !drain(&mut events) {
+                    break;
                 }
             }
         }
     }
 
     /// Brings the catalog and every definition's status in step with the stored
-    /// definitions.
-    async fn sync_all(&mut self) {
+    /// definitions. Whether to look again without an event: a deleted definition still waits
+    /// for its objects, or a step failed.
+    async fn sync_all(&mut self) -> bool {
         let list = self
             .reg
             .list(definitions(), None, &ListOptions::default())
             .await;
         let Ok(list) = list else {
-            return;
+            return true;
         };
         let mut now = HashSet::new();
         for crd in &list.items {
@@ -204,15 +212,31 @@ impl Loop {
             self.reg.served().remove(g, v, p);
         }
         self.ours = now;
+        let mut pending = false;
         for crd in list.items {
-            let done = if crd["metadata"].get("deletionTimestamp").is_some() {
+            let deleting = crd["metadata"].get("deletionTimestamp").is_some();
+            let done = if deleting {
+                pending |= has_cleanup_finalizer(&crd);
                 clean_up(&self.reg, &crd).await
             } else {
                 establish(&self.reg, crd).await
             };
             if let Err(s) = done {
+                pending = true;
                 tracing::debug!(message = %s.message, "custom resource definition not synced");
             }
+        }
+        pending
+    }
+}
+
+/// Takes the events already waiting, without waiting for more; false once the watch ended.
+fn drain<S: futures::Stream + Unpin>(events: &mut S) -> bool {
+    loop {
+        match events.next().now_or_never() {
+            None => return true,
+            Some(Some(_)) => {}
+            Some(None) => return false,
         }
     }
 }
