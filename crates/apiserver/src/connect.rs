@@ -8,6 +8,8 @@ use api::{Resource, Status};
 use axum::extract::Request;
 use axum::response::Response;
 
+use crate::admission::{Attributes, Operation};
+use crate::authn::Identity;
 use crate::handlers::App;
 
 /// A connect subresource.
@@ -46,6 +48,8 @@ pub(crate) struct Target<'a> {
     pub sub: &'a str,
     /// The query parameters.
     pub query: &'a api::request::Query,
+    /// Who asks.
+    pub who: &'a Identity,
 }
 
 /// Serves a connect request.
@@ -57,6 +61,9 @@ pub(crate) async fn serve(
 ) -> Result<Response, Status> {
     let reg = &app.registry;
     let ns = t.ns.unwrap_or("default");
+    if kind != Connect::Log {
+        admit(reg, &t).await?;
+    }
     match kind {
         Connect::NodeProxy => {
             crate::podlogs::node_proxy(reg, &app.kubelet, t.name, req.uri()).await
@@ -73,6 +80,35 @@ pub(crate) async fn serve(
         }
         Connect::Stream => crate::podstream::proxy(reg, &app.kubelet, ns, t.name, t.sub, req).await,
     }
+}
+
+/// Passes a connect request through admission, as upstream does (`pods/log` is a read, not a
+/// connect): the object is the request's options, its query parameters under the kind of
+/// upstream's options (`PodExecOptions`, ...).
+async fn admit(reg: &crate::registry::Registry, t: &Target<'_>) -> Result<(), Status> {
+    let kind = match (t.r.plural.as_str(), t.sub) {
+        ("pods", "exec") => "PodExecOptions",
+        ("pods", "attach") => "PodAttachOptions",
+        ("pods", "portforward") => "PodPortForwardOptions",
+        ("pods", _) => "PodProxyOptions",
+        ("services", _) => "ServiceProxyOptions",
+        _ => "NodeProxyOptions",
+    };
+    let mut options =
+        serde_json::json!({"kind": kind, "apiVersion": "v1", "metadata": {"name": t.name}});
+    for (k, v) in &t.query.0 {
+        options[k] = serde_json::json!(v);
+    }
+    let attributes = Attributes {
+        operation: Operation::Connect,
+        resource: t.r,
+        subresource: Some(t.sub),
+        namespace: t.ns,
+        old: None,
+        user: Some(t.who),
+        dry_run: false,
+    };
+    reg.admit_request(&attributes, &options).await
 }
 
 #[cfg(test)]

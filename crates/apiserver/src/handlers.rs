@@ -17,6 +17,7 @@ use futures::StreamExt;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
+use crate::admission;
 use crate::authn::{Identity, Tokens};
 use crate::authz;
 use crate::connect;
@@ -324,12 +325,6 @@ async fn serve(app: Arc<App>, req: Request) -> Response {
             return status_response(&authz::forbidden(&target, path, &who.user, &reason));
         }
         Err(s) => return status_response(&s),
-    }
-    // A node changes the status of, deletes and evicts only its own pods.
-    if let (Target::Resource(info), Some(node)) = (&target, authz::node::node_name(&who))
-        && let Err(s) = authz::node::restrict_pods(&app.registry, node, info).await
-    {
-        return status_response(&s);
     }
     let aggregated = discovery::wants_aggregated(
         req.headers()
@@ -644,6 +639,7 @@ async fn resource(
             name,
             sub,
             query,
+            who,
         };
         return connect::serve(app, kind, target, req).await;
     }
@@ -894,6 +890,16 @@ async fn evict(c: &Call<'_>, req: Request) -> Result<Response, Status> {
         options: delete_options_of(&Query::default(), doc)?,
         caller: c.caller_dry(eviction_dry_run(&c.query, doc)?),
     };
+    let attributes = admission::Attributes {
+        operation: admission::Operation::Create,
+        resource: c.r(),
+        subresource: Some("eviction"),
+        namespace: c.ns,
+        old: None,
+        user: Some(c.who),
+        dry_run: ev.caller.dry_run,
+    };
+    c.reg().admit_request(&attributes, &eviction).await?;
     crate::eviction::evict(c.reg(), c.ns.unwrap_or("default"), &c.name, ev).await?;
     created_status()
 }

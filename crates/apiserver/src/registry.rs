@@ -712,6 +712,16 @@ impl Registry {
         .map(|_| ())
     }
 
+    /// Passes a request that writes nothing itself (an eviction, a connect request) through
+    /// the validating admission steps; `obj` is its body or its options.
+    pub async fn admit_request(
+        &self,
+        a: &admission::Attributes<'_>,
+        obj: &Value,
+    ) -> Result<(), Status> {
+        self.admission.validate(self, a, obj).await
+    }
+
     /// DELETE: immediate, or marked with `deletionTimestamp` while finalizers or a graceful
     /// pod termination hold it.
     pub async fn delete(

@@ -9,14 +9,17 @@
 //! (it decides from the [`Attributes`] whether the request concerns it), and put it in the
 //! list in [`Chain::default`], where upstream's order places it.
 //!
-//! A deletion passes the validating steps only, with the stored object. Not yet here: the
-//! connect operation, and the NodeRestriction step (its pod half runs in the handler, see
-//! `authz::node::restrict_pods`).
+//! A deletion passes the validating steps only, with the stored object. So do requests that
+//! write nothing themselves: an eviction (a create of `pods/eviction`, its body the object;
+//! the pod's deletion then passes as a deletion) and a connect request (exec, attach,
+//! port-forward, proxy: [`Operation::Connect`], its query's parameters the object), through
+//! [`Registry::admit_request`](crate::registry::Registry::admit_request).
 
 mod default_ingress_class;
 mod default_toleration_seconds;
 mod limit_ranger;
 mod namespace_lifecycle;
+mod node_restriction;
 mod priority;
 mod resource_quota;
 mod runtime_class;
@@ -38,6 +41,8 @@ pub enum Operation {
     Update,
     /// A deletion; the object the steps see is the stored one.
     Delete,
+    /// A connect request: a stream to or through a pod, a Service or a node.
+    Connect,
 }
 
 /// What an admission step learns of a request (upstream's `admission.Attributes`).
@@ -112,6 +117,7 @@ impl Default for Chain {
             ],
             validating: vec![
                 Box::new(namespace_lifecycle::NamespaceLifecycle),
+                Box::new(node_restriction::NodeRestriction),
                 Box::new(resource_quota::ResourceQuota::default()),
             ],
         }

@@ -32,7 +32,8 @@ impl Validating for NamespaceLifecycle {
             let Some(ns) = a.namespace.filter(|_| a.resource.namespaced) else {
                 return Ok(());
             };
-            if a.operation != Operation::Create {
+            // Creates of objects only: an eviction in a namespace being emptied goes on.
+            if a.operation != Operation::Create || a.subresource.is_some() {
                 return Ok(());
             }
             let namespaces =

@@ -41,7 +41,11 @@ impl Validating for ResourceQuota {
     ) -> BoxFuture<'a, Result<(), Status>> {
         Box::pin(async move {
             match a.namespace {
-                Some(ns) if a.resource.namespaced && a.operation == Operation::Create => {
+                Some(ns)
+                    if a.resource.namespaced
+                        && a.operation == Operation::Create
+                        && a.subresource.is_none() =>
+                {
                     self.charge(reg, a.resource, ns, obj, a.dry_run).await
                 }
                 _ => Ok(()),

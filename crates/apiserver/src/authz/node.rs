@@ -6,9 +6,8 @@
 //! listed when such a read comes (an agent makes them when it starts containers and refreshes
 //! volumes).
 //!
-//! [`restrict_pods`] is the pod half of upstream's NodeRestriction admission (a node changes
-//! the status of, deletes or evicts only pods bound to it). It runs in the handler after
-//! authorization, since deletes and evictions do not pass the admission chain yet.
+//! The pod half of upstream's NodeRestriction (a node changes the status of, deletes or evicts
+//! only pods bound to it) is an admission step, `admission::node_restriction`.
 
 use api::Status;
 use api::request::RequestInfo;
@@ -66,33 +65,6 @@ impl NodeAuthorizer {
             return Ok(true);
         }
         related(&self.registry, node, info, name).await
-    }
-}
-
-/// Refuses what node `node` may not do to a pod not bound to it: `Ok(())` for every other
-/// request.
-pub async fn restrict_pods(reg: &Registry, node: &str, info: &RequestInfo) -> Result<(), Status> {
-    let r = &*info.resource;
-    let Some(name) = info.name.as_deref().filter(|_| r.group.is_empty()) else {
-        return Ok(());
-    };
-    let what = match (r.plural.as_str(), info.subresource.as_deref(), info.verb) {
-        ("pods", Some("status"), "update" | "patch") => "update pod status for",
-        ("pods", None, "delete") => "delete",
-        ("pods", Some("eviction"), _) => "evict",
-        _ => return Ok(()),
-    };
-    match reg.get(r, info.namespace.as_deref(), name).await {
-        Ok(pod) if pod["spec"]["nodeName"].as_str() != Some(node) => Err(Status::new(
-            403,
-            "Forbidden",
-            format!(
-                "pods {name:?} is forbidden: node {node:?} can only {what} pods with spec.nodeName set to itself"
-            ),
-        )),
-        // Not there: the request itself says so.
-        Ok(_) | Err(Status { code: 404, .. }) => Ok(()),
-        Err(s) => Err(s),
     }
 }
 
