@@ -7,8 +7,10 @@
 //! runtime's state in `runtime/`, `cni/`) and the pod log directory. It talks to the control
 //! plane only through the Kubernetes API (a kube `Client`); host work (namespaces, mounts,
 //! cgroups, runc, CNI) goes through the `runtime` crate, images through the `image` crate.
-//! The pod workers reach the machine only through the `runtime::host::Host` trait they hold
-//! (`pods::Ctx::host`), so their decisions are tested against a fake without root.
+//! The pod workers and the streaming server (exec, attach, port-forward sessions) reach the
+//! machine only through the `runtime::host::Host` trait they hold (`pods::Ctx::host`), so
+//! their decisions are tested against a fake without root. Only `rudder reset` (`reset`)
+//! calls the runtime's modules directly.
 //!
 //! Start reading at [`run`], then `pods/` (one worker per pod: `PodState::sync` in
 //! `pods/sync.rs`), then `status.rs` (what the pod's status says).
@@ -18,7 +20,6 @@ mod containers;
 mod env;
 mod error;
 mod events;
-mod exec;
 mod gate;
 mod imagegc;
 mod node;
@@ -166,7 +167,7 @@ pub async fn run(
     tracing::info!(subnet, bridge = %config.bridge, "pod network: CNI configuration {}", conflist.display());
     let memory = node::memory_kib() * 1024;
     let machine = runtime::host::Local {
-        runc: runc.clone(),
+        runc,
         monitor: std::env::current_exe()
             .context("finding the rudder binary for the container monitor")?,
         network: runtime::cni::Network {
@@ -220,7 +221,7 @@ pub async fn run(
                 node_logs: PathBuf::from("/var/log"),
             };
             let streaming = stream::Streaming {
-                runc,
+                host: ctx.host.clone(),
                 data: config.data_dir.clone(),
                 container: {
                     let ctx = ctx.clone();

@@ -36,9 +36,10 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use crate::exec::{self, Exit, Process};
 use crate::server::Failure;
 use crate::spdy;
+use runtime::host::Host;
+use runtime::session::{Exit, Request as ExecRequest, Session};
 
 /// Where a pod's network is: its own namespace (the file it is bound to), or the host's.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,8 +55,8 @@ pub(crate) type FindPod = Arc<dyn Fn(&str, &str) -> Option<(String, Network)> + 
 
 /// What streaming needs from the agent.
 pub(crate) struct Streaming {
-    /// The runtime that runs `exec`.
-    pub(crate) runc: runtime::runc::Runc,
+    /// The machine: exec and attach sessions, connections into pods.
+    pub(crate) host: Arc<dyn Host>,
     /// The agent's data directory: container bundles, and scratch space for exec sessions.
     pub(crate) data: PathBuf,
     /// The id of a running container.
@@ -280,7 +281,7 @@ fn query_values(raw: Option<&str>) -> Vec<(String, String)> {
 
 /// An exec request's query (`command` repeated; the kubelet's `input`/`output`/`error` names
 /// or kubectl's `stdin`/`stdout`/`stderr`).
-fn exec_request(raw: Option<&str>, kind: Kind) -> Result<exec::Request, Failure> {
+fn exec_request(raw: Option<&str>, kind: Kind) -> Result<ExecRequest, Failure> {
     let values = query_values(raw);
     let flag = |names: &[&str]| {
         values
@@ -288,7 +289,7 @@ fn exec_request(raw: Option<&str>, kind: Kind) -> Result<exec::Request, Failure>
             .find(|(k, _)| names.contains(&k.as_str()))
             .is_some_and(|(_, v)| matches!(v.as_str(), "1" | "true" | "True" | "TRUE" | "t"))
     };
-    let req = exec::Request {
+    let req = ExecRequest {
         command: values
             .iter()
             .filter(|(k, _)| k == "command")
@@ -376,12 +377,13 @@ async fn session(
         };
         let started = async {
             let streams = match kind {
-                Kind::Exec => exec::start(&s.runc, &id, &wanted, &s.data.join("exec"))
-                    .await
-                    .map(exec_streams),
+                Kind::Exec => {
+                    let scratch = s.data.join("exec");
+                    s.host.exec_session(&id, &wanted, &scratch).await
+                }
                 Kind::Attach => {
                     let bundle = crate::containers::dir(&s.data, &id);
-                    attach_streams(&bundle, &wanted).await
+                    s.host.attach(&bundle, &wanted).await
                 }
             };
             streams.map_err(|e| format!("{e:#}"))
@@ -398,122 +400,6 @@ async fn session(
         }
     });
     resp
-}
-
-/// A process's standard streams, from an exec or an attach.
-struct Streams {
-    stdin: Option<Box<dyn AsyncWrite + Send + Unpin>>,
-    stdout: Option<Box<dyn AsyncRead + Send + Unpin>>,
-    stderr: Option<Box<dyn AsyncRead + Send + Unpin>>,
-    resize: Option<Box<dyn Fn(u16, u16) + Send + Sync>>,
-    /// Resolves once the process has ended (or, attached, the container). Dropping it before
-    /// lets go: an exec'd process is killed, an attached container runs on.
-    ended: futures::future::BoxFuture<'static, crate::Result<Exit>>,
-}
-
-fn exec_streams(mut p: Process) -> Streams {
-    let terminal = p.terminal.take();
-    Streams {
-        stdin: p.stdin.take(),
-        stdout: p.stdout.take(),
-        stderr: p.stderr.take(),
-        resize: terminal.map(|t| Box::new(move |w, h| t.resize(w, h)) as Box<_>),
-        ended: Box::pin(async move { p.wait().await }),
-    }
-}
-
-/// Attaches to a running container through its monitor's socket in `bundle`.
-async fn attach_streams(bundle: &std::path::Path, req: &exec::Request) -> crate::Result<Streams> {
-    use crate::error::Context;
-    use runtime::attach;
-    use std::os::fd::AsRawFd;
-    // Through the directory's descriptor: the socket's full path may be too long to connect to.
-    let dir =
-        std::fs::File::open(bundle).with_context(|| format!("opening {}", bundle.display()))?;
-    let path = format!("/proc/self/fd/{}/{}", dir.as_raw_fd(), attach::SOCKET);
-    let socket = tokio::net::UnixStream::connect(&path)
-        .await
-        .context("connecting to the container's monitor")?;
-    drop(dir);
-    let (mut from_monitor, mut to_monitor) = socket.into_split();
-    let hello = attach::Hello {
-        stdin: req.stdin,
-        stdout: req.stdout,
-        stderr: req.stderr,
-    };
-    let mut line = serde_json::to_vec(&hello)?;
-    line.push(b'\n');
-    to_monitor.write_all(&line).await?;
-    // Frames to the monitor: stdin as it comes, resizes, the close.
-    let (frames, mut queue) = mpsc::channel::<Vec<u8>>(64);
-    tokio::spawn(async move {
-        while let Some(frame) = queue.recv().await {
-            if to_monitor.write_all(&frame).await.is_err() {
-                return;
-            }
-        }
-    });
-    let stdin: Option<Box<dyn AsyncWrite + Send + Unpin>> = if req.stdin {
-        let (ours, theirs) = tokio::io::duplex(64 * 1024);
-        let frames = frames.clone();
-        tokio::spawn(async move {
-            let mut input = chunks(theirs, 32 * 1024);
-            while let Some(data) = input.next().await {
-                if frames
-                    .send(attach::encode(attach::STDIN, &data))
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-            }
-            let _ = frames.send(attach::encode(attach::CLOSE_STDIN, &[])).await;
-        });
-        Some(Box::new(ours))
-    } else {
-        None
-    };
-    let resize: Option<Box<dyn Fn(u16, u16) + Send + Sync>> = req.tty.then(|| {
-        Box::new(move |w: u16, h: u16| {
-            let size = json!({"Width": w, "Height": h}).to_string();
-            let _ = frames.try_send(attach::encode(attach::RESIZE, size.as_bytes()));
-        }) as Box<_>
-    });
-    // Frames from the monitor, to two pipes; the connection's end is the container's.
-    let (out_ours, mut out_theirs) = tokio::io::duplex(64 * 1024);
-    let (err_ours, mut err_theirs) = tokio::io::duplex(64 * 1024);
-    let ended = async move {
-        loop {
-            let mut head = [0u8; 5];
-            if from_monitor.read_exact(&mut head).await.is_err() {
-                break;
-            }
-            let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-            crate::error::ensure!(len <= attach::MAX_FRAME, "an attach frame of {len} bytes");
-            let mut data = vec![0u8; len];
-            from_monitor.read_exact(&mut data).await?;
-            let pipe = match head[0] {
-                attach::STDOUT => &mut out_theirs,
-                attach::STDERR => &mut err_theirs,
-                _ => continue,
-            };
-            // A reader that went away leaves the other stream going.
-            let _ = pipe.write_all(&data).await;
-        }
-        let _ = out_theirs.shutdown().await;
-        let _ = err_theirs.shutdown().await;
-        Ok(Exit {
-            code: 0,
-            runtime_error: None,
-        })
-    };
-    Ok(Streams {
-        stdin,
-        stdout: req.stdout.then(|| Box::new(out_ours) as Box<_>),
-        stderr: req.stderr.then(|| Box::new(err_ours) as Box<_>),
-        resize,
-        ended: Box::pin(ended),
-    })
 }
 
 /// What the client sends a running process.
@@ -542,7 +428,7 @@ async fn pump(from: Box<dyn AsyncRead + Send + Unpin>, channel: u8, to: mpsc::Se
 /// bytes), and returns how it ended once it has and its output is drained. When `input` ends
 /// (the client went away) the session is dropped: an exec'd process is killed.
 async fn run(
-    mut streams: Streams,
+    mut streams: Session,
     mut input: mpsc::Receiver<Input>,
     output: mpsc::Sender<(u8, Bytes)>,
     tty: bool,
@@ -627,7 +513,7 @@ fn exit_status(command: &[String], exit: &Result<Exit, String>) -> Value {
     }
 }
 
-type Started = Result<Streams, String>;
+type Started = Result<Session, String>;
 
 /// A channel protocol message: the channel's byte, then the data.
 fn channel_message(channel: u8, data: &[u8]) -> Message {
@@ -659,7 +545,7 @@ async fn exec_websocket<IO>(
     ws: WebSocketStream<IO>,
     framing: Framing,
     started: impl Future<Output = Started>,
-    req: &exec::Request,
+    req: &ExecRequest,
 ) -> crate::Result<()>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -748,7 +634,7 @@ async fn spdy_streams(
 async fn exec_spdy(
     mut session: spdy::Session,
     started: impl Future<Output = Started>,
-    req: &exec::Request,
+    req: &ExecRequest,
 ) -> crate::Result<()> {
     let mut wanted = vec!["error"];
     for (yes, name) in [
@@ -957,23 +843,7 @@ impl Target {
             Network::Pod(path) => Some(path.clone()),
             Network::Host => None,
         };
-        // Entering a namespace changes the calling thread only: a thread of its own, which ends
-        // after connecting (the socket stays in the pod's namespace).
-        let stream = tokio::task::spawn_blocking(move || match netns {
-            Some(path) => {
-                let name = path.display().to_string();
-                runtime::namespaces::in_network(&path, move || loopback(port, &name))
-                    .map_err(|e| format!("{e:#}"))?
-            }
-            None => loopback(port, "host"),
-        });
-        let stream = stream
-            .await
-            .map_err(|_| "the connecting thread failed".to_string())??;
-        stream.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let stream = tokio::net::TcpStream::from_std(stream).map_err(|e| e.to_string())?;
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
+        self.streaming.host.connect(netns, port).await
     }
 
     fn error(&self, port: u16, why: &str) -> String {
@@ -982,24 +852,6 @@ impl Target {
             self.uid
         )
     }
-}
-
-/// A connection to `port` on the calling thread's loopback (of namespace `netns`, named in
-/// the error): 127.0.0.1, then ::1, in the kubelet's words.
-fn loopback(port: u16, netns: &str) -> Result<std::net::TcpStream, String> {
-    let timeout = Duration::from_secs(10);
-    let v4 = std::net::TcpStream::connect_timeout(
-        &(std::net::Ipv4Addr::LOCALHOST, port).into(),
-        timeout,
-    );
-    v4.or_else(|e4| {
-        std::net::TcpStream::connect_timeout(&(std::net::Ipv6Addr::LOCALHOST, port).into(), timeout)
-            .map_err(|e6| {
-                format!(
-                    "failed to connect to localhost:{port} inside namespace {netns:?}, IPv4: dial tcp4 127.0.0.1:{port}: {e4} IPv6 dial tcp6 [::1]:{port}: {e6}"
-                )
-            })
-    })
 }
 
 /// Port-forwarding over SPDY: each connection the client opens is a pair of streams, `error`
@@ -1265,6 +1117,50 @@ mod tests {
         assert_eq!(
             negotiate(&plain_get, WS_EXEC, SPDY_EXEC).unwrap_err().0,
             StatusCode::BAD_REQUEST
+        );
+    }
+
+    /// An exec over WebSocket reaches the host's session for the container the agent names,
+    /// and the client reads its output, then the final status (the host is the fake).
+    #[tokio::test]
+    async fn an_exec_session_runs_through_the_host() {
+        use runtime::host::fake::{Call, Fake};
+        let fake = Arc::new(Fake::new());
+        let data = std::env::temp_dir();
+        let streaming = Arc::new(Streaming {
+            host: fake.clone(),
+            data,
+            container: Arc::new(|_: &str, _: &str, c: &str| Some(format!("id-{c}"))),
+            network: Arc::new(|_: &str, _: &str| None),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router(streaming)).await });
+        let url = format!("ws://{addr}/exec/default/p/c?command=echo&command=hi&stdout=1");
+        let mut req =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+                .unwrap();
+        req.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static("v4.channel.k8s.io"),
+        );
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+        let mut frames = Vec::new();
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Binary(b) = m {
+                frames.push(b.to_vec());
+            }
+        }
+        assert_eq!(frames[0], b"\x01echo hi\n");
+        let status: Value = serde_json::from_slice(&frames.last().unwrap()[1..]).unwrap();
+        assert_eq!(status["status"], "Success");
+        assert_eq!(
+            fake.calls(),
+            [Call::ExecSession(
+                "id-c".into(),
+                vec!["echo".into(), "hi".into()]
+            )]
         );
     }
 

@@ -1,6 +1,7 @@
 //! The host seam: every operation on the machine the node agent's pod workers need (a
 //! container's life through runc and its monitor, root filesystems, cgroups, a pod sandbox's
-//! namespaces and CNI network, tmpfs volumes, exec) as one trait, [`Host`], so that the
+//! namespaces and CNI network, tmpfs volumes, exec, and the sessions of `kubectl exec`,
+//! `attach` and `port-forward`) as one trait, [`Host`], so that the
 //! agent's decisions can run against a fake. [`Local`] is the real machine, built on this
 //! crate's modules; with the `fake` feature, [`fake::Fake`] records calls instead and lets a
 //! test say when containers exit.
@@ -18,7 +19,9 @@ use serde_json::Value;
 use crate::cgroups::Limits;
 use crate::cni::{Attachment, PortMapping};
 use crate::namespaces::{Own, Paths};
+use crate::session::{Request, Session};
 use crate::shim::Exit;
+use tokio::net::TcpStream;
 
 #[cfg(feature = "fake")]
 pub mod fake;
@@ -134,6 +137,27 @@ pub trait Host: Send + Sync {
 
     /// Detaches the mount on `path`.
     fn unmount(&self, path: &Path);
+
+    /// Starts `req.command` in the running container `id` for a client (`kubectl exec`), with
+    /// `scratch` for its files; dropping the session before it ended kills the process.
+    fn exec_session<'a>(
+        &'a self,
+        id: &'a str,
+        req: &'a Request,
+        scratch: &'a Path,
+    ) -> BoxFuture<'a, Result<Session>>;
+
+    /// Attaches a client to the own streams of the container whose bundle is `bundle`
+    /// (`kubectl attach`).
+    fn attach<'a>(&'a self, bundle: &'a Path, req: &'a Request) -> BoxFuture<'a, Result<Session>>;
+
+    /// Connects to `port` on a pod's loopback, inside its network namespace `netns` (the
+    /// host's with None), for `kubectl port-forward`; the error in the kubelet's words.
+    fn connect(
+        &self,
+        netns: Option<PathBuf>,
+        port: u16,
+    ) -> BoxFuture<'static, std::result::Result<TcpStream, String>>;
 }
 
 /// The real machine: the OCI runtime, the container monitor binary and the CNI network.
@@ -289,5 +313,26 @@ impl Host for Local {
 
     fn unmount(&self, path: &Path) {
         let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
+    }
+
+    fn exec_session<'a>(
+        &'a self,
+        id: &'a str,
+        req: &'a Request,
+        scratch: &'a Path,
+    ) -> BoxFuture<'a, Result<Session>> {
+        crate::session::exec(&self.runc, id, req, scratch).boxed()
+    }
+
+    fn attach<'a>(&'a self, bundle: &'a Path, req: &'a Request) -> BoxFuture<'a, Result<Session>> {
+        crate::session::attach(bundle, req).boxed()
+    }
+
+    fn connect(
+        &self,
+        netns: Option<PathBuf>,
+        port: u16,
+    ) -> BoxFuture<'static, std::result::Result<TcpStream, String>> {
+        crate::session::connect(netns, port).boxed()
     }
 }

@@ -28,6 +28,7 @@ pub mod namespaces;
 pub mod rootfs;
 pub mod runc;
 pub mod seccomp;
+pub mod session;
 pub mod shim;
 pub mod spec;
 

@@ -19,7 +19,9 @@ use super::{Create, ExecOutput, Host};
 use crate::cgroups::Limits;
 use crate::cni::{Attachment, PortMapping};
 use crate::namespaces::{Own, Paths};
+use crate::session::{Request, Session};
 use crate::shim::Exit;
+use tokio::net::TcpStream;
 
 /// One call to the fake, with the arguments a test may check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +58,12 @@ pub enum Call {
     MountTmpfs(PathBuf),
     /// [`Host::unmount`].
     Unmount(PathBuf),
+    /// [`Host::exec_session`]: id and command.
+    ExecSession(String, Vec<String>),
+    /// [`Host::attach`]: the container's bundle.
+    Attach(PathBuf),
+    /// [`Host::connect`]: the pod's network namespace and the port.
+    Connect(Option<PathBuf>, u16),
 }
 
 /// A container as the fake knows it.
@@ -344,6 +352,56 @@ impl Host for Fake {
         let mut st = self.state();
         st.calls.push(Call::Unmount(path.into()));
         st.mounts.remove(path);
+    }
+
+    /// A session whose output is its command line and whose process exits 0.
+    fn exec_session<'a>(
+        &'a self,
+        id: &'a str,
+        req: &'a Request,
+        _scratch: &'a Path,
+    ) -> BoxFuture<'a, Result<Session>> {
+        self.record(Call::ExecSession(id.into(), req.command.clone()));
+        futures::future::ready(Ok(echo(req, req.command.join(" ") + "\n"))).boxed()
+    }
+
+    /// A session with no output whose container ends at once.
+    fn attach<'a>(&'a self, bundle: &'a Path, req: &'a Request) -> BoxFuture<'a, Result<Session>> {
+        self.record(Call::Attach(bundle.into()));
+        futures::future::ready(Ok(echo(req, String::new()))).boxed()
+    }
+
+    /// Connects to `port` on the host's loopback, where a test listens.
+    fn connect(
+        &self,
+        netns: Option<PathBuf>,
+        port: u16,
+    ) -> BoxFuture<'static, std::result::Result<TcpStream, String>> {
+        self.record(Call::Connect(netns, port));
+        TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .map(|r| r.map_err(|e| e.to_string()))
+            .boxed()
+    }
+}
+
+/// A session that writes `output` to stdout, takes (and drops) stdin, and has exited 0.
+fn echo(req: &Request, output: String) -> Session {
+    let stdin = req
+        .stdin
+        .then(|| Box::new(tokio::io::sink()) as crate::session::Writer);
+    let stdout = req
+        .stdout
+        .then(|| Box::new(std::io::Cursor::new(output.into_bytes())) as crate::session::Reader);
+    Session {
+        stdin,
+        stdout,
+        stderr: None,
+        resize: None,
+        ended: futures::future::ready(Ok(crate::session::Exit {
+            code: 0,
+            runtime_error: None,
+        }))
+        .boxed(),
     }
 }
 
