@@ -1,5 +1,6 @@
-//! Namespaces: label names, the `kubernetes` finalizer and `Active` phase a create adds, and
-//! finalizers that only the `finalize` subresource writes.
+//! Namespaces: label names, the `kubernetes` finalizer and `Active` phase a create adds, the
+//! `kubernetes.io/metadata.name` label every write sets, and finalizers that only the
+//! `finalize` subresource writes.
 
 use api::validation::{FieldError, NameRule};
 use serde_json::{Value, json};
@@ -25,9 +26,11 @@ impl Strategy for Namespace {
             f.push(json!("kubernetes"));
         }
         obj["status"] = json!({"phase": "Active"});
+        label_name(obj);
     }
 
     fn prepare_for_update(&self, old: &Value, new: &mut Value, sub: Option<&str>) {
+        label_name(new);
         if sub.is_none() {
             set_pointer(
                 new,
@@ -60,6 +63,17 @@ impl Strategy for Namespace {
     }
 }
 
+/// The label that names the namespace, set on every write as upstream's defaulting does
+/// (whatever the client sent), so selectors can pick namespaces by name.
+fn label_name(ns: &mut Value) {
+    let name = ns["metadata"]["name"].clone();
+    set_default(&mut ns["metadata"], "labels", json!({}));
+    ns["metadata"]["labels"][NAME_LABEL] = name;
+}
+
+/// The label holding a namespace's name.
+const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
 /// A namespace's `spec.finalizers`: standard names, or qualified ones with a domain.
 fn namespace_finalizers(ns: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
@@ -79,4 +93,20 @@ fn namespace_finalizers(ns: &Value) -> Vec<FieldError> {
         }
     }
     errs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_write_labels_the_namespace_with_its_name() {
+        let mut ns = json!({"metadata": {"name": "team", "labels": {NAME_LABEL: "other"}}});
+        Namespace.prepare_for_create(&mut ns);
+        assert_eq!(ns["metadata"]["labels"][NAME_LABEL], "team");
+        let old = ns.clone();
+        let mut new = json!({"metadata": {"name": "team", "labels": null}});
+        Namespace.prepare_for_update(&old, &mut new, None);
+        assert_eq!(new["metadata"]["labels"], json!({NAME_LABEL: "team"}));
+    }
 }
