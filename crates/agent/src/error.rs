@@ -113,31 +113,12 @@ pub enum Error {
 /// The agent's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-runtime::error_context!();
-
-impl Described for std::io::Error {
-    fn described(self, what: String) -> Error {
-        Error::Io { what, source: self }
-    }
-}
-
-impl Described for nix::Error {
-    fn described(self, what: String) -> Error {
-        Error::System { what, source: self }
-    }
-}
-
-impl Described for kube::Error {
-    fn described(self, what: String) -> Error {
-        Error::Api { what, source: self }
-    }
-}
-
-impl Described for runtime::Error {
-    fn described(self, what: String) -> Error {
-        Error::Host { what, source: self }
-    }
-}
+runtime::error_context!(
+    Io: std::io::Error,
+    System: nix::Error,
+    Api: kube::Error,
+    Host: runtime::Error,
+);
 
 /// Errors described as one of the variants with a boxed source.
 macro_rules! described {

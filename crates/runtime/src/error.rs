@@ -85,37 +85,13 @@ pub enum Error {
 /// This crate's results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-crate::error_context!();
-
-impl Described for std::io::Error {
-    fn described(self, what: String) -> Error {
-        Error::Io { what, source: self }
-    }
-}
-
-impl Described for nix::Error {
-    fn described(self, what: String) -> Error {
-        Error::System { what, source: self }
-    }
-}
-
-impl Described for serde_json::Error {
-    fn described(self, what: String) -> Error {
-        Error::Json { what, source: self }
-    }
-}
-
-impl Described for oci_spec::OciSpecError {
-    fn described(self, what: String) -> Error {
-        Error::Spec { what, source: self }
-    }
-}
-
-impl Described for std::num::ParseIntError {
-    fn described(self, what: String) -> Error {
-        Error::Number { what, source: self }
-    }
-}
+crate::error_context!(
+    Io: std::io::Error,
+    System: nix::Error,
+    Json: serde_json::Error,
+    Spec: oci_spec::OciSpecError,
+    Number: std::num::ParseIntError,
+);
 
 /// Returns early with [`Error::Failed`], its message formatted.
 macro_rules! bail {
@@ -129,11 +105,18 @@ pub(crate) use bail;
 /// failed) and `Described` (an error that `Context` turns into the module's `Error`, giving
 /// the variant for its kind), for a module that has `Error` with `Missing(String)` and
 /// `Step { what, source: Box<Error> }` variants and a `Result` alias. `None` from an
-/// `Option` becomes `Error::Missing`; one of the module's own errors becomes `Error::Step`.
-/// This crate and the agent each call it once; each says how its sources are described.
+/// `Option` becomes `Error::Missing`; one of the module's own errors becomes `Error::Step`;
+/// each `Variant: Type` given makes a `Type` into `Error::Variant { what, source }`. This
+/// crate and the agent each call it once.
 #[macro_export]
 macro_rules! error_context {
-    () => {
+    ($($variant:ident: $source:ty),* $(,)?) => {
+        $(impl Described for $source {
+            fn described(self, what: String) -> Error {
+                Error::$variant { what, source: self }
+            }
+        })*
+
         /// Says what was being done when an operation failed, giving the [`Error`] variant
         /// for its kind of failure (`None` from an `Option` is [`Error::Missing`]).
         pub(crate) trait Context<T> {
