@@ -23,6 +23,10 @@ pub(crate) enum Command {
     /// Run the controllers (deployment, replicaset, garbage collector, ...) alone, against
     /// the API server of a kubeconfig.
     ControllerManager(ControllerManagerArgs),
+    /// Run the service proxy alone (kube-proxy): program this node's nftables from the
+    /// Services and EndpointSlices of the API server of a kubeconfig, until stopped (its
+    /// table goes then).
+    Proxy(ProxyArgs),
     /// Run simulated nodes (like KWOK): Node objects, leases and pods that turn Running, with
     /// no containers, for testing the control plane at scale.
     Simulate(SimulateArgs),
@@ -41,7 +45,23 @@ pub(crate) enum Command {
     Shim(ShimArgs),
 }
 
-/// Where the service proxy of `rudder agent` puts its rules and what they must know of the
+/// Options of `rudder proxy`.
+#[derive(Debug, Args)]
+pub(crate) struct ProxyArgs {
+    /// The kubeconfig to reach the API server with (it must read Services, EndpointSlices
+    /// and Nodes, as upstream's `system:node-proxier`).
+    #[arg(long)]
+    pub(crate) kubeconfig: std::path::PathBuf,
+
+    /// This node's name, for the `Local` traffic policies (the host name by default).
+    #[arg(long)]
+    pub(crate) hostname_override: Option<String>,
+
+    #[command(flatten)]
+    pub(crate) proxy: ProxyOptions,
+}
+
+/// Where the service proxy of `rudder agent` and `rudder proxy` puts its rules and what they must know of the
 /// networks.
 #[derive(Debug, Args)]
 pub(crate) struct ProxyOptions {

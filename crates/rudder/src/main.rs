@@ -87,6 +87,7 @@ async fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Server(opts) => server::run(opts).await,
         cli::Command::Scheduler(opts) => scheduler(opts).await,
         cli::Command::ControllerManager(opts) => controller_manager(opts).await,
+        cli::Command::Proxy(opts) => service_proxy(opts).await,
         cli::Command::Simulate(opts) => simulate(opts).await,
         cli::Command::Agent(opts) => agent(opts).await,
         cli::Command::Images(opts) => images(opts),
@@ -135,6 +136,19 @@ async fn scheduler(opts: cli::SchedulerArgs) -> anyhow::Result<()> {
         }
         None => Ok(run.await?),
     }
+}
+
+/// `rudder proxy`: the service proxy alone, until SIGINT or SIGTERM; it then removes its
+/// table.
+async fn service_proxy(opts: cli::ProxyArgs) -> anyhow::Result<()> {
+    let client = client::from_kubeconfig(&opts.kubeconfig).await?;
+    let node = match opts.hostname_override {
+        Some(n) => n,
+        None => server::host_name()?,
+    };
+    let config = opts.proxy.config(Some(node));
+    let host = std::sync::Arc::new(proxy::host::Nft);
+    Ok(proxy::run(client, config, host, shutdown()).await?)
 }
 
 /// `rudder controller-manager`: the controllers alone.

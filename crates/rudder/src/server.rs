@@ -48,6 +48,13 @@ pub(crate) fn spawn_proxy(
     })
 }
 
+/// This host's name, lowercased, as a node's name by default.
+pub(crate) fn host_name() -> Result<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("reading the host name (or name the node with a flag)")?;
+    Ok(name.trim().to_lowercase())
+}
+
 /// The agent's configuration from its flags.
 pub(crate) fn agent_config(
     args: &crate::cli::AgentArgs,
@@ -58,10 +65,7 @@ pub(crate) fn agent_config(
 ) -> Result<agent::Config> {
     let node_name = match &args.node_name {
         Some(n) => n.clone(),
-        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .context("reading the host name (or pass --node-name)")?
-            .trim()
-            .to_lowercase(),
+        None => host_name()?,
     };
     let node_ip = match args.node_ip.or(node_ip) {
         Some(ip) => ip,

@@ -595,3 +595,79 @@ spec:
     );
     assert!(looked_up.contains(&ip), "{looked_up}");
 }
+
+/// The rules of nftables table `table`, or None when it does not exist.
+fn table_rules(table: &str) -> Option<String> {
+    let out = Command::new("nft")
+        .args(["list", "table", "ip", table])
+        .output()
+        .expect("nft");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A child process stopped with SIGTERM when dropped, a failed test's too.
+struct Stopped(Option<std::process::Child>);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.take() {
+            support::terminate(child);
+        }
+    }
+}
+
+/// `rudder proxy` alone (kube-proxy's place): it programs a Service and its hand-made
+/// EndpointSlice, removes them with the Service, and its table when stopped.
+#[test]
+fn the_standalone_proxy_programs_services_until_stopped() {
+    const TABLE: &str = "rudder-t217";
+    let c = Cluster::start(&["--service-cidr", "10.247.0.0/16"]);
+    let proxy = std::process::Command::new(env!("CARGO_BIN_EXE_rudder"))
+        .args(["proxy", "--kubeconfig"])
+        .arg(c.kubeconfig())
+        .args(["--hostname-override", "n217", "--proxy-table", TABLE])
+        .args([
+            "--service-cidr",
+            "10.247.0.0/16",
+            "--cluster-cidr",
+            "10.217.0.0/16",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut proxy = Stopped(Some(proxy));
+    c.apply(
+        "apiVersion: v1
+kind: Service
+metadata: {name: alone}
+spec:
+  ports: [{port: 80, targetPort: 8080, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: alone-1
+  labels: {kubernetes.io/service-name: alone}
+addressType: IPv4
+ports: [{port: 8080, protocol: TCP}]
+endpoints: [{addresses: [10.217.0.5], conditions: {ready: true}}]
+",
+    )
+    .out();
+    let ip = jsonpath(&c, &["service", "alone"], "{.spec.clusterIP}");
+    assert!(ip.starts_with("10.247."), "{ip}");
+    eventually("the Service's rules", || {
+        table_rules(TABLE).is_some_and(|r| r.contains(&ip) && r.contains("10.217.0.5"))
+    });
+    c.kubectl(&["delete", "service", "alone"]).out();
+    eventually("the Service's rules to go", || {
+        table_rules(TABLE).is_some_and(|r| !r.contains(&ip) && !r.contains("10.217.0.5"))
+    });
+    if let Some(child) = proxy.0.take() {
+        support::terminate(child);
+    }
+    eventually("the table to go", || table_rules(TABLE).is_none());
+}
