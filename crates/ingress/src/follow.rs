@@ -123,8 +123,8 @@ where
     (store, events)
 }
 
-/// Rebuilds the table and the certificates, and writes the status; false if a status write
-/// failed.
+/// Rebuilds the table and the certificates, and writes the status (ours, and others' that
+/// still list our addresses); false if a status write failed.
 async fn rebuild(stores: &Stores, sinks: &mut Sinks) -> bool {
     let ingresses = stores.ingresses.state();
     let classes = stores.classes.state();
@@ -133,6 +133,12 @@ async fn rebuild(stores: &Stores, sinks: &mut Sinks) -> bool {
         ingresses.iter().map(Arc::as_ref),
         classes.iter().map(Arc::as_ref),
     );
+    let default = class::is_default(&sinks.class, classes.iter().map(Arc::as_ref));
+    let others: Vec<&Ingress> = ingresses
+        .iter()
+        .map(Arc::as_ref)
+        .filter(|i| !class::owns(&sinks.class, default, i))
+        .collect();
     let services = stores.services.state();
     let slices = stores.slices.state();
     let secrets = stores.secrets.state();
@@ -146,7 +152,7 @@ async fn rebuild(stores: &Stores, sinks: &mut Sinks) -> bool {
     );
     sinks.proxy.set_table(table);
     sinks.resolver.set(certs);
-    sinks.status.sync(&ours).await
+    sinks.status.sync(&ours, &others).await
 }
 
 fn refs<K>(objects: &[Arc<K>]) -> Vec<&K> {

@@ -2,7 +2,8 @@
 //! the controller announces, written (a merge patch of the status subresource) only when one
 //! is missing. Several servers each run a controller announcing its own node's address: each
 //! adds its own to what is there and none removes another's (else they would overwrite each
-//! other for ever); an address no Node has any more is dropped when the list is written.
+//! other for ever); an address no Node has any more is dropped when the list is written. An
+//! Ingress that stops being ours (its class changed) has our addresses taken out again.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -55,9 +56,30 @@ pub fn merged(
         .collect()
 }
 
+/// The entries of `ingress`'s status but `own`, if it lists one of `own` (an Ingress no
+/// longer ours keeps only what others announce).
+pub fn without_own(ingress: &Ingress, own: &[IpAddr]) -> Option<Vec<IngressLoadBalancerIngress>> {
+    let own: BTreeSet<String> = own.iter().map(ToString::to_string).collect();
+    let is_own = |e: &IngressLoadBalancerIngress| e.ip.as_ref().is_some_and(|ip| own.contains(ip));
+    let entries = current(ingress);
+    entries
+        .iter()
+        .any(is_own)
+        .then(|| entries.iter().filter(|e| !is_own(e)).cloned().collect())
+}
+
 /// The merge patch that sets the entries to `wanted` (a merge patch replaces a list whole).
 pub fn patch(wanted: &[IngressLoadBalancerIngress]) -> serde_json::Value {
     serde_json::json!({"status": {"loadBalancer": {"ingress": wanted}}})
+}
+
+/// An Ingress's namespace and name.
+fn key(ing: &Ingress) -> (String, String) {
+    let meta = &ing.metadata;
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
 }
 
 /// Writes our Ingresses' status, remembering what it already wrote.
@@ -79,46 +101,31 @@ impl Writer {
         }
     }
 
-    /// Patches the status of each of `ingresses` that lacks one of our addresses; false if a
-    /// patch failed (the caller retries later).
-    pub async fn sync(&mut self, ingresses: &[&Ingress]) -> bool {
+    /// Patches the status of each of `ours` that lacks one of our addresses, and of each of
+    /// `others` that still lists one; false if a patch failed (the caller retries later).
+    pub async fn sync(&mut self, ours: &[&Ingress], others: &[&Ingress]) -> bool {
         let mut ok = true;
         let mut nodes = None;
-        for ing in ingresses {
-            let (Some(ns), Some(name)) = (&ing.metadata.namespace, &ing.metadata.name) else {
-                continue;
-            };
-            let key = (ns.clone(), name.clone());
-            let version = ing.metadata.resource_version.clone().unwrap_or_default();
-            if !missing(ing, &self.own) || self.patched.get(&key) == Some(&version) {
+        for ing in ours {
+            if !missing(ing, &self.own) || self.written(ing) {
                 continue;
             }
             if nodes.is_none() {
                 nodes = Some(self.node_addresses().await);
             }
             let wanted = merged(ing, &self.own, nodes.as_ref().and_then(Option::as_ref));
-            let api = Api::<Ingress>::namespaced(self.client.clone(), ns);
-            let params = PatchParams {
-                field_manager: Some(FIELD_MANAGER.to_owned()),
-                ..PatchParams::default()
-            };
-            match api
-                .patch_status(name, &params, &Patch::Merge(patch(&wanted)))
-                .await
+            ok &= self.write(ing, &wanted).await;
+        }
+        for ing in others {
+            if let Some(wanted) = without_own(ing, &self.own)
+                && !self.written(ing)
             {
-                Ok(_) => {
-                    tracing::debug!(ingress = %format!("{ns}/{name}"), "status written");
-                    self.patched.insert(key, version);
-                }
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
-                Err(e) => {
-                    tracing::warn!(ingress = %format!("{ns}/{name}"), "writing status: {e}");
-                    ok = false;
-                }
+                ok &= self.write(ing, &wanted).await;
             }
         }
-        let live: std::collections::HashSet<(&str, &str)> = ingresses
+        let live: std::collections::HashSet<(&str, &str)> = ours
             .iter()
+            .chain(others)
             .filter_map(|i| {
                 Some((
                     i.metadata.namespace.as_deref()?,
@@ -129,6 +136,38 @@ impl Writer {
         self.patched
             .retain(|(ns, name), _| live.contains(&(ns.as_str(), name.as_str())));
         ok
+    }
+
+    /// Whether `ing`'s status was written at the version seen: the watch lags behind.
+    fn written(&self, ing: &Ingress) -> bool {
+        let version = ing.metadata.resource_version.as_deref().unwrap_or_default();
+        self.patched.get(&key(ing)).map(String::as_str) == Some(version)
+    }
+
+    /// Sets `ing`'s status entries to `wanted`; false if that failed.
+    async fn write(&mut self, ing: &Ingress, wanted: &[IngressLoadBalancerIngress]) -> bool {
+        let (ns, name) = key(ing);
+        let api = Api::<Ingress>::namespaced(self.client.clone(), &ns);
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        let version = ing.metadata.resource_version.clone().unwrap_or_default();
+        match api
+            .patch_status(&name, &params, &Patch::Merge(patch(wanted)))
+            .await
+        {
+            Ok(_) => {
+                tracing::debug!(ingress = %format!("{ns}/{name}"), "status written");
+                self.patched.insert((ns, name), version);
+                true
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => true,
+            Err(e) => {
+                tracing::warn!(ingress = %format!("{ns}/{name}"), "writing status: {e}");
+                false
+            }
+        }
     }
 
     /// Every address of every Node, or `None` if they cannot be listed.
@@ -192,6 +231,17 @@ mod tests {
             ips(&merged(&other, &own, None)),
             ["10.0.0.2", "10.0.0.3", "10.0.0.9"]
         );
+    }
+
+    #[test]
+    fn an_ingress_no_longer_ours_keeps_only_other_addresses() {
+        let own = ["10.0.0.2".parse().unwrap()];
+        let listed =
+            ingress(json!({"loadBalancer": {"ingress": [{"ip": "10.0.0.3"}, {"ip": "10.0.0.2"}]}}));
+        assert_eq!(ips(&without_own(&listed, &own).unwrap()), ["10.0.0.3"]);
+        let theirs = ingress(json!({"loadBalancer": {"ingress": [{"ip": "10.0.0.3"}]}}));
+        assert!(without_own(&theirs, &own).is_none());
+        assert!(without_own(&ingress(json!({})), &own).is_none());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 use testkit::{TestServer, eventually};
@@ -409,6 +409,25 @@ async fn ingresses_route_by_host_and_path_over_http_and_https() {
             .and_then(|l| l.ingress)
             .is_none()
     );
+    // An Ingress handed to another class loses our address from its status.
+    let to_nginx = json!({"spec": {"ingressClassName": "nginx"}});
+    ingresses
+        .patch(
+            "classless",
+            &PatchParams::default(),
+            &Patch::Merge(&to_nginx),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "the address to leave the Ingress no longer ours",
+        || async {
+            let ing = ingresses.get("classless").await.unwrap();
+            let lb = ing.status.and_then(|s| s.load_balancer);
+            lb.and_then(|l| l.ingress).unwrap_or_default().is_empty()
+        },
+    )
+    .await;
 
     let _ = stop.send(());
     controller.await.unwrap().unwrap();
