@@ -37,6 +37,8 @@ pub(crate) struct Sinks {
     pub(crate) resolver: Arc<Resolver>,
     pub(crate) provider: Arc<CryptoProvider>,
     pub(crate) status: status::Writer,
+    /// The certificates the last rebuild loaded.
+    pub(crate) loaded: crate::tls::Loaded,
 }
 
 /// The reflectors' caches.
@@ -143,7 +145,7 @@ async fn rebuild(stores: &Stores, sinks: &mut Sinks) -> bool {
     let slices = stores.slices.state();
     let secrets = stores.secrets.state();
     let table = Table::build(&ours, &refs(&services), &refs(&slices));
-    let certs = Certs::build(&ours, &refs(&secrets), &sinks.provider);
+    let certs = Certs::build(&ours, &refs(&secrets), &sinks.provider, &mut sinks.loaded);
     tracing::debug!(
         ingresses = ours.len(),
         rules = table.len(),

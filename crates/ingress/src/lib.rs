@@ -108,6 +108,7 @@ pub async fn run(
         resolver,
         provider,
         status: status::Writer::new(client.clone(), &config.status_addresses),
+        loaded: tls::Loaded::default(),
     };
     let follow = async {
         follow::follow(client, sinks, &mut shutdown).await;

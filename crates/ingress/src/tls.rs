@@ -2,7 +2,8 @@
 //! among our Ingresses' `spec.tls` entries, else a self-signed default made at start (as
 //! Traefik's `TRAEFIK DEFAULT CERT`).
 //!
-//! [`Certs::build`] is pure (Ingresses and Secrets in, a name → certificate map out);
+//! [`Certs::build`] maps Ingresses and Secrets to a name → certificate map, parsing a Secret
+//! only when it is new or changed ([`Loaded`] keeps the rest from the last build);
 //! [`Resolver`] is what rustls asks during each handshake, and is swapped a new [`Certs`]
 //! whenever the objects change.
 
@@ -34,11 +35,25 @@ pub struct Certs {
     wildcard: HashMap<String, Arc<CertifiedKey>>,
 }
 
+/// The certificates loaded from Secrets by the last build, each with the Secret's
+/// resourceVersion (empty for a missing one): what a build reuses instead of parsing again.
+#[derive(Debug, Default)]
+pub struct Loaded(HashMap<(String, String), Versioned>);
+
+/// A Secret's resourceVersion and the certificate it gave, if it loaded.
+type Versioned = (String, Option<Arc<CertifiedKey>>);
+
 impl Certs {
     /// The certificates the `spec.tls` entries of `ingresses` (ours, oldest first: the oldest
     /// wins a host) name. A Secret that is missing, of another type, or whose certificate or
-    /// key does not load is logged and skipped; so is an entry without hosts.
-    pub fn build(ingresses: &[&Ingress], secrets: &[&Secret], provider: &CryptoProvider) -> Certs {
+    /// key does not load is logged (when first seen so) and skipped; so is an entry without
+    /// hosts. `loaded` is the last build's, kept for the next.
+    pub fn build(
+        ingresses: &[&Ingress],
+        secrets: &[&Secret],
+        provider: &CryptoProvider,
+        loaded: &mut Loaded,
+    ) -> Certs {
         let secrets: BTreeMap<(&str, &str), &Secret> = secrets
             .iter()
             .filter_map(|s| {
@@ -49,7 +64,7 @@ impl Certs {
                 Some((key, *s))
             })
             .collect();
-        let mut loaded: BTreeMap<(&str, &str), Option<Arc<CertifiedKey>>> = BTreeMap::new();
+        let mut kept = Loaded::default();
         let mut certs = Certs::default();
         for ing in ingresses {
             let namespace = ing.metadata.namespace.as_deref().unwrap_or_default();
@@ -61,16 +76,24 @@ impl Certs {
                 if hosts.is_empty() {
                     continue;
                 }
-                let key = (namespace, name);
-                let cert = loaded
-                    .entry(key)
-                    .or_insert_with(|| load(secrets.get(&key).copied(), namespace, name, provider));
-                let Some(cert) = cert else { continue };
+                let secret = secrets.get(&(namespace, name)).copied();
+                let key = (namespace.to_owned(), name.to_owned());
+                let cert = kept.0.entry(key.clone()).or_insert_with(|| {
+                    let version = secret
+                        .and_then(|s| s.metadata.resource_version.clone())
+                        .unwrap_or_default();
+                    match loaded.0.remove(&key) {
+                        Some((v, cert)) if v == version => (v, cert),
+                        _ => (version, load(secret, namespace, name, provider)),
+                    }
+                });
+                let Some(cert) = cert.1.clone() else { continue };
                 for host in hosts {
-                    certs.insert(host, cert);
+                    certs.insert(host, &cert);
                 }
             }
         }
+        *loaded = kept;
         certs
     }
 
@@ -272,7 +295,12 @@ mod tests {
                 {"hosts": ["Foo.Example.com"], "secretName": "exact"},
             ]),
         );
-        let certs = Certs::build(&[&ing], &[&exact, &wild], &provider());
+        let certs = Certs::build(
+            &[&ing],
+            &[&exact, &wild],
+            &provider(),
+            &mut Loaded::default(),
+        );
         assert_eq!(certs.len(), 2);
         assert_eq!(der(certs.lookup("foo.example.com")), Some(exact_der));
         assert_eq!(der(certs.lookup("BAR.example.com")), Some(wild_der));
@@ -289,7 +317,12 @@ mod tests {
             "new",
             json!([{"hosts": ["x.test"], "secretName": "second"}]),
         );
-        let certs = Certs::build(&[&old, &new], &[&first, &second], &provider());
+        let certs = Certs::build(
+            &[&old, &new],
+            &[&first, &second],
+            &provider(),
+            &mut Loaded::default(),
+        );
         assert_eq!(der(certs.lookup("x.test")), Some(first_der));
     }
 
@@ -321,9 +354,29 @@ mod tests {
             &[&ing],
             &[&opaque, &garbled, &elsewhere, &good],
             &provider(),
+            &mut Loaded::default(),
         );
         assert_eq!(certs.len(), 1);
         assert_eq!(der(certs.lookup("d.test")), Some(good_der));
+    }
+
+    #[test]
+    fn a_secret_is_parsed_again_only_when_its_version_changes() {
+        let (mut good, good_der) = secret("good", &["d.test"]);
+        good.metadata.resource_version = Some("1".into());
+        let ing = ingress("i", json!([{"hosts": ["d.test"], "secretName": "good"}]));
+        let mut loaded = Loaded::default();
+        let build = |s: &Secret, loaded: &mut Loaded| {
+            Certs::build(&[&ing], &[s], &provider(), loaded).lookup("d.test")
+        };
+        assert_eq!(der(build(&good, &mut loaded)), Some(good_der.clone()));
+        // The same version with a broken key: what was loaded is used, not parsed again.
+        let mut broken = good.clone();
+        let data = broken.data.as_mut().unwrap();
+        data.insert("tls.key".into(), ByteString(b"nonsense".to_vec()));
+        assert_eq!(der(build(&broken, &mut loaded)), Some(good_der));
+        broken.metadata.resource_version = Some("2".into());
+        assert!(build(&broken, &mut loaded).is_none());
     }
 
     #[test]
@@ -345,7 +398,12 @@ mod tests {
         let resolver = Resolver::new(default);
         let (good, good_der) = secret("good", &["d.test"]);
         let ing = ingress("i", json!([{"hosts": ["d.test"], "secretName": "good"}]));
-        resolver.set(Certs::build(&[&ing], &[&good], &provider));
+        resolver.set(Certs::build(
+            &[&ing],
+            &[&good],
+            &provider,
+            &mut Loaded::default(),
+        ));
         assert_eq!(resolver.pick(Some("d.test")).cert[0], good_der);
         assert_eq!(resolver.pick(Some("e.test")).cert[0], default_der);
         assert_eq!(resolver.pick(None).cert[0], default_der);
