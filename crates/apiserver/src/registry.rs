@@ -915,10 +915,17 @@ impl Registry {
 /// only another subresource writes.
 fn carry_over(r: &Resource, current: &Value, mut new: Value, sub: Option<&str>) -> Value {
     if let Some(path) = sub.and_then(scoped_field) {
-        // A field-scoped subresource changes its one field and nothing else.
+        // A field-scoped subresource changes its one field and nothing else, but for the
+        // metadata a status or approval write brings: upstream's strategies for those reset
+        // the rest of the object only (a kind keeping its metadata too says so in its
+        // strategy's `prepare_for_update`).
         let value = new.pointer(path).cloned();
+        let metadata = new.get("metadata").cloned();
         new = current.clone();
         set_pointer(&mut new, path, value);
+        if let (Some("status" | "approval"), Some(metadata)) = (sub, metadata) {
+            new["metadata"] = metadata;
+        }
     } else if r.has_subresource("status") {
         match current.get("status") {
             Some(s) => new["status"] = s.clone(),
@@ -1241,6 +1248,18 @@ mod tests {
                 .unwrap();
         }
         (dir, reg, cms)
+    }
+
+    #[test]
+    fn a_status_write_keeps_its_metadata_but_not_its_spec() {
+        let jobs = api::resources::find("batch", "v1", "jobs").unwrap();
+        let current = json!({"metadata": {"name": "j"}, "spec": {"parallelism": 1}});
+        let new = json!({"metadata": {"name": "j", "annotations": {"patchedstatus": "true"}},
+            "spec": {"parallelism": 5}, "status": {"active": 1}});
+        let kept = carry_over(jobs, &current, new, Some("status"));
+        assert_eq!(kept["metadata"]["annotations"]["patchedstatus"], "true");
+        assert_eq!(kept["spec"]["parallelism"], 1);
+        assert_eq!(kept["status"]["active"], 1);
     }
 
     fn names(items: &[Value]) -> Vec<&str> {

@@ -6,8 +6,8 @@
 use api::validation::FieldError;
 use serde_json::{Value, json};
 
-use super::Strategy;
 use super::defaults::set_absent;
+use super::{Strategy, keep_metadata};
 
 /// The finalizer that holds a definition until its custom resources are deleted.
 pub(crate) const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
@@ -33,6 +33,13 @@ impl Strategy for CustomResourceDefinition {
 
     fn prepare_for_create(&self, obj: &mut Value) {
         obj["status"] = json!({});
+    }
+
+    /// A status write changes the status only, as upstream's definition status strategy.
+    fn prepare_for_update(&self, old: &Value, new: &mut Value, sub: Option<&str>) {
+        if sub == Some("status") {
+            keep_metadata(old, new, &["labels", "annotations", "ownerReferences"]);
+        }
     }
 
     fn validate(&self, obj: &Value, errs: &mut Vec<FieldError>) {
@@ -198,6 +205,16 @@ mod tests {
                     "schema": {"openAPIV3Schema": {"type": "object"}}}],
             },
         })
+    }
+
+    #[test]
+    fn a_status_write_keeps_labels_and_annotations() {
+        let old = widgets();
+        let mut new = widgets();
+        new["metadata"]["labels"] = json!({"patched": "true"});
+        new["metadata"]["annotations"] = json!({"patched": "true"});
+        CustomResourceDefinition.prepare_for_update(&old, &mut new, Some("status"));
+        assert_eq!(new["metadata"], old["metadata"]);
     }
 
     fn errors(obj: &Value) -> Vec<String> {

@@ -19,6 +19,14 @@ impl Strategy for Custom {
         crdschema::apply_defaults(&self.0, obj);
     }
 
+    /// A status write changes nothing but the status, metadata included (upstream's custom
+    /// resource status strategy copies the old object and takes the new status only).
+    fn prepare_for_update(&self, old: &Value, new: &mut Value, sub: Option<&str>) {
+        if sub == Some("status") {
+            new["metadata"] = old["metadata"].clone();
+        }
+    }
+
     fn validate(&self, obj: &Value, errs: &mut Vec<FieldError>) {
         errs.extend(crdschema::validate(&self.0, obj));
     }
@@ -48,6 +56,15 @@ mod tests {
         assert_eq!(obj["spec"], json!({"color": "blue", "replicas": 1}));
         assert!(obj.get("extra").is_none());
         assert_eq!(obj["metadata"]["name"], "w");
+    }
+
+    #[test]
+    fn a_status_write_keeps_the_old_metadata() {
+        let old = json!({"metadata": {"name": "w", "labels": {"a": "1"}}, "status": {}});
+        let mut new = json!({"metadata": {"name": "w", "labels": {"b": "2"}}, "status": {"x": 1}});
+        Custom(schema()).prepare_for_update(&old, &mut new, Some("status"));
+        assert_eq!(new["metadata"], old["metadata"]);
+        assert_eq!(new["status"], json!({"x": 1}));
     }
 
     #[test]

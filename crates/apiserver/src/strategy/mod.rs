@@ -192,6 +192,15 @@ fn set_default(obj: &mut Value, key: &str, value: Value) {
     }
 }
 
+/// Puts back the old object's `metadata.<field>` for each of `fields`: what a status write
+/// may not change of a kind's metadata.
+fn keep_metadata(old: &Value, new: &mut Value, fields: &[&str]) {
+    for field in fields {
+        let path = format!("/metadata/{field}");
+        crate::object::set_pointer(new, &path, old.pointer(&path).cloned());
+    }
+}
+
 /// Refuses a change of the field at `path` (a JSON pointer) with upstream's message.
 fn immutable(old: &Value, new: &Value, path: &str, errs: &mut Vec<FieldError>) {
     let (a, b) = (old.pointer(path), new.pointer(path));

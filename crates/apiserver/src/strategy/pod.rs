@@ -5,7 +5,7 @@
 use api::validation::FieldError;
 use serde_json::{Value, json};
 
-use super::{Strategy, ephemeral, podspec, set_default};
+use super::{Strategy, ephemeral, keep_metadata, podspec, set_default};
 use crate::object::{now, set_pointer};
 
 /// The pod strategy.
@@ -33,6 +33,8 @@ impl Strategy for Pod {
                 old.pointer("/spec/ephemeralContainers").cloned(),
             ),
             Some("binding") => scheduled(new),
+            // Old kubelets corrupted owner references through pods/status (upstream).
+            Some("status") => keep_metadata(old, new, &["ownerReferences"]),
             Some("ephemeralcontainers") => {
                 podspec::default_containers(&mut new["spec"], &["ephemeralContainers"])
             }
@@ -139,5 +141,20 @@ fn qos_class(spec: &Value) -> &'static str {
         "Guaranteed"
     } else {
         "Burstable"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_write_keeps_the_owner_references() {
+        let old = json!({"metadata": {"name": "p", "ownerReferences": [{"name": "rs"}]}});
+        let mut new = json!({"metadata": {"name": "p", "labels": {"a": "1"},
+            "ownerReferences": [{"name": "other"}]}});
+        Pod.prepare_for_update(&old, &mut new, Some("status"));
+        assert_eq!(new["metadata"]["ownerReferences"], json!([{"name": "rs"}]));
+        assert_eq!(new["metadata"]["labels"], json!({"a": "1"}));
     }
 }

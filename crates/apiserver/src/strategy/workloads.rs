@@ -7,24 +7,31 @@ use api::validation::FieldError;
 use serde_json::{Value, json};
 
 use super::defaults::{Plain, set_absent};
-use super::{Strategy, immutable, podspec, set_default};
+use super::{Strategy, immutable, keep_metadata, podspec, set_default};
 
 /// Deployments, ReplicaSets, StatefulSets and DaemonSets: defaults of their own, then the same
-/// checks (selector, replicas, pod template) and the same immutable selector.
-pub(super) struct Apps(fn(&mut Value));
+/// checks (selector, replicas, pod template) and the same immutable selector; the second field
+/// names the metadata a status write may not change (a Deployment's labels, upstream).
+pub(super) struct Apps(fn(&mut Value), &'static [&'static str]);
 
 /// Deployments.
-pub(super) static DEPLOYMENTS: Apps = Apps(deployment_defaults);
+pub(super) static DEPLOYMENTS: Apps = Apps(deployment_defaults, &["labels"]);
 /// ReplicaSets.
-pub(super) static REPLICA_SETS: Apps = Apps(replica_set_defaults);
+pub(super) static REPLICA_SETS: Apps = Apps(replica_set_defaults, &[]);
 /// StatefulSets.
-pub(super) static STATEFUL_SETS: Apps = Apps(stateful_set_defaults);
+pub(super) static STATEFUL_SETS: Apps = Apps(stateful_set_defaults, &[]);
 /// DaemonSets.
-pub(super) static DAEMON_SETS: Apps = Apps(daemon_set_defaults);
+pub(super) static DAEMON_SETS: Apps = Apps(daemon_set_defaults, &[]);
 
 impl Strategy for Apps {
     fn defaults(&self, obj: &mut Value) {
         (self.0)(obj);
+    }
+
+    fn prepare_for_update(&self, old: &Value, new: &mut Value, sub: Option<&str>) {
+        if sub == Some("status") {
+            keep_metadata(old, new, self.1);
+        }
     }
 
     fn validate(&self, obj: &Value, errs: &mut Vec<FieldError>) {
@@ -192,5 +199,24 @@ fn selector_errors(kind_path: &Value, errs: &mut Vec<FieldError>) {
         )),
         Ok(_) => {}
         Err(e) => errs.push(FieldError::invalid("spec.selector", selector, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deployment_status_write_keeps_its_labels_but_a_replica_set_does_not() {
+        let old = json!({"metadata": {"name": "d", "labels": {"a": "1"}}});
+        let new = json!({"metadata": {"name": "d", "labels": {"b": "2"},
+            "annotations": {"c": "3"}}});
+        let mut deployment = new.clone();
+        DEPLOYMENTS.prepare_for_update(&old, &mut deployment, Some("status"));
+        assert_eq!(deployment["metadata"]["labels"], json!({"a": "1"}));
+        assert_eq!(deployment["metadata"]["annotations"], json!({"c": "3"}));
+        let mut replica_set = new.clone();
+        REPLICA_SETS.prepare_for_update(&old, &mut replica_set, Some("status"));
+        assert_eq!(replica_set, new);
     }
 }
