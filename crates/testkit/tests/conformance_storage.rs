@@ -1,0 +1,419 @@
+//! Conformance, storage: the storage APIs' lifecycles through the API server alone:
+//! StorageClasses, CSIDrivers, CSINodes and VolumeAttachments (create, get, list by label,
+//! watch, patch, update, delete, deletecollection), PersistentVolumes with their claims
+//! (lifecycle and status), and a VolumeAttachment's status.
+
+use std::fmt::Debug;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::{CSIDriver, CSINode, StorageClass, VolumeAttachment};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList;
+use k8s_openapi::serde::Serialize;
+use k8s_openapi::serde::de::DeserializeOwned;
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
+use serde_json::json;
+use testkit::TestServer;
+
+/// The next watch event's type and the object's name.
+async fn next<K: kube::Resource>(
+    events: &mut (impl Stream<Item = kube::Result<WatchEvent<K>>> + Unpin),
+) -> (&'static str, String) {
+    let (kind, obj) = match events.next().await.expect("the watch ended").unwrap() {
+        WatchEvent::Added(o) => ("ADDED", o),
+        WatchEvent::Modified(o) => ("MODIFIED", o),
+        WatchEvent::Deleted(o) => ("DELETED", o),
+        _ => panic!("unexpected watch event"),
+    };
+    (kind, obj.meta().name.clone().unwrap())
+}
+
+fn labelled() -> ListParams {
+    ListParams::default().labels("e2e-lifecycle=true")
+}
+
+fn annotation(obj: &impl kube::Resource, key: &str) -> Option<String> {
+    obj.meta().annotations.as_ref()?.get(key).cloned()
+}
+
+/// Every verb on objects `make` builds (each labelled `e2e-lifecycle: "true"`): creates
+/// three, seen ADDED by a watch; get; list by label; a patch and an update, seen MODIFIED;
+/// a delete (then 404, DELETED); deletecollection of the rest by label.
+async fn every_verb<K>(api: &Api<K>, make: impl Fn(&str) -> K)
+where
+    K: kube::Resource + Clone + DeserializeOwned + Serialize + Debug,
+{
+    let rv = api
+        .list(&labelled())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    let watch = WatchParams::default().labels("e2e-lifecycle=true");
+    let mut events = api.watch(&watch, &rv.unwrap()).await.unwrap().boxed();
+    for name in ["e2e-1", "e2e-2", "e2e-3"] {
+        api.create(&PostParams::default(), &make(name))
+            .await
+            .unwrap();
+        assert_eq!(next(&mut events).await, ("ADDED", name.into()));
+    }
+    assert_eq!(
+        api.get("e2e-1").await.unwrap().meta().name.as_deref(),
+        Some("e2e-1")
+    );
+    assert_eq!(api.list(&labelled()).await.unwrap().items.len(), 3);
+
+    let patch = json!({"metadata": {"annotations": {"patched": "true"}}});
+    let patched = api
+        .patch("e2e-1", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    assert_eq!(annotation(&patched, "patched").as_deref(), Some("true"));
+    assert_eq!(next(&mut events).await, ("MODIFIED", "e2e-1".into()));
+    let mut current = api.get("e2e-1").await.unwrap();
+    let annotations = current.meta_mut().annotations.get_or_insert_default();
+    annotations.insert("updated".into(), "true".into());
+    let updated = api
+        .replace("e2e-1", &PostParams::default(), &current)
+        .await
+        .unwrap();
+    assert_eq!(annotation(&updated, "updated").as_deref(), Some("true"));
+    assert_eq!(next(&mut events).await, ("MODIFIED", "e2e-1".into()));
+
+    api.delete("e2e-1", &DeleteParams::default()).await.unwrap();
+    assert!(api.get_opt("e2e-1").await.unwrap().is_none());
+    assert_eq!(next(&mut events).await, ("DELETED", "e2e-1".into()));
+    assert_eq!(api.list(&labelled()).await.unwrap().items.len(), 2);
+    api.delete_collection(&DeleteParams::default(), &labelled())
+        .await
+        .unwrap();
+    assert!(api.list(&labelled()).await.unwrap().items.is_empty());
+}
+
+/// The resources `/apis/<group_version>` lists.
+async fn discovered(server: &TestServer, group_version: &str) -> Vec<String> {
+    let path = format!("/apis/{group_version}");
+    let req = http::Request::get(path).body(Vec::new()).unwrap();
+    let list: APIResourceList = server.client().request(req).await.unwrap();
+    list.resources.into_iter().map(|r| r.name).collect()
+}
+
+/// An object of kind `K` named `name`, labelled for `every_verb`, with `rest` added.
+fn object<K: DeserializeOwned>(name: &str, rest: serde_json::Value) -> K {
+    let mut obj = json!({"metadata": {"name": name, "labels": {"e2e-lifecycle": "true"}}});
+    obj.as_object_mut()
+        .unwrap()
+        .extend(rest.as_object().unwrap().clone());
+    serde_json::from_value(obj).unwrap()
+}
+
+// conformance: 620
+#[tokio::test]
+async fn storage_classes_live_through_every_verb() {
+    let server = TestServer::start().await;
+    assert!(
+        discovered(&server, "storage.k8s.io/v1")
+            .await
+            .contains(&"storageclasses".into())
+    );
+    let api: Api<StorageClass> = Api::all(server.client());
+    every_verb(&api, |name| {
+        object(name, json!({"provisioner": "e2e-fake-provisioner"}))
+    })
+    .await;
+}
+
+// conformance: 499
+#[tokio::test]
+async fn csi_drivers_live_through_every_verb() {
+    let server = TestServer::start().await;
+    let api: Api<CSIDriver> = Api::all(server.client());
+    every_verb(&api, |name| {
+        object(name, json!({"spec": {"attachRequired": true}}))
+    })
+    .await;
+}
+
+// conformance: 504
+#[tokio::test]
+async fn csi_nodes_live_through_every_verb() {
+    let server = TestServer::start().await;
+    let api: Api<CSINode> = Api::all(server.client());
+    let driver = json!({"name": "e2e.example.com", "nodeID": "node-1", "topologyKeys": []});
+    every_verb(&api, |name| {
+        object(name, json!({"spec": {"drivers": [driver]}}))
+    })
+    .await;
+}
+
+fn attachment(name: &str) -> VolumeAttachment {
+    let spec = json!({"attacher": "e2e.example.com", "nodeName": "node-1",
+        "source": {"persistentVolumeName": format!("pv-{name}")}});
+    object(name, json!({"spec": spec}))
+}
+
+// conformance: 633
+#[tokio::test]
+async fn volume_attachments_live_through_every_verb() {
+    let server = TestServer::start().await;
+    let api: Api<VolumeAttachment> = Api::all(server.client());
+    every_verb(&api, attachment).await;
+}
+
+fn attached(va: &VolumeAttachment) -> bool {
+    va.status.as_ref().is_some_and(|s| s.attached)
+}
+
+// conformance: 632
+#[tokio::test]
+async fn a_volume_attachment_status_is_read_patched_and_replaced() {
+    let server = TestServer::start().await;
+    let api: Api<VolumeAttachment> = Api::all(server.client());
+    api.create(&PostParams::default(), &attachment("va-status"))
+        .await
+        .unwrap();
+    let label = json!({"metadata": {"labels": {"va-patched": "true"}}});
+    let patched = api
+        .patch("va-status", &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.labels.unwrap()["va-patched"], "true");
+    assert!(!attached(&api.get_status("va-status").await.unwrap()));
+
+    let status = json!({"status": {"attached": true}});
+    let patched = api
+        .patch_status("va-status", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    assert!(attached(&patched));
+    let mut current = api.get_status("va-status").await.unwrap();
+    current.status.as_mut().unwrap().attached = false;
+    let updated = api
+        .replace_status("va-status", &PostParams::default(), &current)
+        .await
+        .unwrap();
+    assert!(!attached(&updated));
+    assert!(!attached(&api.get("va-status").await.unwrap()));
+
+    api.delete("va-status", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(api.get_opt("va-status").await.unwrap().is_none());
+}
+
+/// A CSI PersistentVolume `name` labelled `e2e-pv-pool=pv-e2e`.
+fn volume(name: &str) -> PersistentVolume {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"e2e-pv-pool": "pv-e2e"}},
+        "spec": {"capacity": {"storage": "2Gi"}, "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "e2e", "persistentVolumeReclaimPolicy": "Retain",
+            "csi": {"driver": "e2e-driver", "volumeHandle": "e2e-conformance"}},
+    }))
+    .unwrap()
+}
+
+/// A PersistentVolumeClaim `name` labelled `e2e-pvc-pool=pvc-e2e`.
+fn claim(name: &str) -> PersistentVolumeClaim {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"e2e-pvc-pool": "pvc-e2e"}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "e2e",
+            "resources": {"requests": {"storage": "1Gi"}}},
+    }))
+    .unwrap()
+}
+
+/// Whether `obj` carries the label `key=value`.
+fn labelled_with(obj: &impl kube::Resource, key: &str, value: &str) -> bool {
+    let labels = obj.meta().labels.as_ref();
+    labels.and_then(|l| l.get(key)).is_some_and(|v| v == value)
+}
+
+// conformance: 564
+#[tokio::test]
+async fn a_pv_and_a_pvc_live_through_every_verb() {
+    let server = TestServer::start().await;
+    let pvs: Api<PersistentVolume> = Api::all(server.client());
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(server.client(), "default");
+    let pv = pvs
+        .create(&PostParams::default(), &volume("pv-e2e"))
+        .await
+        .unwrap();
+    let pvc = pvcs
+        .create(&PostParams::default(), &claim("pvc-e2e"))
+        .await
+        .unwrap();
+    let pv_selector = ListParams::default().labels("e2e-pv-pool=pv-e2e");
+    assert_eq!(pvs.list(&pv_selector).await.unwrap().items.len(), 1);
+    assert_eq!(
+        pvcs.list(&ListParams::default()).await.unwrap().items.len(),
+        1
+    );
+
+    let patch = json!({"metadata": {"labels": {"pv-e2e": "patched"}}});
+    let patched = pvs
+        .patch("pv-e2e", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    assert!(labelled_with(&patched, "pv-e2e", "patched"));
+    let patch = json!({"metadata": {"labels": {"pvc-e2e": "patched"}}});
+    let patched = pvcs
+        .patch("pvc-e2e", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    assert!(labelled_with(&patched, "pvc-e2e", "patched"));
+    assert_eq!(
+        pvs.get("pv-e2e").await.unwrap().metadata.uid,
+        pv.metadata.uid
+    );
+    assert_eq!(
+        pvcs.get("pvc-e2e").await.unwrap().metadata.uid,
+        pvc.metadata.uid
+    );
+
+    pvcs.delete("pvc-e2e", &DeleteParams::default())
+        .await
+        .unwrap();
+    pvs.delete("pv-e2e", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(pvcs.get_opt("pvc-e2e").await.unwrap().is_none());
+    assert!(pvs.get_opt("pv-e2e").await.unwrap().is_none());
+
+    pvs.create(&PostParams::default(), &volume("pv-e2e-2"))
+        .await
+        .unwrap();
+    pvcs.create(&PostParams::default(), &claim("pvc-e2e-2"))
+        .await
+        .unwrap();
+    let mut current = pvs.get("pv-e2e-2").await.unwrap();
+    current
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .insert("pv-e2e".into(), "updated".into());
+    let updated = pvs
+        .replace("pv-e2e-2", &PostParams::default(), &current)
+        .await
+        .unwrap();
+    assert!(labelled_with(&updated, "pv-e2e", "updated"));
+    let mut current = pvcs.get("pvc-e2e-2").await.unwrap();
+    current
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .insert("pvc-e2e".into(), "updated".into());
+    let updated = pvcs
+        .replace("pvc-e2e-2", &PostParams::default(), &current)
+        .await
+        .unwrap();
+    assert!(labelled_with(&updated, "pvc-e2e", "updated"));
+
+    let pvc_selector = ListParams::default().labels("pvc-e2e=updated");
+    let everywhere: Api<PersistentVolumeClaim> = Api::all(server.client());
+    assert_eq!(everywhere.list(&pvc_selector).await.unwrap().items.len(), 1);
+    pvcs.delete_collection(&DeleteParams::default(), &pvc_selector)
+        .await
+        .unwrap();
+    assert!(pvcs.list(&pvc_selector).await.unwrap().items.is_empty());
+    pvs.delete_collection(&DeleteParams::default(), &pv_selector)
+        .await
+        .unwrap();
+    assert!(pvs.list(&pv_selector).await.unwrap().items.is_empty());
+}
+
+fn claim_condition_types(pvc: &PersistentVolumeClaim) -> Vec<String> {
+    let conditions = pvc.status.as_ref().and_then(|s| s.conditions.clone());
+    conditions
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.type_)
+        .collect()
+}
+
+// conformance: 563
+#[tokio::test]
+async fn pv_and_pvc_statuses_are_read_patched_and_replaced() {
+    let server = TestServer::start().await;
+    let pvs: Api<PersistentVolume> = Api::all(server.client());
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(server.client(), "default");
+    pvs.create(&PostParams::default(), &volume("pv-status"))
+        .await
+        .unwrap();
+    pvcs.create(&PostParams::default(), &claim("pvc-status"))
+        .await
+        .unwrap();
+    let phase = pvcs
+        .get_status("pvc-status")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .phase;
+    assert!(
+        matches!(phase.as_deref(), Some("Pending" | "Bound")),
+        "{phase:?}"
+    );
+    let phase = pvs
+        .get_status("pv-status")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .phase;
+    assert!(
+        matches!(phase.as_deref(), Some("Available" | "Bound" | "Pending")),
+        "{phase:?}"
+    );
+
+    let patch = json!({"status": {"conditions": [{"type": "StatusPatched", "status": "True",
+        "reason": "E2E patchedStatus", "message": "Set from e2e test"}]}});
+    let patched = pvcs
+        .patch_status("pvc-status", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    assert_eq!(claim_condition_types(&patched), ["StatusPatched"]);
+    let patch = json!({"status": {"message": "StatusPatched", "reason": "E2E patchStatus"}});
+    let patched = pvs
+        .patch_status("pv-status", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let status = patched.status.unwrap();
+    assert_eq!(
+        (status.reason.as_deref(), status.message.as_deref()),
+        (Some("E2E patchStatus"), Some("StatusPatched"))
+    );
+
+    let mut current = pvcs.get("pvc-status").await.unwrap();
+    let condition = json!({"type": "StatusUpdated", "status": "True",
+        "reason": "E2E updateStatus", "message": "Set from e2e test"});
+    let conditions = current
+        .status
+        .as_mut()
+        .unwrap()
+        .conditions
+        .get_or_insert_default();
+    conditions.push(serde_json::from_value(condition).unwrap());
+    let updated = pvcs
+        .replace_status("pvc-status", &PostParams::default(), &current)
+        .await
+        .unwrap();
+    assert_eq!(
+        claim_condition_types(&updated),
+        ["StatusPatched", "StatusUpdated"]
+    );
+    let mut current = pvs.get("pv-status").await.unwrap();
+    let status = current.status.as_mut().unwrap();
+    status.reason = Some("E2E updateStatus".into());
+    status.message = Some("StatusUpdated".into());
+    let updated = pvs
+        .replace_status("pv-status", &PostParams::default(), &current)
+        .await
+        .unwrap();
+    let status = updated.status.unwrap();
+    assert_eq!(
+        (status.reason.as_deref(), status.message.as_deref()),
+        (Some("E2E updateStatus"), Some("StatusUpdated"))
+    );
+}
