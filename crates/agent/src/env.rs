@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
+};
 use kube::ResourceExt;
 use kube::api::Api;
 
@@ -78,6 +80,31 @@ impl Sources {
             Ok(None) => Ok(None),
             Err(e) => Err(format!("reading secret {name:?}: {e}")),
         }
+    }
+
+    /// The volume bound to claim `name`, as the kubelet resolves a `persistentVolumeClaim`
+    /// volume: an unbound claim is an error until it binds.
+    pub(crate) async fn claimed_volume(&self, name: &str) -> Result<PersistentVolume, String> {
+        let claims: Api<PersistentVolumeClaim> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        let claim = claims
+            .get_opt(name)
+            .await
+            .map_err(|e| format!("reading persistentvolumeclaim {name:?}: {e}"))?
+            .ok_or_else(|| format!("persistentvolumeclaim \"{name}\" not found"))?;
+        let bound = claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+        let volume = claim.spec.and_then(|s| s.volume_name);
+        let Some(volume) = volume.filter(|v| bound && !v.is_empty()) else {
+            return Err(format!(
+                "error processing PVC {}/{name}: PVC is not bound",
+                self.namespace
+            ));
+        };
+        Api::<PersistentVolume>::all(self.client.clone())
+            .get_opt(&volume)
+            .await
+            .map_err(|e| format!("reading persistentvolume {volume:?}: {e}"))?
+            .ok_or_else(|| format!("persistentvolume \"{volume}\" not found"))
     }
 }
 

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{
-    EmptyDirVolumeSource, HostPathVolumeSource, KeyToPath, Pod, Volume,
+    EmptyDirVolumeSource, HostPathVolumeSource, KeyToPath, PersistentVolume, Pod, Volume,
 };
 use runtime::host::Host;
 
@@ -331,6 +331,10 @@ async fn ensure_one(
     if let Some(h) = &v.host_path {
         return host_path(h);
     }
+    if let Some(c) = &v.persistent_volume_claim {
+        let volume = sources.claimed_volume(&c.claim_name).await?;
+        return claimed(&volume, c.read_only == Some(true));
+    }
     match projected_files(pod, v, sources, at).await? {
         Some(files) => {
             write_atomic(dir, &files, fs_group(pod)).map_err(io)?;
@@ -429,6 +433,31 @@ fn host_path(h: &HostPathVolumeSource) -> Result<HostVolume, String> {
     })
 }
 
+/// A claim's volume on this node: a hostPath or local volume's directory (read-only when the
+/// pod's volume says so). Other kinds of volumes are an error: this node cannot mount them.
+fn claimed(pv: &PersistentVolume, read_only: bool) -> Result<HostVolume, String> {
+    let spec = pv.spec.as_ref();
+    let mut volume = if let Some(h) = spec.and_then(|s| s.host_path.as_ref()) {
+        host_path(h)?
+    } else if let Some(l) = spec.and_then(|s| s.local.as_ref()) {
+        let path = PathBuf::from(&l.path);
+        if !path.exists() {
+            return Err(format!("path {:?} does not exist", l.path));
+        }
+        HostVolume {
+            path,
+            read_only: false,
+        }
+    } else {
+        let name = pv.metadata.name.as_deref().unwrap_or_default();
+        return Err(format!(
+            "persistent volume {name:?} is of a type this node cannot mount (hostPath and local only)"
+        ));
+    };
+    volume.read_only = read_only;
+    Ok(volume)
+}
+
 /// Unmounts the pod's tmpfs volumes; the directory itself goes with the pod's.
 pub(crate) fn teardown(host: &dyn Host, pod_dir: &Path) {
     for e in std::fs::read_dir(volumes_dir(pod_dir))
@@ -510,12 +539,33 @@ mod tests {
     #[test]
     fn unsupported_sources_are_named_as_the_api_spells_them() {
         let v: Volume = serde_json::from_value(serde_json::json!({
-            "name": "data", "persistentVolumeClaim": {"claimName": "c"}}))
+            "name": "data", "csi": {"driver": "x"}}))
         .unwrap();
-        assert_eq!(source_kind(&v), "persistentVolumeClaim");
+        assert_eq!(source_kind(&v), "csi");
         let v: Volume = serde_json::from_value(serde_json::json!({
             "name": "share", "nfs": {"server": "10.0.0.1", "path": "/x"}}))
         .unwrap();
         assert_eq!(source_kind(&v), "nfs");
+    }
+
+    #[test]
+    fn a_claims_volume_is_its_host_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().display().to_string();
+        let pv = |source: serde_json::Value| -> PersistentVolume {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "v"}, "spec": source}))
+                .unwrap()
+        };
+        let local = claimed(&pv(serde_json::json!({"local": {"path": path}})), true).unwrap();
+        assert_eq!((local.path.as_path(), local.read_only), (dir.path(), true));
+        let host = pv(serde_json::json!({"hostPath": {"path": path, "type": "Directory"}}));
+        assert!(!claimed(&host, false).unwrap().read_only);
+        let gone = pv(serde_json::json!({"local": {"path": "/nonexistent/x"}}));
+        assert_eq!(
+            claimed(&gone, false).unwrap_err(),
+            r#"path "/nonexistent/x" does not exist"#
+        );
+        let nfs = pv(serde_json::json!({"nfs": {"server": "10.0.0.1", "path": "/x"}}));
+        assert!(claimed(&nfs, false).unwrap_err().contains("cannot mount"));
     }
 }

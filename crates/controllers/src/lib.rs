@@ -30,6 +30,7 @@ mod job;
 mod namespace;
 mod node_ipam;
 mod node_lifecycle;
+mod persistentvolume;
 pub mod pod_control;
 mod pod_gc;
 pub mod pods;
@@ -120,6 +121,10 @@ const REGISTRY: &[(&str, Start)] = &[
     ("serviceaccount-controller", serviceaccount::start),
     ("root-ca-certificate-publisher-controller", root_ca::start),
     ("service-lb-controller", servicelb::start),
+    (
+        "persistentvolume-binder-controller",
+        persistentvolume::start,
+    ),
     (
         "certificatesigningrequest-approving-controller",
         csrapproving::start,
