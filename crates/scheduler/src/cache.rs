@@ -127,6 +127,10 @@ impl Cache {
     /// The pods nominated to `node` that a pod of `priority` (whose key is `except`) must
     /// leave room for: those at least as important.
     pub fn nominated_on(&self, node: &str, priority: i32, except: &str) -> Vec<PodSummary> {
+        // Most of the time no pod is nominated anywhere: no lookup per node then.
+        if self.nominated.is_empty() {
+            return Vec::new();
+        }
         self.nominated
             .get(node)
             .into_iter()

@@ -298,6 +298,9 @@ pub struct Cluster {
     pub volumes: HashMap<String, PersistentVolume>,
     /// StorageClasses, by name.
     pub classes: HashMap<String, StorageClass>,
+    /// How many nodes list each image name in `status.images` (upstream's image states), so
+    /// that ImageLocality need not look at every node for a pod whose images none holds.
+    pub images: HashMap<String, i64>,
 }
 
 /// What preemption needs of a PodDisruptionBudget.
@@ -314,6 +317,19 @@ pub struct Budget {
 }
 
 impl Cluster {
+    /// Counts the image names `node` lists into [`Cluster::images`]: `by` is 1 for a node
+    /// that comes, -1 for one that goes (or its old version).
+    pub fn count_images(&mut self, node: &Node, by: i64) {
+        let listed = node.status.iter().flat_map(|s| s.images.iter().flatten());
+        for name in listed.flat_map(|i| i.names.iter().flatten()) {
+            let n = self.images.entry(name.clone()).or_default();
+            *n += by;
+            if *n <= 0 {
+                self.images.remove(name);
+            }
+        }
+    }
+
     /// The namespaces a pod affinity term of a pod in `pod_ns` looks in: `namespaces` and those
     /// `namespaceSelector` selects (`{}` selects all), or the pod's own when both are unset.
     pub fn term_namespaces(&self, term: &PodAffinityTerm, pod_ns: &str) -> Vec<String> {

@@ -68,10 +68,17 @@ impl Followed for Node {
         self.metadata.name.clone().unwrap_or_default()
     }
     fn apply(st: &mut State, node: Node) {
+        if let Some(old) = st.cache.node(&Followed::key(&node)) {
+            st.cluster.count_images(&old.node, -1);
+        }
+        st.cluster.count_images(&node, 1);
         st.cache.upsert_node(node);
         st.queue.cluster_changed();
     }
     fn remove(st: &mut State, name: &str) {
+        if let Some(old) = st.cache.node(name) {
+            st.cluster.count_images(&old.node, -1);
+        }
         st.cache.remove_node(name);
         st.queue.cluster_changed();
     }

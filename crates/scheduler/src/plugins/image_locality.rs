@@ -62,22 +62,12 @@ impl Plugin for ImageLocality {
         "ImageLocality"
     }
 
-    fn prepare(&self, pod: &Pod, nodes: &[&NodeInfo], _cluster: &Cluster) -> Prepared {
+    fn prepare(&self, pod: &Pod, nodes: &[&NodeInfo], cluster: &Cluster) -> Prepared {
         let images = images(pod);
-        let mut holders: HashMap<String, i64> = HashMap::new();
-        for node in nodes {
-            let Some(listed) = node.node.status.as_ref().and_then(|s| s.images.as_ref()) else {
-                continue;
-            };
-            for image in &images {
-                if listed
-                    .iter()
-                    .any(|i| i.names.iter().flatten().any(|n| n == image))
-                {
-                    *holders.entry(image.clone()).or_default() += 1;
-                }
-            }
-        }
+        let holders: HashMap<String, i64> = images
+            .iter()
+            .filter_map(|i| Some((i.clone(), *cluster.images.get(i)?)))
+            .collect();
         if holders.is_empty() {
             return None;
         }
@@ -98,7 +88,8 @@ impl Plugin for ImageLocality {
             .iter()
             .filter_map(|image| {
                 let size = size_on(node, image)?;
-                let holders = st.holders.get(image).copied().unwrap_or(0);
+                // Counted over every node; a pod's candidates may be fewer.
+                let holders = st.holders.get(image).copied().unwrap_or(0).min(st.nodes);
                 Some((size as f64 * holders as f64 / st.nodes.max(1) as f64) as i64)
             })
             .sum();
@@ -130,17 +121,17 @@ mod tests {
             node("d", json!({})),
         ];
         let refs: Vec<&NodeInfo> = nodes.iter().collect();
+        let mut cluster = Cluster::default();
+        for n in &nodes {
+            cluster.count_images(&n.node, 1);
+        }
         let p = pod(json!({"containers": [{"name": "c", "image": "registry.example/big"}]}));
-        let st = ImageLocality.prepare(&p, &refs, &Cluster::default());
+        let st = ImageLocality.prepare(&p, &refs, &cluster);
         // Half the nodes hold it: 300 MB counts, of the 23..1000 MB range.
         let want = 100 * (300 * MB - MIN_THRESHOLD) / (MAX_CONTAINER_THRESHOLD - MIN_THRESHOLD);
         assert_eq!(ImageLocality.score(&p, &nodes[0], &st), Some(want));
         assert_eq!(ImageLocality.score(&p, &nodes[2], &st), Some(0));
         let other = pod(json!({"containers": [{"name": "c", "image": "nginx:1.25"}]}));
-        assert!(
-            ImageLocality
-                .prepare(&other, &refs, &Cluster::default())
-                .is_none()
-        );
+        assert!(ImageLocality.prepare(&other, &refs, &cluster).is_none());
     }
 }

@@ -1,7 +1,7 @@
 //! TaintToleration: a node's NoSchedule and NoExecute taints keep off pods that do not
 //! tolerate them; PreferNoSchedule taints lower its score for such pods.
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Taint};
 
 use crate::framework::{NodeInfo, Normalize, Plugin, Prepared, Verdict};
 
@@ -40,30 +40,28 @@ impl Plugin for TaintToleration {
 
     /// The number of PreferNoSchedule taints the pod does not tolerate (fewer is better).
     fn score(&self, pod: &Pod, node: &NodeInfo, _: &Prepared) -> Option<i64> {
-        let tolerations: Vec<_> = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.tolerations.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|t| {
-                t.effect
-                    .as_deref()
-                    .is_none_or(|e| e.is_empty() || e == "PreferNoSchedule")
-            })
-            .collect();
         let taints = node
             .node
             .spec
             .as_ref()
             .and_then(|s| s.taints.as_deref())
             .unwrap_or_default();
-        Some(
-            taints
-                .iter()
-                .filter(|t| t.effect == "PreferNoSchedule" && !pod::any_tolerates(&tolerations, t))
-                .count() as i64,
-        )
+        let soft = taints.iter().filter(|t| t.effect == "PreferNoSchedule");
+        let tolerations = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.tolerations.as_deref())
+            .unwrap_or_default();
+        // Only tolerations of PreferNoSchedule (or of every effect) count here.
+        let tolerates = |t: &Taint| {
+            tolerations.iter().any(|tol| {
+                tol.effect
+                    .as_deref()
+                    .is_none_or(|e| e.is_empty() || e == "PreferNoSchedule")
+                    && pod::tolerates(tol, t)
+            })
+        };
+        Some(soft.filter(|t| !tolerates(t)).count() as i64)
     }
 
     fn weight(&self) -> i64 {
