@@ -36,6 +36,9 @@ pub struct Resource {
     pub subresources: Vec<String>,
     /// The key prefix under `/registry/` (upstream's, e.g. `minions` for nodes).
     pub storage: String,
+    /// The version a custom resource's objects are stored as (its definition's storage
+    /// version), which discovery's `storageVersionHash` names; empty for a built-in one.
+    pub stored_version: String,
     /// Fields a field selector may use besides `metadata.name` and `metadata.namespace`.
     pub fields: Vec<String>,
     /// Where the `scale` subresource finds replicas, for resources that have one.
@@ -193,6 +196,7 @@ macro_rules! resources {
             categories: strings($categories),
             subresources: strings($subresources),
             storage: $storage.into(),
+            stored_version: String::new(),
             fields: strings(&[$($field),*]),
             scale: None,
             schema: None,

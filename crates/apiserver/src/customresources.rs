@@ -84,6 +84,7 @@ fn version_resource(crd: &Value, version: &Value) -> Resource {
         categories: str_list(&names["categories"]),
         subresources,
         storage: format!("{group}/{plural}"),
+        stored_version: storage_version(crd),
         fields,
         scale,
         schema: version
@@ -94,6 +95,16 @@ fn version_resource(crd: &Value, version: &Value) -> Resource {
         kind,
         plural,
     }
+}
+
+/// The name of the version a definition stores its objects as.
+fn storage_version(crd: &Value) -> String {
+    let versions = crd["spec"]["versions"].as_array().into_iter().flatten();
+    versions
+        .filter(|v| v["storage"] == true)
+        .find_map(|v| v["name"].as_str())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// A version's `additionalPrinterColumns`.

@@ -32,57 +32,108 @@ pub fn wants_aggregated(accept: &str) -> bool {
 /// No field is `omitempty`: the core group is written as `""`.
 #[derive(Clone, Serialize)]
 struct Gvk {
-    group: &'static str,
-    version: &'static str,
+    group: String,
+    version: String,
     kind: String,
 }
 
-/// The subresources Rudder serves, with the kind and verbs discovery reports for each.
-fn subresource_info(r: &Resource, sub: &str) -> Option<(Gvk, &'static [&'static str])> {
-    let same = Gvk {
-        group: "",
-        version: "",
-        kind: r.kind.clone(),
-    };
-    match sub {
-        "status" => Some((same, &["get", "patch", "update"])),
-        "scale" => Some((
-            Gvk {
-                group: "autoscaling",
-                version: "v1",
-                kind: "Scale".into(),
-            },
-            &["get", "patch", "update"],
-        )),
-        "binding" => Some((
-            Gvk {
-                group: "",
-                version: "",
-                kind: "Binding".into(),
-            },
-            &["create"],
-        )),
-        // kubectl drain evicts only when discovery lists this with the policy group.
-        "eviction" => Some((
-            Gvk {
-                group: "policy",
-                version: "v1",
-                kind: "Eviction".into(),
-            },
-            &["create"],
-        )),
-        "finalize" => Some((same, &["update"])),
-        "approval" | "ephemeralcontainers" => Some((same, &["get", "patch", "update"])),
-        _ => None,
+impl Gvk {
+    /// A kind of the parent's own group and version: both written empty, as upstream's
+    /// installer leaves them for a built-in resource and most of its subresources.
+    fn local(kind: impl Into<String>) -> Gvk {
+        Gvk {
+            group: String::new(),
+            version: String::new(),
+            kind: kind.into(),
+        }
+    }
+
+    /// A kind of another group (a `scale`'s `autoscaling/v1`, an eviction's `policy/v1`).
+    fn of(group: &str, version: &str, kind: &str) -> Gvk {
+        Gvk {
+            group: group.into(),
+            version: version.into(),
+            kind: kind.into(),
+        }
     }
 }
 
-fn served_subresources(
-    r: &Resource,
-) -> impl Iterator<Item = (&str, Gvk, &'static [&'static str])> + '_ {
-    r.subresources
+/// The verbs of `get`, `update` and `patch` on a subresource (status, scale, ...).
+const GET_UPDATE: &[&str] = &["get", "patch", "update"];
+/// A streaming connect subresource (exec, attach, port-forward): upstream's connecters take
+/// GET and POST, which discovery lists as `create` and `get`.
+const CONNECT: &[&str] = &["create", "get"];
+/// A proxy subresource: every proxied method discovery has a verb for.
+const PROXY: &[&str] = &["create", "delete", "get", "patch", "update"];
+/// A custom resource's verbs, in the order upstream's definitions controller lists them.
+const CUSTOM_VERBS: &[&str] = &[
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "create",
+    "update",
+    "watch",
+];
+
+/// The subresources Rudder serves, with the kind and verbs upstream's discovery reports for
+/// each (the kind its REST storage's `New` returns, the verbs of the methods it serves).
+fn subresource_info(r: &Resource, sub: &str) -> Option<(Gvk, &'static [&'static str])> {
+    let same = Gvk::local(r.kind.clone());
+    Some(match sub {
+        "status" | "approval" | "ephemeralcontainers" => (same, GET_UPDATE),
+        "scale" => (Gvk::of("autoscaling", "v1", "Scale"), GET_UPDATE),
+        "binding" => (Gvk::local("Binding"), &["create"]),
+        // kubectl drain evicts only when discovery lists this with the policy group.
+        "eviction" => (Gvk::of("policy", "v1", "Eviction"), &["create"]),
+        "finalize" => (same, &["update"]),
+        "log" => (same, &["get"]),
+        "exec" => (Gvk::local("PodExecOptions"), CONNECT),
+        "attach" => (Gvk::local("PodAttachOptions"), CONNECT),
+        "portforward" => (Gvk::local("PodPortForwardOptions"), CONNECT),
+        // PodProxyOptions, NodeProxyOptions, ServiceProxyOptions.
+        "proxy" => (Gvk::local(format!("{}ProxyOptions", r.kind)), PROXY),
+        _ => return None,
+    })
+}
+
+/// Whether `r` is one of the built-in resources (not a custom resource).
+fn built_in(r: &Resource) -> bool {
+    api::resources::find(&r.group, &r.version, &r.plural).is_some()
+}
+
+/// A resource's kind as aggregated discovery reports it: a built-in resource's with an
+/// empty group and version (upstream converts its legacy entries), a custom resource's
+/// with its own (upstream's definitions controller fills them in).
+fn response_kind(r: &Resource, kind: String) -> Gvk {
+    if built_in(r) {
+        Gvk::local(kind)
+    } else {
+        Gvk::of(&r.group, &r.version, &kind)
+    }
+}
+
+/// The verbs of a resource: every verb, in upstream's order for its kind of resource.
+fn verbs_of(r: &Resource) -> &'static [&'static str] {
+    if built_in(r) { VERBS } else { CUSTOM_VERBS }
+}
+
+/// The subresources discovery lists for `r`, in upstream's order: a built-in resource's
+/// sorted by name (upstream installs its storage paths sorted), a custom resource's
+/// `status` then `scale` (as upstream's definitions controller appends them).
+fn served_subresources(r: &Resource) -> Vec<(&str, Gvk, &'static [&'static str])> {
+    let mut subs: Vec<_> = r
+        .subresources
         .iter()
         .filter_map(|s| subresource_info(r, s).map(|(kind, verbs)| (s.as_str(), kind, verbs)))
+        .collect();
+    if built_in(r) {
+        subs.sort_by(|a, b| a.0.cmp(b.0));
+    } else {
+        subs.sort_by_key(|(s, _, _)| *s != "status");
+    }
+    subs
 }
 
 /// Upstream's `storageVersionHash` of a resource: the first 8 bytes of the SHA-256 of
@@ -92,9 +143,11 @@ fn served_subresources(
 /// so both versions report the same value, as upstream's do.
 fn storage_version_hash(r: &Resource) -> String {
     let stored = api::convert::storage_of(r).unwrap_or(r);
-    // Upstream still encodes CustomResourceDefinitions in etcd as v1beta1.
+    // Upstream still encodes CustomResourceDefinitions in etcd as v1beta1; a custom
+    // resource's hash names its definition's storage version, whichever version is served.
     let version = match stored.group_plural() {
         ("apiextensions.k8s.io", "customresourcedefinitions") => "v1beta1",
+        _ if !stored.stored_version.is_empty() => &stored.stored_version,
         _ => &stored.version,
     };
     let gvk = format!("{}/{version}/{}", stored.group, stored.kind);
@@ -237,10 +290,10 @@ struct ApiResource {
     singular_name: String,
     namespaced: bool,
     // Set only when a subresource's kind is of another group (deployments/scale).
-    #[serde(skip_serializing_if = "str::is_empty")]
-    group: &'static str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    version: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    group: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    version: String,
     kind: String,
     verbs: &'static [&'static str],
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -252,14 +305,50 @@ struct ApiResource {
     storage_version_hash: String,
 }
 
-/// The resources served in `group`/`version`, in the catalog's order.
+/// The resources served in `group`/`version`, sorted by name: upstream installs a group
+/// version's storage paths in sorted order and lists them in that order. (A resource's
+/// name holds only lowercase letters, which sort after `/`, so each resource's subresources
+/// follow it directly, as in upstream's sorted list.)
 fn served_in(served: &Catalog, group: &str, version: &str) -> Vec<std::sync::Arc<Resource>> {
     let snapshot = served.snapshot();
-    snapshot
+    let mut list: Vec<_> = snapshot
         .iter()
         .filter(|r| r.group == group && r.version == version)
         .cloned()
-        .collect()
+        .collect();
+    list.sort_by(|a, b| a.plural.cmp(&b.plural));
+    list
+}
+
+/// The legacy entries of `r`: the resource, then its subresources.
+fn legacy_entries(r: &Resource) -> Vec<ApiResource> {
+    let mut entries = vec![ApiResource {
+        name: r.plural.clone(),
+        singular_name: r.singular.clone(),
+        namespaced: r.namespaced,
+        group: String::new(),
+        version: String::new(),
+        kind: r.kind.clone(),
+        verbs: verbs_of(r),
+        short_names: r.short_names.clone(),
+        categories: r.categories.clone(),
+        storage_version_hash: storage_version_hash(r),
+    }];
+    for (sub, kind, verbs) in served_subresources(r) {
+        entries.push(ApiResource {
+            name: format!("{}/{sub}", r.plural),
+            singular_name: String::new(),
+            namespaced: r.namespaced,
+            group: kind.group,
+            version: kind.version,
+            kind: kind.kind,
+            verbs,
+            short_names: Vec::new(),
+            categories: Vec::new(),
+            storage_version_hash: String::new(),
+        });
+    }
+    entries
 }
 
 /// `/api/v1` or `/apis/<group>/<version>`: the legacy APIResourceList.
@@ -268,35 +357,7 @@ pub fn resource_list(served: &Catalog, group: &str, version: &str) -> Option<Api
     if rs.is_empty() {
         return None;
     }
-    let mut resources = Vec::new();
-    for r in &rs {
-        resources.push(ApiResource {
-            name: r.plural.clone(),
-            singular_name: r.singular.clone(),
-            namespaced: r.namespaced,
-            group: "",
-            version: "",
-            kind: r.kind.clone(),
-            verbs: VERBS,
-            short_names: r.short_names.clone(),
-            categories: r.categories.clone(),
-            storage_version_hash: storage_version_hash(r),
-        });
-        for (sub, kind, verbs) in served_subresources(r) {
-            resources.push(ApiResource {
-                name: format!("{}/{sub}", r.plural),
-                singular_name: String::new(),
-                namespaced: r.namespaced,
-                group: kind.group,
-                version: kind.version,
-                kind: kind.kind,
-                verbs,
-                short_names: Vec::new(),
-                categories: Vec::new(),
-                storage_version_hash: String::new(),
-            });
-        }
-    }
+    let resources = rs.iter().flat_map(|r| legacy_entries(r)).collect();
     let group_version = if group.is_empty() {
         version.to_string()
     } else {
@@ -380,42 +441,46 @@ struct ApiSubresourceDiscovery {
     verbs: &'static [&'static str],
 }
 
+/// One resource of aggregated discovery, its subresources inside it.
+fn aggregated_resource(r: &Resource) -> ApiResourceDiscovery {
+    let subresources = served_subresources(r)
+        .into_iter()
+        .map(|(sub, kind, verbs)| ApiSubresourceDiscovery {
+            subresource: sub.to_string(),
+            response_kind: if kind.group.is_empty() {
+                response_kind(r, kind.kind)
+            } else {
+                kind
+            },
+            verbs,
+        })
+        .collect();
+    ApiResourceDiscovery {
+        resource: r.plural.clone(),
+        response_kind: response_kind(r, r.kind.clone()),
+        scope: if r.namespaced {
+            "Namespaced"
+        } else {
+            "Cluster"
+        },
+        singular_resource: r.singular.clone(),
+        verbs: verbs_of(r),
+        short_names: r.short_names.clone(),
+        categories: r.categories.clone(),
+        subresources,
+    }
+}
+
 fn aggregated_group(served: &Catalog, name: String, versions: Vec<String>) -> ApiGroupDiscovery {
     let versions = versions
         .into_iter()
-        .map(|v| {
-            let resources = served_in(served, &name, &v)
+        .map(|v| ApiVersionDiscovery {
+            resources: served_in(served, &name, &v)
                 .iter()
-                .map(|r| ApiResourceDiscovery {
-                    resource: r.plural.clone(),
-                    response_kind: Gvk {
-                        group: "",
-                        version: "",
-                        kind: r.kind.clone(),
-                    },
-                    scope: if r.namespaced {
-                        "Namespaced"
-                    } else {
-                        "Cluster"
-                    },
-                    singular_resource: r.singular.clone(),
-                    verbs: VERBS,
-                    short_names: r.short_names.clone(),
-                    categories: r.categories.clone(),
-                    subresources: served_subresources(r)
-                        .map(|(sub, kind, verbs)| ApiSubresourceDiscovery {
-                            subresource: sub.to_string(),
-                            response_kind: kind,
-                            verbs,
-                        })
-                        .collect(),
-                })
-                .collect();
-            ApiVersionDiscovery {
-                version: v,
-                resources,
-                freshness: "Current",
-            }
+                .map(|r| aggregated_resource(r))
+                .collect(),
+            version: v,
+            freshness: "Current",
         })
         .collect();
     ApiGroupDiscovery {
@@ -557,35 +622,128 @@ mod tests {
         );
         let core = serde_json::to_string(&resource_list(&catalog(), "", "v1").unwrap()).unwrap();
         let head = format!(
-            r#"{{"kind":"APIResourceList","apiVersion":"v1","groupVersion":"v1","resources":[{{"name":"namespaces","singularName":"namespace","namespaced":false,"kind":"Namespace","verbs":{ALL_VERBS},"shortNames":["ns"],"storageVersionHash":"Q3oi5N2YM8M="}},{{"name":"namespaces/status","#
+            r#"{{"kind":"APIResourceList","apiVersion":"v1","groupVersion":"v1","resources":[{{"name":"configmaps","singularName":"configmap","namespaced":true,"kind":"ConfigMap","verbs":{ALL_VERBS},"shortNames":["cm"],"storageVersionHash":"qFsyl6wFWjQ="}},{{"name":"endpoints","#
         );
         assert!(core.starts_with(&head), "{core}");
         let apps =
             serde_json::to_string(&resource_list(&catalog(), "apps", "v1").unwrap()).unwrap();
         assert!(
             apps.starts_with(
-                r#"{"kind":"APIResourceList","apiVersion":"v1","groupVersion":"apps/v1","resources":[{"name":"deployments","#
+                r#"{"kind":"APIResourceList","apiVersion":"v1","groupVersion":"apps/v1","resources":[{"name":"controllerrevisions","#
             ),
             "{apps}"
         );
+    }
+
+    /// The names of an APIResourceList, in order.
+    fn names(group: &str, version: &str) -> Vec<String> {
+        let list = resource_list(&catalog(), group, version).unwrap();
+        list.resources.into_iter().map(|r| r.name).collect()
+    }
+
+    #[test]
+    fn resources_are_listed_sorted_with_their_subresources_as_upstream() {
+        assert_eq!(
+            names("", "v1"),
+            [
+                "configmaps",
+                "endpoints",
+                "events",
+                "limitranges",
+                "namespaces",
+                "namespaces/finalize",
+                "namespaces/status",
+                "nodes",
+                "nodes/proxy",
+                "nodes/status",
+                "persistentvolumeclaims",
+                "persistentvolumeclaims/status",
+                "persistentvolumes",
+                "persistentvolumes/status",
+                "pods",
+                "pods/attach",
+                "pods/binding",
+                "pods/ephemeralcontainers",
+                "pods/eviction",
+                "pods/exec",
+                "pods/log",
+                "pods/portforward",
+                "pods/proxy",
+                "pods/status",
+                "podtemplates",
+                "replicationcontrollers",
+                "replicationcontrollers/scale",
+                "replicationcontrollers/status",
+                "resourcequotas",
+                "resourcequotas/status",
+                "secrets",
+                "serviceaccounts",
+                "services",
+                "services/proxy",
+                "services/status",
+            ]
+        );
+        assert_eq!(
+            names("apps", "v1"),
+            [
+                "controllerrevisions",
+                "daemonsets",
+                "daemonsets/status",
+                "deployments",
+                "deployments/scale",
+                "deployments/status",
+                "replicasets",
+                "replicasets/scale",
+                "replicasets/status",
+                "statefulsets",
+                "statefulsets/scale",
+                "statefulsets/status",
+            ]
+        );
+    }
+
+    #[test]
+    fn connect_subresources_have_upstream_kinds_and_verbs() {
+        let core = resource_list(&catalog(), "", "v1").unwrap();
+        let connect = r#""verbs":["create","get"]}"#;
+        let proxy = r#""verbs":["create","delete","get","patch","update"]}"#;
+        for (name, kind, verbs) in [
+            ("pods/attach", "PodAttachOptions", connect),
+            ("pods/exec", "PodExecOptions", connect),
+            ("pods/portforward", "PodPortForwardOptions", connect),
+            ("pods/log", "Pod", r#""verbs":["get"]}"#),
+            ("pods/proxy", "PodProxyOptions", proxy),
+            ("nodes/proxy", "NodeProxyOptions", proxy),
+            ("services/proxy", "ServiceProxyOptions", proxy),
+        ] {
+            let text = entry(&core, name);
+            assert!(
+                text.ends_with(&format!(r#""kind":"{kind}",{verbs}"#)),
+                "{text}"
+            );
+        }
     }
 
     #[test]
     fn aggregated_documents_in_upstream_field_order() {
         let core = serde_json::to_string(&aggregated(&catalog(), true)).unwrap();
         let ns = r#"{"group":"","version":"","kind":"Namespace"}"#;
-        let head = format!(
-            r#"{{"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v2","metadata":{{}},"items":[{{"metadata":{{"creationTimestamp":null}},"versions":[{{"version":"v1","resources":[{{"resource":"namespaces","responseKind":{ns},"scope":"Cluster","singularResource":"namespace","verbs":{ALL_VERBS},"shortNames":["ns"],"subresources":[{{"subresource":"status","responseKind":{ns},"verbs":["get","patch","update"]}},{{"subresource":"finalize","responseKind":{ns},"verbs":["update"]}}]}},"#
+        let head = r#"{"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v2","metadata":{},"items":[{"metadata":{"creationTimestamp":null},"versions":[{"version":"v1","resources":[{"resource":"configmaps","#;
+        assert!(core.starts_with(head), "{core}");
+        let namespaces = format!(
+            r#"{{"resource":"namespaces","responseKind":{ns},"scope":"Cluster","singularResource":"namespace","verbs":{ALL_VERBS},"shortNames":["ns"],"subresources":[{{"subresource":"finalize","responseKind":{ns},"verbs":["update"]}},{{"subresource":"status","responseKind":{ns},"verbs":["get","patch","update"]}}]}},"#
         );
-        assert!(core.starts_with(&head), "{core}");
+        assert!(core.contains(&namespaces), "{core}");
         assert!(core.ends_with(r#"}],"freshness":"Current"}]}]}"#), "{core}");
         // No storageVersionHash in aggregated discovery: APIResourceDiscovery has none.
         assert!(!core.contains("storageVersionHash"));
         let named = serde_json::to_string(&aggregated(&catalog(), false)).unwrap();
-        let head = format!(
-            r#"{{"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v2","metadata":{{}},"items":[{{"metadata":{{"name":"apps","creationTimestamp":null}},"versions":[{{"version":"v1","resources":[{{"resource":"deployments","responseKind":{{"group":"","version":"","kind":"Deployment"}},"scope":"Namespaced","singularResource":"deployment","verbs":{ALL_VERBS},"shortNames":["deploy"],"categories":["all"],"subresources":[{{"subresource":"status","responseKind":{{"group":"","version":"","kind":"Deployment"}},"verbs":["get","patch","update"]}},{{"subresource":"scale","responseKind":{{"group":"autoscaling","version":"v1","kind":"Scale"}},"verbs":["get","patch","update"]}}]}},"#
+        let head = r#"{"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v2","metadata":{},"items":[{"metadata":{"name":"apps","creationTimestamp":null},"versions":[{"version":"v1","resources":[{"resource":"controllerrevisions","#;
+        assert!(named.starts_with(head), "{named}");
+        let deployments = format!(
+            r#"{{"resource":"deployments","responseKind":{{"group":"","version":"","kind":"Deployment"}},"scope":"Namespaced","singularResource":"deployment","verbs":{ALL_VERBS},"shortNames":["deploy"],"categories":["all"],"subresources":[{{"subresource":"scale","responseKind":{{"group":"autoscaling","version":"v1","kind":"Scale"}},"verbs":["get","patch","update"]}},{{"subresource":"status","responseKind":{{"group":"","version":"","kind":"Deployment"}},"verbs":["get","patch","update"]}}]}},"#
         );
-        assert!(named.starts_with(&head), "{named}");
+        assert!(named.contains(&deployments), "{named}");
     }
 
     /// The hashes upstream's API server reports (its `storageversionhashdata` test table).
@@ -684,10 +842,25 @@ mod tests {
             "widgets".into(),
             "widget".into(),
         );
+        widgets.stored_version = "v2".into();
         served.add(widgets);
         let list = resource_list(&served, "example.com", "v1").unwrap();
-        assert!(entry(&list, "widgets").contains(r#""kind":"Widget""#));
+        // Upstream's definitions controller: its verb order, the status before the scale,
+        // the hash of the storage version (sha256 of "example.com/v2/Widget").
+        assert_eq!(
+            entry(&list, "widgets"),
+            r#"{"name":"widgets","singularName":"widget","namespaced":true,"kind":"Widget","verbs":["delete","deletecollection","get","list","patch","create","update","watch"],"shortNames":["deploy"],"categories":["all"],"storageVersionHash":"zRcoV5EeA3s="}"#
+        );
+        let names: Vec<&str> = list.resources.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["widgets", "widgets/status", "widgets/scale"]);
         assert!(entry(&list, "widgets/scale").contains(r#""kind":"Scale""#));
+        let widget = aggregated_resource(&served.find("example.com", "v1", "widgets").unwrap());
+        let text = serde_json::to_string(&widget).unwrap();
+        let own = r#"{"group":"example.com","version":"v1","kind":"Widget"}"#;
+        assert!(text.starts_with(&format!(r#"{{"resource":"widgets","responseKind":{own},"#)));
+        assert!(text.contains(&format!(
+            r#"{{"subresource":"status","responseKind":{own},"#
+        )));
         assert!(group(&served, "example.com").is_some());
         let named = serde_json::to_value(aggregated(&served, false)).unwrap();
         let last = named["items"].as_array().unwrap().last().unwrap().clone();

@@ -44,6 +44,8 @@ pub struct App {
     pub address: String,
     /// How `pods/log` reaches node agents.
     pub kubelet: crate::podlogs::KubeletClient,
+    /// The request metrics `/metrics` shows.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// What the TLS layer learned about the connection.
@@ -53,7 +55,7 @@ pub struct Connection {
     pub identity: Option<Identity>,
 }
 
-/// A JSON response.
+/// A JSON response, written as upstream's encoder writes one: compact, ending with a newline.
 pub fn json_response<T: serde::Serialize + ?Sized>(code: StatusCode, value: &T) -> Response {
     json_with_type(code, value, "application/json")
 }
@@ -63,7 +65,20 @@ fn json_with_type<T: serde::Serialize + ?Sized>(
     value: &T,
     content_type: &str,
 ) -> Response {
-    let mut resp = (code, serde_json::to_vec(value).expect("JSON values encode")).into_response();
+    let mut body = serde_json::to_vec(value).expect("JSON values encode");
+    body.push(b'\n');
+    with_content_type(code, body, content_type)
+}
+
+/// A JSON document written whole, without the encoder's newline: upstream serves
+/// `/version` and the OpenAPI documents this way.
+pub fn json_document<T: serde::Serialize + ?Sized>(code: StatusCode, value: &T) -> Response {
+    let body = serde_json::to_vec(value).expect("JSON values encode");
+    with_content_type(code, body, "application/json")
+}
+
+fn with_content_type(code: StatusCode, body: Vec<u8>, content_type: &str) -> Response {
+    let mut resp = (code, body).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_str(content_type).expect("valid header"),
@@ -265,7 +280,8 @@ fn decode_body(headers: &HeaderMap, body: &[u8], kind: &str) -> Result<Value, St
     }
 }
 
-fn authenticate(app: &App, conn: &Connection, headers: &HeaderMap) -> Option<Identity> {
+/// Who sent a request: the client certificate's identity, else the bearer token's.
+pub(crate) fn authenticate(app: &App, conn: &Connection, headers: &HeaderMap) -> Option<Identity> {
     if let Some(who) = &conn.identity {
         return Some(who.clone());
     }
@@ -274,7 +290,8 @@ fn authenticate(app: &App, conn: &Connection, headers: &HeaderMap) -> Option<Ide
 }
 
 /// Every `/api` and `/apis` request, in a `request` span (method, path, then the user and the
-/// answer's code) that whatever is logged while serving it carries.
+/// answer's code) that whatever is logged while serving it carries, and recorded in the
+/// request metrics ([`crate::metrics`]).
 pub async fn api(State(app): State<Arc<App>>, req: Request) -> Response {
     use tracing::Instrument as _;
     let span = tracing::debug_span!(
@@ -284,7 +301,9 @@ pub async fn api(State(app): State<Arc<App>>, req: Request) -> Response {
         user = tracing::field::Empty,
         code = tracing::field::Empty,
     );
+    let started = crate::metrics::start(&app, &req);
     let resp = serve(app, req).instrument(span.clone()).await;
+    started.finish(resp.status().as_u16());
     span.record("code", resp.status().as_u16());
     tracing::debug!(parent: &span, "answered");
     resp
@@ -317,6 +336,7 @@ async fn serve(app: Arc<App>, req: Request) -> Response {
     let attributes = authz::Attributes {
         user: &who,
         request,
+        path,
     };
     match app.authorizer.authorize(&attributes).await {
         Ok(authz::Decision::Allow) => {}
@@ -733,8 +753,9 @@ async fn list_raw(c: &Call<'_>) -> Result<Response, Status> {
     Ok(json_bytes(body))
 }
 
-/// A 200 answer with a JSON body already written.
-fn json_bytes(body: Vec<u8>) -> Response {
+/// A 200 answer with a JSON body already written; the encoder's newline is added.
+fn json_bytes(mut body: Vec<u8>) -> Response {
+    body.push(b'\n');
     let mut resp = (StatusCode::OK, body).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -1104,16 +1125,16 @@ pub async fn openapi(State(app): State<Arc<App>>, req: Request) -> Response {
                 "only application/json is served for /openapi/v2",
             ));
         }
-        return json_response(StatusCode::OK, openapi::v2(app.registry.served()).as_ref());
+        return json_document(StatusCode::OK, openapi::v2(app.registry.served()).as_ref());
     }
     if path == "/openapi/v3" {
-        return json_response(StatusCode::OK, &openapi::index(app.registry.served()));
+        return json_document(StatusCode::OK, &openapi::index(app.registry.served()));
     }
     match path
         .strip_prefix("/openapi/v3/")
         .and_then(|key| openapi::document(app.registry.served(), key))
     {
-        Some(doc) => json_response(StatusCode::OK, doc.as_ref()),
+        Some(doc) => json_document(StatusCode::OK, doc.as_ref()),
         None => status_response(&Status::path_not_found()),
     }
 }

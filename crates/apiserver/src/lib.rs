@@ -24,6 +24,7 @@ pub mod discovery;
 pub mod eviction;
 pub mod fieldcheck;
 pub mod handlers;
+pub mod metrics;
 pub mod object;
 pub mod openapi;
 pub mod pki;

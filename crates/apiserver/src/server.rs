@@ -17,7 +17,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::authn::{self, Tokens};
-use crate::handlers::{self, App, Connection, json_response};
+use crate::handlers::{self, App, Connection, json_document};
 use crate::registry::Registry;
 use crate::{bootstrap, pki, podlogs};
 
@@ -191,6 +191,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         registry,
         tokens,
         kubelet,
+        metrics: crate::metrics::Metrics::default(),
         address: format!(
             "{}:{}",
             if config.bind_address.is_unspecified() {
@@ -252,13 +253,15 @@ fn tls_config(pki: &pki::Pki) -> Result<rustls::ServerConfig, Error> {
     Ok(cfg)
 }
 
-/// The routes: public health and version endpoints, OpenAPI, and everything under /api(s).
+/// The routes: public health and version endpoints, metrics, OpenAPI, and everything under
+/// /api(s).
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/version", get(version))
         .route("/healthz", get(health))
         .route("/livez", get(health))
         .route("/readyz", get(health))
+        .route("/metrics", get(crate::metrics::serve))
         .route("/openapi/v2", get(handlers::openapi))
         .route("/openapi/v3", get(handlers::openapi))
         .route("/openapi/v3/{*rest}", get(handlers::openapi))
@@ -292,7 +295,7 @@ async fn not_found() -> Response {
 }
 
 async fn version() -> Response {
-    json_response(
+    json_document(
         StatusCode::OK,
         &json!({
             "major": "1",

@@ -35,6 +35,8 @@ pub struct Attributes<'a> {
     pub user: &'a Identity,
     /// The resource request, or `None` for a non-resource path (discovery, ...).
     pub request: Option<&'a RequestInfo>,
+    /// The URL's path: what a non-resource request asks for (`/api`, `/metrics`).
+    pub path: &'a str,
 }
 
 impl Attributes<'_> {
@@ -130,7 +132,12 @@ mod tests {
     }
 
     async fn decide(chain: &Chain, who: &Identity, request: Option<&RequestInfo>) -> Decision {
-        let a = Attributes { user: who, request };
+        // A non-resource request here is discovery's.
+        let a = Attributes {
+            user: who,
+            request,
+            path: "/api",
+        };
         chain.authorize(&a).await.unwrap()
     }
 
