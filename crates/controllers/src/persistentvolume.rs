@@ -384,7 +384,13 @@ async fn sync_volume(volume: Arc<PersistentVolume>, ctx: Arc<Ctx>) -> runtime::R
     }
     let key = ObjectRef::new(r.name.as_deref().unwrap_or_default())
         .within(r.namespace.as_deref().unwrap_or_default());
-    match ctx.claims.get(&key) {
+    let cached = ctx.claims.get(&key);
+    // The cache may lag behind a claim just made: ask the API server before releasing.
+    let claim = match cached {
+        Some(c) => Some(c),
+        None => live_claim(&ctx, &r).await?.map(Arc::new),
+    };
+    match claim {
         Some(c) if c.metadata.uid == r.uid => {
             let bound = c.spec.as_ref().and_then(|s| s.volume_name.as_deref());
             if bound == volume.metadata.name.as_deref() {
@@ -394,6 +400,18 @@ async fn sync_volume(volume: Arc<PersistentVolume>, ctx: Arc<Ctx>) -> runtime::R
         }
         _ => released(&volume, &ctx).await,
     }
+}
+
+/// The claim `r` names, read from the API server.
+async fn live_claim(
+    ctx: &Ctx,
+    r: &ObjectReference,
+) -> runtime::Result<Option<PersistentVolumeClaim>> {
+    let ns = r.namespace.as_deref().unwrap_or_default();
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(claims
+        .get_opt(r.name.as_deref().unwrap_or_default())
+        .await?)
 }
 
 /// A volume whose claim is gone: Released, then reclaimed by its policy. `Delete` deletes
