@@ -698,8 +698,9 @@ fn deleting_the_pod_leaves_no_mounts(c: &Cluster) {
     });
 }
 
-/// An nfs volume (this node has no NFS client) and a claim placed on the node directly: the
-/// pod never starts, FailedMount says why, and no directory stands in for either volume.
+/// An nfs volume (this node has no NFS client) and a claim that nothing binds, on pods placed
+/// on the node directly: neither pod starts, FailedMount says why, and no directory stands in
+/// for either volume.
 fn volumes_the_agent_cannot_provide_keep_the_pod_from_starting(c: &Cluster, img: &str) {
     c.apply(
         "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: unbound}\nspec:\n  \
@@ -756,7 +757,7 @@ fn volumes_the_agent_cannot_provide_keep_the_pod_from_starting(c: &Cluster, img:
     let described = c.kubectl(&["describe", "pod", "claimed"]).out().to_string();
     assert!(
         described.contains("FailedMount")
-            && described.contains("volume type persistentVolumeClaim is not supported"),
+            && described.contains("error processing PVC default/unbound: PVC is not bound"),
         "{described}"
     );
 }
