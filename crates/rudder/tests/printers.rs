@@ -118,7 +118,7 @@ kind: PersistentVolumeClaim
 metadata: {name: data}
 spec:
   accessModes: [ReadWriteOnce]
-  resources: {requests: {storage: 1Gi}}
+  resources: {requests: {storage: 2Gi}}
   storageClassName: local
 ---
 apiVersion: v1
@@ -279,12 +279,19 @@ spec:
         "NAME ADDRESSTYPE PORTS ENDPOINTS AGE",
         "web-abc IPv4 80 10.42.0.7,10.42.0.8 AGE",
     );
+    // The claim asks for more than the volume has: the binder leaves both unbound, and makes
+    // the volume Available.
+    support::eventually("pv1 to be Available", || {
+        c.kubectl(&["get", "pv", "pv1", "-o", "jsonpath={.status.phase}"])
+            .stdout
+            == "Available"
+    });
     check(
         &c,
         &["pv", "-o", "wide"],
         "NAME CAPACITY ACCESS MODES RECLAIM POLICY STATUS CLAIM STORAGECLASS \
          VOLUMEATTRIBUTESCLASS REASON AGE VOLUMEMODE",
-        "pv1 1Gi RWO,ROX Retain Pending local <unset> AGE Filesystem",
+        "pv1 1Gi RWO,ROX Retain Available local <unset> AGE Filesystem",
     );
     check(
         &c,
