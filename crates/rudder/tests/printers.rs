@@ -150,6 +150,16 @@ S7eZmvW1Iej95f9dBg==
 -----END CERTIFICATE REQUEST-----
 ";
 
+/// Waits until the binder made `pv1` Available: the claim asks for more than the volume has,
+/// so both stay unbound.
+fn volume_available(c: &Cluster) {
+    support::eventually("pv1 to be Available", || {
+        c.kubectl(&["get", "pv", "pv1", "-o", "jsonpath={.status.phase}"])
+            .stdout
+            == "Available"
+    });
+}
+
 /// Checks the header and the first row of `kubectl get <args>`, word by word (so column
 /// widths do not matter; empty cells print as nothing). `AGE` in `row` stands for any age.
 fn check(c: &Cluster, args: &[&str], header: &str, row: &str) {
@@ -279,13 +289,7 @@ spec:
         "NAME ADDRESSTYPE PORTS ENDPOINTS AGE",
         "web-abc IPv4 80 10.42.0.7,10.42.0.8 AGE",
     );
-    // The claim asks for more than the volume has: the binder leaves both unbound, and makes
-    // the volume Available.
-    support::eventually("pv1 to be Available", || {
-        c.kubectl(&["get", "pv", "pv1", "-o", "jsonpath={.status.phase}"])
-            .stdout
-            == "Available"
-    });
+    volume_available(&c);
     check(
         &c,
         &["pv", "-o", "wide"],
