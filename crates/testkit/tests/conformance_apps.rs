@@ -5,6 +5,8 @@
 //! lifecycles of CronJobs, suspended Jobs and ReplicationControllers (watched), and
 //! PodDisruptionBudgets (every verb, their status, deletecollection) and ControllerRevisions.
 
+mod support;
+
 use std::fmt::Debug;
 
 use futures::{Stream, StreamExt};
@@ -22,6 +24,7 @@ use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
 use serde_json::{Value, json};
+use support::next;
 use testkit::TestServer;
 
 /// A pod template labelled `app: <app>`.
@@ -636,19 +639,6 @@ async fn a_replica_set_is_scaled_through_its_scale_subresource() {
     scale_round_trip(&api, "test-rs-scale").await;
 }
 
-/// The next watch event's type and the object's name.
-async fn next_named<K: kube::Resource>(
-    events: &mut (impl Stream<Item = kube::Result<WatchEvent<K>>> + Unpin),
-) -> (&'static str, String) {
-    let (kind, obj) = match events.next().await.expect("the watch ended").unwrap() {
-        WatchEvent::Added(o) => ("ADDED", o),
-        WatchEvent::Modified(o) => ("MODIFIED", o),
-        WatchEvent::Deleted(o) => ("DELETED", o),
-        _ => panic!("unexpected watch event"),
-    };
-    (kind, obj.meta().name.clone().unwrap())
-}
-
 // conformance: 231
 #[tokio::test]
 async fn a_suspended_job_is_patched_replaced_listed_and_deleted_by_label() {
@@ -668,7 +658,7 @@ async fn a_suspended_job_is_patched_replaced_listed_and_deleted_by_label() {
     jobs.create(&PostParams::default(), &suspended)
         .await
         .unwrap();
-    assert_eq!(next_named(&mut events).await, ("ADDED", "e2e-job".into()));
+    assert_eq!(next(&mut events).await, ("ADDED", "e2e-job".into()));
 
     let patch = json!({"metadata": {"labels": {"e2e-job": "patched"}}});
     let patched = jobs
@@ -680,10 +670,7 @@ async fn a_suspended_job_is_patched_replaced_listed_and_deleted_by_label() {
         .await
         .unwrap();
     assert_eq!(patched.metadata.labels.unwrap()["e2e-job"], "patched");
-    assert_eq!(
-        next_named(&mut events).await,
-        ("MODIFIED", "e2e-job".into())
-    );
+    assert_eq!(next(&mut events).await, ("MODIFIED", "e2e-job".into()));
     let mut current = jobs.get("e2e-job").await.unwrap();
     let annotations = current.metadata.annotations.get_or_insert_default();
     annotations.insert("updated".into(), "true".into());
@@ -692,17 +679,14 @@ async fn a_suspended_job_is_patched_replaced_listed_and_deleted_by_label() {
         .await
         .unwrap();
     assert_eq!(updated.metadata.annotations.unwrap()["updated"], "true");
-    assert_eq!(
-        next_named(&mut events).await,
-        ("MODIFIED", "e2e-job".into())
-    );
+    assert_eq!(next(&mut events).await, ("MODIFIED", "e2e-job".into()));
 
     let everywhere: Api<Job> = Api::all(server.client());
     assert_eq!(everywhere.list(&selected).await.unwrap().items.len(), 1);
     jobs.delete_collection(&DeleteParams::background(), &selected)
         .await
         .unwrap();
-    assert_eq!(next_named(&mut events).await, ("DELETED", "e2e-job".into()));
+    assert_eq!(next(&mut events).await, ("DELETED", "e2e-job".into()));
     assert!(everywhere.list(&selected).await.unwrap().items.is_empty());
 }
 
@@ -721,7 +705,7 @@ async fn a_replication_controller_lives_through_every_verb() {
     }))
     .unwrap();
     rcs.create(&PostParams::default(), &rc).await.unwrap();
-    assert_eq!(next_named(&mut events).await, ("ADDED", "rc-test".into()));
+    assert_eq!(next(&mut events).await, ("ADDED", "rc-test".into()));
     assert_eq!(
         rcs.get("rc-test").await.unwrap().spec.unwrap().replicas,
         Some(1)
@@ -735,26 +719,17 @@ async fn a_replication_controller_lives_through_every_verb() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        next_named(&mut events).await,
-        ("MODIFIED", "rc-test".into())
-    );
+    assert_eq!(next(&mut events).await, ("MODIFIED", "rc-test".into()));
     let status = json!({"status": {"readyReplicas": 0, "availableReplicas": 0, "replicas": 0}});
     rcs.patch_status("rc-test", &PatchParams::default(), &Patch::Merge(&status))
         .await
         .unwrap();
-    assert_eq!(
-        next_named(&mut events).await,
-        ("MODIFIED", "rc-test".into())
-    );
+    assert_eq!(next(&mut events).await, ("MODIFIED", "rc-test".into()));
     let scale = json!({"spec": {"replicas": 2}});
     rcs.patch_scale("rc-test", &PatchParams::default(), &Patch::Merge(&scale))
         .await
         .unwrap();
-    assert_eq!(
-        next_named(&mut events).await,
-        ("MODIFIED", "rc-test".into())
-    );
+    assert_eq!(next(&mut events).await, ("MODIFIED", "rc-test".into()));
 
     let everywhere: Api<ReplicationController> = Api::all(server.client());
     let listed = everywhere.list(&selected).await.unwrap().items;
@@ -764,5 +739,5 @@ async fn a_replication_controller_lives_through_every_verb() {
     rcs.delete_collection(&DeleteParams::default(), &selected)
         .await
         .unwrap();
-    assert_eq!(next_named(&mut events).await, ("DELETED", "rc-test".into()));
+    assert_eq!(next(&mut events).await, ("DELETED", "rc-test".into()));
 }

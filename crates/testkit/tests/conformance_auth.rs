@@ -2,28 +2,16 @@
 //! through create, patch and delete; updated) and CertificateSigningRequests (discovery, every
 //! verb, and the approval and status subresources).
 
-use futures::{Stream, StreamExt};
+mod support;
+
+use futures::StreamExt;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIResourceList;
-use kube::api::{
-    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
-};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchParams};
 use serde_json::{Value, json};
+use support::next;
 use testkit::TestServer;
-
-/// The next watch event's type and the object's labels.
-async fn next<K: kube::Resource>(
-    events: &mut (impl Stream<Item = kube::Result<WatchEvent<K>>> + Unpin),
-) -> (&'static str, String) {
-    let (kind, obj) = match events.next().await.expect("the watch ended").unwrap() {
-        WatchEvent::Added(o) => ("ADDED", o),
-        WatchEvent::Modified(o) => ("MODIFIED", o),
-        WatchEvent::Deleted(o) => ("DELETED", o),
-        _ => panic!("unexpected watch event"),
-    };
-    (kind, obj.meta().name.clone().unwrap())
-}
 
 // conformance: 670
 #[tokio::test]
