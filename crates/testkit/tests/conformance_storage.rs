@@ -133,6 +133,28 @@ fn labelled_with(obj: &impl kube::Resource, key: &str, value: &str) -> bool {
     labels.and_then(|l| l.get(key)).is_some_and(|v| v == value)
 }
 
+/// The finalizers the `StorageObjectInUseProtection` admission step adds.
+const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
+const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
+
+/// A deleted claim or volume stays while its protection finalizer holds it; the protection
+/// controllers (the test kit runs none) remove the finalizer once nothing uses it: do so.
+async fn release<K>(api: &Api<K>, name: &str, finalizer: &str)
+where
+    K: kube::Resource + Clone + k8s_openapi::serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let held = api.get(name).await.unwrap();
+    assert!(
+        held.meta().deletion_timestamp.is_some(),
+        "{name} is being deleted"
+    );
+    assert_eq!(held.meta().finalizers, Some(vec![finalizer.to_string()]));
+    let unheld = json!({"metadata": {"finalizers": null}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&unheld))
+        .await
+        .unwrap();
+}
+
 // conformance: 564
 #[tokio::test]
 async fn a_pv_and_a_pvc_live_through_every_verb() {
@@ -181,6 +203,8 @@ async fn a_pv_and_a_pvc_live_through_every_verb() {
     pvs.delete("pv-e2e", &DeleteParams::default())
         .await
         .unwrap();
+    release(&pvcs, "pvc-e2e", PVC_PROTECTION).await;
+    release(&pvs, "pv-e2e", PV_PROTECTION).await;
     assert!(pvcs.get_opt("pvc-e2e").await.unwrap().is_none());
     assert!(pvs.get_opt("pv-e2e").await.unwrap().is_none());
 
@@ -219,10 +243,12 @@ async fn a_pv_and_a_pvc_live_through_every_verb() {
     pvcs.delete_collection(&DeleteParams::default(), &pvc_selector)
         .await
         .unwrap();
+    release(&pvcs, "pvc-e2e-2", PVC_PROTECTION).await;
     assert!(pvcs.list(&pvc_selector).await.unwrap().items.is_empty());
     pvs.delete_collection(&DeleteParams::default(), &pv_selector)
         .await
         .unwrap();
+    release(&pvs, "pv-e2e-2", PV_PROTECTION).await;
     assert!(pvs.list(&pv_selector).await.unwrap().items.is_empty());
 }
 

@@ -1,13 +1,13 @@
 //! `DefaultIngressClass`: a new Ingress that names no class (neither
 //! `spec.ingressClassName` nor the legacy `kubernetes.io/ingress.class` annotation) gets the
 //! default IngressClass, the one annotated `ingressclass.kubernetes.io/is-default-class:
-//! "true"`; with several, the most recently created, as upstream since 1.28.
+//! "true"`; with several, the most recently created ([`super::newest_default`]).
 
 use api::Status;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
-use super::{Attributes, Mutating, Operation};
+use super::{Attributes, Mutating, Operation, newest_default};
 use crate::registry::{ListOptions, Registry};
 
 /// The annotation marking the default class.
@@ -41,7 +41,7 @@ impl Mutating for DefaultIngressClass {
             let classes =
                 api::resources::find("networking.k8s.io", "v1", "ingressclasses").expect("served");
             let listed = reg.list(classes, None, &ListOptions::default()).await?;
-            if let Some(name) = default_class(&listed.items) {
+            if let Some(name) = newest_default(&listed.items, &[DEFAULT]) {
                 ingress["spec"]["ingressClassName"] = json!(name);
             }
             Ok(())
@@ -54,20 +54,6 @@ fn names_a_class(ingress: &Value) -> bool {
         .as_str()
         .is_some_and(|c| !c.is_empty())
         || ingress["metadata"]["annotations"].get(LEGACY).is_some()
-}
-
-/// The newest class marked default (by creation time, then name).
-fn default_class(classes: &[Value]) -> Option<&str> {
-    classes
-        .iter()
-        .filter(|c| c["metadata"]["annotations"][DEFAULT] == "true")
-        .max_by_key(|c| {
-            (
-                c["metadata"]["creationTimestamp"].as_str().unwrap_or(""),
-                c["metadata"]["name"].as_str().unwrap_or(""),
-            )
-        })
-        .and_then(|c| c["metadata"]["name"].as_str())
 }
 
 #[cfg(test)]
@@ -86,8 +72,13 @@ mod tests {
             class("new", "2026-02-01T00:00:00Z", true),
             class("newest", "2026-03-01T00:00:00Z", false),
         ];
-        assert_eq!(default_class(&classes), Some("new"));
-        assert_eq!(default_class(&classes[2..]), None);
+        assert_eq!(newest_default(&classes, &[DEFAULT]), Some("new"));
+        assert_eq!(newest_default(&classes[2..], &[DEFAULT]), None);
+        let tied = [
+            class("b", "2026-01-01T00:00:00Z", true),
+            class("a", "2026-01-01T00:00:00Z", true),
+        ];
+        assert_eq!(newest_default(&tied, &[DEFAULT]), Some("a"));
     }
 
     #[test]

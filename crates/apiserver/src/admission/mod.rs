@@ -16,6 +16,7 @@
 //! [`Registry::admit_request`](crate::registry::Registry::admit_request).
 
 mod default_ingress_class;
+mod default_storage_class;
 mod default_toleration_seconds;
 mod limit_ranger;
 mod namespace_lifecycle;
@@ -23,6 +24,7 @@ mod node_restriction;
 mod priority;
 mod resource_quota;
 mod runtime_class;
+mod storage_object_in_use_protection;
 mod watched;
 
 use api::{Resource, Status};
@@ -113,6 +115,8 @@ impl Default for Chain {
                 Box::new(priority::Priority::default()),
                 Box::new(runtime_class::RuntimeClass),
                 Box::new(default_toleration_seconds::DefaultTolerationSeconds),
+                Box::new(default_storage_class::DefaultStorageClass),
+                Box::new(storage_object_in_use_protection::StorageObjectInUseProtection),
                 Box::new(default_ingress_class::DefaultIngressClass),
             ],
             validating: vec![
@@ -181,4 +185,20 @@ fn forbidden_as(r: &Resource, name: &str, why: &str) -> Status {
 /// The name of the object written.
 fn name_of(obj: &Value) -> String {
     obj["metadata"]["name"].as_str().unwrap_or("").to_string()
+}
+
+/// The name of the default class among `classes`: of those with one of the `annotations` set
+/// to `"true"`, the most recently created, then the first by name (upstream's order for
+/// default StorageClasses and IngressClasses alike).
+fn newest_default<'a>(classes: &'a [Value], annotations: &[&str]) -> Option<&'a str> {
+    let created = |c: &'a Value| c["metadata"]["creationTimestamp"].as_str().unwrap_or("");
+    let name = |c: &'a Value| c["metadata"]["name"].as_str().unwrap_or("");
+    classes
+        .iter()
+        .filter(|c| {
+            let marks = &c["metadata"]["annotations"];
+            annotations.iter().any(|a| marks[*a] == "true")
+        })
+        .min_by(|a, b| created(b).cmp(created(a)).then(name(a).cmp(name(b))))
+        .map(name)
 }
