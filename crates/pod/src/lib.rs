@@ -4,6 +4,7 @@
 //! Owns: where a pod is in its life ([`is_terminal`], [`is_terminating`], [`is_active`]),
 //! whether tolerations tolerate a taint ([`tolerates`]), and whether a node matches node
 //! selector terms and a pod's required node affinity ([`required_node_affinity_matches`]),
+//! the claims a pod's volumes use ([`claim_names`], [`ephemeral_claim_name`], [`claim_is_for_pod`]),
 //! and the status conditions a kubelet reports ([`kubelet_conditions`]: `Initialized`,
 //! `ContainersReady`, `Ready` and the others, from the spec and the container statuses).
 //! Must not: do I/O, talk to the API, or depend on another Rudder crate; logic only one
@@ -13,6 +14,7 @@
 //! then `taints.rs` and `node_affinity.rs`; `conditions.rs` for the kubelet's conditions.
 
 mod conditions;
+mod ephemeral;
 mod lifecycle;
 mod node_affinity;
 mod taints;
@@ -23,6 +25,7 @@ pub use conditions::{
     kubelet_conditions, pod_ready_condition, ready_to_start_containers_condition,
     with_transition_time,
 };
+pub use ephemeral::{claim_is_for_pod, claim_names, ephemeral_claim_name};
 pub use lifecycle::{is_active, is_terminal, is_terminal_phase, is_terminating, phase};
 pub use node_affinity::{required_node_affinity_matches, requirement_matches, term_matches};
 pub use taints::{any_tolerates, tolerates};

@@ -673,10 +673,12 @@ fn pods_whose_claims_cannot_be_bound_stay_pending_and_say_why() {
     };
     // No such claim.
     with_claim("orphan", "missing");
-    // A claim nothing can bind: no class, no volume, Immediate binding.
+    // A claim nothing can bind: no class (not even the default one), no volume, Immediate
+    // binding.
     c.apply(
         "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec:\n  \
-         accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n",
+         storageClassName: ''\n  accessModes: [ReadWriteOnce]\n  \
+         resources: {requests: {storage: 1Gi}}\n",
     )
     .out();
     with_claim("db", "data");
@@ -714,14 +716,16 @@ fn pods_whose_claims_cannot_be_bound_stay_pending_and_say_why() {
     for p in ["orphan", "db", "toobig"] {
         assert_eq!(node_of(&c, p), "", "{p} was bound");
     }
-    // The claim appears: the pod is tried again (its claim is still unbound, so it says so).
+    // The claim appears: the pod is tried again (its claim is still unbound, so it says so;
+    // no class, so not the default one either).
     with_claim("late", "later");
     eventually("the missing claim to be reported", || {
         scheduled_message(&c, "late") == pending("persistentvolumeclaim \"later\" not found")
     });
     c.apply(
         "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: later}\nspec:\n  \
-         accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n",
+         storageClassName: ''\n  accessModes: [ReadWriteOnce]\n  \
+         resources: {requests: {storage: 1Gi}}\n",
     )
     .out();
     eventually("the new claim to be seen", || {

@@ -87,6 +87,7 @@ fn plugin(name: &str, args: Option<&serde_json::Value>) -> crate::Result<Box<dyn
         "NodeAffinity" => Box::new(node_affinity::NodeAffinity),
         "TaintToleration" => Box::new(taint_toleration::TaintToleration),
         "VolumeBinding" => Box::new(volume_binding::VolumeBinding),
+        "VolumeRestrictions" => Box::new(volume_restrictions::VolumeRestrictions),
         "PodTopologySpread" => Box::new(pod_topology_spread::PodTopologySpread::from_args(args)?),
         "InterPodAffinity" => Box::new(inter_pod_affinity::InterPodAffinity),
         "NodeResourcesBalancedAllocation" => {

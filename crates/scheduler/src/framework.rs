@@ -115,6 +115,8 @@ pub struct PodSummary {
     pub terminating: bool,
     /// The labels as JSON, for label selectors.
     pub labels_json: serde_json::Value,
+    /// The claims its volumes use (`persistentVolumeClaim` and generic ephemeral ones).
+    pub claims: Vec<String>,
 }
 
 impl PodSummary {
@@ -142,6 +144,7 @@ impl PodSummary {
             terminating: pod::is_terminating(pod),
             labels_json: serde_json::to_value(pod.metadata.labels.clone().unwrap_or_default())
                 .unwrap_or_default(),
+            claims: pod::claim_names(pod),
         }
     }
 }
@@ -455,6 +458,22 @@ pub trait Plugin: Send + Sync {
     fn normalize(&self) -> Normalize {
         Normalize::None
     }
+
+    /// PreBind: what must be written before the pod is bound to the chosen `node`, worked
+    /// out with the decision (under the cache's lock) and written in the binding cycle.
+    fn pre_bind(&self, _pod: &Pod, _node: &NodeInfo, _prepared: &Prepared) -> Vec<PreBind> {
+        Vec::new()
+    }
+}
+
+/// A write a plugin needs before a pod is bound: a JSON merge patch (carrying the
+/// `resourceVersion` it was worked out from, so a concurrent change makes it fail).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PreBind {
+    /// To the PersistentVolume of this name.
+    Volume(String, serde_json::Value),
+    /// To the PersistentVolumeClaim of this namespace and name.
+    Claim(String, String, serde_json::Value),
 }
 
 /// Score normalization (upstream's `DefaultNormalizeScore`).

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 
 use crate::cache::{Cache, key};
 use crate::config::Profile;
-use crate::framework::{Budget, Cluster, NodeInfo, Plugin, Prepared, Verdict, normalize};
+use crate::framework::{Budget, Cluster, NodeInfo, Plugin, PreBind, Prepared, Verdict, normalize};
 use crate::metrics::Metrics;
 use crate::queue::Queue;
 
@@ -272,7 +272,8 @@ impl Followed for PodDisruptionBudget {
 
 /// A decision for one pod.
 enum Decision {
-    Node(String),
+    /// The chosen node, and what to write before binding there.
+    Node(String, Vec<PreBind>),
     Unschedulable(String),
     /// No node fits, but this one will once the victims are gone.
     Preempt {
@@ -332,6 +333,20 @@ fn pending(pod: &Pod, names: &[String]) -> bool {
 
 /// Upstream's `FitError` text: `0/3 nodes are available: 1 node(s) had untolerated taint
 /// {...}, 2 Insufficient cpu.`, reasons counted over nodes and sorted.
+/// Every plugin's PreBind writes for `pod` on `node`.
+fn pre_bind(
+    plugins: &[&dyn Plugin],
+    prepared: &[Prepared],
+    pod: &Pod,
+    node: &NodeInfo,
+) -> Vec<PreBind> {
+    plugins
+        .iter()
+        .zip(prepared)
+        .flat_map(|(p, state)| p.pre_bind(pod, node, state))
+        .collect()
+}
+
 fn fit_error(nodes: usize, reasons: &BTreeMap<String, usize>) -> String {
     if nodes == 0 {
         return "no nodes available to schedule pods".into();
@@ -636,13 +651,17 @@ impl Scheduler {
         }
         let best = totals.iter().copied().max().unwrap_or(0);
         let ties: Vec<usize> = (0..feasible.len()).filter(|i| totals[*i] == best).collect();
-        let chosen = feasible[ties[st.ties % ties.len()]].name().to_string();
+        let node = feasible[ties[st.ties % ties.len()]];
+        let (chosen, writes) = (
+            node.name().to_string(),
+            pre_bind(&plugins, &prepared, pod, node),
+        );
         st.ties = st.ties.wrapping_add(1);
         st.next_start = next_start;
         st.cache.place(pod, &chosen);
         // Bound or back in the queue once the binding settles, not before.
         st.queue.remove(&key(pod));
-        Decision::Node(chosen)
+        Decision::Node(chosen, writes)
     }
 
     async fn schedule_one(self: Arc<Self>, pod: Pod) {
@@ -659,17 +678,17 @@ impl Scheduler {
         }
         let profile = scheduler_name(&pod);
         let result = match decision {
-            Decision::Node(_) => "scheduled",
+            Decision::Node(..) => "scheduled",
             _ => "unschedulable",
         };
         self.metrics.attempt(result, profile, took);
         match decision {
-            Decision::Node(node) => {
+            Decision::Node(node, writes) => {
                 let permit = self.binds.clone().acquire_owned().await;
                 let me = self.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    me.binding_cycle(pod, node).await;
+                    me.binding_cycle(pod, node, writes).await;
                 });
             }
             Decision::Preempt { message, candidate } => {
@@ -705,12 +724,17 @@ impl Scheduler {
         }
     }
 
-    /// Binds an assumed pod; a failed binding puts it back in the queue.
-    async fn binding_cycle(&self, pod: Pod, node: String) {
+    /// Writes what the plugins need (PreBind), then binds an assumed pod; a failure puts it
+    /// back in the queue.
+    async fn binding_cycle(&self, pod: Pod, node: String, writes: Vec<PreBind>) {
         let k = key(&pod);
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
-        match self.bind(&ns, &name, &node).await {
+        let bound = match self.pre_bind(writes).await {
+            Ok(()) => self.bind(&ns, &name, &node).await,
+            Err(e) => Err(e),
+        };
+        match bound {
             Ok(()) => {
                 tracing::debug!("bound {k} to {node}");
                 if let Some(since) = self.state().first_seen.remove(&k) {
@@ -750,6 +774,23 @@ impl Scheduler {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    async fn pre_bind(&self, writes: Vec<PreBind>) -> Result<(), kube::Error> {
+        let params = PatchParams::default();
+        for w in writes {
+            match w {
+                PreBind::Volume(name, patch) => {
+                    let api: Api<PersistentVolume> = Api::all(self.client.clone());
+                    api.patch(&name, &params, &Patch::Merge(patch)).await?;
+                }
+                PreBind::Claim(ns, name, patch) => {
+                    let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), &ns);
+                    api.patch(&name, &params, &Patch::Merge(patch)).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn bind(&self, ns: &str, name: &str, node: &str) -> Result<(), kube::Error> {

@@ -10,6 +10,7 @@ pub mod node_unschedulable;
 pub mod pod_topology_spread;
 pub mod taint_toleration;
 pub mod volume_binding;
+pub mod volume_restrictions;
 
 pub use node_ports::host_ports;
 
@@ -23,6 +24,7 @@ pub fn default_profile() -> Vec<Box<dyn Plugin>> {
         Box::new(node_ports::NodePorts),
         Box::new(node_affinity::NodeAffinity),
         Box::new(taint_toleration::TaintToleration),
+        Box::new(volume_restrictions::VolumeRestrictions),
         Box::new(volume_binding::VolumeBinding),
         Box::new(pod_topology_spread::PodTopologySpread::default()),
         Box::new(inter_pod_affinity::InterPodAffinity),

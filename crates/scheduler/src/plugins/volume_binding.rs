@@ -5,14 +5,19 @@
 //! node affinity admits the node) and `WaitForFirstConsumer` claims (an available volume
 //! matches on the node, or the class can provision one).
 //!
-//! Binding a `WaitForFirstConsumer` claim at PreBind (the volume's `claimRef`, or the
-//! `volume.kubernetes.io/selected-node` annotation for provisioners) is not done here yet:
-//! such a pod is placed, and the node agent keeps it from starting until the claim is bound.
+//! PreBind binds each `WaitForFirstConsumer` claim for the chosen node, as upstream's does:
+//! the smallest matching available volume gets the claim in its `claimRef` (the
+//! PersistentVolume controller completes the binding), else the claim gets the
+//! `volume.kubernetes.io/selected-node` annotation its class's provisioner acts on. Unlike
+//! upstream, the pod is bound without waiting for the claims: the node agent keeps it from
+//! starting until they are bound.
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 
-use crate::framework::{Cluster, NodeInfo, Plugin, Prepared, Verdict};
+use serde_json::json;
+
+use crate::framework::{Cluster, NodeInfo, Plugin, PreBind, Prepared, Verdict};
 
 /// The VolumeBinding plugin.
 pub struct VolumeBinding;
@@ -22,6 +27,9 @@ const BIND_CONFLICT: &str = "node(s) didn't find available persistent volumes to
 const NODE_CONFLICT: &str = "node(s) had volume node affinity conflict";
 const PV_NOT_EXIST: &str =
     "node(s) unavailable due to one or more pvc(s) bound to non-existent pv(s)";
+
+/// On a claim: the node its volume is to be provisioned on.
+const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
 
 /// The provisioner name that means "no dynamic provisioning".
 const NO_PROVISIONER: &str = "kubernetes.io/no-provisioner";
@@ -88,7 +96,7 @@ fn claims(pod: &Pod, cluster: &Cluster) -> Result<Claims, String> {
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         let (name, ephemeral) = match (&v.persistent_volume_claim, &v.ephemeral) {
             (Some(c), _) => (c.claim_name.clone(), false),
-            (None, Some(_)) => (format!("{pod_name}-{}", v.name), true),
+            (None, Some(_)) => (pod::ephemeral_claim_name(pod, v), true),
             (None, None) => continue,
         };
         let Some(pvc) = cluster.claims.get(&format!("{ns}/{name}")) else {
@@ -100,7 +108,7 @@ fn claims(pod: &Pod, cluster: &Cluster) -> Result<Claims, String> {
                 format!("persistentvolumeclaim {name:?} not found")
             });
         };
-        if ephemeral && !owned_by(pvc, pod) {
+        if ephemeral && !pod::claim_is_for_pod(pvc, pod) {
             return Err(format!(
                 "PVC {ns}/{name} was not created for pod {ns}/{pod_name} (pod is not owner)"
             ));
@@ -124,12 +132,6 @@ fn claims(pod: &Pod, cluster: &Cluster) -> Result<Claims, String> {
     Ok(out)
 }
 
-fn owned_by(pvc: &PersistentVolumeClaim, pod: &Pod) -> bool {
-    pvc.metadata.owner_references.iter().flatten().any(|o| {
-        o.controller == Some(true) && o.kind == "Pod" && Some(&o.uid) == pod.metadata.uid.as_ref()
-    })
-}
-
 /// Whether a volume's required node affinity admits the node.
 fn admits(pv: &PersistentVolume, node: &NodeInfo) -> bool {
     let Some(required) = pv
@@ -148,13 +150,13 @@ fn admits(pv: &PersistentVolume, node: &NodeInfo) -> bool {
         .any(|t| pod::term_matches(t, labels, node.name()))
 }
 
-/// Whether an available volume could take the claim on this node (class, access modes,
-/// size, volume mode, selector, node affinity), as upstream's `FindMatchingVolume`.
-fn matching_volume(
+/// The smallest available volume that could take the claim on this node (class, access
+/// modes, size, volume mode, selector, node affinity), as upstream's `FindMatchingVolume`.
+fn matching_volume<'a>(
     pvc: &PersistentVolumeClaim,
-    volumes: &[PersistentVolume],
+    volumes: impl IntoIterator<Item = &'a PersistentVolume>,
     node: &NodeInfo,
-) -> bool {
+) -> Option<&'a PersistentVolume> {
     let spec = pvc.spec.clone().unwrap_or_default();
     let wanted = spec
         .resources
@@ -167,7 +169,8 @@ fn matching_volume(
         .and_then(|s| serde_json::to_value(s).ok())
         .and_then(|s| api::selector::LabelSelector::from_object(&s).ok());
     let mode = spec.volume_mode.as_deref().unwrap_or("Filesystem");
-    volumes.iter().any(|pv| {
+    let capacity = |pv: &PersistentVolume| pv.spec.as_ref()?.capacity.as_ref().map(storage);
+    let fits = volumes.into_iter().filter(|pv| {
         let Some(pv_spec) = pv.spec.as_ref() else {
             return false;
         };
@@ -190,6 +193,24 @@ fn matching_volume(
                 .all(|m| modes.contains(m))
             && selector.as_ref().is_none_or(|s| s.matches(Some(&labels)))
             && admits(pv, node)
+    });
+    fits.min_by_key(|pv| capacity(pv))
+}
+
+/// The volume's `claimRef` for `pvc` and upstream's bound-by-controller annotation, as a
+/// merge patch conditional on the volume's resourceVersion.
+fn claim_ref_patch(pv: &PersistentVolume, pvc: &PersistentVolumeClaim) -> serde_json::Value {
+    let m = &pvc.metadata;
+    json!({
+        "metadata": {
+            "resourceVersion": pv.metadata.resource_version,
+            "annotations": {"pv.kubernetes.io/bound-by-controller": "yes"},
+        },
+        "spec": {"claimRef": {
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "namespace": m.namespace, "name": m.name, "uid": m.uid,
+            "resourceVersion": m.resource_version,
+        }},
     })
 }
 
@@ -280,7 +301,7 @@ impl Plugin for VolumeBinding {
             reasons.push(NODE_CONFLICT.to_string());
         }
         if !p.delayed.iter().all(|(pvc, class)| {
-            matching_volume(pvc, &p.volumes, node) || provisionable(class.as_ref(), node)
+            matching_volume(pvc, &p.volumes, node).is_some() || provisionable(class.as_ref(), node)
         }) {
             reasons.push(BIND_CONFLICT.to_string());
         }
@@ -289,6 +310,37 @@ impl Plugin for VolumeBinding {
         } else {
             Verdict::Unschedulable(reasons)
         }
+    }
+
+    fn pre_bind(&self, _pod: &Pod, node: &NodeInfo, prepared: &Prepared) -> Vec<PreBind> {
+        let Some(p) = prepared.as_ref().and_then(|p| p.downcast_ref::<State>()) else {
+            return Vec::new();
+        };
+        let mut taken: Vec<&str> = Vec::new();
+        let mut writes = Vec::new();
+        for (pvc, _) in &p.delayed {
+            let free = p
+                .volumes
+                .iter()
+                .filter(|v| !taken.contains(&v.metadata.name.as_deref().unwrap_or_default()));
+            let (ns, name) = (pvc.metadata.namespace.clone(), pvc.metadata.name.clone());
+            match matching_volume(pvc, free, node) {
+                Some(pv) => {
+                    let pv_name = pv.metadata.name.as_deref().unwrap_or_default();
+                    taken.push(pv_name);
+                    writes.push(PreBind::Volume(pv_name.into(), claim_ref_patch(pv, pvc)));
+                }
+                None => writes.push(PreBind::Claim(
+                    ns.unwrap_or_default(),
+                    name.unwrap_or_default(),
+                    json!({"metadata": {
+                        "resourceVersion": pvc.metadata.resource_version,
+                        "annotations": {SELECTED_NODE: node.name()},
+                    }}),
+                )),
+            }
+        }
+        writes
     }
 }
 
@@ -410,5 +462,36 @@ mod tests {
         ));
         let dynamic = cluster(claim, &[], class("rancher.io/local-path"));
         assert_eq!(filter(&dynamic, &node("a", json!({}))), Verdict::Fits);
+    }
+
+    #[test]
+    fn pre_bind_reserves_the_smallest_volume_or_selects_the_node() {
+        let claim = json!({"spec": {"storageClassName": "local", "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "500Mi"}}}});
+        let class = json!({"metadata": {"name": "local"}, "provisioner": "rancher.io/local-path",
+            "volumeBindingMode": "WaitForFirstConsumer"});
+        let mut big = local_pv("big", "a");
+        big["spec"]["capacity"]["storage"] = json!("10Gi");
+        let volumes = [big, local_pv("small", "a"), local_pv("elsewhere", "b")];
+        let c = cluster(claim.clone(), &volumes, Some(class.clone()));
+        let (p, a) = (claim_pod(), node("a", json!({})));
+        let prepared = VolumeBinding.prepare(&p, &[&a], &c);
+        let writes = VolumeBinding.pre_bind(&p, &a, &prepared);
+        let [PreBind::Volume(name, patch)] = writes.as_slice() else {
+            panic!("{writes:?}")
+        };
+        assert_eq!(name, "small");
+        assert_eq!(patch["spec"]["claimRef"]["name"], "c");
+        let dynamic = cluster(claim, &[], Some(class));
+        let prepared = VolumeBinding.prepare(&p, &[&a], &dynamic);
+        assert_eq!(
+            VolumeBinding.pre_bind(&p, &a, &prepared),
+            vec![PreBind::Claim(
+                "default".into(),
+                "c".into(),
+                json!({"metadata": {"resourceVersion": null,
+                    "annotations": {SELECTED_NODE: "a"}}})
+            )]
+        );
     }
 }
