@@ -83,8 +83,13 @@ impl Sources {
     }
 
     /// The volume bound to claim `name`, as the kubelet resolves a `persistentVolumeClaim`
-    /// volume: an unbound claim is an error until it binds.
-    pub(crate) async fn claimed_volume(&self, name: &str) -> Result<PersistentVolume, String> {
+    /// volume: an unbound claim is an error until it binds. With `owner` (a generic ephemeral
+    /// volume), the claim must be that pod's.
+    pub(crate) async fn claimed_volume(
+        &self,
+        name: &str,
+        owner: Option<&Pod>,
+    ) -> Result<PersistentVolume, String> {
         let claims: Api<PersistentVolumeClaim> =
             Api::namespaced(self.client.clone(), &self.namespace);
         let claim = claims
@@ -92,6 +97,15 @@ impl Sources {
             .await
             .map_err(|e| format!("reading persistentvolumeclaim {name:?}: {e}"))?
             .ok_or_else(|| format!("persistentvolumeclaim \"{name}\" not found"))?;
+        if let Some(pod) = owner
+            && !pod::claim_is_for_pod(&claim, pod)
+        {
+            return Err(format!(
+                "error processing PVC {ns}/{name}: PVC was not created for pod {ns}/{} (pod is not owner)",
+                pod.name_any(),
+                ns = self.namespace
+            ));
+        }
         let bound = claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
         let volume = claim.spec.and_then(|s| s.volume_name);
         let Some(volume) = volume.filter(|v| bound && !v.is_empty()) else {

@@ -332,8 +332,14 @@ async fn ensure_one(
         return host_path(h);
     }
     if let Some(c) = &v.persistent_volume_claim {
-        let volume = sources.claimed_volume(&c.claim_name).await?;
+        let volume = sources.claimed_volume(&c.claim_name, None).await?;
         return claimed(&volume, c.read_only == Some(true));
+    }
+    if v.ephemeral.is_some() {
+        // A generic ephemeral volume: the claim the ephemeral volume controller made for it.
+        let name = pod::ephemeral_claim_name(pod, v);
+        let volume = sources.claimed_volume(&name, Some(pod)).await?;
+        return claimed(&volume, false);
     }
     match projected_files(pod, v, sources, at).await? {
         Some(files) => {

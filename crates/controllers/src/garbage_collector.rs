@@ -1076,20 +1076,9 @@ impl Collector {
             Some(m) if m.uid.as_deref() == Some(id.uid.as_str()) => m,
             _ => return Ok(()),
         };
-        let finalizers = latest.finalizers.unwrap_or_default();
-        let Some(i) = finalizers.iter().position(|f| f == finalizer) else {
+        let Some(ops) = crate::runtime::finalizer_removal(&latest, finalizer) else {
             return Ok(());
         };
-        let remove = if finalizers.len() == 1 {
-            "/metadata/finalizers".to_string()
-        } else {
-            format!("/metadata/finalizers/{i}")
-        };
-        let ops = vec![
-            json!({"op": "test", "path": "/metadata/uid", "value": id.uid}),
-            json!({"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": finalizer}),
-            json!({"op": "remove", "path": remove}),
-        ];
         tracing::debug!("{NAME}: removing {finalizer} from {}", id.name);
         self.json_patch(id, ops).await
     }

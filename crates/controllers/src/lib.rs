@@ -2,8 +2,10 @@
 //! objects' specs, as upstream's kube-controller-manager runs them (`rudder
 //! controller-manager --kubeconfig PATH` alone, or inside `rudder server`).
 //!
-//! Owns: reconciling workload, namespace, service-account, endpoint and certificate-request
-//! objects through the Kubernetes API (signing approved requests with the cluster CA), as one elected instance among several (Lease
+//! Owns: reconciling workload, namespace, service-account, endpoint, storage (claims,
+//! volumes, the built-in `local-path` provisioner) and certificate-request objects through
+//! the Kubernetes API (signing approved requests with the cluster CA), as one elected
+//! instance among several (Lease
 //! `kube-system/kube-controller-manager`). Must not: touch the store or the host, or reach
 //! the API server other than through its `kube::Client`.
 //!
@@ -23,10 +25,12 @@ mod disruption;
 mod endpoints;
 mod endpointslice;
 mod endpointslice_mirroring;
+mod ephemeral_volume;
 pub mod events;
 pub mod expectations;
 mod garbage_collector;
 mod job;
+mod local_path;
 mod namespace;
 mod node_ipam;
 mod node_lifecycle;
@@ -34,6 +38,8 @@ mod persistentvolume;
 pub mod pod_control;
 mod pod_gc;
 pub mod pods;
+mod pv_protection;
+mod pvc_protection;
 mod replicaset;
 mod resource_quota;
 mod root_ca;
@@ -72,7 +78,19 @@ pub struct Options {
     /// Finished pods kept before the oldest are deleted (`--terminated-pod-gc-threshold`,
     /// 12,500; 0 keeps them all).
     pub terminated_pod_gc_threshold: usize,
+    /// The directory on nodes under which the `local-path` provisioner makes volumes
+    /// (`--default-local-storage-path`, k3s' flag).
+    pub local_storage_path: std::path::PathBuf,
+    /// The image of the `local-path` provisioner's helper pods (a shell with `mkdir` and
+    /// `rm`).
+    pub local_path_helper_image: String,
 }
+
+/// The default of [`Options::local_storage_path`] outside `rudder server`.
+pub const DEFAULT_LOCAL_STORAGE_PATH: &str = "/var/lib/rudder/storage";
+
+/// The default of [`Options::local_path_helper_image`], k3s' helper image.
+pub const DEFAULT_LOCAL_PATH_HELPER_IMAGE: &str = "rancher/mirrored-library-busybox:1.36.1";
 
 impl Default for Options {
     fn default() -> Options {
@@ -84,6 +102,8 @@ impl Default for Options {
             cluster_cidr: "10.42.0.0/16".into(),
             node_cidr_mask_size: 24,
             terminated_pod_gc_threshold: 12_500,
+            local_storage_path: DEFAULT_LOCAL_STORAGE_PATH.into(),
+            local_path_helper_image: DEFAULT_LOCAL_PATH_HELPER_IMAGE.into(),
         }
     }
 }
@@ -125,6 +145,10 @@ const REGISTRY: &[(&str, Start)] = &[
         "persistentvolume-binder-controller",
         persistentvolume::start,
     ),
+    ("local-path-provisioner", local_path::start),
+    ("ephemeral-volume-controller", ephemeral_volume::start),
+    ("pvc-protection-controller", pvc_protection::start),
+    ("pv-protection-controller", pv_protection::start),
     (
         "certificatesigningrequest-approving-controller",
         csrapproving::start,

@@ -7,8 +7,14 @@
 //!
 //! Binding writes the volume first (its `claimRef`), then the claim (its `volumeName`), each
 //! then its status, as upstream does: a crash between the steps leaves a volume claimed by a
-//! claim that names nothing, which the next sync completes. Claims under
-//! `WaitForFirstConsumer` and dynamic provisioning are not bound here yet.
+//! claim that names nothing, which the next sync completes.
+//!
+//! A claim no volume satisfies, of a class with a provisioner, is handed to that provisioner
+//! as upstream hands claims to external ones: the `volume.kubernetes.io/storage-provisioner`
+//! annotation (and its beta twin) and an `ExternalProvisioning` event; under
+//! `WaitForFirstConsumer`, only once the scheduler has put the node it chose in
+//! `volume.kubernetes.io/selected-node`. The provisioner makes a volume pre-bound to the
+//! claim, which then binds here.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +39,15 @@ const NAME: &str = "persistentvolume-binder-controller";
 const BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
 /// On a claim or volume: the controller, not the user, made the binding.
 const BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controller";
+/// On a claim: the provisioner expected to make its volume (and the older, beta key).
+const STORAGE_PROVISIONER: [&str; 2] = [
+    "volume.kubernetes.io/storage-provisioner",
+    "volume.beta.kubernetes.io/storage-provisioner",
+];
+/// On a volume: the provisioner that made it.
+const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
+/// On a claim: the node the scheduler chose for its first consumer.
+const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
 
 struct Ctx {
     client: kube::Client,
@@ -147,11 +162,36 @@ async fn sync_claim(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> runtime
         Some(v) => bind(&claim, &v, &ctx).await,
         None => {
             let (ty, reason, why) = no_volume(&claim, &ctx);
+            let claim = match reason {
+                "ExternalProvisioning" => Arc::new(hand_to_provisioner(&claim, &ctx).await?),
+                _ => claim,
+            };
             let r = reference(claim.as_ref());
             ctx.recorder.publish(&r, ty, reason, &why).await;
             pending(&claim, &ctx, "").await
         }
     }
+}
+
+/// Names the claim's provisioner in its annotations (upstream's `setClaimProvisioner`).
+async fn hand_to_provisioner(
+    claim: &PersistentVolumeClaim,
+    ctx: &Ctx,
+) -> runtime::Result<PersistentVolumeClaim> {
+    let class = ctx.classes.get(&ObjectRef::new(claim_class(claim)));
+    let provisioner = class.map(|c| c.provisioner.clone()).unwrap_or_default();
+    let mut c = claim.clone();
+    for key in STORAGE_PROVISIONER {
+        c.annotations_mut().insert(key.into(), provisioner.clone());
+    }
+    if c == *claim {
+        return Ok(c);
+    }
+    let claims: Api<PersistentVolumeClaim> =
+        Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
+    Ok(claims
+        .replace(&c.name_any(), &PostParams::default(), &c)
+        .await?)
 }
 
 /// The event saying why no volume is there for `claim`, in upstream's words.
@@ -167,11 +207,12 @@ fn no_volume(claim: &PersistentVolumeClaim, ctx: &Ctx) -> (Type, &'static str, S
             "ProvisioningFailed",
             format!("storageclass.storage.k8s.io \"{class}\" not found"),
         ),
-        Some(c) if delayed(&c) => (
+        Some(c) if delayed(&c) && !annotated(&claim.metadata, SELECTED_NODE) => (
             Type::Normal,
             "WaitForFirstConsumer",
             "waiting for first consumer to be created before binding".into(),
         ),
+
         Some(c) => (
             Type::Normal,
             "ExternalProvisioning",
@@ -414,10 +455,10 @@ async fn live_claim(
         .await?)
 }
 
-/// A volume whose claim is gone: Released, then reclaimed by its policy. `Delete` deletes
-/// the volume object only where nothing outside the cluster holds its data (a hostPath
-/// under /tmp, as upstream's hostPath deleter); else it fails, as upstream's does without a
-/// deleter for the volume.
+/// A volume whose claim is gone: Released, then reclaimed by its policy. `Delete` is left
+/// to the provisioner that made the volume; else it deletes the volume object only where
+/// nothing outside the cluster holds its data (a hostPath under /tmp, as upstream's hostPath
+/// deleter), and fails otherwise, as upstream's does without a deleter for the volume.
 async fn released(volume: &PersistentVolume, ctx: &Ctx) -> runtime::Result<Action> {
     if volume_phase(volume) == "Failed" {
         return Ok(Action::await_change());
@@ -425,7 +466,8 @@ async fn released(volume: &PersistentVolume, ctx: &Ctx) -> runtime::Result<Actio
     set_volume_status(volume, ctx, "Released").await?;
     let spec = volume.spec.as_ref();
     let policy = spec.and_then(|s| s.persistent_volume_reclaim_policy.as_deref());
-    if policy != Some("Delete") {
+    // A provisioner's volume is its provisioner's to delete.
+    if policy != Some("Delete") || annotated(&volume.metadata, PROVISIONED_BY) {
         return Ok(Action::await_change());
     }
     let host_tmp = spec

@@ -318,6 +318,54 @@ pub fn status_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_j
     serde_json::json!({ "status": patch })
 }
 
+/// The JSON patch that removes `finalizer` from an object with metadata `meta`, or `None`
+/// when it has none: it tests the uid and the finalizer's place first, so it fails rather
+/// than remove another one if the object changed.
+pub fn finalizer_removal(
+    meta: &kube::api::ObjectMeta,
+    finalizer: &str,
+) -> Option<Vec<serde_json::Value>> {
+    let finalizers = meta.finalizers.as_deref().unwrap_or_default();
+    let i = finalizers.iter().position(|f| f == finalizer)?;
+    let remove = if finalizers.len() == 1 {
+        "/metadata/finalizers".to_string()
+    } else {
+        format!("/metadata/finalizers/{i}")
+    };
+    Some(vec![
+        serde_json::json!({"op": "test", "path": "/metadata/uid", "value": meta.uid}),
+        serde_json::json!({"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": finalizer}),
+        serde_json::json!({"op": "remove", "path": remove}),
+    ])
+}
+
+/// Removes `finalizer` from the object of `api` with metadata `meta` if it has it
+/// ([`finalizer_removal`]); an object already gone is no error.
+pub async fn remove_finalizer<K>(
+    api: &kube::Api<K>,
+    meta: &kube::api::ObjectMeta,
+    finalizer: &str,
+) -> kube::Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some(ops) = finalizer_removal(meta, finalizer) else {
+        return Ok(());
+    };
+    let patch: json_patch::Patch =
+        serde_json::from_value(serde_json::Value::Array(ops)).map_err(kube::Error::SerdeError)?;
+    let params = kube::api::PatchParams::default();
+    let name = meta.name.as_deref().unwrap_or_default();
+    match api
+        .patch(name, &params, &kube::api::Patch::Json::<()>(patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Per-object failure counts, for the exponential back-off (upstream's work queue: 5 ms
 /// doubling to 1000 s).
 #[derive(Default)]

@@ -169,6 +169,16 @@ pub(crate) struct ControllerArgs {
     /// Finished pods kept before the oldest are deleted (0 keeps them all).
     #[arg(long, default_value_t = 12_500)]
     pub(crate) terminated_pod_gc_threshold: usize,
+
+    /// The directory on nodes under which the `local-path` StorageClass makes volumes
+    /// [default: DATA_DIR/storage in `rudder server`, else /var/lib/rudder/storage].
+    #[arg(long)]
+    pub(crate) default_local_storage_path: Option<std::path::PathBuf>,
+
+    /// The image of the `local-path` provisioner's helper pods, which make and remove volume
+    /// directories on nodes (needs `sh`, `mkdir` and `rm`).
+    #[arg(long, default_value = controllers::DEFAULT_LOCAL_PATH_HELPER_IMAGE)]
+    pub(crate) local_path_helper_image: String,
 }
 
 impl ControllerArgs {
@@ -182,6 +192,11 @@ impl ControllerArgs {
             cluster_cidr: self.cluster_cidr.clone(),
             node_cidr_mask_size: self.node_cidr_mask_size,
             terminated_pod_gc_threshold: self.terminated_pod_gc_threshold,
+            local_storage_path: self
+                .default_local_storage_path
+                .clone()
+                .unwrap_or_else(|| controllers::DEFAULT_LOCAL_STORAGE_PATH.into()),
+            local_path_helper_image: self.local_path_helper_image.clone(),
         }
     }
 }

@@ -383,6 +383,9 @@ async fn start_controller_manager(
     let mut options = opts
         .controllers
         .options(crate::client::ca_of(&server.kubeconfig)?);
+    if opts.controllers.default_local_storage_path.is_none() {
+        options.local_storage_path = data_dir.join("storage");
+    }
     // The cluster CA signs the certificates node agents ask for when they join.
     let tls = data_dir.join("tls");
     let read = |f: &str| {
