@@ -202,12 +202,17 @@ fn raw_with_revision(kv: &KeyValue) -> Result<Vec<u8>, Status> {
 struct ContinueToken {
     rv: Revision,
     start: String,
+    /// How many keys follow `start` at `rv`, counted for the page before, so that the next
+    /// pages need not count again (absent from a token that goes on at the latest revision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    remaining: Option<usize>,
 }
 
-fn encode_continue(rv: Revision, after_key: &str) -> String {
+fn encode_continue(rv: Revision, after_key: &str, remaining: Option<usize>) -> String {
     let token = serde_json::to_vec(&ContinueToken {
         rv,
         start: after_key.to_string(),
+        remaining: remaining.filter(|_| rv != LATEST),
     })
     .expect("encodes");
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token)
@@ -334,10 +339,13 @@ impl Registry {
     ) -> Result<ListResult<T>, Status> {
         let prefix = r.prefix(ns);
         let (mut after, mut revision) = (None, opts.exact_revision.unwrap_or(0));
+        // The keys after `after` at `revision`, when an earlier page counted them.
+        let mut known = None;
         if let Some(token) = &opts.continue_token {
             let t = decode_continue(token, &prefix)?;
             after = Some(t.start);
             revision = if t.rv == LATEST { 0 } else { t.rv };
+            known = t.remaining.filter(|_| t.rv != LATEST);
         }
         // Where the client's token starts: an expired token's successor starts there too.
         let start = after.clone();
@@ -356,6 +364,7 @@ impl Registry {
                         limit: want,
                         after: after.clone(),
                         revision,
+                        skip_count: known.is_some(),
                     },
                 )
                 .await
@@ -364,6 +373,7 @@ impl Registry {
                         Status::continue_expired(encode_continue(
                             LATEST,
                             start.as_deref().unwrap_or(&prefix),
+                            None,
                         ))
                     }
                     store::Error::Compacted { .. } => Status::new(
@@ -374,6 +384,11 @@ impl Registry {
                     other => store_error(r, "", other),
                 })?;
             revision = page.revision;
+            let remaining = match known {
+                Some(k) if page.more => k.saturating_sub(page.kvs.len()),
+                _ => page.remaining,
+            };
+            known = page.more.then_some(remaining);
             for kv in &page.kvs {
                 if let Some(item) = keep(kv)? {
                     items.push(item);
@@ -383,12 +398,12 @@ impl Registry {
             let full = opts.limit > 0 && items.len() >= opts.limit;
             if !page.more || full {
                 let continue_token = (page.more && opts.limit > 0)
-                    .then(|| encode_continue(revision, after.as_deref().unwrap_or(&prefix)));
+                    .then(|| encode_continue(revision, after.as_deref().unwrap_or(&prefix), known));
                 // Without selectors every key is an item, so the keys after the page count
                 // the items exactly; with one, upstream leaves the count out.
                 let unfiltered = opts.labels.is_empty() && opts.fields.0.is_empty();
                 let remaining_item_count =
-                    (continue_token.is_some() && unfiltered).then_some(page.remaining as i64);
+                    (continue_token.is_some() && unfiltered).then_some(remaining as i64);
                 return Ok(ListResult {
                     items,
                     revision,
@@ -1299,6 +1314,9 @@ mod tests {
             .unwrap();
         assert_eq!(second.items.len(), 4);
         assert_eq!(second.remaining_item_count, Some(3));
+        // The count travels in the token, so the next page need not count again.
+        let carried = decode_continue(second.continue_token.as_ref().unwrap(), "").unwrap();
+        assert_eq!(carried.remaining, Some(3));
         let last = reg
             .list(
                 cms,

@@ -50,6 +50,10 @@ pub struct RangeOptions {
     pub after: Option<String>,
     /// Read the store as of this revision; 0 means the current revision.
     pub revision: Revision,
+    /// The caller knows how many keys follow the page already (a paged LIST carries the
+    /// count from its first page): the store may leave [`RangeResponse::remaining`] at 0
+    /// rather than count them.
+    pub skip_count: bool,
 }
 
 /// The answer to [`Store::range`].

@@ -753,7 +753,7 @@ fn range_blocking(
     });
     // Only a page cut short pays for the count, in the same transaction and so at `at`.
     let remaining = match kvs.last() {
-        Some(last) if more => {
+        Some(last) if more && !opts.skip_count => {
             let from = key_after(&last.key);
             let sql = live_keys("count(*)", end.is_some().then_some(3), "");
             let mut stmt = tx.prepare_cached(&sql).map_err(err)?;

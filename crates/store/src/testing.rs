@@ -417,6 +417,7 @@ pub mod suite {
                     limit: 3,
                     after: Some(page1.kvs[2].key.clone()),
                     revision: page1.revision,
+                    ..Default::default()
                 },
             )
             .await
@@ -455,6 +456,7 @@ pub mod suite {
             limit,
             after: after.map(str::to_string),
             revision,
+            ..Default::default()
         };
         let page1 = s.range("/c/", limited(3, None, 0)).await.unwrap();
         assert!(page1.more);
@@ -542,6 +544,7 @@ pub mod suite {
                         limit: 50,
                         after: seen.last().map(|kv| kv.key.clone()),
                         revision: at,
+                        ..Default::default()
                     },
                 )
                 .await
