@@ -14,7 +14,8 @@
 //! annotation (and its beta twin) and an `ExternalProvisioning` event; under
 //! `WaitForFirstConsumer`, only once the scheduler has put the node it chose in
 //! `volume.kubernetes.io/selected-node`. The provisioner makes a volume pre-bound to the
-//! claim, which then binds here.
+//! claim, which then binds here. A claim naming no class at all that nothing satisfies gets
+//! the default class once there is one (upstream's retroactive assignment).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -57,8 +58,8 @@ struct Ctx {
     recorder: Recorder,
 }
 
-/// Starts the controller: one loop over claims (all of them again when a volume changes)
-/// and one over volumes (all again when a claim changes).
+/// Starts the controller: one loop over claims (all of them again when a volume or a
+/// StorageClass changes) and one over volumes (all again when a claim changes).
 pub(crate) fn start(shared: &Shared, informers: &mut Informers) -> BoxFuture<'static, ()> {
     let ctx = Arc::new(Ctx {
         client: shared.client.clone(),
@@ -68,11 +69,12 @@ pub(crate) fn start(shared: &Shared, informers: &mut Informers) -> BoxFuture<'st
         recorder: shared.recorder(NAME),
     });
     let volumes_changed = informers.subscribe::<PersistentVolume>().map(|_| ());
+    let classes_changed = informers.subscribe::<StorageClass>().map(|_| ());
     let claims = Controller::for_stream(
         informers.subscribe::<PersistentVolumeClaim>(),
         ctx.claims.clone(),
     )
-    .reconcile_all_on(volumes_changed);
+    .reconcile_all_on(futures::stream::select(volumes_changed, classes_changed));
     let claims_changed = informers.subscribe::<PersistentVolumeClaim>().map(|_| ());
     let volumes = Controller::for_stream(
         informers.subscribe::<PersistentVolume>(),
@@ -161,6 +163,9 @@ async fn sync_claim(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> runtime
     match volume {
         Some(v) => bind(&claim, &v, &ctx).await,
         None => {
+            if assign_default_class(&claim, &ctx).await? {
+                return Ok(Action::await_change());
+            }
             let (ty, reason, why) = no_volume(&claim, &ctx);
             let claim = match reason {
                 "ExternalProvisioning" => Arc::new(hand_to_provisioner(&claim, &ctx).await?),
@@ -171,6 +176,60 @@ async fn sync_claim(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> runtime
             pending(&claim, &ctx, "").await
         }
     }
+}
+
+/// The annotations marking the default StorageClass.
+const DEFAULT_CLASS: [&str; 2] = [
+    "storageclass.kubernetes.io/is-default-class",
+    "storageclass.beta.kubernetes.io/is-default-class",
+];
+/// The annotation that named a claim's class before `spec.storageClassName`.
+const BETA_CLASS: &str = "volume.beta.kubernetes.io/storage-class";
+
+/// The default class among `classes`: the newest of those marked default, then the first by
+/// name (as the `DefaultStorageClass` admission step chooses).
+fn default_class<'a>(classes: impl Iterator<Item = &'a StorageClass>) -> Option<&'a str> {
+    let marked = |c: &&StorageClass| {
+        let annotations = c.metadata.annotations.as_ref();
+        DEFAULT_CLASS.iter().any(|k| {
+            annotations
+                .and_then(|a| a.get(*k))
+                .is_some_and(|v| v == "true")
+        })
+    };
+    let created = |c: &StorageClass| c.metadata.creation_timestamp.clone();
+    classes
+        .filter(marked)
+        .min_by(|a, b| {
+            created(b)
+                .cmp(&created(a))
+                .then(a.metadata.name.cmp(&b.metadata.name))
+        })
+        .and_then(|c| c.metadata.name.as_deref())
+}
+
+/// Gives a claim that names no class at all the default one, made since the claim was
+/// (upstream's retroactive default StorageClass assignment); whether it did.
+async fn assign_default_class(claim: &PersistentVolumeClaim, ctx: &Ctx) -> runtime::Result<bool> {
+    let unset = claim
+        .spec
+        .as_ref()
+        .is_none_or(|s| s.storage_class_name.is_none())
+        && !annotated(&claim.metadata, BETA_CLASS);
+    let classes = ctx.classes.state();
+    let Some(class) = default_class(classes.iter().map(Arc::as_ref)).filter(|_| unset) else {
+        return Ok(false);
+    };
+    let mut c = claim.clone();
+    c.spec
+        .get_or_insert_with(Default::default)
+        .storage_class_name = Some(class.into());
+    let claims: Api<PersistentVolumeClaim> =
+        Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
+    claims
+        .replace(&c.name_any(), &PostParams::default(), &c)
+        .await?;
+    Ok(true)
 }
 
 /// Names the claim's provisioner in its annotations (upstream's `setClaimProvisioner`).
@@ -543,6 +602,24 @@ mod tests {
 
     fn pick<'a>(c: &PersistentVolumeClaim, vs: &'a [PersistentVolume]) -> Option<&'a str> {
         best_match(c, vs.iter()).and_then(|v| v.metadata.name.as_deref())
+    }
+
+    #[test]
+    fn the_newest_default_class_is_the_default() {
+        let class = |name: &str, created: &str, key: &str| -> StorageClass {
+            serde_json::from_value(json!({"metadata": {"name": name,
+                "creationTimestamp": created, "annotations": {key: "true"}},
+                "provisioner": "p"}))
+            .unwrap()
+        };
+        let classes = [
+            class("old", "2026-01-01T00:00:00Z", DEFAULT_CLASS[0]),
+            class("b", "2026-02-01T00:00:00Z", DEFAULT_CLASS[1]),
+            class("a", "2026-02-01T00:00:00Z", DEFAULT_CLASS[0]),
+            class("plain", "2026-03-01T00:00:00Z", "other"),
+        ];
+        assert_eq!(default_class(classes.iter()), Some("a"));
+        assert_eq!(default_class(classes[3..].iter()), None);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Persistent volumes end to end, as root, with the real kubectl: a claim binds to the
 //! smallest hand-made hostPath volume that fits, a pod writes to it and another reads what
 //! the first wrote once it is gone, a claim nothing fits stays Pending with upstream's event,
-//! and the claim's deletion releases its volume (Retain keeps the data). A StatefulSet's claim
+//! and the claim's deletion releases its volume (Retain keeps the data); a claim naming no
+//! class gets the default one once there is one. A StatefulSet's claim
 //! templates are provisioned by the default `local-path` class on the node its pods land on,
 //! each pod finds its own file again once the set is recreated, and a deleted claim's
 //! directory goes with its volume. A generic ephemeral volume gets a claim owned by its pod,
@@ -113,19 +114,7 @@ fn a_claim_binds_a_volume_whose_data_outlives_its_pods() {
         "the FailedBinding event",
         30,
         "no persistent volumes available for this claim and no storage class is set",
-        || {
-            get(
-                &c,
-                &[
-                    "get",
-                    "events",
-                    "--field-selector",
-                    "involvedObject.name=huge",
-                    "-o",
-                    "jsonpath={.items[*].message}",
-                ],
-            )
-        },
+        || event_messages(&c, "huge"),
     );
     assert_eq!(jsonpath(&c, &["pvc", "huge"], "{.status.phase}"), "Pending");
 
@@ -144,6 +133,58 @@ fn a_claim_binds_a_volume_whose_data_outlives_its_pods() {
         jsonpath(&c, &["pv", "big"], "{.status.phase}") == "Released"
     });
     assert!(dir.join("file").exists(), "Retain keeps the data");
+    a_class_less_claim_gets_the_default_class_once_there_is_one(&c);
+}
+
+/// Events about `name`, their messages.
+fn event_messages(c: &Cluster, name: &str) -> String {
+    let field = format!("involvedObject.name={name}");
+    let args = ["get", "events", "--field-selector", &field];
+    get(
+        c,
+        &[&args[..], &["-o", "jsonpath={.items[*].message}"]].concat(),
+    )
+}
+
+/// With no default class, a claim naming none gets none and waits with upstream's event;
+/// once a class is marked default, the claim gets it (upstream's retroactive assignment).
+fn a_class_less_claim_gets_the_default_class_once_there_is_one(c: &Cluster) {
+    let mark = |on: bool| {
+        let annotation = format!("storageclass.kubernetes.io/is-default-class={on}");
+        let args = [
+            "annotate",
+            "storageclass",
+            "local-path",
+            &annotation,
+            "--overwrite",
+        ];
+        c.kubectl(&args).out();
+    };
+    mark(false);
+    c.apply(
+        "apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: later}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+",
+    )
+    .out();
+    assert_eq!(
+        jsonpath(c, &["pvc", "later"], "{.spec.storageClassName}"),
+        ""
+    );
+    patiently_see(
+        "the claim without a class to wait",
+        30,
+        "no persistent volumes available for this claim and no storage class is set",
+        || event_messages(c, "later"),
+    );
+    mark(true);
+    patiently("the default class to be given", 30, || {
+        jsonpath(c, &["pvc", "later"], "{.spec.storageClassName}") == "local-path"
+    });
 }
 
 /// A StatefulSet of `replicas` whose pods write their name to their volume unless it holds
