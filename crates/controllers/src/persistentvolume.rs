@@ -208,8 +208,8 @@ fn default_class<'a>(classes: impl Iterator<Item = &'a StorageClass>) -> Option<
         .and_then(|c| c.metadata.name.as_deref())
 }
 
-/// Gives a claim that names no class at all the default one, made since the claim was
-/// (upstream's retroactive default StorageClass assignment); whether it did.
+/// Gives a claim that names no class at all the default class, when one is marked now
+/// (upstream's retroactive default StorageClass assignment); says whether it did.
 async fn assign_default_class(claim: &PersistentVolumeClaim, ctx: &Ctx) -> runtime::Result<bool> {
     let unset = claim
         .spec

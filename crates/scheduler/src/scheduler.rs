@@ -331,8 +331,6 @@ fn pending(pod: &Pod, names: &[String]) -> bool {
         && pod::is_active(pod)
 }
 
-/// Upstream's `FitError` text: `0/3 nodes are available: 1 node(s) had untolerated taint
-/// {...}, 2 Insufficient cpu.`, reasons counted over nodes and sorted.
 /// Every plugin's PreBind writes for `pod` on `node`.
 fn pre_bind(
     plugins: &[&dyn Plugin],
@@ -347,6 +345,8 @@ fn pre_bind(
         .collect()
 }
 
+/// Upstream's `FitError` text: `0/3 nodes are available: 1 node(s) had untolerated taint
+/// {...}, 2 Insufficient cpu.`, reasons counted over nodes and sorted.
 fn fit_error(nodes: usize, reasons: &BTreeMap<String, usize>) -> String {
     if nodes == 0 {
         return "no nodes available to schedule pods".into();
