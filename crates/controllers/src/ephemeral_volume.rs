@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -33,16 +34,25 @@ pub(crate) fn start(shared: &Shared, informers: &mut Informers) -> BoxFuture<'st
         claims: informers.store::<PersistentVolumeClaim>(),
         recorder: shared.recorder(NAME),
     });
-    let controller = Controller::for_stream(informers.subscribe::<Pod>(), informers.store::<Pod>())
-        .watches_stream(
-            informers.subscribe::<PersistentVolumeClaim>(),
-            |c: PersistentVolumeClaim| {
-                let ns = c.namespace()?;
-                let owner = c.owner_references().iter().find(|o| o.kind == "Pod")?;
-                Some(ObjectRef::new(&owner.name).within(&ns))
-            },
-        );
+    // Only pods with an ephemeral volume have anything to do here: the others' events (every
+    // status write in the cluster) never reach the queue.
+    let pods = informers
+        .subscribe::<Pod>()
+        .filter(|p| futures::future::ready(p.as_ref().is_ok_and(has_ephemeral_volumes)));
+    let controller = Controller::for_stream(pods, informers.store::<Pod>()).watches_stream(
+        informers.subscribe::<PersistentVolumeClaim>(),
+        |c: PersistentVolumeClaim| {
+            let ns = c.namespace()?;
+            let owner = c.owner_references().iter().find(|o| o.kind == "Pod")?;
+            Some(ObjectRef::new(&owner.name).within(&ns))
+        },
+    );
     runtime::run(NAME, controller, shared, ctx, reconcile)
+}
+
+fn has_ephemeral_volumes(pod: &Pod) -> bool {
+    let volumes = pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
+    volumes.into_iter().flatten().any(|v| v.ephemeral.is_some())
 }
 
 async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> runtime::Result<Action> {

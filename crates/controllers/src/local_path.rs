@@ -29,6 +29,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use serde_json::{Value, json};
 
 use crate::events::{Recorder, Type, reference};
+use crate::persistentvolume::{PROVISIONED_BY, SELECTED_NODE, STORAGE_PROVISIONER};
 use crate::runtime::{self, Informers, Shared};
 
 /// The controller's name.
@@ -39,12 +40,8 @@ const PROVISIONER: &str = "rancher.io/local-path";
 const CLASS: &str = "local-path";
 /// Where helper pods run.
 const NAMESPACE: &str = "kube-system";
-/// On a claim: the provisioner expected to make its volume.
-const STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
-/// On a claim: the node the scheduler chose.
-const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
-/// On a volume: who made it.
-const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
+/// On a volume of ours: the node its directory is on (k3s' annotation).
+const VOLUME_NODE: &str = "local.path.provisioner/selected-node";
 /// On a helper pod: the claim (`namespace/name`) or volume it works for.
 const FOR_CLAIM: &str = "local.path.provisioner/claim";
 const FOR_VOLUME: &str = "local.path.provisioner/volume";
@@ -97,14 +94,8 @@ pub(crate) fn start(shared: &Shared, informers: &mut Informers) -> BoxFuture<'st
 
 /// What a helper pod works for, from its annotation `key`.
 fn helper_for<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
-    if pod.metadata.namespace.as_deref() != Some(NAMESPACE) {
-        return None;
-    }
-    pod.metadata
-        .annotations
-        .as_ref()?
-        .get(key)
-        .map(String::as_str)
+    let ours = pod.metadata.namespace.as_deref() == Some(NAMESPACE);
+    annotation(&pod.metadata, key).filter(|_| ours)
 }
 
 /// Makes the `local-path` class unless it exists, trying again while the API refuses.
@@ -144,7 +135,7 @@ fn our_class(claim: &PersistentVolumeClaim, ctx: &Ctx) -> Option<Arc<StorageClas
 
 async fn sync_claim(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> runtime::Result<Action> {
     let bound = claim.spec.as_ref().and_then(|s| s.volume_name.as_deref());
-    let handed = annotation(&claim.metadata, STORAGE_PROVISIONER) == Some(PROVISIONER);
+    let handed = annotation(&claim.metadata, STORAGE_PROVISIONER[0]) == Some(PROVISIONER);
     let class = our_class(&claim, &ctx);
     let (Some(class), true, None, None) = (
         class,
@@ -235,7 +226,7 @@ fn volume_for(
     serde_json::from_value(json!({
         "metadata": {"name": name, "annotations": {
             PROVISIONED_BY: PROVISIONER,
-            "local.path.provisioner/selected-node": node,
+            VOLUME_NODE: node,
         }},
         "spec": {
             "capacity": {"storage": size},
@@ -259,7 +250,7 @@ fn volume_for(
 /// Where a volume of ours lives: its directory and node.
 fn placement(volume: &PersistentVolume) -> Option<(&str, &str)> {
     let path = volume.spec.as_ref()?.host_path.as_ref()?.path.as_str();
-    let node = annotation(&volume.metadata, "local.path.provisioner/selected-node")?;
+    let node = annotation(&volume.metadata, VOLUME_NODE)?;
     Some((path, node))
 }
 

@@ -41,14 +41,14 @@ const BIND_COMPLETED: &str = "pv.kubernetes.io/bind-completed";
 /// On a claim or volume: the controller, not the user, made the binding.
 const BOUND_BY_CONTROLLER: &str = "pv.kubernetes.io/bound-by-controller";
 /// On a claim: the provisioner expected to make its volume (and the older, beta key).
-const STORAGE_PROVISIONER: [&str; 2] = [
+pub(crate) const STORAGE_PROVISIONER: [&str; 2] = [
     "volume.kubernetes.io/storage-provisioner",
     "volume.beta.kubernetes.io/storage-provisioner",
 ];
 /// On a volume: the provisioner that made it.
-const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
+pub(crate) const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
 /// On a claim: the node the scheduler chose for its first consumer.
-const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
+pub(crate) const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
 
 struct Ctx {
     client: kube::Client,
@@ -88,7 +88,7 @@ pub(crate) fn start(shared: &Shared, informers: &mut Informers) -> BoxFuture<'st
     })
 }
 
-fn annotated(meta: &kube::api::ObjectMeta, key: &str) -> bool {
+pub(crate) fn annotated(meta: &kube::api::ObjectMeta, key: &str) -> bool {
     meta.annotations
         .as_ref()
         .is_some_and(|a| a.contains_key(key))
@@ -211,13 +211,16 @@ fn default_class<'a>(classes: impl Iterator<Item = &'a StorageClass>) -> Option<
 /// Gives a claim that names no class at all the default class, when one is marked now
 /// (upstream's retroactive default StorageClass assignment); says whether it did.
 async fn assign_default_class(claim: &PersistentVolumeClaim, ctx: &Ctx) -> runtime::Result<bool> {
-    let unset = claim
+    let named = claim
         .spec
         .as_ref()
-        .is_none_or(|s| s.storage_class_name.is_none())
-        && !annotated(&claim.metadata, BETA_CLASS);
+        .is_some_and(|s| s.storage_class_name.is_some())
+        || annotated(&claim.metadata, BETA_CLASS);
+    if named {
+        return Ok(false);
+    }
     let classes = ctx.classes.state();
-    let Some(class) = default_class(classes.iter().map(Arc::as_ref)).filter(|_| unset) else {
+    let Some(class) = default_class(classes.iter().map(Arc::as_ref)) else {
         return Ok(false);
     };
     let mut c = claim.clone();
