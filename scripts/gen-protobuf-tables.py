@@ -38,11 +38,17 @@ GROUPS = {
     "node/v1": "node.k8s.io/v1",
     "admissionregistration/v1": "admissionregistration.k8s.io/v1",
     "authentication/v1": "authentication.k8s.io/v1",
+    "authorization/v1": "authorization.k8s.io/v1",
 }
 
 # Kinds sent to subresources, which have no list of their own.
 EXTRA_ROOTS = {("core/v1", "Binding"), ("policy/v1", "Eviction"), ("autoscaling/v1", "Scale"),
-               ("authentication/v1", "TokenRequest")}
+               ("authentication/v1", "TokenRequest"),
+               # The access reviews: only created, never listed.
+               ("authorization/v1", "SubjectAccessReview"),
+               ("authorization/v1", "SelfSubjectAccessReview"),
+               ("authorization/v1", "LocalSubjectAccessReview"),
+               ("authorization/v1", "SelfSubjectRulesReview")}
 
 META = ".k8s.io.apimachinery.pkg.apis.meta.v1."
 # apimachinery message -> the Rust expression of its kind, written by hand in mod.rs.

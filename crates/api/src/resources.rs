@@ -48,6 +48,9 @@ pub struct Resource {
     pub schema: Option<Schema>,
     /// A custom resource's `additionalPrinterColumns`, shown after its name by `kubectl get`.
     pub columns: Vec<PrinterColumn>,
+    /// A resource that is only created and never stored (the access and token reviews): a
+    /// create is answered by computing its status.
+    pub create_only: bool,
 }
 
 /// One of a custom resource's `additionalPrinterColumns`.
@@ -201,6 +204,7 @@ macro_rules! resources {
             scale: None,
             schema: None,
             columns: Vec::new(),
+            create_only: false,
         })),*]);
     };
 }
@@ -209,11 +213,20 @@ fn strings(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
+/// The built-in resources that are only created, never stored.
+const CREATE_ONLY: &[(&str, &str)] = &[
+    ("authorization.k8s.io", "subjectaccessreviews"),
+    ("authorization.k8s.io", "selfsubjectaccessreviews"),
+    ("authorization.k8s.io", "localsubjectaccessreviews"),
+    ("authorization.k8s.io", "selfsubjectrulesreviews"),
+];
+
 /// A built-in resource with a `scale` subresource keeps its replicas where workloads do.
 fn built_in(mut r: Resource) -> Resource {
     if r.has_subresource("scale") {
         r.scale = Some(ScalePaths::workload());
     }
+    r.create_only = CREATE_ONLY.contains(&(r.group.as_str(), r.plural.as_str()));
     r
 }
 
@@ -252,6 +265,10 @@ resources! {
     "storage.k8s.io" "v1" "CSIDriver" "csidrivers" "csidriver" false [] NONE &[], "csidrivers" [];
     "storage.k8s.io" "v1" "CSINode" "csinodes" "csinode" false [] NONE &[], "csinodes" [];
     "storage.k8s.io" "v1" "VolumeAttachment" "volumeattachments" "volumeattachment" false [] NONE STATUS, "volumeattachments" [];
+    "authorization.k8s.io" "v1" "SelfSubjectRulesReview" "selfsubjectrulesreviews" "selfsubjectrulesreview" false [] NONE &[], "" [];
+    "authorization.k8s.io" "v1" "SelfSubjectAccessReview" "selfsubjectaccessreviews" "selfsubjectaccessreview" false [] NONE &[], "" [];
+    "authorization.k8s.io" "v1" "SubjectAccessReview" "subjectaccessreviews" "subjectaccessreview" false [] NONE &[], "" [];
+    "authorization.k8s.io" "v1" "LocalSubjectAccessReview" "localsubjectaccessreviews" "localsubjectaccessreview" true [] NONE &[], "" [];
     "rbac.authorization.k8s.io" "v1" "Role" "roles" "role" true [] NONE &[], "roles" [];
     "rbac.authorization.k8s.io" "v1" "RoleBinding" "rolebindings" "rolebinding" true [] NONE &[], "rolebindings" [];
     "rbac.authorization.k8s.io" "v1" "ClusterRole" "clusterroles" "clusterrole" false [] NONE &[], "clusterroles" [];

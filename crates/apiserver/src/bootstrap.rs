@@ -1,7 +1,8 @@
 //! The objects every cluster starts with: the four system namespaces, the `kubernetes`
 //! Service in `default`, and the two system PriorityClasses, created on every start if
 //! missing and never overwritten; and the `kubernetes` Service's Endpoints and EndpointSlice,
-//! pointing at this API server, rewritten on every start (upstream's endpoint reconciler).
+//! pointing at this API server, rewritten on every start (upstream's endpoint reconciler);
+//! and RBAC's bootstrap policy ([`crate::authz::rbac::bootstrap`]).
 
 use std::net::IpAddr;
 
@@ -70,7 +71,7 @@ pub async fn ensure_defaults(
             "metadata": {"name": name}, "value": value, "description": description});
         ignore_existing(registry.create(classes, None, pc, Caller::SERVER).await)?;
     }
-    Ok(())
+    crate::authz::rbac::bootstrap::reconcile(registry).await
 }
 
 /// The `kubernetes` Endpoints: labelled so that the mirroring controller leaves it alone, as

@@ -91,6 +91,7 @@ fn version_resource(crd: &Value, version: &Value) -> Resource {
             .pointer("/schema/openAPIV3Schema")
             .map(|s| Schema(Arc::new(s.clone()))),
         columns: printer_columns(version),
+        create_only: false,
         group,
         kind,
         plural,

@@ -116,7 +116,11 @@ fn response_kind(r: &Resource, kind: String) -> Gvk {
 
 /// The verbs of a resource: every verb, in upstream's order for its kind of resource.
 fn verbs_of(r: &Resource) -> &'static [&'static str] {
-    if built_in(r) { VERBS } else { CUSTOM_VERBS }
+    match r {
+        r if r.create_only => &["create"],
+        r if built_in(r) => VERBS,
+        _ => CUSTOM_VERBS,
+    }
 }
 
 /// The subresources discovery lists for `r`, in upstream's order: a built-in resource's
@@ -140,8 +144,12 @@ fn served_subresources(r: &Resource) -> Vec<(&str, Gvk, &'static [&'static str])
 /// `<group>/<version>/<kind>` of the version it is stored as (`/v1/Pod` for the core group),
 /// in standard base64. A resource served over another's storage (events.k8s.io/v1 events
 /// are core v1 Events, autoscaling/v1 HPAs are autoscaling/v2 ones) has its storage's hash,
-/// so both versions report the same value, as upstream's do.
+/// so both versions report the same value, as upstream's do. A resource that is never
+/// stored has none.
 fn storage_version_hash(r: &Resource) -> String {
+    if r.create_only {
+        return String::new();
+    }
     let stored = api::convert::storage_of(r).unwrap_or(r);
     // Upstream still encodes CustomResourceDefinitions in etcd as v1beta1; a custom
     // resource's hash names its definition's storage version, whichever version is served.
@@ -812,6 +820,11 @@ mod tests {
                 "apiextensions.k8s.io/v1/customresourcedefinitions",
                 "jfWCUB31mvA=",
             ),
+            // Never stored: no hash.
+            ("authorization.k8s.io/v1/selfsubjectrulesreviews", ""),
+            ("authorization.k8s.io/v1/selfsubjectaccessreviews", ""),
+            ("authorization.k8s.io/v1/subjectaccessreviews", ""),
+            ("authorization.k8s.io/v1/localsubjectaccessreviews", ""),
         ];
         for r in api::resources::builtin() {
             let key = format!("{}/{}", r.api_version(), r.plural);

@@ -329,12 +329,14 @@ async fn serve(app: Arc<App>, req: Request) -> Response {
         Ok(t) => t,
         Err(s) => return status_response(&s),
     };
-    let request = match &target {
-        Target::Resource(info) => Some(info),
-        _ => None,
+    let method_verb = method.to_ascii_lowercase();
+    let (request, verb) = match &target {
+        Target::Resource(info) => (Some(info), info.verb),
+        _ => (None, method_verb.as_str()),
     };
     let attributes = authz::Attributes {
         user: &who,
+        verb,
         request,
         path,
     };
@@ -663,6 +665,12 @@ async fn resource(
         };
         return connect::serve(app, kind, target, req).await;
     }
+    if r.create_only {
+        return match info.verb {
+            "create" => create_only(&c, req).await,
+            verb => Err(Status::method_not_supported(r, verb)),
+        };
+    }
     match (info.verb, info.subresource.as_deref()) {
         ("get", None) => ok(&render_one(
             &c.sv,
@@ -889,6 +897,16 @@ async fn create(c: &Call<'_>, req: Request) -> Result<Response, Status> {
         json_response(StatusCode::CREATED, &c.sv.show(created)),
         &warnings,
     ))
+}
+
+/// A create of a resource that is only created (the access reviews): answered from the
+/// body, nothing stored.
+async fn create_only(c: &Call<'_>, req: Request) -> Result<Response, Status> {
+    let body = read_body(req.into_body()).await?;
+    let review = decode_body(&c.headers, &body, &c.r().kind)?;
+    let (chain, reg) = (&c.app.authorizer, c.reg());
+    let answer = authz::review::answer(chain, reg, c.who, c.r(), c.ns, review).await?;
+    Ok(json_response(StatusCode::CREATED, &answer))
 }
 
 /// `pods/binding`.

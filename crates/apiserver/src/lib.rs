@@ -36,6 +36,7 @@ pub mod scale;
 pub mod server;
 pub mod strategy;
 pub mod typed;
+mod watched;
 pub mod wsstream;
 
 pub use server::{Config, Server, start};

@@ -284,6 +284,7 @@ pub async fn serve(State(app): State<Arc<App>>, req: Request) -> Response {
     let path = req.uri().path();
     let attributes = crate::authz::Attributes {
         user: &who,
+        verb: "get",
         request: None,
         path,
     };

@@ -266,7 +266,13 @@ fn build_document(v2: bool, resources: &[&Resource]) -> Option<Value> {
                 "x-kubernetes-group-version-kind": gvk,
             })
         };
-        paths.insert(item, json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}));
+        if r.create_only {
+            // Only created: the collection path, with POST alone.
+            let collection = item.trim_end_matches("/{name}").to_string();
+            paths.insert(collection, json!({"post": op("post")}));
+        } else {
+            paths.insert(item, json!({"get": op("get"), "put": op("put"), "patch": op("patch"), "delete": op("delete")}));
+        }
         if let Some(name) = typed::visit(r, AddSchema(&mut generator)) {
             kinds.push((name, gvk));
         } else if let Some(schema) = &r.schema {

@@ -36,6 +36,8 @@ pub struct Registry {
     service_range: allocator::ServiceRange,
     /// The resources served now.
     served: Arc<api::resources::Catalog>,
+    /// The roles and bindings, as RBAC and its escalation check read them.
+    rbac: Arc<crate::authz::rbac::Policy>,
 }
 
 /// What a list asks for.
@@ -243,7 +245,13 @@ impl Registry {
             admission: Default::default(),
             service_range: Default::default(),
             served: Default::default(),
+            rbac: Default::default(),
         }
+    }
+
+    /// The roles and bindings, followed by watches.
+    pub fn rbac(&self) -> &crate::authz::rbac::Policy {
+        &self.rbac
     }
 
     /// What writes reserve beside their objects (a Service's addresses and ports).

@@ -27,11 +27,11 @@ macro_rules! types {
 /// Runs `v` with the type of `r`; `None` for a resource without a typed form here.
 pub fn visit<V: Typed>(r: &Resource, v: V) -> Option<V::Out> {
     use k8s_openapi::api::{
-        admissionregistration::v1 as adm, apps::v1 as apps, autoscaling::v1 as hpa1,
-        autoscaling::v2 as hpa, batch::v1 as batch, certificates::v1 as cert,
-        coordination::v1 as coord, core::v1 as core, discovery::v1 as disc, events::v1 as events,
-        networking::v1 as net, node::v1 as node, policy::v1 as policy, rbac::v1 as rbac,
-        scheduling::v1 as sched, storage::v1 as storage,
+        admissionregistration::v1 as adm, apps::v1 as apps, authorization::v1 as authz,
+        autoscaling::v1 as hpa1, autoscaling::v2 as hpa, batch::v1 as batch,
+        certificates::v1 as cert, coordination::v1 as coord, core::v1 as core,
+        discovery::v1 as disc, events::v1 as events, networking::v1 as net, node::v1 as node,
+        policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as sched, storage::v1 as storage,
     };
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as crd;
     if (r.group.as_str(), r.version.as_str()) == ("autoscaling", "v1") {
@@ -64,6 +64,10 @@ pub fn visit<V: Typed>(r: &Resource, v: V) -> Option<V::Out> {
         "admissionregistration.k8s.io" "MutatingWebhookConfiguration" => adm::MutatingWebhookConfiguration,
         "admissionregistration.k8s.io" "ValidatingWebhookConfiguration" => adm::ValidatingWebhookConfiguration,
         "events.k8s.io" "Event" => events::Event,
+        "authorization.k8s.io" "SubjectAccessReview" => authz::SubjectAccessReview,
+        "authorization.k8s.io" "SelfSubjectAccessReview" => authz::SelfSubjectAccessReview,
+        "authorization.k8s.io" "LocalSubjectAccessReview" => authz::LocalSubjectAccessReview,
+        "authorization.k8s.io" "SelfSubjectRulesReview" => authz::SelfSubjectRulesReview,
         "apiextensions.k8s.io" "CustomResourceDefinition" => crd::CustomResourceDefinition,
     )
 }

@@ -3,9 +3,9 @@
 //! controller-manager --kubeconfig PATH` alone, or inside `rudder server`).
 //!
 //! Owns: reconciling workload, namespace, service-account, endpoint, storage (claims,
-//! volumes, the built-in `local-path` provisioner) and certificate-request objects through
-//! the Kubernetes API (signing approved requests with the cluster CA), as one elected
-//! instance among several (Lease
+//! volumes, the built-in `local-path` provisioner), certificate-request objects and
+//! aggregated ClusterRoles through the Kubernetes API (signing approved requests with the
+//! cluster CA), as one elected instance among several (Lease
 //! `kube-system/kube-controller-manager`). Must not: touch the store or the host, or reach
 //! the API server other than through its `kube::Client`.
 //!
@@ -16,6 +16,7 @@
 //! [`run`], then one controller module (`replicaset` is the simplest workload one).
 
 mod certificates;
+mod clusterrole_aggregation;
 mod cronjob;
 mod csrapproving;
 mod csrsigning;
@@ -156,6 +157,10 @@ const REGISTRY: &[(&str, Start)] = &[
     (
         "certificatesigningrequest-signing-controller",
         csrsigning::start,
+    ),
+    (
+        "clusterrole-aggregation-controller",
+        clusterrole_aggregation::start,
     ),
 ];
 

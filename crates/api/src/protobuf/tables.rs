@@ -586,6 +586,160 @@ pub(super) static AUTHENTICATION_V1_TOKEN_REQUEST_SPEC: Msg = Msg {
 pub(super) static AUTHENTICATION_V1_TOKEN_REQUEST_STATUS: Msg = Msg {
     fields: &[(1, "token", StrAlways), (2, "expirationTimestamp", Time)],
 };
+pub(super) static AUTHORIZATION_V1_FIELD_SELECTOR_ATTRIBUTES: Msg = Msg {
+    fields: &[
+        (1, "rawSelector", Str),
+        // 2 requirements: .k8s.io.apimachinery.pkg.apis.meta.v1.FieldSelectorRequirement is not decoded
+    ],
+};
+pub(super) static AUTHORIZATION_V1_LABEL_SELECTOR_ATTRIBUTES: Msg = Msg {
+    fields: &[
+        (1, "rawSelector", Str),
+        // 2 requirements: .k8s.io.apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement is not decoded
+    ],
+};
+pub(super) static AUTHORIZATION_V1_LOCAL_SUBJECT_ACCESS_REVIEW: Msg = Msg {
+    fields: &[
+        (1, "metadata", Msg(&OBJECT_META)),
+        (2, "spec", Msg(&AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_SPEC)),
+        (
+            3,
+            "status",
+            Msg(&AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_STATUS),
+        ),
+    ],
+};
+pub(super) static AUTHORIZATION_V1_NON_RESOURCE_ATTRIBUTES: Msg = Msg {
+    fields: &[(1, "path", Str), (2, "verb", Str)],
+};
+pub(super) static AUTHORIZATION_V1_NON_RESOURCE_RULE: Msg = Msg {
+    fields: &[(1, "verbs", RepStr), (2, "nonResourceURLs", RepStr)],
+};
+pub(super) static AUTHORIZATION_V1_RESOURCE_ATTRIBUTES: Msg = Msg {
+    fields: &[
+        (1, "namespace", Str),
+        (2, "verb", Str),
+        (3, "group", Str),
+        (4, "version", Str),
+        (5, "resource", Str),
+        (6, "subresource", Str),
+        (7, "name", Str),
+        (
+            8,
+            "fieldSelector",
+            Msg(&AUTHORIZATION_V1_FIELD_SELECTOR_ATTRIBUTES),
+        ),
+        (
+            9,
+            "labelSelector",
+            Msg(&AUTHORIZATION_V1_LABEL_SELECTOR_ATTRIBUTES),
+        ),
+    ],
+};
+pub(super) static AUTHORIZATION_V1_RESOURCE_RULE: Msg = Msg {
+    fields: &[
+        (1, "verbs", RepStr),
+        (2, "apiGroups", RepStr),
+        (3, "resources", RepStr),
+        (4, "resourceNames", RepStr),
+    ],
+};
+pub(super) static AUTHORIZATION_V1_SELF_SUBJECT_ACCESS_REVIEW: Msg = Msg {
+    fields: &[
+        (1, "metadata", Msg(&OBJECT_META)),
+        (
+            2,
+            "spec",
+            Msg(&AUTHORIZATION_V1_SELF_SUBJECT_ACCESS_REVIEW_SPEC),
+        ),
+        (
+            3,
+            "status",
+            Msg(&AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_STATUS),
+        ),
+    ],
+};
+pub(super) static AUTHORIZATION_V1_SELF_SUBJECT_ACCESS_REVIEW_SPEC: Msg = Msg {
+    fields: &[
+        (
+            1,
+            "resourceAttributes",
+            Msg(&AUTHORIZATION_V1_RESOURCE_ATTRIBUTES),
+        ),
+        (
+            2,
+            "nonResourceAttributes",
+            Msg(&AUTHORIZATION_V1_NON_RESOURCE_ATTRIBUTES),
+        ),
+    ],
+};
+pub(super) static AUTHORIZATION_V1_SELF_SUBJECT_RULES_REVIEW: Msg = Msg {
+    fields: &[
+        (1, "metadata", Msg(&OBJECT_META)),
+        (
+            2,
+            "spec",
+            Msg(&AUTHORIZATION_V1_SELF_SUBJECT_RULES_REVIEW_SPEC),
+        ),
+        (
+            3,
+            "status",
+            Msg(&AUTHORIZATION_V1_SUBJECT_RULES_REVIEW_STATUS),
+        ),
+    ],
+};
+pub(super) static AUTHORIZATION_V1_SELF_SUBJECT_RULES_REVIEW_SPEC: Msg = Msg {
+    fields: &[(1, "namespace", Str)],
+};
+pub(super) static AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW: Msg = Msg {
+    fields: &[
+        (1, "metadata", Msg(&OBJECT_META)),
+        (2, "spec", Msg(&AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_SPEC)),
+        (
+            3,
+            "status",
+            Msg(&AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_STATUS),
+        ),
+    ],
+};
+pub(super) static AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_SPEC: Msg = Msg {
+    fields: &[
+        (
+            1,
+            "resourceAttributes",
+            Msg(&AUTHORIZATION_V1_RESOURCE_ATTRIBUTES),
+        ),
+        (
+            2,
+            "nonResourceAttributes",
+            Msg(&AUTHORIZATION_V1_NON_RESOURCE_ATTRIBUTES),
+        ),
+        (3, "user", Str),
+        (4, "groups", RepStr),
+        (5, "extra", MapRepStr),
+        (6, "uid", Str),
+    ],
+};
+pub(super) static AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW_STATUS: Msg = Msg {
+    fields: &[
+        (1, "allowed", BoolAlways),
+        (4, "denied", Bool),
+        (2, "reason", Str),
+        (3, "evaluationError", Str),
+    ],
+};
+pub(super) static AUTHORIZATION_V1_SUBJECT_RULES_REVIEW_STATUS: Msg = Msg {
+    fields: &[
+        (1, "resourceRules", RepMsg(&AUTHORIZATION_V1_RESOURCE_RULE)),
+        (
+            2,
+            "nonResourceRules",
+            RepMsg(&AUTHORIZATION_V1_NON_RESOURCE_RULE),
+        ),
+        (3, "incomplete", BoolAlways),
+        (4, "evaluationError", Str),
+    ],
+};
 pub(super) static AUTOSCALING_V1_CROSS_VERSION_OBJECT_REFERENCE: Msg = Msg {
     fields: &[
         (1, "kind", StrAlways),
@@ -3529,6 +3683,18 @@ pub(super) fn root(api_version: &str, kind: &str) -> Option<&'static Msg> {
         ("apps/v1", "ReplicaSet") => &APPS_V1_REPLICA_SET,
         ("apps/v1", "StatefulSet") => &APPS_V1_STATEFUL_SET,
         ("authentication.k8s.io/v1", "TokenRequest") => &AUTHENTICATION_V1_TOKEN_REQUEST,
+        ("authorization.k8s.io/v1", "LocalSubjectAccessReview") => {
+            &AUTHORIZATION_V1_LOCAL_SUBJECT_ACCESS_REVIEW
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
+            &AUTHORIZATION_V1_SELF_SUBJECT_ACCESS_REVIEW
+        }
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => {
+            &AUTHORIZATION_V1_SELF_SUBJECT_RULES_REVIEW
+        }
+        ("authorization.k8s.io/v1", "SubjectAccessReview") => {
+            &AUTHORIZATION_V1_SUBJECT_ACCESS_REVIEW
+        }
         ("autoscaling/v1", "HorizontalPodAutoscaler") => &AUTOSCALING_V1_HORIZONTAL_POD_AUTOSCALER,
         ("autoscaling/v1", "Scale") => &AUTOSCALING_V1_SCALE,
         ("autoscaling/v2", "HorizontalPodAutoscaler") => &AUTOSCALING_V2_HORIZONTAL_POD_AUTOSCALER,

@@ -6,9 +6,9 @@ use api::Status;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
-use super::watched::Watched;
 use super::{Attributes, Mutating, Operation, forbidden_as, name_of};
 use crate::registry::Registry;
+use crate::watched::Watched;
 
 /// The step, with its copy of the LimitRanges.
 pub(super) struct LimitRanger {

@@ -2,7 +2,7 @@
 //! filled in defaults, as upstream's admission plugins do. Mutating steps run first, in
 //! order, and may change the object; then the strategy validates it; then the validating
 //! steps run, in order, and may only refuse it. A step that needs other objects reads them
-//! from a copy kept current by a store watch ([`watched::Watched`], what upstream's plugins
+//! from a copy kept current by a store watch ([`crate::watched::Watched`], what upstream's plugins
 //! read from informers), so it costs no store read.
 //!
 //! To add a step: write a module with a type implementing [`Mutating`] or [`Validating`]
@@ -22,10 +22,10 @@ mod limit_ranger;
 mod namespace_lifecycle;
 mod node_restriction;
 mod priority;
+mod rbac_escalation;
 mod resource_quota;
 mod runtime_class;
 mod storage_object_in_use_protection;
-mod watched;
 
 use api::{Resource, Status};
 use futures::future::BoxFuture;
@@ -122,6 +122,7 @@ impl Default for Chain {
             validating: vec![
                 Box::new(namespace_lifecycle::NamespaceLifecycle),
                 Box::new(node_restriction::NodeRestriction),
+                Box::new(rbac_escalation::RbacEscalation),
                 Box::new(resource_quota::ResourceQuota::default()),
             ],
         }

@@ -7,9 +7,9 @@ use api::Status;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
-use super::watched::Watched;
 use super::{Attributes, Mutating, Operation, forbidden, name_of};
 use crate::registry::Registry;
+use crate::watched::Watched;
 
 /// The step, with its copy of the PriorityClasses.
 pub(super) struct Priority {

@@ -8,9 +8,9 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 use store::RangeOptions;
 
-use super::watched::Watched;
 use super::{Attributes, Operation, Validating, forbidden_as, name_of};
 use crate::registry::Registry;
+use crate::watched::Watched;
 
 /// How often the quotas are read again when they change under a charge.
 const ATTEMPTS: usize = 10;

@@ -17,7 +17,7 @@ impl Authorizer for Bootstrappers {
                 info.resource.group == "certificates.k8s.io"
                     && info.resource.plural == "certificatesigningrequests"
                     && info.subresource.is_none()
-                    && ["create", "get", "list", "watch"].contains(&info.verb)
+                    && ["create", "get", "list", "watch"].contains(&a.verb)
             });
         let decision = if allowed {
             Decision::Allow

@@ -37,7 +37,7 @@ impl Authorizer for NodeAuthorizer {
             let (Some(node), Some(info)) = (node_name(a.user), a.request) else {
                 return no_opinion;
             };
-            if !node_may(node, info) {
+            if !node_may(node, a.verb, info) {
                 return no_opinion;
             }
             if !self.related(node, info).await? {
@@ -81,8 +81,7 @@ pub fn node_name(who: &Identity) -> Option<&str> {
 /// role), and, where the URL names the object, only to its own Node and Lease (what upstream's
 /// NodeRestriction admission adds). Reading Secrets, ConfigMaps and volumes is limited to `get`
 /// by name, and further to those its pods use ([`related`]).
-fn node_may(node: &str, info: &RequestInfo) -> bool {
-    let verb = info.verb;
+fn node_may(node: &str, verb: &str, info: &RequestInfo) -> bool {
     let read = matches!(verb, "get" | "list" | "watch");
     let own = info.name.as_deref() == Some(node);
     let r = &*info.resource;

@@ -1,4 +1,5 @@
-//! A watch-fed copy of the objects under one store prefix, for the admission steps.
+//! A watch-fed copy of the objects under one store prefix, for the admission steps and the
+//! RBAC authorizer.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,26 +11,26 @@ use serde_json::Value;
 use store::{RangeOptions, Store, WatchEvent, WatchOptions};
 
 /// Stored objects by key, with the revision they were written at.
-pub(super) type Objects = Arc<RwLock<BTreeMap<String, (i64, Value)>>>;
+pub(crate) type Objects = Arc<RwLock<BTreeMap<String, (i64, Value)>>>;
 
 /// The objects under one store prefix, listed once and then followed by a watch (what
 /// upstream's admission plugins read from informers), so an admission step costs no store
 /// read; listed again if the watch ends.
-pub(super) struct Watched {
+pub(crate) struct Watched {
     prefix: &'static str,
     current: tokio::sync::Mutex<Option<(Objects, Arc<AtomicBool>)>>,
 }
 
 impl Watched {
     /// The objects under `prefix` (e.g. `/registry/priorityclasses/`).
-    pub(super) fn new(prefix: &'static str) -> Watched {
+    pub(crate) fn new(prefix: &'static str) -> Watched {
         Watched {
             prefix,
             current: tokio::sync::Mutex::new(None),
         }
     }
 
-    pub(super) async fn objects(&self, store: &Arc<dyn Store>) -> Result<Objects, Status> {
+    pub(crate) async fn objects(&self, store: &Arc<dyn Store>) -> Result<Objects, Status> {
         let mut current = self.current.lock().await;
         if let Some((objects, alive)) = current.as_ref()
             && alive.load(Ordering::Acquire)
@@ -77,7 +78,7 @@ impl Watched {
 
     /// The objects whose keys start with `prefix` (within this cache's), with their keys
     /// and revisions.
-    pub(super) async fn under(
+    pub(crate) async fn under(
         &self,
         store: &Arc<dyn Store>,
         prefix: &str,
