@@ -44,6 +44,8 @@ GROUPS = {
 # Kinds sent to subresources, which have no list of their own.
 EXTRA_ROOTS = {("core/v1", "Binding"), ("policy/v1", "Eviction"), ("autoscaling/v1", "Scale"),
                ("authentication/v1", "TokenRequest"),
+               ("authentication/v1", "TokenReview"),
+               ("authentication/v1", "SelfSubjectReview"),
                # The access reviews: only created, never listed.
                ("authorization/v1", "SubjectAccessReview"),
                ("authorization/v1", "SelfSubjectAccessReview"),

@@ -215,6 +215,8 @@ fn strings(list: &[&str]) -> Vec<String> {
 
 /// The built-in resources that are only created, never stored.
 const CREATE_ONLY: &[(&str, &str)] = &[
+    ("authentication.k8s.io", "tokenreviews"),
+    ("authentication.k8s.io", "selfsubjectreviews"),
     ("authorization.k8s.io", "subjectaccessreviews"),
     ("authorization.k8s.io", "selfsubjectaccessreviews"),
     ("authorization.k8s.io", "localsubjectaccessreviews"),
@@ -238,7 +240,7 @@ resources! {
     "" "v1" "Endpoints" "endpoints" "endpoints" true ["ep"] NONE &[], "services/endpoints" [];
     "" "v1" "ConfigMap" "configmaps" "configmap" true ["cm"] NONE &[], "configmaps" [];
     "" "v1" "Secret" "secrets" "secret" true [] NONE &[], "secrets" ["type"];
-    "" "v1" "ServiceAccount" "serviceaccounts" "serviceaccount" true ["sa"] NONE &[], "serviceaccounts" [];
+    "" "v1" "ServiceAccount" "serviceaccounts" "serviceaccount" true ["sa"] NONE &["token"], "serviceaccounts" [];
     "" "v1" "Node" "nodes" "node" false ["no"] NONE STATUS_PROXY, "minions" ["spec.unschedulable"];
     "" "v1" "Event" "events" "event" true ["ev"] NONE &[], "events"
         ["involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"];
@@ -265,6 +267,8 @@ resources! {
     "storage.k8s.io" "v1" "CSIDriver" "csidrivers" "csidriver" false [] NONE &[], "csidrivers" [];
     "storage.k8s.io" "v1" "CSINode" "csinodes" "csinode" false [] NONE &[], "csinodes" [];
     "storage.k8s.io" "v1" "VolumeAttachment" "volumeattachments" "volumeattachment" false [] NONE STATUS, "volumeattachments" [];
+    "authentication.k8s.io" "v1" "TokenReview" "tokenreviews" "tokenreview" false [] NONE &[], "" [];
+    "authentication.k8s.io" "v1" "SelfSubjectReview" "selfsubjectreviews" "selfsubjectreview" false [] NONE &[], "" [];
     "authorization.k8s.io" "v1" "SelfSubjectRulesReview" "selfsubjectrulesreviews" "selfsubjectrulesreview" false [] NONE &[], "" [];
     "authorization.k8s.io" "v1" "SelfSubjectAccessReview" "selfsubjectaccessreviews" "selfsubjectaccessreview" false [] NONE &[], "" [];
     "authorization.k8s.io" "v1" "SubjectAccessReview" "subjectaccessreviews" "subjectaccessreview" false [] NONE &[], "" [];

@@ -85,6 +85,10 @@ fn subresource_info(r: &Resource, sub: &str) -> Option<(Gvk, &'static [&'static 
         "status" | "approval" | "ephemeralcontainers" => (same, GET_UPDATE),
         "scale" => (Gvk::of("autoscaling", "v1", "Scale"), GET_UPDATE),
         "binding" => (Gvk::local("Binding"), &["create"]),
+        "token" => (
+            Gvk::of("authentication.k8s.io", "v1", "TokenRequest"),
+            &["create"],
+        ),
         // kubectl drain evicts only when discovery lists this with the policy group.
         "eviction" => (Gvk::of("policy", "v1", "Eviction"), &["create"]),
         "finalize" => (same, &["update"]),
@@ -686,6 +690,7 @@ mod tests {
                 "resourcequotas/status",
                 "secrets",
                 "serviceaccounts",
+                "serviceaccounts/token",
                 "services",
                 "services/proxy",
                 "services/status",
@@ -821,6 +826,8 @@ mod tests {
                 "jfWCUB31mvA=",
             ),
             // Never stored: no hash.
+            ("authentication.k8s.io/v1/tokenreviews", ""),
+            ("authentication.k8s.io/v1/selfsubjectreviews", ""),
             ("authorization.k8s.io/v1/selfsubjectrulesreviews", ""),
             ("authorization.k8s.io/v1/selfsubjectaccessreviews", ""),
             ("authorization.k8s.io/v1/subjectaccessreviews", ""),

@@ -38,6 +38,8 @@ pub struct App {
     pub registry: Registry,
     /// Bearer tokens.
     pub tokens: Tokens,
+    /// The service-account token key: issues tokens and checks them.
+    pub service_accounts: crate::authn::serviceaccount::Signer,
     /// Who may do what.
     pub authorizer: authz::Chain,
     /// `host:port` clients reach the server at, for `/api`.
@@ -281,12 +283,53 @@ fn decode_body(headers: &HeaderMap, body: &[u8], kind: &str) -> Result<Value, St
 }
 
 /// Who sent a request: the client certificate's identity, else the bearer token's.
-pub(crate) fn authenticate(app: &App, conn: &Connection, headers: &HeaderMap) -> Option<Identity> {
+pub(crate) async fn authenticate(
+    app: &App,
+    conn: &Connection,
+    headers: &HeaderMap,
+) -> Option<Identity> {
     if let Some(who) = &conn.identity {
         return Some(who.clone());
     }
     let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    app.tokens.authenticate(auth)
+    if let Some(who) = app.tokens.authenticate(auth) {
+        return Some(who);
+    }
+    let token = auth.strip_prefix("Bearer ")?.trim();
+    let audiences = [crate::authn::serviceaccount::ISSUER];
+    let (signer, reg) = (&app.service_accounts, &app.registry);
+    crate::authn::authenticate_service_account(signer, reg, token, &audiences)
+        .await
+        .map(|(who, _)| who)
+}
+
+/// Authenticates a request for a non-resource path (`/metrics`, the OIDC documents) and asks
+/// the authorizers whether the caller may `get` it: the caller, or the refusal to send.
+pub(crate) async fn allowed_path(app: &App, req: Request) -> Result<Identity, Response> {
+    let conn = req
+        .extensions()
+        .get::<Connection>()
+        .cloned()
+        .unwrap_or_default();
+    let Some(who) = authenticate(app, &conn, req.headers()).await else {
+        return Err(status_response(&Status::unauthorized()));
+    };
+    let path = req.uri().path();
+    let attributes = authz::Attributes {
+        user: &who,
+        verb: "get",
+        request: None,
+        path,
+    };
+    match app.authorizer.authorize(&attributes).await {
+        Ok(authz::Decision::Allow) => Ok(who),
+        Ok(authz::Decision::Deny(reason) | authz::Decision::NoOpinion(reason)) => {
+            let target = Target::CoreVersions;
+            let refusal = authz::forbidden(&target, path, &who.user, &reason);
+            Err(status_response(&refusal))
+        }
+        Err(s) => Err(status_response(&s)),
+    }
 }
 
 /// Every `/api` and `/apis` request, in a `request` span (method, path, then the user and the
@@ -315,7 +358,7 @@ async fn serve(app: Arc<App>, req: Request) -> Response {
         .get::<Connection>()
         .cloned()
         .unwrap_or_default();
-    let Some(who) = authenticate(&app, &conn, req.headers()) else {
+    let Some(who) = authenticate(&app, &conn, req.headers()).await else {
         return status_response(&Status::unauthorized());
     };
     tracing::Span::current().record("user", who.user.as_str());
@@ -691,6 +734,7 @@ async fn resource(
         }
         ("create", None) => create(&c, req).await,
         ("create", Some("binding")) => bind(&c, req).await,
+        ("create", Some("token")) => token_request(&c, req).await,
         ("create", Some("eviction")) => evict(&c, req).await,
         (
             "update",
@@ -899,13 +943,31 @@ async fn create(c: &Call<'_>, req: Request) -> Result<Response, Status> {
     ))
 }
 
-/// A create of a resource that is only created (the access reviews): answered from the
-/// body, nothing stored.
+/// A create of a resource that is only created (the access and token reviews): answered
+/// from the body, nothing stored.
 async fn create_only(c: &Call<'_>, req: Request) -> Result<Response, Status> {
     let body = read_body(req.into_body()).await?;
     let review = decode_body(&c.headers, &body, &c.r().kind)?;
     let (chain, reg) = (&c.app.authorizer, c.reg());
-    let answer = authz::review::answer(chain, reg, c.who, c.r(), c.ns, review).await?;
+    let answer = if c.r().group == "authentication.k8s.io" {
+        let auth = crate::authn::review::Authenticators {
+            tokens: &c.app.tokens,
+            signer: &c.app.service_accounts,
+            registry: reg,
+        };
+        crate::authn::review::answer(&auth, c.who, &c.r().plural, review).await
+    } else {
+        authz::review::answer(chain, reg, c.who, c.r(), c.ns, review).await?
+    };
+    Ok(json_response(StatusCode::CREATED, &answer))
+}
+
+/// `serviceaccounts/token`: a token for the account (`kubectl create token`).
+async fn token_request(c: &Call<'_>, req: Request) -> Result<Response, Status> {
+    let body = read_body(req.into_body()).await?;
+    let request = decode_body(&c.headers, &body, "TokenRequest")?;
+    let (signer, ns) = (&c.app.service_accounts, c.ns.unwrap_or("default"));
+    let answer = crate::authn::token_request::issue(signer, c.reg(), ns, &c.name, request).await?;
     Ok(json_response(StatusCode::CREATED, &answer))
 }
 
@@ -1125,7 +1187,7 @@ pub async fn openapi(State(app): State<Arc<App>>, req: Request) -> Response {
         .get::<Connection>()
         .cloned()
         .unwrap_or_default();
-    if authenticate(&app, &conn, req.headers()).is_none() {
+    if authenticate(&app, &conn, req.headers()).await.is_none() {
         return status_response(&Status::unauthorized());
     }
     let path = req.uri().path().trim_end_matches('/');

@@ -26,6 +26,7 @@ pub mod fieldcheck;
 pub mod handlers;
 pub mod metrics;
 pub mod object;
+pub mod oidc;
 pub mod openapi;
 pub mod pki;
 pub mod podlogs;

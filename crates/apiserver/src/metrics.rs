@@ -25,7 +25,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::handlers::{App, status_response};
+use crate::handlers::App;
 
 /// The `component` label of the requests this server serves itself.
 const COMPONENT: &str = "apiserver";
@@ -273,28 +273,8 @@ fn known(verb: String) -> String {
 
 /// `/metrics`: the metrics as Prometheus text, for users allowed to `get` that path.
 pub async fn serve(State(app): State<Arc<App>>, req: Request) -> Response {
-    let conn = req
-        .extensions()
-        .get::<crate::handlers::Connection>()
-        .cloned()
-        .unwrap_or_default();
-    let Some(who) = crate::handlers::authenticate(&app, &conn, req.headers()) else {
-        return status_response(&api::Status::unauthorized());
-    };
-    let path = req.uri().path();
-    let attributes = crate::authz::Attributes {
-        user: &who,
-        verb: "get",
-        request: None,
-        path,
-    };
-    match app.authorizer.authorize(&attributes).await {
-        Ok(crate::authz::Decision::Allow) => {}
-        Ok(crate::authz::Decision::Deny(reason) | crate::authz::Decision::NoOpinion(reason)) => {
-            let target = Target::CoreVersions;
-            return status_response(&crate::authz::forbidden(&target, path, &who.user, &reason));
-        }
-        Err(s) => return status_response(&s),
+    if let Err(refusal) = crate::handlers::allowed_path(&app, req).await {
+        return refusal;
     }
     let mut resp = (StatusCode::OK, app.metrics.encode()).into_response();
     resp.headers_mut().insert(

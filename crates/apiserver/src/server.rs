@@ -145,6 +145,8 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     sans.dedup();
     let pki = pki::ensure(&config.data_dir.join("tls"), &sans)?;
     let (kubelet_cert, kubelet_key) = pki::kubelet_client(&config.data_dir.join("tls"))?;
+    let service_accounts = authn::serviceaccount::Signer::ensure(&config.data_dir.join("tls"))
+        .map_err(Error::Other)?;
     let kubelet = podlogs::KubeletClient::new(&pki.ca_cert, &kubelet_cert, &kubelet_key)
         .map_err(Error::Other)?;
 
@@ -190,6 +192,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         authorizer: crate::authz::Chain::new(registry.clone()),
         registry,
         tokens,
+        service_accounts,
         kubelet,
         metrics: crate::metrics::Metrics::default(),
         address: format!(
@@ -262,6 +265,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/livez", get(health))
         .route("/readyz", get(health))
         .route("/metrics", get(crate::metrics::serve))
+        .route(
+            "/.well-known/openid-configuration",
+            get(crate::oidc::configuration),
+        )
+        .route("/openid/v1/jwks", get(crate::oidc::jwks))
         .route("/openapi/v2", get(handlers::openapi))
         .route("/openapi/v3", get(handlers::openapi))
         .route("/openapi/v3/{*rest}", get(handlers::openapi))

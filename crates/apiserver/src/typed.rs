@@ -27,9 +27,9 @@ macro_rules! types {
 /// Runs `v` with the type of `r`; `None` for a resource without a typed form here.
 pub fn visit<V: Typed>(r: &Resource, v: V) -> Option<V::Out> {
     use k8s_openapi::api::{
-        admissionregistration::v1 as adm, apps::v1 as apps, authorization::v1 as authz,
-        autoscaling::v1 as hpa1, autoscaling::v2 as hpa, batch::v1 as batch,
-        certificates::v1 as cert, coordination::v1 as coord, core::v1 as core,
+        admissionregistration::v1 as adm, apps::v1 as apps, authentication::v1 as authn,
+        authorization::v1 as authz, autoscaling::v1 as hpa1, autoscaling::v2 as hpa,
+        batch::v1 as batch, certificates::v1 as cert, coordination::v1 as coord, core::v1 as core,
         discovery::v1 as disc, events::v1 as events, networking::v1 as net, node::v1 as node,
         policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as sched, storage::v1 as storage,
     };
@@ -64,6 +64,8 @@ pub fn visit<V: Typed>(r: &Resource, v: V) -> Option<V::Out> {
         "admissionregistration.k8s.io" "MutatingWebhookConfiguration" => adm::MutatingWebhookConfiguration,
         "admissionregistration.k8s.io" "ValidatingWebhookConfiguration" => adm::ValidatingWebhookConfiguration,
         "events.k8s.io" "Event" => events::Event,
+        "authentication.k8s.io" "TokenReview" => authn::TokenReview,
+        "authentication.k8s.io" "SelfSubjectReview" => authn::SelfSubjectReview,
         "authorization.k8s.io" "SubjectAccessReview" => authz::SubjectAccessReview,
         "authorization.k8s.io" "SelfSubjectAccessReview" => authz::SelfSubjectAccessReview,
         "authorization.k8s.io" "LocalSubjectAccessReview" => authz::LocalSubjectAccessReview,

@@ -560,6 +560,19 @@ pub(super) static AUTHENTICATION_V1_BOUND_OBJECT_REFERENCE: Msg = Msg {
         (4, "uid", Str),
     ],
 };
+pub(super) static AUTHENTICATION_V1_SELF_SUBJECT_REVIEW: Msg = Msg {
+    fields: &[
+        (1, "metadata", Msg(&OBJECT_META)),
+        (
+            2,
+            "status",
+            Msg(&AUTHENTICATION_V1_SELF_SUBJECT_REVIEW_STATUS),
+        ),
+    ],
+};
+pub(super) static AUTHENTICATION_V1_SELF_SUBJECT_REVIEW_STATUS: Msg = Msg {
+    fields: &[(1, "userInfo", Msg(&AUTHENTICATION_V1_USER_INFO))],
+};
 pub(super) static AUTHENTICATION_V1_TOKEN_REQUEST: Msg = Msg {
     fields: &[
         (1, "metadata", Msg(&OBJECT_META)),
@@ -585,6 +598,32 @@ pub(super) static AUTHENTICATION_V1_TOKEN_REQUEST_SPEC: Msg = Msg {
 };
 pub(super) static AUTHENTICATION_V1_TOKEN_REQUEST_STATUS: Msg = Msg {
     fields: &[(1, "token", StrAlways), (2, "expirationTimestamp", Time)],
+};
+pub(super) static AUTHENTICATION_V1_TOKEN_REVIEW: Msg = Msg {
+    fields: &[
+        (1, "metadata", Msg(&OBJECT_META)),
+        (2, "spec", Msg(&AUTHENTICATION_V1_TOKEN_REVIEW_SPEC)),
+        (3, "status", Msg(&AUTHENTICATION_V1_TOKEN_REVIEW_STATUS)),
+    ],
+};
+pub(super) static AUTHENTICATION_V1_TOKEN_REVIEW_SPEC: Msg = Msg {
+    fields: &[(1, "token", Str), (2, "audiences", RepStr)],
+};
+pub(super) static AUTHENTICATION_V1_TOKEN_REVIEW_STATUS: Msg = Msg {
+    fields: &[
+        (1, "authenticated", Bool),
+        (2, "user", Msg(&AUTHENTICATION_V1_USER_INFO)),
+        (4, "audiences", RepStr),
+        (3, "error", Str),
+    ],
+};
+pub(super) static AUTHENTICATION_V1_USER_INFO: Msg = Msg {
+    fields: &[
+        (1, "username", Str),
+        (2, "uid", Str),
+        (3, "groups", RepStr),
+        (4, "extra", MapRepStr),
+    ],
 };
 pub(super) static AUTHORIZATION_V1_FIELD_SELECTOR_ATTRIBUTES: Msg = Msg {
     fields: &[
@@ -3682,7 +3721,9 @@ pub(super) fn root(api_version: &str, kind: &str) -> Option<&'static Msg> {
         ("apps/v1", "Deployment") => &APPS_V1_DEPLOYMENT,
         ("apps/v1", "ReplicaSet") => &APPS_V1_REPLICA_SET,
         ("apps/v1", "StatefulSet") => &APPS_V1_STATEFUL_SET,
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => &AUTHENTICATION_V1_SELF_SUBJECT_REVIEW,
         ("authentication.k8s.io/v1", "TokenRequest") => &AUTHENTICATION_V1_TOKEN_REQUEST,
+        ("authentication.k8s.io/v1", "TokenReview") => &AUTHENTICATION_V1_TOKEN_REVIEW,
         ("authorization.k8s.io/v1", "LocalSubjectAccessReview") => {
             &AUTHORIZATION_V1_LOCAL_SUBJECT_ACCESS_REVIEW
         }

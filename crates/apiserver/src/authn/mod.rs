@@ -1,10 +1,19 @@
 //! Who is calling: TLS client certificates (user = CN, groups = O), bearer tokens from a
-//! static token file (kube-apiserver's `--token-auth-file` CSV format) and the join token
-//! (a bootstrap token, `<id>.<secret>`, as `system:bootstrap:<id>` in `system:bootstrappers`).
+//! static token file (kube-apiserver's `--token-auth-file` CSV format), the join token
+//! (a bootstrap token, `<id>.<secret>`, as `system:bootstrap:<id>` in `system:bootstrappers`)
+//! and service-account tokens ([`serviceaccount`], handed out by [`token_request`]).
+//! [`review`] answers TokenReviews and SelfSubjectReviews (`kubectl auth whoami`).
 //! What an identity may do is [`crate::authz`]'s to decide.
+
+pub mod review;
+pub mod serviceaccount;
+pub mod token_request;
 
 use std::collections::HashMap;
 use std::path::Path;
+
+use crate::registry::Registry;
+use serviceaccount::{Claims, Signer};
 
 /// An authenticated user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +143,52 @@ impl Tokens {
         let token = header.strip_prefix("Bearer ")?.trim();
         self.0.get(token).cloned()
     }
+}
+
+/// The account a service-account token stands for, with its claims, when the token is one
+/// this server signed for one of `audiences` and what it names still exists with the UIDs it
+/// names (the account, and the pod or secret it is bound to): upstream's checks, so deleting
+/// the account or the pod revokes its tokens.
+pub async fn authenticate_service_account(
+    signer: &Signer,
+    reg: &Registry,
+    token: &str,
+    audiences: &[&str],
+) -> Option<(Identity, Claims)> {
+    if !serviceaccount::is_jwt(token) {
+        return None;
+    }
+    let claims = signer.verify(token, audiences)?;
+    let private = &claims.kubernetes;
+    let ns = private.namespace.as_str();
+    let account = &private.serviceaccount;
+    let user = format!("system:serviceaccount:{ns}:{}", account.name);
+    if claims.sub != user {
+        return None;
+    }
+    let uid_of = |plural: &'static str, name: &str| {
+        let r = api::resources::find("", "v1", plural).expect("served");
+        let name = name.to_string();
+        async move {
+            let obj = reg.get(r, Some(ns), &name).await.ok()?;
+            obj["metadata"]["uid"].as_str().map(str::to_string)
+        }
+    };
+    if uid_of("serviceaccounts", &account.name).await? != account.uid {
+        return None;
+    }
+    for (plural, bound) in [("pods", &private.pod), ("secrets", &private.secret)] {
+        if let Some(bound) = bound
+            && uid_of(plural, &bound.name).await? != bound.uid
+        {
+            return None;
+        }
+    }
+    let groups = vec![
+        "system:serviceaccounts".to_string(),
+        format!("system:serviceaccounts:{ns}"),
+    ];
+    Some((Identity::new(user, groups), claims))
 }
 
 /// Splits one CSV line, honouring double quotes.

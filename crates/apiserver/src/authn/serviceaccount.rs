@@ -1,0 +1,223 @@
+//! Service-account tokens, as upstream's: JWTs signed RS256 with a key the server keeps
+//! (`<data-dir>/tls/service-account.key`, made at first start, PKCS#1 or PKCS#8 PEM), scoped
+//! to audiences, expiring, and bound to the service account (and a pod, secret or node) by
+//! name and UID, so that deleting the account or the pod revokes them.
+//!
+//! [`Signer`] issues and checks them; [`Claims`] is their payload in upstream's layout
+//! (`kubernetes.io` holds the namespace, the account, the bound object and the pod's node).
+//! The TokenRequest subresource that hands them out is [`super::token_request`]; the checks
+//! against live objects are [`super::authenticate_service_account`]'s.
+
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey, LineEnding};
+use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
+use rsa::traits::PublicKeyParts;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+/// The issuer (`iss`) of the tokens and the audience the API server accepts by default: k3s'
+/// (upstream's `--service-account-issuer` and `--api-audiences`).
+pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// The key's file name in the TLS directory.
+const KEY_FILE: &str = "service-account.key";
+
+/// The key's size when the server makes one.
+const KEY_BITS: usize = 2048;
+
+/// An object a token names: the account, or what it is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Ref {
+    /// The object's name.
+    pub name: String,
+    /// The object's UID.
+    pub uid: String,
+}
+
+/// The Kubernetes part of the claims (`kubernetes.io`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Private {
+    /// The account's namespace.
+    pub namespace: String,
+    /// The node of the bound pod, or the bound node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<Ref>,
+    /// The bound pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<Ref>,
+    /// The bound secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<Ref>,
+    /// The account.
+    pub serviceaccount: Ref,
+}
+
+/// A token's claims, in the order upstream writes them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The audiences.
+    pub aud: Vec<String>,
+    /// Expiry, Unix seconds.
+    pub exp: i64,
+    /// Issued at, Unix seconds.
+    pub iat: i64,
+    /// The issuer.
+    pub iss: String,
+    /// A unique ID: the credential ID the user's extra carries.
+    pub jti: String,
+    /// What the token is for.
+    #[serde(rename = "kubernetes.io")]
+    pub kubernetes: Private,
+    /// Not before, Unix seconds.
+    pub nbf: i64,
+    /// `system:serviceaccount:<namespace>:<name>`.
+    pub sub: String,
+}
+
+/// Issues and checks service-account tokens with one key.
+pub struct Signer {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    kid: String,
+    /// The public key as a JWK, for `/openid/v1/jwks`.
+    jwk: Value,
+}
+
+impl Signer {
+    /// The signer of the key in `dir`, made (mode 0600) when there is none.
+    pub fn ensure(dir: &Path) -> Result<Signer, String> {
+        let path = dir.join(KEY_FILE);
+        let bad = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+        let key = match std::fs::read_to_string(&path) {
+            Ok(pem) => rsa::RsaPrivateKey::from_pkcs1_pem(&pem)
+                .or_else(|_| rsa::RsaPrivateKey::from_pkcs8_pem(&pem))
+                .map_err(|e| bad(&e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, KEY_BITS)
+                    .map_err(|e| bad(&e))?;
+                let pem = key.to_pkcs1_pem(LineEnding::LF).map_err(|e| bad(&e))?;
+                crate::pki::write_private(&path, &pem).map_err(|e| bad(&e))?;
+                key
+            }
+            Err(e) => return Err(bad(&e)),
+        };
+        Signer::from_key(&key).map_err(|e| bad(&e))
+    }
+
+    fn from_key(key: &rsa::RsaPrivateKey) -> Result<Signer, String> {
+        let der = key.to_pkcs1_der().map_err(|e| e.to_string())?;
+        let public = key.to_public_key();
+        let pkix = public.to_public_key_der().map_err(|e| e.to_string())?;
+        // Upstream's key ID: the unpadded base64url SHA-256 of the PKIX public key.
+        let kid = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(pkix.as_bytes()));
+        let (n, e) = (
+            URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
+            URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
+        );
+        let decoding = DecodingKey::from_rsa_components(&n, &e).map_err(|e| e.to_string())?;
+        Ok(Signer {
+            encoding: EncodingKey::from_rsa_der(der.as_bytes()),
+            decoding,
+            jwk: json!({"use": "sig", "kty": "RSA", "kid": kid, "alg": "RS256", "n": n, "e": e}),
+            kid,
+        })
+    }
+
+    /// The signed token carrying `claims`.
+    pub fn issue(&self, claims: &Claims) -> Result<String, String> {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|e| e.to_string())
+    }
+
+    /// The claims of `token` when this key signed it, it is ours (issuer), current (expiry and
+    /// not-before, with upstream's minute of leeway) and meant for one of `audiences`.
+    pub fn verify(&self, token: &str, audiences: &[&str]) -> Option<Claims> {
+        let mut v = Validation::new(Algorithm::RS256);
+        v.set_issuer(&[ISSUER]);
+        v.set_audience(audiences);
+        v.validate_nbf = true;
+        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)
+            .ok()
+            .map(|data| data.claims)
+    }
+
+    /// The verification keys, as `/openid/v1/jwks` serves them.
+    pub fn jwks(&self) -> Value {
+        json!({"keys": [self.jwk]})
+    }
+}
+
+/// Whether `token` looks like a JWT (three base64url parts), so that other kinds of bearer
+/// token are not parsed as one.
+pub fn is_jwt(token: &str) -> bool {
+    token.split('.').count() == 3
+}
+
+/// Upstream's OIDC discovery document, for `/.well-known/openid-configuration`; `jwks_uri`
+/// points at this server's `/openid/v1/jwks`.
+pub fn openid_configuration(jwks_uri: &str) -> Value {
+    json!({
+        "issuer": ISSUER,
+        "jwks_uri": jwks_uri,
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(now: i64, aud: &str) -> Claims {
+        Claims {
+            aud: vec![aud.into()],
+            exp: now + 600,
+            iat: now,
+            iss: ISSUER.into(),
+            jti: "j".into(),
+            kubernetes: Private {
+                namespace: "d".into(),
+                serviceaccount: Ref {
+                    name: "robot".into(),
+                    uid: "u1".into(),
+                },
+                ..Private::default()
+            },
+            nbf: now,
+            sub: "system:serviceaccount:d:robot".into(),
+        }
+    }
+
+    #[test]
+    fn tokens_verify_only_with_the_key_audience_and_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::ensure(dir.path()).unwrap();
+        let again = Signer::ensure(dir.path()).unwrap();
+        assert_eq!(signer.kid, again.kid, "the key is kept");
+        let now = jiff::Timestamp::now().as_second();
+        let token = signer.issue(&claims(now, ISSUER)).unwrap();
+        assert!(is_jwt(&token));
+        assert_eq!(again.verify(&token, &[ISSUER]), Some(claims(now, ISSUER)));
+        assert_eq!(signer.verify(&token, &["vault"]), None);
+        let old = signer.issue(&claims(now - 7200, ISSUER)).unwrap();
+        assert_eq!(signer.verify(&old, &[ISSUER]), None, "expired");
+        let other = tempfile::tempdir().unwrap();
+        assert_eq!(
+            Signer::ensure(other.path())
+                .unwrap()
+                .verify(&token, &[ISSUER]),
+            None
+        );
+        let jwks = signer.jwks();
+        assert_eq!(jwks["keys"][0]["kid"], signer.kid.as_str());
+        assert_eq!(jwks["keys"][0]["e"], "AQAB");
+    }
+}
