@@ -82,6 +82,48 @@ impl Sources {
         }
     }
 
+    /// A token for `pod`'s service account from the TokenRequest API, bound to the pod, for
+    /// `audience` (the API server's when none) and `seconds`: a projected
+    /// `serviceAccountToken` source's, as the kubelet's token manager asks for it.
+    pub(crate) async fn service_account_token(
+        &self,
+        pod: &Pod,
+        audience: Option<&str>,
+        seconds: i64,
+    ) -> Result<String, String> {
+        use k8s_openapi::api::authentication::v1::{
+            BoundObjectReference, TokenRequest, TokenRequestSpec,
+        };
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let account = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_else(|| "default".into());
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: audience.map(|a| vec![a.to_string()]).unwrap_or_default(),
+                expiration_seconds: Some(seconds),
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: Some(pod.name_any()),
+                    uid: pod.metadata.uid.clone(),
+                }),
+            },
+            ..TokenRequest::default()
+        };
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &self.namespace);
+        let answer = api
+            .create_token_request(&account, &Default::default(), &request)
+            .await
+            .map_err(|e| format!("failed to fetch token: {e}"))?;
+        answer
+            .status
+            .map(|s| s.token)
+            .ok_or_else(|| "failed to fetch token: the answer has no token".into())
+    }
+
     /// The volume bound to claim `name`, as the kubelet resolves a `persistentVolumeClaim`
     /// volume: an unbound claim is an error until it binds. With `owner` (a generic ephemeral
     /// volume), the claim must be that pod's.

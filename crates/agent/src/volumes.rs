@@ -2,13 +2,17 @@
 //! tmpfs for `medium: Memory`), hostPath (with its type checks), and configMap, secret,
 //! downwardAPI and projected volumes written with upstream's atomic-swap layout (files are
 //! symlinks into `..data`, which points at a timestamped directory replaced whole on change).
+//! A projected `serviceAccountToken` source is a token from the TokenRequest API, bound to the
+//! pod, asked for again once 80% of its life is gone (the volumes are refreshed every ten
+//! seconds).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{
-    EmptyDirVolumeSource, HostPathVolumeSource, KeyToPath, PersistentVolume, Pod, Volume,
+    EmptyDirVolumeSource, HostPathVolumeSource, KeyToPath, PersistentVolume, Pod,
+    ServiceAccountTokenProjection, Volume,
 };
 use runtime::host::Host;
 
@@ -119,10 +123,12 @@ fn items(
     Ok(files)
 }
 
-/// The files of a configMap, secret, downwardAPI or projected volume, or None for other kinds.
+/// The files of a configMap, secret, downwardAPI or projected volume (written in `dir`), or
+/// None for other kinds.
 async fn projected_files(
     pod: &Pod,
     v: &Volume,
+    dir: &Path,
     sources: &Sources,
     at: Downward<'_>,
 ) -> Result<Option<Files>, String> {
@@ -177,6 +183,11 @@ async fn projected_files(
         let mode = p.default_mode.unwrap_or(0o644) as u32;
         let mut files = Files::new();
         for src in p.sources.iter().flatten() {
+            if let Some(t) = &src.service_account_token {
+                let token = token(pod, t, &dir.join(&t.path), sources).await?;
+                files.insert(t.path.clone(), (token.into_bytes(), mode));
+                continue;
+            }
             let sub = Volume {
                 name: v.name.clone(),
                 config_map: src.config_map.as_ref().map(|c| {
@@ -203,13 +214,56 @@ async fn projected_files(
                 }),
                 ..Default::default()
             };
-            if let Some(f) = Box::pin(projected_files(pod, &sub, sources, at)).await? {
+            if let Some(f) = Box::pin(projected_files(pod, &sub, dir, sources, at)).await? {
                 files.extend(f);
             }
         }
         return Ok(Some(files));
     }
     Ok(None)
+}
+
+/// The default lifetime of a projected token (upstream's `expirationSeconds` default).
+const TOKEN_SECONDS: i64 = 3600;
+
+/// A projected `serviceAccountToken` source's token: the one written at `current` while it
+/// is younger than 80% of its life (the kubelet's token manager's rule), else a new one.
+async fn token(
+    pod: &Pod,
+    t: &ServiceAccountTokenProjection,
+    current: &Path,
+    sources: &Sources,
+) -> Result<String, String> {
+    if let Ok(written) = std::fs::read_to_string(current)
+        && fresh(&written, jiff::Timestamp::now().as_second())
+    {
+        return Ok(written);
+    }
+    let seconds = t.expiration_seconds.unwrap_or(TOKEN_SECONDS);
+    sources
+        .service_account_token(pod, t.audience.as_deref(), seconds)
+        .await
+}
+
+/// Whether the JWT `token` is younger than 80% of its life at `now` (Unix seconds).
+fn fresh(token: &str, now: i64) -> bool {
+    use base64::Engine as _;
+    let claims = token
+        .split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    let Some(claims) = claims else {
+        return false;
+    };
+    match (claims["iat"].as_i64(), claims["exp"].as_i64()) {
+        (Some(iat), Some(exp)) => now < iat + (exp - iat) * 4 / 5,
+        _ => false,
+    }
 }
 
 /// Writes `files` into `dir` with the atomic-swap layout, unless they are already there. With
@@ -341,7 +395,7 @@ async fn ensure_one(
         let volume = sources.claimed_volume(&name, Some(pod)).await?;
         return claimed(&volume, false);
     }
-    match projected_files(pod, v, sources, at).await? {
+    match projected_files(pod, v, dir, sources, at).await? {
         Some(files) => {
             write_atomic(dir, &files, fs_group(pod)).map_err(io)?;
             Ok(HostVolume {
@@ -480,6 +534,17 @@ pub(crate) fn teardown(host: &dyn Host, pod_dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_are_asked_for_again_at_four_fifths_of_their_life() {
+        use base64::Engine as _;
+        let claims = serde_json::json!({"iat": 1000, "exp": 2000});
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
+        let token = format!("h.{payload}.s");
+        assert!(fresh(&token, 1799));
+        assert!(!fresh(&token, 1800));
+        assert!(!fresh("not a token", 0));
+    }
 
     #[test]
     fn projected_files_swap_atomically() {

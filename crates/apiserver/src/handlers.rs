@@ -314,6 +314,9 @@ pub(crate) async fn allowed_path(app: &App, req: Request) -> Result<Identity, Re
     let Some(who) = authenticate(app, &conn, req.headers()).await else {
         return Err(status_response(&Status::unauthorized()));
     };
+    let who = crate::authn::impersonation::impersonate(&app.authorizer, who, req.headers())
+        .await
+        .map_err(|s| status_response(&s))?;
     let path = req.uri().path();
     let attributes = authz::Attributes {
         user: &who,
@@ -324,8 +327,7 @@ pub(crate) async fn allowed_path(app: &App, req: Request) -> Result<Identity, Re
     match app.authorizer.authorize(&attributes).await {
         Ok(authz::Decision::Allow) => Ok(who),
         Ok(authz::Decision::Deny(reason) | authz::Decision::NoOpinion(reason)) => {
-            let target = Target::CoreVersions;
-            let refusal = authz::forbidden(&target, path, &who.user, &reason);
+            let refusal = authz::forbidden(&attributes, &reason);
             Err(status_response(&refusal))
         }
         Err(s) => Err(status_response(&s)),
@@ -361,10 +363,12 @@ async fn serve(app: Arc<App>, req: Request) -> Response {
     let Some(who) = authenticate(&app, &conn, req.headers()).await else {
         return status_response(&Status::unauthorized());
     };
+    let who =
+        match crate::authn::impersonation::impersonate(&app.authorizer, who, req.headers()).await {
+            Ok(who) => who,
+            Err(s) => return status_response(&s),
+        };
     tracing::Span::current().record("user", who.user.as_str());
-    if let Err(s) = crate::authn::refuse_impersonation(&who, req.headers()) {
-        return status_response(&s);
-    }
     let query = Query::parse(req.uri().query());
     let served = app.registry.served();
     let (path, method) = (req.uri().path(), req.method().as_str());
@@ -386,8 +390,7 @@ async fn serve(app: Arc<App>, req: Request) -> Response {
     match app.authorizer.authorize(&attributes).await {
         Ok(authz::Decision::Allow) => {}
         Ok(authz::Decision::Deny(reason) | authz::Decision::NoOpinion(reason)) => {
-            let path = req.uri().path();
-            return status_response(&authz::forbidden(&target, path, &who.user, &reason));
+            return status_response(&authz::forbidden(&attributes, &reason));
         }
         Err(s) => return status_response(&s),
     }
@@ -967,7 +970,9 @@ async fn token_request(c: &Call<'_>, req: Request) -> Result<Response, Status> {
     let body = read_body(req.into_body()).await?;
     let request = decode_body(&c.headers, &body, "TokenRequest")?;
     let (signer, ns) = (&c.app.service_accounts, c.ns.unwrap_or("default"));
-    let answer = crate::authn::token_request::issue(signer, c.reg(), ns, &c.name, request).await?;
+    let node = authz::node::node_name(c.who);
+    let answer =
+        crate::authn::token_request::issue(signer, c.reg(), ns, &c.name, node, request).await?;
     Ok(json_response(StatusCode::CREATED, &answer))
 }
 

@@ -275,6 +275,14 @@ impl Registry {
         }
     }
 
+    /// The same registry, with `chain` as its admission steps.
+    pub fn with_admission(self, chain: admission::Chain) -> Registry {
+        Registry {
+            admission: Arc::new(chain),
+            ..self
+        }
+    }
+
     /// The range ClusterIPs come from.
     pub fn service_range(&self) -> allocator::ServiceRange {
         self.service_range
@@ -1244,7 +1252,9 @@ pub(crate) async fn scratch(namespaces: &[&str]) -> (tempfile::TempDir, Registry
     let s = SqliteStore::open(dir.path().join("db"), SqliteOptions { durable: false })
         .await
         .unwrap();
-    let reg = Registry::new(Arc::new(s));
+    // No controller makes the namespaces' `default` accounts here.
+    let chain = admission::Chain::default().without(&["ServiceAccount".into()]);
+    let reg = Registry::new(Arc::new(s)).with_admission(chain.unwrap());
     let ns = api::resources::find("", "v1", "namespaces").unwrap();
     for name in namespaces {
         let obj = json!({"metadata": {"name": name}});

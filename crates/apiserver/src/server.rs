@@ -51,11 +51,15 @@ pub struct Config {
     /// The address pods reach this server at through the `kubernetes` Service (its
     /// Endpoints and EndpointSlice); none leaves them empty.
     pub advertise_address: Option<IpAddr>,
+    /// Admission steps left out, by name (upstream's `--disable-admission-plugins`).
+    pub disable_admission_plugins: Vec<String>,
 }
 
 impl Config {
     /// A server on 127.0.0.1, on a port the system picks, over the embedded SQLite store in
-    /// `data_dir`, with no token files and a five-minute compaction window: what tests start.
+    /// `data_dir`, with no token files and a five-minute compaction window, and without the
+    /// ServiceAccount admission step (no controller makes the namespaces' accounts): what
+    /// tests start.
     pub fn loopback(data_dir: &std::path::Path) -> Config {
         Config {
             data_dir: data_dir.to_path_buf(),
@@ -69,6 +73,7 @@ impl Config {
             compaction_window: Duration::from_secs(300),
             service_cidr: Default::default(),
             advertise_address: None,
+            disable_admission_plugins: vec!["ServiceAccount".into()],
         }
     }
 }
@@ -174,7 +179,12 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     let address = listener
         .local_addr()
         .map_err(|e| Error::Other(e.to_string()))?;
-    let registry = Registry::new(store).with_service_range(config.service_cidr);
+    let admission = crate::admission::Chain::default()
+        .without(&config.disable_admission_plugins)
+        .map_err(Error::Other)?;
+    let registry = Registry::new(store)
+        .with_service_range(config.service_cidr)
+        .with_admission(admission);
     bootstrap::ensure_defaults(&registry, address.port(), config.advertise_address)
         .await
         .map_err(|s| Error::Other(format!("creating default objects: {s}")))?;

@@ -76,6 +76,17 @@ impl Watched {
         Ok(objects)
     }
 
+    /// The object stored at `key`, if any.
+    pub(crate) async fn get(
+        &self,
+        store: &Arc<dyn Store>,
+        key: &str,
+    ) -> Result<Option<Value>, Status> {
+        let objects = self.objects(store).await?;
+        let map = objects.read().unwrap_or_else(|e| e.into_inner());
+        Ok(map.get(key).map(|(_, v)| v.clone()))
+    }
+
     /// The objects whose keys start with `prefix` (within this cache's), with their keys
     /// and revisions.
     pub(crate) async fn under(

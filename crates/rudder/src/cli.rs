@@ -632,6 +632,10 @@ pub(crate) struct ServerArgs {
     #[arg(long)]
     pub(crate) token_auth_file: Option<std::path::PathBuf>,
 
+    /// Admission steps to leave out, by name (e.g. ServiceAccount), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) disable_admission_plugins: Vec<String>,
+
     /// The range ClusterIPs come from; its first address is the `kubernetes` Service's, its
     /// tenth cluster DNS's.
     #[arg(long, default_value = "10.43.0.0/16")]

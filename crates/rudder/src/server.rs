@@ -222,6 +222,7 @@ fn api_config(
         // Pods reach the API through the `kubernetes` Service; a loopback address is no use
         // to them, so a server bound to one leaves that Service without endpoints.
         advertise_address: advertise.filter(|ip| !ip.is_loopback()),
+        disable_admission_plugins: std::mem::take(&mut opts.disable_admission_plugins),
     }
 }
 

@@ -477,3 +477,116 @@ fn service_account_tokens_authenticate_until_what_they_name_is_gone() {
         "{jwks}"
     );
 }
+
+/// Creates `review` (YAML) with kubectl and prints `jsonpath`.
+fn review(c: &Cluster, review: &str, jsonpath: &str) -> String {
+    let args = ["create", "-f", "-", "--validate=false", "-o", jsonpath];
+    c.kubectl_in(&args, Some(review)).out().to_string()
+}
+
+// conformance: 675
+#[test]
+fn impersonation_takes_the_verb_and_reviews_agree_with_what_the_account_may_do() {
+    let u = Users::start();
+    let c = &u.c;
+    c.kubectl(&["create", "namespace", "team"]).out();
+    c.kubectl(&["create", "serviceaccount", "robot", "-n", "team"])
+        .out();
+    c.kubectl(&[
+        "create",
+        "role",
+        "cm-reader",
+        "--verb=get,list",
+        "--resource=configmaps",
+        "-n",
+        "team",
+    ])
+    .out();
+    c.kubectl(&[
+        "create",
+        "rolebinding",
+        "robot-reads",
+        "--role=cm-reader",
+        "--serviceaccount=team:robot",
+        "-n",
+        "team",
+    ])
+    .out();
+    let robot = "--as=system:serviceaccount:team:robot";
+    eventually("the account's binding to apply", || {
+        c.kubectl(&["get", "configmaps", "-n", "team", robot]).ok
+    });
+    c.kubectl(&["create", "configmap", "settings", "-n", "team"])
+        .out();
+    let delete = c.kubectl(&["delete", "configmap", "settings", "-n", "team", robot]);
+    assert!(
+        delete.err().contains(
+            r#"configmaps "settings" is forbidden: User "system:serviceaccount:team:robot" cannot delete resource "configmaps" in API group "" in the namespace "team""#
+        ),
+        "{}",
+        delete.stderr
+    );
+    assert_eq!(
+        c.kubectl(&["auth", "can-i", "get", "configmaps", "-n", "team", robot])
+            .out(),
+        "yes\n"
+    );
+    // What the impersonated account may do is what the reviews say for it.
+    for (verb, allowed) in [("get", "true"), ("delete", "false")] {
+        let attributes =
+            format!("resourceAttributes: {{namespace: team, verb: {verb}, resource: configmaps}}");
+        let sar = format!(
+            "apiVersion: authorization.k8s.io/v1\nkind: SubjectAccessReview\nspec:\n  user: system:serviceaccount:team:robot\n  groups: [system:serviceaccounts, system:serviceaccounts:team, system:authenticated]\n  {attributes}\n"
+        );
+        assert_eq!(
+            review(c, &sar, "jsonpath={.status.allowed}"),
+            allowed,
+            "{verb}"
+        );
+        let local = sar.replace(
+            "kind: SubjectAccessReview",
+            "kind: LocalSubjectAccessReview\nmetadata: {namespace: team}",
+        );
+        assert_eq!(
+            review(c, &local, "jsonpath={.status.allowed}"),
+            allowed,
+            "{verb}"
+        );
+    }
+    // Impersonating takes the `impersonate` verb on what is asked for.
+    let as_carol = [
+        "get",
+        "--raw",
+        "/api/v1/namespaces/team/configmaps",
+        "--as=carol",
+    ];
+    assert_eq!(
+        u.as_user("bobtoken", &as_carol).err().trim(),
+        r#"Error from server (Forbidden): users "carol" is forbidden: User "bob" cannot impersonate resource "users" in API group "" at the cluster scope"#
+    );
+    c.apply(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: impersonate-carol}\nrules:\n- apiGroups: [\"\"]\n  resources: [users]\n  resourceNames: [carol]\n  verbs: [impersonate]\n",
+    )
+    .out();
+    c.kubectl(&[
+        "create",
+        "clusterrolebinding",
+        "bob-as-carol",
+        "--clusterrole=impersonate-carol",
+        "--user=bob",
+    ])
+    .out();
+    eventually("bob to act as carol", || {
+        let whoami = u.as_user("bobtoken", &["auth", "whoami", "--as=carol"]);
+        whoami.ok && whoami.stdout.contains("Username    carol")
+    });
+    let with_group: Vec<&str> = as_carol.iter().copied().chain(["--as-group=ops"]).collect();
+    let group = u.as_user("bobtoken", &with_group);
+    assert!(
+        group.err().contains(
+            r#"groups "ops" is forbidden: User "bob" cannot impersonate resource "groups""#
+        ),
+        "{}",
+        group.stderr
+    );
+}

@@ -49,6 +49,8 @@ impl TestServer {
             .map_err(|e| format!("making a temporary data directory: {e}"))?;
         let (started_tx, started) = oneshot::channel();
         let (stop, stop_rx) = oneshot::channel();
+        // Without the ServiceAccount admission step: no controllers run here, so no
+        // namespace gets its `default` account (upstream's integration tests leave it out too).
         let config = apiserver::Config::loopback(dir.path());
         let thread = std::thread::Builder::new()
             .name("testkit-apiserver".into())

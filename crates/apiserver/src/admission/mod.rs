@@ -25,6 +25,7 @@ mod priority;
 mod rbac_escalation;
 mod resource_quota;
 mod runtime_class;
+pub mod service_account;
 mod storage_object_in_use_protection;
 
 use api::{Resource, Status};
@@ -112,6 +113,7 @@ impl Default for Chain {
         Chain {
             mutating: vec![
                 Box::new(limit_ranger::LimitRanger::default()),
+                Box::new(service_account::ServiceAccount::default()),
                 Box::new(priority::Priority::default()),
                 Box::new(runtime_class::RuntimeClass),
                 Box::new(default_toleration_seconds::DefaultTolerationSeconds),
@@ -130,6 +132,28 @@ impl Default for Chain {
 }
 
 impl Chain {
+    /// The chain without the steps named in `names` (upstream's `--disable-admission-plugins`);
+    /// a name that is no step's is an error.
+    pub fn without(mut self, names: &[String]) -> Result<Chain, String> {
+        for name in names {
+            let known = self.mutating.iter().map(|s| s.name());
+            let known: Vec<&str> = known
+                .chain(self.validating.iter().map(|s| s.name()))
+                .collect();
+            if !known.contains(&name.as_str()) {
+                return Err(format!(
+                    "unknown admission plugin {name:?}; known: {}",
+                    known.join(", ")
+                ));
+            }
+        }
+        self.mutating
+            .retain(|s| !names.iter().any(|n| n == s.name()));
+        self.validating
+            .retain(|s| !names.iter().any(|n| n == s.name()));
+        Ok(self)
+    }
+
     /// Runs the mutating steps over `obj`; the first refusal ends the request.
     pub async fn admit(
         &self,

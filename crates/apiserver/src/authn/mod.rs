@@ -5,6 +5,7 @@
 //! [`review`] answers TokenReviews and SelfSubjectReviews (`kubectl auth whoami`).
 //! What an identity may do is [`crate::authz`]'s to decide.
 
+pub mod impersonation;
 pub mod review;
 pub mod serviceaccount;
 pub mod token_request;
@@ -22,37 +23,6 @@ pub struct Identity {
     pub user: String,
     /// The groups, including `system:authenticated`.
     pub groups: Vec<String>,
-}
-
-/// A request that asks to act as someone else (`Impersonate-User`, `-Group`, `-Uid`,
-/// `-Extra-*`; `kubectl --as`) is refused, in the words upstream uses for a caller without the
-/// `impersonate` verb: this server does not implement impersonation yet, and running the
-/// request as the caller instead would be wrong.
-pub fn refuse_impersonation(
-    who: &Identity,
-    headers: &axum::http::HeaderMap,
-) -> Result<(), api::Status> {
-    let Some((name, value)) = headers
-        .iter()
-        .find(|(n, _)| n.as_str().starts_with("impersonate-"))
-    else {
-        return Ok(());
-    };
-    let resource = match name.as_str() {
-        "impersonate-user" => "users",
-        "impersonate-group" => "groups",
-        "impersonate-uid" => "uids",
-        _ => "userextras",
-    };
-    let value = value.to_str().unwrap_or("");
-    Err(api::Status::new(
-        403,
-        "Forbidden",
-        format!(
-            "{resource} \"{value}\" is forbidden: User \"{}\" cannot impersonate resource \"{resource}\" in API group \"\" at the cluster scope",
-            who.user
-        ),
-    ))
 }
 
 impl Identity {

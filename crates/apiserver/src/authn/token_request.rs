@@ -27,15 +27,20 @@ fn meta_str<'a>(obj: &'a Value, key: &str) -> &'a str {
     obj["metadata"][key].as_str().unwrap_or_default()
 }
 
-/// Answers the TokenRequest `request` for the account `name` in `ns`.
+/// Answers the TokenRequest `request` for the account `name` in `ns`; `node` is the asking
+/// node agent's node, if a node asks.
 pub async fn issue(
     signer: &Signer,
     reg: &Registry,
     ns: &str,
     name: &str,
+    node: Option<&str>,
     mut request: Value,
 ) -> Result<Value, Status> {
     let account = reg.get(core("serviceaccounts"), Some(ns), name).await?;
+    if let Some(node) = node {
+        node_restriction(reg, ns, name, node, &request["spec"]["boundObjectRef"]).await?;
+    }
     let spec = &mut request["spec"];
     let seconds = spec["expirationSeconds"]
         .as_i64()
@@ -94,6 +99,32 @@ pub async fn issue(
     request["metadata"] = json!({"name": name, "namespace": ns, "creationTimestamp": null});
     request["status"] = json!({"token": token, "expirationTimestamp": expires.to_string()});
     Ok(request)
+}
+
+/// Upstream's NodeRestriction for tokens: a node asks only for tokens bound to a pod of its
+/// own.
+async fn node_restriction(
+    reg: &Registry,
+    ns: &str,
+    account: &str,
+    node: &str,
+    bound: &Value,
+) -> Result<(), Status> {
+    let refuse = |why: &str| {
+        let message = format!("serviceaccounts {account:?} is forbidden: {why}");
+        Err(Status::new(403, "Forbidden", message))
+    };
+    match bound["kind"].as_str() {
+        None => return refuse("node requested token not bound to a pod"),
+        Some("Pod") => {}
+        Some(kind) => return refuse(&format!("node requested token bound to a {kind}")),
+    }
+    let name = bound["name"].as_str().unwrap_or_default();
+    let pod = reg.get(core("pods"), Some(ns), name).await?;
+    if pod["spec"]["nodeName"].as_str() != Some(node) {
+        return refuse("node requested token bound to a pod scheduled on a different node");
+    }
+    Ok(())
 }
 
 /// Binds the token to the object `bound` names (a pod running as the account, a secret or a

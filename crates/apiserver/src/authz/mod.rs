@@ -15,7 +15,7 @@ pub mod rbac;
 pub mod review;
 
 use api::Status;
-use api::request::{RequestInfo, Target};
+use api::request::RequestInfo;
 use futures::future::BoxFuture;
 
 use crate::authn::Identity;
@@ -91,21 +91,41 @@ impl Chain {
     }
 }
 
-/// The refusal of `target` (at `path`) for `user`, with the authorizers' reason, in upstream's
+/// A request no URL made (an access review's, an impersonation's) on `resource` (namespaced
+/// when a namespace is given): what the authorizers are asked about. Its verb is left empty;
+/// authorizers read the verb from the [`Attributes`].
+pub fn made_up_request(
+    mut resource: api::Resource,
+    subresource: Option<String>,
+    namespace: Option<String>,
+    name: Option<String>,
+) -> RequestInfo {
+    resource.namespaced = namespace.is_some();
+    RequestInfo {
+        resource: std::sync::Arc::new(resource),
+        namespace,
+        name,
+        subresource,
+        verb: "",
+    }
+}
+
+/// The refusal of the request `a` describes, with the authorizers' reason, in upstream's
 /// words.
-pub fn forbidden(target: &Target, path: &str, user: &str, reason: &str) -> Status {
-    let s = match target {
-        Target::Resource(info) => Status::forbidden(
+pub fn forbidden(a: &Attributes<'_>, reason: &str) -> Status {
+    let (user, verb, path) = (&a.user.user, a.verb, a.path);
+    let s = match a.request {
+        Some(info) => Status::forbidden(
             &info.resource,
             info.name.as_deref().unwrap_or(""),
             user,
-            info.verb,
+            verb,
             info.namespace.as_deref(),
         ),
-        _ => Status::new(
+        None => Status::new(
             403,
             "Forbidden",
-            format!("forbidden: User \"{user}\" cannot get path \"{path}\""),
+            format!("forbidden: User \"{user}\" cannot {verb} path \"{path}\""),
         ),
     };
     if reason.is_empty() {
@@ -118,6 +138,7 @@ pub fn forbidden(target: &Target, path: &str, user: &str, reason: &str) -> Statu
 #[cfg(test)]
 mod tests {
 
+    use api::request::Target;
     use serde_json::json;
 
     use super::*;
@@ -234,9 +255,14 @@ mod tests {
         let Decision::NoOpinion(reason) = decide(&chain, &node, Some(&other)).await else {
             panic!("a node read a secret none of its pods uses");
         };
-        let target = Target::Resource(other);
+        let a = Attributes {
+            user: &node,
+            verb: "get",
+            request: Some(&other),
+            path: "",
+        };
         assert_eq!(
-            forbidden(&target, "", &node.user, &reason).message,
+            forbidden(&a, &reason).message,
             "secrets \"other\" is forbidden: User \"system:node:n1\" cannot get resource \"secrets\" in API group \"\" in the namespace \"d\": no relationship found between node 'n1' and this object"
         );
     }

@@ -2,7 +2,8 @@
 //! do. Its rules are the `system:node` role's, and where the URL names the object, only its own
 //! Node and Lease (what upstream's NodeRestriction admission adds). A node reads a Secret,
 //! ConfigMap, PersistentVolumeClaim or PersistentVolume only by name, and only when a pod bound
-//! to it uses that object. Upstream keeps a graph fed by informers; here the node's pods are
+//! to it uses that object, and a token only for an account one of its pods runs as (the token
+//! request checks the pod it is bound to). Upstream keeps a graph fed by informers; here the node's pods are
 //! listed when such a read comes (an agent makes them when it starts containers and refreshes
 //! volumes).
 //!
@@ -60,7 +61,11 @@ impl NodeAuthorizer {
         };
         if !matches!(
             r.plural.as_str(),
-            "secrets" | "configmaps" | "persistentvolumeclaims" | "persistentvolumes"
+            "secrets"
+                | "configmaps"
+                | "persistentvolumeclaims"
+                | "persistentvolumes"
+                | "serviceaccounts"
         ) {
             return Ok(true);
         }
@@ -112,6 +117,9 @@ fn node_may(node: &str, verb: &str, info: &RequestInfo) -> bool {
         ("certificates.k8s.io", "certificatesigningrequests", None) => {
             matches!(verb, "create" | "get" | "list" | "watch")
         }
+        // Tokens for its pods' accounts; which pod a token is bound to, the token request
+        // itself checks (upstream's NodeRestriction).
+        ("", "serviceaccounts", Some("token")) => verb == "create",
         ("authentication.k8s.io", "tokenreviews", None)
         | ("authorization.k8s.io", "subjectaccessreviews", None) => verb == "create",
         ("node.k8s.io", "runtimeclasses", None)
@@ -120,7 +128,8 @@ fn node_may(node: &str, verb: &str, info: &RequestInfo) -> bool {
     }
 }
 
-/// Whether one of the node's pods uses the secret, config map, claim or volume `name`.
+/// Whether one of the node's pods uses the secret, config map, claim, volume or service
+/// account `name`.
 async fn related(
     reg: &Registry,
     node: &str,
@@ -200,6 +209,7 @@ fn uses(pod: &Value, kind: &str) -> Vec<String> {
         }
     }
     match kind {
+        "serviceaccounts" => add(&spec["serviceAccountName"]),
         "secrets" => {
             for s in list(&spec["imagePullSecrets"]) {
                 add(&s["name"]);

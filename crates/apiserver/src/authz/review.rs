@@ -8,8 +8,6 @@
 //!
 //! The access reviews ask the same authorizer chain as every request.
 
-use std::sync::Arc;
-
 use api::request::RequestInfo;
 use api::validation::FieldError;
 use api::{Resource, Status};
@@ -152,21 +150,25 @@ fn request_info(reg: &Registry, attrs: &Value) -> RequestInfo {
                 .as_deref()
                 .is_none_or(|v| v == "*" || v == r.version)
     });
-    let resource = served.cloned().unwrap_or_else(|| {
-        Arc::new(Resource {
-            group,
-            version: version.unwrap_or_default(),
-            plural,
-            namespaced: namespace.is_some(),
-            ..Resource::default()
-        })
-    });
-    RequestInfo {
-        resource,
-        namespace,
-        name: text("name"),
-        subresource: text("subresource"),
-        verb: "",
+    let (name, subresource) = (text("name"), text("subresource"));
+    match served {
+        Some(resource) => RequestInfo {
+            resource: resource.clone(),
+            namespace,
+            name,
+            subresource,
+            verb: "",
+        },
+        None => {
+            let version = version.unwrap_or_default();
+            let resource = Resource {
+                group,
+                version,
+                plural,
+                ..Resource::default()
+            };
+            super::made_up_request(resource, subresource, namespace, name)
+        }
     }
 }
 

@@ -149,6 +149,8 @@ pub(crate) async fn run(opts: ApiBench) -> Result<()> {
     let store_rate = raw_store_writes(&opts).await?;
 
     progress("creates");
+    let admin = crate::client::from_kubeconfig(&server.kubeconfig()).await?;
+    super::default_account(&admin, "default").await?;
     let mut clients = Vec::new();
     for _ in 0..opts.clients.max(1) {
         clients.push(server.credentials.connect().await?);

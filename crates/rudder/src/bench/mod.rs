@@ -133,6 +133,19 @@ pub(crate) fn quantile_ms(samples: &mut [Duration], q: f64) -> f64 {
     samples[idx].as_secs_f64() * 1000.0
 }
 
+/// Creates namespace `ns`'s `default` ServiceAccount, which the ServiceAccount admission step
+/// needs before any pod, as the service account controller would (the API and scheduler
+/// benchmarks run without controllers).
+pub(crate) async fn default_account(client: &kube::Client, ns: &str) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), ns);
+    let account = serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}}))?;
+    match accounts.create(&Default::default(), &account).await {
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        other => other.map(drop).map_err(Into::into),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

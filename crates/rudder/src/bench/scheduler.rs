@@ -64,6 +64,7 @@ async fn workload(
     namespaces
         .create(&PostParams::default(), &namespace)
         .await?;
+    super::default_account(client, ns).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let started = Instant::now();
     let watch = tokio::spawn(async move {
