@@ -40,6 +40,8 @@ pub struct App {
     pub tokens: Tokens,
     /// The service-account token key: issues tokens and checks them.
     pub service_accounts: crate::authn::serviceaccount::Signer,
+    /// ID tokens of an external issuer, when configured.
+    pub oidc: Option<crate::authn::oidc::Oidc>,
     /// Who may do what.
     pub authorizer: authz::Chain,
     /// `host:port` clients reach the server at, for `/api`.
@@ -298,9 +300,12 @@ pub(crate) async fn authenticate(
     let token = auth.strip_prefix("Bearer ")?.trim();
     let audiences = [crate::authn::serviceaccount::ISSUER];
     let (signer, reg) = (&app.service_accounts, &app.registry);
-    crate::authn::authenticate_service_account(signer, reg, token, &audiences)
-        .await
-        .map(|(who, _)| who)
+    if let Some((who, _)) =
+        crate::authn::authenticate_service_account(signer, reg, token, &audiences).await
+    {
+        return Some(who);
+    }
+    app.oidc.as_ref()?.authenticate(token).await
 }
 
 /// Authenticates a request for a non-resource path (`/metrics`, the OIDC documents) and asks

@@ -53,6 +53,8 @@ pub struct Config {
     pub advertise_address: Option<IpAddr>,
     /// Admission steps left out, by name (upstream's `--disable-admission-plugins`).
     pub disable_admission_plugins: Vec<String>,
+    /// ID tokens of an external OIDC issuer (upstream's `--oidc-*`), when set.
+    pub oidc: Option<authn::oidc::Options>,
 }
 
 impl Config {
@@ -74,6 +76,7 @@ impl Config {
             service_cidr: Default::default(),
             advertise_address: None,
             disable_admission_plugins: vec!["ServiceAccount".into()],
+            oidc: None,
         }
     }
 }
@@ -152,6 +155,10 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     let (kubelet_cert, kubelet_key) = pki::kubelet_client(&config.data_dir.join("tls"))?;
     let service_accounts = authn::serviceaccount::Signer::ensure(&config.data_dir.join("tls"))
         .map_err(Error::Other)?;
+    let oidc = match config.oidc.clone() {
+        Some(opts) => Some(authn::oidc::Oidc::new(opts).map_err(Error::Other)?),
+        None => None,
+    };
     let kubelet = podlogs::KubeletClient::new(&pki.ca_cert, &kubelet_cert, &kubelet_key)
         .map_err(Error::Other)?;
 
@@ -203,6 +210,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         registry,
         tokens,
         service_accounts,
+        oidc,
         kubelet,
         metrics: crate::metrics::Metrics::default(),
         address: format!(
@@ -277,9 +285,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(crate::metrics::serve))
         .route(
             "/.well-known/openid-configuration",
-            get(crate::oidc::configuration),
+            get(crate::issuer::configuration),
         )
-        .route("/openid/v1/jwks", get(crate::oidc::jwks))
+        .route("/openid/v1/jwks", get(crate::issuer::jwks))
         .route("/openapi/v2", get(handlers::openapi))
         .route("/openapi/v3", get(handlers::openapi))
         .route("/openapi/v3/{*rest}", get(handlers::openapi))

@@ -17,7 +17,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the control plane: the API server on its store (embedded SQLite by default).
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run the scheduler alone, against the API server of a kubeconfig.
     Scheduler(SchedulerArgs),
     /// Run the controllers (deployment, replicaset, garbage collector, ...) alone, against
@@ -635,6 +635,35 @@ pub(crate) struct ServerArgs {
     /// Admission steps to leave out, by name (e.g. ServiceAccount), comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub(crate) disable_admission_plugins: Vec<String>,
+
+    /// Accept ID tokens of this OIDC issuer (an https URL, equal to the tokens' `iss`).
+    #[arg(long, requires = "oidc_client_id")]
+    pub(crate) oidc_issuer_url: Option<String>,
+
+    /// The client ID OIDC ID tokens must be issued for (their `aud`).
+    #[arg(long)]
+    pub(crate) oidc_client_id: Option<String>,
+
+    /// The ID token claim naming the user.
+    #[arg(long, default_value = "sub")]
+    pub(crate) oidc_username_claim: String,
+
+    /// What goes before OIDC user names ("-" for nothing; by default the issuer URL and "#",
+    /// except for the email claim).
+    #[arg(long)]
+    pub(crate) oidc_username_prefix: Option<String>,
+
+    /// The ID token claim listing the user's groups.
+    #[arg(long)]
+    pub(crate) oidc_groups_claim: Option<String>,
+
+    /// What goes before OIDC group names.
+    #[arg(long, default_value = "")]
+    pub(crate) oidc_groups_prefix: String,
+
+    /// The CA that signed the OIDC issuer's serving certificate (the system's CAs otherwise).
+    #[arg(long)]
+    pub(crate) oidc_ca_file: Option<std::path::PathBuf>,
 
     /// The range ClusterIPs come from; its first address is the `kubernetes` Service's, its
     /// tenth cluster DNS's.

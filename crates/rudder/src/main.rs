@@ -84,7 +84,7 @@ fn shim(a: cli::ShimArgs) -> std::process::ExitCode {
 /// Runs every subcommand but `shim`, until it ends or a signal.
 async fn run(command: cli::Command) -> anyhow::Result<()> {
     match command {
-        cli::Command::Server(opts) => server::run(opts).await,
+        cli::Command::Server(opts) => server::run(*opts).await,
         cli::Command::Scheduler(opts) => scheduler(opts).await,
         cli::Command::ControllerManager(opts) => controller_manager(opts).await,
         cli::Command::Proxy(opts) => service_proxy(opts).await,

@@ -223,6 +223,18 @@ fn api_config(
         // to them, so a server bound to one leaves that Service without endpoints.
         advertise_address: advertise.filter(|ip| !ip.is_loopback()),
         disable_admission_plugins: std::mem::take(&mut opts.disable_admission_plugins),
+        oidc: opts
+            .oidc_issuer_url
+            .take()
+            .map(|issuer_url| apiserver::authn::oidc::Options {
+                issuer_url,
+                client_id: opts.oidc_client_id.take().unwrap_or_default(),
+                username_claim: std::mem::take(&mut opts.oidc_username_claim),
+                username_prefix: opts.oidc_username_prefix.take(),
+                groups_claim: opts.oidc_groups_claim.take(),
+                groups_prefix: std::mem::take(&mut opts.oidc_groups_prefix),
+                ca_file: opts.oidc_ca_file.take(),
+            }),
     }
 }
 

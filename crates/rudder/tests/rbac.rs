@@ -18,13 +18,20 @@ struct Users {
 
 impl Users {
     fn start() -> Users {
+        Users::start_with(&[])
+    }
+
+    /// As [`Users::start`], with more flags for the server.
+    fn start_with(extra: &[&str]) -> Users {
         let tokens = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(
             tokens.path(),
             "bobtoken,bob,2,\"dev\"\ncaroltoken,carol,3\n",
         )
         .unwrap();
-        let c = Cluster::start(&["--token-auth-file", tokens.path().to_str().unwrap()]);
+        let mut args = vec!["--token-auth-file", tokens.path().to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let c = Cluster::start(&args);
         Users { c, _tokens: tokens }
     }
 
@@ -589,4 +596,146 @@ fn impersonation_takes_the_verb_and_reviews_agree_with_what_the_account_may_do()
         "{}",
         group.stderr
     );
+}
+
+/// A small OIDC issuer on loopback over HTTPS (its own self-signed certificate): the
+/// discovery document and one ES256 key, and ID tokens signed with it.
+struct Issuer {
+    url: String,
+    ca: tempfile::NamedTempFile,
+    key: jsonwebtoken::EncodingKey,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Issuer {
+    fn start() -> Issuer {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let raw = key.public_key_raw();
+        let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1",
+            "use": "sig", "alg": "ES256", "x": b64(&raw[1..33]), "y": b64(&raw[33..65])}]});
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let url = format!(
+            "https://127.0.0.1:{}",
+            listener.local_addr().unwrap().port()
+        );
+        let discovery = serde_json::json!({"issuer": url, "jwks_uri": format!("{url}/keys")});
+        let serving = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(ca.path(), serving.cert.pem()).unwrap();
+        let tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![serving.cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(serving.signing_key.serialize_der().into()),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls));
+        let (discovery, jwks) = (discovery.to_string(), jwks.to_string());
+        runtime.spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, discovery, jwks) = (acceptor.clone(), discovery.clone(), jwks.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let serve = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let body = match req.uri().path() {
+                            "/.well-known/openid-configuration" => discovery.clone(),
+                            _ => jwks.clone(),
+                        };
+                        async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(body)) }
+                    });
+                    let io = hyper_util::rt::TokioIo::new(tls);
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, serve).await;
+                });
+            }
+        });
+        let key = jsonwebtoken::EncodingKey::from_ec_der(&key.serialize_der());
+        Issuer {
+            url,
+            ca,
+            key,
+            _runtime: runtime,
+        }
+    }
+
+    /// An ID token of this issuer with `claims` (and `iss`, `exp`, `iat` filled in).
+    fn token(&self, mut claims: serde_json::Value, lifetime: i64) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        claims["iss"] = self.url.clone().into();
+        claims["iat"] = (now - 10).into();
+        claims["exp"] = (now + lifetime).into();
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("k1".into());
+        jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
+    }
+}
+
+#[test]
+fn oidc_id_tokens_authenticate_with_their_claims() {
+    let issuer = Issuer::start();
+    let ca = issuer.ca.path().to_str().unwrap();
+    let u = Users::start_with(&[
+        "--oidc-issuer-url",
+        &issuer.url,
+        "--oidc-client-id",
+        "rudder",
+        "--oidc-username-claim",
+        "email",
+        "--oidc-groups-claim",
+        "groups",
+        "--oidc-groups-prefix",
+        "oidc:",
+        "--oidc-ca-file",
+        ca,
+    ]);
+    let jane = serde_json::json!({"sub": "u-1", "aud": "rudder", "email": "jane@example.com",
+        "email_verified": true, "groups": ["devs"]});
+    let token = issuer.token(jane.clone(), 600);
+    let whoami = u.as_user(&token, &["auth", "whoami"]);
+    let text = whoami.out();
+    assert!(text.contains("Username    jane@example.com"), "{text}");
+    assert!(text.contains("[oidc:devs system:authenticated]"), "{text}");
+    let pods = ["get", "pods", "-n", "default"];
+    assert!(
+        u.as_user(&token, &pods)
+            .err()
+            .contains(r#"User "jane@example.com" cannot list resource "pods""#)
+    );
+    u.c.kubectl(&[
+        "create",
+        "rolebinding",
+        "devs-view",
+        "--clusterrole=view",
+        "--group=oidc:devs",
+        "-n",
+        "default",
+    ])
+    .out();
+    eventually("the group's binding to apply", || {
+        u.as_user(&token, &pods).ok
+    });
+    // Another audience, an expired token, an unverified email: not jane.
+    let mut other = jane.clone();
+    other["aud"] = "someone-else".into();
+    let mut unverified = jane.clone();
+    unverified["email_verified"] = false.into();
+    for bad in [
+        issuer.token(other, 600),
+        issuer.token(jane, -120),
+        issuer.token(unverified, 600),
+    ] {
+        let refused = u.as_user(&bad, &pods);
+        assert!(refused.err().contains("Unauthorized"), "{}", refused.stderr);
+    }
 }

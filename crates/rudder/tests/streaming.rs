@@ -465,7 +465,13 @@ fn attach_and_run_interactively() {
             Some("hello\n"),
         );
         assert!(out.ok, "{bin}: {}", out.stderr);
-        assert!(out.stdout.contains("got hello"), "{bin}: {}", out.stdout);
+        // kubectl says on stderr when it fell back to the logs, and why.
+        assert!(
+            out.stdout.contains("got hello"),
+            "{bin}: {} (stderr: {})",
+            out.stdout,
+            out.stderr
+        );
         patiently("the pod to go", 60, || {
             !get(&c, &["get", "pods", "-o", "name"]).contains("asks")
         });

@@ -1,11 +1,13 @@
 //! Who is calling: TLS client certificates (user = CN, groups = O), bearer tokens from a
 //! static token file (kube-apiserver's `--token-auth-file` CSV format), the join token
 //! (a bootstrap token, `<id>.<secret>`, as `system:bootstrap:<id>` in `system:bootstrappers`)
-//! and service-account tokens ([`serviceaccount`], handed out by [`token_request`]).
+//! service-account tokens ([`serviceaccount`], handed out by [`token_request`]) and ID tokens
+//! of an external OIDC issuer ([`oidc`]).
 //! [`review`] answers TokenReviews and SelfSubjectReviews (`kubectl auth whoami`).
 //! What an identity may do is [`crate::authz`]'s to decide.
 
 pub mod impersonation;
+pub mod oidc;
 pub mod review;
 pub mod serviceaccount;
 pub mod token_request;
