@@ -21,6 +21,13 @@ impl Users {
         Users::start_with(&[])
     }
 
+    /// As [`Users::start`], with a namespace `team`.
+    fn with_team() -> Users {
+        let u = Users::start();
+        u.c.kubectl(&["create", "namespace", "team"]).out();
+        u
+    }
+
     /// As [`Users::start`], with more flags for the server.
     fn start_with(extra: &[&str]) -> Users {
         let tokens = tempfile::NamedTempFile::new().unwrap();
@@ -61,9 +68,8 @@ impl Users {
 
 #[test]
 fn bindings_decide_what_each_user_may_do_and_where() {
-    let u = Users::start();
+    let u = Users::with_team();
     let c = &u.c;
-    c.kubectl(&["create", "namespace", "team"]).out();
     c.kubectl(&[
         "create",
         "rolebinding",
@@ -155,9 +161,8 @@ fn bindings_decide_what_each_user_may_do_and_where() {
 
 #[test]
 fn escalation_is_refused_unless_held_or_granted() {
-    let u = Users::start();
+    let u = Users::with_team();
     let c = &u.c;
-    c.kubectl(&["create", "namespace", "team"]).out();
     // bob may write roles and bindings in team, and read pods there.
     c.kubectl(&[
         "create",
@@ -364,9 +369,8 @@ fn the_bootstrap_policy_is_written_and_kept_across_restarts() {
 
 #[test]
 fn service_account_tokens_authenticate_until_what_they_name_is_gone() {
-    let u = Users::start();
+    let u = Users::with_team();
     let c = &u.c;
-    c.kubectl(&["create", "namespace", "team"]).out();
     c.kubectl(&["create", "serviceaccount", "robot", "-n", "team"])
         .out();
     let token = c
@@ -494,9 +498,8 @@ fn review(c: &Cluster, review: &str, jsonpath: &str) -> String {
 // conformance: 675
 #[test]
 fn impersonation_takes_the_verb_and_reviews_agree_with_what_the_account_may_do() {
-    let u = Users::start();
+    let u = Users::with_team();
     let c = &u.c;
-    c.kubectl(&["create", "namespace", "team"]).out();
     c.kubectl(&["create", "serviceaccount", "robot", "-n", "team"])
         .out();
     c.kubectl(&[

@@ -320,6 +320,17 @@ mod tests {
         reg.create(r, ns, obj, Caller::SERVER).await.unwrap();
     }
 
+    /// A `pod-reader` ClusterRole (get and list pods) bound in namespace `e` to `subject`.
+    async fn pod_reader_in_e(reg: &Registry, subject: serde_json::Value) {
+        let rules = json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]);
+        let role = json!({"metadata": {"name": "pod-reader"}, "rules": rules});
+        put(reg, "clusterroles", None, role).await;
+        let role_ref = json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "pod-reader"});
+        let binding =
+            json!({"metadata": {"name": "readers"}, "roleRef": role_ref, "subjects": [subject]});
+        put(reg, "rolebindings", Some("e"), binding).await;
+    }
+
     #[tokio::test]
     async fn rbac_allows_what_bindings_grant_where_they_grant_it() {
         let (_dir, reg, chain) = chain().await;
@@ -327,17 +338,11 @@ mod tests {
         put(&reg, "rolebindings", Some("d"), json!({"metadata": {"name": "bob-view"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
             "subjects": [{"kind": "User", "name": "bob"}]})).await;
-        put(
+        pod_reader_in_e(
             &reg,
-            "clusterroles",
-            None,
-            json!({"metadata": {"name": "pod-reader"},
-            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]}),
+            json!({"kind": "Group", "name": "system:authenticated"}),
         )
         .await;
-        put(&reg, "rolebindings", Some("e"), json!({"metadata": {"name": "readers"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "pod-reader"},
-            "subjects": [{"kind": "Group", "name": "system:authenticated"}]})).await;
         for (method, path, allowed) in [
             ("GET", "/api/v1/namespaces/e/pods", true),
             ("DELETE", "/api/v1/namespaces/e/pods/p", false),
@@ -393,17 +398,7 @@ mod tests {
         let (_dir, reg, chain) = chain().await;
         let find = |p| api::resources::find("authorization.k8s.io", "v1", p).unwrap();
         let bob = Identity::new("bob".into(), vec![]);
-        put(
-            &reg,
-            "clusterroles",
-            None,
-            json!({"metadata": {"name": "pod-reader"},
-            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]}),
-        )
-        .await;
-        put(&reg, "rolebindings", Some("e"), json!({"metadata": {"name": "readers"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "pod-reader"},
-            "subjects": [{"kind": "User", "name": "bob"}]})).await;
+        pod_reader_in_e(&reg, json!({"kind": "User", "name": "bob"})).await;
         let ask = |verb: &str, ns: &str| {
             json!({"apiVersion": "authorization.k8s.io/v1",
             "kind": "SelfSubjectAccessReview",
