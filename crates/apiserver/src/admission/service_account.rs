@@ -112,7 +112,7 @@ impl ServiceAccount {
         if let Some(account) = self.accounts.get(reg.store(), &key).await? {
             return Ok(Some(account));
         }
-        let r = api::resources::find("", "v1", "serviceaccounts").expect("served");
+        let r = crate::podlogs::resource("serviceaccounts");
         let attempts = if name == "default" {
             DEFAULT_ATTEMPTS
         } else {

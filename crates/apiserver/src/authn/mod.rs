@@ -139,7 +139,7 @@ pub async fn authenticate_service_account(
         return None;
     }
     let uid_of = |plural: &'static str, name: &str| {
-        let r = api::resources::find("", "v1", plural).expect("served");
+        let r = crate::podlogs::resource(plural);
         let name = name.to_string();
         async move {
             let obj = reg.get(r, Some(ns), &name).await.ok()?;

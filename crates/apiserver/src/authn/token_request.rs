@@ -8,6 +8,7 @@ use api::{Resource, Status};
 use serde_json::{Value, json};
 
 use super::serviceaccount::{Claims, ISSUER, Private, Ref, Signer};
+use crate::podlogs::resource;
 use crate::registry::Registry;
 
 /// The default lifetime, in seconds.
@@ -18,10 +19,6 @@ const MIN_SECONDS: i64 = 600;
 
 /// The longest lifetime allowed (2^32 seconds).
 const MAX_SECONDS: i64 = 1 << 32;
-
-fn core(plural: &str) -> &'static Resource {
-    api::resources::find("", "v1", plural).expect("served")
-}
 
 fn meta_str<'a>(obj: &'a Value, key: &str) -> &'a str {
     obj["metadata"][key].as_str().unwrap_or_default()
@@ -37,7 +34,7 @@ pub async fn issue(
     node: Option<&str>,
     mut request: Value,
 ) -> Result<Value, Status> {
-    let account = reg.get(core("serviceaccounts"), Some(ns), name).await?;
+    let account = reg.get(resource("serviceaccounts"), Some(ns), name).await?;
     if let Some(node) = node {
         node_restriction(reg, ns, name, node, &request["spec"]["boundObjectRef"]).await?;
     }
@@ -120,7 +117,7 @@ async fn node_restriction(
         Some(kind) => return refuse(&format!("node requested token bound to a {kind}")),
     }
     let name = bound["name"].as_str().unwrap_or_default();
-    let pod = reg.get(core("pods"), Some(ns), name).await?;
+    let pod = reg.get(resource("pods"), Some(ns), name).await?;
     if pod["spec"]["nodeName"].as_str() != Some(node) {
         return refuse("node requested token bound to a pod scheduled on a different node");
     }
@@ -140,9 +137,9 @@ async fn bind(
     let kind = bound["kind"].as_str().unwrap_or_default();
     let api_version = bound["apiVersion"].as_str().unwrap_or_default();
     let object = match (api_version, kind) {
-        ("v1", "Pod") => reg.get(core("pods"), Some(ns), name).await?,
-        ("v1", "Secret") => reg.get(core("secrets"), Some(ns), name).await?,
-        ("v1", "Node") => reg.get(core("nodes"), None, name).await?,
+        ("v1", "Pod") => reg.get(resource("pods"), Some(ns), name).await?,
+        ("v1", "Secret") => reg.get(resource("secrets"), Some(ns), name).await?,
+        ("v1", "Node") => reg.get(resource("nodes"), None, name).await?,
         _ => {
             let gvk = match api_version.split_once('/') {
                 Some((group, version)) => format!("{group}/{version}, Kind={kind}"),
@@ -180,7 +177,7 @@ async fn bind(
             if let Some(node) = object["spec"]["nodeName"]
                 .as_str()
                 .filter(|n| !n.is_empty())
-                && let Ok(node) = reg.get(core("nodes"), None, node).await
+                && let Ok(node) = reg.get(resource("nodes"), None, node).await
             {
                 private.node = Some(Ref {
                     name: meta_str(&node, "name").to_string(),
