@@ -352,7 +352,9 @@ pub async fn api(State(app): State<Arc<App>>, req: Request) -> Response {
         code = tracing::field::Empty,
     );
     let started = crate::metrics::start(&app, &req);
-    let resp = serve(app, req).instrument(span.clone()).await;
+    let served = serve(app, req).instrument(span.clone());
+    let (resp, warnings) = crate::warning::recording(served).await;
+    let resp = with_warnings(resp, &warnings);
     started.finish(resp.status().as_u16());
     span.record("code", resp.status().as_u16());
     tracing::debug!(parent: &span, "answered");

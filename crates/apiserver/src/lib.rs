@@ -37,6 +37,7 @@ pub mod scale;
 pub mod server;
 pub mod strategy;
 pub mod typed;
+pub mod warning;
 mod watched;
 pub mod wsstream;
 

@@ -53,6 +53,9 @@ pub struct Config {
     pub advertise_address: Option<IpAddr>,
     /// Admission steps left out, by name (upstream's `--disable-admission-plugins`).
     pub disable_admission_plugins: Vec<String>,
+    /// An `AdmissionConfiguration` file configuring the admission steps (upstream's
+    /// `--admission-control-config-file`; the `PodSecurity` step reads it).
+    pub admission_control_config_file: Option<PathBuf>,
     /// ID tokens of an external OIDC issuer (upstream's `--oidc-*`), when set.
     pub oidc: Option<authn::oidc::Options>,
 }
@@ -76,6 +79,7 @@ impl Config {
             service_cidr: Default::default(),
             advertise_address: None,
             disable_admission_plugins: vec!["ServiceAccount".into()],
+            admission_control_config_file: None,
             oidc: None,
         }
     }
@@ -186,7 +190,11 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     let address = listener
         .local_addr()
         .map_err(|e| Error::Other(e.to_string()))?;
-    let admission = crate::admission::Chain::default()
+    let admission = match &config.admission_control_config_file {
+        Some(file) => crate::admission::Chain::configured(file).map_err(Error::Other)?,
+        None => crate::admission::Chain::default(),
+    };
+    let admission = admission
         .without(&config.disable_admission_plugins)
         .map_err(Error::Other)?;
     let registry = Registry::new(store)

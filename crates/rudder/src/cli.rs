@@ -636,6 +636,11 @@ pub(crate) struct ServerArgs {
     #[arg(long, value_delimiter = ',')]
     pub(crate) disable_admission_plugins: Vec<String>,
 
+    /// An AdmissionConfiguration file (YAML or JSON) configuring admission steps: the
+    /// PodSecurity defaults and exemptions.
+    #[arg(long)]
+    pub(crate) admission_control_config_file: Option<std::path::PathBuf>,
+
     /// Accept ID tokens of this OIDC issuer (an https URL, equal to the tokens' `iss`).
     #[arg(long, requires = "oidc_client_id")]
     pub(crate) oidc_issuer_url: Option<String>,

@@ -223,6 +223,7 @@ fn api_config(
         // to them, so a server bound to one leaves that Service without endpoints.
         advertise_address: advertise.filter(|ip| !ip.is_loopback()),
         disable_admission_plugins: std::mem::take(&mut opts.disable_admission_plugins),
+        admission_control_config_file: opts.admission_control_config_file.take(),
         oidc: opts
             .oidc_issuer_url
             .take()

@@ -21,12 +21,15 @@ mod default_toleration_seconds;
 mod limit_ranger;
 mod namespace_lifecycle;
 mod node_restriction;
+mod pod_security;
 mod priority;
 mod rbac_escalation;
 mod resource_quota;
 mod runtime_class;
 pub mod service_account;
 mod storage_object_in_use_protection;
+
+use std::path::Path;
 
 use api::{Resource, Status};
 use futures::future::BoxFuture;
@@ -108,8 +111,15 @@ pub struct Chain {
 }
 
 impl Default for Chain {
-    /// The built-in steps, in upstream's order.
+    /// The built-in steps, in upstream's order, with their default configurations.
     fn default() -> Chain {
+        Chain::with(pod_security::PodSecurity::default())
+    }
+}
+
+impl Chain {
+    /// The built-in steps, in upstream's order.
+    fn with(pod_security: pod_security::PodSecurity) -> Chain {
         Chain {
             mutating: vec![
                 Box::new(limit_ranger::LimitRanger::default()),
@@ -124,14 +134,39 @@ impl Default for Chain {
             validating: vec![
                 Box::new(namespace_lifecycle::NamespaceLifecycle),
                 Box::new(node_restriction::NodeRestriction),
+                Box::new(pod_security),
                 Box::new(rbac_escalation::RbacEscalation),
                 Box::new(resource_quota::ResourceQuota::default()),
             ],
         }
     }
-}
 
-impl Chain {
+    /// The built-in steps, configured by an `AdmissionConfiguration` file (upstream's
+    /// `--admission-control-config-file`, YAML or JSON): each plugin's `configuration`, or
+    /// the file its `path` names (relative to this one). `PodSecurity` is the step that
+    /// reads one.
+    pub fn configured(file: &Path) -> Result<Chain, String> {
+        let config = read_config(file)?;
+        if config["kind"] != "AdmissionConfiguration" {
+            return Err(format!("{}: not an AdmissionConfiguration", file.display()));
+        }
+        let mut pod_security = pod_security::PodSecurity::default();
+        for plugin in config["plugins"].as_array().into_iter().flatten() {
+            let plugin_config = match plugin["path"].as_str() {
+                Some(path) => read_config(&file.parent().unwrap_or(Path::new(".")).join(path))?,
+                None => plugin["configuration"].clone(),
+            };
+            match plugin["name"].as_str() {
+                Some("PodSecurity") => {
+                    pod_security = pod_security::PodSecurity::configured(&plugin_config)?
+                }
+                Some(other) => tracing::warn!(plugin = other, "admission configuration ignored"),
+                None => return Err(format!("{}: a plugin without a name", file.display())),
+            }
+        }
+        Ok(Chain::with(pod_security))
+    }
+
     /// The chain without the steps named in `names` (upstream's `--disable-admission-plugins`);
     /// a name that is no step's is an error.
     pub fn without(mut self, names: &[String]) -> Result<Chain, String> {
@@ -183,6 +218,12 @@ impl Chain {
         }
         Ok(())
     }
+}
+
+/// A YAML or JSON configuration file.
+fn read_config(file: &Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))
 }
 
 fn refused(step: &str, s: &Status) {
