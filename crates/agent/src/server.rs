@@ -88,7 +88,7 @@ pub(crate) async fn serve(
     app: Router,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    tls::serve(listener, acceptor, move |cert| {
+    tls::serve(listener, acceptor, move |cert, _| {
         let user = cert.map(|c| client_identity(c)).unwrap_or_default();
         if user.0 == API_SERVER_CLIENT || user.1.iter().any(|g| g == "system:masters") {
             app.clone()

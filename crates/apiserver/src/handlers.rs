@@ -50,6 +50,8 @@ pub struct App {
     pub kubelet: crate::podlogs::KubeletClient,
     /// The request metrics `/metrics` shows.
     pub metrics: crate::metrics::Metrics,
+    /// The audit policy and backends, when auditing is on.
+    pub audit: Option<Arc<crate::audit::Auditor>>,
 }
 
 /// What the TLS layer learned about the connection.
@@ -57,6 +59,8 @@ pub struct App {
 pub struct Connection {
     /// The identity from a verified client certificate.
     pub identity: Option<Identity>,
+    /// The client's address.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// A JSON response, written as upstream's encoder writes one: compact, ending with a newline.
@@ -69,6 +73,7 @@ fn json_with_type<T: serde::Serialize + ?Sized>(
     value: &T,
     content_type: &str,
 ) -> Response {
+    crate::audit::response_object(value);
     let mut body = serde_json::to_vec(value).expect("JSON values encode");
     body.push(b'\n');
     with_content_type(code, body, content_type)
@@ -92,6 +97,7 @@ fn with_content_type(code: StatusCode, body: Vec<u8>, content_type: &str) -> Res
 
 /// A failed request's `Status`.
 pub fn status_response(s: &Status) -> Response {
+    crate::audit::failed(s);
     let code = StatusCode::from_u16(s.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = (code, s.to_wire()).into_response();
     resp.headers_mut().insert(
@@ -260,7 +266,7 @@ fn decode_body(headers: &HeaderMap, body: &[u8], kind: &str) -> Result<Value, St
         .unwrap_or("application/json");
     let media = ct.split(';').next().unwrap_or("").trim();
     let unrecognized = |detail: String| unrecognized(kind, body, &detail);
-    match media {
+    let decoded = match media {
         "application/json"
         | ""
         | "*/*"
@@ -281,7 +287,8 @@ fn decode_body(headers: &HeaderMap, body: &[u8], kind: &str) -> Result<Value, St
             api::protobuf::Error::Malformed(_) => unrecognized(e.to_string()),
         }),
         other => Err(Status::unsupported_media_type(other)),
-    }
+    };
+    decoded.inspect(crate::audit::request_object)
 }
 
 /// Who sent a request: the client certificate's identity, else the bearer token's.
@@ -352,7 +359,14 @@ pub async fn api(State(app): State<Arc<App>>, req: Request) -> Response {
         code = tracing::field::Empty,
     );
     let started = crate::metrics::start(&app, &req);
-    let served = serve(app, req).instrument(span.clone());
+    let auditor = app.audit.clone();
+    let served = async move {
+        match auditor {
+            Some(a) => a.audited(req, |req| serve(app, req)).await,
+            None => serve(app, req).await,
+        }
+    }
+    .instrument(span.clone());
     let (resp, warnings) = crate::warning::recording(served).await;
     let resp = with_warnings(resp, &warnings);
     started.finish(resp.status().as_u16());
@@ -370,11 +384,13 @@ async fn serve(app: Arc<App>, req: Request) -> Response {
     let Some(who) = authenticate(&app, &conn, req.headers()).await else {
         return status_response(&Status::unauthorized());
     };
+    crate::audit::authenticated(&who);
     let who =
         match crate::authn::impersonation::impersonate(&app.authorizer, who, req.headers()).await {
             Ok(who) => who,
             Err(s) => return status_response(&s),
         };
+    crate::audit::impersonating(&who);
     tracing::Span::current().record("user", who.user.as_str());
     let query = Query::parse(req.uri().query());
     let served = app.registry.served();
@@ -388,6 +404,7 @@ async fn serve(app: Arc<App>, req: Request) -> Response {
         Target::Resource(info) => (Some(info), info.verb),
         _ => (None, method_verb.as_str()),
     };
+    crate::audit::addressed(verb, request, path);
     let attributes = authz::Attributes {
         user: &who,
         verb,
@@ -395,8 +412,9 @@ async fn serve(app: Arc<App>, req: Request) -> Response {
         path,
     };
     match app.authorizer.authorize(&attributes).await {
-        Ok(authz::Decision::Allow) => {}
+        Ok(authz::Decision::Allow) => audit_decision("allow", ""),
         Ok(authz::Decision::Deny(reason) | authz::Decision::NoOpinion(reason)) => {
+            audit_decision("forbid", &reason);
             return status_response(&authz::forbidden(&attributes, &reason));
         }
         Err(s) => return status_response(&s),
@@ -437,6 +455,12 @@ async fn serve(app: Arc<App>, req: Request) -> Response {
     }
 }
 
+/// The authorizers' answer, for the audit log (upstream's annotations).
+fn audit_decision(decision: &str, reason: &str) {
+    crate::audit::annotate("authorization.k8s.io/decision", decision);
+    crate::audit::annotate("authorization.k8s.io/reason", reason);
+}
+
 /// Runs field validation on a create or update body (JSON bodies are also checked for
 /// duplicate keys); returns the warnings to send.
 fn field_check(
@@ -461,7 +485,11 @@ fn decode_object(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
     if ct.starts_with("application/json") {
-        return fieldcheck::parse_json(body).map_err(|e| {
+        let parsed = fieldcheck::parse_json(body);
+        if let Ok((obj, _)) = &parsed {
+            crate::audit::request_object(obj);
+        }
+        return parsed.map_err(|e| {
             unrecognized(
                 kind,
                 body,
@@ -1060,6 +1088,7 @@ async fn patch(c: &Call<'_>, req: Request, sub: Option<&str>) -> Result<Response
     let body = read_body(req.into_body()).await?;
     let patch: Value = serde_json::from_slice(&body)
         .map_err(|e| Status::bad_request(format!("error decoding patch: {e}")))?;
+    crate::audit::request_object(&patch);
     match sub {
         None | Some("status" | "approval" | "ephemeralcontainers") => {
             let warnings = patch_warnings(c, kind, &patch).await?;

@@ -14,6 +14,7 @@
 
 pub mod admission;
 pub mod allocator;
+pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod bootstrap;

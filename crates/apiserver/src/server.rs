@@ -58,6 +58,8 @@ pub struct Config {
     pub admission_control_config_file: Option<PathBuf>,
     /// ID tokens of an external OIDC issuer (upstream's `--oidc-*`), when set.
     pub oidc: Option<authn::oidc::Options>,
+    /// Auditing (upstream's `--audit-*`), when a policy is given.
+    pub audit: Option<crate::audit::Options>,
 }
 
 impl Config {
@@ -81,6 +83,7 @@ impl Config {
             disable_admission_plugins: vec!["ServiceAccount".into()],
             admission_control_config_file: None,
             oidc: None,
+            audit: None,
         }
     }
 }
@@ -163,6 +166,12 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         Some(opts) => Some(authn::oidc::Oidc::new(opts).map_err(Error::Other)?),
         None => None,
     };
+    let audit = match &config.audit {
+        Some(opts) => Some(Arc::new(
+            crate::audit::Auditor::new(opts).map_err(Error::Other)?,
+        )),
+        None => None,
+    };
     let kubelet = podlogs::KubeletClient::new(&pki.ca_cert, &kubelet_cert, &kubelet_key)
         .map_err(Error::Other)?;
 
@@ -221,6 +230,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         oidc,
         kubelet,
         metrics: crate::metrics::Metrics::default(),
+        audit,
         address: format!(
             "{}:{}",
             if config.bind_address.is_unspecified() {
@@ -390,9 +400,12 @@ async fn health(State(app): State<Arc<App>>, req: Request) -> Response {
 /// Serves TLS connections, tagging every request with the identity of the client
 /// certificate, if any.
 async fn serve(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, router: Router) {
-    tls::serve(listener, acceptor, move |cert| {
+    tls::serve(listener, acceptor, move |cert, peer| {
         let identity = cert.and_then(|c| authn::from_certificate(c));
-        router.clone().layer(Extension(Connection { identity }))
+        let peer = Some(peer.ip());
+        router
+            .clone()
+            .layer(Extension(Connection { identity, peer }))
     })
     .await
 }

@@ -670,6 +670,38 @@ pub(crate) struct ServerArgs {
     #[arg(long)]
     pub(crate) oidc_ca_file: Option<std::path::PathBuf>,
 
+    /// The audit Policy file (audit.k8s.io/v1); without one nothing is audited.
+    #[arg(long)]
+    pub(crate) audit_policy_file: Option<std::path::PathBuf>,
+
+    /// Where the audit log goes, one JSON event per line; `-` is standard output.
+    #[arg(long)]
+    pub(crate) audit_log_path: Option<std::path::PathBuf>,
+
+    /// Rotate the audit log once it reaches this many megabytes (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) audit_log_maxsize: u64,
+
+    /// How many rotated audit logs to keep (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) audit_log_maxbackup: usize,
+
+    /// How many days to keep rotated audit logs (0: forever).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) audit_log_maxage: u64,
+
+    /// A kubeconfig naming the server audit events are POSTed to, in batches.
+    #[arg(long)]
+    pub(crate) audit_webhook_config_file: Option<std::path::PathBuf>,
+
+    /// How long an audit webhook batch waits for more events before it is sent.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub(crate) audit_webhook_batch_max_wait: std::time::Duration,
+
+    /// How many events an audit webhook batch holds at most.
+    #[arg(long, default_value_t = apiserver::audit::DEFAULT_BATCH_SIZE)]
+    pub(crate) audit_webhook_batch_max_size: usize,
+
     /// The range ClusterIPs come from; its first address is the `kubernetes` Service's, its
     /// tenth cluster DNS's.
     #[arg(long, default_value = "10.43.0.0/16")]

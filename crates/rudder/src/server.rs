@@ -236,7 +236,35 @@ fn api_config(
                 groups_prefix: std::mem::take(&mut opts.oidc_groups_prefix),
                 ca_file: opts.oidc_ca_file.take(),
             }),
+        audit: audit_options(opts),
     }
+}
+
+/// The `--audit-*` flags: auditing is on when a policy file is given.
+fn audit_options(opts: &mut ServerArgs) -> Option<apiserver::audit::Options> {
+    let policy_file = opts.audit_policy_file.take()?;
+    let log = opts
+        .audit_log_path
+        .take()
+        .map(|path| apiserver::audit::LogOptions {
+            path,
+            max_size_mb: opts.audit_log_maxsize,
+            max_backups: opts.audit_log_maxbackup,
+            max_age_days: opts.audit_log_maxage,
+        });
+    let webhook =
+        opts.audit_webhook_config_file
+            .take()
+            .map(|config_file| apiserver::audit::WebhookOptions {
+                config_file,
+                batch_max_wait: opts.audit_webhook_batch_max_wait,
+                batch_max_size: opts.audit_webhook_batch_max_size,
+            });
+    Some(apiserver::audit::Options {
+        policy_file,
+        log,
+        webhook,
+    })
 }
 
 /// Tells the user where the API is served and how a node joins.

@@ -17,11 +17,11 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Accepts TLS connections on `listener` and serves each with HTTP/1.1 or HTTP/2 (with
 /// upgrades, for streams) through the router `route` gives for the client's certificate (the
-/// first of its chain, if it sent one). A failed or slow handshake ends only that connection.
+/// first of its chain, if it sent one) and address. A failed or slow handshake ends only that connection.
 /// Runs until the task is dropped.
 pub async fn serve<F>(listener: TcpListener, acceptor: TlsAcceptor, route: F)
 where
-    F: Fn(Option<&CertificateDer<'_>>) -> Router + Send + Sync + 'static,
+    F: Fn(Option<&CertificateDer<'_>>, std::net::SocketAddr) -> Router + Send + Sync + 'static,
 {
     let route = Arc::new(route);
     loop {
@@ -43,7 +43,10 @@ where
                 }
                 Err(_) => return,
             };
-            let app = route(tls.get_ref().1.peer_certificates().and_then(|c| c.first()));
+            let app = route(
+                tls.get_ref().1.peer_certificates().and_then(|c| c.first()),
+                peer,
+            );
             let service = hyper_util::service::TowerToHyperService::new(app);
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder
@@ -82,7 +85,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let acceptor = TlsAcceptor::from(Arc::new(server_config()));
-        let server = tokio::spawn(serve(listener, acceptor, |cert| {
+        let server = tokio::spawn(serve(listener, acceptor, |cert, _| {
             let who = if cert.is_some() {
                 "someone"
             } else {

@@ -4,7 +4,8 @@
 //! - `enforce` refuses a pod that violates it (`violates PodSecurity "restricted:latest": ...`);
 //! - `warn` lets it in with a warning (`would violate PodSecurity ...`), for pods and for the
 //!   workloads that make pods (their templates are checked, never refused);
-//! - `audit` is read and validated, and has nothing to write to yet (no audit log).
+//! - `audit` notes the violations in the request's audit event
+//!   (`pod-security.kubernetes.io/audit-violations`), beside the enforced policy.
 //!
 //! Relabelling a namespace to a stricter enforce level warns about its existing pods. Bad
 //! labels are refused on namespace writes. Users, namespaces and runtime classes may be
@@ -26,6 +27,11 @@ use super::{Attributes, Operation, Validating, forbidden_as, name_of};
 use crate::registry::{ListOptions, Registry};
 use crate::watched::Watched;
 use policy::{Level, LevelVersion, Policy};
+
+/// The audit annotations: the enforced policy, the audit level's violations, an exemption.
+const AUDIT_ENFORCE: &str = "pod-security.kubernetes.io/enforce-policy";
+const AUDIT_VIOLATIONS: &str = "pod-security.kubernetes.io/audit-violations";
+const AUDIT_EXEMPT: &str = "pod-security.kubernetes.io/exempt";
 
 /// At most this many existing pods are checked when a namespace's enforce level rises
 /// (upstream's limit).
@@ -121,11 +127,21 @@ fn template<'v>(r: &Resource, obj: &'v Value) -> Option<&'v Value> {
 }
 
 impl PodSecurity {
+    /// Whether the namespace or the user is exempt (noted in the audit log).
     fn exempt(&self, a: &Attributes<'_>) -> bool {
         let user = a.user.map(|u| u.user.as_str());
-        a.namespace
+        let why = if a
+            .namespace
             .is_some_and(|ns| self.exempt_namespaces.iter().any(|e| e == ns))
-            || user.is_some_and(|u| self.exempt_users.iter().any(|e| e == u))
+        {
+            "namespace"
+        } else if user.is_some_and(|u| self.exempt_users.iter().any(|e| e == u)) {
+            "user"
+        } else {
+            return false;
+        };
+        crate::audit::annotate(AUDIT_EXEMPT, why);
+        true
     }
 
     fn exempt_runtime_class(&self, spec: &Value) -> bool {
@@ -154,13 +170,21 @@ impl PodSecurity {
             return Ok(());
         };
         let policy = self.policy_of(reg, ns).await?;
-        if policy.fully_privileged()
-            || a.old.is_some_and(|old| !significant_update(pod, old))
-            || self.exempt_runtime_class(&pod["spec"])
-        {
+        if policy.fully_privileged() || a.old.is_some_and(|old| !significant_update(pod, old)) {
+            return Ok(());
+        }
+        if self.exempt_runtime_class(&pod["spec"]) {
+            crate::audit::annotate(AUDIT_EXEMPT, "runtimeClass");
             return Ok(());
         }
         let (meta, spec) = (&pod["metadata"], &pod["spec"]);
+        crate::audit::annotate(AUDIT_ENFORCE, policy.enforce.to_string());
+        let audited = checks::evaluate(policy.audit, meta, spec);
+        if !audited.is_empty() {
+            let why = checks::detail(&audited);
+            let violations = format!("would violate PodSecurity \"{}\": {why}", policy.audit);
+            crate::audit::annotate(AUDIT_VIOLATIONS, violations);
+        }
         let enforced = checks::evaluate(policy.enforce, meta, spec);
         if !enforced.is_empty() {
             let why = format!(
