@@ -52,6 +52,8 @@ pub struct App {
     pub metrics: crate::metrics::Metrics,
     /// The audit policy and backends, when auditing is on.
     pub audit: Option<Arc<crate::audit::Auditor>>,
+    /// The encrypting store, when encryption at rest is on.
+    pub encryption: Option<Arc<crate::encryption::Encrypted>>,
 }
 
 /// What the TLS layer learned about the connection.
@@ -316,7 +318,8 @@ pub(crate) async fn authenticate(
 }
 
 /// Authenticates a request for a non-resource path (`/metrics`, the OIDC documents) and asks
-/// the authorizers whether the caller may `get` it: the caller, or the refusal to send.
+/// the authorizers whether the caller may use it with the request's method (`get`, `post`,
+/// as upstream names non-resource verbs): the caller, or the refusal to send.
 pub(crate) async fn allowed_path(app: &App, req: Request) -> Result<Identity, Response> {
     let conn = req
         .extensions()
@@ -330,9 +333,10 @@ pub(crate) async fn allowed_path(app: &App, req: Request) -> Result<Identity, Re
         .await
         .map_err(|s| status_response(&s))?;
     let path = req.uri().path();
+    let verb = req.method().as_str().to_ascii_lowercase();
     let attributes = authz::Attributes {
         user: &who,
-        verb: "get",
+        verb: &verb,
         request: None,
         path,
     };

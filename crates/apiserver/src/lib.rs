@@ -22,6 +22,7 @@ pub mod cacher;
 mod connect;
 pub mod customresources;
 pub mod discovery;
+pub mod encryption;
 pub mod eviction;
 pub mod fieldcheck;
 pub mod handlers;

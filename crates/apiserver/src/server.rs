@@ -60,6 +60,9 @@ pub struct Config {
     pub oidc: Option<authn::oidc::Options>,
     /// Auditing (upstream's `--audit-*`), when a policy is given.
     pub audit: Option<crate::audit::Options>,
+    /// An EncryptionConfiguration: encryption at rest (upstream's
+    /// `--encryption-provider-config`).
+    pub encryption_provider_config: Option<PathBuf>,
 }
 
 impl Config {
@@ -84,6 +87,7 @@ impl Config {
             admission_control_config_file: None,
             oidc: None,
             audit: None,
+            encryption_provider_config: None,
         }
     }
 }
@@ -186,6 +190,14 @@ pub async fn start(config: Config) -> Result<Server, Error> {
 
     let endpoint = store::Endpoint::parse(&config.datastore_endpoint, &config.data_dir)?;
     let store = store::open(&endpoint, Duration::from_secs(60)).await?;
+    let (store, encryption) = match &config.encryption_provider_config {
+        Some(file) => {
+            let encrypted = crate::encryption::Encrypted::new(store, file).map_err(Error::Other)?;
+            let encrypted = Arc::new(encrypted);
+            (encrypted.clone() as Arc<dyn store::Store>, Some(encrypted))
+        }
+        None => (store, None),
+    };
     tracing::info!(store = %store.describe(), "store ready");
     let compactor = store::compactor::spawn(store.clone(), config.compaction_window);
     let listener = TcpListener::bind((config.bind_address, config.port))
@@ -231,6 +243,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         kubelet,
         metrics: crate::metrics::Metrics::default(),
         audit,
+        encryption,
         address: format!(
             "{}:{}",
             if config.bind_address.is_unspecified() {
@@ -306,6 +319,10 @@ pub fn router(app: Arc<App>) -> Router {
             get(crate::issuer::configuration),
         )
         .route("/openid/v1/jwks", get(crate::issuer::jwks))
+        .route(
+            "/rudder/v1/secrets-encrypt/{action}",
+            axum::routing::any(crate::encryption::endpoint),
+        )
         .route("/openapi/v2", get(handlers::openapi))
         .route("/openapi/v3", get(handlers::openapi))
         .route("/openapi/v3/{*rest}", get(handlers::openapi))

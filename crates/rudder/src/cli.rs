@@ -40,9 +40,40 @@ pub(crate) enum Command {
     Reset(ResetArgs),
     /// Measure a component's performance and print a table (or JSON).
     Bench(Bench),
+    /// Show or change encryption at rest of a running server (k3s' command): `status`,
+    /// `rotate-keys` (a fresh key first, then every value re-encrypted), `reencrypt`.
+    SecretsEncrypt(SecretsEncryptArgs),
     /// The per-container monitor the agent starts (not for direct use).
     #[command(hide = true)]
     Shim(ShimArgs),
+}
+
+/// Options of `rudder secrets-encrypt`.
+#[derive(Debug, Args)]
+pub(crate) struct SecretsEncryptArgs {
+    /// What to do.
+    #[arg(value_enum)]
+    pub(crate) action: SecretsEncryptAction,
+
+    /// The admin kubeconfig of the server [default: DATA_DIR/kubeconfig.yaml].
+    #[arg(long)]
+    pub(crate) kubeconfig: Option<std::path::PathBuf>,
+
+    /// The server's data directory [default: /var/lib/rudder as root, else
+    /// ~/.local/share/rudder].
+    #[arg(long)]
+    pub(crate) data_dir: Option<std::path::PathBuf>,
+}
+
+/// The actions of `rudder secrets-encrypt`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum SecretsEncryptAction {
+    /// Whether encryption is on, the keys, and how many stored values each key wrote.
+    Status,
+    /// Add a fresh key in front, then rewrite every encrypted value with it.
+    RotateKeys,
+    /// Rewrite every value an older key or provider wrote with the current key.
+    Reencrypt,
 }
 
 /// Options of `rudder proxy`.
@@ -669,6 +700,16 @@ pub(crate) struct ServerArgs {
     /// The CA that signed the OIDC issuer's serving certificate (the system's CAs otherwise).
     #[arg(long)]
     pub(crate) oidc_ca_file: Option<std::path::PathBuf>,
+
+    /// Encrypt Secrets at rest (k3s' flag): with a key made at first start, kept in
+    /// DATA_DIR/cred/encryption-config.json.
+    #[arg(long)]
+    pub(crate) secrets_encryption: bool,
+
+    /// An EncryptionConfiguration file: which resources are encrypted at rest, with which
+    /// providers and keys (upstream's flag; overrides --secrets-encryption's file).
+    #[arg(long)]
+    pub(crate) encryption_provider_config: Option<std::path::PathBuf>,
 
     /// The audit Policy file (audit.k8s.io/v1); without one nothing is audited.
     #[arg(long)]

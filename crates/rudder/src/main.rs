@@ -8,6 +8,7 @@ mod cli;
 mod client;
 mod cluster_dns;
 mod metrics;
+mod secrets_encrypt;
 mod server;
 
 use anyhow::Context;
@@ -92,6 +93,7 @@ async fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Agent(opts) => agent(opts).await,
         cli::Command::Images(opts) => images(opts),
         cli::Command::Reset(opts) => reset(opts).await,
+        cli::Command::SecretsEncrypt(opts) => secrets_encrypt::run(opts).await,
         cli::Command::Shim(_) => unreachable!("handled before the runtime starts"),
         cli::Command::Bench(bench) => match bench.target {
             cli::BenchTarget::Store(opts) => bench::store::run(opts).await,

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use crate::cli::ServerArgs;
 
 /// The default data directory: `/var/lib/rudder` for root, else `~/.local/share/rudder`.
-fn default_data_dir() -> std::path::PathBuf {
+pub(crate) fn default_data_dir() -> std::path::PathBuf {
     let root = is_root();
     match std::env::var_os("HOME") {
         Some(home) if !root => std::path::Path::new(&home).join(".local/share/rudder"),
@@ -122,6 +122,12 @@ pub(crate) async fn run(mut opts: ServerArgs) -> Result<()> {
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let advertise = advertise_address(opts.bind_address);
     let token_file = data_dir.join("token");
+    if opts.secrets_encryption && opts.encryption_provider_config.is_none() {
+        // k3s' file, made with a fresh key at first start.
+        let file = data_dir.join("cred/encryption-config.json");
+        apiserver::encryption::ensure_default_config(&file).map_err(anyhow::Error::msg)?;
+        opts.encryption_provider_config = Some(file);
+    }
     let config = api_config(&mut opts, &data_dir, advertise, &token_file);
     let server = apiserver::start(config)
         .await
@@ -237,6 +243,7 @@ fn api_config(
                 ca_file: opts.oidc_ca_file.take(),
             }),
         audit: audit_options(opts),
+        encryption_provider_config: opts.encryption_provider_config.take(),
     }
 }
 
