@@ -2,7 +2,7 @@
 //! RBAC authorizer.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use api::Status;
@@ -19,6 +19,9 @@ pub(crate) type Objects = Arc<RwLock<BTreeMap<String, (i64, Value)>>>;
 pub(crate) struct Watched {
     prefix: &'static str,
     current: tokio::sync::Mutex<Option<(Objects, Arc<AtomicBool>)>>,
+    /// Counts the changes to the copy (each event, each new listing), for what is derived
+    /// from it and must be derived again when it changes.
+    generation: Arc<AtomicU64>,
 }
 
 impl Watched {
@@ -27,7 +30,15 @@ impl Watched {
         Watched {
             prefix,
             current: tokio::sync::Mutex::new(None),
+            generation: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The objects, and the generation they are at (read before them: a change in between
+    /// makes a later call see a newer generation).
+    pub(crate) async fn tracked(&self, store: &Arc<dyn Store>) -> Result<(Objects, u64), Status> {
+        let generation = self.generation.load(Ordering::Acquire);
+        Ok((self.objects(store).await?, generation))
     }
 
     pub(crate) async fn objects(&self, store: &Arc<dyn Store>) -> Result<Objects, Status> {
@@ -49,12 +60,13 @@ impl Watched {
             }
         }
         let objects: Objects = Arc::new(RwLock::new(map));
+        self.generation.fetch_add(1, Ordering::AcqRel);
         let alive = Arc::new(AtomicBool::new(true));
         let mut events = store
             .watch(self.prefix, listed.revision + 1, WatchOptions::default())
             .await
             .map_err(unavailable)?;
-        let (o, a) = (objects.clone(), alive.clone());
+        let (o, a, g) = (objects.clone(), alive.clone(), self.generation.clone());
         tokio::spawn(async move {
             while let Some(Ok(event)) = events.next().await {
                 let mut map = o.write().unwrap_or_else(|e| e.into_inner());
@@ -67,8 +79,9 @@ impl Watched {
                     WatchEvent::Delete { key, .. } => {
                         map.remove(&key);
                     }
-                    WatchEvent::Progress { .. } => {}
+                    WatchEvent::Progress { .. } => continue,
                 }
+                g.fetch_add(1, Ordering::AcqRel);
             }
             a.store(false, Ordering::Release);
         });

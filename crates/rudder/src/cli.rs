@@ -369,6 +369,9 @@ pub(crate) enum BenchTarget {
     /// The API server: create throughput and latency, LIST, watch fan-out, memory. Starts its
     /// own `rudder server` on a temporary data directory.
     Api(ApiBench),
+    /// Authorization and token checks: RBAC's cost per request with many RoleBindings, and
+    /// service-account token checks per second. In process, over a scratch store.
+    Authz(AuthzBench),
     /// The revisioned key-value store: writes, reads, ranges, watch latency, file growth.
     Store(StoreBench),
     /// The scheduler: pods/s from creation to binding on simulated nodes, attempt latency.
@@ -545,6 +548,26 @@ pub(crate) struct SchedulerBench {
     /// Pods per workload (plain, then spread with anti-affinity).
     #[arg(long, default_value_t = 30_000)]
     pub(crate) pods: usize,
+}
+
+/// Options of `rudder bench authz`.
+#[derive(Debug, Args)]
+pub(crate) struct AuthzBench {
+    /// Print one JSON object on the last line instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// RoleBindings added to the namespace asked about.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) bindings: usize,
+
+    /// Authorizations timed per user and phase.
+    #[arg(long, default_value_t = 2_000)]
+    pub(crate) requests: usize,
+
+    /// Seconds spent checking tokens, and again checking signatures alone.
+    #[arg(long, default_value_t = 2.0)]
+    pub(crate) token_seconds: f64,
 }
 
 /// Options of `rudder bench store`.

@@ -98,6 +98,7 @@ async fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Bench(bench) => match bench.target {
             cli::BenchTarget::Store(opts) => bench::store::run(opts).await,
             cli::BenchTarget::Api(opts) => bench::api::run(opts).await,
+            cli::BenchTarget::Authz(opts) => bench::authz::run(opts).await,
             cli::BenchTarget::Scheduler(opts) => bench::scheduler::run(opts).await,
             cli::BenchTarget::Controllers(opts) => bench::controllers::run(opts).await,
             cli::BenchTarget::Pods(opts) => bench::pods::run(opts).await,

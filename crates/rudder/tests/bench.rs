@@ -121,6 +121,31 @@ fn bench_api_reports_every_key() {
 }
 
 #[test]
+fn bench_authz_reports_every_key() {
+    let v = bench_json(
+        &[
+            "authz",
+            "--bindings",
+            "200",
+            "--requests",
+            "50",
+            "--token-seconds",
+            "0.2",
+        ],
+        &[
+            "allowed_p99_us_0",
+            "denied_p99_us_0",
+            "allowed_p99_us",
+            "denied_p99_us",
+            "signatures_per_s",
+            "token_checks_per_s",
+            "token_check_ratio",
+        ],
+    );
+    assert!(v.get("added_p99_us").is_some(), "{v}");
+}
+
+#[test]
 fn bench_scheduler_reports_every_key() {
     let v = bench_json(
         &["scheduler", "--nodes", "20", "--pods", "60"],

@@ -2,6 +2,7 @@
 //! last line with `--json`. Their latest numbers are kept in docs/benchmarks.md.
 
 pub(crate) mod api;
+pub(crate) mod authz;
 mod client;
 pub(crate) mod controllers;
 pub(crate) mod dns;

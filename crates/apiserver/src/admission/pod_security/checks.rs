@@ -350,15 +350,27 @@ fn host_ports(_: &Value, spec: &Value, _: u32) -> Option<Violation> {
     )
 }
 
+/// `reason` with `containers "a", "b" <rule>`, when any container breaks the rule.
+fn by_containers(names: &[String], reason: &str, rule: &str) -> Option<Violation> {
+    let detail = format!("{} {rule}", named_containers(names));
+    (!names.is_empty()).then(|| Violation {
+        reason: reason.into(),
+        detail,
+    })
+}
+
+/// A rule the pod could meet for all its containers: `pod or containers "a" ...`.
+fn pod_or(v: Violation) -> Violation {
+    Violation {
+        detail: format!("pod or {}", v.detail),
+        ..v
+    }
+}
+
 fn privileged(_: &Value, spec: &Value, _: u32) -> Option<Violation> {
     let names = bad_containers(spec, |c| is_true(&c["securityContext"]["privileged"]));
-    (!names.is_empty()).then(|| Violation {
-        reason: "privileged".into(),
-        detail: format!(
-            "{} must not set securityContext.privileged=true",
-            named_containers(&names)
-        ),
-    })
+    let rule = "must not set securityContext.privileged=true";
+    by_containers(&names, "privileged", rule)
 }
 
 fn proc_mount(_: &Value, spec: &Value, _: u32) -> Option<Violation> {
@@ -371,14 +383,11 @@ fn proc_mount(_: &Value, spec: &Value, _: u32) -> Option<Violation> {
         }
         bad
     });
-    (!names.is_empty()).then(|| Violation {
-        reason: "procMount".into(),
-        detail: format!(
-            "{} must not set securityContext.procMount to {}",
-            named_containers(&names),
-            join_quote(&kinds)
-        ),
-    })
+    let rule = format!(
+        "must not set securityContext.procMount to {}",
+        join_quote(&kinds)
+    );
+    by_containers(&names, "procMount", &rule)
 }
 
 fn se_linux_options(_: &Value, spec: &Value, minor: u32) -> Option<Violation> {
@@ -519,13 +528,9 @@ fn seccomp_restricted(_: &Value, spec: &Value, minor: u32) -> Option<Violation> 
     }
     let s = seccomp(spec);
     seccomp_set_badly(&s).or_else(|| {
-        (!s.unset.is_empty()).then(|| Violation {
-            reason: "seccompProfile".into(),
-            detail: format!(
-                r#"pod or {} must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost""#,
-                named_containers(&s.unset)
-            ),
-        })
+        let rule =
+            r#"must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost""#;
+        by_containers(&s.unset, "seccompProfile", rule).map(pod_or)
     })
 }
 
@@ -580,13 +585,8 @@ fn allow_privilege_escalation(_: &Value, spec: &Value, minor: u32) -> Option<Vio
     let names = bad_containers(spec, |c| {
         c["securityContext"]["allowPrivilegeEscalation"].as_bool() != Some(false)
     });
-    (!names.is_empty()).then(|| Violation {
-        reason: "allowPrivilegeEscalation != false".into(),
-        detail: format!(
-            "{} must set securityContext.allowPrivilegeEscalation=false",
-            named_containers(&names)
-        ),
-    })
+    let rule = "must set securityContext.allowPrivilegeEscalation=false";
+    by_containers(&names, "allowPrivilegeEscalation != false", rule)
 }
 
 fn capabilities_restricted(_: &Value, spec: &Value, minor: u32) -> Option<Violation> {
@@ -698,13 +698,8 @@ fn run_as_non_root(_: &Value, spec: &Value, _: u32) -> Option<Violation> {
     let implicit = bad_containers(spec, |c| {
         c["securityContext"]["runAsNonRoot"].is_null() && pod != Some(true)
     });
-    (!implicit.is_empty()).then(|| Violation {
-        reason: "runAsNonRoot != true".into(),
-        detail: format!(
-            "pod or {} must set securityContext.runAsNonRoot=true",
-            named_containers(&implicit)
-        ),
-    })
+    let rule = "must set securityContext.runAsNonRoot=true";
+    by_containers(&implicit, "runAsNonRoot != true", rule).map(pod_or)
 }
 
 fn run_as_user(_: &Value, spec: &Value, _: u32) -> Option<Violation> {

@@ -12,6 +12,7 @@
 pub mod bootstrap;
 pub mod rules;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use api::Status;
@@ -26,12 +27,80 @@ use crate::registry::Registry;
 use crate::watched::{Objects, Watched};
 use rules::Request;
 
-/// The roles and bindings, followed by watches.
+/// The roles and bindings, followed by watches, and the bindings indexed by subject.
 pub struct Policy {
     roles: Watched,
     role_bindings: Watched,
     cluster_roles: Watched,
     cluster_role_bindings: Watched,
+    index: std::sync::Mutex<Option<Arc<Index>>>,
+}
+
+/// Which bindings name each subject (`User:alice`, `Group:dev`, `ServiceAccount:ns:name`),
+/// built from the bindings at the watched copies' generations, so that deciding looks only at
+/// the caller's bindings however many there are (upstream walks them all).
+struct Index {
+    generations: (u64, u64),
+    by_subject: HashMap<String, Vec<String>>,
+}
+
+impl Index {
+    fn build(generations: (u64, u64), bindings: &[(&Objects, bool)]) -> Index {
+        let mut by_subject: HashMap<String, Vec<String>> = HashMap::new();
+        for (objects, namespaced) in bindings {
+            let map = objects.read().unwrap_or_else(|e| e.into_inner());
+            for (key, (_, binding)) in map.iter() {
+                let ns = binding["metadata"]["namespace"]
+                    .as_str()
+                    .filter(|_| *namespaced);
+                let subjects = binding["subjects"].as_array().into_iter().flatten();
+                for subject in subjects.filter_map(|s| subject_key(s, ns)) {
+                    by_subject.entry(subject).or_default().push(key.clone());
+                }
+            }
+        }
+        for keys in by_subject.values_mut() {
+            keys.sort();
+            keys.dedup();
+        }
+        Index {
+            generations,
+            by_subject,
+        }
+    }
+
+    /// The keys of the bindings naming `user` (as itself, a group of its, or its service
+    /// account), in key order: cluster-wide bindings first, as upstream visits them.
+    fn bindings_of(&self, user: &Identity) -> Vec<&str> {
+        let mut subjects = vec![format!("User:{}", user.user)];
+        subjects.extend(user.groups.iter().map(|g| format!("Group:{g}")));
+        if let Some(account) = user.user.strip_prefix("system:serviceaccount:") {
+            subjects.push(format!("ServiceAccount:{account}"));
+        }
+        let mut keys: Vec<&str> = subjects
+            .iter()
+            .filter_map(|s| self.by_subject.get(s))
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+}
+
+/// A binding subject as the index names it.
+fn subject_key(subject: &Value, binding_ns: Option<&str>) -> Option<String> {
+    let name = str_of(&subject["name"]);
+    match str_of(&subject["kind"]) {
+        "User" => Some(format!("User:{name}")),
+        "Group" => Some(format!("Group:{name}")),
+        "ServiceAccount" => {
+            let ns = subject["namespace"].as_str().filter(|s| !s.is_empty());
+            Some(format!("ServiceAccount:{}:{name}", ns.or(binding_ns)?))
+        }
+        _ => None,
+    }
 }
 
 impl Default for Policy {
@@ -41,16 +110,18 @@ impl Default for Policy {
             role_bindings: Watched::new("/registry/rolebindings/"),
             cluster_roles: Watched::new("/registry/clusterroles/"),
             cluster_role_bindings: Watched::new("/registry/clusterrolebindings/"),
+            index: std::sync::Mutex::new(None),
         }
     }
 }
 
-/// The four kinds at one moment.
+/// The four kinds at one moment, and the bindings' index.
 struct Snapshot {
     roles: Objects,
     role_bindings: Objects,
     cluster_roles: Objects,
     cluster_role_bindings: Objects,
+    index: Arc<Index>,
 }
 
 /// The binding a rule came from, for upstream's reason (`RBAC: allowed by ...`).
@@ -140,39 +211,31 @@ impl Snapshot {
         visit: &mut dyn FnMut(&Source<'_>, &Value) -> bool,
     ) -> Vec<String> {
         let mut errors = Vec::new();
-        let mut bindings = |objects: &Objects, prefix: &str, ns: Option<&str>| {
+        let namespaced = namespace.map(|ns| format!("/registry/rolebindings/{ns}/"));
+        for key in self.index.bindings_of(user) {
+            let (objects, ns) = if key.starts_with("/registry/clusterrolebindings/") {
+                (&self.cluster_role_bindings, None)
+            } else if namespaced.as_deref().is_some_and(|p| key.starts_with(p)) {
+                (&self.role_bindings, namespace)
+            } else {
+                continue;
+            };
             let map = objects.read().unwrap_or_else(|e| e.into_inner());
-            for (_, (_, binding)) in map
-                .range(prefix.to_string()..)
-                .take_while(|(k, _)| k.starts_with(prefix))
-            {
-                let subjects = binding["subjects"].as_array().into_iter().flatten();
-                let Some(subject) = subjects.into_iter().find(|s| applies(s, user, ns)) else {
-                    continue;
-                };
-                let source = Source { binding, subject };
-                match self.role_rules(&binding["roleRef"], ns) {
-                    Ok(rules) => {
-                        if rules.iter().any(|rule| visit(&source, rule)) {
-                            return true;
-                        }
+            let Some((_, binding)) = map.get(key) else {
+                continue;
+            };
+            let subjects = binding["subjects"].as_array().into_iter().flatten();
+            let Some(subject) = subjects.into_iter().find(|s| applies(s, user, ns)) else {
+                continue;
+            };
+            let source = Source { binding, subject };
+            match self.role_rules(&binding["roleRef"], ns) {
+                Ok(rules) => {
+                    if rules.iter().any(|rule| visit(&source, rule)) {
+                        return Vec::new();
                     }
-                    Err(e) => errors.push(e),
                 }
-            }
-            false
-        };
-        if bindings(
-            &self.cluster_role_bindings,
-            "/registry/clusterrolebindings/",
-            None,
-        ) {
-            return Vec::new();
-        }
-        if let Some(ns) = namespace {
-            let prefix = format!("/registry/rolebindings/{ns}/");
-            if bindings(&self.role_bindings, &prefix, Some(ns)) {
-                return Vec::new();
+                Err(e) => errors.push(e),
             }
         }
         errors
@@ -189,11 +252,26 @@ fn aggregate(errors: &[String]) -> String {
 
 impl Policy {
     async fn snapshot(&self, store: &Arc<dyn Store>) -> Result<Snapshot, Status> {
+        let (role_bindings, rb) = self.role_bindings.tracked(store).await?;
+        let (cluster_role_bindings, crb) = self.cluster_role_bindings.tracked(store).await?;
+        let index = {
+            let mut cached = self.index.lock().unwrap_or_else(|e| e.into_inner());
+            match cached.as_ref().filter(|i| i.generations == (rb, crb)) {
+                Some(index) => index.clone(),
+                None => {
+                    let sources = [(&role_bindings, true), (&cluster_role_bindings, false)];
+                    let index = Arc::new(Index::build((rb, crb), &sources));
+                    *cached = Some(index.clone());
+                    index
+                }
+            }
+        };
         Ok(Snapshot {
             roles: self.roles.objects(store).await?,
-            role_bindings: self.role_bindings.objects(store).await?,
+            role_bindings,
             cluster_roles: self.cluster_roles.objects(store).await?,
-            cluster_role_bindings: self.cluster_role_bindings.objects(store).await?,
+            cluster_role_bindings,
+            index,
         })
     }
 
