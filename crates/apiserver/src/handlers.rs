@@ -54,6 +54,9 @@ pub struct App {
     pub audit: Option<Arc<crate::audit::Auditor>>,
     /// The encrypting store, when encryption at rest is on.
     pub encryption: Option<Arc<crate::encryption::Encrypted>>,
+    /// Whether a request without credentials runs as `system:anonymous` (in
+    /// `system:unauthenticated`) instead of being refused with 401.
+    pub anonymous: bool,
 }
 
 /// What the TLS layer learned about the connection.
@@ -302,7 +305,13 @@ pub(crate) async fn authenticate(
     if let Some(who) = &conn.identity {
         return Some(who.clone());
     }
-    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let Some(auth) = headers.get(header::AUTHORIZATION) else {
+        return app.anonymous.then(|| Identity {
+            user: "system:anonymous".into(),
+            groups: vec!["system:unauthenticated".into()],
+        });
+    };
+    let auth = auth.to_str().ok()?;
     if let Some(who) = app.tokens.authenticate(auth) {
         return Some(who);
     }

@@ -63,6 +63,9 @@ pub struct Config {
     /// An EncryptionConfiguration: encryption at rest (upstream's
     /// `--encryption-provider-config`).
     pub encryption_provider_config: Option<PathBuf>,
+    /// Requests without credentials run as `system:anonymous` (upstream's
+    /// `--anonymous-auth`); off, they get 401.
+    pub anonymous_auth: bool,
 }
 
 impl Config {
@@ -88,6 +91,7 @@ impl Config {
             oidc: None,
             audit: None,
             encryption_provider_config: None,
+            anonymous_auth: false,
         }
     }
 }
@@ -244,6 +248,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         metrics: crate::metrics::Metrics::default(),
         audit,
         encryption,
+        anonymous: config.anonymous_auth,
         address: format!(
             "{}:{}",
             if config.bind_address.is_unspecified() {
@@ -351,11 +356,47 @@ async fn catch_panic(req: Request, next: axum::middleware::Next) -> Response {
     }
 }
 
-async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, "404 page not found\n").into_response()
+/// Every path nothing else serves, as upstream's: a caller without credentials gets 401 and
+/// one the authorizers refuse 403 (as Status objects, which is also how scanners such as
+/// kube-hunter tell an API server); `/` lists the root paths; anything else is 404.
+async fn not_found(State(app): State<Arc<App>>, req: Request) -> Response {
+    let root = req.uri().path() == "/";
+    if let Err(refusal) = handlers::allowed_path(&app, req).await {
+        return refusal;
+    }
+    let served = app.registry.served();
+    if !root {
+        return (StatusCode::NOT_FOUND, "404 page not found\n").into_response();
+    }
+    let mut paths: Vec<String> = [
+        "/.well-known/openid-configuration",
+        "/api",
+        "/api/v1",
+        "/apis",
+        "/healthz",
+        "/livez",
+        "/metrics",
+        "/openapi/v2",
+        "/openapi/v3",
+        "/openid/v1/jwks",
+        "/readyz",
+        "/version",
+    ]
+    .map(String::from)
+    .to_vec();
+    for (group, versions) in served.groups().into_iter().filter(|(g, _)| !g.is_empty()) {
+        paths.push(format!("/apis/{group}"));
+        paths.extend(versions.iter().map(|v| format!("/apis/{group}/{v}")));
+    }
+    paths.sort();
+    json_document(StatusCode::OK, &json!({ "paths": paths }))
 }
 
-async fn version() -> Response {
+/// `/version`, for callers the authorizers let `get` it (as [`health`]).
+async fn version(State(app): State<Arc<App>>, req: Request) -> Response {
+    if let Err(refusal) = handlers::allowed_path(&app, req).await {
+        return refusal;
+    }
     json_document(
         StatusCode::OK,
         &json!({
@@ -373,9 +414,17 @@ async fn version() -> Response {
 }
 
 /// `/livez`, `/readyz`, `/healthz`: `ok` once the store answers; `?verbose` lists the checks.
+/// Like every path, for callers the authorizers let `get` it (upstream's
+/// `system:public-info-viewer`: every authenticated user, and anonymous ones with
+/// `--anonymous-auth`).
 async fn health(State(app): State<Arc<App>>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(String::from);
+    if let Err(refusal) = handlers::allowed_path(&app, req).await {
+        return refusal;
+    }
     let store_ok = app.registry.store().current_revision().await.is_ok();
-    let verbose = req.uri().query().is_some_and(|q| {
+    let verbose = query.is_some_and(|q| {
         q.split('&')
             .any(|p| p == "verbose" || p.starts_with("verbose="))
     });
@@ -399,7 +448,7 @@ async fn health(State(app): State<Arc<App>>, req: Request) -> Response {
             .collect();
         s.push_str(&format!(
             "{} check {}\n",
-            req.uri().path().trim_start_matches('/'),
+            path.trim_start_matches('/'),
             if all_ok { "passed" } else { "failed" }
         ));
         s
@@ -408,7 +457,7 @@ async fn health(State(app): State<Arc<App>>, req: Request) -> Response {
     } else {
         format!(
             "[-]etcd failed: reason withheld\n{} check failed\n",
-            req.uri().path().trim_start_matches('/')
+            path.trim_start_matches('/')
         )
     };
     (code, body).into_response()

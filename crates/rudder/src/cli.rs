@@ -724,6 +724,12 @@ pub(crate) struct ServerArgs {
     #[arg(long)]
     pub(crate) oidc_ca_file: Option<std::path::PathBuf>,
 
+    /// Let requests without credentials in as `system:anonymous` (group
+    /// `system:unauthenticated`), which RBAC lets read only /version and the health checks.
+    /// Off, they are refused with 401 everywhere.
+    #[arg(long)]
+    pub(crate) anonymous_auth: bool,
+
     /// Encrypt Secrets at rest (k3s' flag): with a key made at first start, kept in
     /// DATA_DIR/cred/encryption-config.json.
     #[arg(long)]

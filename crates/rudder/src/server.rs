@@ -244,6 +244,7 @@ fn api_config(
             }),
         audit: audit_options(opts),
         encryption_provider_config: opts.encryption_provider_config.take(),
+        anonymous_auth: opts.anonymous_auth,
     }
 }
 

@@ -60,6 +60,17 @@ impl Users {
         path
     }
 
+    /// GET `path` with no credentials at all (with curl: kubectl would ask for a password).
+    fn anonymous(&self, path: &str) -> String {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--max-time", "10", "--cacert"])
+            .arg(self.c.dir.path().join("tls/ca.crt"))
+            .arg(format!("https://127.0.0.1:{}{path}", self.c.port))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// kubectl as the user whose token is `token`.
     fn as_user(&self, token: &str, args: &[&str]) -> Run {
         self.c.kubectl_with(&self.config(token), args, None)
@@ -741,4 +752,58 @@ fn oidc_id_tokens_authenticate_with_their_claims() {
         let refused = u.as_user(&bad, &pods);
         assert!(refused.err().contains("Unauthorized"), "{}", refused.stderr);
     }
+}
+
+#[test]
+fn other_paths_answer_as_upstream_does_for_each_caller() {
+    let u = Users::start();
+    let root = u.c.kubectl(&["get", "--raw", "/"]).out().to_string();
+    let paths: serde_json::Value = serde_json::from_str(&root).unwrap();
+    let paths: Vec<&str> = paths["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.as_str())
+        .collect();
+    assert!(
+        paths.contains(&"/apis/apps/v1") && paths.contains(&"/version"),
+        "{paths:?}"
+    );
+    let missing = u.c.kubectl(&["get", "--raw", "/nothing-here"]);
+    assert!(
+        missing
+            .err()
+            .contains("the server could not find the requested resource"),
+        "{}",
+        missing.stderr
+    );
+    let bob = u.as_user("bobtoken", &["get", "--raw", "/"]);
+    assert!(
+        bob.err()
+            .contains(r#"forbidden: User "bob" cannot get path "/""#),
+        "{}",
+        bob.stderr
+    );
+    let nobody = u.as_user("not-a-token", &["get", "--raw", "/nothing-here"]);
+    assert!(nobody.err().contains("Unauthorized"), "{}", nobody.stderr);
+    let unauthorized = r#""reason":"Unauthorized","code":401"#;
+    for path in ["/version", "/healthz", "/", "/api/v1/pods"] {
+        assert!(u.anonymous(path).contains(unauthorized), "{path}");
+    }
+}
+
+#[test]
+fn anonymous_requests_reach_only_the_public_endpoints() {
+    let u = Users::start_with(&["--anonymous-auth"]);
+    assert!(u.anonymous("/version").contains(r#""minor":"33""#));
+    assert_eq!(u.anonymous("/readyz"), "ok");
+    let pods = u.anonymous("/api/v1/namespaces/default/pods");
+    let forbidden = r#"pods is forbidden: User \"system:anonymous\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""#;
+    assert!(pods.contains(forbidden), "{pods}");
+    let bad_token = u.as_user("not-a-token", &["get", "--raw", "/version"]);
+    assert!(
+        bad_token.err().contains("Unauthorized"),
+        "{}",
+        bad_token.stderr
+    );
 }

@@ -212,6 +212,28 @@ fn sql_error(path: &Path, e: rusqlite::Error) -> Error {
     }
 }
 
+/// Makes the database file readable by its owner only (mode 0600), creating it empty if it is
+/// missing: it holds every Secret. SQLite gives its journal files the same mode.
+fn owner_only(path: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let failed = |e: std::io::Error| Error::Unavailable {
+        endpoint: path.display().to_string(),
+        detail: format!("restricting {} to its owner: {e}", path.display()),
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(failed)?;
+    let mode = file.metadata().map_err(failed)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        let owner = std::fs::Permissions::from_mode(mode & 0o700);
+        file.set_permissions(owner).map_err(failed)?;
+    }
+    Ok(())
+}
+
 fn open_blocking(path: PathBuf, opts: SqliteOptions) -> Result<SqliteStore> {
     let err = |e| sql_error(&path, e);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -221,6 +243,7 @@ fn open_blocking(path: PathBuf, opts: SqliteOptions) -> Result<SqliteStore> {
         })?;
     }
     let lock = lock_file(&path)?;
+    owner_only(&path)?;
     let existing = std::fs::metadata(&path)
         .map(|m| m.len() > 0)
         .unwrap_or(false);

@@ -62,6 +62,24 @@ async fn a_truncated_database_is_refused_by_name() {
 }
 
 #[tokio::test]
+async fn only_the_owner_may_read_the_database_and_its_journal() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    std::fs::write(&path, b"").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = open(&path).await.unwrap();
+    store.create("/k", b"secret".to_vec()).await.unwrap();
+    for name in ["state.db", "state.db-wal"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+}
+
+#[tokio::test]
 async fn another_sqlite_database_is_not_taken_for_ours() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("other.db");
