@@ -38,6 +38,8 @@ pub struct Registry {
     served: Arc<api::resources::Catalog>,
     /// The roles and bindings, as RBAC and its escalation check read them.
     rbac: Arc<crate::authz::rbac::Policy>,
+    /// The service accounts, as token authentication reads them.
+    accounts: Arc<crate::watched::Watched>,
 }
 
 /// What a list asks for.
@@ -246,12 +248,18 @@ impl Registry {
             service_range: Default::default(),
             served: Default::default(),
             rbac: Default::default(),
+            accounts: Arc::new(crate::watched::Watched::new("/registry/serviceaccounts/")),
         }
     }
 
     /// The roles and bindings, followed by watches.
     pub fn rbac(&self) -> &crate::authz::rbac::Policy {
         &self.rbac
+    }
+
+    /// The service accounts, followed by a watch.
+    pub(crate) fn accounts(&self) -> &crate::watched::Watched {
+        &self.accounts
     }
 
     /// What writes reserve beside their objects (a Service's addresses and ports).

@@ -146,7 +146,15 @@ pub async fn authenticate_service_account(
             obj["metadata"]["uid"].as_str().map(str::to_string)
         }
     };
-    if uid_of("serviceaccounts", &account.name).await? != account.uid {
+    // The account from the watched copy (upstream reads an informer); the store only for an
+    // account too new for the copy, or recreated since.
+    let accounts = crate::podlogs::resource("serviceaccounts");
+    let key = accounts.key(Some(ns), &account.name);
+    let cached = reg.accounts().get(reg.store(), &key).await.ok().flatten();
+    let cached_uid = cached.as_ref().and_then(|a| a["metadata"]["uid"].as_str());
+    if cached_uid != Some(account.uid.as_str())
+        && uid_of("serviceaccounts", &account.name).await? != account.uid
+    {
         return None;
     }
     for (plural, bound) in [("pods", &private.pod), ("secrets", &private.secret)] {

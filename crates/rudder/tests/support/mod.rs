@@ -19,6 +19,17 @@ pub struct Cluster {
     net: Option<u8>,
 }
 
+/// Two different free ports: each listener is held until both are picked, so the system
+/// cannot hand out the same port twice (two `free_port` calls in a row may).
+pub fn two_free_ports() -> (u16, u16) {
+    let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
