@@ -67,11 +67,7 @@ impl KubeletClient {
     /// A client that presents `cert_pem`/`key_pem` and trusts servers signed by `ca_pem`.
     pub fn new(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<KubeletClient, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-            let ca = ca.map_err(|e| format!("cluster CA: {e}"))?;
-            roots.add(ca).map_err(|e| format!("cluster CA: {e}"))?;
-        }
+        let roots = tls::roots(ca_pem.as_bytes()).map_err(|e| format!("cluster CA: {e}"))?;
         let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("kubelet client certificate: {e}"))?;

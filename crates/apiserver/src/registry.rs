@@ -38,7 +38,7 @@ pub struct Registry {
     served: Arc<api::resources::Catalog>,
     /// The roles and bindings, as RBAC and its escalation check read them.
     rbac: Arc<crate::authz::rbac::Policy>,
-    /// The service accounts, as token authentication reads them.
+    /// The service accounts, as token authentication and the ServiceAccount step read them.
     accounts: Arc<crate::watched::Watched>,
 }
 

@@ -11,7 +11,7 @@ mod testimage;
 use std::process::Command;
 
 use pods::{busybox, get, jsonpath, node_ready, patiently};
-use support::{Cluster, eventually, two_free_ports};
+use support::{Cluster, eventually, free_port};
 
 /// Pods in 10.215.0.0/16, Services in 10.245.0.0/16.
 const NET: u8 = 215;
@@ -101,7 +101,7 @@ fn certificates() -> (String, String, String) {
 #[test]
 fn an_ingress_routes_two_hosts_and_two_paths_and_serves_tls_by_name() {
     let image = busybox();
-    let (http, https) = two_free_ports();
+    let (http, https) = (free_port(), free_port());
     let c = Cluster::start_with_agent(
         "node-i",
         NET,

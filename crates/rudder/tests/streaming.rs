@@ -390,7 +390,7 @@ spec:
     run_pod(&c, &manifest, "two");
     let dir = tempfile::tempdir().unwrap();
     for (i, bin) in ["kubectl", KUBECTL_SPDY].into_iter().enumerate() {
-        let (pa, pb) = support::two_free_ports();
+        let (pa, pb) = (free_port(), free_port());
         let log = dir.path().join(format!("pf{i}.log"));
         let child = port_forward(
             &c,

@@ -214,7 +214,7 @@ fn sql_error(path: &Path, e: rusqlite::Error) -> Error {
 
 /// Makes the database file readable by its owner only (mode 0600), creating it empty if it is
 /// missing: it holds every Secret. SQLite gives its journal files the same mode.
-fn owner_only(path: &std::path::Path) -> Result<()> {
+fn owner_only(path: &Path) -> Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let failed = |e: std::io::Error| Error::Unavailable {
         endpoint: path.display().to_string(),

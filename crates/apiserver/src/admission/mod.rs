@@ -123,7 +123,7 @@ impl Chain {
         Chain {
             mutating: vec![
                 Box::new(limit_ranger::LimitRanger::default()),
-                Box::new(service_account::ServiceAccount::default()),
+                Box::new(service_account::ServiceAccount),
                 Box::new(priority::Priority::default()),
                 Box::new(runtime_class::RuntimeClass),
                 Box::new(default_toleration_seconds::DefaultTolerationSeconds),

@@ -21,7 +21,6 @@ use serde_json::{Value, json};
 
 use super::{Attributes, Mutating, Operation, forbidden, name_of};
 use crate::registry::Registry;
-use crate::watched::Watched;
 
 /// Where the credentials are mounted.
 pub const MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -34,18 +33,9 @@ const TOKEN_SECONDS: i64 = 3607;
 const DEFAULT_ATTEMPTS: u32 = 10;
 const RETRY_INTERVAL: Duration = Duration::from_millis(150);
 
-/// The step, with its copy of the accounts.
-pub(super) struct ServiceAccount {
-    accounts: Watched,
-}
-
-impl Default for ServiceAccount {
-    fn default() -> ServiceAccount {
-        ServiceAccount {
-            accounts: Watched::new("/registry/serviceaccounts/"),
-        }
-    }
-}
+/// The step; it reads the accounts from the registry's watched copy
+/// ([`Registry::accounts`], which token authentication reads too).
+pub(super) struct ServiceAccount;
 
 impl Mutating for ServiceAccount {
     fn name(&self) -> &'static str {
@@ -109,7 +99,7 @@ impl ServiceAccount {
     /// The account `ns/name`, from the copy or else the store.
     async fn account(&self, reg: &Registry, ns: &str, name: &str) -> Result<Option<Value>, Status> {
         let key = format!("/registry/serviceaccounts/{ns}/{name}");
-        if let Some(account) = self.accounts.get(reg.store(), &key).await? {
+        if let Some(account) = reg.accounts().get(reg.store(), &key).await? {
             return Ok(Some(account));
         }
         let r = crate::podlogs::resource("serviceaccounts");

@@ -79,15 +79,13 @@ impl Auditor {
         Fut: Future<Output = Response<Body>>,
     {
         let record = Record::new(self.clone(), &req);
-        let (mut resp, record) = RECORD
-            .scope(RefCell::new(record), async {
-                let resp = serve(req).await;
-                (
-                    resp,
-                    RECORD.with(|r| r.replace(Record::empty(self.clone()))),
-                )
-            })
-            .await;
+        let mut scoped = std::pin::pin!(RECORD.scope(RefCell::new(record), serve(req)));
+        let mut resp = scoped.as_mut().await;
+        let record = scoped
+            .as_mut()
+            .take_value()
+            .expect("a finished scope gives its value back")
+            .into_inner();
         if let Ok(id) = HeaderValue::from_str(&record.id) {
             resp.headers_mut().insert("audit-id", id);
         }
@@ -146,28 +144,6 @@ fn now() -> String {
 }
 
 impl Record {
-    fn empty(auditor: Arc<Auditor>) -> Record {
-        Record {
-            auditor,
-            id: String::new(),
-            received: String::new(),
-            uri: String::new(),
-            method: String::new(),
-            source_ips: Vec::new(),
-            user_agent: None,
-            user: None,
-            impersonated: None,
-            verb: None,
-            object_ref: None,
-            long_running: false,
-            decided: None,
-            annotations: BTreeMap::new(),
-            request_object: None,
-            response_object: None,
-            status: None,
-        }
-    }
-
     fn new(auditor: Arc<Auditor>, req: &Request<Body>) -> Record {
         let headers = req.headers();
         let id = headers
@@ -201,7 +177,17 @@ impl Record {
                 .get(axum::http::header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .map(String::from),
-            ..Record::empty(auditor)
+            auditor,
+            user: None,
+            impersonated: None,
+            verb: None,
+            object_ref: None,
+            long_running: false,
+            decided: None,
+            annotations: BTreeMap::new(),
+            request_object: None,
+            response_object: None,
+            status: None,
         }
     }
 

@@ -172,10 +172,7 @@ fn client_tls(cluster: &Value, user: &Value, dir: &Path) -> Result<rustls::Clien
         Some(ca) => ca,
         None => std::fs::read("/etc/ssl/certs/ca-certificates.crt").map_err(|e| e.to_string())?,
     };
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&ca) {
-        let _ = roots.add(cert.map_err(|e| e.to_string())?);
-    }
+    let roots = tls::roots(&ca)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

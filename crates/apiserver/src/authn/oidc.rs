@@ -17,8 +17,6 @@ use std::time::{Duration, Instant};
 use axum::http::{Uri, header};
 use http_body_util::BodyExt;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
 
 use super::Identity;
@@ -72,11 +70,7 @@ impl Oidc {
         }
         let path = opts.ca_file.clone().unwrap_or_else(|| SYSTEM_CAS.into());
         let pem = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut roots = rustls::RootCertStore::empty();
-        for ca in CertificateDer::pem_slice_iter(&pem) {
-            let ca = ca.map_err(|e| format!("{}: {e}", path.display()))?;
-            let _ = roots.add(ca);
-        }
+        let roots = tls::roots(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

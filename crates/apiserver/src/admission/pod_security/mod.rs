@@ -152,7 +152,7 @@ impl PodSecurity {
     /// The policy of the namespace the object is in, from the watched copy (or the store,
     /// for a namespace too new for the copy).
     async fn policy_of(&self, reg: &Registry, ns: &str) -> Result<Policy, Status> {
-        let namespaces = api::resources::find("", "v1", "namespaces").expect("served");
+        let namespaces = crate::podlogs::resource("namespaces");
         let key = namespaces.key(None, ns);
         let namespace = match self.namespaces.get(reg.store(), &key).await {
             Ok(Some(namespace)) => namespace,
@@ -266,7 +266,7 @@ impl PodSecurity {
         ns: &str,
         enforce: LevelVersion,
     ) -> Result<Vec<String>, Status> {
-        let pods = api::resources::find("", "v1", "pods").expect("served");
+        let pods = crate::podlogs::resource("pods");
         let listed = reg.list(pods, Some(ns), &ListOptions::default()).await?;
         let all: Vec<&Value> = listed
             .items
