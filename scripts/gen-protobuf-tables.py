@@ -34,6 +34,7 @@ GROUPS = {
     "scheduling/v1": "scheduling.k8s.io/v1",
     "discovery/v1": "discovery.k8s.io/v1",
     "events/v1": "events.k8s.io/v1",
+    "flowcontrol/v1": "flowcontrol.apiserver.k8s.io/v1",
     "certificates/v1": "certificates.k8s.io/v1",
     "node/v1": "node.k8s.io/v1",
     "admissionregistration/v1": "admissionregistration.k8s.io/v1",

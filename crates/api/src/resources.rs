@@ -278,6 +278,8 @@ resources! {
     "rbac.authorization.k8s.io" "v1" "ClusterRole" "clusterroles" "clusterrole" false [] NONE &[], "clusterroles" [];
     "rbac.authorization.k8s.io" "v1" "ClusterRoleBinding" "clusterrolebindings" "clusterrolebinding" false [] NONE &[], "clusterrolebindings" [];
     "coordination.k8s.io" "v1" "Lease" "leases" "lease" true [] NONE &[], "leases" [];
+    "flowcontrol.apiserver.k8s.io" "v1" "FlowSchema" "flowschemas" "flowschema" false [] NONE STATUS, "flowschemas" [];
+    "flowcontrol.apiserver.k8s.io" "v1" "PriorityLevelConfiguration" "prioritylevelconfigurations" "prioritylevelconfiguration" false [] NONE STATUS, "prioritylevelconfigurations" [];
     "scheduling.k8s.io" "v1" "PriorityClass" "priorityclasses" "priorityclass" false ["pc"] NONE &[], "priorityclasses" [];
     "discovery.k8s.io" "v1" "EndpointSlice" "endpointslices" "endpointslice" true [] NONE &[], "endpointslices" [];
     "events.k8s.io" "v1" "Event" "events" "event" true ["ev"] NONE &[], "events"

@@ -805,6 +805,14 @@ mod tests {
             ),
             ("coordination.k8s.io/v1/leases", "gqkMMb/YqFM="),
             ("scheduling.k8s.io/v1/priorityclasses", "1QwjyaZjj3Y="),
+            (
+                "flowcontrol.apiserver.k8s.io/v1/flowschemas",
+                "GJVAJZSZBIw=",
+            ),
+            (
+                "flowcontrol.apiserver.k8s.io/v1/prioritylevelconfigurations",
+                "Kir5PVfvNeI=",
+            ),
             ("discovery.k8s.io/v1/endpointslices", "qgS0xkrxYAI="),
             // Stored as core v1 Events.
             ("events.k8s.io/v1/events", "r2yiGXH7wu8="),

@@ -23,6 +23,7 @@ use crate::authz;
 use crate::connect;
 use crate::discovery;
 use crate::fieldcheck;
+use crate::flowcontrol;
 use crate::openapi;
 use crate::registry::{
     Caller, DeleteOptions, ListOptions, ListResult, Registry, WatchRequest, apply_patch, with_type,
@@ -57,6 +58,8 @@ pub struct App {
     /// Whether a request without credentials runs as `system:anonymous` (in
     /// `system:unauthenticated`) instead of being refused with 401.
     pub anonymous: bool,
+    /// API Priority and Fairness, unless turned off.
+    pub flowcontrol: Option<Arc<crate::flowcontrol::FlowControl>>,
 }
 
 /// What the TLS layer learned about the connection.
@@ -407,19 +410,50 @@ async fn serve(app: Arc<App>, req: Request) -> Response {
     tracing::Span::current().record("user", who.user.as_str());
     let query = Query::parse(req.uri().query());
     let served = app.registry.served();
-    let (path, method) = (req.uri().path(), req.method().as_str());
-    let target = match parse(path, method, query.flag("watch"), served) {
+    let path = req.uri().path().to_string();
+    let target = match parse(&path, req.method().as_str(), query.flag("watch"), served) {
         Ok(t) => t,
         Err(s) => return status_response(&s),
     };
-    let method_verb = method.to_ascii_lowercase();
-    let (request, verb) = match &target {
-        Target::Resource(info) => (Some(info), info.verb),
-        _ => (None, method_verb.as_str()),
+    let verb = match &target {
+        Target::Resource(info) => info.verb.to_string(),
+        _ => req.method().as_str().to_ascii_lowercase(),
     };
-    crate::audit::addressed(verb, request, path);
-    let attributes = authz::Attributes {
+    let request = match &target {
+        Target::Resource(info) => Some(info),
+        _ => None,
+    };
+    crate::audit::addressed(&verb, request, &path);
+    let authorized = authorized(&app, &who, &verb, target.clone(), query, req);
+    let store = app.registry.store();
+    let asked = flowcontrol::Asked {
         user: &who,
+        verb: &verb,
+        target: &target,
+        path: &path,
+    };
+    match &app.flowcontrol {
+        Some(fc) => fc.admit(store, &app.metrics, asked, authorized).await,
+        None => authorized.await,
+    }
+}
+
+/// A request its caller may make, or the refusal: asks the authorizers, then serves it.
+async fn authorized(
+    app: &App,
+    who: &Identity,
+    verb: &str,
+    target: Target,
+    query: Query,
+    req: Request,
+) -> Response {
+    let path = req.uri().path();
+    let request = match &target {
+        Target::Resource(info) => Some(info),
+        _ => None,
+    };
+    let attributes = authz::Attributes {
+        user: who,
         verb,
         request,
         path,
@@ -432,6 +466,7 @@ async fn serve(app: Arc<App>, req: Request) -> Response {
         }
         Err(s) => return status_response(&s),
     }
+    let served = app.registry.served();
     let aggregated = discovery::wants_aggregated(
         req.headers()
             .get(header::ACCEPT)
@@ -461,7 +496,7 @@ async fn serve(app: Arc<App>, req: Request) -> Response {
             Some(v) => json_response(StatusCode::OK, &v),
             None => status_response(&Status::path_not_found()),
         },
-        Target::Resource(info) => match resource(&app, info, query, req, &who).await {
+        Target::Resource(info) => match resource(app, info, query, req, who).await {
             Ok(resp) => resp,
             Err(s) => status_response(&s),
         },
@@ -874,6 +909,17 @@ async fn list_table(c: &Call<'_>) -> Result<Response, Status> {
     let r = c.r();
     let (include, now) = (include(&c.query)?, jiff::Timestamp::now());
     let opts = list_options(&c.sv, &c.query)?;
+    if let Some(order) = api::table::row_order(r) {
+        let mut list = c.reg().list(r, c.ns, &opts).await?;
+        let meta = list_meta(&list);
+        list.items.sort_by_cached_key(order);
+        let rows: Vec<Vec<u8>> = (list.items.into_iter())
+            .map(|o| {
+                serde_json::to_vec(&api::table::row(r, o, include, now)).expect("JSON encodes")
+            })
+            .collect();
+        return Ok(json_bytes(api::table::table_json(r, meta, &rows)));
+    }
     if opts.labels.is_empty() && opts.fields.0.is_empty() {
         let list = c.reg().list_raw(r, c.ns, &opts).await?;
         let meta = list_meta(&list);

@@ -4,7 +4,8 @@
 //! the REST semantics of every built-in resource over the revisioned store (create, get,
 //! list with selectors and pagination, watch, update, the three patch types, graceful delete
 //! with finalizers, the status, scale and binding subresources, dry-run), server-side
-//! tables, and `pods/log`, which it streams from the node agent running the pod ([`podlogs`]).
+//! tables, `pods/log`, which it streams from the node agent running the pod ([`podlogs`]), and
+//! how requests share the server (API Priority and Fairness, [`flowcontrol`]).
 //! It depends on `api` (what the API means) and `store` (where objects live); it must not run
 //! controllers or touch the host. Other components reach it only through the API.
 //!
@@ -25,6 +26,7 @@ pub mod discovery;
 pub mod encryption;
 pub mod eviction;
 pub mod fieldcheck;
+pub mod flowcontrol;
 pub mod handlers;
 pub mod issuer;
 pub mod metrics;

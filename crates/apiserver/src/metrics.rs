@@ -1,7 +1,9 @@
 //! The API server's Prometheus metrics under upstream's names (apiserver's
 //! `endpoints/metrics`): every request counted by `apiserver_request_total` and timed by
 //! `apiserver_request_duration_seconds`, the requests being served now in
-//! `apiserver_current_inflight_requests`, and the `/metrics` endpoint that shows them.
+//! `apiserver_current_inflight_requests`, what priority and fairness let run or turned away
+//! (`apiserver_flowcontrol_dispatched_requests_total`, `..._rejected_requests_total`), and
+//! the `/metrics` endpoint that shows them.
 //!
 //! A request is recorded once, where every `/api` and `/apis` request passes
 //! ([`crate::handlers::api`]): [`start`] before it is served, [`Started::finish`]
@@ -81,6 +83,21 @@ struct KindLabels {
     request_kind: &'static str,
 }
 
+/// A priority level and flow schema, for upstream's `apiserver_flowcontrol_*` metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FlowLabels {
+    flow_schema: String,
+    priority_level: String,
+}
+
+/// [`FlowLabels`] with why a request was turned away.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectLabels {
+    flow_schema: String,
+    priority_level: String,
+    reason: &'static str,
+}
+
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
@@ -91,6 +108,10 @@ pub struct Metrics {
     requests: Family<CodeLabels, Counter>,
     durations: Family<RequestLabels, Histogram, fn() -> Histogram>,
     inflight: Family<KindLabels, Gauge>,
+    dispatched: Family<FlowLabels, Counter>,
+    rejected: Family<RejectLabels, Counter>,
+    inqueue: Family<FlowLabels, Gauge>,
+    executing: Family<FlowLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -119,11 +140,39 @@ impl Default for Metrics {
         for request_kind in [READ_ONLY, MUTATING] {
             let _ = inflight.get_or_create(&KindLabels { request_kind });
         }
+        let dispatched = Family::<FlowLabels, Counter>::default();
+        let rejected = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "apiserver_flowcontrol_dispatched_requests",
+            "Number of requests executed by API Priority and Fairness subsystem",
+            dispatched.clone(),
+        );
+        registry.register(
+            "apiserver_flowcontrol_rejected_requests",
+            "Number of requests rejected by API Priority and Fairness subsystem",
+            rejected.clone(),
+        );
+        let inqueue = Family::<FlowLabels, Gauge>::default();
+        let executing = Family::<FlowLabels, Gauge>::default();
+        registry.register(
+            "apiserver_flowcontrol_current_inqueue_requests",
+            "Number of requests currently pending in queues of the API Priority and Fairness subsystem",
+            inqueue.clone(),
+        );
+        registry.register(
+            "apiserver_flowcontrol_current_executing_requests",
+            "Number of requests in initial (for a WATCH) or any (for a non-WATCH) execution stage in the API Priority and Fairness subsystem",
+            executing.clone(),
+        );
         Metrics {
             registry,
             requests,
             durations,
             inflight,
+            dispatched,
+            rejected,
+            inqueue,
+            executing,
         }
     }
 }
@@ -170,6 +219,35 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// Counts a request priority and fairness let run, by `(flow schema, priority level)`.
+    pub(crate) fn flow_dispatched(&self, (schema, level): (&str, &str)) {
+        let labels = FlowLabels {
+            flow_schema: schema.into(),
+            priority_level: level.into(),
+        };
+        self.dispatched.get_or_create(&labels).inc();
+    }
+
+    /// Counts a request waiting for a seat of its priority level until the guard is dropped.
+    pub(crate) fn flow_waiting(&self, labels: (&str, &str)) -> Counted {
+        Counted::on(&self.inqueue, labels)
+    }
+
+    /// Counts a request holding a seat of its priority level until the guard is dropped.
+    pub(crate) fn flow_executing(&self, labels: (&str, &str)) -> Counted {
+        Counted::on(&self.executing, labels)
+    }
+
+    /// Counts a request priority and fairness turned away, and why.
+    pub(crate) fn flow_rejected(&self, (schema, level): (&str, &str), reason: &'static str) {
+        let labels = RejectLabels {
+            flow_schema: schema.into(),
+            priority_level: level.into(),
+            reason,
+        };
+        self.rejected.get_or_create(&labels).inc();
+    }
+
     /// The metrics in the Prometheus text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -188,6 +266,27 @@ impl Started {
         }
         let took = self.at.elapsed();
         self.app.metrics.record(&self.labels, code, took);
+    }
+}
+
+/// One request counted in a gauge, until dropped.
+pub(crate) struct Counted(Gauge);
+
+impl Counted {
+    fn on(family: &Family<FlowLabels, Gauge>, (schema, level): (&str, &str)) -> Counted {
+        let labels = FlowLabels {
+            flow_schema: schema.into(),
+            priority_level: level.into(),
+        };
+        let gauge = family.get_or_create(&labels).clone();
+        gauge.inc();
+        Counted(gauge)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -66,6 +66,9 @@ pub struct Config {
     /// Requests without credentials run as `system:anonymous` (upstream's
     /// `--anonymous-auth`); off, they get 401.
     pub anonymous_auth: bool,
+    /// API Priority and Fairness over this many seats (upstream's in-flight flags); `None`
+    /// turns it off (upstream's `--enable-priority-and-fairness=false`).
+    pub flowcontrol: Option<crate::flowcontrol::Options>,
 }
 
 impl Config {
@@ -92,6 +95,7 @@ impl Config {
             audit: None,
             encryption_provider_config: None,
             anonymous_auth: false,
+            flowcontrol: Some(Default::default()),
         }
     }
 }
@@ -120,6 +124,7 @@ pub struct Server {
     listener: tokio::task::JoinHandle<()>,
     compactor: tokio::task::JoinHandle<()>,
     custom_resources: tokio::task::JoinHandle<()>,
+    flowcontrol: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
@@ -133,6 +138,9 @@ impl Server {
         self.listener.abort();
         self.compactor.abort();
         self.custom_resources.abort();
+        if let Some(task) = self.flowcontrol {
+            task.abort();
+        }
         self.app.registry.store().close().await?;
         Ok(())
     }
@@ -229,6 +237,18 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         .await
         .map_err(|s| Error::Other(format!("creating default objects: {s}")))?;
     let custom_resources = crate::customresources::start(registry.clone()).await;
+    let flowcontrol = match config.flowcontrol {
+        Some(options) => {
+            crate::flowcontrol::ensure(&registry).await.map_err(|s| {
+                Error::Other(format!(
+                    "unable to initialize APF bootstrap configuration: {s}"
+                ))
+            })?;
+            let fc = crate::flowcontrol::FlowControl::new(options).map_err(Error::Other)?;
+            Some(Arc::new(fc))
+        }
+        None => None,
+    };
 
     let url = format!("https://127.0.0.1:{}", address.port());
     let kubeconfig = config.data_dir.join("kubeconfig.yaml");
@@ -249,6 +269,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         audit,
         encryption,
         anonymous: config.anonymous_auth,
+        flowcontrol,
         address: format!(
             "{}:{}",
             if config.bind_address.is_unspecified() {
@@ -258,6 +279,12 @@ pub async fn start(config: Config) -> Result<Server, Error> {
             },
             address.port()
         ),
+    });
+    let flowcontrol = app.flowcontrol.as_ref().map(|fc| {
+        tokio::spawn(crate::flowcontrol::maintain(
+            fc.clone(),
+            app.registry.clone(),
+        ))
     });
     let tls = tls_config(&pki)?;
     let router = router(app.clone());
@@ -274,6 +301,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         listener,
         compactor,
         custom_resources,
+        flowcontrol,
     })
 }
 

@@ -30,8 +30,9 @@ pub fn visit<V: Typed>(r: &Resource, v: V) -> Option<V::Out> {
         admissionregistration::v1 as adm, apps::v1 as apps, authentication::v1 as authn,
         authorization::v1 as authz, autoscaling::v1 as hpa1, autoscaling::v2 as hpa,
         batch::v1 as batch, certificates::v1 as cert, coordination::v1 as coord, core::v1 as core,
-        discovery::v1 as disc, events::v1 as events, networking::v1 as net, node::v1 as node,
-        policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as sched, storage::v1 as storage,
+        discovery::v1 as disc, events::v1 as events, flowcontrol::v1 as fc, networking::v1 as net,
+        node::v1 as node, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as sched,
+        storage::v1 as storage,
     };
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as crd;
     if (r.group.as_str(), r.version.as_str()) == ("autoscaling", "v1") {
@@ -59,6 +60,8 @@ pub fn visit<V: Typed>(r: &Resource, v: V) -> Option<V::Out> {
         "rbac.authorization.k8s.io" "ClusterRoleBinding" => rbac::ClusterRoleBinding,
         "coordination.k8s.io" "Lease" => coord::Lease, "scheduling.k8s.io" "PriorityClass" => sched::PriorityClass,
         "discovery.k8s.io" "EndpointSlice" => disc::EndpointSlice,
+        "flowcontrol.apiserver.k8s.io" "FlowSchema" => fc::FlowSchema,
+        "flowcontrol.apiserver.k8s.io" "PriorityLevelConfiguration" => fc::PriorityLevelConfiguration,
         "certificates.k8s.io" "CertificateSigningRequest" => cert::CertificateSigningRequest,
         "node.k8s.io" "RuntimeClass" => node::RuntimeClass,
         "admissionregistration.k8s.io" "MutatingWebhookConfiguration" => adm::MutatingWebhookConfiguration,

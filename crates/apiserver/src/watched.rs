@@ -2,7 +2,7 @@
 //! RBAC authorizer.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use api::Status;
@@ -20,8 +20,8 @@ pub(crate) struct Watched {
     prefix: &'static str,
     current: tokio::sync::Mutex<Option<(Objects, Arc<AtomicBool>)>>,
     /// Counts the changes to the copy (each event, each new listing), for what is derived
-    /// from it and must be derived again when it changes.
-    generation: Arc<AtomicU64>,
+    /// from it and must be derived again when it changes, and wakes who waits for one.
+    generation: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Watched {
@@ -30,15 +30,20 @@ impl Watched {
         Watched {
             prefix,
             current: tokio::sync::Mutex::new(None),
-            generation: Arc::new(AtomicU64::new(0)),
+            generation: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
     }
 
     /// The objects, and the generation they are at (read before them: a change in between
     /// makes a later call see a newer generation).
     pub(crate) async fn tracked(&self, store: &Arc<dyn Store>) -> Result<(Objects, u64), Status> {
-        let generation = self.generation.load(Ordering::Acquire);
+        let generation = *self.generation.borrow();
         Ok((self.objects(store).await?, generation))
+    }
+
+    /// A receiver that sees each change of the copy (once it is listed).
+    pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     pub(crate) async fn objects(&self, store: &Arc<dyn Store>) -> Result<Objects, Status> {
@@ -60,7 +65,7 @@ impl Watched {
             }
         }
         let objects: Objects = Arc::new(RwLock::new(map));
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.generation.send_modify(|g| *g += 1);
         let alive = Arc::new(AtomicBool::new(true));
         let mut events = store
             .watch(self.prefix, listed.revision + 1, WatchOptions::default())
@@ -81,7 +86,7 @@ impl Watched {
                     }
                     WatchEvent::Progress { .. } => continue,
                 }
-                g.fetch_add(1, Ordering::AcqRel);
+                g.send_modify(|g| *g += 1);
             }
             a.store(false, Ordering::Release);
         });

@@ -740,6 +740,20 @@ pub(crate) struct ServerArgs {
     #[arg(long)]
     pub(crate) encryption_provider_config: Option<std::path::PathBuf>,
 
+    /// API Priority and Fairness: FlowSchemas sort requests into priority levels that share
+    /// the server's seats fairly among flows (upstream's flag; `false` turns it off).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub(crate) enable_priority_and_fairness: bool,
+
+    /// Seats for requests, with --max-mutating-requests-inflight: priority and fairness
+    /// shares out their sum.
+    #[arg(long, default_value_t = 400)]
+    pub(crate) max_requests_inflight: usize,
+
+    /// Seats for requests that write (added to --max-requests-inflight).
+    #[arg(long, default_value_t = 200)]
+    pub(crate) max_mutating_requests_inflight: usize,
+
     /// The audit Policy file (audit.k8s.io/v1); without one nothing is audited.
     #[arg(long)]
     pub(crate) audit_policy_file: Option<std::path::PathBuf>,

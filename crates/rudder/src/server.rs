@@ -245,6 +245,12 @@ fn api_config(
         audit: audit_options(opts),
         encryption_provider_config: opts.encryption_provider_config.take(),
         anonymous_auth: opts.anonymous_auth,
+        flowcontrol: opts
+            .enable_priority_and_fairness
+            .then_some(apiserver::flowcontrol::Options {
+                max_requests_inflight: opts.max_requests_inflight,
+                max_mutating_requests_inflight: opts.max_mutating_requests_inflight,
+            }),
     }
 }
 

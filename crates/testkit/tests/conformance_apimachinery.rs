@@ -2,12 +2,16 @@
 //! discovery (every group's versions and preferred version), namespaces (update, label patch,
 //! the status subresource, the finalize subresource), ResourceQuota API lifecycles, and watch
 //! semantics (label-selected watchers, an object leaving and re-entering a selector, and
-//! watches resumed from earlier resourceVersions seeing the same sequence).
+//! watches resumed from earlier resourceVersions seeing the same sequence), and the API
+//! Priority and Fairness objects (every verb, and their status).
+
+mod support;
 
 use std::collections::BTreeMap;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ResourceQuota};
+use k8s_openapi::api::flowcontrol::v1::{FlowSchema, PriorityLevelConfiguration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIGroupList, APIResourceList};
 use kube::api::{
     Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, WatchEvent,
@@ -596,4 +600,125 @@ async fn aggregated_discovery_lists_every_built_in_resource() {
     }
     assert!(listed.contains(&("v1".into(), "pods".into())));
     assert!(listed.contains(&("apps/v1".into(), "deployments".into())));
+}
+
+/// A status patch of `name` through `api` adds a condition, which a GET of the status shows.
+async fn status_patched<K>(api: &Api<K>, name: &str)
+where
+    K: kube::Resource + Clone + k8s_openapi::serde::de::DeserializeOwned + std::fmt::Debug,
+    K: k8s_openapi::serde::Serialize,
+{
+    let condition = json!({"type": "StatusUpdated", "status": "True", "reason": "E2E",
+        "message": "Set from an e2e test", "lastTransitionTime": "2026-01-01T00:00:00Z"});
+    let patch = json!({"status": {"conditions": [condition]}});
+    let patched = api
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let status = serde_json::to_value(&patched).unwrap()["status"].clone();
+    assert_eq!(status["conditions"][0]["type"], "StatusUpdated", "{status}");
+    let read = serde_json::to_value(api.get_status(name).await.unwrap()).unwrap();
+    assert_eq!(read["status"]["conditions"][0]["reason"], "E2E");
+}
+
+// conformance: 35
+#[tokio::test]
+async fn flow_schemas_are_discovered_and_serve_every_verb_and_status() {
+    let server = TestServer::start().await;
+    let resources = support::discovered(&server, "flowcontrol.apiserver.k8s.io/v1").await;
+    for name in ["flowschemas", "flowschemas/status"] {
+        assert!(resources.contains(&name.into()), "{resources:?}");
+    }
+    let api: Api<FlowSchema> = Api::all(server.client());
+    let spec = json!({"spec": {"priorityLevelConfiguration": {"name": "global-default"},
+        "rules": [{"subjects": [{"kind": "User", "user": {"name": "e2e"}}],
+                   "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}]}]}});
+    let names = ["e2e-1", "e2e-2", "e2e-3"];
+    for name in names {
+        let fs: FlowSchema = support::object(name, spec.clone());
+        api.create(&PostParams::default(), &fs).await.unwrap();
+    }
+    // The server writes each schema's Dangling condition (as upstream's does): wait for it,
+    // so that the watch below sees only the test's own changes.
+    testkit::eventually("the schemas' conditions", || async {
+        let listed = api.list(&support::labelled()).await.unwrap().items;
+        listed.len() == 3
+            && listed.iter().all(|fs| {
+                let conditions = fs.status.as_ref().and_then(|s| s.conditions.as_ref());
+                conditions.is_some_and(|c| c.iter().any(|c| c.type_.as_deref() == Some("Dangling")))
+            })
+    })
+    .await;
+    let rv = api
+        .list(&support::labelled())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    let watch = WatchParams::default().labels("e2e-lifecycle=true");
+    let mut events = api.watch(&watch, &rv.unwrap()).await.unwrap().boxed();
+    let patch = json!({"metadata": {"annotations": {"patched": "true"}}});
+    api.patch("e2e-1", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    assert_eq!(
+        support::next(&mut events).await,
+        ("MODIFIED", "e2e-1".into())
+    );
+    let mut current = api.get("e2e-1").await.unwrap();
+    current
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert("updated".into(), "true".into());
+    api.replace("e2e-1", &PostParams::default(), &current)
+        .await
+        .unwrap();
+    assert_eq!(
+        support::next(&mut events).await,
+        ("MODIFIED", "e2e-1".into())
+    );
+    api.delete("e2e-1", &DeleteParams::default()).await.unwrap();
+    assert_eq!(
+        support::next(&mut events).await,
+        ("DELETED", "e2e-1".into())
+    );
+    api.delete_collection(&DeleteParams::default(), &support::labelled())
+        .await
+        .unwrap();
+    assert!(
+        api.list(&support::labelled())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    api.create(&PostParams::default(), &support::object("e2e-status", spec))
+        .await
+        .unwrap();
+    status_patched(&api, "e2e-status").await;
+}
+
+// conformance: 36
+#[tokio::test]
+async fn priority_levels_are_discovered_and_serve_every_verb_and_status() {
+    let server = TestServer::start().await;
+    let resources = support::discovered(&server, "flowcontrol.apiserver.k8s.io/v1").await;
+    for name in [
+        "prioritylevelconfigurations",
+        "prioritylevelconfigurations/status",
+    ] {
+        assert!(resources.contains(&name.into()), "{resources:?}");
+    }
+    let api: Api<PriorityLevelConfiguration> = Api::all(server.client());
+    let spec = json!({"spec": {"type": "Limited", "limited": {"nominalConcurrencyShares": 2,
+        "limitResponse": {"type": "Reject"}}}});
+    support::every_verb(&api, |name| support::object(name, spec.clone())).await;
+    let created = api
+        .create(&PostParams::default(), &support::object("e2e-status", spec))
+        .await
+        .unwrap();
+    let limited = created.spec.and_then(|s| s.limited).unwrap();
+    assert_eq!(limited.lendable_percent, Some(0), "defaulted");
+    status_patched(&api, "e2e-status").await;
 }

@@ -3258,6 +3258,176 @@ pub(super) static EVENTS_V1_EVENT: Msg = Msg {
 pub(super) static EVENTS_V1_EVENT_SERIES: Msg = Msg {
     fields: &[(1, "count", IntAlways), (2, "lastObservedTime", MicroTime)],
 };
+pub(super) static FLOWCONTROL_V1_EXEMPT_PRIORITY_LEVEL_CONFIGURATION: Msg = Msg {
+    fields: &[
+        (1, "nominalConcurrencyShares", IntAlways),
+        (2, "lendablePercent", IntAlways),
+    ],
+};
+pub(super) static FLOWCONTROL_V1_FLOW_DISTINGUISHER_METHOD: Msg = Msg {
+    fields: &[(1, "type", StrAlways)],
+};
+pub(super) static FLOWCONTROL_V1_FLOW_SCHEMA: Msg = Msg {
+    fields: &[
+        (1, "metadata", Msg(&OBJECT_META)),
+        (2, "spec", Msg(&FLOWCONTROL_V1_FLOW_SCHEMA_SPEC)),
+        (3, "status", Msg(&FLOWCONTROL_V1_FLOW_SCHEMA_STATUS)),
+    ],
+};
+pub(super) static FLOWCONTROL_V1_FLOW_SCHEMA_CONDITION: Msg = Msg {
+    fields: &[
+        (1, "type", Str),
+        (2, "status", Str),
+        (3, "lastTransitionTime", Time),
+        (4, "reason", Str),
+        (5, "message", Str),
+    ],
+};
+pub(super) static FLOWCONTROL_V1_FLOW_SCHEMA_SPEC: Msg = Msg {
+    fields: &[
+        (
+            1,
+            "priorityLevelConfiguration",
+            Msg(&FLOWCONTROL_V1_PRIORITY_LEVEL_CONFIGURATION_REFERENCE),
+        ),
+        (2, "matchingPrecedence", IntAlways),
+        (
+            3,
+            "distinguisherMethod",
+            Msg(&FLOWCONTROL_V1_FLOW_DISTINGUISHER_METHOD),
+        ),
+        (
+            4,
+            "rules",
+            RepMsg(&FLOWCONTROL_V1_POLICY_RULES_WITH_SUBJECTS),
+        ),
+    ],
+};
+pub(super) static FLOWCONTROL_V1_FLOW_SCHEMA_STATUS: Msg = Msg {
+    fields: &[(
+        1,
+        "conditions",
+        RepMsg(&FLOWCONTROL_V1_FLOW_SCHEMA_CONDITION),
+    )],
+};
+pub(super) static FLOWCONTROL_V1_GROUP_SUBJECT: Msg = Msg {
+    fields: &[(1, "name", StrAlways)],
+};
+pub(super) static FLOWCONTROL_V1_LIMITED_PRIORITY_LEVEL_CONFIGURATION: Msg = Msg {
+    fields: &[
+        (1, "nominalConcurrencyShares", IntAlways),
+        (2, "limitResponse", Msg(&FLOWCONTROL_V1_LIMIT_RESPONSE)),
+        (3, "lendablePercent", IntAlways),
+        (4, "borrowingLimitPercent", IntAlways),
+    ],
+};
+pub(super) static FLOWCONTROL_V1_LIMIT_RESPONSE: Msg = Msg {
+    fields: &[
+        (1, "type", StrAlways),
+        (2, "queuing", Msg(&FLOWCONTROL_V1_QUEUING_CONFIGURATION)),
+    ],
+};
+pub(super) static FLOWCONTROL_V1_NON_RESOURCE_POLICY_RULE: Msg = Msg {
+    fields: &[(1, "verbs", RepStr), (6, "nonResourceURLs", RepStr)],
+};
+pub(super) static FLOWCONTROL_V1_POLICY_RULES_WITH_SUBJECTS: Msg = Msg {
+    fields: &[
+        (1, "subjects", RepMsg(&FLOWCONTROL_V1_SUBJECT)),
+        (
+            2,
+            "resourceRules",
+            RepMsg(&FLOWCONTROL_V1_RESOURCE_POLICY_RULE),
+        ),
+        (
+            3,
+            "nonResourceRules",
+            RepMsg(&FLOWCONTROL_V1_NON_RESOURCE_POLICY_RULE),
+        ),
+    ],
+};
+pub(super) static FLOWCONTROL_V1_PRIORITY_LEVEL_CONFIGURATION: Msg = Msg {
+    fields: &[
+        (1, "metadata", Msg(&OBJECT_META)),
+        (
+            2,
+            "spec",
+            Msg(&FLOWCONTROL_V1_PRIORITY_LEVEL_CONFIGURATION_SPEC),
+        ),
+        (
+            3,
+            "status",
+            Msg(&FLOWCONTROL_V1_PRIORITY_LEVEL_CONFIGURATION_STATUS),
+        ),
+    ],
+};
+pub(super) static FLOWCONTROL_V1_PRIORITY_LEVEL_CONFIGURATION_CONDITION: Msg = Msg {
+    fields: &[
+        (1, "type", Str),
+        (2, "status", Str),
+        (3, "lastTransitionTime", Time),
+        (4, "reason", Str),
+        (5, "message", Str),
+    ],
+};
+pub(super) static FLOWCONTROL_V1_PRIORITY_LEVEL_CONFIGURATION_REFERENCE: Msg = Msg {
+    fields: &[(1, "name", StrAlways)],
+};
+pub(super) static FLOWCONTROL_V1_PRIORITY_LEVEL_CONFIGURATION_SPEC: Msg = Msg {
+    fields: &[
+        (1, "type", StrAlways),
+        (
+            2,
+            "limited",
+            Msg(&FLOWCONTROL_V1_LIMITED_PRIORITY_LEVEL_CONFIGURATION),
+        ),
+        (
+            3,
+            "exempt",
+            Msg(&FLOWCONTROL_V1_EXEMPT_PRIORITY_LEVEL_CONFIGURATION),
+        ),
+    ],
+};
+pub(super) static FLOWCONTROL_V1_PRIORITY_LEVEL_CONFIGURATION_STATUS: Msg = Msg {
+    fields: &[(
+        1,
+        "conditions",
+        RepMsg(&FLOWCONTROL_V1_PRIORITY_LEVEL_CONFIGURATION_CONDITION),
+    )],
+};
+pub(super) static FLOWCONTROL_V1_QUEUING_CONFIGURATION: Msg = Msg {
+    fields: &[
+        (1, "queues", IntAlways),
+        (2, "handSize", IntAlways),
+        (3, "queueLengthLimit", IntAlways),
+    ],
+};
+pub(super) static FLOWCONTROL_V1_RESOURCE_POLICY_RULE: Msg = Msg {
+    fields: &[
+        (1, "verbs", RepStr),
+        (2, "apiGroups", RepStr),
+        (3, "resources", RepStr),
+        (4, "clusterScope", Bool),
+        (5, "namespaces", RepStr),
+    ],
+};
+pub(super) static FLOWCONTROL_V1_SERVICE_ACCOUNT_SUBJECT: Msg = Msg {
+    fields: &[(1, "namespace", StrAlways), (2, "name", StrAlways)],
+};
+pub(super) static FLOWCONTROL_V1_SUBJECT: Msg = Msg {
+    fields: &[
+        (1, "kind", StrAlways),
+        (2, "user", Msg(&FLOWCONTROL_V1_USER_SUBJECT)),
+        (3, "group", Msg(&FLOWCONTROL_V1_GROUP_SUBJECT)),
+        (
+            4,
+            "serviceAccount",
+            Msg(&FLOWCONTROL_V1_SERVICE_ACCOUNT_SUBJECT),
+        ),
+    ],
+};
+pub(super) static FLOWCONTROL_V1_USER_SUBJECT: Msg = Msg {
+    fields: &[(1, "name", StrAlways)],
+};
 pub(super) static NETWORKING_V1_HTTP_INGRESS_PATH: Msg = Msg {
     fields: &[
         (1, "path", Str),
@@ -3751,6 +3921,10 @@ pub(super) fn root(api_version: &str, kind: &str) -> Option<&'static Msg> {
         ("coordination.k8s.io/v1", "Lease") => &COORDINATION_V1_LEASE,
         ("discovery.k8s.io/v1", "EndpointSlice") => &DISCOVERY_V1_ENDPOINT_SLICE,
         ("events.k8s.io/v1", "Event") => &EVENTS_V1_EVENT,
+        ("flowcontrol.apiserver.k8s.io/v1", "FlowSchema") => &FLOWCONTROL_V1_FLOW_SCHEMA,
+        ("flowcontrol.apiserver.k8s.io/v1", "PriorityLevelConfiguration") => {
+            &FLOWCONTROL_V1_PRIORITY_LEVEL_CONFIGURATION
+        }
         ("networking.k8s.io/v1", "IPAddress") => &NETWORKING_V1_IP_ADDRESS,
         ("networking.k8s.io/v1", "Ingress") => &NETWORKING_V1_INGRESS,
         ("networking.k8s.io/v1", "IngressClass") => &NETWORKING_V1_INGRESS_CLASS,

@@ -1,7 +1,8 @@
 //! Server-side printing: the columns `kubectl get` shows for each resource, computed from the
 //! object as upstream's printers compute them, and the `Table` object that carries them.
 //!
-//! Custom resources print their name and age.
+//! Custom resources print their name and age. Rows keep the list's order, except where
+//! upstream's printer sorts (flow schemas: [`row_order`]).
 //!
 //! Upstream's API server prints every row wide (all columns, whatever their priority); kubectl
 //! hides the priority-1 columns unless asked for `-o wide`. Resources upstream has no printer
@@ -145,6 +146,10 @@ fn printer(r: &Resource) -> &'static Printer {
         ("storage.k8s.io", "csinodes") => &storage::CSI_NODES,
         ("storage.k8s.io", "volumeattachments") => &storage::VOLUME_ATTACHMENTS,
         ("scheduling.k8s.io", "priorityclasses") => &cluster::PRIORITY_CLASSES,
+        ("flowcontrol.apiserver.k8s.io", "flowschemas") => &cluster::FLOW_SCHEMAS,
+        ("flowcontrol.apiserver.k8s.io", "prioritylevelconfigurations") => {
+            &cluster::PRIORITY_LEVELS
+        }
         ("node.k8s.io", "runtimeclasses") => &cluster::RUNTIME_CLASSES,
         ("coordination.k8s.io", "leases") => &cluster::LEASES,
         ("certificates.k8s.io", "certificatesigningrequests") => &access::CSRS,
@@ -167,6 +172,18 @@ fn fields_read(r: &Resource) -> Option<&'static raw::Wanted> {
     static PODS: std::sync::OnceLock<raw::Wanted> = std::sync::OnceLock::new();
     match r.group_plural() {
         ("", "pods") => Some(PODS.get_or_init(|| raw::Wanted::new(core::POD_FIELDS))),
+        _ => None,
+    }
+}
+
+/// A row's place: rows are sorted by what this gives their objects.
+pub type RowOrder = fn(&Value) -> (i64, String);
+
+/// The order of a resource's rows where upstream's printer sorts what it prints (flow schemas:
+/// by matching precedence, then name); `None`: the order of the list.
+pub fn row_order(r: &Resource) -> Option<RowOrder> {
+    match r.group_plural() {
+        ("flowcontrol.apiserver.k8s.io", "flowschemas") => Some(cluster::flow_schema_order),
         _ => None,
     }
 }

@@ -16,6 +16,7 @@ mod csr;
 mod custom;
 mod defaults;
 mod ephemeral;
+mod flowcontrol;
 mod namespace;
 mod node;
 mod pod;
@@ -136,6 +137,10 @@ fn built_in(r: &Resource) -> &'static dyn Strategy {
         ("certificates.k8s.io", "certificatesigningrequests") => &csr::CertificateSigningRequest,
         ("rbac.authorization.k8s.io", _) => &rbac::Rbac,
         ("scheduling.k8s.io", "priorityclasses") => &scheduling::PriorityClass,
+        ("flowcontrol.apiserver.k8s.io", "flowschemas") => &flowcontrol::FlowSchema,
+        ("flowcontrol.apiserver.k8s.io", "prioritylevelconfigurations") => {
+            &flowcontrol::PriorityLevelConfiguration
+        }
         ("storage.k8s.io", "storageclasses") => &storage::STORAGE_CLASSES,
         ("storage.k8s.io", "csidrivers") => &storage::CSI_DRIVERS,
         ("apiextensions.k8s.io", "customresourcedefinitions") => &crd::CustomResourceDefinition,
