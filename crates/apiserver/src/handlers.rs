@@ -40,7 +40,7 @@ pub struct App {
     /// Bearer tokens.
     pub tokens: Tokens,
     /// The service-account token key: issues tokens and checks them.
-    pub service_accounts: crate::authn::serviceaccount::Signer,
+    pub service_accounts: Arc<crate::authn::serviceaccount::Signer>,
     /// ID tokens of an external issuer, when configured.
     pub oidc: Option<crate::authn::oidc::Oidc>,
     /// Who may do what.
@@ -324,6 +324,9 @@ pub(crate) async fn authenticate(
     if let Some((who, _)) =
         crate::authn::authenticate_service_account(signer, reg, token, &audiences).await
     {
+        return Some(who);
+    }
+    if let Some(who) = crate::authn::secret_token::authenticate(signer, reg, token).await {
         return Some(who);
     }
     app.oidc.as_ref()?.authenticate(token).await

@@ -122,9 +122,9 @@ pub struct Server {
     pub kubeconfig: PathBuf,
     app: Arc<App>,
     listener: tokio::task::JoinHandle<()>,
-    compactor: tokio::task::JoinHandle<()>,
-    custom_resources: tokio::task::JoinHandle<()>,
-    flowcontrol: Option<tokio::task::JoinHandle<()>>,
+    /// What runs beside the listener: compaction, custom resources, priority and fairness'
+    /// configuration, token Secrets.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
@@ -136,9 +136,7 @@ impl Server {
     /// Stops accepting connections and closes the store, flushing pending writes.
     pub async fn shutdown(self) -> Result<(), Error> {
         self.listener.abort();
-        self.compactor.abort();
-        self.custom_resources.abort();
-        if let Some(task) = self.flowcontrol {
+        for task in &self.tasks {
             task.abort();
         }
         self.app.registry.store().close().await?;
@@ -178,6 +176,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     let (kubelet_cert, kubelet_key) = pki::kubelet_client(&config.data_dir.join("tls"))?;
     let service_accounts = authn::serviceaccount::Signer::ensure(&config.data_dir.join("tls"))
         .map_err(Error::Other)?;
+    let service_accounts = Arc::new(service_accounts);
     let oidc = match config.oidc.clone() {
         Some(opts) => Some(authn::oidc::Oidc::new(opts).map_err(Error::Other)?),
         None => None,
@@ -237,18 +236,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         .await
         .map_err(|s| Error::Other(format!("creating default objects: {s}")))?;
     let custom_resources = crate::customresources::start(registry.clone()).await;
-    let flowcontrol = match config.flowcontrol {
-        Some(options) => {
-            crate::flowcontrol::ensure(&registry).await.map_err(|s| {
-                Error::Other(format!(
-                    "unable to initialize APF bootstrap configuration: {s}"
-                ))
-            })?;
-            let fc = crate::flowcontrol::FlowControl::new(options).map_err(Error::Other)?;
-            Some(Arc::new(fc))
-        }
-        None => None,
-    };
+    let flowcontrol = flow_control(config.flowcontrol, &registry).await?;
 
     let url = format!("https://127.0.0.1:{}", address.port());
     let kubeconfig = config.data_dir.join("kubeconfig.yaml");
@@ -280,12 +268,18 @@ pub async fn start(config: Config) -> Result<Server, Error> {
             address.port()
         ),
     });
-    let flowcontrol = app.flowcontrol.as_ref().map(|fc| {
+    let mut tasks = vec![compactor, custom_resources];
+    tasks.extend(app.flowcontrol.as_ref().map(|fc| {
         tokio::spawn(crate::flowcontrol::maintain(
             fc.clone(),
             app.registry.clone(),
         ))
-    });
+    }));
+    tasks.push(tokio::spawn(authn::secret_token::maintain(
+        app.service_accounts.clone(),
+        app.registry.clone(),
+        pki.ca_cert.clone(),
+    )));
     let tls = tls_config(&pki)?;
     let router = router(app.clone());
     let listener = tokio::spawn(serve(
@@ -299,10 +293,26 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         kubeconfig,
         app,
         listener,
-        compactor,
-        custom_resources,
-        flowcontrol,
+        tasks,
     })
+}
+
+/// Priority and fairness over `options`' seats, with upstream's bootstrap objects in
+/// place; `None` when it is off.
+async fn flow_control(
+    options: Option<crate::flowcontrol::Options>,
+    registry: &Registry,
+) -> Result<Option<Arc<crate::flowcontrol::FlowControl>>, Error> {
+    let Some(options) = options else {
+        return Ok(None);
+    };
+    crate::flowcontrol::ensure(registry).await.map_err(|s| {
+        Error::Other(format!(
+            "unable to initialize APF bootstrap configuration: {s}"
+        ))
+    })?;
+    let fc = crate::flowcontrol::FlowControl::new(options).map_err(Error::Other)?;
+    Ok(Some(Arc::new(fc)))
 }
 
 fn tls_config(pki: &pki::Pki) -> Result<rustls::ServerConfig, Error> {

@@ -505,6 +505,111 @@ fn service_account_tokens_authenticate_until_what_they_name_is_gone() {
     );
 }
 
+#[test]
+fn secret_based_tokens_are_made_on_request_and_end_with_their_secret_or_account() {
+    let u = Users::with_team();
+    let c = &u.c;
+    c.kubectl(&["create", "serviceaccount", "robot", "-n", "team"])
+        .out();
+    let secret = |name: &str, account: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: team\n  annotations: {{kubernetes.io/service-account.name: {account}}}\ntype: kubernetes.io/service-account-token\n"
+        )
+    };
+    c.apply(&secret("robot-token", "robot")).out();
+    let read = |name: &str, path: &str| {
+        let out = c.kubectl(&[
+            "get",
+            "secret",
+            name,
+            "-n",
+            "team",
+            "-o",
+            &format!("jsonpath={path}"),
+        ]);
+        if out.ok { out.stdout } else { String::new() }
+    };
+    eventually("the token filled in", || {
+        !read("robot-token", "{.data.token}").is_empty()
+    });
+    let decode = |b64: &str| {
+        use base64::Engine as _;
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let token = decode(&read("robot-token", "{.data.token}"));
+    assert_eq!(decode(&read("robot-token", "{.data.namespace}")), "team");
+    assert!(
+        decode(&read("robot-token", "{.data.ca\\.crt}")).starts_with("-----BEGIN CERTIFICATE-----")
+    );
+    let uid = read(
+        "robot-token",
+        "{.metadata.annotations.kubernetes\\.io/service-account\\.uid}",
+    );
+    assert_eq!(
+        uid,
+        c.kubectl(&[
+            "get",
+            "sa",
+            "robot",
+            "-n",
+            "team",
+            "-o",
+            "jsonpath={.metadata.uid}"
+        ])
+        .out()
+    );
+
+    let whoami = u.as_user(&token, &["auth", "whoami"]);
+    assert!(
+        whoami.out().contains("system:serviceaccount:team:robot"),
+        "{}",
+        whoami.stdout
+    );
+    eventually("the use noted", || {
+        !read(
+            "robot-token",
+            "{.metadata.labels.kubernetes\\.io/legacy-token-last-used}",
+        )
+        .is_empty()
+    });
+    c.kubectl(&["delete", "secret", "robot-token", "-n", "team"])
+        .out();
+    let refused = u.as_user(&token, &["auth", "whoami"]);
+    assert!(refused.err().contains("Unauthorized"), "{}", refused.stderr);
+
+    // A Secret naming no account is refused; one naming a missing account is removed, as
+    // are an account's Secrets when the account goes.
+    let unnamed = "apiVersion: v1\nkind: Secret\nmetadata: {name: unnamed, namespace: team}\ntype: kubernetes.io/service-account-token\n";
+    let refused = c.apply(unnamed);
+    assert!(
+        refused
+            .err()
+            .contains("metadata.annotations[kubernetes.io/service-account.name]: Required value"),
+        "{}",
+        refused.stderr
+    );
+    c.apply(&secret("orphan-token", "nobody")).out();
+    eventually("the orphan removed", || {
+        !c.kubectl(&["get", "secret", "orphan-token", "-n", "team"])
+            .ok
+    });
+    c.apply(&secret("second-token", "robot")).out();
+    eventually("the second token", || {
+        !read("second-token", "{.data.token}").is_empty()
+    });
+    c.kubectl(&["delete", "serviceaccount", "robot", "-n", "team"])
+        .out();
+    eventually("the account's secret removed", || {
+        !c.kubectl(&["get", "secret", "second-token", "-n", "team"])
+            .ok
+    });
+}
+
 /// Creates `review` (YAML) with kubectl and prints `jsonpath`.
 fn review(c: &Cluster, review: &str, jsonpath: &str) -> String {
     let args = ["create", "-f", "-", "--validate=false", "-o", jsonpath];

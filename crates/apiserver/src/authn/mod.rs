@@ -9,6 +9,7 @@
 pub mod impersonation;
 pub mod oidc;
 pub mod review;
+pub mod secret_token;
 pub mod serviceaccount;
 pub mod token_request;
 

@@ -24,6 +24,9 @@ use sha2::Digest as _;
 /// (upstream's `--service-account-issuer` and `--api-audiences`).
 pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
+/// The issuer of Secret-based tokens ([`LegacyClaims`]).
+pub const LEGACY_ISSUER: &str = "kubernetes/serviceaccount";
+
 /// The key's file name in the TLS directory.
 const KEY_FILE: &str = "service-account.key";
 
@@ -79,6 +82,28 @@ pub struct Claims {
     pub sub: String,
 }
 
+/// A Secret-based token's claims, in upstream's layout: no audience, no expiry; valid while
+/// the Secret holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegacyClaims {
+    /// [`LEGACY_ISSUER`].
+    pub iss: String,
+    /// The account's namespace.
+    #[serde(rename = "kubernetes.io/serviceaccount/namespace")]
+    pub namespace: String,
+    /// The Secret holding the token.
+    #[serde(rename = "kubernetes.io/serviceaccount/secret.name")]
+    pub secret: String,
+    /// The account's name.
+    #[serde(rename = "kubernetes.io/serviceaccount/service-account.name")]
+    pub account: String,
+    /// The account's UID.
+    #[serde(rename = "kubernetes.io/serviceaccount/service-account.uid")]
+    pub uid: String,
+    /// `system:serviceaccount:<namespace>:<name>`.
+    pub sub: String,
+}
+
 /// Issues and checks service-account tokens with one key.
 pub struct Signer {
     encoding: EncodingKey,
@@ -129,7 +154,7 @@ impl Signer {
     }
 
     /// The signed token carrying `claims`.
-    pub fn issue(&self, claims: &Claims) -> Result<String, String> {
+    pub fn issue<T: Serialize>(&self, claims: &T) -> Result<String, String> {
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|e| e.to_string())
@@ -144,6 +169,19 @@ impl Signer {
         v.validate_nbf = true;
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)
+            .ok()
+            .map(|data| data.claims)
+    }
+
+    /// The claims of a Secret-based `token` when this key signed it (what it names is checked
+    /// by [`super::secret_token::authenticate`]).
+    pub fn verify_legacy(&self, token: &str) -> Option<LegacyClaims> {
+        let mut v = Validation::new(Algorithm::RS256);
+        v.set_issuer(&[LEGACY_ISSUER]);
+        v.validate_exp = false;
+        v.validate_aud = false;
+        v.set_required_spec_claims(&["iss", "sub"]);
+        jsonwebtoken::decode::<LegacyClaims>(token, &self.decoding, &v)
             .ok()
             .map(|data| data.claims)
     }
