@@ -33,8 +33,9 @@ const CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 const SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
 /// How long a request may wait for its certificate.
 const WAIT: Duration = Duration::from_secs(120);
-/// A certificate with less validity left than this is replaced rather than reused.
-const RENEW_BEFORE_SECONDS: i64 = 3600;
+/// A certificate with less validity left than this is replaced rather than reused (k3s'
+/// 90 days, as the server's own certificates).
+const RENEW_BEFORE_SECONDS: i64 = 90 * 86_400;
 
 /// What a joined agent runs with.
 #[derive(Debug, Clone)]

@@ -1,6 +1,11 @@
 //! The cluster's certificates: a CA, the API server's serving certificate and the admin's
 //! client certificate, created on first start under `<data-dir>/tls/` and reused after; and
 //! the admin kubeconfig that points kubectl at them.
+//!
+//! As k3s': the CA is valid for ten years, what it issues for one, and a certificate with
+//! less than [`RENEW_DAYS`] left is issued again at start ([`fresh`]; the serving certificate
+//! is issued at every start). [`described`] and [`set_aside`] serve `rudder certificate`,
+//! which lists them and sets them aside to be issued at the next start.
 
 use std::path::{Path, PathBuf};
 
@@ -32,6 +37,13 @@ pub enum Error {
         source: rcgen::Error,
     },
 }
+
+/// How long a CA made here is valid, in days.
+const CA_DAYS: i64 = 3650;
+/// How long the certificates the CA issues here are valid, in days.
+const LEAF_DAYS: i64 = 365;
+/// A certificate with fewer days than this left is issued again at start.
+pub const RENEW_DAYS: i64 = 90;
 
 /// PEM-encoded certificates and keys of the cluster.
 #[derive(Clone)]
@@ -76,6 +88,72 @@ fn write(path: &Path, contents: &str, secret: bool) -> Result<(), Error> {
     std::fs::rename(&tmp, path).map_err(io)
 }
 
+/// Makes `params` valid from an hour ago (clocks differ) for `days`.
+fn valid_for(params: &mut CertificateParams, days: i64) -> Result<(), Error> {
+    let now = jiff::Timestamp::now().as_second();
+    let at = |secs: i64| {
+        x509_parser::time::ASN1Time::from_timestamp(secs)
+            .map(|t| t.to_datetime())
+            .map_err(|e| Error::Io {
+                path: PathBuf::new(),
+                source: std::io::Error::other(format!("certificate validity: {e}")),
+            })
+    };
+    params.not_before = at(now - 3600)?;
+    params.not_after = at(now + days * 86_400)?;
+    Ok(())
+}
+
+/// What a certificate file holds: its first certificate's subject, expiry (Unix seconds)
+/// and whether it is a CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    /// The subject, as `CN=...` and the like.
+    pub subject: String,
+    /// When it expires, in Unix seconds.
+    pub not_after: i64,
+    /// Whether it may sign certificates.
+    pub is_ca: bool,
+}
+
+/// The first certificate of `pem`, described.
+pub fn described(pem: &str) -> Option<Described> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+    let cert = block.parse_x509().ok()?;
+    Some(Described {
+        subject: cert.subject().to_string(),
+        not_after: cert.validity().not_after.timestamp(),
+        is_ca: cert.is_ca(),
+    })
+}
+
+/// Moves the files of `names` that exist in `dir` into `<dir>/rotated-<unix seconds>/`, so
+/// that the next start issues them anew; the directory and the names moved.
+pub fn set_aside(dir: &Path, names: &[&str]) -> Result<(PathBuf, Vec<String>), Error> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    let backup = dir.join(format!("rotated-{}", jiff::Timestamp::now().as_second()));
+    let mut moved = Vec::new();
+    for name in names {
+        let from = dir.join(name);
+        if !from.exists() {
+            continue;
+        }
+        std::fs::create_dir_all(&backup).map_err(io(&backup))?;
+        std::fs::rename(&from, backup.join(name)).map_err(io(&from))?;
+        moved.push(name.to_string());
+    }
+    Ok((backup, moved))
+}
+
+/// Whether the certificate in `pem` has more than [`RENEW_DAYS`] left.
+fn fresh(pem: &str) -> bool {
+    let now = jiff::Timestamp::now().as_second();
+    described(pem).is_some_and(|d| d.not_after - now > RENEW_DAYS * 86_400)
+}
+
 fn cert_err(what: &'static str) -> impl FnOnce(rcgen::Error) -> Error {
     move |source| Error::Certificate { what, source }
 }
@@ -114,6 +192,7 @@ pub fn ensure(dir: &Path, sans: &[String]) -> Result<Pki, Error> {
             let key = KeyPair::generate().map_err(cert_err("CA key"))?;
             let mut params = CertificateParams::default();
             params.distinguished_name = subject("rudder-ca", None);
+            valid_for(&mut params, CA_DAYS)?;
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
             params.key_usages = vec![
                 KeyUsagePurpose::KeyCertSign,
@@ -131,6 +210,7 @@ pub fn ensure(dir: &Path, sans: &[String]) -> Result<Pki, Error> {
     let server_key = KeyPair::generate().map_err(cert_err("serving key"))?;
     let mut params = CertificateParams::default();
     params.distinguished_name = subject("kube-apiserver", None);
+    valid_for(&mut params, LEAF_DAYS)?;
     params.subject_alt_names = sans.iter().map(|s| san(s)).collect();
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
@@ -146,7 +226,7 @@ pub fn ensure(dir: &Path, sans: &[String]) -> Result<Pki, Error> {
 
     let (admin_cert_path, admin_key_path) = (dir.join("admin.crt"), dir.join("admin.key"));
     let (admin_cert, admin_key) = match (read(&admin_cert_path)?, read(&admin_key_path)?) {
-        (Some(cert), Some(key)) => (cert, key),
+        (Some(cert), Some(key)) if fresh(&cert) => (cert, key),
         _ => {
             let (cert, key) = client_cert(&issuer, "system:admin", &["system:masters"])?;
             write(&admin_key_path, &key, true)?;
@@ -177,6 +257,7 @@ pub fn client_cert(
         dn.push(DnType::OrganizationName, *g);
     }
     params.distinguished_name = dn;
+    valid_for(&mut params, LEAF_DAYS)?;
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
@@ -219,6 +300,7 @@ pub fn node_credentials(dir: &Path, name: &str, sans: &[String]) -> Result<NodeC
     let serving_key = KeyPair::generate().map_err(cert_err("node serving key"))?;
     let mut params = CertificateParams::default();
     params.distinguished_name = subject(&format!("system:node:{name}"), Some("system:nodes"));
+    valid_for(&mut params, LEAF_DAYS)?;
     params.subject_alt_names = sans.iter().map(|s| san(s)).collect();
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
@@ -287,7 +369,9 @@ pub fn kubelet_client(dir: &Path) -> Result<(String, String), Error> {
         dir.join("kubelet-client.crt"),
         dir.join("kubelet-client.key"),
     );
-    if let (Some(cert), Some(key)) = (read(&cert_path)?, read(&key_path)?) {
+    if let (Some(cert), Some(key)) = (read(&cert_path)?, read(&key_path)?)
+        && fresh(&cert)
+    {
         return Ok((cert, key));
     }
     let (Some(ca_cert), Some(ca_key)) = (read(&dir.join("ca.crt"))?, read(&dir.join("ca.key"))?)
@@ -330,6 +414,33 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let kc = kubeconfig(&first, "https://127.0.0.1:6443");
         assert!(kc.contains("server: https://127.0.0.1:6443"));
+    }
+
+    #[test]
+    fn certificates_last_a_year_and_are_issued_again_when_close_to_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let sans = ["localhost".to_string()];
+        let first = ensure(dir.path(), &sans).unwrap();
+        let now = jiff::Timestamp::now().as_second();
+        let days = |pem: &str| (described(pem).unwrap().not_after - now + 43_200) / 86_400;
+        assert_eq!(days(&first.admin_cert), LEAF_DAYS);
+        assert_eq!(days(&first.ca_cert), CA_DAYS);
+        assert!(described(&first.ca_cert).unwrap().is_ca);
+        // An admin certificate with a month left is issued again.
+        let ca_key =
+            KeyPair::from_pem(&std::fs::read_to_string(dir.path().join("ca.key")).unwrap())
+                .unwrap();
+        let issuer = Issuer::from_ca_cert_pem(&first.ca_cert, &ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        valid_for(&mut params, 30).unwrap();
+        let short = params.signed_by(&key, &issuer).unwrap().pem();
+        write(&dir.path().join("admin.crt"), &short, false).unwrap();
+        let second = ensure(dir.path(), &sans).unwrap();
+        assert_eq!(days(&second.admin_cert), LEAF_DAYS);
+        let (moved_to, moved) = set_aside(dir.path(), &["admin.crt", "missing.crt"]).unwrap();
+        assert_eq!(moved, ["admin.crt"]);
+        assert!(moved_to.join("admin.crt").exists() && !dir.path().join("admin.crt").exists());
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub(crate) enum Command {
     /// Show or change encryption at rest of a running server (k3s' command): `status`,
     /// `rotate-keys` (a fresh key first, then every value re-encrypted), `reencrypt`.
     SecretsEncrypt(SecretsEncryptArgs),
+    /// Check the certificates of a server's or agent's data directory, or set them aside to be
+    /// issued anew at the next start (k3s' command): `check`, `rotate`.
+    Certificate(CertificateArgs),
     /// The per-container monitor the agent starts (not for direct use).
     #[command(hide = true)]
     Shim(ShimArgs),
@@ -74,6 +77,51 @@ pub(crate) enum SecretsEncryptAction {
     RotateKeys,
     /// Rewrite every value an older key or provider wrote with the current key.
     Reencrypt,
+}
+
+/// Options of `rudder certificate`.
+#[derive(Debug, Args)]
+pub(crate) struct CertificateArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) action: CertificateAction,
+}
+
+/// The actions of `rudder certificate`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum CertificateAction {
+    /// List each certificate with its subject, expiry, time left and status (OK; WARNING
+    /// when it is issued anew at the next start; EXPIRED).
+    Check(CertificateCheckArgs),
+    /// Set certificates aside (in tls/rotated-<time>/) so that the next start issues new
+    /// ones from the same CA, or replace the service-account signing key (tokens it signed
+    /// stay valid until they expire). Stop the server or agent first, start it after.
+    Rotate(CertificateRotateArgs),
+}
+
+/// Options of `rudder certificate check`.
+#[derive(Debug, Args)]
+pub(crate) struct CertificateCheckArgs {
+    /// The data directory [default: /var/lib/rudder as root, else ~/.local/share/rudder].
+    #[arg(long)]
+    pub(crate) data_dir: Option<std::path::PathBuf>,
+
+    /// `text` (a table) or `json`.
+    #[arg(long, short, default_value = "text")]
+    pub(crate) output: String,
+}
+
+/// Options of `rudder certificate rotate`.
+#[derive(Debug, Args)]
+pub(crate) struct CertificateRotateArgs {
+    /// The data directory [default: /var/lib/rudder as root, else ~/.local/share/rudder].
+    #[arg(long)]
+    pub(crate) data_dir: Option<std::path::PathBuf>,
+
+    /// What to rotate (repeatable or comma-separated): admin, api-server, kubelet,
+    /// service-account [default: every one the data directory has].
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) service: Vec<String>,
 }
 
 /// Options of `rudder proxy`.

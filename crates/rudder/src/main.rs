@@ -4,6 +4,7 @@
 //! it, or for benchmarks in [`bench`]. Only subcommands that work are listed.
 
 mod bench;
+mod certificate;
 mod cli;
 mod client;
 mod cluster_dns;
@@ -94,6 +95,7 @@ async fn run(command: cli::Command) -> anyhow::Result<()> {
         cli::Command::Images(opts) => images(opts),
         cli::Command::Reset(opts) => reset(opts).await,
         cli::Command::SecretsEncrypt(opts) => secrets_encrypt::run(opts).await,
+        cli::Command::Certificate(opts) => certificate::run(opts),
         cli::Command::Shim(_) => unreachable!("handled before the runtime starts"),
         cli::Command::Bench(bench) => match bench.target {
             cli::BenchTarget::Store(opts) => bench::store::run(opts).await,

@@ -610,6 +610,101 @@ fn secret_based_tokens_are_made_on_request_and_end_with_their_secret_or_account(
     });
 }
 
+/// `rudder certificate <args> --data-dir <the cluster's>`.
+fn certificate(c: &Cluster, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_rudder"))
+        .arg("certificate")
+        .args(args)
+        .arg("--data-dir")
+        .arg(c.dir.path())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn certificates_and_the_signing_key_rotate_and_earlier_tokens_stay_valid() {
+    let mut u = Users::start();
+    let checked = certificate(&u.c, &["check"]);
+    let table = String::from_utf8_lossy(&checked.stdout).into_owned();
+    let row = |file: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(file))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        row("tls/admin.crt").contains("CN=system:admin, O=system:masters"),
+        "{table}"
+    );
+    assert!(
+        row("tls/admin.crt")
+            .split_whitespace()
+            .any(|c| c == "364d" || c == "365d"),
+        "a year: {table}"
+    );
+    assert!(row("tls/admin.crt").ends_with("OK"), "{table}");
+    assert!(
+        row("tls/ca.crt")
+            .split_whitespace()
+            .any(|c| c == "9y" || c == "10y"),
+        "ten years: {table}"
+    );
+    let json = certificate(&u.c, &["check", "-o", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["file"] == "tls/server.crt" && c["status"] == "OK")
+    );
+
+    u.c.kubectl(&["create", "serviceaccount", "robot"]).out();
+    let before =
+        u.c.kubectl(&["create", "token", "robot"])
+            .out()
+            .trim()
+            .to_string();
+    let admin = |c: &Cluster| std::fs::read_to_string(c.dir.path().join("tls/admin.crt")).unwrap();
+    let old_admin = admin(&u.c);
+    u.c.stop();
+    let bogus = certificate(&u.c, &["rotate", "--service", "bogus"]);
+    assert!(String::from_utf8_lossy(&bogus.stderr).contains("unknown service \"bogus\""));
+    let rotated = certificate(&u.c, &["rotate"]);
+    let said = String::from_utf8_lossy(&rotated.stdout).into_owned();
+    assert!(
+        rotated.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    assert!(
+        said.contains("admin: admin.crt, admin.key set aside in"),
+        "{said}"
+    );
+    assert!(said.contains("service-account: new signing key"), "{said}");
+    u.c.restart();
+
+    assert_ne!(admin(&u.c), old_admin, "a new admin certificate");
+    let whoami = u.as_user(&before, &["auth", "whoami"]);
+    assert!(
+        whoami.out().contains("system:serviceaccount:default:robot"),
+        "a token of the old key"
+    );
+    let after =
+        u.c.kubectl(&["create", "token", "robot"])
+            .out()
+            .trim()
+            .to_string();
+    assert!(
+        u.as_user(&after, &["auth", "whoami"]).ok,
+        "a token of the new key"
+    );
+    let jwks: serde_json::Value =
+        serde_json::from_str(u.c.kubectl(&["get", "--raw", "/openid/v1/jwks"]).out()).unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "{jwks}");
+}
+
 /// Creates `review` (YAML) with kubectl and prints `jsonpath`.
 fn review(c: &Cluster, review: &str, jsonpath: &str) -> String {
     let args = ["create", "-f", "-", "--validate=false", "-o", jsonpath];

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rsa::pkcs1::{DecodeRsaPrivateKey, EncodeRsaPrivateKey, LineEnding};
-use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
+use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey};
 use rsa::traits::PublicKeyParts;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -104,53 +104,47 @@ pub struct LegacyClaims {
     pub sub: String,
 }
 
-/// Issues and checks service-account tokens with one key.
+/// Issues service-account tokens with one key, and checks them with it and the keys it
+/// replaced (their public halves, kept in `<data-dir>/tls/service-account-retired/` by
+/// [`rotate`]), so that tokens signed before a rotation stay valid until they expire.
 pub struct Signer {
     encoding: EncodingKey,
-    decoding: DecodingKey,
     kid: String,
-    /// The public key as a JWK, for `/openid/v1/jwks`.
-    jwk: Value,
+    /// The verification keys by key ID, the signing key's first, each with its JWK for
+    /// `/openid/v1/jwks`.
+    keys: Vec<(String, DecodingKey, Value)>,
 }
 
-impl Signer {
-    /// The signer of the key in `dir`, made (mode 0600) when there is none.
-    pub fn ensure(dir: &Path) -> Result<Signer, String> {
-        let path = dir.join(KEY_FILE);
-        let bad = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-        let key = match std::fs::read_to_string(&path) {
-            Ok(pem) => rsa::RsaPrivateKey::from_pkcs1_pem(&pem)
-                .or_else(|_| rsa::RsaPrivateKey::from_pkcs8_pem(&pem))
-                .map_err(|e| bad(&e))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, KEY_BITS)
-                    .map_err(|e| bad(&e))?;
-                let pem = key.to_pkcs1_pem(LineEnding::LF).map_err(|e| bad(&e))?;
-                crate::pki::write_private(&path, &pem).map_err(|e| bad(&e))?;
-                key
-            }
-            Err(e) => return Err(bad(&e)),
-        };
-        Signer::from_key(&key).map_err(|e| bad(&e))
-    }
+/// The directory of retired keys' public halves, in the TLS directory.
+const RETIRED_DIR: &str = "service-account-retired";
 
-    fn from_key(key: &rsa::RsaPrivateKey) -> Result<Signer, String> {
+impl Signer {
+    /// The signer of the key in `dir`, made (mode 0600) when there is none, checking with the
+    /// retired keys too.
+    pub fn ensure(dir: &Path) -> Result<Signer, String> {
+        let key = signing_key(dir)?;
         let der = key.to_pkcs1_der().map_err(|e| e.to_string())?;
-        let public = key.to_public_key();
-        let pkix = public.to_public_key_der().map_err(|e| e.to_string())?;
-        // Upstream's key ID: the unpadded base64url SHA-256 of the PKIX public key.
-        let kid = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(pkix.as_bytes()));
-        let (n, e) = (
-            URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
-            URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
-        );
-        let decoding = DecodingKey::from_rsa_components(&n, &e).map_err(|e| e.to_string())?;
-        Ok(Signer {
+        let current = verification_key(&key.to_public_key())?;
+        let mut signer = Signer {
             encoding: EncodingKey::from_rsa_der(der.as_bytes()),
-            decoding,
-            jwk: json!({"use": "sig", "kty": "RSA", "kid": kid, "alg": "RS256", "n": n, "e": e}),
-            kid,
-        })
+            kid: current.0.clone(),
+            keys: vec![current],
+        };
+        let retired = dir.join(RETIRED_DIR);
+        let mut files: Vec<_> = match std::fs::read_dir(&retired) {
+            Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(_) => Vec::new(),
+        };
+        files.sort();
+        for file in files.iter().rev() {
+            let bad = |e: &dyn std::fmt::Display| format!("{}: {e}", file.display());
+            let pem = std::fs::read_to_string(file).map_err(|e| bad(&e))?;
+            let public = rsa::RsaPublicKey::from_public_key_pem(&pem).map_err(|e| bad(&e))?;
+            signer
+                .keys
+                .push(verification_key(&public).map_err(|e| bad(&e))?);
+        }
+        Ok(signer)
     }
 
     /// The signed token carrying `claims`.
@@ -168,8 +162,21 @@ impl Signer {
         v.set_audience(audiences);
         v.validate_nbf = true;
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &v)
-            .ok()
+        self.decode(token, &v)
+    }
+
+    /// The claims of `token` when one of the verification keys signed it (the one its header
+    /// names, if it names one of them).
+    fn decode<T: serde::de::DeserializeOwned>(&self, token: &str, v: &Validation) -> Option<T> {
+        let kid = jsonwebtoken::decode_header(token).ok()?.kid;
+        let named = self.keys.iter().find(|(k, _, _)| Some(k) == kid.as_ref());
+        let candidates: Vec<_> = match named {
+            Some(key) => vec![key],
+            None => self.keys.iter().collect(),
+        };
+        candidates
+            .into_iter()
+            .find_map(|(_, key, _)| jsonwebtoken::decode::<T>(token, key, v).ok())
             .map(|data| data.claims)
     }
 
@@ -181,15 +188,67 @@ impl Signer {
         v.validate_exp = false;
         v.validate_aud = false;
         v.set_required_spec_claims(&["iss", "sub"]);
-        jsonwebtoken::decode::<LegacyClaims>(token, &self.decoding, &v)
-            .ok()
-            .map(|data| data.claims)
+        self.decode(token, &v)
     }
 
     /// The verification keys, as `/openid/v1/jwks` serves them.
     pub fn jwks(&self) -> Value {
-        json!({"keys": [self.jwk]})
+        let keys: Vec<&Value> = self.keys.iter().map(|(_, _, jwk)| jwk).collect();
+        json!({"keys": keys})
     }
+}
+
+/// The signing key in `dir`, made (mode 0600) when there is none.
+fn signing_key(dir: &Path) -> Result<rsa::RsaPrivateKey, String> {
+    let path = dir.join(KEY_FILE);
+    let bad = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    match std::fs::read_to_string(&path) {
+        Ok(pem) => rsa::RsaPrivateKey::from_pkcs1_pem(&pem)
+            .or_else(|_| rsa::RsaPrivateKey::from_pkcs8_pem(&pem))
+            .map_err(|e| bad(&e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => new_key(&path),
+        Err(e) => Err(bad(&e)),
+    }
+}
+
+/// A new signing key, written to `path`.
+fn new_key(path: &Path) -> Result<rsa::RsaPrivateKey, String> {
+    let bad = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, KEY_BITS).map_err(|e| bad(&e))?;
+    let pem = key.to_pkcs1_pem(LineEnding::LF).map_err(|e| bad(&e))?;
+    crate::pki::write_private(path, &pem).map_err(|e| bad(&e))?;
+    Ok(key)
+}
+
+/// A public key's ID (upstream's: the unpadded base64url SHA-256 of the PKIX public key),
+/// its decoding key and its JWK.
+fn verification_key(public: &rsa::RsaPublicKey) -> Result<(String, DecodingKey, Value), String> {
+    let pkix = public.to_public_key_der().map_err(|e| e.to_string())?;
+    let kid = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(pkix.as_bytes()));
+    let (n, e) = (
+        URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
+        URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
+    );
+    let decoding = DecodingKey::from_rsa_components(&n, &e).map_err(|e| e.to_string())?;
+    let jwk = json!({"use": "sig", "kty": "RSA", "kid": kid, "alg": "RS256", "n": n, "e": e});
+    Ok((kid, decoding, jwk))
+}
+
+/// Replaces the signing key in `dir` with a new one, keeping the old one's public half in
+/// `service-account-retired/` so that the tokens it signed stay valid until they expire
+/// (the server reads both at its next start). The new key's ID.
+pub fn rotate(dir: &Path) -> Result<String, String> {
+    let old = signing_key(dir)?.to_public_key();
+    let retired = dir.join(RETIRED_DIR);
+    std::fs::create_dir_all(&retired).map_err(|e| format!("{}: {e}", retired.display()))?;
+    let pem = old
+        .to_public_key_pem(LineEnding::LF)
+        .map_err(|e| e.to_string())?;
+    let stamp = jiff::Timestamp::now().as_second();
+    let file = retired.join(format!("{stamp}.pub"));
+    std::fs::write(&file, pem).map_err(|e| format!("{}: {e}", file.display()))?;
+    let key = new_key(&dir.join(KEY_FILE))?;
+    Ok(verification_key(&key.to_public_key())?.0)
 }
 
 /// Whether `token` looks like a JWT (three base64url parts), so that other kinds of bearer
@@ -232,6 +291,26 @@ mod tests {
             nbf: now,
             sub: "system:serviceaccount:d:robot".into(),
         }
+    }
+
+    #[test]
+    fn a_rotated_key_still_verifies_what_it_signed() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = jiff::Timestamp::now().as_second();
+        let old = Signer::ensure(dir.path()).unwrap();
+        let token = old.issue(&claims(now, ISSUER)).unwrap();
+        let kid = rotate(dir.path()).unwrap();
+        let new = Signer::ensure(dir.path()).unwrap();
+        assert_eq!(new.kid, kid);
+        assert_ne!(new.kid, old.kid);
+        assert_eq!(new.verify(&token, &[ISSUER]), Some(claims(now, ISSUER)));
+        let fresh = new.issue(&claims(now, ISSUER)).unwrap();
+        assert_eq!(
+            old.verify(&fresh, &[ISSUER]),
+            None,
+            "the old signer knows no new key"
+        );
+        assert_eq!(new.jwks()["keys"].as_array().unwrap().len(), 2);
     }
 
     #[test]
