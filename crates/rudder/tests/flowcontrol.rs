@@ -355,6 +355,8 @@ fn a_full_level_turns_requests_away_and_a_noisy_flow_does_not_starve_a_quiet_one
         answer.contains("Too many requests, please try again later."),
         "{answer}"
     );
+    let watch = apf.get("rejected", &format!("{list}?watch=1&timeoutSeconds=1"));
+    assert_eq!(watch.0, 429, "a watch needs a seat to start: {}", watch.1);
     assert_eq!(finish(holder, "first"), 201);
     assert_eq!(apf.get("rejected", list).0, 200);
 

@@ -12,8 +12,7 @@
 //! bootstrap objects in place and the schemas' `Dangling` conditions current.
 //!
 //! Not here (as upstream has it): levels lending and borrowing seats (each level keeps its
-//! nominal limit), requests wider than one seat (a LIST costs what a GET does), and watches
-//! holding a seat while they start (they are classified, and take none).
+//! nominal limit), and requests wider than one seat (a LIST costs what a GET does).
 
 mod bootstrap;
 mod classify;
@@ -165,17 +164,17 @@ impl FlowControl {
             verb: asked.verb,
             target,
         };
-        self.handle(store, metrics, &req, !watch, serve).await
+        self.handle(store, metrics, &req, serve).await
     }
 
     /// Serves `req` with `serve` when its level lets it: at once, after a wait in a queue, or
-    /// not at all (429). `seat` is false for a watch, which is classified but takes no seat.
+    /// not at all (429). The seat is held until `serve` has the answer ready: for a watch,
+    /// while it starts (its events then stream without one), as upstream's.
     async fn handle(
         &self,
         store: &Arc<dyn Store>,
         metrics: &crate::metrics::Metrics,
         req: &Request<'_>,
-        seat: bool,
         serve: impl Future<Output = Response>,
     ) -> Response {
         let config = match self.config(store).await {
@@ -194,8 +193,8 @@ impl FlowControl {
         };
         let level = &schema.level;
         let labels = (schema.name.as_str(), level.name.as_str());
-        let resp = match (&level.seats, seat) {
-            (Some(seats), true) => {
+        let resp = match &level.seats {
+            Some(seats) => {
                 let flow = flow_hash(&schema.name, &classify::distinguisher(&schema.spec, req));
                 let waiting = metrics.flow_waiting(labels);
                 let acquired = seats.acquire(flow, QUEUE_WAIT).await;
@@ -214,7 +213,7 @@ impl FlowControl {
                     }
                 }
             }
-            _ => {
+            None => {
                 metrics.flow_dispatched(labels);
                 serve.await
             }
