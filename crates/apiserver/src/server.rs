@@ -66,6 +66,9 @@ pub struct Config {
     /// Requests without credentials run as `system:anonymous` (upstream's
     /// `--anonymous-auth`); off, they get 401.
     pub anonymous_auth: bool,
+    /// Files of further keys that verify service-account tokens (upstream's
+    /// `--service-account-key-file`).
+    pub service_account_key_files: Vec<PathBuf>,
     /// API Priority and Fairness over this many seats (upstream's in-flight flags); `None`
     /// turns it off (upstream's `--enable-priority-and-fairness=false`).
     pub flowcontrol: Option<crate::flowcontrol::Options>,
@@ -95,6 +98,7 @@ impl Config {
             audit: None,
             encryption_provider_config: None,
             anonymous_auth: false,
+            service_account_key_files: Vec::new(),
             flowcontrol: Some(Default::default()),
         }
     }
@@ -175,6 +179,7 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     let pki = pki::ensure(&config.data_dir.join("tls"), &sans)?;
     let (kubelet_cert, kubelet_key) = pki::kubelet_client(&config.data_dir.join("tls"))?;
     let service_accounts = authn::serviceaccount::Signer::ensure(&config.data_dir.join("tls"))
+        .and_then(|s| s.verifying_also(&config.service_account_key_files))
         .map_err(Error::Other)?;
     let service_accounts = Arc::new(service_accounts);
     let oidc = match config.oidc.clone() {

@@ -788,6 +788,12 @@ pub(crate) struct ServerArgs {
     #[arg(long)]
     pub(crate) encryption_provider_config: Option<std::path::PathBuf>,
 
+    /// A PEM file of RSA keys (public or private) or certificates whose keys also verify
+    /// service-account tokens (repeatable; upstream's flag). The server signs with
+    /// DATA_DIR/tls/service-account.key, which always verifies.
+    #[arg(long)]
+    pub(crate) service_account_key_file: Vec<std::path::PathBuf>,
+
     /// API Priority and Fairness: FlowSchemas sort requests into priority levels that share
     /// the server's seats fairly among flows (upstream's flag; `false` turns it off).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]

@@ -245,6 +245,7 @@ fn api_config(
         audit: audit_options(opts),
         encryption_provider_config: opts.encryption_provider_config.take(),
         anonymous_auth: opts.anonymous_auth,
+        service_account_key_files: std::mem::take(&mut opts.service_account_key_file),
         flowcontrol: opts
             .enable_priority_and_fairness
             .then_some(apiserver::flowcontrol::Options {

@@ -703,6 +703,25 @@ fn certificates_and_the_signing_key_rotate_and_earlier_tokens_stay_valid() {
     let jwks: serde_json::Value =
         serde_json::from_str(u.c.kubectl(&["get", "--raw", "/openid/v1/jwks"]).out()).unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "{jwks}");
+
+    // A key kept elsewhere verifies what it signed when --service-account-key-file names it;
+    // the retired key, removed, no longer does.
+    u.c.stop();
+    let tls = u.c.dir.path().join("tls");
+    let kept = u.c.dir.path().join("kept.key");
+    std::fs::rename(tls.join("service-account.key"), &kept).unwrap();
+    std::fs::remove_dir_all(tls.join("service-account-retired")).unwrap();
+    u.c.restart_with(&["--service-account-key-file", kept.to_str().unwrap()]);
+    let whoami = u.as_user(&after, &["auth", "whoami"]);
+    assert!(
+        whoami.ok,
+        "a token of the key the flag names: {}",
+        whoami.stderr
+    );
+    assert!(
+        !u.as_user(&before, &["auth", "whoami"]).ok,
+        "the retired key is gone"
+    );
 }
 
 /// Creates `review` (YAML) with kubectl and prints `jsonpath`.

@@ -147,6 +147,34 @@ impl Signer {
         Ok(signer)
     }
 
+    /// Adds the RSA keys of `files` to the verification keys (upstream's
+    /// `--service-account-key-file`: PEM public or private keys, or certificates, several to a
+    /// file), for tokens another server or an earlier key signed.
+    pub fn verifying_also(mut self, files: &[std::path::PathBuf]) -> Result<Signer, String> {
+        for file in files {
+            let bad = |e: &dyn std::fmt::Display| format!("{}: {e}", file.display());
+            let bytes = std::fs::read(file).map_err(|e| bad(&e))?;
+            let mut found = false;
+            for block in x509_parser::pem::Pem::iter_from_buffer(&bytes) {
+                let block = block.map_err(|e| bad(&e))?;
+                let Some(public) =
+                    public_key(&block.label, &block.contents).map_err(|e| bad(&e))?
+                else {
+                    continue;
+                };
+                let key = verification_key(&public).map_err(|e| bad(&e))?;
+                if !self.keys.iter().any(|(kid, _, _)| *kid == key.0) {
+                    self.keys.push(key);
+                }
+                found = true;
+            }
+            if !found {
+                return Err(bad(&"no RSA key or certificate in it"));
+            }
+        }
+        Ok(self)
+    }
+
     /// The signed token carrying `claims`.
     pub fn issue<T: Serialize>(&self, claims: &T) -> Result<String, String> {
         let mut header = Header::new(Algorithm::RS256);
@@ -209,6 +237,29 @@ fn signing_key(dir: &Path) -> Result<rsa::RsaPrivateKey, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => new_key(&path),
         Err(e) => Err(bad(&e)),
     }
+}
+
+/// The RSA public key of a PEM block: a public or private key, or a certificate's; `None`
+/// for a block of another kind.
+fn public_key(label: &str, der: &[u8]) -> Result<Option<rsa::RsaPublicKey>, String> {
+    use rsa::pkcs1::DecodeRsaPublicKey;
+    let key = match label {
+        "PUBLIC KEY" => rsa::RsaPublicKey::from_public_key_der(der).map_err(|e| e.to_string())?,
+        "RSA PUBLIC KEY" => rsa::RsaPublicKey::from_pkcs1_der(der).map_err(|e| e.to_string())?,
+        "RSA PRIVATE KEY" => rsa::RsaPrivateKey::from_pkcs1_der(der)
+            .map_err(|e| e.to_string())?
+            .to_public_key(),
+        "PRIVATE KEY" => rsa::RsaPrivateKey::from_pkcs8_der(der)
+            .map_err(|e| e.to_string())?
+            .to_public_key(),
+        "CERTIFICATE" => {
+            let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+            rsa::RsaPublicKey::from_public_key_der(cert.public_key().raw)
+                .map_err(|e| e.to_string())?
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(key))
 }
 
 /// A new signing key, written to `path`.
@@ -291,6 +342,37 @@ mod tests {
             nbf: now,
             sub: "system:serviceaccount:d:robot".into(),
         }
+    }
+
+    #[test]
+    fn keys_given_in_files_verify_what_they_signed() {
+        let (ours, theirs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let now = jiff::Timestamp::now().as_second();
+        let other = Signer::ensure(theirs.path()).unwrap();
+        let token = other.issue(&claims(now, ISSUER)).unwrap();
+        assert_eq!(
+            Signer::ensure(ours.path())
+                .unwrap()
+                .verify(&token, &[ISSUER]),
+            None
+        );
+        let key = theirs.path().join(KEY_FILE);
+        let signer = Signer::ensure(ours.path())
+            .unwrap()
+            .verifying_also(&[key])
+            .unwrap();
+        assert_eq!(signer.verify(&token, &[ISSUER]), Some(claims(now, ISSUER)));
+        let not_a_key = ours.path().join("empty.pem");
+        std::fs::write(&not_a_key, "nothing").unwrap();
+        let refused = Signer::ensure(ours.path())
+            .unwrap()
+            .verifying_also(&[not_a_key]);
+        assert!(
+            refused
+                .err()
+                .unwrap()
+                .ends_with("no RSA key or certificate in it")
+        );
     }
 
     #[test]

@@ -103,7 +103,8 @@ struct Level {
     name: String,
     uid: String,
     seats: Option<Arc<queueset::Level>>,
-    dropped: Mutex<dropped::Tracker>,
+    /// Its recent rejections (kept across changes of the configuration, as its seats are).
+    dropped: Arc<Mutex<dropped::Tracker>>,
 }
 
 impl FlowControl {
@@ -307,11 +308,12 @@ impl Level {
                 _ => queueset::Level::new(limit, queuing),
             }
         });
+        let dropped = previous.levels.get(&name).map(|l| l.dropped.clone());
         Level {
             name,
             uid,
             seats,
-            dropped: Mutex::default(),
+            dropped: dropped.unwrap_or_default(),
         }
     }
 

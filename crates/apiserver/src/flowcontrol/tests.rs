@@ -114,7 +114,7 @@ fn a_schema_without_its_level_is_skipped_and_missing_mandatory_objects_stand_in(
 }
 
 #[test]
-fn a_level_keeps_its_queues_when_only_its_seats_change() {
+fn a_level_keeps_its_queues_and_rejections_when_only_its_seats_change() {
     let fc = FlowControl::new(Options::default()).unwrap();
     let levels = stored(bootstrap::priority_levels());
     let first = fc.derive(&[], &levels, &Config::default());
@@ -124,6 +124,11 @@ fn a_level_keeps_its_queues_when_only_its_seats_change() {
         &seats(&first, "system"),
         &seats(&second, "system")
     ));
+    let dropped = |c: &Config, n: &str| c.levels[n].dropped.clone();
+    assert!(
+        Arc::ptr_eq(&dropped(&first, "system"), &dropped(&second, "system")),
+        "nor its rejections"
+    );
 }
 
 #[test]

@@ -189,6 +189,12 @@ impl Cluster {
         self.spawn();
     }
 
+    /// As [`Cluster::restart`], with more flags from now on.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.extra.extend(extra.iter().map(|a| a.to_string()));
+        self.restart();
+    }
+
     /// SIGTERM, then wait.
     pub fn stop(&mut self) {
         if let Some(child) = self.child.take() {
