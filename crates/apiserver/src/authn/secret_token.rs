@@ -130,6 +130,7 @@ pub(crate) async fn maintain(signer: Arc<Signer>, reg: Registry, ca: String) {
                 .watch("/registry/serviceaccounts/", from, opts())
                 .await,
         ) else {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             continue;
         };
         let mut events = futures::stream::select(secrets, accounts);
