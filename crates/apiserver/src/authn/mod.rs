@@ -147,15 +147,7 @@ pub async fn authenticate_service_account(
             obj["metadata"]["uid"].as_str().map(str::to_string)
         }
     };
-    // The account from the watched copy (upstream reads an informer); the store only for an
-    // account too new for the copy, or recreated since.
-    let accounts = crate::podlogs::resource("serviceaccounts");
-    let key = accounts.key(Some(ns), &account.name);
-    let cached = reg.accounts().get(reg.store(), &key).await.ok().flatten();
-    let cached_uid = cached.as_ref().and_then(|a| a["metadata"]["uid"].as_str());
-    if cached_uid != Some(account.uid.as_str())
-        && uid_of("serviceaccounts", &account.name).await? != account.uid
-    {
+    if !account_is(reg, ns, &account.name, &account.uid).await {
         return None;
     }
     for (plural, bound) in [("pods", &private.pod), ("secrets", &private.secret)] {
@@ -165,11 +157,29 @@ pub async fn authenticate_service_account(
             return None;
         }
     }
+    Some((account_identity(ns, user), claims))
+}
+
+/// Whether the account `ns/name` exists with `uid`: read from the watched copy (upstream reads
+/// an informer), from the store only for an account too new for the copy, or recreated since.
+pub(crate) async fn account_is(reg: &Registry, ns: &str, name: &str, uid: &str) -> bool {
+    let accounts = crate::podlogs::resource("serviceaccounts");
+    let key = accounts.key(Some(ns), name);
+    let cached = reg.accounts().get(reg.store(), &key).await.ok().flatten();
+    if cached.as_ref().and_then(|a| a["metadata"]["uid"].as_str()) == Some(uid) {
+        return true;
+    }
+    let stored = reg.get(accounts, Some(ns), name).await;
+    stored.is_ok_and(|a| a["metadata"]["uid"] == uid)
+}
+
+/// The identity of service account `user` of namespace `ns`, in upstream's groups.
+pub(crate) fn account_identity(ns: &str, user: String) -> Identity {
     let groups = vec![
         "system:serviceaccounts".to_string(),
         format!("system:serviceaccounts:{ns}"),
     ];
-    Some((Identity::new(user, groups), claims))
+    Identity::new(user, groups)
 }
 
 /// Splits one CSV line, honouring double quotes.

@@ -60,23 +60,11 @@ pub async fn authenticate(signer: &Signer, reg: &Registry, token: &str) -> Optio
     {
         return None;
     }
-    let account = reg
-        .get(
-            crate::podlogs::resource("serviceaccounts"),
-            Some(ns),
-            &claims.account,
-        )
-        .await
-        .ok()?;
-    if account["metadata"]["uid"] != claims.uid.as_str() {
+    if !super::account_is(reg, ns, &claims.account, &claims.uid).await {
         return None;
     }
     note_use(reg, secret);
-    let groups = vec![
-        "system:serviceaccounts".to_string(),
-        format!("system:serviceaccounts:{ns}"),
-    ];
-    Some(Identity::new(user, groups))
+    Some(super::account_identity(ns, user))
 }
 
 /// Labels the Secret with today's date, unless it already says so (in the background: the

@@ -22,11 +22,8 @@ const GROUP: &str = "flowcontrol.apiserver.k8s.io";
 pub(crate) async fn maintain(fc: Arc<FlowControl>, registry: Registry) {
     let (mut schemas, mut levels) = (fc.schemas.changes(), fc.levels.changes());
     loop {
-        if let Err(s) = ensure(&registry).await {
-            tracing::warn!(error = %s.message, "priority and fairness: keeping the bootstrap configuration");
-        }
-        if let Err(s) = conditions(&fc, &registry).await {
-            tracing::warn!(error = %s.message, "priority and fairness: writing FlowSchema conditions");
+        if let Err(s) = keep(&fc, &registry).await {
+            tracing::warn!(error = %s.message, "priority and fairness: keeping the configuration");
         }
         tokio::select! {
             _ = schemas.changed() => {}
@@ -36,26 +33,64 @@ pub(crate) async fn maintain(fc: Arc<FlowControl>, registry: Registry) {
     }
 }
 
-/// Upstream's bootstrap objects in place: the suggested levels and schemas, then the
-/// mandatory ones; then the server's own objects it no longer ships removed.
+/// One pass over the watched copies: the bootstrap objects, then the schemas' conditions.
+async fn keep(fc: &FlowControl, registry: &Registry) -> Result<(), Status> {
+    let store = registry.store();
+    let values = |all: Vec<(String, i64, Value)>| -> Vec<Value> {
+        all.into_iter().map(|(_, _, v)| v).collect()
+    };
+    let levels = values(fc.levels.under(store, "").await?);
+    let schemas = values(fc.schemas.under(store, "").await?);
+    ensure_with(registry, &levels, &schemas).await?;
+    conditions(registry, &levels, &schemas).await
+}
+
+/// Upstream's bootstrap objects in place, at start-up: as [`ensure_with`], over what is
+/// stored now.
 pub(crate) async fn ensure(registry: &Registry) -> Result<(), Status> {
-    let levels = find(GROUP, "v1", "prioritylevelconfigurations").expect("served");
-    let schemas = find(GROUP, "v1", "flowschemas").expect("served");
+    let all = ListOptions::default();
+    let levels = registry.list(levels_resource(), None, &all).await?.items;
+    let schemas = registry.list(schemas_resource(), None, &all).await?.items;
+    ensure_with(registry, &levels, &schemas).await
+}
+
+fn levels_resource() -> &'static api::Resource {
+    find(GROUP, "v1", "prioritylevelconfigurations").expect("served")
+}
+
+fn schemas_resource() -> &'static api::Resource {
+    find(GROUP, "v1", "flowschemas").expect("served")
+}
+
+/// Upstream's bootstrap objects in place, given the stored levels and schemas: the suggested
+/// levels and schemas, then the mandatory ones; then the server's own objects it no longer
+/// ships removed. Only what must change is written.
+async fn ensure_with(
+    registry: &Registry,
+    levels: &[Value],
+    schemas: &[Value],
+) -> Result<(), Status> {
     let (shipped_levels, shipped_schemas) =
         (bootstrap::priority_levels(), bootstrap::flow_schemas());
+    let kinds = [
+        (levels_resource(), &shipped_levels, levels),
+        (schemas_resource(), &shipped_schemas, schemas),
+    ];
     for mandatory in [false, true] {
-        for (r, shipped) in [(levels, &shipped_levels), (schemas, &shipped_schemas)] {
+        for (r, shipped, stored) in kinds {
             for (wanted, m) in shipped.iter().filter(|(_, m)| *m == mandatory) {
-                ensure_one(registry, r, wanted, *m).await?;
+                let name = &wanted["metadata"]["name"];
+                let existing = stored.iter().find(|o| o["metadata"]["name"] == *name);
+                ensure_one(registry, r, wanted, *m, existing).await?;
             }
         }
     }
-    for (r, shipped) in [(schemas, &shipped_schemas), (levels, &shipped_levels)] {
+    for (r, shipped, stored) in kinds.into_iter().rev() {
         let names: Vec<&Value> = shipped
             .iter()
             .map(|(v, _)| &v["metadata"]["name"])
             .collect();
-        for obj in registry.list(r, None, &ListOptions::default()).await?.items {
+        for obj in stored {
             let ours = parse_bool(&obj["metadata"]["annotations"][AUTOUPDATE]) == Some(true);
             if ours && !names.contains(&&obj["metadata"]["name"]) {
                 let name = obj["metadata"]["name"].as_str().unwrap_or_default();
@@ -77,18 +112,14 @@ async fn ensure_one(
     r: &api::Resource,
     wanted: &Value,
     mandatory: bool,
+    existing: Option<&Value>,
 ) -> Result<(), Status> {
     let name = wanted["metadata"]["name"].as_str().unwrap_or_default();
-    let existing = match registry.get(r, None, name).await {
-        Err(s) if s.code == 404 => {
-            return tolerate(
-                registry
-                    .create(r, None, wanted.clone(), Caller::SERVER)
-                    .await
-                    .map(|_| ()),
-            );
-        }
-        other => other?,
+    let Some(existing) = existing else {
+        let created = registry
+            .create(r, None, wanted.clone(), Caller::SERVER)
+            .await;
+        return tolerate(created.map(|_| ()));
     };
     let annotation = parse_bool(&existing["metadata"]["annotations"][AUTOUPDATE]);
     let autoupdate = mandatory || annotation.unwrap_or(existing["metadata"]["generation"] == 1);
@@ -104,7 +135,7 @@ async fn ensure_one(
     if autoupdate && existing["spec"] != spec {
         revised["spec"] = spec;
     }
-    if revised == existing {
+    if revised == *existing {
         return Ok(());
     }
     tolerate(
@@ -116,30 +147,30 @@ async fn ensure_one(
 }
 
 /// Each FlowSchema's `Dangling` condition set to whether its priority level exists.
-async fn conditions(fc: &FlowControl, registry: &Registry) -> Result<(), Status> {
-    let store = registry.store();
-    let levels: Vec<Value> = {
-        let objects = fc.levels.objects(store).await?;
-        let map = objects.read().unwrap_or_else(|e| e.into_inner());
-        map.values()
-            .map(|(_, v)| v["metadata"]["name"].clone())
-            .collect()
-    };
-    let stale: Vec<Value> = {
-        let objects = fc.schemas.objects(store).await?;
-        let map = objects.read().unwrap_or_else(|e| e.into_inner());
-        map.values()
-            .filter_map(|(_, fs)| with_condition(fs, &levels))
-            .collect()
-    };
-    let r = find(GROUP, "v1", "flowschemas").expect("served");
+async fn conditions(
+    registry: &Registry,
+    levels: &[Value],
+    schemas: &[Value],
+) -> Result<(), Status> {
+    let names: Vec<Value> = levels
+        .iter()
+        .map(|l| l["metadata"]["name"].clone())
+        .collect();
+    let stale = schemas.iter().filter_map(|fs| with_condition(fs, &names));
     for fs in stale {
         let name = fs["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
             .to_string();
         let written = registry
-            .update(r, None, &name, fs, Some("status"), Caller::SERVER)
+            .update(
+                schemas_resource(),
+                None,
+                &name,
+                fs,
+                Some("status"),
+                Caller::SERVER,
+            )
             .await;
         tolerate(written.map(|_| ()))?;
     }
