@@ -356,7 +356,7 @@ pub(crate) async fn allowed_path(app: &App, req: Request) -> Result<Identity, Re
         path,
     };
     match app.authorizer.authorize(&attributes).await {
-        Ok(authz::Decision::Allow) => Ok(who),
+        Ok(authz::Decision::Allow(_)) => Ok(who),
         Ok(authz::Decision::Deny(reason) | authz::Decision::NoOpinion(reason)) => {
             let refusal = authz::forbidden(&attributes, &reason);
             Err(status_response(&refusal))
@@ -462,7 +462,7 @@ async fn authorized(
         path,
     };
     match app.authorizer.authorize(&attributes).await {
-        Ok(authz::Decision::Allow) => audit_decision("allow", ""),
+        Ok(authz::Decision::Allow(reason)) => audit_decision("allow", &reason),
         Ok(authz::Decision::Deny(reason) | authz::Decision::NoOpinion(reason)) => {
             audit_decision("forbid", &reason);
             return status_response(&authz::forbidden(&attributes, &reason));

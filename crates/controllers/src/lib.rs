@@ -17,6 +17,7 @@
 
 mod certificates;
 mod clusterrole_aggregation;
+mod credentials;
 mod cronjob;
 mod csrapproving;
 mod csrsigning;
@@ -85,6 +86,11 @@ pub struct Options {
     /// The image of the `local-path` provisioner's helper pods (a shell with `mkdir` and
     /// `rm`).
     pub local_path_helper_image: String,
+    /// When set, each controller acts as its own service account (upstream's
+    /// `--use-service-account-credentials`; [`credentials`]), reaching the server through
+    /// this configuration, which has no user of its own. When not, every controller acts as
+    /// the controller manager's client.
+    pub service_account_credentials: Option<kube::Config>,
 }
 
 /// The default of [`Options::local_storage_path`] outside `rudder server`.
@@ -105,6 +111,7 @@ impl Default for Options {
             terminated_pod_gc_threshold: 12_500,
             local_storage_path: DEFAULT_LOCAL_STORAGE_PATH.into(),
             local_path_helper_image: DEFAULT_LOCAL_PATH_HELPER_IMAGE.into(),
+            service_account_credentials: None,
         }
     }
 }
@@ -112,53 +119,144 @@ impl Default for Options {
 /// A controller: its name and how to build it from the shared informers.
 type Start = fn(&runtime::Shared, &mut runtime::Informers) -> BoxFuture<'static, ()>;
 
-/// Every controller, under upstream's names, in start order.
-const REGISTRY: &[(&str, Start)] = &[
-    ("deployment-controller", deployment::start),
-    ("replicaset-controller", replicaset::start_replicasets),
-    ("daemonset-controller", daemonset::start),
-    ("statefulset-controller", statefulset::start),
-    ("job-controller", job::start),
-    ("cronjob-controller", cronjob::start),
-    ("ttl-after-finished-controller", ttl_after_finished::start),
-    ("node-ipam-controller", node_ipam::start),
-    ("node-lifecycle-controller", node_lifecycle::start),
-    ("taint-eviction-controller", node_lifecycle::start_eviction),
-    ("pod-garbage-collector-controller", pod_gc::start),
-    ("disruption-controller", disruption::start),
-    ("resourcequota-controller", resource_quota::start),
+/// Every controller, under upstream's names, in start order, with the service account it
+/// acts as ([`credentials`]).
+const REGISTRY: &[(&str, &str, Start)] = &[
+    (
+        "deployment-controller",
+        "deployment-controller",
+        deployment::start,
+    ),
+    (
+        "replicaset-controller",
+        "replicaset-controller",
+        replicaset::start_replicasets,
+    ),
+    (
+        "daemonset-controller",
+        "daemon-set-controller",
+        daemonset::start,
+    ),
+    (
+        "statefulset-controller",
+        "statefulset-controller",
+        statefulset::start,
+    ),
+    ("job-controller", "job-controller", job::start),
+    ("cronjob-controller", "cronjob-controller", cronjob::start),
+    (
+        "ttl-after-finished-controller",
+        "ttl-after-finished-controller",
+        ttl_after_finished::start,
+    ),
+    ("node-ipam-controller", "node-controller", node_ipam::start),
+    (
+        "node-lifecycle-controller",
+        "node-controller",
+        node_lifecycle::start,
+    ),
+    (
+        "taint-eviction-controller",
+        "node-controller",
+        node_lifecycle::start_eviction,
+    ),
+    (
+        "pod-garbage-collector-controller",
+        "pod-garbage-collector",
+        pod_gc::start,
+    ),
+    (
+        "disruption-controller",
+        "disruption-controller",
+        disruption::start,
+    ),
+    (
+        "resourcequota-controller",
+        "resourcequota-controller",
+        resource_quota::start,
+    ),
     (
         "replicationcontroller-controller",
+        "replication-controller",
         replicaset::start_replication_controllers,
     ),
-    ("garbage-collector-controller", garbage_collector::start),
-    ("namespace-controller", namespace::start),
-    ("endpoints-controller", endpoints::start),
-    ("endpointslice-controller", endpointslice::start),
+    (
+        "garbage-collector-controller",
+        "generic-garbage-collector",
+        garbage_collector::start,
+    ),
+    (
+        "namespace-controller",
+        "namespace-controller",
+        namespace::start,
+    ),
+    (
+        "endpoints-controller",
+        "endpoint-controller",
+        endpoints::start,
+    ),
+    (
+        "endpointslice-controller",
+        "endpointslice-controller",
+        endpointslice::start,
+    ),
     (
         "endpointslice-mirroring-controller",
+        "endpointslicemirroring-controller",
         endpointslice_mirroring::start,
     ),
-    ("serviceaccount-controller", serviceaccount::start),
-    ("root-ca-certificate-publisher-controller", root_ca::start),
-    ("service-lb-controller", servicelb::start),
+    (
+        "serviceaccount-controller",
+        "service-account-controller",
+        serviceaccount::start,
+    ),
+    (
+        "root-ca-certificate-publisher-controller",
+        "root-ca-cert-publisher",
+        root_ca::start,
+    ),
+    (
+        "service-lb-controller",
+        "service-controller",
+        servicelb::start,
+    ),
     (
         "persistentvolume-binder-controller",
+        "persistent-volume-binder",
         persistentvolume::start,
     ),
-    ("local-path-provisioner", local_path::start),
-    ("ephemeral-volume-controller", ephemeral_volume::start),
-    ("pvc-protection-controller", pvc_protection::start),
-    ("pv-protection-controller", pv_protection::start),
+    (
+        "local-path-provisioner",
+        "local-path-provisioner",
+        local_path::start,
+    ),
+    (
+        "ephemeral-volume-controller",
+        "ephemeral-volume-controller",
+        ephemeral_volume::start,
+    ),
+    (
+        "pvc-protection-controller",
+        "pvc-protection-controller",
+        pvc_protection::start,
+    ),
+    (
+        "pv-protection-controller",
+        "pv-protection-controller",
+        pv_protection::start,
+    ),
     (
         "certificatesigningrequest-approving-controller",
+        "certificate-controller",
         csrapproving::start,
     ),
     (
         "certificatesigningrequest-signing-controller",
+        "certificate-controller",
         csrsigning::start,
     ),
     (
+        "clusterrole-aggregation-controller",
         "clusterrole-aggregation-controller",
         clusterrole_aggregation::start,
     ),
@@ -176,7 +274,7 @@ const ALIASES: &[(&str, &str)] = &[
 
 /// The names of the controllers this build runs.
 pub fn controllers() -> Vec<&'static str> {
-    REGISTRY.iter().map(|(name, _)| *name).collect()
+    REGISTRY.iter().map(|(name, _, _)| *name).collect()
 }
 
 /// Whether `name` is turned off by `disabled` (`deployment` and `deployment-controller`
@@ -246,18 +344,35 @@ pub async fn run(
 
 /// Builds the enabled controllers over one set of informers and runs them all.
 async fn start(client: kube::Client, options: Arc<Options>) {
+    let enabled: Vec<&'static (&str, &str, Start)> = REGISTRY
+        .iter()
+        .filter(|(name, _, _)| !is_disabled(name, &options.disabled))
+        .collect();
+    let accounts = match &options.service_account_credentials {
+        Some(connection) => {
+            let names: Vec<&'static str> = enabled.iter().map(|(_, account, _)| *account).collect();
+            match credentials::Accounts::new(&client, connection, names).await {
+                Ok(accounts) => Some(accounts),
+                Err(e) => {
+                    tracing::error!("the controllers' service-account credentials: {e}");
+                    return;
+                }
+            }
+        }
+        None => None,
+    };
     let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let shared = runtime::Shared::new(client.clone(), options.clone(), synced_rx);
     let mut informers = runtime::Informers::new(client);
     let mut running = Vec::new();
-    let mut names = Vec::new();
-    for (name, start) in REGISTRY {
-        if is_disabled(name, &options.disabled) {
-            continue;
-        }
-        names.push(*name);
-        running.push(start(&shared, &mut informers));
+    for (_, account, start) in &enabled {
+        let acting = match &accounts {
+            Some(a) => shared.acting_as(a.client(account)),
+            None => shared.clone(),
+        };
+        running.push(start(&acting, &mut informers));
     }
+    let names: Vec<&str> = enabled.iter().map(|(name, _, _)| *name).collect();
     tracing::info!("controllers started: {}", names.join(", "));
     let (watches, ready) = informers.start();
     let signal = async move {
@@ -266,10 +381,17 @@ async fn start(client: kube::Client, options: Arc<Options>) {
         tracing::info!("controller caches filled");
         futures::future::pending::<()>().await;
     };
+    let renewals = async {
+        match &accounts {
+            Some(a) => a.keep().await,
+            None => futures::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = futures::future::join_all(running) => {}
         () = watches => {}
         () = signal => {}
+        () = renewals => {}
     }
 }
 

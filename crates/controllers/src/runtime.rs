@@ -242,7 +242,7 @@ async fn follow<K: Watched>(
 /// and a signal that the shared caches are filled.
 #[derive(Clone)]
 pub struct Shared {
-    /// The API client.
+    /// The API client, acting as the controller's own identity when there is one.
     pub client: kube::Client,
     /// The controller manager's options.
     pub options: Arc<crate::Options>,
@@ -260,6 +260,15 @@ impl Shared {
             client,
             options,
             synced,
+        }
+    }
+
+    /// The same context for a controller whose requests go through `client` (its own
+    /// identity; [`crate::credentials`]).
+    pub fn acting_as(&self, client: kube::Client) -> Shared {
+        Shared {
+            client,
+            ..self.clone()
         }
     }
 

@@ -258,12 +258,28 @@ pub(crate) struct ControllerArgs {
     /// directories on nodes (needs `sh`, `mkdir` and `rm`).
     #[arg(long, default_value = controllers::DEFAULT_LOCAL_PATH_HELPER_IMAGE)]
     pub(crate) local_path_helper_image: String,
+
+    /// Each controller acts as its own service account in kube-system, bound to its
+    /// `system:controller:*` role (as k3s sets it); with false, every controller acts as
+    /// the kubeconfig's user.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    pub(crate) use_service_account_credentials: bool,
 }
 
 impl ControllerArgs {
-    /// The controller manager's options, with the CA that `kube-root-ca.crt` publishes.
-    pub(crate) fn options(&self, root_ca: String) -> controllers::Options {
-        controllers::Options {
+    /// The controller manager's options, with the CA that `kube-root-ca.crt` publishes, for
+    /// a controller manager reaching the server with the kubeconfig at `kubeconfig`.
+    pub(crate) async fn options(
+        &self,
+        root_ca: String,
+        kubeconfig: &std::path::Path,
+    ) -> anyhow::Result<controllers::Options> {
+        let service_account_credentials = match self.use_service_account_credentials {
+            true => Some(crate::client::connection_of(kubeconfig).await?),
+            false => None,
+        };
+        Ok(controllers::Options {
             disabled: self.disable_controller.clone(),
             root_ca: Some(root_ca),
             cluster_signing: None,
@@ -276,7 +292,8 @@ impl ControllerArgs {
                 .clone()
                 .unwrap_or_else(|| controllers::DEFAULT_LOCAL_STORAGE_PATH.into()),
             local_path_helper_image: self.local_path_helper_image.clone(),
-        }
+            service_account_credentials,
+        })
     }
 }
 

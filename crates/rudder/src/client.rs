@@ -6,12 +6,24 @@ use anyhow::Context;
 
 /// A client for the current context of the kubeconfig at `path`.
 pub(crate) async fn from_kubeconfig(path: &Path) -> anyhow::Result<kube::Client> {
+    kube::Client::try_from(config_of(path).await?).context("building the API client")
+}
+
+/// How the current context of the kubeconfig at `path` reaches its server (address, CA),
+/// without its user: for clients that bring their own credentials.
+pub(crate) async fn connection_of(path: &Path) -> anyhow::Result<kube::Config> {
+    let mut config = config_of(path).await?;
+    config.auth_info = Default::default();
+    Ok(config)
+}
+
+/// The client configuration of the current context of the kubeconfig at `path`.
+async fn config_of(path: &Path) -> anyhow::Result<kube::Config> {
     let kubeconfig = kube::config::Kubeconfig::read_from(path)
         .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+    kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
-        .with_context(|| format!("using kubeconfig {}", path.display()))?;
-    kube::Client::try_from(config).context("building the API client")
+        .with_context(|| format!("using kubeconfig {}", path.display()))
 }
 
 /// The CA certificate (PEM) the current context of the kubeconfig at `path` trusts.

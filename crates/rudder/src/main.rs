@@ -164,7 +164,7 @@ async fn controller_manager(opts: cli::ControllerManagerArgs) -> anyhow::Result<
             .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?,
         None => client::ca_of(&opts.kubeconfig)?,
     };
-    let mut options = opts.controllers.options(root_ca);
+    let mut options = opts.controllers.options(root_ca, &opts.kubeconfig).await?;
     options.cluster_signing = opts.cluster_signing()?;
     let election = opts.election.election("kube-controller-manager");
     Ok(controllers::run(client, options, election, shutdown()).await?)

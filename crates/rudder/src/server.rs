@@ -437,9 +437,11 @@ async fn start_controller_manager(
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;
+    let root_ca = crate::client::ca_of(&server.kubeconfig)?;
     let mut options = opts
         .controllers
-        .options(crate::client::ca_of(&server.kubeconfig)?);
+        .options(root_ca, &server.kubeconfig)
+        .await?;
     if opts.controllers.default_local_storage_path.is_none() {
         options.local_storage_path = data_dir.join("storage");
     }

@@ -2,7 +2,8 @@
 //! log (upstream's `audit.k8s.io/v1` events, bodies by level, stages), secrets' data stays
 //! out of it at the `Metadata` level, a watch gets its `ResponseStarted` and
 //! `ResponseComplete`, Pod Security's audit mode annotates the events of violating pods, and
-//! the webhook backend receives the same events as `EventList`s.
+//! the webhook backend receives the same events as `EventList`s. The log also shows each
+//! controller acting as its own service account, allowed by its `system:controller:*` role.
 
 mod support;
 
@@ -200,4 +201,106 @@ fn the_policy_decides_what_the_log_and_the_webhook_receive() {
         lists.iter().all(|l| l["kind"] == "EventList")
             && items.iter().any(|e| e["auditID"] == create["auditID"])
     });
+}
+
+/// Every request at the `Metadata` level.
+const EVERYTHING: &str = "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n";
+
+#[test]
+fn each_controller_acts_as_its_own_service_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let (policy, log) = (dir.path().join("policy.yaml"), dir.path().join("audit.log"));
+    std::fs::write(&policy, EVERYTHING).unwrap();
+    let c = Cluster::start(&[
+        "--audit-policy-file",
+        policy.to_str().unwrap(),
+        "--audit-log-path",
+        log.to_str().unwrap(),
+    ]);
+    c.kubectl(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox",
+        "--replicas=2",
+    ])
+    .out();
+    let by = |verb: &str, resource: &str, account: &str| {
+        let user = format!("system:serviceaccount:kube-system:{account}");
+        events(&log).into_iter().find(|e| {
+            e["verb"] == verb
+                && e["objectRef"]["resource"] == resource
+                && e["user"]["username"] == user.as_str()
+        })
+    };
+    eventually("the deployment controller makes a ReplicaSet", || {
+        by("create", "replicasets", "deployment-controller").is_some()
+    });
+    let created = by("create", "replicasets", "deployment-controller").unwrap();
+    assert_eq!(created["responseStatus"]["code"], 201);
+    assert_eq!(
+        created["annotations"]["authorization.k8s.io/reason"],
+        "RBAC: allowed by ClusterRoleBinding \"system:controller:deployment-controller\" of \
+         ClusterRole \"system:controller:deployment-controller\" to ServiceAccount \
+         \"deployment-controller/kube-system\""
+    );
+    eventually("the replica set controller makes the pods", || {
+        by("create", "pods", "replicaset-controller").is_some()
+    });
+    let groups = &created["user"]["groups"];
+    assert!(
+        groups
+            .as_array()
+            .unwrap()
+            .contains(&"system:serviceaccounts:kube-system".into()),
+        "{groups}"
+    );
+
+    // Each account exists, and its role allows what its controller does and no more.
+    let sa = [
+        "get",
+        "serviceaccount",
+        "-n",
+        "kube-system",
+        "deployment-controller",
+    ];
+    c.kubectl(&[&sa[..], &["-o", "name"]].concat()).out();
+    let binding = c
+        .kubectl(&[
+            "get",
+            "clusterrolebinding",
+            "system:controller:replicaset-controller",
+            "-o",
+            "jsonpath={.roleRef.name} {.subjects[0].kind} {.subjects[0].namespace}/{.subjects[0].name}",
+        ])
+        .out()
+        .to_string();
+    assert_eq!(
+        binding,
+        "system:controller:replicaset-controller ServiceAccount kube-system/replicaset-controller"
+    );
+    let can = |verb: &str, what: &str| {
+        let r = c.kubectl(&[
+            "auth",
+            "can-i",
+            verb,
+            what,
+            "--as=system:serviceaccount:kube-system:deployment-controller",
+        ]);
+        r.stdout.trim().to_string()
+    };
+    assert_eq!(can("create", "replicasets"), "yes");
+    assert_eq!(can("delete", "deployments"), "no");
+    assert_eq!(can("get", "secrets"), "no");
+
+    // No controller was refused anything on the way.
+    let refused: Vec<Value> = events(&log)
+        .into_iter()
+        .filter(|e| {
+            let user = e["user"]["username"].as_str().unwrap_or_default();
+            user.starts_with("system:serviceaccount:kube-system:")
+                && e["responseStatus"]["code"] == 403
+        })
+        .collect();
+    assert!(refused.is_empty(), "controllers were refused: {refused:#?}");
 }

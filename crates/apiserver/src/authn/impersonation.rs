@@ -95,7 +95,7 @@ pub async fn impersonate(
             path: "",
         };
         match chain.authorize(&a).await? {
-            Decision::Allow => {}
+            Decision::Allow(_) => {}
             Decision::Deny(reason) | Decision::NoOpinion(reason) => {
                 return Err(authz::forbidden(&a, &reason));
             }

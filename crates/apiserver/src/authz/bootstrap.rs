@@ -20,7 +20,7 @@ impl Authorizer for Bootstrappers {
                     && ["create", "get", "list", "watch"].contains(&a.verb)
             });
         let decision = if allowed {
-            Decision::Allow
+            Decision::Allow(String::new())
         } else {
             Decision::NoOpinion(String::new())
         };

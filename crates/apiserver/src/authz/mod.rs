@@ -24,8 +24,9 @@ use crate::registry::Registry;
 /// What an authorizer concludes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// The request may go on.
-    Allow,
+    /// The request may go on; with the reason (possibly empty), for the audit log and
+    /// access reviews.
+    Allow(String),
     /// The request is refused, whatever later authorizers would say; with the reason.
     Deny(String),
     /// This authorizer does not decide; the reason (possibly empty) is kept for the refusal.
@@ -172,7 +173,7 @@ mod tests {
     }
 
     async fn allows(chain: &Chain, who: &Identity, request: Option<&RequestInfo>) -> bool {
-        decide(chain, who, request).await == Decision::Allow
+        matches!(decide(chain, who, request).await, Decision::Allow(_))
     }
 
     #[tokio::test]
@@ -408,7 +409,9 @@ mod tests {
         let answer = review::answer(&chain, &reg, &bob, ssar, None, ask("list", "e"))
             .await
             .unwrap();
-        assert_eq!(answer["status"], json!({"allowed": true}));
+        let reason =
+            r#"RBAC: allowed by RoleBinding "readers/e" of ClusterRole "pod-reader" to User "bob""#;
+        assert_eq!(answer["status"], json!({"allowed": true, "reason": reason}));
         let answer = review::answer(&chain, &reg, &bob, ssar, None, ask("delete", "e"))
             .await
             .unwrap();

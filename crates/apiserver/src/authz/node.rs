@@ -46,7 +46,7 @@ impl Authorizer for NodeAuthorizer {
                     "no relationship found between node '{node}' and this object"
                 )));
             }
-            Ok(Decision::Allow)
+            Ok(Decision::Allow(String::new()))
         })
     }
 }

@@ -11,7 +11,7 @@ pub(super) struct PrivilegedGroups;
 impl Authorizer for PrivilegedGroups {
     fn authorize<'a>(&'a self, a: &'a Attributes<'a>) -> BoxFuture<'a, Result<Decision, Status>> {
         let decision = if a.member("system:masters") {
-            Decision::Allow
+            Decision::Allow(String::new())
         } else {
             Decision::NoOpinion(String::new())
         };

@@ -122,7 +122,8 @@ async fn access_review(
         path: &path,
     };
     Ok(match chain.authorize(&a).await? {
-        Decision::Allow => json!({"allowed": true}),
+        Decision::Allow(reason) if reason.is_empty() => json!({"allowed": true}),
+        Decision::Allow(reason) => json!({"allowed": true, "reason": reason}),
         Decision::Deny(reason) => json!({"allowed": false, "denied": true, "reason": reason}),
         Decision::NoOpinion(reason) if reason.is_empty() => json!({"allowed": false}),
         Decision::NoOpinion(reason) => json!({"allowed": false, "reason": reason}),

@@ -130,7 +130,7 @@ async fn authorize(chain: &Chain, user: &str) -> anyhow::Result<bool> {
         .authorize(&a)
         .await
         .map_err(|s| anyhow::anyhow!(s.message))?;
-    Ok(matches!(decision, Decision::Allow))
+    Ok(matches!(decision, Decision::Allow(_)))
 }
 
 /// Waits until the watch-fed copies hold `newest`'s binding, then times `alice` (allowed)

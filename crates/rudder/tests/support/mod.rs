@@ -268,6 +268,16 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // RUDDER_TEST_LOGS=DIR keeps every server's log there, named for its test.
+        if let Some(keep) = std::env::var_os("RUDDER_TEST_LOGS") {
+            let test = std::thread::current()
+                .name()
+                .unwrap_or("test")
+                .replace("::", "-");
+            let _ = std::fs::create_dir_all(&keep);
+            let kept = Path::new(&keep).join(format!("{test}-{}.log", std::process::id()));
+            let _ = std::fs::copy(self.dir.path().join("server.log"), kept);
+        }
         // A failed test shows the end of the server's log.
         if std::thread::panicking() {
             let log =

@@ -4,24 +4,63 @@
 //! gets what it lacks (labels, annotations, rules it does not cover, subjects, aggregation
 //! selectors) unless its `rbac.authorization.kubernetes.io/autoupdate` annotation is
 //! `"false"`. Nothing a user added is removed.
+//!
+//! The controllers' roles (`controller-policy.yaml`, `system:controller:<account>`) each get
+//! a binding of the same name to the service account `kube-system/<account>` that the
+//! controller acts as.
 
 use api::Status;
 use api::resources::find;
 use k8s_openapi::api::rbac::v1::PolicyRule;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::rules;
 use crate::registry::{Caller, Registry};
 
 /// The policy, one object per YAML document.
 const POLICY: &str = include_str!("policy.yaml");
+/// The controllers' roles, rules only.
+const CONTROLLER_POLICY: &str = include_str!("controller-policy.yaml");
+/// The prefix of a controller's role; the rest is its account's name.
+const CONTROLLER_PREFIX: &str = "system:controller:";
 
 /// The annotation that stops reconciliation when `"false"`.
 const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
 
 /// The bootstrap policy's objects.
 pub fn objects() -> Vec<Value> {
-    serde_saphyr::from_multiple(POLICY).expect("the bootstrap policy is valid YAML")
+    let mut all: Vec<Value> =
+        serde_saphyr::from_multiple(POLICY).expect("the bootstrap policy is valid YAML");
+    all.extend(controller_policy());
+    all
+}
+
+/// The controllers' roles with the metadata every bootstrap object has, then their bindings.
+fn controller_policy() -> Vec<Value> {
+    let mut roles: Vec<Value> = serde_saphyr::from_multiple(CONTROLLER_POLICY)
+        .expect("the controller policy is valid YAML");
+    let mut bindings = Vec::new();
+    for role in &mut roles {
+        let name = role["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let account = name.strip_prefix(CONTROLLER_PREFIX).unwrap_or_default();
+        let metadata = json!({"name": name,
+            "annotations": {AUTOUPDATE: "true"},
+            "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"}});
+        role["apiVersion"] = json!("rbac.authorization.k8s.io/v1");
+        role["metadata"] = metadata.clone();
+        bindings.push(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": metadata,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": "kube-system"}],
+        }));
+    }
+    roles.extend(bindings);
+    roles
 }
 
 /// Creates or completes every object of the policy.
@@ -121,8 +160,6 @@ fn add_missing(out: &mut Value, wanted: &Value, pointer: &str) {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
     #[test]
@@ -140,6 +177,44 @@ mod tests {
             .find(|o| o["kind"] == "ClusterRoleBinding" && o["metadata"]["name"] == "cluster-admin")
             .unwrap();
         assert_eq!(binding["subjects"][0]["name"], "system:masters");
+    }
+
+    #[test]
+    fn every_controller_role_is_bound_to_its_account() {
+        let objects = objects();
+        let roles: Vec<&Value> = objects
+            .iter()
+            .filter(|o| o["kind"] == "ClusterRole")
+            .filter(|o| {
+                o["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(CONTROLLER_PREFIX)
+            })
+            .collect();
+        assert!(roles.len() > 30, "{}", roles.len());
+        for role in roles {
+            let name = &role["metadata"]["name"];
+            assert_eq!(role["metadata"]["annotations"][AUTOUPDATE], "true");
+            assert!(
+                role["rules"].as_array().is_some_and(|r| !r.is_empty()),
+                "{name}"
+            );
+            let binding = objects
+                .iter()
+                .find(|o| o["kind"] == "ClusterRoleBinding" && o["metadata"]["name"] == *name)
+                .unwrap_or_else(|| panic!("{name} is not bound"));
+            assert_eq!(binding["roleRef"]["name"], *name);
+            let account = name
+                .as_str()
+                .unwrap()
+                .strip_prefix(CONTROLLER_PREFIX)
+                .unwrap();
+            assert_eq!(
+                binding["subjects"],
+                json!([{"kind": "ServiceAccount", "name": account, "namespace": "kube-system"}])
+            );
+        }
     }
 
     #[test]

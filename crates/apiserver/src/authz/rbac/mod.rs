@@ -380,7 +380,7 @@ impl Authorizer for Rbac {
             let req = request_of(a);
             let reg = &self.registry;
             Ok(match reg.rbac().decide(reg.store(), a.user, &req).await? {
-                Ok(_) => Decision::Allow,
+                Ok(source) => Decision::Allow(format!("RBAC: allowed by {source}")),
                 Err(errors) if errors.is_empty() => Decision::NoOpinion(String::new()),
                 Err(errors) => Decision::NoOpinion(format!("RBAC: {}", aggregate(&errors))),
             })
