@@ -318,7 +318,7 @@ pub(crate) async fn authenticate(
     if let Some(who) = app.tokens.authenticate(auth) {
         return Some(who);
     }
-    let token = auth.strip_prefix("Bearer ")?.trim();
+    let token = crate::authn::bearer(auth)?;
     let audiences = [crate::authn::serviceaccount::ISSUER];
     let (signer, reg) = (&app.service_accounts, &app.registry);
     if let Some((who, _)) =

@@ -113,9 +113,18 @@ impl Tokens {
 
     /// The identity behind an `Authorization` header value, if it is a known bearer token.
     pub fn authenticate(&self, header: &str) -> Option<Identity> {
-        let token = header.strip_prefix("Bearer ")?.trim();
-        self.0.get(token).cloned()
+        self.0.get(bearer(header)?).cloned()
     }
+}
+
+/// The token of an `Authorization` header value `Bearer <token>`, the scheme in any case
+/// (the Python client sends `bearer`), as upstream's bearer-token authenticator reads it: the
+/// second space-separated word, not empty.
+pub fn bearer(header: &str) -> Option<&str> {
+    let mut parts = header.trim().splitn(3, ' ');
+    let scheme = parts.next()?;
+    let token = parts.next().filter(|t| !t.is_empty())?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
 
 /// The account a service-account token stands for, with its claims, when the token is one
@@ -275,6 +284,9 @@ mod tests {
         assert_eq!(bob.groups, ["system:authenticated"]);
         assert!(t.authenticate("Bearer nope").is_none());
         assert!(t.authenticate("Basic abc").is_none());
+        assert_eq!(t.authenticate("bearer abc").unwrap().user, "alice");
+        assert_eq!(bearer("BEARER  abc"), None, "an empty second word");
+        assert_eq!(bearer(" Bearer xyz extra "), Some("xyz"));
         assert!(Tokens::parse("onlytoken").is_err());
     }
 
