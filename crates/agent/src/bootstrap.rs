@@ -40,6 +40,14 @@ const RENEW_BEFORE_SECONDS: i64 = 90 * 86_400;
 /// What a joined agent runs with.
 #[derive(Debug, Clone)]
 pub struct Credentials {
+    /// The API server's URL.
+    pub server: String,
+    /// The node's name.
+    pub node_name: String,
+    /// The agent's data directory (certificates under `pki/`).
+    pub dir: PathBuf,
+    /// The names the serving certificate is for: the node's name and addresses.
+    pub names: Vec<String>,
     /// The node's kubeconfig: the server, the cluster CA, the node's client certificate.
     pub kubeconfig: PathBuf,
     /// The cluster CA certificate (PEM).
@@ -99,17 +107,7 @@ pub async fn bootstrap(
             let bootstrap = client(&kubeconfig(server, &ca, User::Token(token)))
                 .await
                 .context("connecting with the join token")?;
-            let pair = request(
-                bootstrap,
-                CLIENT_SIGNER,
-                node_name,
-                Vec::new(),
-                &["digital signature", "client auth"],
-            )
-            .await?;
-            write(&files.client_key, &pair.1, 0o600)?;
-            write(&files.client_cert, &pair.0, 0o644)?;
-            pair
+            new_client_certificate(bootstrap, node_name, &files).await?
         }
     };
     let path = dir.join("kubeconfig.yaml");
@@ -129,21 +127,14 @@ pub async fn bootstrap(
         }
         None => {
             let node = client(&text).await.context("connecting as the node")?;
-            let sans = names.iter().map(|n| san(n)).collect::<Result<Vec<_>>>()?;
-            let pair = request(
-                node,
-                SERVING_SIGNER,
-                node_name,
-                sans,
-                &["digital signature", "key encipherment", "server auth"],
-            )
-            .await?;
-            write(&files.serving_key, &pair.1, 0o600)?;
-            write(&files.serving_cert, &pair.0, 0o644)?;
-            pair
+            new_serving_certificate(node, node_name, &names, &files).await?
         }
     };
     Ok(Credentials {
+        server: server.to_string(),
+        node_name: node_name.to_string(),
+        dir: dir.to_path_buf(),
+        names,
         kubeconfig: path,
         ca_cert: ca,
         serving_cert: serving.0,
@@ -151,17 +142,86 @@ pub async fn bootstrap(
     })
 }
 
+/// Asks, through `client`, for a client certificate for node `node_name` and keeps it in
+/// `files`. Returns (certificate, key) PEM.
+async fn new_client_certificate(
+    client: kube::Client,
+    node_name: &str,
+    files: &Files,
+) -> Result<(String, String)> {
+    let usages = ["digital signature", "client auth"];
+    let pair = request(client, CLIENT_SIGNER, node_name, Vec::new(), &usages).await?;
+    write(&files.client_key, &pair.1, 0o600)?;
+    write(&files.client_cert, &pair.0, 0o644)?;
+    Ok(pair)
+}
+
+/// Asks, through `client`, for a serving certificate for node `node_name` valid for `names`
+/// and keeps it in `files`. Returns (certificate, key) PEM.
+async fn new_serving_certificate(
+    client: kube::Client,
+    node_name: &str,
+    names: &[String],
+    files: &Files,
+) -> Result<(String, String)> {
+    let sans = names.iter().map(|n| san(n)).collect::<Result<Vec<_>>>()?;
+    let usages = ["digital signature", "key encipherment", "server auth"];
+    let pair = request(client, SERVING_SIGNER, node_name, sans, &usages).await?;
+    write(&files.serving_key, &pair.1, 0o600)?;
+    write(&files.serving_cert, &pair.0, 0o644)?;
+    Ok(pair)
+}
+
+/// Renews the node's client certificate of `creds`, asking as the node through `client`:
+/// the new certificate goes into its file and the node's kubeconfig. Returns a client on it
+/// and the kubeconfig's path.
+pub(crate) async fn renew_client_certificate(
+    creds: &Credentials,
+    client: kube::Client,
+) -> Result<(kube::Client, PathBuf)> {
+    let files = Files::new(&creds.dir.join("pki"));
+    let (cert, key) = new_client_certificate(client, &creds.node_name, &files).await?;
+    let text = kubeconfig(
+        &creds.server,
+        &creds.ca_cert,
+        User::Certificate(&cert, &key),
+    );
+    write(&creds.kubeconfig, &text, 0o600)?;
+    let renewed = self::client(&text)
+        .await
+        .context("connecting as the node")?;
+    Ok((renewed, creds.kubeconfig.clone()))
+}
+
+/// Renews the node's serving certificate of `creds`, asking as the node through `client`.
+/// Returns (certificate, key) PEM.
+pub(crate) async fn renew_serving_certificate(
+    creds: &Credentials,
+    client: kube::Client,
+) -> Result<(String, String)> {
+    let files = Files::new(&creds.dir.join("pki"));
+    new_serving_certificate(client, &creds.node_name, &creds.names, &files).await
+}
+
+/// The validity of the first certificate in `pem`: (not before, not after), Unix seconds.
+pub(crate) fn validity(pem: &str) -> Option<(i64, i64)> {
+    let der = first_certificate(pem).ok()?;
+    let (_, x) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let v = x.validity();
+    Some((v.not_before.timestamp(), v.not_after.timestamp()))
+}
+
 /// Where the certificates live.
-struct Files {
+pub(crate) struct Files {
     ca: PathBuf,
-    client_cert: PathBuf,
+    pub(crate) client_cert: PathBuf,
     client_key: PathBuf,
-    serving_cert: PathBuf,
+    pub(crate) serving_cert: PathBuf,
     serving_key: PathBuf,
 }
 
 impl Files {
-    fn new(pki: &Path) -> Files {
+    pub(crate) fn new(pki: &Path) -> Files {
         Files {
             ca: pki.join("ca.crt"),
             client_cert: pki.join("kubelet-client.crt"),

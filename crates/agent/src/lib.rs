@@ -25,6 +25,7 @@ mod imagegc;
 mod node;
 mod pods;
 mod probe;
+pub mod rotation;
 mod server;
 mod spdy;
 mod stats;
@@ -64,8 +65,9 @@ pub struct Config {
     pub max_pods: u32,
     /// Registry mirrors, credentials and plain-HTTP registries.
     pub registries: image::Registries,
-    /// PEM: the cluster CA, the agent's serving certificate and key, for its HTTPS endpoint.
-    pub tls: Option<(String, String, String)>,
+    /// For the agent's HTTPS endpoint: the cluster CA (PEM), which its clients' certificates
+    /// must chain to, and the certificate it serves (replaceable while it runs).
+    pub tls: Option<(String, std::sync::Arc<rotation::Serving>)>,
     /// When unused images are removed.
     pub image_gc: ImageGc,
     /// Sysctls allowed beyond the safe set (`kernel.msg*`: a prefix).
@@ -199,8 +201,8 @@ pub async fn run(
         arrivals: Default::default(),
     });
     let endpoint = match &config.tls {
-        Some((ca, cert, key)) => {
-            let tls = server::tls_config(ca, cert, key)?;
+        Some((ca, serving)) => {
+            let tls = server::tls_config(ca, serving.clone())?;
             let listener = tokio::net::TcpListener::bind((config.node_ip, config.port))
                 .await
                 .with_context(|| format!("listening on {}:{}", config.node_ip, config.port))?;

@@ -19,8 +19,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use jiff::{SignedDuration, Timestamp};
 use runtime::logs::ReadOptions;
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Whether a container runs now: `(namespace, pod, container)`.
 pub(crate) type Running = Arc<dyn Fn(&str, &str, &str) -> bool + Send + Sync>;
@@ -38,12 +38,11 @@ pub(crate) struct Logs {
     pub(crate) node_logs: PathBuf,
 }
 
-/// The TLS configuration of the endpoint: serves `cert_pem` (the chain) with `key_pem`, and
+/// The TLS configuration of the endpoint: serves the current certificate of `serving`, and
 /// requires every client to present a certificate that chains to `ca_pem`.
 pub(crate) fn tls_config(
     ca_pem: &str,
-    cert_pem: &str,
-    key_pem: &str,
+    serving: Arc<crate::rotation::Serving>,
 ) -> crate::Result<Arc<rustls::ServerConfig>> {
     use crate::error::Context;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -60,21 +59,11 @@ pub(crate) fn tls_config(
     )
     .build()
     .context("client certificate verifier")?;
-    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .context("reading the serving certificate")?;
-    crate::error::ensure!(
-        !chain.is_empty(),
-        "no certificate in the serving certificate PEM"
-    );
-    let key =
-        PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("reading the serving key")?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS versions")?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .context("serving certificate")?;
+        .with_cert_resolver(serving);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -656,7 +645,7 @@ mod tests {
             .with_root_certificates(roots);
         Arc::new(if let Some((cert, key)) = cert {
             let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
-            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
             builder.with_client_auth_cert(chain, key).unwrap()
         } else {
             builder.with_no_client_auth()
@@ -707,7 +696,8 @@ mod tests {
             }),
             node_logs: root.path().to_path_buf(),
         };
-        let tls = tls_config(&pki.ca, &pki.server.0, &pki.server.1).unwrap();
+        let serving = crate::rotation::Serving::new(&pki.server.0, &pki.server.1).unwrap();
+        let tls = tls_config(&pki.ca, serving).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(serve(listener, tls, router(Arc::new(logs))));

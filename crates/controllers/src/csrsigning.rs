@@ -34,8 +34,9 @@ use crate::runtime::{self, Informers, Result, Shared};
 /// The controller's name.
 const NAME: &str = "certificatesigningrequest-signing-controller";
 
-/// How long certificates are valid unless the request asks for less
-/// (upstream's `--cluster-signing-duration`, 8760h).
+/// How long certificates are valid unless the request asks for less, by default
+/// ([`crate::Options::cluster_signing_duration`]).
+#[cfg(test)]
 const DEFAULT_TTL_SECONDS: i64 = 365 * 24 * 3600;
 /// The shortest validity given (twice the clock skew allowed, as upstream's).
 const MIN_TTL_SECONDS: i64 = 600;
@@ -47,11 +48,13 @@ pub(crate) struct Authority {
     issuer: Issuer<'static, KeyPair>,
     /// When the CA's own certificate expires (Unix seconds).
     not_after: i64,
+    /// The longest validity given, in seconds (`--cluster-signing-duration`).
+    ttl: i64,
 }
 
 impl Authority {
-    /// The CA from its certificate and key (PEM).
-    pub(crate) fn new(cert: &str, key: &str) -> Result<Authority> {
+    /// The CA from its certificate and key (PEM), giving certificates at most `ttl` seconds.
+    pub(crate) fn new(cert: &str, key: &str, ttl: i64) -> Result<Authority> {
         let key = KeyPair::from_pem(key).map_err(|e| {
             runtime::Error::Options(format!("reading the cluster signing key: {e}"))
         })?;
@@ -69,7 +72,11 @@ impl Authority {
         let issuer = Issuer::from_ca_cert_pem(cert, key).map_err(|e| {
             runtime::Error::Options(format!("reading the cluster signing certificate: {e}"))
         })?;
-        Ok(Authority { issuer, not_after })
+        Ok(Authority {
+            issuer,
+            not_after,
+            ttl,
+        })
     }
 
     /// Signs `pem` for `usages`, valid from `now` for `expiration_seconds` (or the default):
@@ -85,8 +92,8 @@ impl Authority {
             .map_err(|e| format!("unable to parse csr: {e}"))?;
         let (key_usages, extended) = key_usages(usages)?;
         let ttl = match expiration_seconds.map(i64::from) {
-            None => DEFAULT_TTL_SECONDS,
-            Some(s) => s.clamp(MIN_TTL_SECONDS, DEFAULT_TTL_SECONDS),
+            None => self.ttl,
+            Some(s) => s.max(MIN_TTL_SECONDS).min(self.ttl),
         };
         // rcgen's validity is the `time` crate's; x509-parser, which carries it, converts.
         let at = |secs: i64| {
@@ -223,7 +230,8 @@ pub(crate) fn start(shared: &Shared, informers: &mut Informers) -> BoxFuture<'st
         );
         return futures::future::ready(()).boxed();
     };
-    let authority = match Authority::new(cert, key) {
+    let ttl = i64::try_from(shared.options.cluster_signing_duration.as_secs()).unwrap_or(i64::MAX);
+    let authority = match Authority::new(cert, key, ttl) {
         Ok(a) => a,
         Err(e) => {
             tracing::error!("{NAME}: {e:#}; CertificateSigningRequests are not signed");
@@ -336,7 +344,7 @@ mod tests {
     #[test]
     fn approved_requests_are_signed_with_their_subject_names_and_usages() {
         let (ca_cert, ca_key) = ca();
-        let authority = Authority::new(&ca_cert, &ca_key).unwrap();
+        let authority = Authority::new(&ca_cert, &ca_key, DEFAULT_TTL_SECONDS).unwrap();
         let now = jiff::Timestamp::now().as_second();
         let pem = request_pem("system:node:a", &["system:nodes"], &["a", "10.0.0.7"]);
         let usages = ["digital signature", "key encipherment", "server auth"];
@@ -447,7 +455,7 @@ mod tests {
     #[test]
     fn only_approved_pending_requests_of_its_signers_are_signed() {
         let (ca_cert, ca_key) = ca();
-        let authority = Authority::new(&ca_cert, &ca_key).unwrap();
+        let authority = Authority::new(&ca_cert, &ca_key, DEFAULT_TTL_SECONDS).unwrap();
         let now = jiff::Timestamp::now().as_second();
         let pem = request_pem("system:node:a", &["system:nodes"], &[]);
         let usages = ["digital signature", "client auth"];

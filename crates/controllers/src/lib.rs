@@ -70,6 +70,9 @@ pub struct Options {
     /// (`--cluster-signing-cert-file`, `--cluster-signing-key-file`); without them the
     /// signing controller does not run.
     pub cluster_signing: Option<(String, String)>,
+    /// The longest validity of the certificates signed (`--cluster-signing-duration`, a
+    /// year); a request's `expirationSeconds` may ask for less.
+    pub cluster_signing_duration: std::time::Duration,
     /// How long a node may go without a heartbeat before it is marked unknown
     /// (`--node-monitor-grace-period`, 50 s).
     pub node_monitor_grace_period: std::time::Duration,
@@ -105,6 +108,7 @@ impl Default for Options {
             disabled: Vec::new(),
             root_ca: None,
             cluster_signing: None,
+            cluster_signing_duration: std::time::Duration::from_secs(365 * 86_400),
             node_monitor_grace_period: std::time::Duration::from_secs(50),
             cluster_cidr: "10.42.0.0/16".into(),
             node_cidr_mask_size: 24,

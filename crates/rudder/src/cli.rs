@@ -259,6 +259,11 @@ pub(crate) struct ControllerArgs {
     #[arg(long, default_value = controllers::DEFAULT_LOCAL_PATH_HELPER_IMAGE)]
     pub(crate) local_path_helper_image: String,
 
+    /// The longest validity of the certificates the controller manager signs (node agents'
+    /// included; they renew theirs at 70-84% of it); a request may ask for less.
+    #[arg(long, default_value = "8760h", value_parser = parse_duration)]
+    pub(crate) cluster_signing_duration: std::time::Duration,
+
     /// Each controller acts as its own service account in kube-system, bound to its
     /// `system:controller:*` role (as k3s sets it); with false, every controller acts as
     /// the kubeconfig's user.
@@ -283,6 +288,7 @@ impl ControllerArgs {
             disabled: self.disable_controller.clone(),
             root_ca: Some(root_ca),
             cluster_signing: None,
+            cluster_signing_duration: self.cluster_signing_duration,
             node_monitor_grace_period: self.node_monitor_grace_period,
             cluster_cidr: self.cluster_cidr.clone(),
             node_cidr_mask_size: self.node_cidr_mask_size,

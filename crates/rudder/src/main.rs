@@ -195,7 +195,7 @@ async fn simulate(opts: cli::SimulateArgs) -> anyhow::Result<()> {
 
 /// `rudder agent`: a node agent, with a kubeconfig or joining with a token.
 async fn agent(opts: cli::AgentCommandArgs) -> anyhow::Result<()> {
-    let config = server::agent_config(&opts.agent, opts.data_dir.clone(), None, false, None)?;
+    let config = server::agent_config(&opts.agent, opts.data_dir.clone(), None, false)?;
     let proxy =
         (!opts.disable_kube_proxy).then(|| opts.proxy.config(Some(config.node_name.clone())));
     match (&opts.kubeconfig, &opts.server) {
@@ -215,13 +215,24 @@ async fn agent(opts: cli::AgentCommandArgs) -> anyhow::Result<()> {
             )
             .await
             .context("joining the cluster")?;
-            let client = client::from_kubeconfig(&creds.kubeconfig).await?;
-            let tls = (creds.ca_cert, creds.serving_cert, creds.serving_key);
+            // Renewed while the agent runs: the client follows the node's newest client
+            // certificate, the endpoint presents its newest serving certificate.
+            let node =
+                agent::rotation::NodeClient::new(client::from_kubeconfig(&creds.kubeconfig).await?);
+            let serving = agent::rotation::Serving::new(&creds.serving_cert, &creds.serving_key)?;
             let config = agent::Config {
-                tls: Some(tls),
+                tls: Some((creds.ca_cert.clone(), serving.clone())),
                 ..config
             };
-            with_proxy(client, config, proxy).await
+            let renewal = agent::rotation::Renewal {
+                credentials: creds,
+                client: node.clone(),
+                serving,
+            };
+            tokio::select! {
+                r = with_proxy(node.client(), config, proxy) => r,
+                () = agent::rotation::keep_renewed(renewal) => Ok(()),
+            }
         }
         (None, None) => {
             anyhow::bail!("give --kubeconfig, or --server with --token or --token-file")

@@ -61,7 +61,6 @@ pub(crate) fn agent_config(
     data_dir: std::path::PathBuf,
     node_ip: Option<std::net::IpAddr>,
     control_plane: bool,
-    tls: Option<(String, String, String)>,
 ) -> Result<agent::Config> {
     let node_name = match &args.node_name {
         Some(n) => n.clone(),
@@ -87,7 +86,7 @@ pub(crate) fn agent_config(
         control_plane,
         max_pods: 110,
         registries,
-        tls,
+        tls: None,
         image_gc: agent::ImageGc {
             high: args.image_gc_high_threshold,
             low: args
@@ -316,13 +315,7 @@ async fn start_agent(
             opts.bind_address
         }
     });
-    let mut config = agent_config(
-        &opts.agent,
-        data_dir.join("agent"),
-        Some(node_ip),
-        true,
-        None,
-    )?;
+    let mut config = agent_config(&opts.agent, data_dir.join("agent"), Some(node_ip), true)?;
     if config.cluster_dns.is_none() {
         config.cluster_dns = cluster_dns.map(|address| agent::ClusterDns {
             address: address.into(),
@@ -348,7 +341,10 @@ async fn start_agent(
     )?;
     let client = crate::client::from_kubeconfig(&kubeconfig).await?;
     let config = agent::Config {
-        tls: Some((creds.ca_cert, creds.serving_cert, creds.serving_key)),
+        tls: Some((
+            creds.ca_cert,
+            agent::rotation::Serving::new(&creds.serving_cert, &creds.serving_key)?,
+        )),
         ..config
     };
     let agent = tokio::spawn(async move {

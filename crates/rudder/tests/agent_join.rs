@@ -1,7 +1,8 @@
 //! Joining a node with the join token, end to end and as root: `rudder agent --server
 //! --token-file` asks for its client and serving certificates, the controller manager
 //! approves and signs them, the node registers and turns Ready; the token alone may do
-//! nothing else. No containers run.
+//! nothing else. With short-lived certificates, the running agent renews both and goes on
+//! past the first ones' end. No containers run.
 
 mod support;
 
@@ -145,7 +146,7 @@ fn token_kubeconfig(c: &Cluster, token: &str) -> PathBuf {
 
 #[test]
 fn a_node_joins_with_the_token_and_gets_its_certificates_signed() {
-    let c = Cluster::start(&[]);
+    let mut c = Cluster::start(&[]);
     let token_file = c.dir.path().join("token");
     let token = std::fs::read_to_string(&token_file).unwrap();
     let token = token.trim();
@@ -163,6 +164,7 @@ fn a_node_joins_with_the_token_and_gets_its_certificates_signed() {
     node_reaches_only_its_own_pods_and_their_secrets(&c, &kubeconfig);
     agent_endpoint_serves_the_api_server_and_administrators(&c, &agent, port);
     restart_reuses_the_certificates(&c, &mut agent, port);
+    certificates_are_renewed_while_the_agent_runs(&mut c, &mut agent, port);
 }
 
 /// The node registers and turns Ready, and its service proxy fills its table.
@@ -441,4 +443,70 @@ fn proxy_table() -> String {
         .output()
         .expect("nft");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Signed for 90 s only, the node's certificates are renewed by the running agent (a third
+/// of the way to their end, as their backdated 70% is already past), which goes on working
+/// after the first ones have expired: its lease is renewed, its endpoint serves.
+fn certificates_are_renewed_while_the_agent_runs(c: &mut Cluster, agent: &mut Agent, port: u16) {
+    c.restart_with(&["--cluster-signing-duration", "90s"]);
+    let pki = agent.data().join("pki");
+    for f in ["kubelet-client.crt", "kubelet-serving.crt"] {
+        std::fs::remove_file(pki.join(f)).unwrap();
+    }
+    agent.spawn(c, port);
+    patiently("new certificates", agent, |_| {
+        pki.join("kubelet-serving.crt").exists()
+    });
+    let issued = jiff::Timestamp::now().as_second();
+    let by_node = |signer: &str| {
+        let path = r#"jsonpath={range .items[*]}{.spec.signerName} {.spec.username}{"\n"}{end}"#;
+        let wanted = format!("{signer} system:node:joined");
+        c.kubectl(&["get", "csr", "-o", path])
+            .out()
+            .lines()
+            .filter(|l| *l == wanted)
+            .count()
+    };
+    // The node asked for its client certificate itself (the bootstrapper asked for the
+    // others), and for a third serving certificate.
+    patiently("the agent to renew both certificates", agent, |_| {
+        by_node("kubernetes.io/kube-apiserver-client-kubelet") >= 1
+            && by_node("kubernetes.io/kubelet-serving") >= 3
+    });
+    // Past the end of the first ones, the agent still reaches the API server as the node and
+    // its endpoint still serves, with a certificate that verifies.
+    let past = issued + 95;
+    patiently("the first certificates' end", agent, |_| {
+        jiff::Timestamp::now().as_second() > past
+    });
+    patiently("a lease renewed after it", agent, |_| {
+        let renewed = c
+            .kubectl(&[
+                "get",
+                "lease",
+                "-n",
+                "kube-node-lease",
+                "joined",
+                "-o",
+                "jsonpath={.spec.renewTime}",
+            ])
+            .out()
+            .parse::<jiff::Timestamp>()
+            .unwrap();
+        renewed.as_second() > past
+    });
+    let tls = c.dir.path().join("tls");
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", "--cacert"])
+        .arg(tls.join("ca.crt"))
+        .arg("--cert")
+        .arg(tls.join("admin.crt"))
+        .arg("--key")
+        .arg(tls.join("admin.key"))
+        .arg(format!("https://127.0.0.1:{port}/healthz"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok", "{out:?}");
+    agent.stop();
 }
