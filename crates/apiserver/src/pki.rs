@@ -322,6 +322,17 @@ pub fn node_credentials(dir: &Path, name: &str, sans: &[String]) -> Result<NodeC
 
 /// The admin kubeconfig for a server at `url` (e.g. `https://127.0.0.1:6443`).
 pub fn kubeconfig(pki: &Pki, url: &str) -> String {
+    client_kubeconfig(
+        url,
+        &pki.ca_cert,
+        (&pki.admin_cert, &pki.admin_key),
+        "rudder-admin",
+    )
+}
+
+/// A kubeconfig for a server at `url` trusting `ca`, as the user `name` with the client
+/// certificate and key `(cert, key)` (all PEM).
+pub fn client_kubeconfig(url: &str, ca: &str, (cert, key): (&str, &str), name: &str) -> String {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     format!(
         "apiVersion: v1
@@ -332,7 +343,7 @@ clusters:
     server: {url}
     certificate-authority-data: {}
 users:
-- name: rudder-admin
+- name: {name}
   user:
     client-certificate-data: {}
     client-key-data: {}
@@ -340,13 +351,13 @@ contexts:
 - name: rudder
   context:
     cluster: rudder
-    user: rudder-admin
+    user: {name}
 current-context: rudder
 preferences: {{}}
 ",
-        b64(&pki.ca_cert),
-        b64(&pki.admin_cert),
-        b64(&pki.admin_key)
+        b64(ca),
+        b64(cert),
+        b64(key)
     )
 }
 
@@ -362,12 +373,24 @@ pub fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
 }
 
 /// The API server's client certificate for node agents (CN `kube-apiserver-kubelet-client`,
-/// O `system:masters`), signed by the CA kept in `dir` (as [`ensure`] made it): created once as
-/// `kubelet-client.crt` and `kubelet-client.key`, reused after. Returns (certificate, key) PEM.
+/// O `system:masters`; [`component_client`]'s `kubelet-client`).
 pub fn kubelet_client(dir: &Path) -> Result<(String, String), Error> {
+    let (cn, orgs) = ("kube-apiserver-kubelet-client", &["system:masters"]);
+    component_client(dir, "kubelet-client", cn, orgs)
+}
+
+/// The client certificate of a component of the control plane, CN `cn` and O `orgs`, signed
+/// by the CA kept in `dir` (as [`ensure`] made it): created as `<stem>.crt` and `<stem>.key`,
+/// reused after while it has more than [`RENEW_DAYS`] left. Returns (certificate, key) PEM.
+pub fn component_client(
+    dir: &Path,
+    stem: &str,
+    cn: &str,
+    orgs: &[&str],
+) -> Result<(String, String), Error> {
     let (cert_path, key_path) = (
-        dir.join("kubelet-client.crt"),
-        dir.join("kubelet-client.key"),
+        dir.join(format!("{stem}.crt")),
+        dir.join(format!("{stem}.key")),
     );
     if let (Some(cert), Some(key)) = (read(&cert_path)?, read(&key_path)?)
         && fresh(&cert)
@@ -383,11 +406,7 @@ pub fn kubelet_client(dir: &Path) -> Result<(String, String), Error> {
     };
     let ca_key = KeyPair::from_pem(&ca_key).map_err(cert_err("CA key"))?;
     let issuer = Issuer::from_ca_cert_pem(&ca_cert, &ca_key).map_err(cert_err("CA"))?;
-    let (cert, key) = client_cert(
-        &issuer,
-        "kube-apiserver-kubelet-client",
-        &["system:masters"],
-    )?;
+    let (cert, key) = client_cert(&issuer, cn, orgs)?;
     write(&key_path, &key, true)?;
     write(&cert_path, &cert, false)?;
     Ok((cert, key))

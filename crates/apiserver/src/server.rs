@@ -53,6 +53,8 @@ pub struct Config {
     pub advertise_address: Option<IpAddr>,
     /// Admission steps left out, by name (upstream's `--disable-admission-plugins`).
     pub disable_admission_plugins: Vec<String>,
+    /// Admission steps off by default turned on, by name (`--enable-admission-plugins`).
+    pub enable_admission_plugins: Vec<String>,
     /// An `AdmissionConfiguration` file configuring the admission steps (upstream's
     /// `--admission-control-config-file`; the `PodSecurity` step reads it).
     pub admission_control_config_file: Option<PathBuf>,
@@ -93,6 +95,7 @@ impl Config {
             service_cidr: Default::default(),
             advertise_address: None,
             disable_admission_plugins: vec!["ServiceAccount".into()],
+            enable_admission_plugins: Vec::new(),
             admission_control_config_file: None,
             oidc: None,
             audit: None,
@@ -232,7 +235,8 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         None => crate::admission::Chain::default(),
     };
     let admission = admission
-        .without(&config.disable_admission_plugins)
+        .enabling(&config.enable_admission_plugins)
+        .and_then(|chain| chain.without(&config.disable_admission_plugins))
         .map_err(Error::Other)?;
     let registry = Registry::new(store)
         .with_service_range(config.service_cidr)

@@ -16,6 +16,16 @@ use crate::cli::{CertificateAction, CertificateArgs, CertificateCheckArgs, Certi
 const SERVICES: &[(&str, &str, &[&str])] = &[
     ("admin", "tls", &["admin.crt", "admin.key"]),
     (
+        "controller-manager",
+        "tls",
+        &["client-controller.crt", "client-controller.key"],
+    ),
+    (
+        "scheduler",
+        "tls",
+        &["client-scheduler.crt", "client-scheduler.key"],
+    ),
+    (
         "api-server",
         "tls",
         &[

@@ -118,8 +118,8 @@ pub(crate) struct CertificateRotateArgs {
     #[arg(long)]
     pub(crate) data_dir: Option<std::path::PathBuf>,
 
-    /// What to rotate (repeatable or comma-separated): admin, api-server, kubelet,
-    /// service-account [default: every one the data directory has].
+    /// What to rotate (repeatable or comma-separated): admin, api-server, controller-manager,
+    /// kubelet, scheduler, service-account [default: every one the data directory has].
     #[arg(long, value_delimiter = ',')]
     pub(crate) service: Vec<String>,
 }
@@ -760,6 +760,11 @@ pub(crate) struct ServerArgs {
     /// Admission steps to leave out, by name (e.g. ServiceAccount), comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub(crate) disable_admission_plugins: Vec<String>,
+
+    /// Admission steps off by default to turn on, by name (AlwaysPullImages),
+    /// comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) enable_admission_plugins: Vec<String>,
 
     /// An AdmissionConfiguration file (YAML or JSON) configuring admission steps: the
     /// PodSecurity defaults and exemptions.

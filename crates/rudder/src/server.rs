@@ -105,14 +105,33 @@ pub(crate) fn agent_config(
 
 /// A kubeconfig with a node's client certificate.
 fn node_kubeconfig(creds: &apiserver::pki::NodeCredentials, url: &str) -> String {
-    use base64::Engine;
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: rudder\n  cluster:\n    server: {url}\n    certificate-authority-data: {}\nusers:\n- name: node\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: node\n  context:\n    cluster: rudder\n    user: node\ncurrent-context: node\n",
-        b64(&creds.ca_cert),
-        b64(&creds.client_cert),
-        b64(&creds.client_key)
-    )
+    let pair = (creds.client_cert.as_str(), creds.client_key.as_str());
+    apiserver::pki::client_kubeconfig(url, &creds.ca_cert, pair, "node")
+}
+
+/// The scheduler's client certificate (file stem) and user, as k3s names them.
+const SCHEDULER: (&str, &str) = ("client-scheduler", "system:kube-scheduler");
+/// The controller manager's.
+const CONTROLLER_MANAGER: (&str, &str) = ("client-controller", "system:kube-controller-manager");
+
+/// The kubeconfig of a control-plane component that acts as `user` with a client certificate
+/// of its own (`tls/<stem>.crt`, as k3s' `client-scheduler` and `client-controller`), written
+/// to `cred/<stem>.kubeconfig` in `data_dir`; its path.
+fn component_kubeconfig(
+    server: &apiserver::Server,
+    data_dir: &std::path::Path,
+    stem: &str,
+    user: &str,
+) -> Result<std::path::PathBuf> {
+    let tls = data_dir.join("tls");
+    let (cert, key) = apiserver::pki::component_client(&tls, stem, user, &[])?;
+    let ca = std::fs::read_to_string(tls.join("ca.crt"))
+        .with_context(|| format!("reading {}", tls.join("ca.crt").display()))?;
+    let url = format!("https://127.0.0.1:{}", server.address.port());
+    let text = apiserver::pki::client_kubeconfig(&url, &ca, (&cert, &key), user);
+    let path = data_dir.join("cred").join(format!("{stem}.kubeconfig"));
+    apiserver::pki::write_private(&path, &text)?;
+    Ok(path)
 }
 
 pub(crate) async fn run(mut opts: ServerArgs) -> Result<()> {
@@ -176,7 +195,7 @@ pub(crate) async fn run(mut opts: ServerArgs) -> Result<()> {
         components.push(start_ingress(&opts, &server, address, stopped.clone()).await?);
     }
     if !opts.disable_scheduler {
-        components.extend(start_scheduler(&opts, &server, &stopped).await?);
+        components.extend(start_scheduler(&opts, &server, &data_dir, &stopped).await?);
     }
     if !opts.disable_controller_manager {
         components
@@ -228,6 +247,7 @@ fn api_config(
         // to them, so a server bound to one leaves that Service without endpoints.
         advertise_address: advertise.filter(|ip| !ip.is_loopback()),
         disable_admission_plugins: std::mem::take(&mut opts.disable_admission_plugins),
+        enable_admission_plugins: std::mem::take(&mut opts.enable_admission_plugins),
         admission_control_config_file: opts.admission_control_config_file.take(),
         oidc: opts
             .oidc_issuer_url
@@ -392,10 +412,13 @@ async fn start_ingress(
 async fn start_scheduler(
     opts: &ServerArgs,
     server: &apiserver::Server,
+    data_dir: &std::path::Path,
     stopped: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut components = Vec::new();
-    let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;
+    // As upstream's system:kube-scheduler, with its bootstrap roles.
+    let kubeconfig = component_kubeconfig(server, data_dir, SCHEDULER.0, SCHEDULER.1)?;
+    let client = crate::client::from_kubeconfig(&kubeconfig).await?;
     let metrics = std::sync::Arc::new(scheduler::metrics::Metrics::default());
     if let Some(addr) = opts.scheduler_metrics_bind_address {
         // Bind before going on, so a taken address stops the start-up with its reason.
@@ -432,12 +455,15 @@ async fn start_controller_manager(
     data_dir: &std::path::Path,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>> {
-    let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;
-    let root_ca = crate::client::ca_of(&server.kubeconfig)?;
-    let mut options = opts
-        .controllers
-        .options(root_ca, &server.kubeconfig)
-        .await?;
+    // As upstream's system:kube-controller-manager when each controller acts as its own
+    // account; as the admin when they all act as the controller manager.
+    let kubeconfig = match opts.controllers.use_service_account_credentials {
+        true => component_kubeconfig(server, data_dir, CONTROLLER_MANAGER.0, CONTROLLER_MANAGER.1)?,
+        false => server.kubeconfig.clone(),
+    };
+    let client = crate::client::from_kubeconfig(&kubeconfig).await?;
+    let root_ca = crate::client::ca_of(&kubeconfig)?;
+    let mut options = opts.controllers.options(root_ca, &kubeconfig).await?;
     if opts.controllers.default_local_storage_path.is_none() {
         options.local_storage_path = data_dir.join("storage");
     }

@@ -3,7 +3,8 @@
 //! out of it at the `Metadata` level, a watch gets its `ResponseStarted` and
 //! `ResponseComplete`, Pod Security's audit mode annotates the events of violating pods, and
 //! the webhook backend receives the same events as `EventList`s. The log also shows each
-//! controller acting as its own service account, allowed by its `system:controller:*` role.
+//! controller acting as its own service account, allowed by its `system:controller:*` role,
+//! and the scheduler and the controller manager as upstream's users.
 
 mod support;
 
@@ -207,7 +208,7 @@ fn the_policy_decides_what_the_log_and_the_webhook_receive() {
 const EVERYTHING: &str = "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n";
 
 #[test]
-fn each_controller_acts_as_its_own_service_account() {
+fn each_controller_and_component_acts_as_its_own_user() {
     let dir = tempfile::tempdir().unwrap();
     let (policy, log) = (dir.path().join("policy.yaml"), dir.path().join("audit.log"));
     std::fs::write(&policy, EVERYTHING).unwrap();
@@ -225,13 +226,19 @@ fn each_controller_acts_as_its_own_service_account() {
         "--replicas=2",
     ])
     .out();
-    let by = |verb: &str, resource: &str, account: &str| {
-        let user = format!("system:serviceaccount:kube-system:{account}");
+    let by_user = |verb: &str, resource: &str, user: &str| {
         events(&log).into_iter().find(|e| {
             e["verb"] == verb
                 && e["objectRef"]["resource"] == resource
-                && e["user"]["username"] == user.as_str()
+                && e["user"]["username"] == user
         })
+    };
+    let by = |verb: &str, resource: &str, account: &str| {
+        by_user(
+            verb,
+            resource,
+            &format!("system:serviceaccount:kube-system:{account}"),
+        )
     };
     eventually("the deployment controller makes a ReplicaSet", || {
         by("create", "replicasets", "deployment-controller").is_some()
@@ -255,6 +262,18 @@ fn each_controller_acts_as_its_own_service_account() {
             .contains(&"system:serviceaccounts:kube-system".into()),
         "{groups}"
     );
+
+    // The scheduler and the controller manager act as upstream's users: they hold their
+    // leases, and the controller manager asks for its controllers' tokens.
+    for (user, resource) in [
+        ("system:kube-scheduler", "leases"),
+        ("system:kube-controller-manager", "leases"),
+        ("system:kube-controller-manager", "serviceaccounts"),
+    ] {
+        eventually(&format!("a create of {resource} by {user}"), || {
+            by_user("create", resource, user).is_some()
+        });
+    }
 
     // Each account exists, and its role allows what its controller does and no more.
     let sa = [
@@ -293,12 +312,13 @@ fn each_controller_acts_as_its_own_service_account() {
     assert_eq!(can("delete", "deployments"), "no");
     assert_eq!(can("get", "secrets"), "no");
 
-    // No controller was refused anything on the way.
+    // No controller or component was refused anything on the way.
     let refused: Vec<Value> = events(&log)
         .into_iter()
         .filter(|e| {
             let user = e["user"]["username"].as_str().unwrap_or_default();
-            user.starts_with("system:serviceaccount:kube-system:")
+            let component = ["system:kube-scheduler", "system:kube-controller-manager"];
+            (user.starts_with("system:serviceaccount:kube-system:") || component.contains(&user))
                 && e["responseStatus"]["code"] == 403
         })
         .collect();

@@ -1,7 +1,8 @@
 //! Pod Security admission end to end, with the real kubectl: namespace labels enforce, warn
 //! about and validate the Pod Security Standards in upstream's words; workloads get warnings;
 //! relabelling a namespace warns about its pods; an AdmissionConfiguration file sets the
-//! cluster's defaults and exemptions.
+//! cluster's defaults and exemptions. AlwaysPullImages, once enabled, makes every container
+//! pull its image.
 
 mod support;
 
@@ -197,4 +198,21 @@ fn an_admission_configuration_sets_defaults_and_exemptions() {
         create(&c, "default", &trusted).out().trim(),
         "pod/trusted created"
     );
+}
+
+#[test]
+fn always_pull_images_once_enabled_sets_every_containers_policy() {
+    let c = Cluster::start(&["--enable-admission-plugins", "AlwaysPullImages"]);
+    let manifest = pod(
+        "cached",
+        "  initContainers:\n  - {name: i, image: busybox, imagePullPolicy: Never}\n",
+        "    imagePullPolicy: IfNotPresent\n",
+    );
+    create(&c, "default", &manifest).out();
+    let policies =
+        "jsonpath={.spec.initContainers[*].imagePullPolicy} {.spec.containers[*].imagePullPolicy}";
+    let got = c.kubectl(&["get", "pod", "cached", "-o", policies]);
+    assert_eq!(got.out(), "Always Always");
+    // An update without a new image passes untouched.
+    c.kubectl(&["label", "pod", "cached", "tier=web"]).out();
 }

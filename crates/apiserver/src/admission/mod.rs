@@ -15,6 +15,7 @@
 //! port-forward, proxy: [`Operation::Connect`], its query's parameters the object), through
 //! [`Registry::admit_request`](crate::registry::Registry::admit_request).
 
+mod always_pull_images;
 mod default_ingress_class;
 mod default_storage_class;
 mod default_toleration_seconds;
@@ -104,6 +105,9 @@ pub trait Validating: Send + Sync {
     ) -> BoxFuture<'a, Result<(), Status>>;
 }
 
+/// The steps that run only when `--enable-admission-plugins` names them.
+const OFF_BY_DEFAULT: [&str; 1] = ["AlwaysPullImages"];
+
 /// The steps every write passes, in order.
 pub struct Chain {
     mutating: Vec<Box<dyn Mutating>>,
@@ -167,20 +171,53 @@ impl Chain {
         Ok(Chain::with(pod_security))
     }
 
+    /// The chain with the steps off by default that `names` turns on (upstream's
+    /// `--enable-admission-plugins`; naming a step on by default changes nothing), placed as
+    /// upstream's order places them; a name that is no step's is an error.
+    pub fn enabling(mut self, names: &[String]) -> Result<Chain, String> {
+        for name in names {
+            match name.as_str() {
+                "AlwaysPullImages" if !self.has(name) => {
+                    // After LimitRanger and ServiceAccount, as upstream orders it.
+                    let at = self.mutating.len().min(2);
+                    self.mutating
+                        .insert(at, Box::new(always_pull_images::AlwaysPullImages));
+                }
+                known if self.has(known) || OFF_BY_DEFAULT.contains(&known) => {}
+                _ => return Err(self.unknown(name)),
+            }
+        }
+        Ok(self)
+    }
+
+    /// Whether a step is called `name`.
+    fn has(&self, name: &str) -> bool {
+        self.names().any(|n| n == name)
+    }
+
+    fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        let mutating = self.mutating.iter().map(|s| s.name());
+        mutating.chain(self.validating.iter().map(|s| s.name()))
+    }
+
+    /// The error for a name that is no step's.
+    fn unknown(&self, name: &str) -> String {
+        let mut known: Vec<&str> = self.names().collect();
+        known.extend(OFF_BY_DEFAULT.iter().filter(|n| !self.has(n)));
+        format!(
+            "unknown admission plugin {name:?}; known: {}",
+            known.join(", ")
+        )
+    }
+
     /// The chain without the steps named in `names` (upstream's `--disable-admission-plugins`);
     /// a name that is no step's is an error.
     pub fn without(mut self, names: &[String]) -> Result<Chain, String> {
-        for name in names {
-            let known = self.mutating.iter().map(|s| s.name());
-            let known: Vec<&str> = known
-                .chain(self.validating.iter().map(|s| s.name()))
-                .collect();
-            if !known.contains(&name.as_str()) {
-                return Err(format!(
-                    "unknown admission plugin {name:?}; known: {}",
-                    known.join(", ")
-                ));
-            }
+        if let Some(name) = names
+            .iter()
+            .find(|n| !self.has(n) && !OFF_BY_DEFAULT.contains(&n.as_str()))
+        {
+            return Err(self.unknown(name));
         }
         self.mutating
             .retain(|s| !names.iter().any(|n| n == s.name()));
@@ -267,4 +304,29 @@ fn newest_default<'a>(classes: &'a [Value], annotations: &[&str]) -> Option<&'a 
         })
         .min_by(|a, b| created(b).cmp(created(a)).then(name(a).cmp(name(b))))
         .map(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_off_by_default_are_enabled_by_name_and_unknown_names_refused() {
+        let names = |c: &Chain| c.names().collect::<Vec<_>>().join(",");
+        let default = Chain::default();
+        assert!(!default.has("AlwaysPullImages"));
+        let on = Chain::default()
+            .enabling(&["AlwaysPullImages".into(), "LimitRanger".into()])
+            .unwrap();
+        assert!(names(&on).starts_with("LimitRanger,ServiceAccount,AlwaysPullImages,"));
+        let off = Chain::default().without(&["AlwaysPullImages".into()]);
+        assert!(off.is_ok(), "disabling a step that is off");
+        let Err(e) = Chain::default().enabling(&["AlwaysPushImages".into()]) else {
+            panic!("an unknown name accepted");
+        };
+        assert!(
+            e.starts_with("unknown admission plugin \"AlwaysPushImages\"; known: LimitRanger,")
+        );
+        assert!(e.ends_with(", AlwaysPullImages"), "{e}");
+    }
 }
