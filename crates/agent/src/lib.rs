@@ -67,7 +67,7 @@ pub struct Config {
     pub registries: image::Registries,
     /// For the agent's HTTPS endpoint: the cluster CA (PEM), which its clients' certificates
     /// must chain to, and the certificate it serves (replaceable while it runs).
-    pub tls: Option<(String, std::sync::Arc<rotation::Serving>)>,
+    pub tls: Option<(String, std::sync::Arc<tls::ServingCertificate>)>,
     /// When unused images are removed.
     pub image_gc: ImageGc,
     /// Sysctls allowed beyond the safe set (`kernel.msg*`: a prefix).

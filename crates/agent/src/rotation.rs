@@ -4,71 +4,21 @@
 //! was written to its end, so that certificates a signer backdates and keeps short are not
 //! asked for over and over). The new client
 //! certificate replaces the one the agent's API client presents ([`NodeClient`]), the new
-//! serving certificate the one its HTTPS endpoint presents ([`Serving`]); both are written
-//! where the next start finds them.
+//! serving certificate the one its HTTPS endpoint presents ([`tls::ServingCertificate`]);
+//! both are written where the next start finds them.
 
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-use rustls::sign::CertifiedKey;
+pub use tls::ServingCertificate;
 
 use crate::bootstrap::{self, Files};
-use crate::error::{Context, Result};
+use crate::error::Result;
 
 /// The longest wait between two looks at the certificates (clocks jump, machines sleep).
 const LOOK_AGAIN: Duration = Duration::from_secs(3600);
 /// The wait before asking again after a failed renewal.
 const RETRY: Duration = Duration::from_secs(10);
-
-/// The certificate the agent's HTTPS endpoint presents, replaceable while it serves.
-#[derive(Debug)]
-pub struct Serving {
-    current: RwLock<Arc<CertifiedKey>>,
-}
-
-impl Serving {
-    /// The certificate chain `cert_pem` with its key `key_pem`.
-    pub fn new(cert_pem: &str, key_pem: &str) -> Result<Arc<Serving>> {
-        Ok(Arc::new(Serving {
-            current: RwLock::new(certified(cert_pem, key_pem)?),
-        }))
-    }
-
-    /// Presents `cert_pem` and `key_pem` from the next handshake on.
-    fn replace(&self, cert_pem: &str, key_pem: &str) -> Result<()> {
-        let next = certified(cert_pem, key_pem)?;
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = next;
-        Ok(())
-    }
-}
-
-impl rustls::server::ResolvesServerCert for Serving {
-    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
-        )
-    }
-}
-
-fn certified(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>> {
-    let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .context("reading the serving certificate")?;
-    crate::error::ensure!(
-        !chain.is_empty(),
-        "no certificate in the serving certificate PEM"
-    );
-    let key =
-        PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("reading the serving key")?;
-    let provider = rustls::crypto::ring::default_provider();
-    Ok(Arc::new(
-        CertifiedKey::from_der(chain, key, &provider).context("the serving certificate")?,
-    ))
-}
 
 /// The agent's API client as the node, following its renewed client certificate: every
 /// request goes through the client built on the newest one.
@@ -110,7 +60,7 @@ pub struct Renewal {
     /// The client to swap the new client certificate into.
     pub client: NodeClient,
     /// The endpoint's certificate to swap the new serving certificate into.
-    pub serving: Arc<Serving>,
+    pub serving: Arc<ServingCertificate>,
 }
 
 /// Renews the node's client and serving certificates when due, for ever.
@@ -157,7 +107,9 @@ async fn renew_client(r: &Renewal) -> Result<()> {
 async fn renew_serving(r: &Renewal) -> Result<()> {
     let (cert, key) =
         bootstrap::renew_serving_certificate(&r.credentials, r.client.client()).await?;
-    r.serving.replace(&cert, &key)?;
+    r.serving
+        .replace(&cert, &key)
+        .map_err(crate::error::Error::Failed)?;
     tracing::info!("renewed the node's serving certificate");
     Ok(())
 }

@@ -42,7 +42,7 @@ pub(crate) struct Logs {
 /// requires every client to present a certificate that chains to `ca_pem`.
 pub(crate) fn tls_config(
     ca_pem: &str,
-    serving: Arc<crate::rotation::Serving>,
+    serving: Arc<tls::ServingCertificate>,
 ) -> crate::Result<Arc<rustls::ServerConfig>> {
     use crate::error::Context;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -696,7 +696,7 @@ mod tests {
             }),
             node_logs: root.path().to_path_buf(),
         };
-        let serving = crate::rotation::Serving::new(&pki.server.0, &pki.server.1).unwrap();
+        let serving = tls::ServingCertificate::new(&pki.server.0, &pki.server.1).unwrap();
         let tls = tls_config(&pki.ca, serving).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

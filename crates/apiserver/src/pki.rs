@@ -207,22 +207,7 @@ pub fn ensure(dir: &Path, sans: &[String]) -> Result<Pki, Error> {
     };
     let issuer = Issuer::from_ca_cert_pem(&ca_cert, &ca_key).map_err(cert_err("CA"))?;
 
-    let server_key = KeyPair::generate().map_err(cert_err("serving key"))?;
-    let mut params = CertificateParams::default();
-    params.distinguished_name = subject("kube-apiserver", None);
-    valid_for(&mut params, LEAF_DAYS)?;
-    params.subject_alt_names = sans.iter().map(|s| san(s)).collect();
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let server_cert = params
-        .signed_by(&server_key, &issuer)
-        .map_err(cert_err("serving"))?
-        .pem();
-    write(&dir.join("server.crt"), &server_cert, false)?;
-    write(&dir.join("server.key"), &server_key.serialize_pem(), true)?;
+    let (server_cert, server_key) = serving(dir, &issuer, sans)?;
 
     let (admin_cert_path, admin_key_path) = (dir.join("admin.crt"), dir.join("admin.key"));
     let (admin_cert, admin_key) = match (read(&admin_cert_path)?, read(&admin_key_path)?) {
@@ -237,7 +222,7 @@ pub fn ensure(dir: &Path, sans: &[String]) -> Result<Pki, Error> {
     Ok(Pki {
         ca_cert,
         server_cert,
-        server_key: server_key.serialize_pem(),
+        server_key,
         admin_cert,
         admin_key,
     })
@@ -245,7 +230,7 @@ pub fn ensure(dir: &Path, sans: &[String]) -> Result<Pki, Error> {
 
 /// Issues a client certificate for `user` in `groups`; returns (certificate, key) as PEM.
 pub fn client_cert(
-    issuer: &Issuer<'_, &KeyPair>,
+    issuer: &Issuer<'_, impl rcgen::SigningKey>,
     user: &str,
     groups: &[&str],
 ) -> Result<(String, String), Error> {
@@ -284,8 +269,8 @@ pub struct NodeCredentials {
     pub serving_key: String,
 }
 
-/// Issues node `name`'s credentials with the CA kept in `dir` (as [`ensure`] made it).
-pub fn node_credentials(dir: &Path, name: &str, sans: &[String]) -> Result<NodeCredentials, Error> {
+/// The CA kept in `dir` (as [`ensure`] made it): its certificate (PEM), ready to issue.
+fn stored_issuer(dir: &Path) -> Result<(String, Issuer<'static, KeyPair>), Error> {
     let (Some(ca_cert), Some(ca_key)) = (read(&dir.join("ca.crt"))?, read(&dir.join("ca.key"))?)
     else {
         return Err(Error::Io {
@@ -294,7 +279,13 @@ pub fn node_credentials(dir: &Path, name: &str, sans: &[String]) -> Result<NodeC
         });
     };
     let key = KeyPair::from_pem(&ca_key).map_err(cert_err("CA key"))?;
-    let issuer = Issuer::from_ca_cert_pem(&ca_cert, &key).map_err(cert_err("CA"))?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_cert, key).map_err(cert_err("CA"))?;
+    Ok((ca_cert, issuer))
+}
+
+/// Issues node `name`'s credentials with the CA kept in `dir` (as [`ensure`] made it).
+pub fn node_credentials(dir: &Path, name: &str, sans: &[String]) -> Result<NodeCredentials, Error> {
+    let (ca_cert, issuer) = stored_issuer(dir)?;
     let (client_cert, client_key) =
         client_cert(&issuer, &format!("system:node:{name}"), &["system:nodes"])?;
     let serving_key = KeyPair::generate().map_err(cert_err("node serving key"))?;
@@ -318,6 +309,47 @@ pub fn node_credentials(dir: &Path, name: &str, sans: &[String]) -> Result<NodeC
         serving_cert,
         serving_key: serving_key.serialize_pem(),
     })
+}
+
+/// Issues the API server's serving certificate for `sans` from `issuer` and writes it to
+/// `server.crt` and `server.key` in `dir`. Returns (certificate, key) PEM.
+fn serving(
+    dir: &Path,
+    issuer: &Issuer<'_, impl rcgen::SigningKey>,
+    sans: &[String],
+) -> Result<(String, String), Error> {
+    let key = KeyPair::generate().map_err(cert_err("serving key"))?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = subject("kube-apiserver", None);
+    valid_for(&mut params, LEAF_DAYS)?;
+    params.subject_alt_names = sans.iter().map(|s| san(s)).collect();
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params
+        .signed_by(&key, issuer)
+        .map_err(cert_err("serving"))?
+        .pem();
+    write(&dir.join("server.crt"), &cert, false)?;
+    write(&dir.join("server.key"), &key.serialize_pem(), true)?;
+    Ok((cert, key.serialize_pem()))
+}
+
+/// A new serving certificate for `sans` from the CA kept in `dir` when `current` (PEM) has
+/// [`RENEW_DAYS`] or less left, for a server that renews it while it runs; `None` while it
+/// is fresh. Returns (certificate, key) PEM.
+pub fn renewed_serving(
+    dir: &Path,
+    current: &str,
+    sans: &[String],
+) -> Result<Option<(String, String)>, Error> {
+    if fresh(current) {
+        return Ok(None);
+    }
+    let (_, issuer) = stored_issuer(dir)?;
+    serving(dir, &issuer, sans).map(Some)
 }
 
 /// The admin kubeconfig for a server at `url` (e.g. `https://127.0.0.1:6443`).
@@ -397,15 +429,7 @@ pub fn component_client(
     {
         return Ok((cert, key));
     }
-    let (Some(ca_cert), Some(ca_key)) = (read(&dir.join("ca.crt"))?, read(&dir.join("ca.key"))?)
-    else {
-        return Err(Error::Io {
-            path: dir.join("ca.key"),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no cluster CA"),
-        });
-    };
-    let ca_key = KeyPair::from_pem(&ca_key).map_err(cert_err("CA key"))?;
-    let issuer = Issuer::from_ca_cert_pem(&ca_cert, &ca_key).map_err(cert_err("CA"))?;
+    let (_, issuer) = stored_issuer(dir)?;
     let (cert, key) = client_cert(&issuer, cn, orgs)?;
     write(&key_path, &key, true)?;
     write(&cert_path, &cert, false)?;
@@ -457,6 +481,17 @@ mod tests {
         write(&dir.path().join("admin.crt"), &short, false).unwrap();
         let second = ensure(dir.path(), &sans).unwrap();
         assert_eq!(days(&second.admin_cert), LEAF_DAYS);
+        // A running server's serving certificate: kept while fresh, issued again when not.
+        assert_eq!(
+            renewed_serving(dir.path(), &second.server_cert, &sans).unwrap(),
+            None
+        );
+        let (renewed, _) = renewed_serving(dir.path(), &short, &sans).unwrap().unwrap();
+        assert_eq!(days(&renewed), LEAF_DAYS);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("server.crt")).unwrap(),
+            renewed
+        );
         let (moved_to, moved) = set_aside(dir.path(), &["admin.crt", "missing.crt"]).unwrap();
         assert_eq!(moved, ["admin.crt"]);
         assert!(moved_to.join("admin.crt").exists() && !dir.path().join("admin.crt").exists());

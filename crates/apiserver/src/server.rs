@@ -11,8 +11,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -35,6 +35,9 @@ pub struct Config {
     pub port: u16,
     /// `--datastore-endpoint`: empty for the embedded SQLite store.
     pub datastore_endpoint: String,
+    /// How to reach an `https://` etcd (`--datastore-cafile`, `--datastore-certfile`,
+    /// `--datastore-keyfile`).
+    pub datastore_tls: Option<store::EtcdTls>,
     /// Extra names and addresses for the serving certificate.
     pub tls_sans: Vec<String>,
     /// Where else to write the admin kubeconfig.
@@ -87,6 +90,7 @@ impl Config {
             bind_address: IpAddr::from([127, 0, 0, 1]),
             port: 0,
             datastore_endpoint: String::new(),
+            datastore_tls: None,
             tls_sans: Vec::new(),
             write_kubeconfig: None,
             token_auth_file: None,
@@ -208,7 +212,12 @@ pub async fn start(config: Config) -> Result<Server, Error> {
     }
 
     let endpoint = store::Endpoint::parse(&config.datastore_endpoint, &config.data_dir)?;
-    let store = store::open(&endpoint, Duration::from_secs(60)).await?;
+    let store = store::open(
+        &endpoint,
+        Duration::from_secs(60),
+        config.datastore_tls.as_ref(),
+    )
+    .await?;
     let (store, encryption) = match &config.encryption_provider_config {
         Some(file) => {
             let encrypted = crate::encryption::Encrypted::new(store, file).map_err(Error::Other)?;
@@ -289,7 +298,9 @@ pub async fn start(config: Config) -> Result<Server, Error> {
         app.registry.clone(),
         pki.ca_cert.clone(),
     )));
-    let tls = tls_config(&pki)?;
+    let (serving, keeper) = serving_certificate(&pki, config.data_dir.join("tls"), sans)?;
+    tasks.push(keeper);
+    let tls = tls_config(&pki, serving)?;
     let router = router(app.clone());
     let listener = tokio::spawn(serve(
         listener,
@@ -324,7 +335,66 @@ async fn flow_control(
     Ok(Some(Arc::new(fc)))
 }
 
-fn tls_config(pki: &pki::Pki) -> Result<rustls::ServerConfig, Error> {
+/// The serving certificate of `pki`, and the task that renews it (with the CA kept in `dir`,
+/// for `sans`) while the server runs.
+fn serving_certificate(
+    pki: &pki::Pki,
+    dir: PathBuf,
+    sans: Vec<String>,
+) -> Result<(Arc<tls::ServingCertificate>, tokio::task::JoinHandle<()>), Error> {
+    // The chain ends with the CA, so that a node agent joining without `--ca-file` can see
+    // (and trust on first use) the CA that signed the serving certificate.
+    let chain = pki.server_cert.clone() + &pki.ca_cert;
+    let serving = tls::ServingCertificate::new(&chain, &pki.server_key)
+        .map_err(|e| Error::Other(format!("TLS {e}")))?;
+    let current = (pki.server_cert.clone(), pki.ca_cert.clone());
+    let keeper = tokio::spawn(keep_serving_fresh(dir, sans, current, serving.clone()));
+    Ok((serving, keeper))
+}
+
+/// How often a running server looks at its serving certificate's expiry.
+const SERVING_CHECK: Duration = Duration::from_secs(12 * 3600);
+
+/// Renews the serving certificate `(current, ca)` (PEM) for `sans` with the CA kept in `dir`
+/// once it has [`pki::RENEW_DAYS`] or less left, and serves the new one from the next
+/// handshake on; looks every [`SERVING_CHECK`].
+async fn keep_serving_fresh(
+    dir: PathBuf,
+    sans: Vec<String>,
+    (mut current, ca): (String, String),
+    serving: Arc<tls::ServingCertificate>,
+) {
+    loop {
+        tokio::time::sleep(SERVING_CHECK).await;
+        match renew_serving(&dir, &sans, &current, &ca, &serving) {
+            Ok(Some(renewed)) => current = renewed,
+            Ok(None) => {}
+            Err(e) => tracing::warn!("renewing the serving certificate: {e}"),
+        }
+    }
+}
+
+/// One look of [`keep_serving_fresh`]: the new certificate (PEM) when it renewed `current`.
+fn renew_serving(
+    dir: &std::path::Path,
+    sans: &[String],
+    current: &str,
+    ca: &str,
+    serving: &tls::ServingCertificate,
+) -> Result<Option<String>, String> {
+    let Some((cert, key)) = pki::renewed_serving(dir, current, sans).map_err(|e| e.to_string())?
+    else {
+        return Ok(None);
+    };
+    serving.replace(&(cert.clone() + ca), &key)?;
+    tracing::info!("renewed the API server's serving certificate");
+    Ok(Some(cert))
+}
+
+fn tls_config(
+    pki: &pki::Pki,
+    serving: Arc<tls::ServingCertificate>,
+) -> Result<rustls::ServerConfig, Error> {
     let bad = |what: &str, e: &dyn std::fmt::Display| Error::Other(format!("TLS {what}: {e}"));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -339,20 +409,11 @@ fn tls_config(pki: &pki::Pki) -> Result<rustls::ServerConfig, Error> {
     .allow_unauthenticated()
     .build()
     .map_err(|e| bad("client verifier", &e))?;
-    // The chain ends with the CA, so that a node agent joining without `--ca-file` can see
-    // (and trust on first use) the CA that signed the serving certificate.
-    let chain = CertificateDer::pem_slice_iter(pki.server_cert.as_bytes())
-        .chain(CertificateDer::pem_slice_iter(pki.ca_cert.as_bytes()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad("serving certificate", &e))?;
-    let key = PrivateKeyDer::from_pem_slice(pki.server_key.as_bytes())
-        .map_err(|e| bad("serving key", &e))?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| bad("versions", &e))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| bad("serving certificate", &e))?;
+        .with_cert_resolver(serving);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(cfg)
 }

@@ -740,10 +740,22 @@ pub(crate) struct ServerArgs {
     #[arg(long, default_value = "0.0.0.0")]
     pub(crate) bind_address: std::net::IpAddr,
 
-    /// The store: empty for embedded SQLite, etcd://host:port[,host:port] or
-    /// http://host:port for etcd.
+    /// The store: empty for embedded SQLite, etcd://host:port[,host:port],
+    /// http://host:port or https://host:port for etcd.
     #[arg(long, default_value = "")]
     pub(crate) datastore_endpoint: String,
+
+    /// The CA (PEM file) an https:// etcd's serving certificate chains to.
+    #[arg(long)]
+    pub(crate) datastore_cafile: Option<std::path::PathBuf>,
+
+    /// The client certificate (PEM file) to present to an https:// etcd.
+    #[arg(long, requires_all = ["datastore_keyfile", "datastore_cafile"])]
+    pub(crate) datastore_certfile: Option<std::path::PathBuf>,
+
+    /// The key (PEM file) of --datastore-certfile.
+    #[arg(long, requires = "datastore_certfile")]
+    pub(crate) datastore_keyfile: Option<std::path::PathBuf>,
 
     /// An extra host name or IP address for the serving certificate (repeatable).
     #[arg(long = "tls-san")]

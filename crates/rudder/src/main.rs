@@ -219,7 +219,9 @@ async fn agent(opts: cli::AgentCommandArgs) -> anyhow::Result<()> {
             // certificate, the endpoint presents its newest serving certificate.
             let node =
                 agent::rotation::NodeClient::new(client::from_kubeconfig(&creds.kubeconfig).await?);
-            let serving = agent::rotation::Serving::new(&creds.serving_cert, &creds.serving_key)?;
+            let serving =
+                agent::rotation::ServingCertificate::new(&creds.serving_cert, &creds.serving_key)
+                    .map_err(anyhow::Error::msg)?;
             let config = agent::Config {
                 tls: Some((creds.ca_cert.clone(), serving.clone())),
                 ..config

@@ -146,7 +146,7 @@ pub(crate) async fn run(mut opts: ServerArgs) -> Result<()> {
         apiserver::encryption::ensure_default_config(&file).map_err(anyhow::Error::msg)?;
         opts.encryption_provider_config = Some(file);
     }
-    let config = api_config(&mut opts, &data_dir, advertise, &token_file);
+    let config = api_config(&mut opts, &data_dir, advertise, &token_file)?;
     let server = apiserver::start(config)
         .await
         .context("starting the API server")?;
@@ -220,23 +220,43 @@ fn advertise_address(bind_address: std::net::IpAddr) -> Option<std::net::IpAddr>
     }
 }
 
+/// How to reach an `https://` etcd, from `--datastore-cafile`, `--datastore-certfile` and
+/// `--datastore-keyfile`.
+fn datastore_tls(opts: &ServerArgs) -> Result<Option<store::EtcdTls>> {
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    };
+    let Some(ca) = &opts.datastore_cafile else {
+        return Ok(None);
+    };
+    let identity = match (&opts.datastore_certfile, &opts.datastore_keyfile) {
+        (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+        _ => None,
+    };
+    Ok(Some(store::EtcdTls {
+        ca: read(ca)?,
+        identity,
+    }))
+}
+
 /// The API server's configuration from the server's flags (it takes those only it reads).
 fn api_config(
     opts: &mut ServerArgs,
     data_dir: &std::path::Path,
     advertise: Option<std::net::IpAddr>,
     token_file: &std::path::Path,
-) -> apiserver::Config {
+) -> Result<apiserver::Config> {
     // The serving certificate names the address other nodes join at.
     let mut tls_sans = std::mem::take(&mut opts.tls_san);
     if let Some(ip) = advertise.filter(|ip| !tls_sans.contains(&ip.to_string())) {
         tls_sans.push(ip.to_string());
     }
-    apiserver::Config {
+    Ok(apiserver::Config {
         data_dir: data_dir.to_path_buf(),
         bind_address: opts.bind_address,
         port: opts.https_listen_port,
         datastore_endpoint: std::mem::take(&mut opts.datastore_endpoint),
+        datastore_tls: datastore_tls(opts)?,
         tls_sans,
         write_kubeconfig: opts.write_kubeconfig.take(),
         token_auth_file: opts.token_auth_file.take(),
@@ -271,7 +291,7 @@ fn api_config(
                 max_requests_inflight: opts.max_requests_inflight,
                 max_mutating_requests_inflight: opts.max_mutating_requests_inflight,
             }),
-    }
+    })
 }
 
 /// The `--audit-*` flags: auditing is on when a policy file is given.
@@ -363,7 +383,8 @@ async fn start_agent(
     let config = agent::Config {
         tls: Some((
             creds.ca_cert,
-            agent::rotation::Serving::new(&creds.serving_cert, &creds.serving_key)?,
+            agent::rotation::ServingCertificate::new(&creds.serving_cert, &creds.serving_key)
+                .map_err(anyhow::Error::msg)?,
         )),
         ..config
     };

@@ -122,7 +122,7 @@ fn secrets_are_sealed_in_etcd() {
     assert_eq!(read_back(&c, "s"), PASSWORD_B64);
     let raw = rt.block_on(async {
         let parsed = store::Endpoint::parse(&endpoint, c.dir.path()).unwrap();
-        let raw = store::open(&parsed, std::time::Duration::from_secs(10))
+        let raw = store::open(&parsed, std::time::Duration::from_secs(10), None)
             .await
             .unwrap();
         raw.get("/registry/secrets/default/s")

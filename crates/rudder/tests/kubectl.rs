@@ -619,6 +619,44 @@ fn bearer_tokens_authenticate_and_only_masters_are_authorized() {
 }
 
 #[test]
+fn the_store_can_be_an_etcd_over_tls_that_asks_for_client_certificates() {
+    // A CA, a serving certificate for 127.0.0.1 and a client certificate, for etcd.
+    let pki = tempfile::tempdir().unwrap();
+    apiserver::pki::ensure(pki.path(), &["127.0.0.1".to_string()]).unwrap();
+    let file = |name: &str| pki.path().join(name);
+    let read = |name: &str| std::fs::read_to_string(file(name)).unwrap();
+    let client = store::EtcdTls {
+        ca: read("ca.crt"),
+        identity: Some((read("admin.crt"), read("admin.key"))),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let served = [&file("ca.crt"), &file("server.crt"), &file("server.key")];
+    let etcd = rt.block_on(store::testing::EtcdServer::start_tls(
+        served.map(|p| p.as_path()),
+        client,
+    ));
+    let endpoint = etcd.endpoint();
+    assert!(endpoint.starts_with("https://"), "{endpoint}");
+    let path = |name: &str| file(name).to_str().unwrap().to_string();
+    let c = Cluster::start(&[
+        "--datastore-endpoint",
+        &endpoint,
+        "--datastore-cafile",
+        &path("ca.crt"),
+        "--datastore-certfile",
+        &path("admin.crt"),
+        "--datastore-keyfile",
+        &path("admin.key"),
+    ]);
+    c.kubectl(&["create", "configmap", "over-tls", "--from-literal=k=v"])
+        .out();
+    let data = ["get", "configmap", "over-tls", "-o", "jsonpath={.data.k}"];
+    assert_eq!(c.kubectl(&data).out(), "v");
+    drop(c);
+    drop(etcd);
+}
+
+#[test]
 fn the_same_flow_runs_on_etcd() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let etcd = rt.block_on(store::testing::EtcdServer::start());

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    TxnOpResponse,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -27,6 +27,26 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Responses may be large (a LIST of every pod); etcd itself caps them.
 const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
 
+/// How to reach etcd over TLS (`https://` endpoints): the CA its serving certificate chains
+/// to and, when it asks for client certificates (`--client-cert-auth`), ours. All PEM.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// The CA (k3s' `--datastore-cafile`).
+    pub ca: String,
+    /// Our certificate and key (`--datastore-certfile`, `--datastore-keyfile`).
+    pub identity: Option<(String, String)>,
+}
+
+impl EtcdTls {
+    fn options(&self) -> TlsOptions {
+        let options = TlsOptions::new().ca_certificate(Certificate::from_pem(&self.ca));
+        match &self.identity {
+            Some((cert, key)) => options.identity(Identity::from_pem(cert, key)),
+            None => options,
+        }
+    }
+}
+
 /// A store kept in an etcd v3 cluster.
 pub struct EtcdStore {
     client: Client,
@@ -34,14 +54,19 @@ pub struct EtcdStore {
 }
 
 impl EtcdStore {
-    /// Connects to `endpoints` (`host:port` or `http://host:port`), retrying with exponential
-    /// back-off for up to `wait`, and logging each failed attempt with the endpoint.
-    pub async fn connect(endpoints: &[String], wait: Duration) -> Result<EtcdStore> {
+    /// Connects to `endpoints` (`host:port`, `http://host:port`, or `https://host:port` with
+    /// `tls`), retrying with exponential back-off for up to `wait`, and logging each failed
+    /// attempt with the endpoint.
+    pub async fn connect(
+        endpoints: &[String],
+        wait: Duration,
+        tls: Option<&EtcdTls>,
+    ) -> Result<EtcdStore> {
         let names = endpoints.join(",");
         let deadline = tokio::time::Instant::now() + wait;
         let mut delay = Duration::from_millis(100);
         loop {
-            match Self::try_connect(endpoints).await {
+            match Self::try_connect(endpoints, tls).await {
                 Ok(client) => {
                     return Ok(EtcdStore {
                         client,
@@ -63,10 +88,16 @@ impl EtcdStore {
         }
     }
 
-    async fn try_connect(endpoints: &[String]) -> std::result::Result<Client, String> {
-        let opts = ConnectOptions::new()
+    async fn try_connect(
+        endpoints: &[String],
+        tls: Option<&EtcdTls>,
+    ) -> std::result::Result<Client, String> {
+        let mut opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        if let Some(tls) = tls {
+            opts = opts.with_tls(tls.options());
+        }
         let mut client =
             tokio::time::timeout(REQUEST_TIMEOUT, Client::connect(endpoints, Some(opts)))
                 .await

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use etcd::EtcdTls;
 pub use kv::{
     Deleted, Error, KeyValue, MAX_VALUE_BYTES, RangeOptions, RangeResponse, Result, Revision,
     Store, WatchEvent, WatchOptions, WatchStream,
@@ -38,14 +39,15 @@ pub use kv::{
 pub enum Endpoint {
     /// The embedded SQLite database in this file.
     Sqlite(PathBuf),
-    /// An etcd cluster at these `host:port` or `http://host:port` addresses.
+    /// An etcd cluster at these `host:port`, `http://host:port` or `https://host:port`
+    /// addresses.
     Etcd(Vec<String>),
 }
 
 impl Endpoint {
     /// Parses a datastore URL the way k3s does: empty or `sqlite://` for the embedded database
-    /// under `data_dir` (`sqlite:///path/file.db` for another file), `etcd://host:port[,...]` or
-    /// `http://host:port[,...]` for etcd.
+    /// under `data_dir` (`sqlite:///path/file.db` for another file), `etcd://host:port[,...]`,
+    /// `http://host:port[,...]` or `https://host:port[,...]` for etcd.
     pub fn parse(url: &str, data_dir: &Path) -> Result<Endpoint> {
         let invalid = |detail: &str| Error::InvalidEndpoint {
             endpoint: url.to_string(),
@@ -74,22 +76,20 @@ impl Endpoint {
             }
             return Ok(Endpoint::Etcd(hosts));
         }
-        if url.starts_with("http://") {
+        for scheme in ["http://", "https://"] {
+            if !url.starts_with(scheme) {
+                continue;
+            }
             let hosts: Vec<String> = url
                 .split(',')
                 .map(|h| h.trim().trim_end_matches('/').to_string())
                 .collect();
-            if let Some(bad) = hosts.iter().find(|h| !h.starts_with("http://")) {
+            if let Some(bad) = hosts.iter().find(|h| !h.starts_with(scheme)) {
                 return Err(invalid(&format!(
-                    "{bad:?}: list every etcd address as http://host:port"
+                    "{bad:?}: list every etcd address as {scheme}host:port"
                 )));
             }
             return Ok(Endpoint::Etcd(hosts));
-        }
-        if url.starts_with("https://") {
-            return Err(invalid(
-                "etcd over TLS is not supported yet; use http:// on a trusted network",
-            ));
         }
         Err(invalid(
             "expected sqlite://, etcd://host:port or http://host:port",
@@ -102,19 +102,44 @@ impl Endpoint {
     }
 }
 
-/// Opens the store an endpoint names. etcd is retried with back-off for up to `wait`.
-pub async fn open(endpoint: &Endpoint, wait: Duration) -> Result<Arc<dyn Store>> {
+/// Opens the store an endpoint names. etcd is retried with back-off for up to `wait`, over TLS
+/// with `tls` (`https://` endpoints need it).
+pub async fn open(
+    endpoint: &Endpoint,
+    wait: Duration,
+    tls: Option<&EtcdTls>,
+) -> Result<Arc<dyn Store>> {
     Ok(match endpoint {
         Endpoint::Sqlite(path) => Arc::new(
             sqlite::SqliteStore::open(path.clone(), sqlite::SqliteOptions::default()).await?,
         ),
-        Endpoint::Etcd(hosts) => Arc::new(etcd::EtcdStore::connect(hosts, wait).await?),
+        Endpoint::Etcd(hosts) => {
+            let https = hosts.iter().any(|h| h.starts_with("https://"));
+            if https && tls.is_none() {
+                return Err(Error::InvalidEndpoint {
+                    endpoint: hosts.join(","),
+                    detail: "etcd over https:// needs the CA its certificate chains to \
+                             (--datastore-cafile)"
+                        .into(),
+                });
+            }
+            Arc::new(etcd::EtcdStore::connect(hosts, wait, tls).await?)
+        }
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_https_etcd_without_a_ca_is_refused_at_once() {
+        let endpoint = Endpoint::Etcd(vec!["https://127.0.0.1:1".into()]);
+        let Err(e) = open(&endpoint, Duration::from_secs(60), None).await else {
+            panic!("opened");
+        };
+        assert!(e.to_string().contains("--datastore-cafile"), "{e}");
+    }
 
     #[test]
     fn endpoints_parse_like_k3s() {
@@ -144,5 +169,10 @@ mod tests {
         assert!(err.contains("mysql://x"), "{err}");
         assert!(Endpoint::parse("etcd://", dir).is_err());
         assert!(Endpoint::parse("http://a:1,b:2", dir).is_err());
+        assert_eq!(
+            Endpoint::parse("https://a:1,https://b:2", dir).unwrap(),
+            Endpoint::Etcd(vec!["https://a:1".into(), "https://b:2".into()])
+        );
+        assert!(Endpoint::parse("https://a:1,http://b:2", dir).is_err());
     }
 }

@@ -68,6 +68,14 @@ pub struct EtcdServer {
     client_port: u16,
     peer_port: u16,
     child: Option<Child>,
+    tls: Option<ServerTls>,
+}
+
+/// What an etcd serving over TLS is given: its CA, certificate and key files, and what its
+/// own readiness check connects with.
+struct ServerTls {
+    files: [PathBuf; 3],
+    client: crate::EtcdTls,
 }
 
 fn free_port() -> u16 {
@@ -89,25 +97,52 @@ pub fn etcd_binary() -> PathBuf {
 impl EtcdServer {
     /// Starts etcd and waits until it answers.
     pub async fn start() -> EtcdServer {
+        EtcdServer::start_with(None).await
+    }
+
+    /// Starts etcd serving clients over TLS only, with the certificate and key files `cert`
+    /// and `key`, and asking for client certificates that chain to the CA file `ca`; `client`
+    /// is what the readiness check connects with.
+    pub async fn start_tls([ca, cert, key]: [&Path; 3], client: crate::EtcdTls) -> EtcdServer {
+        let files = [ca.into(), cert.into(), key.into()];
+        EtcdServer::start_with(Some(ServerTls { files, client })).await
+    }
+
+    async fn start_with(tls: Option<ServerTls>) -> EtcdServer {
         let mut server = EtcdServer {
             dir: tempfile::tempdir().expect("temp dir"),
             client_port: free_port(),
             peer_port: free_port(),
             child: None,
+            tls,
         };
         server.spawn().await;
         server
     }
 
-    /// The client address, `127.0.0.1:PORT`.
+    /// The client address: `127.0.0.1:PORT`, or `https://127.0.0.1:PORT` over TLS.
     pub fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https://" } else { "" };
+        format!("{scheme}127.0.0.1:{}", self.client_port)
     }
 
     async fn spawn(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new(etcd_binary())
+        let mut command = Command::new(etcd_binary());
+        if let Some(ServerTls {
+            files: [ca, cert, key],
+            ..
+        }) = &self.tls
+        {
+            command
+                .arg("--client-cert-auth")
+                .arg(format!("--trusted-ca-file={}", ca.display()))
+                .arg(format!("--cert-file={}", cert.display()))
+                .arg(format!("--key-file={}", key.display()));
+        }
+        let child = command
             .arg("--name=test")
             .arg(format!(
                 "--data-dir={}",
@@ -126,7 +161,8 @@ impl EtcdServer {
             .spawn()
             .expect("start etcd");
         self.child = Some(child);
-        EtcdStore::connect(&[self.endpoint()], Duration::from_secs(30))
+        let tls = self.tls.as_ref().map(|t| &t.client);
+        EtcdStore::connect(&[self.endpoint()], Duration::from_secs(30), tls)
             .await
             .expect("etcd did not come up");
     }
@@ -167,7 +203,7 @@ impl EtcdBackend {
     }
 
     async fn connect(server: &EtcdServer) -> Arc<EtcdStore> {
-        let store = EtcdStore::connect(&[server.endpoint()], Duration::from_secs(30))
+        let store = EtcdStore::connect(&[server.endpoint()], Duration::from_secs(30), None)
             .await
             .expect("connect to etcd");
         Arc::new(store)

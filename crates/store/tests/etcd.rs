@@ -17,10 +17,14 @@ async fn unreachable_etcd_names_the_endpoint_after_retrying() {
         .unwrap()
         .port();
     let endpoint = format!("127.0.0.1:{port}");
-    let err = EtcdStore::connect(std::slice::from_ref(&endpoint), Duration::from_secs(2))
-        .await
-        .err()
-        .expect("nothing listens there");
+    let err = EtcdStore::connect(
+        std::slice::from_ref(&endpoint),
+        Duration::from_secs(2),
+        None,
+    )
+    .await
+    .err()
+    .expect("nothing listens there");
     let text = err.to_string();
     assert!(text.contains(&endpoint), "{text}");
     assert!(text.contains("unavailable"), "{text}");

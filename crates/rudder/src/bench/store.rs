@@ -19,7 +19,7 @@ use crate::cli::StoreBench;
 pub(crate) async fn run(opts: StoreBench) -> Result<()> {
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let endpoint = Endpoint::parse(&opts.datastore_endpoint, scratch.path())?;
-    let store = store::open(&endpoint, Duration::from_secs(30)).await?;
+    let store = store::open(&endpoint, Duration::from_secs(30), None).await?;
     let prefix = format!(
         "/bench/{}-{}",
         std::process::id(),
