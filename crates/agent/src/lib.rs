@@ -10,7 +10,8 @@
 //! The pod workers and the streaming server (exec, attach, port-forward sessions) reach the
 //! machine only through the `runtime::host::Host` trait they hold (`pods::Ctx::host`), so
 //! their decisions are tested against a fake without root. Only `rudder reset` (`reset`)
-//! calls the runtime's modules directly.
+//! calls the runtime's modules directly. A node joined with a token gets its certificates
+//! through the CSR flow (`bootstrap`) and renews them while it runs (`rotation`).
 //!
 //! Start reading at [`run`], then `pods/` (one worker per pod: `PodState::sync` in
 //! `pods/sync.rs`), then `status.rs` (what the pod's status says).

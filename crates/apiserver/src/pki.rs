@@ -288,39 +288,27 @@ pub fn node_credentials(dir: &Path, name: &str, sans: &[String]) -> Result<NodeC
     let (ca_cert, issuer) = stored_issuer(dir)?;
     let (client_cert, client_key) =
         client_cert(&issuer, &format!("system:node:{name}"), &["system:nodes"])?;
-    let serving_key = KeyPair::generate().map_err(cert_err("node serving key"))?;
-    let mut params = CertificateParams::default();
-    params.distinguished_name = subject(&format!("system:node:{name}"), Some("system:nodes"));
-    valid_for(&mut params, LEAF_DAYS)?;
-    params.subject_alt_names = sans.iter().map(|s| san(s)).collect();
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let serving_cert = params
-        .signed_by(&serving_key, &issuer)
-        .map_err(cert_err("node serving"))?
-        .pem();
+    let node = subject(&format!("system:node:{name}"), Some("system:nodes"));
+    let (serving_cert, serving_key) = serving_cert(&issuer, node, sans)?;
     Ok(NodeCredentials {
         ca_cert,
         client_cert,
         client_key,
         serving_cert,
-        serving_key: serving_key.serialize_pem(),
+        serving_key,
     })
 }
 
-/// Issues the API server's serving certificate for `sans` from `issuer` and writes it to
-/// `server.crt` and `server.key` in `dir`. Returns (certificate, key) PEM.
-fn serving(
-    dir: &Path,
+/// A serving certificate for `subject` and `sans` from `issuer`, on a new key. Returns
+/// (certificate, key) PEM.
+fn serving_cert(
     issuer: &Issuer<'_, impl rcgen::SigningKey>,
+    subject: DistinguishedName,
     sans: &[String],
 ) -> Result<(String, String), Error> {
     let key = KeyPair::generate().map_err(cert_err("serving key"))?;
     let mut params = CertificateParams::default();
-    params.distinguished_name = subject("kube-apiserver", None);
+    params.distinguished_name = subject;
     valid_for(&mut params, LEAF_DAYS)?;
     params.subject_alt_names = sans.iter().map(|s| san(s)).collect();
     params.key_usages = vec![
@@ -332,9 +320,20 @@ fn serving(
         .signed_by(&key, issuer)
         .map_err(cert_err("serving"))?
         .pem();
-    write(&dir.join("server.crt"), &cert, false)?;
-    write(&dir.join("server.key"), &key.serialize_pem(), true)?;
     Ok((cert, key.serialize_pem()))
+}
+
+/// Issues the API server's serving certificate for `sans` from `issuer` and writes it to
+/// `server.crt` and `server.key` in `dir`. Returns (certificate, key) PEM.
+fn serving(
+    dir: &Path,
+    issuer: &Issuer<'_, impl rcgen::SigningKey>,
+    sans: &[String],
+) -> Result<(String, String), Error> {
+    let (cert, key) = serving_cert(issuer, subject("kube-apiserver", None), sans)?;
+    write(&dir.join("server.crt"), &cert, false)?;
+    write(&dir.join("server.key"), &key, true)?;
+    Ok((cert, key))
 }
 
 /// A new serving certificate for `sans` from the CA kept in `dir` when `current` (PEM) has

@@ -7,8 +7,8 @@
 //! subject alternative names, usages digital signature and client auth) is approved when the
 //! node asks for itself (`spec.username` is the CN, in `system:nodes`: upstream's
 //! `selfnodeclient`) or a bootstrapper, or an admin, asks (`nodeclient`). Upstream asks a
-//! SubjectAccessReview for those two permissions; Rudder has no RBAC yet, so the groups that
-//! upstream's default bindings grant them to decide.
+//! SubjectAccessReview for those two permissions, which kubeadm and k3s bind to these groups;
+//! Rudder's bootstrap policy has no such bindings, so the groups decide.
 //!
 //! Requests for `kubernetes.io/kubelet-serving` are approved too when a node asks for its own
 //! name: upstream leaves these to the admin (or an external approver), as only they know

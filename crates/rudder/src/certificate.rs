@@ -21,6 +21,11 @@ const SERVICES: &[(&str, &str, &[&str])] = &[
         &["client-controller.crt", "client-controller.key"],
     ),
     (
+        "kube-proxy",
+        "tls",
+        &["client-kube-proxy.crt", "client-kube-proxy.key"],
+    ),
+    (
         "scheduler",
         "tls",
         &["client-scheduler.crt", "client-scheduler.key"],

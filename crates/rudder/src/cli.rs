@@ -119,7 +119,8 @@ pub(crate) struct CertificateRotateArgs {
     pub(crate) data_dir: Option<std::path::PathBuf>,
 
     /// What to rotate (repeatable or comma-separated): admin, api-server, controller-manager,
-    /// kubelet, scheduler, service-account [default: every one the data directory has].
+    /// kube-proxy, kubelet, scheduler, service-account [default: every one the data directory
+    /// has].
     #[arg(long, value_delimiter = ',')]
     pub(crate) service: Vec<String>,
 }

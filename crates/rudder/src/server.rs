@@ -111,6 +111,8 @@ fn node_kubeconfig(creds: &apiserver::pki::NodeCredentials, url: &str) -> String
 
 /// The scheduler's client certificate (file stem) and user, as k3s names them.
 const SCHEDULER: (&str, &str) = ("client-scheduler", "system:kube-scheduler");
+/// The service proxy's.
+const KUBE_PROXY: (&str, &str) = ("client-kube-proxy", "system:kube-proxy");
 /// The controller manager's.
 const CONTROLLER_MANAGER: (&str, &str) = ("client-controller", "system:kube-controller-manager");
 
@@ -182,7 +184,8 @@ pub(crate) async fn run(mut opts: ServerArgs) -> Result<()> {
     }
     if let Some(node) = node.filter(|_| !opts.disable_kube_proxy) {
         // The proxy reads every Service and EndpointSlice, as upstream's system:kube-proxy.
-        let client = crate::client::from_kubeconfig(&server.kubeconfig).await?;
+        let kubeconfig = component_kubeconfig(&server, &data_dir, KUBE_PROXY.0, KUBE_PROXY.1)?;
+        let client = crate::client::from_kubeconfig(&kubeconfig).await?;
         let config = proxy::rules::Config {
             table: opts.proxy_table.clone(),
             cluster_cidr: Some(opts.controllers.cluster_cidr.clone()),

@@ -250,22 +250,25 @@ fn certificates_requested_approved_and_issued(c: &Cluster, id: &str) -> String {
     bootstrapper
 }
 
+/// The field at the JSONPath `path` of the joined node's Lease.
+fn lease(c: &Cluster, path: &str) -> String {
+    let path = format!("jsonpath={path}");
+    let args = [
+        "get",
+        "lease",
+        "-n",
+        "kube-node-lease",
+        "joined",
+        "-o",
+        &path,
+    ];
+    c.kubectl(&args).out().to_string()
+}
+
 /// The agent renews its lease and keeps its credentials private; returns its kubeconfig.
 fn lease_renewed_and_credentials_private(c: &Cluster, agent: &Agent) -> PathBuf {
     // The node's lease, renewed by the agent with its new identity.
-    assert_eq!(
-        c.kubectl(&[
-            "get",
-            "lease",
-            "-n",
-            "kube-node-lease",
-            "joined",
-            "-o",
-            "jsonpath={.spec.holderIdentity}"
-        ])
-        .out(),
-        "joined"
-    );
+    assert_eq!(lease(c, "{.spec.holderIdentity}"), "joined");
     let kubeconfig = agent.data().join("kubeconfig.yaml");
     assert_eq!(mode(&kubeconfig), 0o600);
     assert_eq!(mode(&agent.data().join("pki/kubelet-client.key")), 0o600);
@@ -481,20 +484,8 @@ fn certificates_are_renewed_while_the_agent_runs(c: &mut Cluster, agent: &mut Ag
         jiff::Timestamp::now().as_second() > past
     });
     patiently("a lease renewed after it", agent, |_| {
-        let renewed = c
-            .kubectl(&[
-                "get",
-                "lease",
-                "-n",
-                "kube-node-lease",
-                "joined",
-                "-o",
-                "jsonpath={.spec.renewTime}",
-            ])
-            .out()
-            .parse::<jiff::Timestamp>()
-            .unwrap();
-        renewed.as_second() > past
+        let renewed = lease(c, "{.spec.renewTime}");
+        renewed.parse::<jiff::Timestamp>().unwrap().as_second() > past
     });
     let tls = c.dir.path().join("tls");
     let out = Command::new("curl")
