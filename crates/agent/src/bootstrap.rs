@@ -173,12 +173,11 @@ async fn new_serving_certificate(
 }
 
 /// Renews the node's client certificate of `creds`, asking as the node through `client`:
-/// the new certificate goes into its file and the node's kubeconfig. Returns a client on it
-/// and the kubeconfig's path.
+/// the new certificate goes into its file and the node's kubeconfig. Returns a client on it.
 pub(crate) async fn renew_client_certificate(
     creds: &Credentials,
     client: kube::Client,
-) -> Result<(kube::Client, PathBuf)> {
+) -> Result<kube::Client> {
     let files = Files::new(&creds.dir.join("pki"));
     let (cert, key) = new_client_certificate(client, &creds.node_name, &files).await?;
     let text = kubeconfig(
@@ -190,7 +189,7 @@ pub(crate) async fn renew_client_certificate(
     let renewed = self::client(&text)
         .await
         .context("connecting as the node")?;
-    Ok((renewed, creds.kubeconfig.clone()))
+    Ok(renewed)
 }
 
 /// Renews the node's serving certificate of `creds`, asking as the node through `client`.

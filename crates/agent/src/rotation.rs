@@ -2,10 +2,9 @@
 //! manager does: each certificate is asked for again through the CSR flow, as the node, once
 //! 70 to 84% of its validity has passed (never sooner than a third of the way from when it
 //! was written to its end, so that certificates a signer backdates and keeps short are not
-//! asked for over and over). The new client
-//! certificate replaces the one the agent's API client presents ([`NodeClient`]), the new
-//! serving certificate the one its HTTPS endpoint presents ([`tls::ServingCertificate`]);
-//! both are written where the next start finds them.
+//! asked for over and over). The new client certificate replaces the one the agent's API
+//! client presents ([`NodeClient`]), the new serving certificate the one its HTTPS endpoint
+//! presents ([`tls::ServingCertificate`]); both are written where the next start finds them.
 
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
@@ -93,12 +92,11 @@ pub async fn keep_renewed(r: Renewal) {
 /// Asks for a new client certificate and moves the agent's client onto it.
 async fn renew_client(r: &Renewal) -> Result<()> {
     let creds = &r.credentials;
-    let (client, kubeconfig) =
-        bootstrap::renew_client_certificate(creds, r.client.client()).await?;
+    let client = bootstrap::renew_client_certificate(creds, r.client.client()).await?;
     r.client.replace(client);
     tracing::info!(
         "renewed the node's client certificate ({})",
-        kubeconfig.display()
+        creds.kubeconfig.display()
     );
     Ok(())
 }

@@ -34,10 +34,6 @@ use crate::runtime::{self, Informers, Result, Shared};
 /// The controller's name.
 const NAME: &str = "certificatesigningrequest-signing-controller";
 
-/// How long certificates are valid unless the request asks for less, by default
-/// ([`crate::Options::cluster_signing_duration`]).
-#[cfg(test)]
-const DEFAULT_TTL_SECONDS: i64 = 365 * 24 * 3600;
 /// The shortest validity given (twice the clock skew allowed, as upstream's).
 const MIN_TTL_SECONDS: i64 = 600;
 /// How far back a certificate's validity starts, for clocks behind the signer's.
@@ -316,6 +312,15 @@ mod tests {
     use crate::certificates::{CLIENT_SIGNER, KUBELET_CLIENT_SIGNER, KUBELET_SERVING_SIGNER};
     use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType};
     use x509_parser::prelude::*;
+
+    /// The default `--cluster-signing-duration`, in seconds, as the options give it.
+    const DEFAULT_TTL_SECONDS: i64 = 365 * 24 * 3600;
+
+    #[test]
+    fn the_default_ttl_is_a_year_as_upstreams() {
+        let default = crate::Options::default().cluster_signing_duration;
+        assert_eq!(default.as_secs(), DEFAULT_TTL_SECONDS as u64);
+    }
 
     fn ca() -> (String, String) {
         let key = KeyPair::generate().unwrap();

@@ -10,8 +10,9 @@
 //! the API server other than through its `kube::Client`.
 //!
 //! Every controller has upstream's name (`deployment-controller`, ...; [`controllers`]), can
-//! be turned off, and by default acts as its own service account (`credentials`). They share one watch and cache per resource ([`runtime::Informers`]);
-//! each is a kube-runtime `Controller` run by [`runtime::run`], which waits for the caches,
+//! be turned off, and by default acts as its own service account (`credentials`). They
+//! share one watch and cache per resource ([`runtime::Informers`]); each is a kube-runtime
+//! `Controller` run by [`runtime::run`], which waits for the caches,
 //! backs off per object on errors and survives a panicking reconcile. Start reading at
 //! [`run`], then one controller module (`replicaset` is the simplest workload one).
 

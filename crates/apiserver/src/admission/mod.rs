@@ -105,8 +105,17 @@ pub trait Validating: Send + Sync {
     ) -> BoxFuture<'a, Result<(), Status>>;
 }
 
-/// The steps that run only when `--enable-admission-plugins` names them.
-const OFF_BY_DEFAULT: [&str; 1] = ["AlwaysPullImages"];
+/// A step that runs only when `--enable-admission-plugins` names it: its name, its place
+/// among the mutating steps in upstream's order, and how to make it.
+type OffByDefault = (&'static str, usize, fn() -> Box<dyn Mutating>);
+
+/// The steps off by default.
+const OFF_BY_DEFAULT: &[OffByDefault] = &[
+    // After LimitRanger and ServiceAccount.
+    ("AlwaysPullImages", 2, || {
+        Box::new(always_pull_images::AlwaysPullImages)
+    }),
+];
 
 /// The steps every write passes, in order.
 pub struct Chain {
@@ -176,23 +185,26 @@ impl Chain {
     /// upstream's order places them; a name that is no step's is an error.
     pub fn enabling(mut self, names: &[String]) -> Result<Chain, String> {
         for name in names {
-            match name.as_str() {
-                "AlwaysPullImages" if !self.has(name) => {
-                    // After LimitRanger and ServiceAccount, as upstream orders it.
-                    let at = self.mutating.len().min(2);
-                    self.mutating
-                        .insert(at, Box::new(always_pull_images::AlwaysPullImages));
-                }
-                known if self.has(known) || OFF_BY_DEFAULT.contains(&known) => {}
-                _ => return Err(self.unknown(name)),
+            if !self.knows(name) {
+                return Err(self.unknown(name));
+            }
+            let off = OFF_BY_DEFAULT.iter().find(|(n, _, _)| n == name);
+            if let Some((_, at, make)) = off.filter(|_| !self.has(name)) {
+                let at = (*at).min(self.mutating.len());
+                self.mutating.insert(at, make());
             }
         }
         Ok(self)
     }
 
-    /// Whether a step is called `name`.
+    /// Whether a step in the chain is called `name`.
     fn has(&self, name: &str) -> bool {
         self.names().any(|n| n == name)
+    }
+
+    /// Whether `name` is a step's, in the chain or off by default.
+    fn knows(&self, name: &str) -> bool {
+        self.has(name) || OFF_BY_DEFAULT.iter().any(|(n, _, _)| *n == name)
     }
 
     fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
@@ -203,7 +215,8 @@ impl Chain {
     /// The error for a name that is no step's.
     fn unknown(&self, name: &str) -> String {
         let mut known: Vec<&str> = self.names().collect();
-        known.extend(OFF_BY_DEFAULT.iter().filter(|n| !self.has(n)));
+        let off = OFF_BY_DEFAULT.iter().map(|(n, _, _)| *n);
+        known.extend(off.filter(|n| !self.has(n)));
         format!(
             "unknown admission plugin {name:?}; known: {}",
             known.join(", ")
@@ -213,10 +226,7 @@ impl Chain {
     /// The chain without the steps named in `names` (upstream's `--disable-admission-plugins`);
     /// a name that is no step's is an error.
     pub fn without(mut self, names: &[String]) -> Result<Chain, String> {
-        if let Some(name) = names
-            .iter()
-            .find(|n| !self.has(n) && !OFF_BY_DEFAULT.contains(&n.as_str()))
-        {
+        if let Some(name) = names.iter().find(|n| !self.knows(n)) {
             return Err(self.unknown(name));
         }
         self.mutating
